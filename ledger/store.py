@@ -1,0 +1,322 @@
+"""The ledger store: one SQLite connection, batches of commands in one transaction, hash-chained rows.
+
+No Trio here; the caller serialises every call (the server's mainLoop owns the Store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import sqlite3
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from . import rules
+from .money import to_text
+from .rules import FinanceRequest, LedgerError, Version
+
+SCHEMA_VERSION = 1
+GENESIS = "0" * 64
+
+
+def schema_sql() -> str:
+    return resources.files("ledger").joinpath("schema.sql").read_text()
+
+
+def finance_hash(prev: str, row_id: int, v: Version, source: str, ext_id: str | None, created: int) -> str:
+    """SHA-256 of a finance row's content chained to the previous row's hash."""
+    return hashlib.sha256(orjson.dumps([
+        prev, row_id, v.order, v.version, v.login, v.cmd, v.state, v.amount, v.delta, v.balance,
+        v.credit, v.comment, v.open_time, v.close_time, source, ext_id, created,
+    ])).hexdigest()
+
+
+def event_hash(prev: str, seq: int, type_: int, record_id: int, data: bytes) -> str:
+    """SHA-256 of an event chained to the previous event's hash."""
+    return hashlib.sha256(orjson.dumps([prev, seq, type_, record_id]) + data).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A committed ``trade:event``: its gap-free ``seq``, type, order and record JSON."""
+
+    seq: int
+    type: int
+    order: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a finance command did: enough to answer both the plain and the ``…Sync`` form."""
+
+    order: int
+    login: int
+    cmd: int
+    amount: int
+    type: int  # event type; its acceptance state is rules.ACCEPT_STATE[type]
+    record: bytes  # the trade record JSON (the event's data)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One command's result: an error, or data (command specific) and the events it committed."""
+
+    error: LedgerError | None = None
+    data: Any = None
+    events: list[Event] = field(default_factory=list)
+    replay: bool = False  # answered from an idempotency key, nothing new written
+
+
+@dataclass(frozen=True, slots=True)
+class Finance:
+    """A finance request with its context: time, idempotency scope and a reserved order number."""
+
+    request: FinanceRequest
+    now: int
+    manager: int | None = None  # idempotency is per (manager, ext_id)
+    ext_id: str | None = None
+    new_order: int | None = None  # order number to use if a new order is created
+    source: str = "manager"
+
+
+@dataclass(frozen=True, slots=True)
+class AddAccount:
+    name: str
+    currency: str
+    now: int
+    group: str = "default"
+    login: int | None = None  # None: the next free login
+
+
+class Store:
+    """Owns the ledger database. Every write goes through :meth:`apply_batch`."""
+
+    def __init__(self, path: str, *, synchronous: str = "FULL"):
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{path}: schema version {version} is newer than this syncledger ({SCHEMA_VERSION})")
+        if version < SCHEMA_VERSION:
+            self.db.executescript(schema_sql())
+        self._handlers: dict[type, Callable[[Any], Outcome]] = {
+            Finance: self._finance,
+            AddAccount: self._add_account,
+        }
+        self._undo: list[tuple[int, tuple | None]] = []
+        self._load()
+
+    def _load(self) -> None:
+        db = self.db
+        # login -> (currency, balance, credit); totals from each account's latest finance row.
+        self.accounts: dict[int, tuple[str, int, int]] = {
+            login: (currency, balance, credit)
+            for login, currency, balance, credit in db.execute(
+                "SELECT a.login, a.currency, COALESCE(f.balance, 0), COALESCE(f.credit, 0) FROM accounts a "
+                "LEFT JOIN finance f ON f.id = (SELECT MAX(id) FROM finance WHERE login = a.login)"
+            )
+        }
+        row = db.execute("SELECT id, hash FROM finance ORDER BY id DESC LIMIT 1").fetchone()
+        self.finance_id, self.finance_head = row if row else (0, GENESIS)
+        row = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        self.seq, self.event_head = row if row else (0, GENESIS)
+        max_order = db.execute("SELECT COALESCE(MAX(order_id), 0) FROM finance").fetchone()[0]
+        self._orders = itertools.count(max_order + 1)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def reserve_order(self) -> int:
+        """A fresh order number (thread-safe; a number whose command fails is simply skipped)."""
+        return next(self._orders)
+
+    def register(self, command_type: type, handler: Callable[[Any], Outcome]) -> None:
+        """Teach the store another command (used by ledger.wallet)."""
+        self._handlers[command_type] = handler
+
+    # ------------------------------------------------------------------ batches
+
+    def apply_batch(self, commands: Sequence[Any]) -> list[Outcome]:
+        """Apply ``commands`` in ONE transaction, each under its own SAVEPOINT so that one
+        failure does not sink the others. Returns one Outcome per command once committed.
+        If the commit itself fails, nothing is applied and the exception propagates."""
+        db = self.db
+        outcomes = []
+        heads = (self.finance_id, self.finance_head, self.seq, self.event_head)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for command in commands:
+                mark = (len(self._undo), self.finance_id, self.finance_head, self.seq, self.event_head)
+                db.execute("SAVEPOINT cmd")
+                try:
+                    outcome = self._handlers[type(command)](command)
+                except LedgerError as error:
+                    db.execute("ROLLBACK TO cmd")
+                    self._revert(mark)
+                    outcome = Outcome(error=error)
+                    self._remember_failure(command, error)
+                except sqlite3.IntegrityError as error:
+                    db.execute("ROLLBACK TO cmd")
+                    self._revert(mark)
+                    outcome = Outcome(error=LedgerError(500, "INTERNAL", f"ledger refused the command: {error}"))
+                db.execute("RELEASE cmd")
+                outcomes.append(outcome)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self._revert((0, *heads))
+            raise
+        self._undo.clear()
+        return outcomes
+
+    def _revert(self, mark: tuple) -> None:
+        """Undo in-memory changes made after ``mark`` (its SQL was rolled back)."""
+        undo_len, self.finance_id, self.finance_head, self.seq, self.event_head = mark
+        while len(self._undo) > undo_len:
+            login, old = self._undo.pop()
+            if old is None:
+                del self.accounts[login]
+            else:
+                self.accounts[login] = old
+
+    def _set_account(self, login: int, value: tuple[str, int, int]) -> None:
+        self._undo.append((login, self.accounts.get(login)))
+        self.accounts[login] = value
+
+    # ------------------------------------------------------------------ writes
+
+    def append(self, v: Version, now: int, source: str, ext_id: str | None) -> Event:
+        """Append a finance version and its event; move the account's totals. Inside a batch only."""
+        currency = self.accounts[v.login][0]
+        row_id = self.finance_id + 1
+        fhash = finance_hash(self.finance_head, row_id, v, source, ext_id, now)
+        self.db.execute(
+            "INSERT INTO finance VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (row_id, v.order, v.version, v.login, v.cmd, v.state, v.amount, v.delta, v.balance, v.credit,
+             v.comment, v.open_time, v.close_time, source, ext_id, now, fhash),
+        )
+        seq, etype, data = self.seq + 1, v.event_type, rules.record_json(v)
+        ehash = event_hash(self.event_head, seq, etype, row_id, data)
+        self.db.execute("INSERT INTO events VALUES (?,?,?,?,?)", (seq, etype, row_id, data.decode(), ehash))
+        self.finance_id, self.finance_head, self.seq, self.event_head = row_id, fhash, seq, ehash
+        self._set_account(v.login, (currency, v.balance, v.credit))
+        return Event(seq, etype, v.order, data)
+
+    def _finance(self, c: Finance) -> Outcome:
+        req = c.request
+        keyed = c.manager is not None and c.ext_id is not None
+        if keyed:
+            replay = self._replay(c)
+            if replay is not None:
+                return replay
+        current = self.current_version(req.order) if req.order is not None else None
+        login, new_order = req.login, 0
+        if req.op in rules.DELETES:
+            login = current.login if current else None  # None: rules.apply answers ORDER_NOT_FOUND
+        elif current is None:
+            new_order = c.new_order if c.new_order is not None else self.reserve_order()
+        account = self.accounts.get(login)
+        if account is None and login is not None:
+            raise LedgerError(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
+        v = rules.apply(req, account[1:] if account else (0, 0), current, new_order, c.now)
+        event = self.append(v, c.now, c.source, c.ext_id)
+        if keyed:
+            self.db.execute(
+                "INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?)",
+                (c.manager, c.ext_id, req.payload(), 200, None, None, event.seq, c.now),
+            )
+        return Outcome(data=Receipt(v.order, v.login, v.cmd, v.amount, event.type, event.data), events=[event])
+
+    def _replay(self, c: Finance) -> Outcome | None:
+        """The stored outcome of an earlier request with the same (manager, extID), if any."""
+        row = self.db.execute(
+            "SELECT payload, status, error, message, seq FROM idempotency WHERE manager=? AND ext_id=?",
+            (c.manager, c.ext_id),
+        ).fetchone()
+        if row is None:
+            return None
+        payload, status, error, message, seq = row
+        if payload != c.request.payload():
+            return Outcome(error=LedgerError(
+                409, "IDEMPOTENCY_CONFLICT", f"extID {c.ext_id!r} was used for a different request"), replay=True)
+        if seq is None:
+            return Outcome(error=LedgerError(status, error, message), replay=True)
+        etype, data, order, login, cmd, amount = self.db.execute(
+            "SELECT e.type, e.data, f.order_id, f.login, f.cmd, f.amount FROM events e "
+            "JOIN finance f ON f.id = e.record_id WHERE e.seq = ?", (seq,)).fetchone()
+        return Outcome(data=Receipt(order, login, cmd, amount, etype, data.encode()), replay=True)
+
+    def _remember_failure(self, command: Any, error: LedgerError) -> None:
+        """A keyed finance request that failed by the ledger's rules stays failed on replay."""
+        if (isinstance(command, Finance) and command.manager is not None and command.ext_id is not None
+                and error.status < 500 and error.code != "IDEMPOTENCY_CONFLICT"):
+            self.db.execute(
+                "INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?,?)",
+                (command.manager, command.ext_id, command.request.payload(), error.status, error.code,
+                 error.message, None, command.now),
+            )
+
+    def _add_account(self, c: AddAccount) -> Outcome:
+        login = c.login
+        if login is None:
+            login = max(self.accounts, default=999) + 1
+        elif login in self.accounts:
+            raise LedgerError(409, "ACCOUNT_EXISTS", f"account {login} already exists")
+        self.db.execute("INSERT INTO accounts VALUES (?,?,?,?,?)", (login, c.name, c.group, c.currency, c.now))
+        self._set_account(login, (c.currency, 0, 0))
+        return Outcome(data=self.get_account(login))
+
+    # ------------------------------------------------------------------ reads
+
+    def current_version(self, order: int) -> Version | None:
+        row = self.db.execute(
+            "SELECT order_id, version, login, cmd, state, amount, delta, balance, credit, comment, open_time, "
+            "close_time FROM finance WHERE order_id = ? ORDER BY version DESC LIMIT 1", (order,)).fetchone()
+        return Version(*row) if row else None
+
+    def get_account(self, login: int) -> dict | None:
+        row = self.db.execute(
+            'SELECT login, name, "group", currency, created FROM accounts WHERE login = ?', (login,)).fetchone()
+        if row is None:
+            return None
+        _, balance, credit = self.accounts[login]
+        return {"login": row[0], "name": row[1], "group": row[2], "currency": row[3], "created": row[4],
+                "balance": orjson.Fragment(to_text(balance)), "credit": orjson.Fragment(to_text(credit))}
+
+    def get_record(self, order: int) -> bytes | None:
+        """The trade record JSON of the order's current version."""
+        v = self.current_version(order)
+        return rules.record_json(v) if v else None
+
+    def get_records(self, login: int, start: int | None = None, end: int | None = None,
+                    limit: int = 10_000) -> list[bytes]:
+        """Trade records (current versions) of an account's orders opened in [start, end], by order."""
+        rows = self.db.execute(
+            "SELECT order_id, version, login, cmd, state, amount, delta, balance, credit, comment, open_time, "
+            "close_time FROM finance f WHERE login = ? AND version = "
+            "(SELECT MAX(version) FROM finance WHERE order_id = f.order_id) "
+            "AND open_time >= ? AND open_time <= ? ORDER BY order_id LIMIT ?",
+            (login, start if start is not None else -(2**62), end if end is not None else 2**62, limit))
+        return [rules.record_json(Version(*row)) for row in rows]
+
+    def events_after(self, seq: int, limit: int = 1000) -> list[Event]:
+        """Committed events with seq > ``seq``, oldest first."""
+        return [
+            Event(s, t, order, data.encode())
+            for s, t, order, data in self.db.execute(
+                "SELECT e.seq, e.type, f.order_id, e.data FROM events e JOIN finance f ON f.id = e.record_id "
+                "WHERE e.seq > ? ORDER BY e.seq LIMIT ?", (seq, limit))
+        ]
+
+    def get_manager(self, login: int) -> tuple[str, int] | None:
+        """(password hash, session type) of a manager."""
+        return self.db.execute("SELECT password_hash, session FROM managers WHERE login = ?", (login,)).fetchone()

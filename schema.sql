@@ -1,0 +1,118 @@
+-- syncledger schema, version 1 (tracked in PRAGMA user_version).
+-- Money columns hold signed integer micro-units (1 unit = 1_000_000).
+-- Ledger tables (finance, events, idempotency, wallet_tx) are append-only:
+-- triggers refuse UPDATE and DELETE, a change to an order is a new row.
+
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS accounts (
+    login    INTEGER PRIMARY KEY,
+    name     TEXT    NOT NULL,
+    "group"  TEXT    NOT NULL,
+    currency TEXT    NOT NULL,
+    created  INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS managers (
+    login         INTEGER PRIMARY KEY,
+    password_hash TEXT    NOT NULL,
+    session       INTEGER NOT NULL CHECK (session BETWEEN 0 AND 3),
+    created       INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS game_sessions (
+    sid       TEXT    PRIMARY KEY,
+    login     INTEGER NOT NULL REFERENCES accounts(login),
+    created   INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+);
+
+-- One row per version of a finance order. `amount` is the order's signed
+-- amount at this version, `delta` what this version changed on the account,
+-- `balance`/`credit` the account's totals after it. `hash` chains every row
+-- to the one before it (SHA-256, see ledger/store.py: finance_hash).
+CREATE TABLE IF NOT EXISTS finance (
+    id         INTEGER PRIMARY KEY,
+    order_id   INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    login      INTEGER NOT NULL REFERENCES accounts(login),
+    cmd        INTEGER NOT NULL,
+    state      INTEGER NOT NULL,
+    amount     INTEGER NOT NULL,
+    delta      INTEGER NOT NULL,
+    balance    INTEGER NOT NULL,
+    credit     INTEGER NOT NULL,
+    comment    TEXT    NOT NULL,
+    open_time  INTEGER NOT NULL,
+    close_time INTEGER NOT NULL,
+    source     TEXT    NOT NULL,
+    ext_id     TEXT,
+    created    INTEGER NOT NULL,
+    hash       TEXT    NOT NULL,
+    UNIQUE (order_id, version)
+);
+CREATE INDEX IF NOT EXISTS finance_login ON finance (login, id);
+
+-- One row per trade:event, written in the same transaction as its record.
+-- `seq` is gap-free from 1; `data` is the exact JSON sent on the wire.
+CREATE TABLE IF NOT EXISTS events (
+    seq       INTEGER PRIMARY KEY,
+    type      INTEGER NOT NULL,
+    record_id INTEGER NOT NULL REFERENCES finance(id),
+    data      TEXT    NOT NULL,
+    hash      TEXT    NOT NULL
+);
+
+-- Manager finance requests by (manager login, extID): the outcome of the
+-- first attempt, successful (seq of its event) or not (status and error).
+CREATE TABLE IF NOT EXISTS idempotency (
+    manager INTEGER NOT NULL,
+    ext_id  TEXT    NOT NULL,
+    payload TEXT    NOT NULL,
+    status  INTEGER NOT NULL,
+    error   TEXT,
+    message TEXT,
+    seq     INTEGER REFERENCES events(seq),
+    created INTEGER NOT NULL,
+    PRIMARY KEY (manager, ext_id)
+) WITHOUT ROWID;
+
+-- Game-wallet transactions by (kind, transaction.id). kind is debit, credit,
+-- cancel or tombstone (a credit/cancel that came before its debit: txid is
+-- the debit's id, which can then never be debited).
+CREATE TABLE IF NOT EXISTS wallet_tx (
+    kind     TEXT    NOT NULL,
+    txid     TEXT    NOT NULL,
+    login    INTEGER NOT NULL,
+    ref_id   TEXT,
+    amount   INTEGER NOT NULL,
+    payload  TEXT    NOT NULL,
+    status   TEXT    NOT NULL,
+    order_id INTEGER,
+    seq      INTEGER REFERENCES events(seq),
+    created  INTEGER NOT NULL,
+    PRIMARY KEY (kind, txid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS wallet_tx_ref ON wallet_tx (ref_id);
+
+CREATE TRIGGER IF NOT EXISTS finance_no_update BEFORE UPDATE ON finance
+BEGIN SELECT RAISE(ABORT, 'finance rows are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS finance_no_delete BEFORE DELETE ON finance
+BEGIN SELECT RAISE(ABORT, 'finance rows are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS idempotency_no_update BEFORE UPDATE ON idempotency
+BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS idempotency_no_delete BEFORE DELETE ON idempotency
+BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS wallet_tx_no_update BEFORE UPDATE ON wallet_tx
+BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS wallet_tx_no_delete BEFORE DELETE ON wallet_tx
+BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
+
+PRAGMA user_version = 1;

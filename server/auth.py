@@ -1,0 +1,100 @@
+"""Manager authentication: salted scrypt password hashes and HS256 session tokens (PyJWT), claims cached."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import jwt
+
+SESSION_USER, SESSION_MANAGER, SESSION_DEALER, SESSION_ADMIN = 0, 1, 2, 3
+SESSIONS = {"USER": SESSION_USER, "MANAGER": SESSION_MANAGER, "DEALER": SESSION_DEALER, "ADMIN": SESSION_ADMIN}
+FINANCE_SESSIONS = frozenset({SESSION_MANAGER, SESSION_DEALER, SESSION_ADMIN})
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash, self-describing: ``scrypt$n$r$p$salt$hash`` (base64)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    b64 = base64.b64encode
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    """Constant-time check of ``password`` against a :func:`hash_password` string (slow on purpose)."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                             dklen=len(expected))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, expected)
+
+
+class AuthError(Exception):
+    """401: a missing, malformed, forged or expired token."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    login: int
+    session: int
+    exp: int
+
+
+class Tokens:
+    """Issues and verifies HS256 tokens; a verified token's claims are cached until it expires."""
+
+    def __init__(self, secret: str, *, ttl: int = 24 * 3600, clock: Callable[[], float] = time.time,
+                 cache_size: int = 10_000):
+        self._secret, self.ttl, self._clock, self._cache_size = secret, ttl, clock, cache_size
+        self._cache: dict[str, Claims] = {}
+
+    def issue(self, login: int, session: int, ttl: int | None = None) -> tuple[str, int]:
+        exp = int(self._clock()) + (self.ttl if ttl is None else ttl)
+        token = jwt.encode({"sub": str(login), "session": session, "exp": exp}, self._secret, algorithm="HS256")
+        return token, exp
+
+    def verify(self, token: object) -> Claims:
+        if not isinstance(token, str) or not token:
+            raise AuthError("UNAUTHORIZED", "__token is required")
+        claims = self._cache.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            self._cache[token] = claims
+        if claims.exp <= self._clock():
+            self._cache.pop(token, None)
+            raise AuthError("TOKEN_EXPIRED", "token has expired")
+        return claims
+
+    def _decode(self, token: str) -> Claims:
+        try:
+            raw = jwt.decode(token, self._secret, algorithms=["HS256"], options={"require": ["sub", "exp"]},
+                             leeway=0)
+        except jwt.ExpiredSignatureError:
+            raise AuthError("TOKEN_EXPIRED", "token has expired") from None
+        except jwt.InvalidTokenError as e:
+            raise AuthError("INVALID_TOKEN", f"invalid token: {e}") from None
+        try:
+            login, session, exp = int(raw["sub"]), raw["session"], raw["exp"]
+        except (KeyError, TypeError, ValueError):
+            raise AuthError("INVALID_TOKEN", "invalid token claims") from None
+        if type(session) is not int or session not in SESSIONS.values() or type(exp) is not int:
+            raise AuthError("INVALID_TOKEN", "invalid token claims")
+        return Claims(login, session, exp)

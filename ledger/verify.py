@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from . import rules
 from .rules import Version
@@ -30,7 +31,8 @@ class _Bad(Exception):
 
 def verify_path(path: str) -> Report:
     """Verify the ledger file at ``path``, opened read-only."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # Quote the path: a "?" or "#" in it would otherwise end the URI's path and open another file.
+    db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
     try:
         return verify(db)
     finally:

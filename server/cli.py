@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
 import time
+
+import trio
 
 from ledger import Store, verify_path
 
 from . import admin
+from .app import Config, serve
 from .auth import SESSIONS, Tokens
 
 
@@ -42,9 +47,37 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+async def _serve_until_signalled(config: Config) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve, config)
+            host = config.host
+            print(f"listening tcp={host}:{server.ports.tcp} ws={host}:{server.ports.ws}", flush=True)
+            async for _ in signals:
+                await server.shutdown()
+                break
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = Config(db=args.db, host=args.host, tcp_port=args.tcp_port, ws_port=args.ws_port,
+                    wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms)
+    trio.run(_serve_until_signalled, config)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="syncledger", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+
+    srv = sub.add_parser("serve", help="run the server (Ctrl-C or SIGTERM stops it cleanly)")
+    srv.add_argument("--db", default="syncledger.db")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--tcp-port", type=int, default=7400)
+    srv.add_argument("--ws-port", type=int, default=7401)
+    srv.add_argument("--wallet-port", type=int, default=7402)
+    srv.add_argument("--sync-timeout-ms", type=int, default=5000)
+    srv.set_defaults(run=_serve)
 
     manager = sub.add_parser("manager", help="manage manager accounts").add_subparsers(dest="action", required=True)
     add = manager.add_parser("add", help="store a manager and its password")

@@ -1,0 +1,161 @@
+"""Wires the nursery tree: mainLoop, timeout scheduler, TCP and WebSocket listeners.
+
+``serve(config)`` is startable with ``nursery.start`` and hands back the running :class:`Server`
+(its bound ports are ``server.ports``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, NamedTuple
+
+import trio
+from trio_websocket import WebSocketServer
+
+from ledger import Store
+
+from . import admin, ws
+from .auth import Tokens
+from .broker import Broker
+from .commands import Dispatcher
+from .mainloop import MainLoop
+from .tcp import Connection
+from .timeouts import Timeouts
+
+log = logging.getLogger("syncledger")
+
+
+@dataclass
+class Config:
+    db: str = "syncledger.db"
+    host: str = "127.0.0.1"
+    tcp_port: int = 7400
+    ws_port: int = 7401
+    wallet_port: int = 7402
+    sync_timeout_ms: int = 5000
+    batch_max: int = 1024  # commands per group commit at most
+    inbox_size: int = 8192  # queued commands before submitters wait
+    outbox_size: int = 16384  # unsent messages per connection before it is dropped as too slow
+    max_inflight: int = 8192  # unanswered requests per connection before 429
+    idle_timeout: float = 300.0  # seconds a connection may stay silent with nothing pending
+    game_session_ttl: int = 1800  # idle seconds before a game session (sid) expires
+    shutdown_grace: float = 10.0
+    threaded: bool = True  # False: SQLite runs on the Trio thread (deterministic MockClock tests)
+    epoch: float | None = None  # wall time at trio.current_time() == 0; None: the real clock
+    secret: str | None = None  # token secret; None: SYNCLEDGER_SECRET or the one kept in the database
+
+
+class Ports(NamedTuple):
+    tcp: int
+    ws: int
+
+
+class Server:
+    def __init__(self, config: Config):
+        self.config = config
+        self.store = Store(config.db)
+        self.tokens = Tokens(config.secret or admin.load_secret(self.store.db), clock=self.wall_time)
+        self.broker = Broker()
+        self.timeouts = Timeouts()
+        self.mainloop = MainLoop(self.store, self.broker.publish, batch_max=config.batch_max,
+                                 inbox_size=config.inbox_size, threaded=config.threaded)
+        self.dispatcher = Dispatcher(self)
+        self.connections: set[Connection] = set()
+        self.ports: Ports | None = None
+        self._epoch = config.epoch
+        self._accepting: list[trio.CancelScope] = []
+        self._root: trio.CancelScope | None = None
+        self._connections_done = trio.Event()
+        self.stopping = False
+
+    # ---- time: everything follows Trio's clock, so MockClock drives sync timeouts and expiries
+
+    def wall_time(self) -> float:
+        if self._epoch is None:
+            self._epoch = time.time() - trio.current_time()
+        return self._epoch + trio.current_time()
+
+    def now(self) -> int:
+        return int(self.wall_time())
+
+    async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """CPU-heavy work (password hashing) off the Trio thread, unless running single-threaded."""
+        if self.config.threaded:
+            return await trio.to_thread.run_sync(fn, *args)
+        return fn(*args)
+
+    # ---- running
+
+    async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+        self.wall_time()
+        try:
+            async with trio.open_nursery() as root:
+                self._root = root.cancel_scope
+                await root.start(self.mainloop.run)
+                await root.start(self.timeouts.run)
+                tcp = await trio.open_tcp_listeners(self.config.tcp_port, host=self.config.host)
+                wsl = await trio.open_tcp_listeners(self.config.ws_port, host=self.config.host)
+                await root.start(self._serve_tcp, tcp)
+                ws_server = WebSocketServer(partial(ws.handle, self), wsl, handler_nursery=root,
+                                            message_queue_size=4, connect_timeout=10, disconnect_timeout=5)
+                await root.start(self._accept, ws_server.run)
+                self.ports = Ports(tcp[0].socket.getsockname()[1], wsl[0].socket.getsockname()[1])
+                task_status.started(self)
+        finally:
+            self.store.close()
+
+    async def _accept(self, run: Callable[..., Any], *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
+        with trio.CancelScope() as scope:
+            self._accepting.append(scope)
+            await run(task_status=task_status)
+
+    async def _serve_tcp(self, listeners: list, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
+        async with trio.open_nursery() as conns:
+            await conns.start(self._accept, partial(trio.serve_listeners, self._tcp_connection, listeners,
+                                                    handler_nursery=conns))
+            task_status.started()
+        self._connections_done.set()
+
+    async def _tcp_connection(self, stream: trio.SocketStream) -> None:
+        conn = Connection(stream, self.dispatcher, self.broker, outbox_size=self.config.outbox_size,
+                          idle_timeout=self.config.idle_timeout,
+                          answer_grace=self.config.sync_timeout_ms / 1000 + 1)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        except Exception:
+            log.exception("connection %d failed", conn.id)
+        finally:
+            self.connections.discard(conn)
+
+    async def shutdown(self) -> None:
+        """Stop accepting and reading, apply every queued command, answer or fail every pending
+        request, flush what connections have buffered, then stop everything."""
+        if self.stopping:
+            return
+        self.stopping = True
+        grace = self.config.shutdown_grace
+        for scope in self._accepting:
+            scope.cancel()
+        for conn in list(self.connections):
+            conn.stop_reading()
+        self.mainloop.resume()
+        self.mainloop.close()
+        with trio.move_on_after(grace):
+            await self.mainloop.stopped.wait()
+        for conn in list(self.connections):
+            for pending in list(conn.pending):
+                pending.error(503, "SHUTTING_DOWN", "the server shut down before this request completed")
+        with trio.move_on_after(grace):
+            await self._connections_done.wait()
+        if self._root is not None:
+            self._root.cancel()
+
+
+async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run syncledger until cancelled (or until ``server.shutdown()``)."""
+    await Server(config).run(task_status=task_status)
+

@@ -1,0 +1,74 @@
+"""Fan-out of committed trade:events to subscribers, and replay from the ledger with ``from_seq``.
+
+Each subscriber owns a bounded buffer; one that cannot take the next event is dropped at once, so a
+slow or dead subscriber never slows the mainLoop or anyone else. It reconnects with ``from_seq``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from ledger.store import Event
+
+from . import protocol
+
+if TYPE_CHECKING:
+    from .mainloop import MainLoop
+
+REPLAY_PAGE = 1000
+
+
+class Subscriber(Protocol):
+    def offer(self, line: bytes) -> bool:
+        """Buffer an event line without waiting; False if the buffer is full."""
+
+    async def put(self, line: bytes) -> None:
+        """Buffer an event line, waiting for room (replay only, never from the mainLoop)."""
+
+    def drop(self, reason: str) -> None:
+        """Disconnect: the subscriber could not keep up."""
+
+
+def event_line(event: Event) -> bytes:
+    return protocol.event_json(event.seq, event.type, event.data) + protocol.CRLF
+
+
+class Broker:
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self.dropped = 0
+
+    def publish(self, event: Event) -> None:
+        """Called by the mainLoop after commit; never waits."""
+        if not self.subscribers:
+            return
+        line = event_line(event)
+        for sub in list(self.subscribers):
+            if not sub.offer(line):
+                self.subscribers.discard(sub)
+                self.dropped += 1
+                sub.drop("subscriber too slow: events dropped; reconnect with from_seq")
+
+    def remove(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    async def subscribe(self, sub: Subscriber, mainloop: MainLoop, from_seq: int | None = None) -> None:
+        """Go live; with ``from_seq``, first replay every committed event after it, with no gap and no
+        duplicate: pages are sent with backpressure, the last catch-up and going live happen under the
+        mainLoop's lock, between two batches."""
+        last = from_seq
+        while last is not None:
+            page = await mainloop.read(mainloop.store.events_after, last, REPLAY_PAGE)
+            for event in page:
+                await sub.put(event_line(event))
+            if page:
+                last = page[-1].seq
+            if len(page) < REPLAY_PAGE:
+                break
+        async with mainloop.lock:
+            if last is not None:
+                for event in await mainloop.call(mainloop.store.events_after, last, 1 << 62):
+                    if not sub.offer(event_line(event)):
+                        sub.drop("subscriber too slow during replay; reconnect with from_seq")
+                        return
+            self.subscribers.add(sub)

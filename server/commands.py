@@ -1,0 +1,202 @@
+"""Manager API commands: authenticate the token, authorise the session type, validate ``data`` with
+the models, and run the command (every write through the mainLoop)."""
+
+from __future__ import annotations
+
+import secrets
+from functools import partial
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+import orjson
+import trio
+from pydantic import BaseModel, ValidationError
+
+from ledger import AddAccount, Finance, FinanceRequest, Outcome, to_text
+from ledger import rules
+from ledger.wallet import OpenSession
+
+from . import models, protocol
+from .auth import FINANCE_SESSIONS, SESSION_ADMIN, SESSION_MANAGER, AuthError, Claims, check_password
+from .mainloop import Job, ShuttingDown
+from .pending import Pending
+from .protocol import ProtocolError, Request
+
+if TYPE_CHECKING:
+    from .app import Server
+    from .tcp import Connection
+
+Handler = Callable[["Connection", Pending, Request, Claims], Awaitable[None]]
+
+FINANCE_MODELS: dict[str, type[BaseModel]] = {
+    "BalanceIn": models.BalanceData, "BalanceOut": models.BalanceData,
+    "CreditIn": models.CreditData, "CreditOut": models.CreditData,
+    "DeleteBalance": models.DeleteData, "DeleteCredit": models.DeleteData,
+}
+ACCOUNT_ADMINS = frozenset({SESSION_MANAGER, SESSION_ADMIN})
+ANY_SESSION = frozenset(range(4))
+CHANNELS = ("trade:event",)
+# Checked when the login is unknown, so that a wrong login costs as much as a wrong password.
+_DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+
+class Dispatcher:
+    def __init__(self, server: Server):
+        self.s = server
+        self.commands: dict[str, tuple[Handler, frozenset[int]]] = {
+            "Ping": (self.ping, ANY_SESSION),
+            "AddUser": (self.add_user, ACCOUNT_ADMINS),
+            "GetUser": (self.get_user, FINANCE_SESSIONS),
+            "GetTrade": (self.get_trade, FINANCE_SESSIONS),
+            "GetTrades": (self.get_trades, FINANCE_SESSIONS),
+            "Subscribe": (self.subscribe, FINANCE_SESSIONS),
+            "Unsubscribe": (self.unsubscribe, FINANCE_SESSIONS),
+            "OpenGameSession": (self.open_game_session, FINANCE_SESSIONS),
+        }
+        for name in FINANCE_MODELS:
+            self.commands[name] = (partial(self.finance, name, False), FINANCE_SESSIONS)
+            self.commands[name + "Sync"] = (partial(self.finance, name, True), FINANCE_SESSIONS)
+
+    async def handle(self, conn: Connection, line: bytes) -> None:
+        """Answer one request line (now, or later through its Pending)."""
+        try:
+            req = protocol.parse_request(line)
+        except ProtocolError as e:
+            conn.send(protocol.error(e.ext_id, e.status, e.code, e.message))
+            return
+        if len(conn.pending) >= self.s.config.max_inflight:
+            conn.send(protocol.error(req.ext_id, 429, "TOO_MANY_REQUESTS",
+                                     f"at most {self.s.config.max_inflight} requests may be pending"))
+            return
+        pending = conn.open_pending(req.ext_id)
+        try:
+            if req.command == "Login":
+                await self.login(pending, req)
+                return
+            entry = self.commands.get(req.command)
+            if entry is None:
+                raise ProtocolError(404, "UNKNOWN_COMMAND", f"unknown command {req.command!r}")
+            handler, sessions = entry
+            claims = self.s.tokens.verify(req.token)
+            if claims.session not in sessions:
+                raise ProtocolError(403, "FORBIDDEN", f"{req.command} is not allowed for session type {claims.session}")
+            await handler(conn, pending, req, claims)
+        except ProtocolError as e:
+            pending.error(e.status, e.code, e.message)
+        except AuthError as e:
+            pending.error(401, e.code, e.message)
+        except ValidationError as e:
+            pending.error(400, "INVALID_DATA", models.describe(e))
+        except ShuttingDown:
+            pending.error(503, "SHUTTING_DOWN", "the server is shutting down")
+
+    # ---- finance
+
+    async def finance(self, op: str, sync: bool, conn: Connection, pending: Pending, req: Request,
+                      claims: Claims) -> None:
+        data = FINANCE_MODELS[op].model_validate(req.data)
+        if op in rules.DELETES:
+            request = FinanceRequest(op, order=data.order)
+            new_order = None
+            keys: tuple[tuple[int, int], ...] = ((data.order, rules.EV_RECORD_DELETE),)
+        else:
+            request = FinanceRequest(op, data.login, data.amount, data.comment, data.order,
+                                     data.open_time, data.close_time)
+            new_order = self.s.store.reserve_order()
+            keys = ((new_order, rules.EV_RECORD_ADD),)
+            if data.order is not None:
+                keys += ((data.order, rules.EV_RECORD_UPDATE),)
+        command = Finance(request, self.s.now(), manager=claims.login, ext_id=req.ext_id, new_order=new_order)
+        if sync:
+            ms = self.s.config.sync_timeout_ms
+            pending.wait_for(keys, self.s.timeouts, trio.current_time() + ms / 1000, ms)
+            job = Job(command, pending.on_outcome, waiter=pending)
+        else:
+            job = Job(command, partial(_accepted, pending))
+        await self.s.mainloop.submit(job)
+
+    # ---- accounts and reads
+
+    async def add_user(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
+        data = models.AddUserData.model_validate(req.data)
+        command = AddAccount(data.name, data.currency, self.s.now(), data.group, data.login)
+        await self.s.mainloop.submit(Job(command, partial(_answer, pending)))
+
+    async def get_user(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
+        login = models.LoginRef.model_validate(req.data).login
+        pending.ok(await self._account(login))
+
+    async def get_trade(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
+        order = models.OrderRef.model_validate(req.data).order
+        record = await self.s.mainloop.read(self.s.store.get_record, order)
+        if record is None:
+            raise ProtocolError(404, "ORDER_NOT_FOUND", f"no order {order}")
+        pending.ok(record)
+
+    async def get_trades(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
+        data = models.GetTradesData.model_validate(req.data)
+        await self._account(data.login)
+        records = await self.s.mainloop.read(self.s.store.get_records, data.login, data.from_, data.to)
+        pending.ok({"login": data.login, "trades": [orjson.Fragment(r) for r in records]})
+
+    async def _account(self, login: int) -> dict:
+        account = await self.s.mainloop.read(self.s.store.get_account, login)
+        if account is None:
+            raise ProtocolError(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
+        return account
+
+    async def open_game_session(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
+        login = models.LoginRef.model_validate(req.data).login
+        command = OpenSession(login, secrets.token_urlsafe(18), self.s.now(), self.s.config.game_session_ttl)
+        await self.s.mainloop.submit(Job(command, partial(_answer, pending)))
+
+    # ---- events
+
+    async def subscribe(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
+        data = models.SubscribeData.model_validate(req.data)
+        names = data.names()
+        unknown = [n for n in names if n not in CHANNELS]
+        if not names or unknown:
+            raise ProtocolError(400, "INVALID_DATA", f"unknown channel {unknown[0]!r}" if unknown
+                                else "chanels must name trade:event")
+        if conn.subscribed:
+            raise ProtocolError(409, "ALREADY_SUBSCRIBED", "this connection is already subscribed")
+        conn.subscribed = True
+        pending.ok({"channels": list(CHANNELS), "from_seq": data.from_seq})
+        await self.s.broker.subscribe(conn, self.s.mainloop, data.from_seq)
+
+    async def unsubscribe(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
+        self.s.broker.remove(conn)
+        conn.subscribed = False
+        pending.ok({"channels": []})
+
+    # ---- session
+
+    async def ping(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
+        pending.ok({"pong": True, "time": self.s.now()})
+
+    async def login(self, pending: Pending, req: Request) -> None:
+        data = models.LoginData.model_validate(req.data)
+        manager = await self.s.mainloop.read(self.s.store.get_manager, data.login)
+        stored, session = manager if manager is not None else (_DUMMY_HASH, None)
+        good = await self.s.offload(check_password, data.password, stored)
+        if not good or session is None:
+            raise ProtocolError(401, "INVALID_CREDENTIALS", "wrong login or password")
+        token, expires_at = self.s.tokens.issue(data.login, session)
+        pending.ok({"token": token, "session": session, "expires_at": expires_at})
+
+
+def _answer(pending: Pending, outcome: Outcome) -> None:
+    if outcome.error is not None:
+        pending.error(outcome.error.status, outcome.error.code, outcome.error.message)
+    else:
+        pending.ok(outcome.data)
+
+
+def _accepted(pending: Pending, outcome: Outcome) -> None:
+    """The plain (non-Sync) answer of a finance command: an acceptance once committed."""
+    if outcome.error is not None:
+        pending.error(outcome.error.status, outcome.error.code, outcome.error.message)
+        return
+    r = outcome.data
+    pending.ok({"accepted": True, "order": r.order, "state": rules.ACCEPT_STATE[r.type], "login": r.login,
+                "cmd": r.cmd, "amount": orjson.Fragment(to_text(r.amount))})

@@ -1,0 +1,109 @@
+"""The only writer: drains its inbox in batches, applies each batch with one Store.apply_batch (one
+commit), then publishes the batch's events and answers its jobs. Nothing is answered before commit."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import trio
+
+from ledger import LedgerError, Outcome, Store
+from ledger.store import Event
+
+log = logging.getLogger("syncledger.mainloop")
+
+
+class ShuttingDown(Exception):
+    """The mainLoop no longer takes jobs."""
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    command: Any
+    done: Callable[[Outcome], None]  # called once, after commit
+    waiter: Any = None  # a …Sync request: its ``on_event(event)`` sees the job's events after broadcast
+
+
+class MainLoop:
+    """Owns the Store. ``threaded=False`` keeps SQLite on the Trio thread (for MockClock tests)."""
+
+    def __init__(self, store: Store, publish: Callable[[Event], None], *, batch_max: int = 1024,
+                 inbox_size: int = 8192, threaded: bool = True):
+        self.store, self.publish, self.batch_max, self.threaded = store, publish, batch_max, threaded
+        self._send, self._recv = trio.open_memory_channel[Job](inbox_size)
+        self.lock = trio.Lock()  # held while the store is in use: batches and reads never overlap
+        self._limiter = trio.CapacityLimiter(1)
+        self._running = trio.Event()
+        self._running.set()
+        self.stopped = trio.Event()  # set once run() has applied its last batch
+        self.batches = self.jobs = 0
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the store: in a worker thread (never abandoned) or inline."""
+        if self.threaded:
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return fn(*args)
+
+    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A read of committed state, serialised with batches."""
+        async with self.lock:
+            return await self.call(fn, *args)
+
+    async def submit(self, job: Job) -> None:
+        """Queue a job; waits while the inbox is full (backpressure to the submitting connection)."""
+        try:
+            await self._send.send(job)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ShuttingDown() from None
+
+    def pause(self) -> None:
+        """Hold batches back (queued jobs wait) until :meth:`resume`."""
+        self._running = trio.Event()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def close(self) -> None:
+        """Take no more jobs; :meth:`run` returns once the queued ones are applied."""
+        self._send.close()
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            await self._loop()
+        finally:
+            self.stopped.set()
+
+    async def _loop(self) -> None:
+        async with self._recv:
+            async for job in self._recv:
+                batch = [job]
+                while len(batch) < self.batch_max:
+                    try:
+                        batch.append(self._recv.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self._running.wait()
+                async with self.lock:
+                    await self._apply(batch)
+
+    async def _apply(self, batch: list[Job]) -> None:
+        try:
+            outcomes = await self.call(self.store.apply_batch, [job.command for job in batch])
+        except Exception:
+            log.exception("batch of %d commands failed to commit; none was applied", len(batch))
+            failed = Outcome(error=LedgerError(500, "INTERNAL", "the ledger could not commit; nothing was applied"))
+            outcomes = [failed] * len(batch)
+        self.batches += 1
+        self.jobs += len(batch)
+        for job, outcome in zip(batch, outcomes):
+            try:
+                for event in outcome.events:
+                    self.publish(event)
+                    if job.waiter is not None:
+                        job.waiter.on_event(event)
+                job.done(outcome)
+            except Exception:  # a bug in one answer must not stop the writer
+                log.exception("answering a job failed")

@@ -1,0 +1,94 @@
+"""Pydantic models of each manager command's ``data``: the one place where request input is validated."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from ledger.money import MoneyError, to_micro
+
+MAX_ID = 2**63 - 1  # SQLite INTEGER
+
+
+def _micro(value: Any) -> int:
+    try:
+        return to_micro(value)
+    except MoneyError as e:
+        raise ValueError(str(e)) from None
+
+
+def _positive(value: int) -> int:
+    if value <= 0:
+        raise ValueError("amount must be greater than 0")
+    return value
+
+
+# A positive JSON number of at most 6 decimals, as integer micro-units.
+Amount = Annotated[int, BeforeValidator(_micro), AfterValidator(_positive)]
+Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
+Time = Annotated[int, Field(strict=True, ge=0, le=MAX_ID)]
+Text = Annotated[str, Field(strict=True, max_length=255)]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class BalanceData(_Data):
+    login: Id
+    amount: Amount
+    comment: Text = "Finance"
+    order: Id | None = None
+    open_time: Time | None = None
+    close_time: Time | None = None
+
+
+class CreditData(BalanceData):
+    comment: Text  # required for credit operations
+
+
+class DeleteData(_Data):
+    order: Id
+
+
+class LoginData(_Data):
+    login: Id
+    password: Annotated[str, Field(strict=True, max_length=1024)]
+
+
+class AddUserData(_Data):
+    login: Id | None = None
+    name: Annotated[str, Field(strict=True, min_length=1, max_length=128)]
+    currency: Annotated[str, Field(strict=True, pattern=r"^[A-Z]{3}$")]
+    group: Annotated[str, Field(strict=True, min_length=1, max_length=64)] = "default"
+
+
+class LoginRef(_Data):
+    login: Id
+
+
+class OrderRef(_Data):
+    order: Id
+
+
+class GetTradesData(_Data):
+    login: Id
+    from_: Time | None = Field(default=None, alias="from")
+    to: Time | None = None
+
+
+class SubscribeData(_Data):
+    chanels: list[Annotated[str, Field(strict=True)]] | None = None  # the platform's spelling
+    channels: list[Annotated[str, Field(strict=True)]] | None = None
+    from_seq: Annotated[int, Field(strict=True, ge=0, le=MAX_ID)] | None = None
+
+    def names(self) -> list[str]:
+        return (self.chanels or []) + (self.channels or [])
+
+
+def describe(error: ValidationError) -> str:
+    """The first validation problem as ``field: reason``."""
+    first = error.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or "data"
+    return f"{where}: {first['msg']}"

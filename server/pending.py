@@ -1,0 +1,79 @@
+"""One outstanding request on a connection, answered exactly once: by its reply, by its trade:event
+(``…Sync``), by the sync timeout, or at shutdown."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from ledger import Outcome
+from ledger.store import Event
+
+from . import protocol
+
+if TYPE_CHECKING:
+    from .timeouts import Timeouts
+
+
+class Replies(Protocol):
+    """The connection side: where answers go."""
+
+    def send(self, line: bytes) -> None: ...
+
+    def answered(self, pending: "Pending") -> None: ...
+
+
+class Pending:
+    __slots__ = ("conn", "ext_id", "done", "keys", "timeouts", "timeout_ms")
+
+    def __init__(self, conn: Replies, ext_id: str | None):
+        self.conn, self.ext_id, self.done = conn, ext_id, False
+        self.keys: tuple[tuple[int, int], ...] = ()  # (order, event type) a …Sync request waits for
+        self.timeouts: Timeouts | None = None
+        self.timeout_ms = 0
+
+    def answer(self, line: bytes) -> bool:
+        if self.done:
+            return False
+        self.done = True
+        self.conn.answered(self)
+        self.conn.send(line)
+        return True
+
+    def ok(self, data: object) -> bool:
+        return self.answer(protocol.ok(self.ext_id, data))
+
+    def error(self, status: int, code: str, message: str) -> bool:
+        return self.answer(protocol.error(self.ext_id, status, code, message))
+
+    def abandon(self) -> None:
+        """The connection is gone: nobody to answer; the work itself still completes."""
+        if not self.done:
+            self.done = True
+            if self.timeouts is not None:
+                self.timeouts.finished()
+
+    # ---- …Sync: wait for the matching trade:event, or time out
+
+    def wait_for(self, keys: tuple[tuple[int, int], ...], timeouts: Timeouts, deadline: float, ms: int) -> None:
+        """Register as a waiter for any of ``keys`` BEFORE the job is submitted."""
+        self.keys, self.timeouts, self.timeout_ms = keys, timeouts, ms
+        timeouts.add(deadline, self)
+
+    def on_event(self, event: Event) -> None:
+        if (event.order, event.type) in self.keys and self.ok(event.data):
+            self.timeouts.finished()
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        """The job is committed: a replay or a refusal is answered here (a new record by its event)."""
+        if outcome.error is not None:
+            e = outcome.error
+            answered = self.error(e.status, e.code, e.message)
+        elif outcome.replay:
+            answered = self.ok(outcome.data.record)
+        else:
+            return
+        if answered:
+            self.timeouts.finished()
+
+    def expire(self) -> None:
+        self.error(504, "SYNC_TIMEOUT", f"no matching trade:event within {self.timeout_ms} ms")

@@ -1,0 +1,148 @@
+"""One manager TCP connection: a reader task that frames and dispatches lines, a writer task that sends
+buffered replies and events in as few ``send_all`` calls as it can."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from . import protocol
+from .pending import Pending
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .commands import Dispatcher
+
+log = logging.getLogger("syncledger.tcp")
+RECEIVE_SIZE = 64 * 1024
+MAX_WRITE = 1 << 20
+
+
+class Connection:
+    _ids = itertools.count(1)
+
+    def __init__(self, stream: trio.abc.Stream, dispatcher: Dispatcher, broker: Broker, *,
+                 outbox_size: int = 16384, idle_timeout: float = math.inf, answer_grace: float = 5.0):
+        self.id = next(self._ids)
+        self.stream, self.dispatcher, self.broker = stream, dispatcher, broker
+        self.idle_timeout, self.answer_grace = idle_timeout, answer_grace
+        self._out, self._out_recv = trio.open_memory_channel[bytes](outbox_size)
+        self.pending: set[Pending] = set()
+        self._all_answered: trio.Event | None = None
+        self.scope = trio.CancelScope()  # the whole connection
+        self.read_scope = trio.CancelScope()  # reading requests only (shutdown stops this first)
+        self.subscribed = False
+        self.closed_reason: str | None = None
+
+    # ---- what pending requests and the broker call (never wait)
+
+    def send(self, line: bytes) -> None:
+        try:
+            self._out.send_nowait(line)
+        except trio.WouldBlock:
+            self.drop("too many unread messages")
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    def answered(self, pending: Pending) -> None:
+        self.pending.discard(pending)
+        if not self.pending and self._all_answered is not None:
+            self._all_answered.set()
+
+    def open_pending(self, ext_id: str | None) -> Pending:
+        pending = Pending(self, ext_id)
+        self.pending.add(pending)
+        return pending
+
+    def offer(self, line: bytes) -> bool:
+        try:
+            self._out.send_nowait(line)
+        except trio.WouldBlock:
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        return True
+
+    async def put(self, line: bytes) -> None:
+        await self._out.send(line)
+
+    def drop(self, reason: str) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+            log.info("connection %d dropped: %s", self.id, reason)
+        self.scope.cancel()
+
+    def stop_reading(self) -> None:
+        self.read_scope.cancel()
+
+    # ---- tasks
+
+    async def run(self) -> None:
+        try:
+            with self.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer)
+                    with self.read_scope:
+                        keep_answering = await self._reader()
+                    if keep_answering:
+                        await self._wait_answered()
+                    self._out.close()  # the writer sends what is buffered, then ends
+        finally:
+            self.broker.remove(self)
+            for pending in list(self.pending):
+                pending.abandon()
+            self.pending.clear()
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    async def _reader(self) -> bool:
+        """Read and dispatch lines until EOF (True: answer what is pending) or lost framing (False)."""
+        lines = protocol.LineBuffer()
+        while True:
+            with trio.move_on_after(self.idle_timeout) as idle:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return False
+            if idle.cancelled_caught:
+                if self.pending or self.subscribed:
+                    continue
+                self.closed_reason = "idle timeout"
+                return False
+            if not data:
+                return True
+            lines.feed(data)
+            try:
+                for line in lines:
+                    if line.strip():
+                        await self.dispatcher.handle(self, line)
+            except protocol.LineTooLong as e:
+                self.send(protocol.error(None, e.status, e.code, e.message))
+                return False
+
+    async def _wait_answered(self) -> None:
+        with trio.move_on_after(self.answer_grace):
+            while self.pending:
+                self._all_answered = trio.Event()
+                await self._all_answered.wait()
+
+    async def _writer(self) -> None:
+        async with self._out_recv:
+            async for first in self._out_recv:
+                chunks, size = [first], len(first)
+                while size < MAX_WRITE:
+                    try:
+                        chunk = self._out_recv.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                try:
+                    await self.stream.send_all(b"".join(chunks))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.drop("peer closed the connection")
+                    return

@@ -1,0 +1,101 @@
+"""The trade:event stream over WebSocket (path ``/events``): token checked at the handshake,
+``?from_seq=N`` replay, then live events, one per text frame. Too slow a client is closed with 1013."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from .auth import FINANCE_SESSIONS, AuthError
+
+if TYPE_CHECKING:
+    from .app import Server
+
+log = logging.getLogger("syncledger.ws")
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class WsSubscriber:
+    """A WebSocket client's bounded buffer of event lines."""
+
+    def __init__(self, size: int):
+        self._send, self.lines = trio.open_memory_channel[bytes](size)
+        self.scope = trio.CancelScope()
+        self.reason: str | None = None
+
+    def offer(self, line: bytes) -> bool:
+        try:
+            self._send.send_nowait(line)
+        except trio.WouldBlock:
+            return False
+        except trio.ClosedResourceError:
+            pass
+        return True
+
+    async def put(self, line: bytes) -> None:
+        await self._send.send(line)
+
+    def drop(self, reason: str) -> None:
+        self.reason = reason
+        self.scope.cancel()
+
+
+def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, int | None]:
+    """(HTTP status to refuse with or 0, from_seq) for an upgrade request."""
+    url = urlsplit(request.path)
+    if url.path != "/events":
+        return 404, None
+    query = parse_qs(url.query)
+    token = (query.get("token") or [None])[0]
+    auth = dict(request.headers).get(b"authorization", b"").decode("latin-1")
+    if auth.lower().startswith("bearer "):
+        token = auth[7:].strip()
+    try:
+        claims = server.tokens.verify(token)
+    except AuthError:
+        return 401, None
+    if claims.session not in FINANCE_SESSIONS:
+        return 403, None
+    from_seq = (query.get("from_seq") or [None])[0]
+    if from_seq is None:
+        return 0, None
+    if not from_seq.isdigit() or len(from_seq) > 18:
+        return 400, None
+    return 0, int(from_seq)
+
+
+async def handle(server: Server, request: WebSocketRequest) -> None:
+    refused, from_seq = _handshake(server, request)
+    if refused:
+        await request.reject(refused)
+        return
+    ws = await request.accept()
+    sub = WsSubscriber(server.config.outbox_size)
+    try:
+        with sub.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_until_closed, ws, nursery.cancel_scope)
+                nursery.start_soon(server.broker.subscribe, sub, server.mainloop, from_seq)
+                async for line in sub.lines:
+                    await ws.send_message(line[:-2].decode())
+    except ConnectionClosed:
+        pass
+    finally:
+        server.broker.remove(sub)
+        if sub.reason is not None:
+            log.info("websocket client dropped: %s", sub.reason)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await ws.aclose(CLOSE_TRY_AGAIN_LATER, sub.reason[:120])
+
+
+async def _read_until_closed(ws: WebSocketConnection, scope: trio.CancelScope) -> None:
+    """Read (and ignore) client messages, so that close frames and pings are seen."""
+    try:
+        while True:
+            await ws.get_message()
+    except ConnectionClosed:
+        scope.cancel()

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import trio
+import trio.testing
 from trio_websocket import WebSocketServer
 
 from ledger import Store
@@ -68,6 +69,7 @@ class Server:
         self._epoch = config.epoch
         self._accepting: list[trio.CancelScope] = []
         self._root: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
         self._connections_done = trio.Event()
         self.stopping = False
 
@@ -93,7 +95,7 @@ class Server:
         self.wall_time()
         try:
             async with trio.open_nursery() as root:
-                self._root = root.cancel_scope
+                self._root, self._nursery = root.cancel_scope, root
                 await root.start(self.mainloop.run)
                 await root.start(self.timeouts.run)
                 tcp = await trio.open_tcp_listeners(self.config.tcp_port, host=self.config.host)
@@ -130,6 +132,12 @@ class Server:
             log.exception("connection %d failed", conn.id)
         finally:
             self.connections.discard(conn)
+
+    def connect_memory(self) -> trio.abc.Stream:
+        """A manager connection over an in-memory stream (no socket): returns the client's end."""
+        client, server = trio.testing.memory_stream_pair()
+        self._nursery.start_soon(self._tcp_connection, server)
+        return client
 
     async def shutdown(self) -> None:
         """Stop accepting and reading, apply every queued command, answer or fail every pending

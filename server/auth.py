@@ -85,10 +85,9 @@ class Tokens:
 
     def _decode(self, token: str) -> Claims:
         try:
-            raw = jwt.decode(token, self._secret, algorithms=["HS256"], options={"require": ["sub", "exp"]},
-                             leeway=0)
-        except jwt.ExpiredSignatureError:
-            raise AuthError("TOKEN_EXPIRED", "token has expired") from None
+            # Expiry is checked by verify() against the server's clock (which tests may mock).
+            raw = jwt.decode(token, self._secret, algorithms=["HS256"],
+                             options={"require": ["sub", "exp"], "verify_exp": False})
         except jwt.InvalidTokenError as e:
             raise AuthError("INVALID_TOKEN", f"invalid token: {e}") from None
         try:

@@ -148,8 +148,7 @@ class Server:
         grace = self.config.shutdown_grace
         for scope in self._accepting:
             scope.cancel()
-        for conn in list(self.connections):
-            conn.stop_reading()
+        # Connections keep reading meanwhile: each new request is answered 503 SHUTTING_DOWN.
         self.mainloop.resume()
         self.mainloop.close()
         with trio.move_on_after(grace):
@@ -157,6 +156,7 @@ class Server:
         for conn in list(self.connections):
             for pending in list(conn.pending):
                 pending.error(503, "SHUTTING_DOWN", "the server shut down before this request completed")
+            conn.stop_reading()
         with trio.move_on_after(grace):
             await self._connections_done.wait()
         if self._root is not None:

@@ -118,7 +118,10 @@ class Client:
                     chunks.append(self._out_recv.receive_nowait())
                 except trio.WouldBlock:
                     break
-            await self.stream.send_all(b"".join(chunks))
+            try:
+                await self.stream.send_all(b"".join(chunks))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the reader sees the close and fails what is in flight
 
     async def _reader(self) -> None:
         lines = LineBuffer(max_line=1 << 30)

@@ -69,6 +69,8 @@ class Dispatcher:
             return
         pending = conn.open_pending(req.ext_id)
         try:
+            if self.s.stopping:
+                raise ShuttingDown()
             if req.command == "Login":
                 await self.login(pending, req)
                 return

@@ -260,7 +260,7 @@ class Store:
 
     def _remember_failure(self, command: Any, error: LedgerError) -> None:
         """A keyed finance request that failed by the ledger's rules stays failed on replay."""
-        if False and (isinstance(command, Finance) and command.manager is not None and command.ext_id is not None
+        if (isinstance(command, Finance) and command.manager is not None and command.ext_id is not None
                 and error.status < 500 and error.code != "IDEMPOTENCY_CONFLICT"):
             self.db.execute(
                 "INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?,?)",

@@ -214,6 +214,21 @@ class Store:
         self._set_account(v.login, (currency, v.balance, v.credit))
         return Event(seq, etype, v.order, data)
 
+    def apply_finance(self, req: FinanceRequest, now: int, source: str, ext_id: str | None,
+                      new_order: int | None = None) -> tuple[Version, Event]:
+        """Apply one finance request by the rules and append its version and event (inside a batch)."""
+        current = self.current_version(req.order) if req.order is not None else None
+        login = req.login
+        if req.op in rules.DELETES:
+            login = current.login if current else None  # None: rules.apply answers ORDER_NOT_FOUND
+        elif current is None and new_order is None:
+            new_order = self.reserve_order()
+        account = self.accounts.get(login)
+        if account is None and login is not None:
+            raise LedgerError(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
+        v = rules.apply(req, account[1:] if account else (0, 0), current, new_order or 0, now)
+        return v, self.append(v, now, source, ext_id)
+
     def _finance(self, c: Finance) -> Outcome:
         req = c.request
         keyed = c.manager is not None and c.ext_id is not None
@@ -221,17 +236,7 @@ class Store:
             replay = self._replay(c)
             if replay is not None:
                 return replay
-        current = self.current_version(req.order) if req.order is not None else None
-        login, new_order = req.login, 0
-        if req.op in rules.DELETES:
-            login = current.login if current else None  # None: rules.apply answers ORDER_NOT_FOUND
-        elif current is None:
-            new_order = c.new_order if c.new_order is not None else self.reserve_order()
-        account = self.accounts.get(login)
-        if account is None and login is not None:
-            raise LedgerError(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
-        v = rules.apply(req, account[1:] if account else (0, 0), current, new_order, c.now)
-        event = self.append(v, c.now, c.source, c.ext_id)
+        v, event = self.apply_finance(req, c.now, c.source, c.ext_id, c.new_order)
         if keyed:
             self.db.execute(
                 "INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?)",

@@ -1,4 +1,4 @@
-"""Wires the nursery tree: mainLoop, timeout scheduler, TCP and WebSocket listeners.
+"""Wires the nursery tree: mainLoop, timeout scheduler, TCP, WebSocket and wallet HTTP listeners.
 
 ``serve(config)`` is startable with ``nursery.start`` and hands back the running :class:`Server`
 (its bound ports are ``server.ports``).
@@ -7,11 +7,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, NamedTuple
 
+import hypercorn.config
+import hypercorn.trio
 import trio
 import trio.testing
 from trio_websocket import WebSocketServer
@@ -19,6 +22,7 @@ from trio_websocket import WebSocketServer
 from ledger import Store
 
 from . import admin, ws
+from .wallet import WalletApp
 from .auth import Tokens
 from .broker import Broker
 from .commands import Dispatcher
@@ -47,11 +51,13 @@ class Config:
     threaded: bool = True  # False: SQLite runs on the Trio thread (deterministic MockClock tests)
     epoch: float | None = None  # wall time at trio.current_time() == 0; None: the real clock
     secret: str | None = None  # token secret; None: SYNCLEDGER_SECRET or the one kept in the database
+    wallet_token: str | None = None  # provider's shared token; None: SYNCLEDGER_WALLET_TOKEN (unset: refuse all)
 
 
 class Ports(NamedTuple):
     tcp: int
     ws: int
+    wallet: int
 
 
 class Server:
@@ -64,6 +70,8 @@ class Server:
         self.mainloop = MainLoop(self.store, self.broker.publish, batch_max=config.batch_max,
                                  inbox_size=config.inbox_size, threaded=config.threaded)
         self.dispatcher = Dispatcher(self)
+        self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"))
+        self._wallet_stop = trio.Event()
         self.connections: set[Connection] = set()
         self.ports: Ports | None = None
         self._epoch = config.epoch
@@ -104,10 +112,24 @@ class Server:
                 ws_server = WebSocketServer(partial(ws.handle, self), wsl, handler_nursery=root,
                                             message_queue_size=4, connect_timeout=10, disconnect_timeout=5)
                 await root.start(self._accept, ws_server.run)
-                self.ports = Ports(tcp[0].socket.getsockname()[1], wsl[0].socket.getsockname()[1])
+                binds = await root.start(partial(hypercorn.trio.serve, self.wallet, self._hypercorn_config(),
+                                                 shutdown_trigger=self._wallet_stop.wait, mode="asgi"))
+                self.ports = Ports(tcp[0].socket.getsockname()[1], wsl[0].socket.getsockname()[1],
+                                   int(binds[0].rsplit(":", 1)[1]))
                 task_status.started(self)
         finally:
             self.store.close()
+
+    def _hypercorn_config(self) -> hypercorn.config.Config:
+        config = hypercorn.config.Config()
+        host = self.config.host
+        config.bind = [f"[{host}]:{self.config.wallet_port}" if ":" in host else f"{host}:{self.config.wallet_port}"]
+        config.accesslog = None
+        config.errorlog = logging.getLogger("syncledger.wallet.http")
+        config.graceful_timeout = self.config.shutdown_grace
+        config.keep_alive_timeout = 75  # providers keep connections open between calls
+        config.backlog = 1024
+        return config
 
     async def _accept(self, run: Callable[..., Any], *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
         with trio.CancelScope() as scope:
@@ -148,6 +170,7 @@ class Server:
         grace = self.config.shutdown_grace
         for scope in self._accepting:
             scope.cancel()
+        self._wallet_stop.set()  # hypercorn stops accepting and lets in-flight calls finish
         # Connections keep reading meanwhile: each new request is answered 503 SHUTTING_DOWN.
         self.mainloop.resume()
         self.mainloop.close()

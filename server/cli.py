@@ -52,7 +52,8 @@ async def _serve_until_signalled(config: Config) -> None:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(serve, config)
             host = config.host
-            print(f"listening tcp={host}:{server.ports.tcp} ws={host}:{server.ports.ws}", flush=True)
+            ports = server.ports
+            print(f"listening tcp={host}:{ports.tcp} ws={host}:{ports.ws} wallet={host}:{ports.wallet}", flush=True)
             async for _ in signals:
                 await server.shutdown()
                 break

@@ -92,3 +92,45 @@ def describe(error: ValidationError) -> str:
     first = error.errors(include_url=False)[0]
     where = ".".join(str(p) for p in first["loc"]) or "data"
     return f"{where}: {first['msg']}"
+
+
+# ---- game-wallet requests (JSON bodies of /v1/*)
+
+WalletId = Annotated[str, Field(strict=True, min_length=1, max_length=64)]
+WalletAmount = Annotated[int, BeforeValidator(_micro), Field(ge=0)]
+
+
+def _user_id(value: Any) -> int:
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise ValueError("userId must be the account login as a decimal string")
+    return int(value)
+
+
+class Game(_Data):
+    id: WalletId
+    type: Annotated[str, Field(strict=True, max_length=64)] = ""
+    session: Annotated[str, Field(strict=True, max_length=128)] = ""
+
+
+class Transaction(_Data):
+    id: WalletId
+    refId: WalletId | None = None
+    amount: WalletAmount | None = None
+
+
+class WalletSession(_Data):
+    """``check`` and ``balance``."""
+
+    sid: Annotated[str, Field(strict=True, min_length=1, max_length=128)]
+    userId: Annotated[int, BeforeValidator(_user_id)]
+    currency: Annotated[str, Field(strict=True, pattern=r"^[A-Z]{3}$")] | None = None
+    uuid: Annotated[str, Field(strict=True, max_length=128)] | None = None
+
+
+class WalletMove(WalletSession):
+    """``debit``, ``credit`` and ``cancel``: the sid may have expired for credit and cancel."""
+
+    sid: Annotated[str, Field(strict=True, max_length=128)] = ""
+    currency: Annotated[str, Field(strict=True, pattern=r"^[A-Z]{3}$")]
+    game: Game | None = None
+    transaction: Transaction

@@ -1,0 +1,178 @@
+"""The game-wallet HTTP API as a small ASGI app served by hypercorn's Trio worker: POST /v1/check,
+/v1/balance, /v1/debit, /v1/credit, /v1/cancel. Every business outcome is HTTP 200 with a status string."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import orjson
+import trio
+from pydantic import ValidationError
+
+from ledger import Outcome, to_text
+from ledger import wallet as w
+
+from .mainloop import Job, ShuttingDown
+from .models import WalletMove, WalletSession
+
+if TYPE_CHECKING:
+    from .app import Server
+
+log = logging.getLogger("syncledger.wallet")
+MAX_BODY = 64 * 1024
+ACTIONS = ("check", "balance", "debit", "credit", "cancel")
+ROUTES = {f"/v1/{action}": action for action in ACTIONS}
+INVALID_TOKEN_ID, TEMPORARY_ERROR, UNKNOWN_ERROR = "INVALID_TOKEN_ID", "TEMPORARY_ERROR", "UNKNOWN_ERROR"
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class _Invalid(Exception):
+    """The request is malformed: INVALID_PARAMETER, nothing written."""
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def parse_body(body: bytes) -> dict:
+    try:
+        obj = json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        raise _Invalid() from None
+    if not isinstance(obj, dict):
+        raise _Invalid()
+    return obj
+
+
+def wallet_call(action: str, obj: dict, now: int, ttl: int) -> w.WalletCall:
+    """Validate a provider request into a ledger command (pure; raises _Invalid)."""
+    try:
+        req = (WalletSession if action in ("check", "balance") else WalletMove).model_validate(obj)
+    except ValidationError:
+        raise _Invalid() from None
+    if action in ("check", "balance"):
+        return w.WalletCall(action, req.userId, now, ttl, sid=req.sid, currency=req.currency)
+    tx = req.transaction
+    if (action == "debit" and (not req.sid or tx.amount is None)) or \
+            (action == "credit" and (tx.refId is None or tx.amount is None)):
+        raise _Invalid()
+    game = req.game
+    payload = orjson.dumps([action, req.userId, req.currency, game.id if game else None,
+                            game.type if game else None, tx.id, tx.refId, tx.amount]).decode()
+    return w.WalletCall(action, req.userId, now, ttl, sid=req.sid, currency=req.currency, txid=tx.id,
+                        ref_id=tx.refId, amount=tx.amount or 0, payload=payload)
+
+
+def render(action: str, status: str, uuid: Any, sid: str | None = None,
+           balance: int | None = None, bonus: int | None = None) -> bytes:
+    reply: dict[str, Any] = {"status": status}
+    if action == "check" and sid is not None:
+        reply["sid"] = sid
+    elif balance is not None:
+        reply["balance"] = orjson.Fragment(to_text(balance))
+        reply["bonus"] = orjson.Fragment(to_text(bonus))
+    reply["uuid"] = uuid if isinstance(uuid, str) else None
+    return orjson.dumps(reply)
+
+
+class WalletApp:
+    """ASGI app; ``token`` is the provider's shared token (None: every call is INVALID_TOKEN_ID)."""
+
+    def __init__(self, server: Server, token: str | None):
+        self.s = server
+        self._token = token.encode() if token else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        action = ROUTES.get(scope["path"])
+        if action is None:
+            await _respond(send, 404, b'{"error":"not found"}')
+            return
+        if scope["method"] != "POST":
+            await _respond(send, 405, b'{"error":"use POST"}', [(b"allow", b"POST")])
+            return
+        body = await _read_body(receive)
+        await _respond(send, 200, await self.handle(action, scope, body))
+
+    async def handle(self, action: str, scope: dict, body: bytes | None) -> bytes:
+        uuid = None
+        try:
+            if body is None:
+                raise _Invalid()
+            obj = parse_body(body)
+            uuid = obj.get("uuid")
+            if not self._authorized(scope):
+                return render(action, INVALID_TOKEN_ID, uuid)
+            call = wallet_call(action, obj, self.s.now(), self.s.config.game_session_ttl)
+        except _Invalid:
+            if not self._authorized(scope):
+                return render(action, INVALID_TOKEN_ID, uuid)
+            return render(action, w.INVALID_PARAMETER, uuid)
+        try:
+            outcome = await self._run(call)
+        except ShuttingDown:
+            return render(action, TEMPORARY_ERROR, uuid)
+        if outcome.error is not None:  # the ledger could not commit: nothing happened, retry
+            return render(action, TEMPORARY_ERROR if outcome.error.status >= 500 else UNKNOWN_ERROR, uuid)
+        r: w.WalletResult = outcome.data
+        return render(action, r.status, uuid, call.sid, r.balance, r.bonus)
+
+    def _authorized(self, scope: dict) -> bool:
+        """The shared token, from ``?authToken=`` and/or ``Authorization: Bearer``, compared in constant time."""
+        if self._token is None:
+            return False
+        given = [t.encode() for t in parse_qs(scope.get("query_string", b"").decode("latin-1")).get("authToken", [])]
+        for name, value in scope.get("headers", []):
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                given.append(value[7:].strip())
+        ok = bool(given)
+        for token in given:
+            ok &= hmac.compare_digest(token, self._token)
+        return ok
+
+    async def _run(self, call: w.WalletCall) -> Outcome:
+        done = trio.Event()
+        box: list[Outcome] = []
+
+        def finished(outcome: Outcome) -> None:
+            box.append(outcome)
+            done.set()
+
+        await self.s.mainloop.submit(Job(call, finished))
+        await done.wait()
+        return box[0]
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    """The request body, or None if it is larger than MAX_BODY."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _respond(send: Any, status: int, body: bytes, headers: list | None = None) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _JSON_HEADERS + (headers or [])})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,271 @@
+"""Game-wallet HTTP API over real HTTP on loopback: rounds, retries, tombstones, validation, concurrency."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import httpx
+import orjson
+import pytest
+import trio
+
+from server.app import serve
+from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, tcp_client
+
+TOKEN = "provider-shared-token"
+
+
+def dumps(body: dict) -> bytes:
+    """JSON with Decimals as exact numbers, as a provider sends them."""
+    return orjson.dumps(body, default=lambda d: orjson.Fragment(str(d).encode()))
+
+
+@pytest.fixture
+async def wallet_server(nursery, tmp_path):
+    return await nursery.start(serve, make_config(db=str(tmp_path / "wallet.db"), wallet_port=0,
+                                                  wallet_token=TOKEN, game_session_ttl=1))
+
+
+class Provider:
+    """The game provider's side: calls the operator's wallet and keeps nothing but ids."""
+
+    def __init__(self, srv, http: httpx.AsyncClient, login: int, sid: str, currency: str = "EUR"):
+        self.srv, self.http, self.login, self.sid, self.currency = srv, http, login, sid, currency
+        self.n = 0
+
+    async def post(self, action: str, body: dict | bytes, *, token: str | None = TOKEN, query: bool = True,
+                   header: bool = True) -> dict:
+        url = f"http://127.0.0.1:{self.srv.ports.wallet}/v1/{action}"
+        params = {"authToken": token} if token is not None and query else {}
+        headers = {"Authorization": f"Bearer {token}"} if token is not None and header else {}
+        content = body if isinstance(body, bytes) else dumps(body)
+        response = await self.http.post(url, params=params, headers=headers, content=content)
+        assert response.status_code == 200
+        return json.loads(response.content, parse_float=Decimal)
+
+    def body(self, txid: str, amount: Decimal | int | None = None, ref_id: str | None = None, **over) -> dict:
+        self.n += 1
+        tx = {"id": txid}
+        if ref_id is not None:
+            tx["refId"] = ref_id
+        if amount is not None:
+            tx["amount"] = amount
+        body = {"sid": self.sid, "userId": str(self.login), "currency": self.currency,
+                "game": {"id": "round-" + txid, "type": "plinko", "session": "gs-1"},
+                "transaction": tx, "uuid": f"uuid-{self.n}"}
+        body.update(over)
+        return body
+
+    async def debit(self, txid: str, amount, **over) -> dict:
+        return await self.post("debit", self.body(txid, amount, **over))
+
+    async def credit(self, txid: str, ref_id: str, amount, **over) -> dict:
+        return await self.post("credit", self.body(txid, amount, ref_id, **over))
+
+    async def cancel(self, txid: str, **over) -> dict:
+        return await self.post("cancel", self.body(txid, **over))
+
+
+@pytest.fixture
+async def provider(wallet_server):
+    async with tcp_client(wallet_server) as c:
+        login = await add_account(c)
+        assert (await c.call("BalanceIn", {"login": login, "amount": 100})).ok
+        sid = (await c.call("OpenGameSession", {"login": login})).data["sid"]
+    async with httpx.AsyncClient() as http:
+        yield Provider(wallet_server, http, login, sid)
+    await assert_ledger_ok(wallet_server)
+
+
+async def test_full_round_debit_then_credit(provider):
+    check = await provider.post("check", {"sid": provider.sid, "userId": str(provider.login), "uuid": "u0"})
+    assert check == {"status": "OK", "sid": provider.sid, "uuid": "u0"}
+    bet = await provider.debit("bet-1", Decimal("10.5"))
+    assert (bet["status"], bet["balance"], bet["bonus"], bet["uuid"]) == ("OK", Decimal("89.5"), 0, "uuid-1")
+    win = await provider.credit("win-1", "bet-1", Decimal("1.556179"))
+    assert (win["status"], win["balance"]) == ("OK", Decimal("91.056179"))
+    balance = await provider.post("balance", {"sid": provider.sid, "userId": str(provider.login),
+                                              "currency": "EUR", "uuid": "u9"})
+    assert (balance["status"], balance["balance"], balance["uuid"]) == ("OK", Decimal("91.056179"), "u9")
+
+
+async def test_lost_round_is_a_credit_of_zero(provider):
+    await provider.debit("bet-2", 5)
+    lost = await provider.credit("win-2", "bet-2", 0)
+    assert (lost["status"], lost["balance"]) == ("OK", Decimal(95))
+    again = await provider.credit("win-2", "bet-2", 0)
+    assert (again["status"], again["balance"]) == ("BET_ALREADY_SETTLED", Decimal(95))
+
+
+async def test_credit_accepted_after_sid_expiry_debit_refused(provider):
+    await provider.debit("bet-3", 5)
+    await trio.sleep(1.2)  # game_session_ttl is 1 s in this fixture
+    assert (await provider.debit("bet-4", 5))["status"] == "INVALID_SID"
+    assert (await provider.post("check", {"sid": provider.sid, "userId": str(provider.login)}))["status"] == \
+        "INVALID_SID"
+    win = await provider.credit("win-3", "bet-3", 7)
+    assert (win["status"], win["balance"]) == ("OK", Decimal(102))
+
+
+async def test_retries_never_move_money_twice(provider):
+    srv = provider.srv
+    first = await provider.debit("bet-5", 10)
+    before = await event_count(srv)
+    for _ in range(3):
+        again = await provider.debit("bet-5", 10, uuid="another-uuid")
+        assert (again["status"], again["balance"]) == ("BET_ALREADY_EXIST", first["balance"])
+    changed = await provider.debit("bet-5", 11)
+    assert changed["status"] == "INVALID_PARAMETER"
+    assert (await provider.credit("win-5", "bet-5", 3))["status"] == "OK"
+    for _ in range(3):
+        assert (await provider.credit("win-5", "bet-5", 3))["status"] == "BET_ALREADY_SETTLED"
+    assert (await provider.credit("win-5", "bet-5", 4))["status"] == "INVALID_PARAMETER"
+    assert (await provider.credit("win-5b", "bet-5", 3))["status"] == "BET_ALREADY_SETTLED"
+    assert await event_count(srv) == before + 1
+    await provider.debit("bet-6", 10)
+    assert (await provider.cancel("bet-6"))["balance"] == Decimal(93)
+    for _ in range(3):
+        assert (await provider.cancel("bet-6"))["status"] == "BET_ALREADY_SETTLED"
+    async with tcp_client(srv) as c:
+        user = await c.call("GetUser", {"login": provider.login})
+    assert user.data["balance"] == Decimal(93)
+
+
+async def test_cancel_after_credit_and_credit_after_cancel(provider):
+    await provider.debit("bet-7", 10)
+    await provider.credit("win-7", "bet-7", 20)
+    late_cancel = await provider.cancel("bet-7")
+    assert (late_cancel["status"], late_cancel["balance"]) == ("BET_ALREADY_SETTLED", Decimal(110))
+    await provider.debit("bet-8", 10)
+    cancelled = await provider.cancel("bet-8")
+    assert (cancelled["status"], cancelled["balance"]) == ("OK", Decimal(110))
+    late_credit = await provider.credit("win-8", "bet-8", 50)
+    assert (late_credit["status"], late_credit["balance"]) == ("BET_ALREADY_SETTLED", Decimal(110))
+
+
+async def test_credit_or_cancel_before_debit_leaves_a_tombstone(provider):
+    early = await provider.credit("win-9", "bet-9", 5)
+    assert (early["status"], early["balance"]) == ("BET_DOES_NOT_EXIST", Decimal(100))
+    assert (await provider.credit("win-9", "bet-9", 5))["status"] == "BET_DOES_NOT_EXIST"
+    debit = await provider.debit("bet-9", 5)
+    assert (debit["status"], debit["balance"]) == ("FINAL_ERROR_ACTION_FAILED", Decimal(100))
+    assert (await provider.debit("bet-9", 5))["status"] == "FINAL_ERROR_ACTION_FAILED"
+    assert (await provider.cancel("bet-10"))["status"] == "BET_DOES_NOT_EXIST"
+    assert (await provider.debit("bet-10", 1))["status"] == "FINAL_ERROR_ACTION_FAILED"
+    async with tcp_client(provider.srv) as c:
+        assert (await c.call("GetUser", {"login": provider.login})).data["balance"] == Decimal(100)
+
+
+async def test_insufficient_funds_stays_failed(provider):
+    short = await provider.debit("bet-11", 1000)
+    assert (short["status"], short["balance"]) == ("INSUFFICIENT_FUNDS", Decimal(100))
+    async with tcp_client(provider.srv) as c:
+        await c.call("BalanceIn", {"login": provider.login, "amount": 5000})
+    assert (await provider.debit("bet-11", 1000))["status"] == "INSUFFICIENT_FUNDS"
+
+
+async def test_wrong_currency_and_wrong_user(provider, wallet_server):
+    before = await event_count(wallet_server)
+    assert (await provider.debit("bet-12", 1, currency="USD"))["status"] == "INVALID_PARAMETER"
+    assert (await provider.debit("bet-12", 1, userId="999999"))["status"] == "INVALID_PARAMETER"
+    assert (await provider.debit("bet-12", 1, userId="10x"))["status"] == "INVALID_PARAMETER"
+    assert (await provider.credit("win-12", "bet-1", 1, currency="GBP"))["status"] == "INVALID_PARAMETER"
+    async with tcp_client(wallet_server) as c:
+        other = await add_account(c)
+        other_sid = (await c.call("OpenGameSession", {"login": other})).data["sid"]
+    wrong_sid = await provider.debit("bet-13", 1, sid=other_sid)
+    assert wrong_sid["status"] == "INVALID_SID"
+    await provider.debit("bet-14", 1)
+    stolen = await provider.credit("win-14", "bet-14", 1, userId=str(other))
+    assert stolen["status"] == "INVALID_PARAMETER"
+    assert await event_count(wallet_server) == before + 1
+
+
+@pytest.mark.parametrize("body", [
+    b"{not json",
+    b"[]",
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": NaN}}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": 1.0000001}}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": -1}}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": "1.0"}}',
+    b'{"sid": "s", "userId": 1000, "currency": "EUR", "transaction": {"id": "t", "amount": 1}}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR"}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "", "amount": 1}}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "' + b"x" * 65 + b'", "amount": 1}}',
+])
+async def test_malformed_requests_are_invalid_parameter_and_write_nothing(provider, wallet_server, body):
+    before = await event_count(wallet_server)
+    reply = await provider.post("debit", body.replace(b'"s"', json.dumps(provider.sid).encode())
+                                .replace(b'"1000"', json.dumps(str(provider.login)).encode()))
+    assert reply["status"] == "INVALID_PARAMETER"
+    assert await event_count(wallet_server) == before
+
+
+async def test_credit_needs_ref_id_and_amount(provider):
+    body = provider.body("win-x", 1)
+    assert (await provider.post("credit", body))["status"] == "INVALID_PARAMETER"
+    body = provider.body("win-x", None, "bet-1")
+    assert (await provider.post("credit", body))["status"] == "INVALID_PARAMETER"
+
+
+@pytest.mark.parametrize("token, query, header", [
+    (None, True, True), ("wrong", True, True), ("wrong", True, False), ("wrong", False, True),
+])
+async def test_bad_provider_token_touches_nothing(provider, wallet_server, token, query, header):
+    before = await event_count(wallet_server)
+    reply = await provider.post("debit", provider.body("bet-t", 1), token=token, query=query, header=header)
+    assert reply["status"] == "INVALID_TOKEN_ID" and "balance" not in reply
+    assert await event_count(wallet_server) == before
+    # either way of sending the right token is enough
+    assert (await provider.post("balance", {"sid": provider.sid, "userId": str(provider.login)},
+                                query=query, header=not query))["status"] == "OK"
+
+
+async def test_without_a_configured_token_every_call_is_refused(nursery, tmp_path):
+    srv = await nursery.start(serve, make_config(db=str(tmp_path / "n.db"), wallet_port=0, wallet_token=None))
+    async with httpx.AsyncClient() as http:
+        r = await http.post(f"http://127.0.0.1:{srv.ports.wallet}/v1/check", params={"authToken": ""},
+                            content=b'{"sid": "x", "userId": "1"}')
+    assert r.json()["status"] == "INVALID_TOKEN_ID"
+
+
+async def test_http_errors_for_unknown_paths_and_methods(provider):
+    base = f"http://127.0.0.1:{provider.srv.ports.wallet}"
+    assert (await provider.http.post(base + "/v1/withdraw-all")).status_code == 404
+    assert (await provider.http.get(base + "/v1/credit")).status_code == 405
+
+
+async def test_100_concurrent_credits_from_separate_clients_apply_once(provider, wallet_server):
+    for i in range(100):
+        assert (await provider.debit(f"cb-{i}", 1))["status"] == "OK"
+    base = f"http://127.0.0.1:{wallet_server.ports.wallet}/v1/credit"
+    statuses: list[str] = []
+
+    async def settle(i: int) -> None:
+        async with httpx.AsyncClient() as http:  # its own connection
+            body = provider.body(f"cw-{i}", 2, f"cb-{i}")
+            for _ in range(2):  # and a retry
+                r = await http.post(base, params={"authToken": TOKEN}, content=dumps(body))
+                statuses.append(r.json()["status"])
+
+    async with trio.open_nursery() as n:
+        for i in range(100):
+            n.start_soon(settle, i)
+    assert statuses.count("OK") == 100 and statuses.count("BET_ALREADY_SETTLED") == 100
+    async with tcp_client(wallet_server) as c:
+        user = await c.call("GetUser", {"login": provider.login})
+    assert user.data["balance"] == Decimal(100 - 100 + 200)
+
+
+async def test_wallet_operations_are_trade_events(provider, wallet_server):
+    async with tcp_client(wallet_server) as c:
+        await c.call("Subscribe", {"chanels": ["trade:event"]})
+        await provider.debit("bet-e", 4)
+        await provider.credit("win-e", "bet-e", 6)
+        await provider.debit("bet-f", 3)
+        await provider.cancel("bet-f")
+        events = [await c.receive_event() for _ in range(4)]
+    assert [(e["type"], e["data"]["cmd"], e["data"]["profit"]) for e in events] == [
+        (0, 8, Decimal(-4)), (0, 6, Decimal(6)), (0, 8, Decimal(-3)), (2, 8, Decimal(-3))]
+    assert events[3]["data"]["state"] == 6 and events[3]["data"]["order"] == events[2]["data"]["order"]

@@ -100,7 +100,7 @@ async def test_lost_round_is_a_credit_of_zero(provider):
 
 async def test_credit_accepted_after_sid_expiry_debit_refused(provider):
     await provider.debit("bet-3", 5)
-    await trio.sleep(1.2)  # game_session_ttl is 1 s in this fixture
+    await trio.sleep(2.1)  # game_session_ttl is 1 s in this fixture; times are whole seconds
     assert (await provider.debit("bet-4", 5))["status"] == "INVALID_SID"
     assert (await provider.post("check", {"sid": provider.sid, "userId": str(provider.login)}))["status"] == \
         "INVALID_SID"

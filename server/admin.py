@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import time
 
 import sqlite_utils
 
@@ -34,3 +35,13 @@ def get_manager(db: sqlite3.Connection, login: int) -> dict | None:
         return sqlite_utils.Database(db)["managers"].get(login)
     except sqlite_utils.db.NotFoundError:
         return None
+
+
+def open_game_session(db: sqlite3.Connection, login: int) -> str:
+    """Issue a game session id (sid) for an existing account; the server's idle expiry applies."""
+    if db.execute("SELECT 1 FROM accounts WHERE login = ?", (login,)).fetchone() is None:
+        raise LookupError(f"no account {login}")
+    sid = secrets.token_urlsafe(18)
+    now = int(time.time())
+    sqlite_utils.Database(db)["game_sessions"].insert({"sid": sid, "login": login, "created": now, "last_seen": now})
+    return sid

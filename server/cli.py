@@ -1,4 +1,4 @@
-"""The ``syncledger`` command: serve, manager add, token, verify."""
+"""The ``syncledger`` command: serve, manager add, token, session open, verify."""
 
 from __future__ import annotations
 
@@ -38,6 +38,19 @@ def _token(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(token)
+    return 0
+
+
+def _session_open(args: argparse.Namespace) -> int:
+    store = Store(args.db)
+    try:
+        sid = admin.open_game_session(store.db, args.login)
+    except LookupError as e:
+        print(e, file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(sid)
     return 0
 
 
@@ -93,6 +106,13 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--login", type=int, required=True)
     token.add_argument("--ttl", type=int, default=None, help="seconds (default 24h)")
     token.set_defaults(run=_token)
+
+    session = sub.add_parser("session", help="game sessions for the wallet API").add_subparsers(
+        dest="action", required=True)
+    opened = session.add_parser("open", help="print a new sid for an account")
+    opened.add_argument("--db", default="syncledger.db")
+    opened.add_argument("--login", type=int, required=True)
+    opened.set_defaults(run=_session_open)
 
     ver = sub.add_parser("verify", help="check the hash chains and that totals equal their rows")
     ver.add_argument("--db", default="syncledger.db")

@@ -98,3 +98,16 @@ def test_verify_cli_names_a_tampered_row(tmp_path):
     raw.close()
     result = subprocess.run([*CLI, "verify", "--db", db], capture_output=True, text=True)
     assert result.returncode == 1 and "finance row 2" in result.stderr
+
+
+def test_session_open_cli(tmp_path):
+    from ledger import AddAccount, Store
+
+    db = str(tmp_path / "s.db")
+    store = Store(db)
+    store.apply_batch([AddAccount("a", "EUR", 0)])
+    store.close()
+    sid = run_cli("session", "open", "--db", db, "--login", "1000")
+    assert len(sid) >= 20
+    missing = subprocess.run([*CLI, "session", "open", "--db", db, "--login", "5"], capture_output=True, text=True)
+    assert missing.returncode == 1 and "no account 5" in missing.stderr

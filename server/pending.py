@@ -34,10 +34,15 @@ class Pending:
     def answer(self, line: bytes) -> bool:
         if self.done:
             return False
-        self.done = True
+        self._finish()
         self.conn.answered(self)
         self.conn.send(line)
         return True
+
+    def _finish(self) -> None:
+        self.done = True
+        if self.timeouts is not None:  # still in the scheduler's heap: let it know
+            self.timeouts.finished()
 
     def ok(self, data: object) -> bool:
         return self.answer(protocol.ok(self.ext_id, data))
@@ -48,9 +53,7 @@ class Pending:
     def abandon(self) -> None:
         """The connection is gone: nobody to answer; the work itself still completes."""
         if not self.done:
-            self.done = True
-            if self.timeouts is not None:
-                self.timeouts.finished()
+            self._finish()
 
     # ---- …Sync: wait for the matching trade:event, or time out
 
@@ -60,20 +63,18 @@ class Pending:
         timeouts.add(deadline, self)
 
     def on_event(self, event: Event) -> None:
-        if (event.order, event.type) in self.keys and self.ok(event.data):
-            self.timeouts.finished()
+        if (event.order, event.type) in self.keys:
+            self.ok(event.data)
 
     def on_outcome(self, outcome: Outcome) -> None:
         """The job is committed: a replay or a refusal is answered here (a new record by its event)."""
         if outcome.error is not None:
             e = outcome.error
-            answered = self.error(e.status, e.code, e.message)
+            self.error(e.status, e.code, e.message)
         elif outcome.replay:
-            answered = self.ok(outcome.data.record)
-        else:
-            return
-        if answered:
-            self.timeouts.finished()
+            self.ok(outcome.data.record)
 
     def expire(self) -> None:
+        """Called by the scheduler, which has already taken this entry off its heap."""
+        self.timeouts = None
         self.error(504, "SYNC_TIMEOUT", f"no matching trade:event within {self.timeout_ms} ms")

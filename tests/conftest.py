@@ -17,7 +17,7 @@ SECRET = "test-secret-of-at-least-32-bytes-for-hs256"
 
 
 def make_config(**kw) -> Config:
-    base = dict(tcp_port=0, ws_port=0, secret=SECRET)
+    base = dict(tcp_port=0, ws_port=0, wallet_port=0, secret=SECRET)
     base.update(kw)
     return Config(**base)
 

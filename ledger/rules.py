@@ -55,7 +55,7 @@ def no_money(what: str, login: int) -> LedgerError:
     return LedgerError(409, "NO_MONEY", f"not enough {what} on account {login}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Version:
     """One version of a finance order, as stored in one ``finance`` row."""
 
@@ -84,7 +84,7 @@ class Version:
         return EV_RECORD_ADD if self.version == 1 else EV_RECORD_UPDATE
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FinanceRequest:
     """A finance operation on one account. ``amount`` is positive micro-units (None for deletes)."""
 

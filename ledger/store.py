@@ -39,7 +39,7 @@ def event_hash(prev: str, seq: int, type_: int, record_id: int, data: bytes) -> 
     return hashlib.sha256(orjson.dumps([prev, seq, type_, record_id]) + data).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """A committed ``trade:event``: its gap-free ``seq``, type, order and record JSON."""
 
@@ -49,7 +49,7 @@ class Event:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Receipt:
     """What a finance command did: enough to answer both the plain and the ``…Sync`` form."""
 
@@ -71,7 +71,7 @@ class Outcome:
     replay: bool = False  # answered from an idempotency key, nothing new written
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finance:
     """A finance request with its context: time, idempotency scope and a reserved order number."""
 
@@ -90,6 +90,10 @@ class AddAccount:
     now: int
     group: str = "default"
     login: int | None = None  # None: the next free login
+
+
+class _Isolate(Exception):
+    """A command failed after writing: run the batch again with a SAVEPOINT per command."""
 
 
 class Store:
@@ -148,9 +152,19 @@ class Store:
     # ------------------------------------------------------------------ batches
 
     def apply_batch(self, commands: Sequence[Any]) -> list[Outcome]:
-        """Apply ``commands`` in ONE transaction, each under its own SAVEPOINT so that one
-        failure does not sink the others. Returns one Outcome per command once committed.
-        If the commit itself fails, nothing is applied and the exception propagates."""
+        """Apply ``commands`` in ONE transaction, one failure never sinking the others; returns one
+        Outcome per command once committed. If the commit itself fails, nothing is applied and the
+        exception propagates.
+
+        Most refusals happen before a command writes anything (the rules run on in-memory totals), so
+        the batch first runs without savepoints; a command that fails after writing (rare) makes the
+        batch roll back and run again with a SAVEPOINT per command."""
+        try:
+            return self._apply(commands, isolate=False)
+        except _Isolate:
+            return self._apply(commands, isolate=True)
+
+    def _apply(self, commands: Sequence[Any], isolate: bool) -> list[Outcome]:
         db = self.db
         outcomes = []
         heads = (self.finance_id, self.finance_head, self.seq, self.event_head)
@@ -158,19 +172,23 @@ class Store:
         try:
             for command in commands:
                 mark = (len(self._undo), self.finance_id, self.finance_head, self.seq, self.event_head)
-                db.execute("SAVEPOINT cmd")
+                changes = db.total_changes
+                if isolate:
+                    db.execute("SAVEPOINT cmd")
                 try:
                     outcome = self._handlers[type(command)](command)
-                except LedgerError as error:
-                    db.execute("ROLLBACK TO cmd")
+                except (LedgerError, sqlite3.IntegrityError) as error:
+                    if isolate:
+                        db.execute("ROLLBACK TO cmd")
+                    elif db.total_changes != changes:
+                        raise _Isolate() from error  # it wrote before failing: only a savepoint can undo that
                     self._revert(mark)
+                    if not isinstance(error, LedgerError):
+                        error = LedgerError(500, "INTERNAL", f"ledger refused the command: {error}")
                     outcome = Outcome(error=error)
                     self._remember_failure(command, error)
-                except sqlite3.IntegrityError as error:
-                    db.execute("ROLLBACK TO cmd")
-                    self._revert(mark)
-                    outcome = Outcome(error=LedgerError(500, "INTERNAL", f"ledger refused the command: {error}"))
-                db.execute("RELEASE cmd")
+                if isolate:
+                    db.execute("RELEASE cmd")
                 outcomes.append(outcome)
             db.execute("COMMIT")
         except BaseException:

@@ -31,7 +31,7 @@ class OpenSession:
     ttl: int  # idle seconds before the sid expires
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WalletCall:
     """One provider call. ``payload`` is the canonical content compared on a repeated transaction.id."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -64,6 +65,11 @@ async def _serve_until_signalled(config: Config) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(serve, config)
+            # What exists after start-up lives for the whole run: keep the collector off it, and
+            # collect young objects less often (full collections paused the server for 16-30 ms).
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(50_000, 20, 100)
             host = config.host
             ports = server.ports
             print(f"listening tcp={host}:{ports.tcp} ws={host}:{ports.ws} wallet={host}:{ports.wallet}", flush=True)

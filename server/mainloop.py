@@ -54,7 +54,10 @@ class MainLoop:
     async def submit(self, job: Job) -> None:
         """Queue a job; waits while the inbox is full (backpressure to the submitting connection)."""
         try:
-            await self._send.send(job)
+            try:
+                self._send.send_nowait(job)  # the common case: no scheduler round trip per request
+            except trio.WouldBlock:
+                await self._send.send(job)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ShuttingDown() from None
 

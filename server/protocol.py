@@ -75,10 +75,14 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
+# Built once: json.loads with options would build a new decoder per call.
+DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
+
+
 def parse_request(line: bytes) -> Request:
     """Decode one request line; numbers with a fraction become ``Decimal`` (never float)."""
     try:
-        obj = json.loads(line, parse_float=Decimal, parse_constant=_no_constants)
+        obj = DECODER.decode(line.decode())
     except RecursionError:
         raise ProtocolError(400, "INVALID_JSON", "JSON is nested too deeply") from None
     except UnicodeDecodeError:

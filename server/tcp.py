@@ -68,7 +68,10 @@ class Connection:
         return True
 
     async def put(self, line: bytes) -> None:
-        await self._out.send(line)
+        try:
+            await self._out.send(line)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # the connection is closing
 
     def drop(self, reason: str) -> None:
         if self.closed_reason is None:

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -19,6 +17,7 @@ from ledger import wallet as w
 
 from .mainloop import Job, ShuttingDown
 from .models import WalletMove, WalletSession
+from .protocol import DECODER
 
 if TYPE_CHECKING:
     from .app import Server
@@ -35,13 +34,9 @@ class _Invalid(Exception):
     """The request is malformed: INVALID_PARAMETER, nothing written."""
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
-
-
 def parse_body(body: bytes) -> dict:
     try:
-        obj = json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+        obj = DECODER.decode(body.decode())
     except (ValueError, RecursionError):
         raise _Invalid() from None
     if not isinstance(obj, dict):

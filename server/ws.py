@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syncledger.ws")
 CLOSE_TRY_AGAIN_LATER = 1013
+DROP_GRACE = 5.0
 
 
 class WsSubscriber:
@@ -37,11 +38,17 @@ class WsSubscriber:
         return True
 
     async def put(self, line: bytes) -> None:
-        await self._send.send(line)
+        try:
+            await self._send.send(line)
+        except trio.ClosedResourceError:
+            pass  # dropped while replaying
 
     def drop(self, reason: str) -> None:
+        """Queue nothing more and close with 1013 once the frame being sent is out; a peer that does
+        not take even that within DROP_GRACE seconds is cut off (a cancelled send breaks framing)."""
         self.reason = reason
-        self.scope.cancel()
+        self._send.close()
+        self.scope.deadline = min(self.scope.deadline, trio.current_time() + DROP_GRACE)
 
 
 def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, int | None]:
@@ -81,12 +88,15 @@ async def handle(server: Server, request: WebSocketRequest) -> None:
                 nursery.start_soon(_read_until_closed, ws, nursery.cancel_scope)
                 nursery.start_soon(server.broker.subscribe, sub, server.mainloop, from_seq)
                 async for line in sub.lines:
+                    if sub.reason is not None:
+                        break  # dropped: what is buffered is for the from_seq replay of its next connection
                     await ws.send_message(line[:-2].decode())
+                nursery.cancel_scope.cancel()
     except ConnectionClosed:
         pass
     finally:
         server.broker.remove(sub)
-        if sub.reason is not None:
+        if sub.reason is not None and not sub.scope.cancelled_caught:
             log.info("websocket client dropped: %s", sub.reason)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await ws.aclose(CLOSE_TRY_AGAIN_LATER, sub.reason[:120])

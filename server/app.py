@@ -26,6 +26,7 @@ from .wallet import WalletApp
 from .auth import Tokens
 from .broker import Broker
 from .commands import Dispatcher
+from .faults import Faults
 from .mainloop import MainLoop
 from .tcp import Connection
 from .timeouts import Timeouts
@@ -78,6 +79,7 @@ class Server:
         self._accepting: list[trio.CancelScope] = []
         self._root: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
+        self._faults: Faults | None = None
         self._connections_done = trio.Event()
         self.stopping = False
 
@@ -143,10 +145,10 @@ class Server:
             task_status.started()
         self._connections_done.set()
 
-    async def _tcp_connection(self, stream: trio.SocketStream) -> None:
+    async def _tcp_connection(self, stream: trio.abc.Stream, peer: trio.abc.Stream | None = None) -> None:
         conn = Connection(stream, self.dispatcher, self.broker, outbox_size=self.config.outbox_size,
                           idle_timeout=self.config.idle_timeout,
-                          answer_grace=self.config.sync_timeout_ms / 1000 + 1)
+                          answer_grace=self.config.sync_timeout_ms / 1000 + 1, peer=peer)
         self.connections.add(conn)
         try:
             await conn.run()
@@ -158,8 +160,15 @@ class Server:
     def connect_memory(self) -> trio.abc.Stream:
         """A manager connection over an in-memory stream (no socket): returns the client's end."""
         client, server = trio.testing.memory_stream_pair()
-        self._nursery.start_soon(self._tcp_connection, server)
+        self._nursery.start_soon(self._tcp_connection, server, client)
         return client
+
+    @property
+    def faults(self) -> Faults:
+        """The fault-injection switches (created on first use; off until switched)."""
+        if self._faults is None:
+            self._faults = self.mainloop.faults = Faults(self)
+        return self._faults
 
     async def shutdown(self) -> None:
         """Stop accepting and reading, apply every queued command, answer or fail every pending

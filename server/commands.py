@@ -95,6 +95,14 @@ class Dispatcher:
 
     async def finance(self, op: str, sync: bool, conn: Connection, pending: Pending, req: Request,
                       claims: Claims) -> None:
+        job, keys = self.finance_job(op, sync, pending, req, claims)
+        if sync:
+            self.wait(pending, keys)  # registered BEFORE the job can be applied and its event published
+        await self.s.mainloop.submit(job)
+
+    def finance_job(self, op: str, sync: bool, pending: Pending, req: Request,
+                    claims: Claims) -> tuple[Job, tuple[tuple[int, int], ...]]:
+        """The mainLoop job of a finance request, and the (order, event type) its …Sync form waits for."""
         data = FINANCE_MODELS[op].model_validate(req.data)
         if op in rules.DELETES:
             request = FinanceRequest(op, order=data.order)
@@ -109,12 +117,13 @@ class Dispatcher:
                 keys += ((data.order, rules.EV_RECORD_UPDATE),)
         command = Finance(request, self.s.now(), manager=claims.login, ext_id=req.ext_id, new_order=new_order)
         if sync:
-            ms = self.s.config.sync_timeout_ms
-            pending.wait_for(keys, self.s.timeouts, trio.current_time() + ms / 1000, ms)
-            job = Job(command, pending.on_outcome, waiter=pending)
-        else:
-            job = Job(command, partial(_accepted, pending))
-        await self.s.mainloop.submit(job)
+            return Job(command, pending.on_outcome, waiter=pending), keys
+        return Job(command, partial(_accepted, pending)), keys
+
+    def wait(self, pending: Pending, keys: tuple[tuple[int, int], ...]) -> None:
+        """Make ``pending`` a …Sync waiter for ``keys``, answered 504 at the sync timeout."""
+        ms = self.s.config.sync_timeout_ms
+        pending.wait_for(keys, self.s.timeouts, trio.current_time() + ms / 1000, ms)
 
     # ---- accounts and reads
 

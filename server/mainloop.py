@@ -38,7 +38,14 @@ class MainLoop:
         self._running = trio.Event()
         self._running.set()
         self.stopped = trio.Event()  # set once run() has applied its last batch
-        self.batches = self.jobs = 0
+        self.batches = self.jobs = self.submitted = 0
+        self.faults: Any = None  # a server.faults.Faults when a test injects faults
+
+    def deliver(self, event: Event, waiter: Any) -> None:
+        """Broadcast a committed event, then show it to the …Sync waiter of the job that made it."""
+        self.publish(event)
+        if waiter is not None:
+            waiter.on_event(event)
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the store: in a worker thread (never abandoned) or inline."""
@@ -53,6 +60,7 @@ class MainLoop:
 
     async def submit(self, job: Job) -> None:
         """Queue a job; waits while the inbox is full (backpressure to the submitting connection)."""
+        self.submitted += 1
         try:
             try:
                 self._send.send_nowait(job)  # the common case: no scheduler round trip per request
@@ -93,8 +101,11 @@ class MainLoop:
                     await self._apply(batch)
 
     async def _apply(self, batch: list[Job]) -> None:
+        commands = [job.command for job in batch]
+        if self.faults is not None:
+            commands = await self.faults.before_commit(commands)
         try:
-            outcomes = await self.call(self.store.apply_batch, [job.command for job in batch])
+            outcomes = await self.call(self.store.apply_batch, commands)
         except Exception:
             log.exception("batch of %d commands failed to commit; none was applied", len(batch))
             failed = Outcome(error=LedgerError(500, "INTERNAL", "the ledger could not commit; nothing was applied"))
@@ -104,9 +115,10 @@ class MainLoop:
         for job, outcome in zip(batch, outcomes):
             try:
                 for event in outcome.events:
-                    self.publish(event)
-                    if job.waiter is not None:
-                        job.waiter.on_event(event)
+                    if self.faults is None:
+                        self.deliver(event, job.waiter)
+                    else:
+                        self.faults.deliver(event, job.waiter, self.deliver)
                 job.done(outcome)
             except Exception:  # a bug in one answer must not stop the writer
                 log.exception("answering a job failed")

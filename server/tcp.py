@@ -26,8 +26,10 @@ class Connection:
     _ids = itertools.count(1)
 
     def __init__(self, stream: trio.abc.Stream, dispatcher: Dispatcher, broker: Broker, *,
-                 outbox_size: int = 16384, idle_timeout: float = math.inf, answer_grace: float = 5.0):
+                 outbox_size: int = 16384, idle_timeout: float = math.inf, answer_grace: float = 5.0,
+                 peer: trio.abc.Stream | None = None):
         self.id = next(self._ids)
+        self.peer = peer  # the client's end, for in-memory connections
         self.stream, self.dispatcher, self.broker = stream, dispatcher, broker
         self.idle_timeout, self.answer_grace = idle_timeout, answer_grace
         self._out, self._out_recv = trio.open_memory_channel[bytes](outbox_size)
@@ -78,6 +80,15 @@ class Connection:
             self.closed_reason = reason
             log.info("connection %d dropped: %s", self.id, reason)
         self.scope.cancel()
+
+    def peer_of(self, client_stream: trio.abc.Stream) -> bool:
+        """Is ``client_stream`` the other end of this connection?"""
+        if self.peer is not None:
+            return self.peer is client_stream
+        try:
+            return self.stream.socket.getpeername() == client_stream.socket.getsockname()
+        except (AttributeError, OSError):
+            return False
 
     def stop_reading(self) -> None:
         self.read_scope.cancel()

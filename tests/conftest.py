@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from typing import AsyncIterator
-
 import pytest
-import trio
 
 from ledger import verify
 from server.app import Config, Server, serve
 from server.auth import SESSION_ADMIN
-from server.client import Client, connect, open_client
-
-SECRET = "test-secret-of-at-least-32-bytes-for-hs256"
-
+from server.client import Client
+from server.testing import Harness, test_config
 
 def make_config(**kw) -> Config:
-    base = dict(tcp_port=0, ws_port=0, wallet_port=0, secret=SECRET)
-    base.update(kw)
-    return Config(**base)
+    """The deterministic test config (server.testing), by default on the real clock with a worker thread."""
+    return test_config(**{"threaded": True, "epoch": None, **kw})
 
 
 @pytest.fixture
@@ -32,23 +25,19 @@ async def server(nursery, tmp_path) -> Server:
 async def mem_server(nursery) -> Server:
     """The server on an in-memory ledger that never leaves the Trio thread: safe under MockClock.
     Connect with ``mem_client``."""
-    return await nursery.start(serve, make_config(db=":memory:", threaded=False, epoch=1_700_000_000))
+    return await nursery.start(serve, test_config())
 
 
 def admin_token(srv: Server, login: int = 1, session: int = SESSION_ADMIN) -> str:
-    return srv.tokens.issue(login, session)[0]
+    return Harness(srv).token_for(login, session)
 
 
-@asynccontextmanager
-async def tcp_client(srv: Server, token: str | None = "admin") -> AsyncIterator[Client]:
-    async with connect("127.0.0.1", srv.ports.tcp, admin_token(srv) if token == "admin" else token) as c:
-        yield c
+def tcp_client(srv: Server, token: str | None = "admin"):
+    return Harness(srv).tcp_client(token)
 
 
-@asynccontextmanager
-async def mem_client(srv: Server, token: str | None = "admin") -> AsyncIterator[Client]:
-    async with open_client(srv.connect_memory(), admin_token(srv) if token == "admin" else token) as c:
-        yield c
+def mem_client(srv: Server, token: str | None = "admin"):
+    return Harness(srv).client(token)
 
 
 async def add_account(client: Client, login: int | None = None, currency: str = "EUR") -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .rules import FinanceRequest, LedgerError
+from .rules import TS_DELETED, FinanceRequest, LedgerError
 from .store import Outcome
 
 if TYPE_CHECKING:
@@ -158,14 +158,15 @@ class _Wallet:
             return self._result(c.login, BET_DOES_NOT_EXIST)
         if debit[2] != c.login:
             return self._result(c.login, INVALID_PARAMETER)
-        if self._settled(debit_id):
+        order = self.db.execute("SELECT order_id FROM wallet_tx WHERE kind = 'debit' AND txid = ?",
+                                (debit_id,)).fetchone()[0]
+        # Settled by an earlier credit or cancel, or its order deleted by a manager: nothing more to do.
+        if self._settled(debit_id) or self.store.current_version(order).state == TS_DELETED:
             self._record(kind, c, BET_ALREADY_SETTLED, ref_id=debit_id)
             return self._result(c.login, BET_ALREADY_SETTLED)
         if kind == "credit":
             request = FinanceRequest("BalanceIn", c.login, c.amount, f"credit {c.txid}"[:255], allow_zero=True)
         else:
-            order = self.db.execute("SELECT order_id FROM wallet_tx WHERE kind = 'debit' AND txid = ?",
-                                    (debit_id,)).fetchone()[0]
             request = FinanceRequest("DeleteBalance", order=order)
         return self._move(kind, c, request, ref_id=debit_id)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import secrets
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -64,6 +65,7 @@ class Client:
         self.stream, self.token = stream, token
         self._calls: dict[str, Call] = {}
         self._ids = itertools.count(1)
+        self._prefix = secrets.token_hex(8)
         self._out_send, self._out_recv = trio.open_memory_channel[bytes](math.inf)
         self._events_send, self._events = trio.open_memory_channel[dict](math.inf)
         self.orphans: list[Reply] = []  # replies with no (known) extID, e.g. to an unparsable line
@@ -82,7 +84,8 @@ class Client:
         """Send a request without waiting (pipelining). Decimals in ``data`` are sent exactly."""
         if self.closed.is_set():
             raise ConnectionLost("connection closed")
-        ext_id = ext_id if ext_id is not None else f"c{next(self._ids)}"
+        # extIDs are idempotency keys per manager: generated ones must never repeat across connections
+        ext_id = ext_id if ext_id is not None else f"{self._prefix}-{next(self._ids)}"
         call = Call(ext_id)
         if ext_id in self._calls:
             raise ValueError(f"extID {ext_id!r} is already in flight on this client")

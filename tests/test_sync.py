@@ -147,3 +147,15 @@ async def test_waiters_of_two_connections_never_cross(mem_server, autojump_clock
     assert ra.data["comment"] == "from-a" and ra.data["profit"] == Decimal(2)
     assert rb.data["comment"] == "from-b" and rb.data["profit"] == Decimal(3)
     assert {ra.data["version"], rb.data["version"]} == {2, 3}
+
+
+async def test_generated_ext_ids_never_repeat_across_connections(mem_server, autojump_clock):
+    """Without an explicit extID, two connections' identical credits are two credits, not a replay."""
+    async with mem_client(mem_server) as c:
+        login = await add_account(c)
+    for _ in range(2):
+        async with mem_client(mem_server) as c:  # each connection sends the same two requests
+            assert (await c.call("Ping")).ok
+            assert (await c.call("CreditIn", {"login": login, "amount": 5, "comment": "same"})).ok
+    async with mem_client(mem_server) as c:
+        assert (await c.call("GetUser", {"login": login})).data["credit"] == Decimal(10)

@@ -269,3 +269,16 @@ async def test_wallet_operations_are_trade_events(provider, wallet_server):
     assert [(e["type"], e["data"]["cmd"], e["data"]["profit"]) for e in events] == [
         (0, 8, Decimal(-4)), (0, 6, Decimal(6)), (0, 8, Decimal(-3)), (2, 8, Decimal(-3))]
     assert events[3]["data"]["state"] == 6 and events[3]["data"]["order"] == events[2]["data"]["order"]
+
+
+async def test_a_debit_whose_order_a_manager_deleted_is_settled(provider, wallet_server):
+    bet = await provider.debit("bet-m", 10)
+    async with tcp_client(wallet_server) as c:
+        trades = (await c.call("GetTrades", {"login": provider.login})).data["trades"]
+        order = next(t["order"] for t in trades if t["profit"] == -10)
+        deleted = await c.call("DeleteBalance", {"order": order})
+        assert deleted.ok, deleted  # the back office reverses the bet
+    cancel = await provider.cancel("bet-m")
+    assert (cancel["status"], cancel["balance"]) == ("BET_ALREADY_SETTLED", bet["balance"] + 10)
+    credit = await provider.credit("win-m", "bet-m", 50)
+    assert (credit["status"], credit["balance"]) == ("BET_ALREADY_SETTLED", bet["balance"] + 10)

@@ -1,0 +1,56 @@
+"""Crash-restart: the real server killed with SIGKILL under mixed load, restarted on the same ledger, five
+times (bench/crash_test.py runs the long version). And a check that the checker itself catches a lost
+acknowledgement, a double application, a phantom write and a wrong reply."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+
+import pytest
+
+from bench.crash_test import MANAGER, CrashTestFailure, Journal, Op, check_journal, read_ledger, run_crash_test
+from ledger import AddAccount, Finance, FinanceRequest, Store
+
+SEED = int(os.environ.get("SYNCLEDGER_CRASH_SEED", "20240605"))
+
+
+async def test_kill_9_under_load_and_restart_5_cycles(tmp_path):
+    stats = await run_crash_test(cycles=5, seed=SEED, workdir=str(tmp_path), load_seconds=(0.2, 0.7))
+    print(stats.summary())
+    assert stats.cycles == 5 and len(stats.in_flight_at_kill) == 5 and min(stats.in_flight_at_kill) > 0
+    # the load really was mixed: every kind applied, and the refusals that must stay refused happened
+    for kind in ("BalanceIn", "CreditIn", "BalanceOut", "debit", "credit", "cancel"):
+        assert stats.applied.get(kind, 0) > 0, (kind, stats.summary())
+    assert stats.refused.get("BalanceOut:NO_MONEY", 0) > 0 and stats.probes > 0
+
+
+def test_the_checker_catches_what_it_is_there_to_catch(tmp_path):
+    db = str(tmp_path / "c.db")
+    store = Store(db)
+    store.apply_batch([AddAccount("a", "EUR", 0)])
+    [out] = store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, 5_000_000), now=1, manager=MANAGER,
+                                       ext_id="k1")])
+
+    def journal(amount: str = "5", reply: tuple | None = ("ok", out.data.order, 1000, 6, 5_000_000)) -> Journal:
+        j = Journal()
+        op = j.add(Op("mgr", "k1", 1000, Decimal(amount), "BalanceIn", {}))
+        op.replies.append((0, "load", reply))
+        return j
+
+    assert check_journal(read_ledger(db), journal(), "ok") == {1000: (5_000_000, 0)}
+    with pytest.raises(CrashTestFailure, match="disagrees with the ledger"):
+        check_journal(read_ledger(db), journal(reply=("ok", 99, 1000, 6, 5_000_000)), "wrong reply")
+    with pytest.raises(CrashTestFailure, match="journaled sum|does not match"):
+        check_journal(read_ledger(db), journal(amount="6"), "wrong amount")
+    lost = journal()
+    lost.add(Op("mgr", "k2", 1000, Decimal(1), "BalanceIn", {})).replies.append((0, "load", ("ok", 7, 1000, 6, 1)))
+    with pytest.raises(CrashTestFailure, match="ACKNOWLEDGED .* but not in the ledger"):
+        check_journal(read_ledger(db), lost, "lost")
+    store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, 1), now=2, ext_id="nobody")])
+    with pytest.raises(CrashTestFailure, match="phantom"):
+        check_journal(read_ledger(db), journal(), "phantom")
+    store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, 5_000_000), now=3, ext_id="k1")])
+    with pytest.raises(CrashTestFailure, match="APPLIED 2 TIMES"):
+        check_journal(read_ledger(db), journal(), "double")
+    store.close()

@@ -130,6 +130,7 @@ class Server:
         config.errorlog = logging.getLogger("syncledger.wallet.http")
         config.graceful_timeout = self.config.shutdown_grace
         config.keep_alive_timeout = 75  # providers keep connections open between calls
+        config.keep_alive_max_requests = 1_000_000  # hypercorn's default closes every 1,000 requests
         config.backlog = 1024
         return config
 

@@ -169,5 +169,6 @@ async def _read_body(receive: Any) -> bytes | None:
 
 
 async def _respond(send: Any, status: int, body: bytes, headers: list | None = None) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": _JSON_HEADERS + (headers or [])})
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,613 @@
+#!/usr/bin/env python
+"""Benchmark of the syncledger game-wallet HTTP API (issue 4, "Benchmark").
+
+Three processes, all on loopback:
+
+* the real server, ``python -m server.cli serve`` on a fresh temporary database (durable: WAL and
+  ``synchronous=FULL``, as shipped), ``SYNCLEDGER_SECRET`` and ``SYNCLEDGER_WALLET_TOKEN`` set, every port
+  0; stopped with SIGTERM at the end (exit code must be 0), then ``python -m server.cli verify`` must
+  accept the ledger;
+* a bare ASGI app on the same stack (this script with ``--bare-server``): hypercorn's Trio worker with the
+  very config the server builds (``Server._hypercorn_config``) and the same GC settings as ``syncledger
+  serve``; the app reads the body and answers a fixed 200 JSON body with the wallet's headers. It is the
+  ceiling of that HTTP stack on this machine: the ratio wallet/bare is the figure that matters;
+* the load generator (this script with ``--client``): K raw Trio sockets, HTTP/1.1 keep-alive, each
+  connection sends one prebuilt request, reads its response with a minimal parser (Content-Length or
+  chunked), then sends the next (no pipelining, as real HTTP/1.1 clients). Latency is from the send of
+  a request to the last byte of its response; every response must be HTTP 200 with ``"status":"OK"``.
+
+Set-up (not timed): accounts with balance (``BalanceIn``) and a game session each (``OpenGameSession``),
+over the manager TCP API. Scenarios:
+
+  (s) the debits that (a) settles, one per credit (a set-up phase: shown for information only);
+  (a) ``POST /v1/credit``, each with its own debit as ``refId``: every credit writes a record and an event
+      (a repeated or late credit would answer BET_ALREADY_SETTLED without writing and flatter the figures);
+  (b) the bare ASGI app, same client, same request shape as (a), run right after (a);
+  (c) full rounds, debit then credit on the same connection: rounds/s, latency of the whole round.
+
+At the end the client reads every account back (``GetUser``) and checks that its balance equals the
+opening balance plus every credit minus every debit that answered OK: each credit really moved money.
+
+    python bench/wallet_bench.py                  # full run
+    python bench/wallet_bench.py --quick          # smoke test (a few seconds)
+    python bench/wallet_bench.py --py-spy prof.txt   # also sample the server with py-spy
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from decimal import Decimal
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for _p in (HERE, ROOT):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+# The manager-API benchmark's helpers: /proc CPU accounting, percentiles, CLI calls, stopping, quiet wait.
+from server_bench import (CLI, MANAGER_LOGIN, _num, _percentile, cpu_snapshot, cpu_usage, fmt_ms,  # noqa: E402
+                          run_cli, stop_process, wait_quiet)
+
+TARGET_CREDITS = 10_000  # credits/s over HTTP keep-alive
+CURRENCY = "EUR"
+OPENING_BALANCE = 10_000_000  # per account, units
+DEBIT = "1.25"  # a bet
+CREDIT = "2.5"  # a win
+MICRO = 10**6
+BARE_BODY = b'{"status":"OK","balance":1000.5,"bonus":0,"uuid":"bare"}'
+JSON_HEADERS = [(b"content-type", b"application/json")]  # what server/wallet.py sends
+
+
+# ============================================================================ HTTP/1.1 on raw sockets
+
+def http_request(host: str, port: int, token: str, action: str, body: bytes) -> bytes:
+    return (b"POST /v1/%s HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (action.encode(), host.encode(), port, token.encode(), len(body), body))
+
+
+def parse_response(buf: bytes) -> tuple[int, int, bytes, bool] | None:
+    """One HTTP/1.1 response at the start of ``buf``: (its length, status code, body, connection closes),
+    or None while incomplete. Content-Length and chunked framing (hypercorn chunks a response that does
+    not announce its length)."""
+    he = buf.find(b"\r\n\r\n")
+    if he < 0:
+        return None
+    head = buf[:he].lower()
+    code = int(head[9:12])
+    close = b"\r\nconnection: close" in head
+    pos = he + 4
+    i = head.find(b"\r\ncontent-length:")
+    if i >= 0:
+        j = head.find(b"\r\n", i + 2)
+        n = int(head[i + 17:j if j >= 0 else len(head)])
+        if len(buf) < pos + n:
+            return None
+        return pos + n, code, buf[pos:pos + n], close
+    if b"\r\ntransfer-encoding: chunked" not in head:
+        raise ValueError(f"response without length: {buf[:200]!r}")
+    chunks = []
+    while True:
+        j = buf.find(b"\r\n", pos)
+        if j < 0:
+            return None
+        size = int(buf[pos:j].split(b";", 1)[0], 16)
+        if size == 0:
+            k = buf.find(b"\r\n\r\n", j)  # end of the (usually empty) trailer section
+            if k < 0:
+                return None
+            return k + 4, code, b"".join(chunks), close
+        end = j + 2 + size
+        if len(buf) < end + 2:
+            return None
+        chunks.append(buf[j + 2:end])
+        pos = end + 2
+
+
+# ============================================================================ load generator (--client)
+
+class Tally:
+    """What one connection saw: latency of each item (s), its statuses, what went wrong."""
+
+    __slots__ = ("lat", "ok", "statuses", "error_sample", "first_send", "last_reply", "moved", "reconnects")
+
+    def __init__(self) -> None:
+        self.lat: list[float] = []
+        self.ok = 0  # responses that were HTTP 200 with status OK
+        self.statuses: dict[str, int] = {}  # everything else, by "HTTP code status"
+        self.error_sample: str | None = None
+        self.first_send = math.inf
+        self.last_reply = 0.0
+        self.moved: dict[int, int] = {}  # login -> micro-units moved by the calls that answered OK
+        self.reconnects = 0  # new connections after a response with Connection: close
+
+
+def build_items(kind: str, tag: str, conn: int, n: int, accounts: list[tuple[int, str]], host: str, port: int,
+                token: str) -> list[tuple[tuple[bytes, ...], tuple[tuple[int, int], ...]]]:
+    """Prebuilt work for one connection, before the clock starts: ``n`` items, each a tuple of requests
+    sent one after another (latency is per item) and the money each moves if answered OK.
+
+    kind: ``debit`` (txid ``{tag}d.{conn}.{q}``), ``credit`` (settles ``{ref}d.{conn}.{q}``: tag is
+    ``"{tag}/{ref}"``), ``round`` (a debit then its credit), ``bare`` (credit-shaped, to the bare app)."""
+    import orjson
+
+    tag, _, ref = tag.partition("/")
+    out = []
+    for q in range(n):
+        login, sid = accounts[(conn + q) % len(accounts)]
+        base = {"sid": sid, "userId": str(login), "currency": CURRENCY,
+                "game": {"id": f"g-{tag}.{conn}.{q}", "type": "slots", "session": "bench"}}
+
+        def debit(txid: str) -> bytes:
+            body = {**base, "transaction": {"id": txid, "amount": orjson.Fragment(DEBIT)}, "uuid": f"u-{txid}"}
+            return http_request(host, port, token, "debit", orjson.dumps(body))
+
+        def credit(txid: str, ref_id: str) -> bytes:
+            body = {**base, "transaction": {"id": txid, "refId": ref_id, "amount": orjson.Fragment(CREDIT)},
+                    "uuid": f"u-{txid}"}
+            return http_request(host, port, token, "credit", orjson.dumps(body))
+
+        d, c = int(Decimal(DEBIT) * MICRO), int(Decimal(CREDIT) * MICRO)
+        if kind == "debit":
+            out.append(((debit(f"{tag}d.{conn}.{q}"),), ((login, -d),)))
+        elif kind == "credit":
+            out.append(((credit(f"{tag}c.{conn}.{q}", f"{ref}d.{conn}.{q}"),), ((login, c),)))
+        elif kind == "round":
+            out.append(((debit(f"{tag}d.{conn}.{q}"), credit(f"{tag}c.{conn}.{q}", f"{tag}d.{conn}.{q}")),
+                        ((login, -d), (login, c))))
+        else:  # bare: the same bytes as a credit; moves nothing
+            out.append(((credit(f"{tag}c.{conn}.{q}", f"{tag}d.{conn}.{q}"),), ()))
+    return out
+
+
+async def drive_conn(streams: list, c: int, host: str, port: int, items: list, go, t: Tally) -> None:
+    """Closed loop on one keep-alive connection: send a request, read its whole response, send the next.
+    A response with ``Connection: close`` (hypercorn closes a connection after ``keep_alive_max_requests``)
+    is followed by a new connection, as any HTTP client would; its set-up counts in the next latency."""
+    import orjson
+    import trio
+    from time import perf_counter
+
+    loads = orjson.loads
+    lat, statuses, moved = t.lat, t.statuses, t.moved
+    stream = streams[c]
+    buf = b""
+    reconnect = False
+    await go.wait()
+    t.first_send = perf_counter()
+    for requests, moves in items:
+        t0 = perf_counter()
+        good = True
+        for req in requests:
+            if reconnect:
+                await stream.aclose()
+                stream = streams[c] = await trio.open_tcp_stream(host, port)
+                t.reconnects += 1
+                buf, reconnect = b"", False
+            await stream.send_all(req)
+            while True:
+                data = await stream.receive_some(1 << 16)
+                if not data:
+                    raise ConnectionError(f"the server closed connection {c} after {len(lat)} items")
+                buf += data
+                r = parse_response(buf)
+                if r is not None:
+                    break
+            end, code, body, reconnect = r
+            buf = buf[end:]
+            status = None
+            if code == 200:
+                try:
+                    status = loads(body).get("status")
+                except (ValueError, AttributeError):
+                    pass
+            if status == "OK":
+                t.ok += 1
+            else:
+                good = False
+                key = f"HTTP {code} {status}"
+                statuses[key] = statuses.get(key, 0) + 1
+                if t.error_sample is None:
+                    t.error_sample = f"HTTP {code}: {body[:300].decode(errors='replace')}"
+        now = perf_counter()
+        lat.append(now - t0)
+        t.last_reply = now
+        if good:
+            for login, micro in moves:
+                moved[login] = moved.get(login, 0) + micro
+
+
+def _first_leaf(e: BaseException) -> BaseException:
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return e
+
+
+async def run_scenario(spec: dict, cfg: dict, accounts: list[tuple[int, str]]) -> dict:
+    """One scenario over ``k`` fresh keep-alive connections; returns its summary."""
+    import trio
+
+    host, k, n_total, port = cfg["host"], cfg["connections"], spec["count"], spec["port"]
+    shares = [n_total // k + (1 if c < n_total % k else 0) for c in range(k)]
+    items = [build_items(spec["kind"], spec["tag"], c, shares[c], accounts, host, port, cfg["wallet_token"])
+             for c in range(k)]
+    streams = [await trio.open_tcp_stream(host, port) for _ in range(k)]
+    tallies = [Tally() for _ in range(k)]
+    go = trio.Event()
+    error = None
+    cpu_before = cpu_after = None
+    gc.collect()
+    try:
+        with trio.move_on_after(spec["limit_s"]) as guard:
+            async with trio.open_nursery() as nursery:
+                for c in range(k):
+                    nursery.start_soon(drive_conn, streams, c, host, port, items[c], go, tallies[c])
+                await trio.sleep(0.01)
+                cpu_before = cpu_snapshot(cfg.get("pids") or {})
+                go.set()
+        cpu_after = cpu_snapshot(cfg.get("pids") or {})
+        if guard.cancelled_caught:
+            error = f"gave up after {spec['limit_s']:.0f} s"
+    except Exception as e:  # a broken connection: report it, keep what was measured
+        leaf = _first_leaf(e)
+        error = f"{type(leaf).__name__}: {leaf}"
+    finally:
+        for s in streams:
+            await s.aclose()
+
+    lat = sorted(x for t in tallies for x in t.lat)
+    answered = len(lat)
+    t0 = min(t.first_send for t in tallies)
+    t1 = max(t.last_reply for t in tallies)
+    elapsed = t1 - t0 if answered else math.nan
+    statuses: dict[str, int] = {}
+    moved: dict[int, int] = {}
+    for t in tallies:
+        for key, v in t.statuses.items():
+            statuses[key] = statuses.get(key, 0) + v
+        for login, v in t.moved.items():
+            moved[login] = moved.get(login, 0) + v
+    calls = n_total * (2 if spec["kind"] == "round" else 1)
+    return {
+        "name": spec["name"], "kind": spec["kind"], "target": spec["target"], "info": spec.get("info", False),
+        "requests": n_total, "calls": calls, "answered": answered, "ok": sum(t.ok for t in tallies),
+        "errors": sum(statuses.values()), "statuses": statuses,
+        "error_sample": next((t.error_sample for t in tallies if t.error_sample), None),
+        "failure": error, "elapsed_s": elapsed,
+        "rps": answered / elapsed if answered and elapsed > 0 else 0.0,
+        "p50_ms": _percentile(lat, 0.50) * 1e3, "p99_ms": _percentile(lat, 0.99) * 1e3,
+        "max_ms": (lat[-1] * 1e3) if lat else math.nan,
+        "moved": {str(login): v for login, v in moved.items()},
+        "reconnects": sum(t.reconnects for t in tallies),
+        **cpu_usage(cpu_before, cpu_after, spec["target"]),
+    }
+
+
+async def set_up_accounts(cfg: dict) -> list[tuple[int, str]]:
+    """Accounts with an opening balance and a game session each, over the manager TCP API."""
+    from server.client import connect
+
+    accounts = []
+    async with connect(cfg["host"], cfg["tcp_port"], cfg["manager_token"]) as c:
+        for i in range(cfg["accounts"]):
+            reply = await c.call("AddUser", {"name": f"player-{i}", "currency": CURRENCY})
+            if not reply.ok:
+                raise SystemExit(f"AddUser failed: {reply}")
+            login = reply.data["login"]
+            reply = await c.call("BalanceIn", {"login": login, "amount": OPENING_BALANCE, "comment": "bench"})
+            if not reply.ok:
+                raise SystemExit(f"BalanceIn failed: {reply}")
+            reply = await c.call("OpenGameSession", {"login": login})
+            if not reply.ok:
+                raise SystemExit(f"OpenGameSession failed: {reply}")
+            accounts.append((login, reply.data["sid"]))
+    return accounts
+
+
+async def check_balances(cfg: dict, accounts: list[tuple[int, str]], results: list[dict]) -> dict:
+    """Every account's balance must be its opening balance plus what the OK calls moved."""
+    from server.client import connect
+
+    expected = {login: OPENING_BALANCE * MICRO for login, _ in accounts}
+    for r in results:
+        for login, v in r["moved"].items():
+            expected[int(login)] += v
+    bad = []
+    async with connect(cfg["host"], cfg["tcp_port"], cfg["manager_token"]) as c:
+        for login, _ in accounts:
+            reply = await c.call("GetUser", {"login": login})
+            got = reply.data["balance"] if reply.ok else None
+            if got is None or Decimal(got) * MICRO != expected[login]:
+                bad.append(f"{login}: balance {got}, expected {Decimal(expected[login]) / MICRO}")
+    return {"ok": not bad, "accounts": len(accounts), "bad": bad}
+
+
+async def client_main(cfg: dict) -> dict:
+    def say(msg: str) -> None:
+        print(f"[client] {msg}", file=sys.stderr, flush=True)
+
+    accounts = await set_up_accounts(cfg)
+    say(f"accounts {[login for login, _ in accounts]}, {OPENING_BALANCE:,} {CURRENCY} each, a sid each")
+    gc.disable()  # a collection over the prebuilt requests would stall the client for milliseconds
+    all_results, results = [], []
+    for spec in cfg["scenarios"]:
+        say(f"{spec['name']}: {spec['count']:,} x {spec['kind']} on port {spec['port']}, "
+            f"K={cfg['connections']}")
+        r = await run_scenario(spec, cfg, accounts)
+        all_results.append(r)
+        if not spec.get("warmup"):
+            results.append(r)
+        say(f"  -> {r['rps']:,.0f}/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.2f} ms, "
+            f"not OK {r['errors']}, CPU cores: {spec['target']} {_num(r['target_cores'])}, "
+            f"client {_num(r['client_cores'])}, others {_num(r['other_cores'])}"
+            + (f", FAILED: {r['failure']}" if r["failure"] else ""))
+        if r["failure"]:
+            break  # the server is stuck or gone: later scenarios would only wait
+    gc.enable()
+    balances = await check_balances(cfg, accounts, all_results)
+    say(f"balances: {'ok' if balances['ok'] else 'WRONG'} ({balances['accounts']} accounts)")
+    return {"results": results, "balances": balances}
+
+
+# ============================================================================ bare ASGI app (--bare-server)
+
+async def bare_app(scope: dict, receive, send) -> None:
+    """The least an ASGI app can do for a POST: read the body, answer a fixed JSON body."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
+    await send({"type": "http.response.body", "body": BARE_BODY})
+
+
+async def bare_main(host: str) -> None:
+    import logging
+    from functools import partial
+    from types import SimpleNamespace
+
+    import hypercorn.trio
+    import trio
+
+    from server.app import Config, Server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The server's own hypercorn config (a method that reads nothing but ``self.config``).
+    config = Server._hypercorn_config(SimpleNamespace(config=Config(host=host, wallet_port=0)))
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(partial(hypercorn.trio.serve, bare_app, config, shutdown_trigger=stop.wait,
+                                                mode="asgi"))
+            gc.collect()  # as `syncledger serve` does
+            gc.freeze()
+            gc.set_threshold(50_000, 20, 100)
+            print(f"listening tcp={host}:{int(binds[0].rsplit(':', 1)[1])}", flush=True)
+            async for _ in signals:
+                stop.set()
+                break
+
+
+# ============================================================================ orchestration
+
+def start_process(cmd: list[str], env: dict, log_path: str, what: str) -> tuple[subprocess.Popen, dict[str, int]]:
+    """Start a listener process; its ports from its first stdout line (``listening tcp=H:P [ws=H:P wallet=H:P]``)."""
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, cwd=ROOT)
+    log.close()
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    line = proc.stdout.readline().decode() if ready else ""
+    ports = {name: int(port) for name, port in re.findall(r"(\w+)=\S+:(\d+)", line)}
+    if not line.startswith("listening") or "tcp" not in ports:
+        proc.kill()
+        proc.wait()
+        with open(log_path, errors="replace") as f:
+            raise SystemExit(f"{what} did not start: first line {line!r}\n{f.read()[-3000:]}")
+    sink = open(log_path + ".stdout", "wb")  # keep draining stdout: the process never blocks on a full pipe
+    threading.Thread(target=shutil.copyfileobj, args=(proc.stdout, sink), daemon=True).start()
+    return proc, ports
+
+
+def scenarios(args: argparse.Namespace, wallet_port: int, bare_port: int) -> list[dict]:
+    n = args.count
+    limit = max(120.0, n / 200)  # give up on a scenario after this (a stuck server)
+    warm = max(200, n // 20)
+    base = {"limit_s": limit, "target": "server", "port": wallet_port}
+    return [
+        {**base, "name": "warm-up rounds", "tag": "w", "kind": "round", "count": warm, "warmup": True},
+        {**base, "name": "warm-up bare", "tag": "wb", "kind": "bare", "count": warm, "warmup": True,
+         "target": "bare", "port": bare_port},
+        {**base, "name": "(s) debits, set-up of (a)", "tag": "a", "kind": "debit", "count": n, "info": True},
+        {**base, "name": "(a) credits", "tag": "a/a", "kind": "credit", "count": n},
+        # right after (a), so that both see the same machine (others' load comes and goes)
+        {**base, "name": "(b) bare ASGI, same stack", "tag": "b", "kind": "bare", "count": n, "target": "bare",
+         "port": bare_port},
+        {**base, "name": "(c) rounds debit+credit", "tag": "c", "kind": "round", "count": max(1, n // 2)},
+    ]
+
+
+def print_report(out: dict, args: argparse.Namespace, server_exit: int | None, bare_exit: int | None,
+                 verify_out: str, verify_ok: bool, cmdline: str) -> bool:
+    results, balances = out.get("results", []), out.get("balances")
+    width = 122
+    print()
+    print("=" * width)
+    print(f"syncledger wallet HTTP benchmark  |  {platform.python_implementation()} {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}")
+    print(f"K={args.connections} HTTP/1.1 keep-alive connections, one request at a time on each (closed loop); "
+          f"{args.count:,} requests per scenario, {args.accounts} accounts")
+    print("latency: from the send of a request to the last byte of its response ((c): of the whole round)")
+    print("not OK: calls not answered HTTP 200 status OK, or not answered; reconn: new connections after the server's "
+          "Connection: close")
+    print("CPU: average cores used during the scenario by the process under test / the client / all other processes")
+    print("-" * width)
+    print(f"{'scenario':<28} {'requests':>9} {'not OK':>6} {'achieved/s':>11} {'calls/s':>8} "
+          f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'reconn':>6}  {'CPU: tested':>11} {'client':>6} {'others':>6}")
+    print("-" * width)
+    for r in results:
+        bad = r["errors"] + (r["calls"] - r["ok"] - r["errors"])
+        calls_rate = r["rps"] * r["calls"] / r["requests"] if r["requests"] else 0.0
+        print(f"{r['name']:<28} {r['requests']:>9,} {bad:>6} {r['rps']:>11,.0f} {calls_rate:>8,.0f} "
+              f"{fmt_ms(r['p50_ms']):>7} {fmt_ms(r['p99_ms']):>7} {fmt_ms(r['max_ms']):>7} {r['reconnects']:>6}  "
+              f"{_num(r['target_cores']):>11} {_num(r['client_cores']):>6} {_num(r['other_cores']):>6}"
+              + (f"   FAILED: {r['failure']}" if r["failure"] else ""))
+    print("-" * width)
+    for r in results:
+        if r["statuses"]:
+            print(f"{r['name']}: not OK: " + ", ".join(f"{k} x{v}" for k, v in sorted(r["statuses"].items())))
+        if r["error_sample"]:
+            print(f"{r['name']}: first bad response: {r['error_sample']}")
+    named = {r["name"].split(" ")[0]: r for r in results}
+    a, b, c = (named.get(x) for x in ("(a)", "(b)", "(c)"))
+    if a and b and b["rps"]:
+        print(f"{'ratio credits (a) / bare (b)':<36} {a['rps'] / b['rps']:>7.3f}")
+    if c and b and b["rps"]:
+        print(f"{'ratio round calls (c) / bare (b)':<36} {2 * c['rps'] / b['rps']:>7.3f}")
+    busy = [r["other_cores"] for r in results if r["other_cores"] is not None]
+    if busy and max(busy) > 0.15:
+        print(f"WARNING: other processes used up to {max(busy):.2f} cores during the run: the figures are distorted")
+    print("-" * width)
+    if a:
+        met = a["rps"] >= TARGET_CREDITS and not a["failure"] and a["ok"] == a["requests"]
+        print(f"target: credits >= {TARGET_CREDITS:,}/s over HTTP keep-alive {'met' if met else 'NOT MET':>20}   "
+              f"({a['rps']:,.0f}/s = {a['rps'] / TARGET_CREDITS:.0%} of it)")
+    if balances:
+        print(f"balances read back (GetUser) = opening + OK credits - OK debits: "
+              f"{'ok' if balances['ok'] else 'WRONG'} ({balances['accounts']} accounts)"
+              + (" -- a scenario failed: calls in flight then have an unknown outcome"
+                 if not balances["ok"] and any(r["failure"] for r in results) else "")
+              + ("".join(f"\n  {line}" for line in balances["bad"])))
+    print(f"server exit code after SIGTERM: {server_exit} ({'ok' if server_exit == 0 else 'FAILED'}); "
+          f"bare ASGI server: {bare_exit}")
+    print(f"verify: {verify_out}")
+    print(f"command: {cmdline}")
+    print("=" * width)
+    return (server_exit == 0 and verify_ok and bool(balances and balances["ok"]) and bool(results)
+            and all(not r["failure"] and r["errors"] == 0 and r["ok"] == r["calls"] for r in results))
+
+
+def orchestrate(args: argparse.Namespace) -> int:
+    if args.wait_quiet:
+        wait_quiet(args.wait_quiet)
+    cmdline = f"(cd {shlex.quote(os.getcwd())} && {shlex.join([sys.executable, *sys.argv])})"
+    tmp = tempfile.mkdtemp(prefix="syncledger-wallet-bench-")
+    db = os.path.join(tmp, "bench.db")
+    wallet_token = secrets.token_urlsafe(24)
+    env = {**os.environ, "SYNCLEDGER_SECRET": secrets.token_hex(32), "SYNCLEDGER_WALLET_TOKEN": wallet_token,
+           "PYTHONUNBUFFERED": "1"}
+    print(f"[bench] temp dir {tmp}", flush=True)
+    run_cli("manager", "add", "--db", db, "--login", str(MANAGER_LOGIN), "--password", "x", "--session", "ADMIN",
+            env=env)
+    manager_token = run_cli("token", "--db", db, "--login", str(MANAGER_LOGIN), env=env)
+
+    serve = [*CLI, "serve", "--db", db, "--host", args.host, "--tcp-port", "0", "--ws-port", "0",
+             "--wallet-port", "0"]
+    if args.cprofile:
+        serve = [sys.executable, "-m", "cProfile", "-o", os.path.abspath(args.cprofile), *serve[1:]]
+    server, ports = start_process(serve, env, os.path.join(tmp, "server.log"), "server")
+    bare, bare_ports = start_process([sys.executable, os.path.abspath(__file__), "--bare-server", "--host", args.host],
+                                     env, os.path.join(tmp, "bare.log"), "bare ASGI server")
+    print(f"[bench] server pid {server.pid} (tcp {ports['tcp']}, wallet {ports.get('wallet')}), "
+          f"bare ASGI pid {bare.pid} (port {bare_ports['tcp']})", flush=True)
+    spy = None
+    if args.py_spy:
+        fmt = {"svg": "flamegraph", "json": "speedscope"}.get(args.py_spy.rsplit(".", 1)[-1], "raw")
+        spy_cmd = [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid", str(server.pid),
+                   "--rate", "250", "--format", fmt, "--threads", "-o", os.path.abspath(args.py_spy)]
+        if args.py_spy_gil:
+            spy_cmd.append("--gil")
+        spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "py-spy.log"), "wb"))
+
+    cfg = {"pids": {"server": server.pid, "bare": bare.pid}, "host": args.host, "tcp_port": ports["tcp"],
+           "manager_token": manager_token, "wallet_token": wallet_token, "connections": args.connections,
+           "accounts": args.accounts, "scenarios": scenarios(args, ports["wallet"], bare_ports["tcp"])}
+    out: dict = {}
+    try:
+        client = subprocess.run([sys.executable, os.path.abspath(__file__), "--client", json.dumps(cfg)],
+                                stdout=subprocess.PIPE, env=env, cwd=ROOT)
+        lines = client.stdout.decode().strip().splitlines()
+        if client.returncode != 0 or not lines:
+            print(f"[bench] client failed with exit code {client.returncode}", file=sys.stderr)
+        else:
+            out = json.loads(lines[-1])
+    finally:
+        if spy is not None:
+            stop_process(spy, signal.SIGINT)
+            print(f"[bench] py-spy profile written to {args.py_spy}", flush=True)
+        bare_exit = stop_process(bare)
+        server_exit = stop_process(server)
+    if server_exit != 0:
+        with open(os.path.join(tmp, "server.log"), errors="replace") as f:
+            print(f"[bench] server log tail:\n{f.read()[-3000:]}", file=sys.stderr)
+    ver = subprocess.run([*CLI, "verify", "--db", db], capture_output=True, text=True, env=env, cwd=ROOT)
+    verify_out = (ver.stdout + ver.stderr).strip()
+    clean = print_report(out, args, server_exit, bare_exit, verify_out, ver.returncode == 0, cmdline)
+    if args.keep:
+        print(f"[bench] kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if clean else 1
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--connections", "-k", type=int, default=16, help="keep-alive connections (default 16)")
+    p.add_argument("--count", "-n", type=int, default=None,
+                   help="requests per scenario, (c): rounds = count/2 (default 20000; 1000 with --quick)")
+    p.add_argument("--accounts", type=int, default=8, help="players the calls are spread over (default 8)")
+    p.add_argument("--quick", action="store_true", help="a tiny run for smoke testing")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                   help="first wait up to SECONDS for other processes to leave the CPUs idle (shared machines)")
+    p.add_argument("--keep", action="store_true", help="keep the temp directory (database, server log)")
+    p.add_argument("--py-spy", metavar="OUT", help="sample the server with py-spy while the client runs "
+                   "(.svg flamegraph, .json speedscope, else raw collapsed stacks)")
+    p.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: only samples holding the GIL")
+    p.add_argument("--cprofile", metavar="OUT", help="run the server under cProfile, stats written to OUT")
+    p.add_argument("--client", metavar="JSON", help=argparse.SUPPRESS)
+    p.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.client:
+        import trio
+
+        print(json.dumps(trio.run(client_main, json.loads(args.client))))
+        return 0
+    if args.bare_server:
+        import trio
+
+        trio.run(bare_main, args.host)
+        return 0
+    if args.count is None:
+        args.count = 1_000 if args.quick else 20_000
+    if args.connections < 1 or args.count < 1 or args.accounts < 1:
+        p.error("--connections, --count and --accounts must be at least 1")
+    return orchestrate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,25 +28,16 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
-import platform
-import re
-import secrets
-import select
-import shlex
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-CLI = [sys.executable, "-m", "server.cli"]
-MANAGER_LOGIN = 1
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (BaseTally, Run, add_common_args, checked_call, cpu_columns, cpu_said, fmt_ms,  # noqa: E402
+                    percentile, print_footer, print_header, run_connections, run_role, say, split, summarize,
+                    warn_busy)
+
 ACCOUNTS = 5  # credits are spread round-robin over this many accounts
 
 TARGET_CREDIT_IN = 50_000  # requests/s, durable
@@ -56,58 +47,17 @@ TARGET_SYNC_P99_MS = 5.0  # CreditInSync p99 at the offered rate
 
 # ============================================================================ load generator (--client)
 
-def _percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return math.nan
-    return sorted_values[max(0, min(len(sorted_values) - 1, math.ceil(p * len(sorted_values)) - 1))]
-
-
-class Tally:
+class Tally(BaseTally):
     """What one connection saw: latencies (s), errors, replies that matched nothing."""
 
-    __slots__ = ("lat", "errors", "error_sample", "unmatched", "first_send", "last_reply", "send_lag")
+    __slots__ = ("errors", "unmatched", "send_lag")
 
     def __init__(self) -> None:
-        self.lat: list[float] = []
+        """Nothing seen yet."""
+        super().__init__()
         self.errors = 0
-        self.error_sample: str | None = None
         self.unmatched = 0
-        self.first_send = math.inf
-        self.last_reply = 0.0
         self.send_lag: list[float] = []  # open loop: actual send time - scheduled time
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_snapshot(pids: dict[str, int]) -> dict | None:
-    """CPU seconds used so far by the machine (all cores, busy only), by each listed process and by this
-    one; None where /proc is not available."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        snap = {"wall": time.perf_counter(), "machine": (sum(v[:3]) + sum(v[5:8])) / CLK_TCK,
-                "client": time.process_time()}
-        for name, pid in pids.items():
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            snap[name] = (int(fields[11]) + int(fields[12])) / CLK_TCK
-        return snap
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def cpu_usage(before: dict | None, after: dict | None, target: str) -> dict:
-    """Average cores used during a scenario: by the process under test, by the client, by everything
-    else on the machine (other benchmarks or test runs distort the figures: it is reported)."""
-    dt = after["wall"] - before["wall"] if before and after else 0.0
-    if dt < 0.5:  # /proc counts in clock ticks (10 ms): too coarse for a shorter scenario
-        return {"target_cores": None, "client_cores": None, "other_cores": None}
-    d = {k: after[k] - before[k] for k in before if k != "wall"}
-    ours = sum(v for k, v in d.items() if k != "machine")
-    return {"target_cores": d.get(target, math.nan) / dt, "client_cores": d["client"] / dt,
-            "other_cores": max(0.0, d["machine"] - ours) / dt}
 
 
 def build_lines(command: str, tag: str, conn: int, n: int, logins: list[int], token: str) -> list[tuple[str, bytes]]:
@@ -150,6 +100,18 @@ def _absorb(buf: bytes, data: bytes, sent: dict, t: Tally, now: float, loads) ->
     return buf, answered
 
 
+async def _receive(stream, buf: bytes, sent: dict, t: Tally, done: int, n: int, loads) -> tuple[bytes, int]:
+    """Read one chunk and match the replies in it. -> (rest, replies so far)."""
+    from time import perf_counter
+
+    data = await stream.receive_some(1 << 16)
+    now = perf_counter()
+    if not data:
+        raise ConnectionError(f"server closed the connection after {done} of {n} replies")
+    buf, answered = _absorb(buf, data, sent, t, now, loads)
+    return buf, done + answered
+
+
 async def closed_loop_conn(stream, reqs: list[tuple[str, bytes]], depth: int, go, t: Tally) -> None:
     """Keep ``depth`` requests outstanding; refill after each received chunk with one send_all."""
     import orjson
@@ -172,28 +134,16 @@ async def closed_loop_conn(stream, reqs: list[tuple[str, bytes]], depth: int, go
                 t.first_send = now
             await stream.send_all(b"".join([line for _, line in chunk]))
             i += k
-        data = await stream.receive_some(1 << 16)
-        now = perf_counter()
-        if not data:
-            raise ConnectionError(f"server closed the connection after {done} of {n} replies")
-        buf, answered = _absorb(buf, data, sent, t, now, loads)
-        done += answered
+        buf, done = await _receive(stream, buf, sent, t, done, n, loads)
 
 
 async def receive_replies(stream, n: int, sent: dict, t: Tally) -> None:
     """Open loop, one connection: match ``n`` replies to their scheduled send times."""
     import orjson
-    from time import perf_counter
 
-    loads = orjson.loads
     done, buf = 0, b""
     while done < n:
-        data = await stream.receive_some(1 << 16)
-        now = perf_counter()
-        if not data:
-            raise ConnectionError(f"server closed the connection after {done} of {n} replies")
-        buf, answered = _absorb(buf, data, sent, t, now, loads)
-        done += answered
+        buf, done = await _receive(stream, buf, sent, t, done, n, orjson.loads)
 
 
 async def pace(streams: list, reqs: list[list[tuple[str, bytes]]], sents: list[dict], rate: float, start: float,
@@ -237,81 +187,44 @@ async def pace(streams: list, reqs: list[list[tuple[str, bytes]]], sents: list[d
 async def run_scenario(spec: dict, host: str, logins: list[int], token: str, k: int, depth: int,
                        pids: dict[str, int] | None = None) -> dict:
     """One scenario over ``k`` fresh connections; returns its summary."""
-    import trio
     from time import perf_counter
 
-    n_total, port, mode = spec["count"], spec["port"], spec["mode"]
-    shares = [n_total // k + (1 if c < n_total % k else 0) for c in range(k)]
+    n_total, mode = spec["count"], spec["mode"]
+    shares = split(n_total, k)
     reqs = [build_lines(spec["command"], spec["tag"], c, shares[c], logins, token) for c in range(k)]
-    streams = [await trio.open_tcp_stream(host, port) for _ in range(k)]
     tallies = [Tally() for _ in range(k)]
-    go = trio.Event()
-    limit = spec["limit_s"]
-    error = None
-    cpu_before = cpu_after = None
-    try:
-        with trio.move_on_after(limit) as guard:
-            async with trio.open_nursery() as nursery:
-                if mode == "closed":
-                    for c in range(k):
-                        nursery.start_soon(closed_loop_conn, streams[c], reqs[c], depth, go, tallies[c])
-                else:
-                    sents: list[dict] = [{} for _ in range(k)]
-                    for c in range(k):
-                        nursery.start_soon(receive_replies, streams[c], shares[c], sents[c], tallies[c])
-                    nursery.start_soon(pace, streams, reqs, sents, spec["rate"], perf_counter() + 0.05, tallies, go)
-                await trio.sleep(0.01)
-                cpu_before = cpu_snapshot(pids or {})
-                go.set()
-        cpu_after = cpu_snapshot(pids or {})
-        if guard.cancelled_caught:
-            error = f"gave up after {limit:.0f} s"
-    except Exception as e:  # a broken connection: report it, keep what was measured
-        error = f"{type(e).__name__}: {e}"
-    finally:
-        for s in streams:
-            await s.aclose()
 
-    lat = sorted(x for t in tallies for x in t.lat)
-    answered = len(lat)
-    t0 = min(t.first_send for t in tallies)
-    t1 = max(t.last_reply for t in tallies)
-    elapsed = t1 - t0 if answered else math.nan
+    def start(nursery, streams: list, go) -> None:
+        """The connections' tasks: closed loop, or receivers and one pacer."""
+        if mode == "closed":
+            for c in range(k):
+                nursery.start_soon(closed_loop_conn, streams[c], reqs[c], depth, go, tallies[c])
+            return
+        sents: list[dict] = [{} for _ in range(k)]
+        for c in range(k):
+            nursery.start_soon(receive_replies, streams[c], shares[c], sents[c], tallies[c])
+        nursery.start_soon(pace, streams, reqs, sents, spec["rate"], perf_counter() + 0.05, tallies, go)
+
+    failure, cpu_before, cpu_after = await run_connections(host, spec["port"], k, spec["limit_s"], pids, start)
     lag = sorted(x for t in tallies for x in t.send_lag)
-    result = {
+    return {
         "name": spec["name"], "mode": mode, "command": spec["command"], "target": spec["target"],
-        "requests": n_total, "answered": answered, "errors": sum(t.errors for t in tallies),
-        "unmatched": sum(t.unmatched for t in tallies),
-        "error_sample": next((t.error_sample for t in tallies if t.error_sample), None),
-        "failure": error, "elapsed_s": elapsed,
-        "rps": answered / elapsed if answered and elapsed > 0 else 0.0,
-        "p50_ms": _percentile(lat, 0.50) * 1e3, "p99_ms": _percentile(lat, 0.99) * 1e3,
-        "max_ms": (lat[-1] * 1e3) if lat else math.nan,
-        "offered": spec.get("rate"),
-        "send_lag_p99_ms": _percentile(lag, 0.99) * 1e3 if lag else None,
-        **cpu_usage(cpu_before, cpu_after, spec["target"]),
+        "requests": n_total, "errors": sum(t.errors for t in tallies),
+        "unmatched": sum(t.unmatched for t in tallies), "offered": spec.get("rate"),
+        "send_lag_p99_ms": percentile(lag, 0.99) * 1e3 if lag else None,
+        **summarize(tallies, spec["target"], failure, cpu_before, cpu_after),
     }
-    return result
-
-
-def _num(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
 
 async def client_main(cfg: dict) -> list[dict]:
+    """The --client role: accounts, then every scenario in turn; -> their summaries."""
     from server.client import connect
 
     host, token, k, depth = cfg["host"], cfg["token"], cfg["connections"], cfg["depth"]
-
-    def say(msg: str) -> None:
-        print(f"[client] {msg}", file=sys.stderr, flush=True)
-
     async with connect(host, cfg["server_port"], token) as c:
         logins = []
         for i in range(ACCOUNTS):
-            reply = await c.call("AddUser", {"name": f"bench-{i}", "currency": "EUR"})
-            if not reply.ok:
-                raise SystemExit(f"AddUser failed: {reply}")
+            reply = await checked_call(c, "AddUser", {"name": f"bench-{i}", "currency": "EUR"})
             logins.append(reply.data["login"])
     say(f"accounts {logins}")
 
@@ -325,9 +238,7 @@ async def client_main(cfg: dict) -> list[dict]:
         if not spec.get("warmup"):
             results.append(r)
         say(f"  -> {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-            f"max {r['max_ms']:.2f} ms, errors {r['errors']}, CPU cores: {spec['target']} "
-            f"{_num(r['target_cores'])}, client {_num(r['client_cores'])}, others {_num(r['other_cores'])}"
-            + (f", FAILED: {r['failure']}" if r["failure"] else ""))
+            f"max {r['max_ms']:.2f} ms, errors {r['errors']}, {cpu_said(r, spec['target'])}")
         if r["failure"] and not spec.get("warmup"):
             break  # the server is stuck or gone: later scenarios would only wait
     return results
@@ -336,6 +247,7 @@ async def client_main(cfg: dict) -> list[dict]:
 # ============================================================================ echo server (--echo-server)
 
 async def echo_handler(stream) -> None:
+    """Answer each JSON request line with a fixed 200 reply, one send_all per received chunk."""
     import orjson
 
     loads, dumps = json.loads, orjson.dumps
@@ -366,6 +278,7 @@ async def echo_handler(stream) -> None:
 
 
 async def echo_main(host: str) -> None:
+    """The --echo-server role: serve ``echo_handler`` on a free port until SIGINT/SIGTERM."""
     import trio
 
     listeners = await trio.open_tcp_listeners(0, host=host)
@@ -381,46 +294,8 @@ async def echo_main(host: str) -> None:
 
 # ============================================================================ orchestration
 
-def run_cli(*args: str, env: dict) -> str:
-    r = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=ROOT)
-    if r.returncode != 0:
-        raise SystemExit(f"{shlex.join(['python', '-m', 'server.cli', *args])} failed ({r.returncode}):\n"
-                         f"{r.stdout}{r.stderr}")
-    return r.stdout.strip()
-
-
-def start_process(cmd: list[str], env: dict, log_path: str, what: str) -> tuple[subprocess.Popen, int]:
-    """Start a listener process; parse the port from its first stdout line (``listening tcp=HOST:PORT …``)."""
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, cwd=ROOT)
-    log.close()
-    ready, _, _ = select.select([proc.stdout], [], [], 60)
-    line = proc.stdout.readline().decode() if ready else ""
-    match = re.match(r"listening tcp=(\S+):(\d+)(?: ws=(\S+):(\d+))?", line)
-    if not match:
-        proc.kill()
-        proc.wait()
-        with open(log_path, errors="replace") as f:
-            raise SystemExit(f"{what} did not start: first line {line!r}\n{f.read()[-3000:]}")
-    # keep draining stdout so that the process can never block on a full pipe
-    sink = open(log_path + ".stdout", "wb")
-    threading.Thread(target=shutil.copyfileobj, args=(proc.stdout, sink), daemon=True).start()
-    return proc, int(match[2])
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            return None
-    return proc.returncode
-
-
 def scenarios(args: argparse.Namespace, server_port: int, echo_port: int) -> list[dict]:
+    """The scenarios to run (those of ``--only``), each with the warm-up of its target first."""
     n, rate = args.count, args.rate
     n_open = max(1, int(rate * args.rate_seconds))
     limit = max(60.0, n / 1000)  # give up on a scenario after this (a stuck server)
@@ -449,23 +324,15 @@ def scenarios(args: argparse.Namespace, server_port: int, echo_port: int) -> lis
     return [s for s in specs if (s.get("warmup") and s["target"] in targets) or s in wanted]
 
 
-def fmt_ms(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.2f}"
-
-
 def print_report(results: list[dict], args: argparse.Namespace, server_exit: int | None, verify_out: str,
                  verify_ok: bool, cmdline: str) -> bool:
+    """The final table, ratios and targets; -> whether the run was clean."""
     width = 118
-    print()
-    print("=" * width)
-    print(f"syncledger server benchmark  |  {platform.python_implementation()} {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}")
-    print(f"K={args.connections} connections; closed loop: D={args.depth} requests outstanding per connection, "
-          f"{args.count:,} requests per scenario;")
-    print(f"open loop: {args.rate:,.0f} requests/s offered for {args.rate_seconds:g} s")
-    print("latency: closed loop from the send of each request's batch; open loop from its SCHEDULED send time")
-    print("CPU: average cores used during the scenario by the process under test / the client / all other processes")
-    print("-" * width)
+    print_header(width, "syncledger server benchmark",
+                 f"K={args.connections} connections; closed loop: D={args.depth} requests outstanding per connection, "
+                 f"{args.count:,} requests per scenario;",
+                 f"open loop: {args.rate:,.0f} requests/s offered for {args.rate_seconds:g} s",
+                 "latency: closed loop from the send of each request's batch; open loop from its SCHEDULED send time")
     print(f"{'scenario':<30} {'requests':>9} {'errors':>6} {'offered/s':>10} {'achieved/s':>11} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  {'CPU: tested':>11} {'client':>6} {'others':>6}")
     print("-" * width)
@@ -473,9 +340,7 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
         offered = f"{r['offered']:,.0f}" if r["offered"] else "max"
         errors = r["errors"] + r["unmatched"] + (r["requests"] - r["answered"])
         print(f"{r['name']:<30} {r['requests']:>9,} {errors:>6} {offered:>10} {r['rps']:>11,.0f} "
-              f"{fmt_ms(r['p50_ms']):>8} {fmt_ms(r['p99_ms']):>8} {fmt_ms(r['max_ms']):>8}  "
-              f"{_num(r['target_cores']):>11} {_num(r['client_cores']):>6} {_num(r['other_cores']):>6}"
-              + (f"   FAILED: {r['failure']}" if r["failure"] else ""))
+              f"{fmt_ms(r['p50_ms']):>8} {fmt_ms(r['p99_ms']):>8} {fmt_ms(r['max_ms']):>8}  " + cpu_columns(r))
     print("-" * width)
     for r in results:
         if r["error_sample"]:
@@ -488,9 +353,7 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
         print(f"{'ratio CreditIn / echo':<30} {a['rps'] / d['rps']:>9.3f}")
     if b and d and d["rps"]:
         print(f"{'ratio CreditInSync / echo':<30} {b['rps'] / d['rps']:>9.3f}")
-    busy = [r["other_cores"] for r in results if r["other_cores"] is not None]
-    if busy and max(busy) > 0.15:
-        print(f"WARNING: other processes used up to {max(busy):.2f} cores during the run: the figures are distorted")
+    warn_busy(results)
     print("-" * width)
     checks = []
     if a:
@@ -507,96 +370,36 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
     for label, ok, value in checks:
         print(f"target: {label:<52} {'met' if ok else 'NOT MET':>8}   ({value})")
     print(f"server exit code after SIGTERM: {server_exit} ({'ok' if server_exit == 0 else 'FAILED'})")
-    print(f"verify: {verify_out}")
-    print(f"command: {cmdline}")
-    print("=" * width)
+    print_footer(width, verify_out, cmdline)
     return (server_exit == 0 and verify_ok and all(not r["failure"] and r["errors"] == 0 and r["unmatched"] == 0
                                                    and r["answered"] == r["requests"] for r in results))
 
 
-def machine_busy_cores(seconds: float = 1.0) -> float | None:
-    a = cpu_snapshot({})
-    time.sleep(seconds)
-    b = cpu_snapshot({})
-    return None if not a or not b else (b["machine"] - a["machine"]) / (b["wall"] - a["wall"])
-
-
-def wait_quiet(limit: float, threshold: float = 0.2) -> None:
-    """Wait (at most ``limit`` seconds) until other processes use less than ``threshold`` cores."""
-    deadline = time.monotonic() + limit
-    while True:
-        busy = machine_busy_cores()
-        if busy is None or busy < threshold:
-            return
-        if time.monotonic() > deadline:
-            print(f"[bench] the machine is still busy ({busy:.2f} cores): running anyway", flush=True)
-            return
-        print(f"[bench] waiting for a quiet machine: {busy:.2f} cores busy", flush=True)
-        time.sleep(4)
-
-
 def orchestrate(args: argparse.Namespace) -> int:
-    if args.wait_quiet:
-        wait_quiet(args.wait_quiet)
-    cmdline = f"(cd {shlex.quote(os.getcwd())} && {shlex.join([sys.executable, *sys.argv])})"
-    tmp = tempfile.mkdtemp(prefix="syncledger-bench-")
-    db = os.path.join(tmp, "bench.db")
-    env = {**os.environ, "SYNCLEDGER_SECRET": secrets.token_hex(32), "PYTHONUNBUFFERED": "1"}
-    print(f"[bench] temp dir {tmp}", flush=True)
-    run_cli("manager", "add", "--db", db, "--login", str(MANAGER_LOGIN), "--password", "x", "--session", "ADMIN",
-            env=env)
-    token = run_cli("token", "--db", db, "--login", str(MANAGER_LOGIN), env=env)
-
-    serve = [*CLI, "serve", "--db", db, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0"]
-    if args.cprofile:
-        serve = [sys.executable, "-m", "cProfile", "-o", os.path.abspath(args.cprofile), *serve[1:]]
-    server, server_port = start_process(serve, env, os.path.join(tmp, "server.log"), "server")
-    echo, echo_port = start_process([sys.executable, os.path.abspath(__file__), "--echo-server", "--host", args.host],
-                                    env, os.path.join(tmp, "echo.log"), "echo server")
+    """Server, echo server and client processes; the report; -> the exit code."""
+    run = Run(args, "syncledger-bench-")
+    server, ports = run.start_server("--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0")
+    echo, echo_ports = run.start_listener(__file__, "--echo-server", "echo", "echo server")
+    server_port, echo_port = ports["tcp"], echo_ports["tcp"]
     print(f"[bench] server pid {server.pid} on {args.host}:{server_port}, echo pid {echo.pid} on "
           f"{args.host}:{echo_port}", flush=True)
-    spy = None
-    if args.py_spy:
-        fmt = {"svg": "flamegraph", "json": "speedscope"}.get(args.py_spy.rsplit(".", 1)[-1], "raw")
-        spy_cmd = [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid", str(server.pid),
-                   "--rate", "250", "--format", fmt, "--threads", "-o", os.path.abspath(args.py_spy)]
-        if args.py_spy_gil:
-            spy_cmd.append("--gil")
-        spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL,
-                               stderr=open(os.path.join(tmp, "py-spy.log"), "wb"))
-
+    run.start_py_spy(server.pid)
     cfg = {"pids": {"server": server.pid, "echo": echo.pid}, "host": args.host, "server_port": server_port,
-           "token": token, "connections": args.connections, "depth": args.depth,
+           "token": run.token, "connections": args.connections, "depth": args.depth,
            "scenarios": scenarios(args, server_port, echo_port)}
     results: list[dict] = []
     try:
-        client = subprocess.run([sys.executable, os.path.abspath(__file__), "--client", json.dumps(cfg)],
-                                stdout=subprocess.PIPE, env=env, cwd=ROOT)
-        out = client.stdout.decode().strip().splitlines()
-        if client.returncode != 0 or not out:
-            print(f"[bench] client failed with exit code {client.returncode}", file=sys.stderr)
-        else:
-            results = json.loads(out[-1])
+        results = run.run_client(__file__, cfg) or []
     finally:
-        if spy is not None:
-            stop_process(spy, signal.SIGINT)
-            print(f"[bench] py-spy profile written to {args.py_spy}", flush=True)
-        stop_process(echo)
-        server_exit = stop_process(server)
-    if server_exit != 0:
-        with open(os.path.join(tmp, "server.log"), errors="replace") as f:
-            print(f"[bench] server log tail:\n{f.read()[-3000:]}", file=sys.stderr)
-    ver = subprocess.run([*CLI, "verify", "--db", db], capture_output=True, text=True, env=env, cwd=ROOT)
-    verify_out = (ver.stdout + ver.stderr).strip()
-    clean = print_report(results, args, server_exit, verify_out, ver.returncode == 0, cmdline)
-    if args.keep:
-        print(f"[bench] kept {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _, server_exit = run.stop(echo, server)
+    verify_out, verify_ok = run.verify()
+    clean = print_report(results, args, server_exit, verify_out, verify_ok, run.cmdline)
+    run.clean_up()
     return 0 if clean and results else 1
 
 
 def main() -> int:
+    """Parse the options; run the role asked for, or the whole benchmark."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--connections", "-k", type=int, default=8, help="client connections (default 8)")
     p.add_argument("--depth", "-d", type=int, default=64, help="requests outstanding per connection (default 64)")
@@ -606,29 +409,12 @@ def main() -> int:
                    help="offered rate of the open-loop scenario (default 10000/s)")
     p.add_argument("--rate-seconds", type=float, default=None, help="duration of the open-loop scenarios (default 5 s)")
     p.add_argument("--only", metavar="LETTERS", help="run only these scenarios, e.g. --only c or --only a,d")
-    p.add_argument("--quick", action="store_true", help="a tiny run for smoke testing")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
-                   help="first wait up to SECONDS for other processes to leave the CPUs idle (shared machines)")
-    p.add_argument("--keep", action="store_true", help="keep the temp directory (database, server log)")
-    p.add_argument("--py-spy", metavar="OUT", help="sample the server with py-spy while the client runs "
-                   "(.svg flamegraph, .json speedscope, else raw collapsed stacks)")
-    p.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: only samples holding the GIL")
-    p.add_argument("--cprofile", metavar="OUT", help="run the server under cProfile, stats written to OUT")
-    p.add_argument("--client", metavar="JSON", help=argparse.SUPPRESS)
+    add_common_args(p)
     p.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.client:
-        import trio
-
-        results = trio.run(client_main, json.loads(args.client))
-        print(json.dumps(results))
-        return 0
-    if args.echo_server:
-        import trio
-
-        trio.run(echo_main, args.host)
-        return 0
+    role = run_role(args, client_main, echo_main, args.echo_server)
+    if role is not None:
+        return role
     if args.count is None:
         args.count = 2_000 if args.quick else 100_000
     if args.rate_seconds is None:

@@ -37,20 +37,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import math
 import os
-import platform
-import re
 import secrets
-import select
-import shlex
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-import threading
 from decimal import Decimal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,9 +49,8 @@ for _p in (HERE, ROOT):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-# The manager-API benchmark's helpers: /proc CPU accounting, percentiles, CLI calls, stopping, quiet wait.
-from server_bench import (CLI, MANAGER_LOGIN, _num, _percentile, cpu_snapshot, cpu_usage, fmt_ms,  # noqa: E402
-                          run_cli, stop_process, wait_quiet)
+from common import (BaseTally, Run, add_common_args, checked_call, cpu_columns, cpu_said, fmt_ms,  # noqa: E402
+                    print_footer, print_header, run_connections, run_role, say, split, summarize, warn_busy)
 
 TARGET_CREDITS = 10_000  # credits/s over HTTP keep-alive
 CURRENCY = "EUR"
@@ -76,6 +65,7 @@ JSON_HEADERS = [(b"content-type", b"application/json")]  # what server/wallet.py
 # ============================================================================ HTTP/1.1 on raw sockets
 
 def http_request(host: str, port: int, token: str, action: str, body: bytes) -> bytes:
+    """A complete POST /v1/ACTION request with its bearer token."""
     return (b"POST /v1/%s HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
             % (action.encode(), host.encode(), port, token.encode(), len(body), body))
@@ -121,18 +111,16 @@ def parse_response(buf: bytes) -> tuple[int, int, bytes, bool] | None:
 
 # ============================================================================ load generator (--client)
 
-class Tally:
+class Tally(BaseTally):
     """What one connection saw: latency of each item (s), its statuses, what went wrong."""
 
-    __slots__ = ("lat", "ok", "statuses", "error_sample", "first_send", "last_reply", "moved", "reconnects")
+    __slots__ = ("ok", "statuses", "moved", "reconnects")
 
     def __init__(self) -> None:
-        self.lat: list[float] = []
+        """Nothing seen yet."""
+        super().__init__()
         self.ok = 0  # responses that were HTTP 200 with status OK
         self.statuses: dict[str, int] = {}  # everything else, by "HTTP code status"
-        self.error_sample: str | None = None
-        self.first_send = math.inf
-        self.last_reply = 0.0
         self.moved: dict[int, int] = {}  # login -> micro-units moved by the calls that answered OK
         self.reconnects = 0  # new connections after a response with Connection: close
 
@@ -232,49 +220,22 @@ async def drive_conn(streams: list, c: int, host: str, port: int, items: list, g
                 moved[login] = moved.get(login, 0) + micro
 
 
-def _first_leaf(e: BaseException) -> BaseException:
-    while isinstance(e, BaseExceptionGroup) and e.exceptions:
-        e = e.exceptions[0]
-    return e
-
-
 async def run_scenario(spec: dict, cfg: dict, accounts: list[tuple[int, str]]) -> dict:
     """One scenario over ``k`` fresh keep-alive connections; returns its summary."""
-    import trio
-
     host, k, n_total, port = cfg["host"], cfg["connections"], spec["count"], spec["port"]
-    shares = [n_total // k + (1 if c < n_total % k else 0) for c in range(k)]
+    shares = split(n_total, k)
     items = [build_items(spec["kind"], spec["tag"], c, shares[c], accounts, host, port, cfg["wallet_token"])
              for c in range(k)]
-    streams = [await trio.open_tcp_stream(host, port) for _ in range(k)]
     tallies = [Tally() for _ in range(k)]
-    go = trio.Event()
-    error = None
-    cpu_before = cpu_after = None
-    gc.collect()
-    try:
-        with trio.move_on_after(spec["limit_s"]) as guard:
-            async with trio.open_nursery() as nursery:
-                for c in range(k):
-                    nursery.start_soon(drive_conn, streams, c, host, port, items[c], go, tallies[c])
-                await trio.sleep(0.01)
-                cpu_before = cpu_snapshot(cfg.get("pids") or {})
-                go.set()
-        cpu_after = cpu_snapshot(cfg.get("pids") or {})
-        if guard.cancelled_caught:
-            error = f"gave up after {spec['limit_s']:.0f} s"
-    except Exception as e:  # a broken connection: report it, keep what was measured
-        leaf = _first_leaf(e)
-        error = f"{type(leaf).__name__}: {leaf}"
-    finally:
-        for s in streams:
-            await s.aclose()
 
-    lat = sorted(x for t in tallies for x in t.lat)
-    answered = len(lat)
-    t0 = min(t.first_send for t in tallies)
-    t1 = max(t.last_reply for t in tallies)
-    elapsed = t1 - t0 if answered else math.nan
+    def start(nursery, streams: list, go) -> None:
+        """One closed-loop task per connection."""
+        for c in range(k):
+            nursery.start_soon(drive_conn, streams, c, host, port, items[c], go, tallies[c])
+
+    gc.collect()
+    failure, cpu_before, cpu_after = await run_connections(host, port, k, spec["limit_s"], cfg.get("pids"), start,
+                                                           unwrap=True)
     statuses: dict[str, int] = {}
     moved: dict[int, int] = {}
     for t in tallies:
@@ -282,19 +243,13 @@ async def run_scenario(spec: dict, cfg: dict, accounts: list[tuple[int, str]]) -
             statuses[key] = statuses.get(key, 0) + v
         for login, v in t.moved.items():
             moved[login] = moved.get(login, 0) + v
-    calls = n_total * (2 if spec["kind"] == "round" else 1)
     return {
         "name": spec["name"], "kind": spec["kind"], "target": spec["target"], "info": spec.get("info", False),
-        "requests": n_total, "calls": calls, "answered": answered, "ok": sum(t.ok for t in tallies),
-        "errors": sum(statuses.values()), "statuses": statuses,
-        "error_sample": next((t.error_sample for t in tallies if t.error_sample), None),
-        "failure": error, "elapsed_s": elapsed,
-        "rps": answered / elapsed if answered and elapsed > 0 else 0.0,
-        "p50_ms": _percentile(lat, 0.50) * 1e3, "p99_ms": _percentile(lat, 0.99) * 1e3,
-        "max_ms": (lat[-1] * 1e3) if lat else math.nan,
+        "requests": n_total, "calls": n_total * (2 if spec["kind"] == "round" else 1),
+        "ok": sum(t.ok for t in tallies), "errors": sum(statuses.values()), "statuses": statuses,
         "moved": {str(login): v for login, v in moved.items()},
         "reconnects": sum(t.reconnects for t in tallies),
-        **cpu_usage(cpu_before, cpu_after, spec["target"]),
+        **summarize(tallies, spec["target"], failure, cpu_before, cpu_after),
     }
 
 
@@ -305,16 +260,10 @@ async def set_up_accounts(cfg: dict) -> list[tuple[int, str]]:
     accounts = []
     async with connect(cfg["host"], cfg["tcp_port"], cfg["manager_token"]) as c:
         for i in range(cfg["accounts"]):
-            reply = await c.call("AddUser", {"name": f"player-{i}", "currency": CURRENCY})
-            if not reply.ok:
-                raise SystemExit(f"AddUser failed: {reply}")
+            reply = await checked_call(c, "AddUser", {"name": f"player-{i}", "currency": CURRENCY})
             login = reply.data["login"]
-            reply = await c.call("BalanceIn", {"login": login, "amount": OPENING_BALANCE, "comment": "bench"})
-            if not reply.ok:
-                raise SystemExit(f"BalanceIn failed: {reply}")
-            reply = await c.call("OpenGameSession", {"login": login})
-            if not reply.ok:
-                raise SystemExit(f"OpenGameSession failed: {reply}")
+            await checked_call(c, "BalanceIn", {"login": login, "amount": OPENING_BALANCE, "comment": "bench"})
+            reply = await checked_call(c, "OpenGameSession", {"login": login})
             accounts.append((login, reply.data["sid"]))
     return accounts
 
@@ -338,9 +287,7 @@ async def check_balances(cfg: dict, accounts: list[tuple[int, str]], results: li
 
 
 async def client_main(cfg: dict) -> dict:
-    def say(msg: str) -> None:
-        print(f"[client] {msg}", file=sys.stderr, flush=True)
-
+    """The --client role: accounts, every scenario in turn, then the balances check."""
     accounts = await set_up_accounts(cfg)
     say(f"accounts {[login for login, _ in accounts]}, {OPENING_BALANCE:,} {CURRENCY} each, a sid each")
     gc.disable()  # a collection over the prebuilt requests would stall the client for milliseconds
@@ -353,9 +300,7 @@ async def client_main(cfg: dict) -> dict:
         if not spec.get("warmup"):
             results.append(r)
         say(f"  -> {r['rps']:,.0f}/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.2f} ms, "
-            f"not OK {r['errors']}, CPU cores: {spec['target']} {_num(r['target_cores'])}, "
-            f"client {_num(r['client_cores'])}, others {_num(r['other_cores'])}"
-            + (f", FAILED: {r['failure']}" if r["failure"] else ""))
+            f"not OK {r['errors']}, {cpu_said(r, spec['target'])}")
         if r["failure"]:
             break  # the server is stuck or gone: later scenarios would only wait
     gc.enable()
@@ -387,6 +332,7 @@ async def bare_app(scope: dict, receive, send) -> None:
 
 
 async def bare_main(host: str) -> None:
+    """The --bare-server role: ``bare_app`` under hypercorn with the server's config, until SIGINT/SIGTERM."""
     import logging
     from functools import partial
     from types import SimpleNamespace
@@ -415,25 +361,8 @@ async def bare_main(host: str) -> None:
 
 # ============================================================================ orchestration
 
-def start_process(cmd: list[str], env: dict, log_path: str, what: str) -> tuple[subprocess.Popen, dict[str, int]]:
-    """Start a listener process; its ports from its first stdout line (``listening tcp=H:P [ws=H:P wallet=H:P]``)."""
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, cwd=ROOT)
-    log.close()
-    ready, _, _ = select.select([proc.stdout], [], [], 60)
-    line = proc.stdout.readline().decode() if ready else ""
-    ports = {name: int(port) for name, port in re.findall(r"(\w+)=\S+:(\d+)", line)}
-    if not line.startswith("listening") or "tcp" not in ports:
-        proc.kill()
-        proc.wait()
-        with open(log_path, errors="replace") as f:
-            raise SystemExit(f"{what} did not start: first line {line!r}\n{f.read()[-3000:]}")
-    sink = open(log_path + ".stdout", "wb")  # keep draining stdout: the process never blocks on a full pipe
-    threading.Thread(target=shutil.copyfileobj, args=(proc.stdout, sink), daemon=True).start()
-    return proc, ports
-
-
 def scenarios(args: argparse.Namespace, wallet_port: int, bare_port: int) -> list[dict]:
+    """The scenarios, warm-ups first."""
     n = args.count
     limit = max(120.0, n / 200)  # give up on a scenario after this (a stuck server)
     warm = max(200, n // 20)
@@ -453,19 +382,15 @@ def scenarios(args: argparse.Namespace, wallet_port: int, bare_port: int) -> lis
 
 def print_report(out: dict, args: argparse.Namespace, server_exit: int | None, bare_exit: int | None,
                  verify_out: str, verify_ok: bool, cmdline: str) -> bool:
+    """The final table, ratios, target and balances check; -> whether the run was clean."""
     results, balances = out.get("results", []), out.get("balances")
     width = 122
-    print()
-    print("=" * width)
-    print(f"syncledger wallet HTTP benchmark  |  {platform.python_implementation()} {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}")
-    print(f"K={args.connections} HTTP/1.1 keep-alive connections, one request at a time on each (closed loop); "
-          f"{args.count:,} requests per scenario, {args.accounts} accounts")
-    print("latency: from the send of a request to the last byte of its response ((c): of the whole round)")
-    print("not OK: calls not answered HTTP 200 status OK, or not answered; reconn: new connections after the server's "
-          "Connection: close")
-    print("CPU: average cores used during the scenario by the process under test / the client / all other processes")
-    print("-" * width)
+    print_header(width, "syncledger wallet HTTP benchmark",
+                 f"K={args.connections} HTTP/1.1 keep-alive connections, one request at a time on each (closed loop); "
+                 f"{args.count:,} requests per scenario, {args.accounts} accounts",
+                 "latency: from the send of a request to the last byte of its response ((c): of the whole round)",
+                 "not OK: calls not answered HTTP 200 status OK, or not answered; reconn: new connections after the "
+                 "server's Connection: close")
     print(f"{'scenario':<28} {'requests':>9} {'not OK':>6} {'achieved/s':>11} {'calls/s':>8} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'reconn':>6}  {'CPU: tested':>11} {'client':>6} {'others':>6}")
     print("-" * width)
@@ -474,8 +399,7 @@ def print_report(out: dict, args: argparse.Namespace, server_exit: int | None, b
         calls_rate = r["rps"] * r["calls"] / r["requests"] if r["requests"] else 0.0
         print(f"{r['name']:<28} {r['requests']:>9,} {bad:>6} {r['rps']:>11,.0f} {calls_rate:>8,.0f} "
               f"{fmt_ms(r['p50_ms']):>7} {fmt_ms(r['p99_ms']):>7} {fmt_ms(r['max_ms']):>7} {r['reconnects']:>6}  "
-              f"{_num(r['target_cores']):>11} {_num(r['client_cores']):>6} {_num(r['other_cores']):>6}"
-              + (f"   FAILED: {r['failure']}" if r["failure"] else ""))
+              + cpu_columns(r))
     print("-" * width)
     for r in results:
         if r["statuses"]:
@@ -488,9 +412,7 @@ def print_report(out: dict, args: argparse.Namespace, server_exit: int | None, b
         print(f"{'ratio credits (a) / bare (b)':<36} {a['rps'] / b['rps']:>7.3f}")
     if c and b and b["rps"]:
         print(f"{'ratio round calls (c) / bare (b)':<36} {2 * c['rps'] / b['rps']:>7.3f}")
-    busy = [r["other_cores"] for r in results if r["other_cores"] is not None]
-    if busy and max(busy) > 0.15:
-        print(f"WARNING: other processes used up to {max(busy):.2f} cores during the run: the figures are distorted")
+    warn_busy(results)
     print("-" * width)
     if a:
         met = a["rps"] >= TARGET_CREDITS and not a["failure"] and a["ok"] == a["requests"]
@@ -504,104 +426,47 @@ def print_report(out: dict, args: argparse.Namespace, server_exit: int | None, b
               + ("".join(f"\n  {line}" for line in balances["bad"])))
     print(f"server exit code after SIGTERM: {server_exit} ({'ok' if server_exit == 0 else 'FAILED'}); "
           f"bare ASGI server: {bare_exit}")
-    print(f"verify: {verify_out}")
-    print(f"command: {cmdline}")
-    print("=" * width)
+    print_footer(width, verify_out, cmdline)
     return (server_exit == 0 and verify_ok and bool(balances and balances["ok"]) and bool(results)
             and all(not r["failure"] and r["errors"] == 0 and r["ok"] == r["calls"] for r in results))
 
 
 def orchestrate(args: argparse.Namespace) -> int:
-    if args.wait_quiet:
-        wait_quiet(args.wait_quiet)
-    cmdline = f"(cd {shlex.quote(os.getcwd())} && {shlex.join([sys.executable, *sys.argv])})"
-    tmp = tempfile.mkdtemp(prefix="syncledger-wallet-bench-")
-    db = os.path.join(tmp, "bench.db")
+    """Server, bare ASGI server and client processes; the report; -> the exit code."""
     wallet_token = secrets.token_urlsafe(24)
-    env = {**os.environ, "SYNCLEDGER_SECRET": secrets.token_hex(32), "SYNCLEDGER_WALLET_TOKEN": wallet_token,
-           "PYTHONUNBUFFERED": "1"}
-    print(f"[bench] temp dir {tmp}", flush=True)
-    run_cli("manager", "add", "--db", db, "--login", str(MANAGER_LOGIN), "--password", "x", "--session", "ADMIN",
-            env=env)
-    manager_token = run_cli("token", "--db", db, "--login", str(MANAGER_LOGIN), env=env)
-
-    serve = [*CLI, "serve", "--db", db, "--host", args.host, "--tcp-port", "0", "--ws-port", "0",
-             "--wallet-port", "0"]
-    if args.cprofile:
-        serve = [sys.executable, "-m", "cProfile", "-o", os.path.abspath(args.cprofile), *serve[1:]]
-    server, ports = start_process(serve, env, os.path.join(tmp, "server.log"), "server")
-    bare, bare_ports = start_process([sys.executable, os.path.abspath(__file__), "--bare-server", "--host", args.host],
-                                     env, os.path.join(tmp, "bare.log"), "bare ASGI server")
+    run = Run(args, "syncledger-wallet-bench-", SYNCLEDGER_WALLET_TOKEN=wallet_token)
+    server, ports = run.start_server("--host", args.host, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0")
+    bare, bare_ports = run.start_listener(__file__, "--bare-server", "bare", "bare ASGI server")
     print(f"[bench] server pid {server.pid} (tcp {ports['tcp']}, wallet {ports.get('wallet')}), "
           f"bare ASGI pid {bare.pid} (port {bare_ports['tcp']})", flush=True)
-    spy = None
-    if args.py_spy:
-        fmt = {"svg": "flamegraph", "json": "speedscope"}.get(args.py_spy.rsplit(".", 1)[-1], "raw")
-        spy_cmd = [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid", str(server.pid),
-                   "--rate", "250", "--format", fmt, "--threads", "-o", os.path.abspath(args.py_spy)]
-        if args.py_spy_gil:
-            spy_cmd.append("--gil")
-        spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "py-spy.log"), "wb"))
-
+    run.start_py_spy(server.pid)
     cfg = {"pids": {"server": server.pid, "bare": bare.pid}, "host": args.host, "tcp_port": ports["tcp"],
-           "manager_token": manager_token, "wallet_token": wallet_token, "connections": args.connections,
+           "manager_token": run.token, "wallet_token": wallet_token, "connections": args.connections,
            "accounts": args.accounts, "scenarios": scenarios(args, ports["wallet"], bare_ports["tcp"])}
     out: dict = {}
     try:
-        client = subprocess.run([sys.executable, os.path.abspath(__file__), "--client", json.dumps(cfg)],
-                                stdout=subprocess.PIPE, env=env, cwd=ROOT)
-        lines = client.stdout.decode().strip().splitlines()
-        if client.returncode != 0 or not lines:
-            print(f"[bench] client failed with exit code {client.returncode}", file=sys.stderr)
-        else:
-            out = json.loads(lines[-1])
+        out = run.run_client(__file__, cfg) or {}
     finally:
-        if spy is not None:
-            stop_process(spy, signal.SIGINT)
-            print(f"[bench] py-spy profile written to {args.py_spy}", flush=True)
-        bare_exit = stop_process(bare)
-        server_exit = stop_process(server)
-    if server_exit != 0:
-        with open(os.path.join(tmp, "server.log"), errors="replace") as f:
-            print(f"[bench] server log tail:\n{f.read()[-3000:]}", file=sys.stderr)
-    ver = subprocess.run([*CLI, "verify", "--db", db], capture_output=True, text=True, env=env, cwd=ROOT)
-    verify_out = (ver.stdout + ver.stderr).strip()
-    clean = print_report(out, args, server_exit, bare_exit, verify_out, ver.returncode == 0, cmdline)
-    if args.keep:
-        print(f"[bench] kept {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
+        bare_exit, server_exit = run.stop(bare, server)
+    verify_out, verify_ok = run.verify()
+    clean = print_report(out, args, server_exit, bare_exit, verify_out, verify_ok, run.cmdline)
+    run.clean_up()
     return 0 if clean else 1
 
 
 def main() -> int:
+    """Parse the options; run the role asked for, or the whole benchmark."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--connections", "-k", type=int, default=16, help="keep-alive connections (default 16)")
     p.add_argument("--count", "-n", type=int, default=None,
                    help="requests per scenario, (c): rounds = count/2 (default 20000; 1000 with --quick)")
     p.add_argument("--accounts", type=int, default=8, help="players the calls are spread over (default 8)")
-    p.add_argument("--quick", action="store_true", help="a tiny run for smoke testing")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
-                   help="first wait up to SECONDS for other processes to leave the CPUs idle (shared machines)")
-    p.add_argument("--keep", action="store_true", help="keep the temp directory (database, server log)")
-    p.add_argument("--py-spy", metavar="OUT", help="sample the server with py-spy while the client runs "
-                   "(.svg flamegraph, .json speedscope, else raw collapsed stacks)")
-    p.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: only samples holding the GIL")
-    p.add_argument("--cprofile", metavar="OUT", help="run the server under cProfile, stats written to OUT")
-    p.add_argument("--client", metavar="JSON", help=argparse.SUPPRESS)
+    add_common_args(p)
     p.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.client:
-        import trio
-
-        print(json.dumps(trio.run(client_main, json.loads(args.client))))
-        return 0
-    if args.bare_server:
-        import trio
-
-        trio.run(bare_main, args.host)
-        return 0
+    role = run_role(args, client_main, bare_main, args.bare_server)
+    if role is not None:
+        return role
     if args.count is None:
         args.count = 1_000 if args.quick else 20_000
     if args.connections < 1 or args.count < 1 or args.accounts < 1:

@@ -19,6 +19,7 @@ from .money import to_text
 from .rules import FinanceRequest, LedgerError, Version
 
 SCHEMA_VERSION = 1
+MAX_LOGIN = 2**63 - 1  # SQLite INTEGER
 GENESIS = "0" * 64
 
 
@@ -295,6 +296,8 @@ class Store:
         login = c.login
         if login is None:
             login = max(max(self.accounts, default=999), 999) + 1  # from 1000, even after smaller explicit logins
+            if login > MAX_LOGIN:
+                raise LedgerError(409, "NO_FREE_LOGIN", f"no login above {login - 1} is left: give one explicitly")
         elif login in self.accounts:
             raise LedgerError(409, "ACCOUNT_EXISTS", f"account {login} already exists")
         self.db.execute("INSERT INTO accounts VALUES (?,?,?,?,?)", (login, c.name, c.group, c.currency, c.now))

@@ -6,8 +6,9 @@ No I/O and no Trio: the connection task feeds received bytes and writes what thi
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Iterator
 
 import orjson
@@ -52,7 +53,8 @@ class LineBuffer:
             end = buf.find(b"\n", start + self._scanned)
             if end < 0:
                 break
-            if end - start > self._max + 1:  # +1: a trailing \r is not content
+            length = end - start - (end > start and buf[end - 1] == 13)  # a trailing \r is not content
+            if length > self._max:
                 raise LineTooLong()
             line = bytes(buf[start:end])
             start, self._scanned = end + 1, 0
@@ -75,14 +77,42 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
+def _decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:  # an exponent beyond what Decimal holds
+        raise ValueError(f"number {text[:32]} is out of range") from None
+
+
 # Built once: json.loads with options would build a new decoder per call.
-DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
+_DECODER = json.JSONDecoder(parse_float=_decimal, parse_constant=_no_constants)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def decode_json(data: bytes) -> Any:
+    """Strict JSON from UTF-8 bytes: fractions as ``Decimal``, no NaN/Infinity, no lone surrogates
+    (``\\ud800`` escapes decode to strings that can be neither stored nor sent back).
+    Raises ValueError (or RecursionError when nested too deeply)."""
+    obj = _DECODER.decode(data.decode())
+    if b"\\u" in data:
+        stack = [obj]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if _SURROGATE.search(item):
+                    raise ValueError("a string holds a lone surrogate")
+            elif isinstance(item, dict):
+                stack.extend(item)
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return obj
 
 
 def parse_request(line: bytes) -> Request:
     """Decode one request line; numbers with a fraction become ``Decimal`` (never float)."""
     try:
-        obj = DECODER.decode(line.decode())
+        obj = decode_json(line)
     except RecursionError:
         raise ProtocolError(400, "INVALID_JSON", "JSON is nested too deeply") from None
     except UnicodeDecodeError:

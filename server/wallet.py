@@ -17,7 +17,7 @@ from ledger import wallet as w
 
 from .mainloop import Job, ShuttingDown
 from .models import WalletMove, WalletSession
-from .protocol import DECODER
+from .protocol import decode_json
 
 if TYPE_CHECKING:
     from .app import Server
@@ -36,7 +36,7 @@ class _Invalid(Exception):
 
 def parse_body(body: bytes) -> dict:
     try:
-        obj = DECODER.decode(body.decode())
+        obj = decode_json(body)
     except (ValueError, RecursionError):
         raise _Invalid() from None
     if not isinstance(obj, dict):

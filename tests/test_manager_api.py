@@ -230,3 +230,21 @@ async def test_accounts_and_reads(mem_server, login_1000):
         session = await c.call("OpenGameSession", {"login": 1000})
         assert session.ok and len(session.data["sid"]) >= 20
     await assert_ledger_ok(mem_server)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"command": "Ping", "extID": "\\ud800", "__token": "TOKEN"}\r\n',  # a lone surrogate cannot be echoed
+    b'{"command": "CreditIn", "data": {"login": 1000, "amount": 1e99999999999999999999, "comment": "x"}}\r\n',
+])
+async def test_undecodable_strings_and_numbers_are_invalid_json(mem_server, login_1000, raw):
+    conn = Raw(mem_server.connect_memory())
+    reply = await conn.ask(raw.replace(b"TOKEN", admin_token(mem_server).encode()))
+    assert (reply["status"], reply["error"]) == (400, "INVALID_JSON")
+    assert (await conn.ask(line({"command": "Ping", "extID": "p", "__token": admin_token(mem_server)})))["status"] \
+        == 200
+
+
+async def test_line_of_64k_plus_one_byte_ended_by_newline_is_too_long(mem_server, login_1000):
+    conn = Raw(mem_server.connect_memory())
+    reply = await conn.ask(b"x" * (protocol.MAX_LINE + 1) + b"\n")
+    assert (reply["status"], reply["error"]) == (400, "LINE_TOO_LONG")

@@ -264,7 +264,6 @@ def check_journal(ledger: Ledger, journal: Journal, where: str) -> dict[int, tup
             bad(f"finance rows {rows} belong to no journaled request: {key} (phantom write)")
         elif len(rows) > 1:
             bad(f"{journal.ops[key].describe()}: APPLIED {len(rows)} TIMES (finance rows {rows})")
-    seq_of_row = {ev[1]: seq for seq, ev in ledger.events.items()}
 
     expected = {login: [0, 0] for login in ledger.accounts}
     settles: dict[str, list[Op]] = {}

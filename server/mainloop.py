@@ -112,7 +112,7 @@ class MainLoop:
             outcomes = [failed] * len(batch)
         self.batches += 1
         self.jobs += len(batch)
-        for job, outcome in zip(batch, outcomes):
+        for job, outcome in zip(batch, outcomes, strict=True):
             try:
                 for event in outcome.events:
                     if self.faults is None:

@@ -8,7 +8,6 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 import orjson
 
 from server.app import serve
-from server.client import open_client
 from tests.conftest import add_account, admin_token, assert_ledger_ok, make_config, mem_client, tcp_client
 
 
@@ -107,7 +106,7 @@ async def test_websocket_stream_with_token_and_from_seq(server):
     # the token may also travel in the query string; a bad one is refused at the handshake
     async with open_websocket_url(f"ws://127.0.0.1:{server.ports.ws}/events?token={admin_token(server)}") as ws:
         await c_ping(server)
-    for bad in (f"/events?token=nope", "/events", f"/other?token={admin_token(server)}"):
+    for bad in ("/events?token=nope", "/events", f"/other?token={admin_token(server)}"):
         try:
             async with open_websocket_url(f"ws://127.0.0.1:{server.ports.ws}{bad}"):
                 raise AssertionError(f"{bad} was accepted")

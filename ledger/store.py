@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import sqlite3
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,6 +19,7 @@ from . import rules
 from .money import to_text
 from .rules import FinanceRequest, LedgerError, Version
 
+log = logging.getLogger("syncledger.ledger")
 SCHEMA_VERSION = 1
 MAX_LOGIN = 2**63 - 1  # SQLite INTEGER
 GENESIS = "0" * 64
@@ -178,13 +180,17 @@ class Store:
                     db.execute("SAVEPOINT cmd")
                 try:
                     outcome = self._handlers[type(command)](command)
-                except (LedgerError, sqlite3.IntegrityError) as error:
+                except Exception as error:
+                    if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.IntegrityError):
+                        raise  # the database itself failed (disk, I/O, corruption): the whole batch fails
                     if isolate:
                         db.execute("ROLLBACK TO cmd")
                     elif db.total_changes != changes:
                         raise _Isolate() from error  # it wrote before failing: only a savepoint can undo that
                     self._revert(mark)
                     if not isinstance(error, LedgerError):
+                        if not isinstance(error, sqlite3.IntegrityError):
+                            log.exception("command %r failed; the others in its batch go on", command)
                         error = LedgerError(500, "INTERNAL", f"ledger refused the command: {error}")
                     outcome = Outcome(error=error)
                     self._remember_failure(command, error)

@@ -21,11 +21,11 @@ KINDS = {"DeleteBalance": rules.BALANCE_CMDS, "DeleteCredit": rules.CREDIT_CMDS}
 
 @dataclass(frozen=True)
 class Crash:
-    """A command whose handler raises a non-LedgerError: the whole batch must roll back."""
+    """A command whose handler fails as the database would: the whole batch must roll back."""
 
 
 def _crash(command):
-    raise RuntimeError("crash")
+    raise sqlite3.OperationalError("disk I/O error")
 
 
 @dataclass
@@ -198,7 +198,7 @@ class LedgerMachine(RuleBasedStateMachine):
         before = (self.store.seq, self.store.finance_id, self.store.finance_head, dict(self.store.accounts))
         try:
             self.store.apply_batch(commands)
-        except RuntimeError:
+        except sqlite3.OperationalError:
             pass
         else:
             raise AssertionError("the crash did not propagate")

@@ -491,19 +491,19 @@ def _doomed_batch(a):
     ]
 
 
-def test_handler_crash_rolls_back_the_whole_batch(store, path):
+def test_database_failure_rolls_back_the_whole_batch(store, path):
     a, b = new_accounts(store)
     ok(store, fin("BalanceIn", a, U))
     heads, rows = _heads(store), _rows(store.db)
 
     def boom(command):
-        raise RuntimeError("handler crashed")
+        raise sqlite3.OperationalError("disk I/O error")
 
     store.register(Boom, boom)
     reader = sqlite3.connect(path)
     try:
         batch = _doomed_batch(a)
-        with pytest.raises(RuntimeError, match="handler crashed"):
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
             store.apply_batch(batch[:4] + [Boom()] + batch[4:])
         _assert_rolled_back(store, path, heads, rows, reader)
     finally:
@@ -686,3 +686,16 @@ def test_events_after(store):
     assert store.events_after(1, limit=1) == events[1:2]
     assert store.events_after(3) == []
     assert isinstance(events[0].data, bytes)
+
+
+def test_an_unexpected_error_in_one_command_fails_only_that_command(store):
+    a, b = new_accounts(store)
+
+    def bug(command):
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+    store.register(Boom, bug)
+    outcomes = store.apply_batch([fin("BalanceIn", a, U), Boom(), fin("BalanceIn", a, 2 * U)])
+    assert [o.error.code if o.error else None for o in outcomes] == [None, "INTERNAL", None]
+    assert outcomes[1].error.status == 500 and store.accounts[a][1] == 3 * U
+    assert verify(store.db).ok

@@ -1,0 +1,1275 @@
+"""Hypothesis strategies for ``tests/test_fuzz.py``: manager-protocol lines and game-wallet requests, each
+drawn together with what the server must do with it.
+
+Every manager input is a :class:`Case`: the bytes of one line (plus its terminator and where to split it
+into separate writes) and an :class:`Expect`, a list of acceptable outcomes:
+
+* :class:`Fixed` ``(status, code, echo)``: a refusal that must leave the ledger untouched;
+* :class:`Oracle` ``(call)``: a well-formed request whose answer depends on the ledger's state; the test's
+  oracle (an independent model of the contract) predicts the answer and the ledger change;
+* :class:`Closed`: ``400 LINE_TOO_LONG`` and the connection closed;
+* :class:`Silent`: no reply at all (a blank line).
+
+Most inputs have exactly one acceptable outcome; a few have two where the contract leaves a choice (a
+number with more than 6 decimals that are all zeros, an integer literal of thousands of digits, nesting
+deeper than the parser's recursion limit).
+
+Every wallet input is a :class:`WalletCase`: method, path, query, headers, body and the semantics of the
+body when it is valid (:class:`WalletReq`), else the status string it must get.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import string
+import time
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import jwt
+from hypothesis import strategies as st
+
+from server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER, Tokens
+
+# The fuzz servers' own secrets (tests/test_fuzz.py passes them in the Config).
+SECRET = "syncledger-fuzz-secret-long-enough-for-hs256-and-hs384!"
+WALLET_TOKEN = "provider-shared-token-for-fuzzing"
+MAX_ID = 2**63 - 1
+MAX_LINE = 64 * 1024
+MAX_EXT_ID = 256
+U = 1_000_000  # micro-units per unit
+MAX_UNITS = 10**12
+
+# Server bugs still open, each pinned by a strict xfail test at the end of test_fuzz.py: the fuzzer does
+# not generate the inputs of a crashing bug and tolerates the documented wrong answer of the others, for
+# exactly the bugs named here; SYNCLEDGER_FUZZ_STRICT=1 fuzzes them all anyway. When a fix lands (its
+# xfail test then XPASSes), delete its name here and its marker there. Names the code knows:
+#   "surrogates"     a lone surrogate (\ud800) in a JSON string (see text())
+#   "huge-exponent"  a number like 1e99999999999999999999 (big_exponents)
+#   "line-64k+1"     a line of 65,537 bytes ended by a bare \n (case_boundary)
+#   "no-free-login"  AddUser without a login after login 2**63-1 (test_fuzz.ManagerOracle.cmd_AddUser)
+# All four were found by this fuzzer and are fixed; their regression tests are at the end of test_fuzz.py.
+OPEN_BUGS: set[str] = set()
+STRICT = os.environ.get("SYNCLEDGER_FUZZ_STRICT", "") == "1"
+if STRICT:
+    OPEN_BUGS = set()
+
+
+# ---------------------------------------------------------------------------------------------- JSON text
+
+class Lit(str):
+    """Raw JSON text, written as it is: ``NaN``, ``1e400``, ``-0``, an integer of 10,000 digits, ``[[[...]]]``."""
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()  # a key left out
+
+
+def _has_surrogate(s: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in s)
+
+
+def enc(value: Any, *, ascii_only: bool = True, compact: bool = True) -> str:
+    """JSON text of ``value`` (dicts keep their order; :data:`MISSING` values are left out; Lit is raw)."""
+    item, key = (",", ":") if compact else (", ", ": ")
+
+    def s(text: str) -> str:
+        return json.dumps(text, ensure_ascii=ascii_only or _has_surrogate(text))
+
+    def go(v: Any) -> str:
+        if isinstance(v, Lit):
+            return str(v)
+        if v is None:
+            return "null"
+        if v is True:
+            return "true"
+        if v is False:
+            return "false"
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, Decimal):
+            return str(v)
+        if isinstance(v, str):
+            return s(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + item.join(go(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + item.join(s(k) + key + go(x) for k, x in v.items() if x is not MISSING) + "}"
+        raise TypeError(f"cannot encode {v!r}")
+
+    return go(value)
+
+
+@cache
+def text(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
+    """Any Unicode text, lone surrogates included (unless "surrogates" is in OPEN_BUGS): a line that holds
+    one must be refused as INVALID_JSON (see :func:`lone_surrogate`)."""
+    chars = st.characters(exclude_categories=["Cs"]) if "surrogates" in OPEN_BUGS else st.characters()
+    return st.text(chars, min_size=min_size, max_size=max_size)
+
+
+def _digits(n: int) -> str:
+    return ("9876543210" * (n // 10 + 1))[:n].lstrip("0") or "9"
+
+
+# Any JSON value (small), for extra fields and wrong types.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | text(max_size=10)
+    | st.sampled_from([Lit("1.5"), Lit("-0.0"), Lit("1e3"), Lit("0.000001")]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+# ---------------------------------------------------------------------------------------------- tokens
+
+@dataclass(frozen=True)
+class Tok:
+    raw: Any  # the __token value (MISSING: no key)
+    error: str | None  # the 401 code it must get, None for a good token
+    login: int = 0
+    session: int = -1
+    label: str = ""
+
+
+_ISSUER = Tokens(SECRET, ttl=14 * 24 * 3600)
+_EXP = int(time.time()) + 14 * 24 * 3600
+
+ADMIN = Tok(_ISSUER.issue(1, SESSION_ADMIN)[0], None, 1, SESSION_ADMIN, "admin")
+MANAGER = Tok(_ISSUER.issue(2, SESSION_MANAGER)[0], None, 2, SESSION_MANAGER, "manager")
+DEALER = Tok(_ISSUER.issue(3, SESSION_DEALER)[0], None, 3, SESSION_DEALER, "dealer")
+USER = Tok(_ISSUER.issue(4, SESSION_USER)[0], None, 4, SESSION_USER, "user")
+
+
+def _signed(claims: dict, key: str = SECRET, alg: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm=alg)
+
+
+def _tamper_signature(token: str) -> str:
+    head, body, sig = token.split(".")
+    i = len(sig) // 2
+    return f"{head}.{body}.{sig[:i]}{'A' if sig[i] != 'A' else 'B'}{sig[i + 1:]}"
+
+
+def _swap_payload(token: str, claims: dict) -> str:
+    head, _, sig = token.split(".")
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{head}.{body}.{sig}"
+
+
+_UNAUTHORIZED = [MISSING, None, "", 0, 1, True, [], {}, [ADMIN.raw], {"token": ADMIN.raw}]
+_INVALID = [
+    Tokens("another-secret-long-enough-for-hs256-and-hs384!!!").issue(1, SESSION_ADMIN)[0],  # forged
+    _signed({"sub": "1", "session": 3, "exp": _EXP}, alg="HS384"),
+    jwt.encode({"sub": "1", "session": 3, "exp": _EXP}, None, algorithm="none"),
+    _tamper_signature(ADMIN.raw),
+    _swap_payload(USER.raw, {"sub": "4", "session": 3, "exp": _EXP}),  # a user token made admin
+    _signed({"sub": "1", "session": 7, "exp": _EXP}),
+    _signed({"sub": "1", "session": "3", "exp": _EXP}),
+    _signed({"sub": "1", "session": True, "exp": _EXP}),
+    _signed({"sub": "1", "session": 3.0, "exp": _EXP}),
+    _signed({"sub": "1", "exp": _EXP}),
+    _signed({"sub": "one", "session": 3, "exp": _EXP}),
+    _signed({"session": 3, "exp": _EXP}),
+    _signed({"sub": "1", "session": 3}),
+    _signed({"sub": "1", "session": 3, "exp": str(_EXP)}),
+    ADMIN.raw + "x", ADMIN.raw[:-3], ADMIN.raw.rsplit(".", 1)[0], "a.b.c", "..", "Bearer " + ADMIN.raw,
+]
+_EXPIRED = [_ISSUER.issue(1, SESSION_ADMIN, ttl=-60)[0], _ISSUER.issue(4, SESSION_USER, ttl=-1)[0],
+            _ISSUER.issue(2, SESSION_MANAGER, ttl=-86400)[0]]
+
+good_tokens = st.sampled_from([ADMIN, ADMIN, ADMIN, MANAGER, DEALER, USER])
+finance_tokens = st.sampled_from([ADMIN, ADMIN, MANAGER, DEALER])
+bad_tokens = st.one_of(
+    st.sampled_from(_UNAUTHORIZED).map(lambda raw: Tok(raw, "UNAUTHORIZED", label="unauthorized")),
+    st.sampled_from(_INVALID).map(lambda raw: Tok(raw, "INVALID_TOKEN", label="invalid")),
+    text(min_size=1, max_size=300).map(lambda raw: Tok(raw, "INVALID_TOKEN", label="garbage")),
+    st.sampled_from(_EXPIRED).map(lambda raw: Tok(raw, "TOKEN_EXPIRED", label="expired")),
+)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+FINANCE = ["BalanceIn", "BalanceOut", "CreditIn", "CreditOut", "DeleteBalance", "DeleteCredit"]
+SYNC = [name + "Sync" for name in FINANCE]
+OTHERS = ["Login", "AddUser", "GetUser", "GetTrade", "GetTrades", "Subscribe", "Unsubscribe",
+          "OpenGameSession", "Ping"]
+COMMANDS = FINANCE + SYNC + OTHERS
+FINANCE_SESSIONS = frozenset({SESSION_MANAGER, SESSION_DEALER, SESSION_ADMIN})
+ALLOWED = {name: FINANCE_SESSIONS for name in COMMANDS}
+ALLOWED["AddUser"] = frozenset({SESSION_MANAGER, SESSION_ADMIN})
+ALLOWED["Ping"] = frozenset(range(4))
+FIELD_NAMES = {"login", "amount", "comment", "order", "open_time", "close_time", "password", "name", "currency",
+               "group", "from", "to", "chanels", "channels", "from_seq"}
+# Logins and orders that exist in the seeded world of each example (see test_fuzz.seed_manager_world).
+ACCOUNTS = [1000, 1001, 1002]
+MANAGERS = {11: ("pw-eleven", SESSION_MANAGER), 12: ("pw-twelve", SESSION_DEALER), 13: ("pw-13", SESSION_ADMIN),
+            14: ("pw-fourteen", SESSION_USER)}
+
+
+def base_command(command: str) -> str:
+    return command[:-4] if command in SYNC else command
+
+
+@dataclass(frozen=True)
+class Call:
+    """A well-formed manager request, as the oracle sees it (data normalised: amounts in micro-units,
+    defaults filled in)."""
+
+    command: str
+    fields: tuple  # sorted (name, value) pairs
+    login: int  # the token's manager login (idempotency scope)
+    session: int
+    ext_id: str | None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return dict(self.fields).get(name, default)
+
+
+@dataclass(frozen=True)
+class Fixed:
+    status: int
+    code: str
+    echo: str | None  # the extID the reply must carry (None: no extID)
+
+
+@dataclass(frozen=True)
+class Oracle:
+    call: Call
+    echo: str | None
+
+
+@dataclass(frozen=True)
+class Closed:
+    """400 LINE_TOO_LONG (no extID), then the server closes the connection."""
+
+
+@dataclass(frozen=True)
+class Silent:
+    """No reply (a blank line)."""
+
+
+@dataclass
+class Expect:
+    alts: list
+
+    def has(self, kind: type) -> bool:
+        return any(isinstance(a, kind) for a in self.alts)
+
+
+@dataclass
+class Req:
+    """A manager request before encoding; any attribute may hold a wrong type, MISSING leaves it out."""
+
+    command: Any
+    ext_id: Any = MISSING
+    data: Any = MISSING
+    token: Any = MISSING
+    extra: dict = field(default_factory=dict)
+    order: tuple = ("command", "extID", "data", "__token")
+
+    def obj(self) -> dict:
+        values = {"command": self.command, "extID": self.ext_id, "data": self.data, "__token": self.token}
+        out = {k: values[k] for k in self.order}
+        out.update(self.extra)
+        return out
+
+
+@dataclass
+class Case:
+    line: bytes  # without terminator
+    end: bytes  # b"\n", b"\r\n" or b"" (an unterminated, oversized line)
+    expect: Expect
+    cuts: tuple = ()  # offsets where the bytes are split into separate writes
+    label: str = ""
+    req: Req | None = None  # the request (for retries)
+    call: Call | None = None
+    style: tuple = (True, True)
+
+    @property
+    def data(self) -> bytes:
+        return self.line + self.end
+
+    def __repr__(self) -> str:
+        line = self.line if len(self.line) <= 400 else self.line[:300] + b"...(%d bytes)" % len(self.line)
+        return f"Case({self.label!r}, {line + self.end!r}, expect={self.expect.alts!r})"
+
+
+# ---------------------------------------------------------------------------------------------- values
+
+# A value strategy draws (raw JSON value, normalised value). An invalid-value strategy draws
+# (raw JSON value, level): "data" (400 INVALID_DATA), "json" (400 INVALID_JSON: the line is not JSON) or
+# "either" (the contract allows both: an integer literal beyond Python's 4,300-digit limit).
+
+def _data(s: st.SearchStrategy) -> st.SearchStrategy:
+    return s.map(lambda v: (v, "data"))
+
+
+def _json(s: st.SearchStrategy) -> st.SearchStrategy:
+    return s.map(lambda v: (v, "json"))
+
+
+NOT_JSON_NUMBERS = ["NaN", "Infinity", "-Infinity", "nan", "inf", "+1", "01", ".5", "1.", "0x10", "1_000", "1e",
+                    "--1", "1e+", "- 1", "undefined"]
+huge_ints = st.one_of(
+    _data(st.integers(20, 4000).map(lambda n: Lit(_digits(n)))),
+    _data(st.integers(20, 4000).map(lambda n: Lit("-" + _digits(n)))),
+    st.integers(4400, 20000).map(lambda n: (Lit(_digits(n)), "either")),
+)
+bad_literals = _json(st.sampled_from(NOT_JSON_NUMBERS).map(Lit))
+# Exponents up to 18 digits parse as a Decimal; longer ones are beyond Decimal (found by this fuzzer: the
+# parser raised decimal.InvalidOperation; test_number_with_a_huge_exponent_gets_an_error_reply).
+big_exponents = _data(st.builds(lambda sign, n: Lit(f"1e{sign}{_digits(n)}"), st.sampled_from(["", "+", "-"]),
+                                st.integers(3, 18)))
+if "huge-exponent" not in OPEN_BUGS:
+    big_exponents = big_exponents | st.builds(lambda n: (Lit(f"1e{_digits(n)}"), "either"), st.integers(19, 60))
+wrong_scalars = _data(st.one_of(text(max_size=12), st.booleans(), st.lists(json_values, max_size=3),
+                                st.dictionaries(text(max_size=5), json_values, max_size=3)))
+fractions = _data(st.sampled_from(["1000.0", "1e3", "1E3", "1000.5", "0.5", "-0.0", "1.0e3", "2.5E-1"]).map(Lit))
+
+
+@cache
+def invalid_id(required: bool) -> st.SearchStrategy:
+    return st.one_of(
+        _data(st.sampled_from([0, -1, MAX_ID + 1, 2**64, -(2**63), 10**30])),
+        _data(st.integers(max_value=0)), _data(st.integers(min_value=MAX_ID + 1, max_value=10**40)),
+        _data(st.sampled_from(["1000", "1", " 1000", "0x3e8"])), fractions, wrong_scalars, huge_ints,
+        bad_literals, big_exponents, *([_data(st.none())] if required else []),
+    )
+
+
+@cache
+def invalid_time() -> st.SearchStrategy:
+    return st.one_of(_data(st.integers(max_value=-1)), _data(st.integers(min_value=MAX_ID + 1, max_value=10**30)),
+                     fractions, wrong_scalars, huge_ints, bad_literals)
+
+
+invalid_amount = st.one_of(
+    _data(st.sampled_from([0, Lit("-0"), Lit("-0.0"), Lit("0.0"), Lit("0e10"), Lit("0.0000000"), Lit("1e-7"),
+                           Lit("0.0000001"), Lit("1.0000001"), Lit("-1"), Lit("-0.000001"),
+                           Lit("1000000000000.000001"), 10**12 + 1, Lit("1e13"), Lit("1e400"), Lit("-1e400"),
+                           Lit("1E-400"), Lit("1e999999999999999999"), Lit("1e-999999999999999999"),
+                           Lit("999999999999.9999999"), Lit("1.23456789"), Lit("-1e-7")])),
+    _data(st.integers(max_value=0)), _data(st.integers(min_value=MAX_UNITS + 1, max_value=10**40)),
+    _data(st.decimals(min_value=Decimal("-1e15"), max_value=Decimal("1e15"), places=9)
+          .filter(lambda d: d != d.quantize(Decimal("0.000001")))),
+    _data(st.sampled_from(["1", "1.0", "", "100", "NaN", "Infinity"])),
+    _data(st.sampled_from([None, True, False])), wrong_scalars, huge_ints, bad_literals, big_exponents,
+)
+_non_str = _data(st.one_of(st.integers(-5, 5), st.booleans(), st.none(), st.lists(text(max_size=5), max_size=2),
+                           st.dictionaries(text(max_size=3), text(max_size=3), max_size=2),
+                           fractions.map(lambda v: v[0])))
+
+
+@cache
+def invalid_text(max_size: int, min_size: int = 0) -> st.SearchStrategy:
+    too_long = _data(text(min_size=max_size + 1, max_size=max_size + 300))
+    empty = [_data(st.just(""))] if min_size > 0 else []
+    return st.one_of(_non_str, too_long, *empty, bad_literals)
+
+
+invalid_currency = st.one_of(
+    _data(st.sampled_from(["eur", "EURO", "EU", "E1R", "", "EUR\n", "\nEUR", " EUR", "EUR ", "ÉUR", "Eur",
+                           "\uff25\uff35\uff32", "EU\u0000"])),
+    _data(text(max_size=6).filter(lambda t: not (len(t) == 3 and all(c in string.ascii_uppercase for c in t)))),
+    _non_str, bad_literals,
+)
+
+
+@cache
+def valid_text(max_size: int, min_size: int = 0) -> st.SearchStrategy:
+    return st.one_of(text(min_size=min_size, max_size=min(max_size, 30)),
+                     text(min_size=max(min_size, max_size - 3), max_size=max_size))
+
+
+def _amount_forms(micro: int) -> st.SearchStrategy:
+    """Exact spellings of a positive amount: (raw, micro, ambiguous). Ambiguous spellings carry more than
+    6 decimals that are all zeros: the contract says "at most 6 decimals", so both accepting and refusing
+    them is allowed."""
+    units, frac = divmod(micro, U)
+    six = f"{units}.{frac:06d}"
+    forms = [(Lit(six), False), (Lit(six.rstrip("0").rstrip(".") or "0"), False), (Lit(f"{micro}e-6"), False),
+             (Lit(f"{micro}E-6"), False), (Lit(six + "000"), True), (Lit(f"{micro}0e-7"), True)]
+    if frac == 0:
+        forms += [(units, False), (Lit(f"{units}.0"), False), (Lit(f"{units}e0"), False)]
+        if units % 100 == 0 and units:
+            forms.append((Lit(f"{units // 100}E+2"), False))
+    return st.sampled_from(forms).map(lambda f: (f[0], micro, f[1]))
+
+
+valid_amount = st.one_of(
+    st.integers(1, 50).map(lambda n: n * U), st.integers(1, 200 * U), st.integers(1, 10 * U),
+    st.sampled_from([1, U // 2, U, MAX_UNITS * U, MAX_UNITS * U - 1, 10**11 * U]),
+    st.integers(1, MAX_UNITS * U),
+).flatmap(_amount_forms)
+# Mostly the seeded accounts and orders (tests/test_fuzz.py: SEED_MANAGER), sometimes anything.
+@st.composite
+def _mostly(draw: st.DrawFn, common: tuple, other: st.SearchStrategy) -> Any:
+    """One of ``common`` (None: a draw from ``other``)."""
+    value = draw(st.sampled_from(common))
+    return draw(other) if value is None else value
+
+
+logins = _mostly((1000, 1000, 1000, 1000, 1001, 1001, 1002, 1002, 1003, 999, None), st.integers(1, MAX_ID))
+orders = _mostly(tuple(range(1, 17)) + (1, 2, 3, 4, 17, 18, MAX_ID, None), st.integers(1, MAX_ID))
+_NOW = int(time.time())
+times = st.one_of(st.sampled_from([0, 1, MAX_ID, 1_700_000_000, _NOW - 1, _NOW + 3600]),
+                  st.integers(_NOW - 100_000, _NOW + 100_000), st.integers(0, MAX_ID))
+
+
+@cache
+def _opt(s: st.SearchStrategy, none: bool = True) -> st.SearchStrategy:
+    """MISSING, null (when allowed and meaning absent) or a value: (raw, normalised or None)."""
+    options = [st.just((MISSING, None))] + ([st.just((None, None))] if none else [])
+    return st.one_of(*options, s.map(lambda v: (v, v)))
+
+
+COMMENTS = valid_text(255)
+OPT_COMMENTS = _opt(COMMENTS, none=False)
+OPT_ORDERS = _opt(orders)
+OPT_TIMES = _opt(times)
+PASSWORDS = valid_text(1024)
+LOGIN_LOGINS = st.one_of(st.sampled_from([11, 12, 13, 14, 11, 14]), st.sampled_from([15, 1, MAX_ID]))
+NEW_LOGINS = _opt(st.one_of(st.sampled_from([1003, 1004, 999, 1, 1000, 5000, MAX_ID - 1, MAX_ID]),
+                            st.integers(1, MAX_ID)))
+NAMES = valid_text(128, min_size=1)
+CURRENCIES = st.one_of(st.sampled_from(["EUR", "USD", "GBP", "JPY"]), st.text(string.ascii_uppercase, min_size=3,
+                                                                          max_size=3))
+GROUPS = _opt(valid_text(64, min_size=1), none=False)
+FROM_SEQS = _opt(st.one_of(st.integers(0, 40), st.sampled_from([MAX_ID]), st.integers(0, MAX_ID)))
+
+
+@dataclass
+class Draft:
+    """Valid data of one command: the raw dict, the normalised fields, and field specs to mutate."""
+
+    data: dict
+    fields: dict
+    ambiguous: bool = False
+
+
+def _finance_draft(command: str) -> st.SearchStrategy[Draft]:
+    op = base_command(command)
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Draft:
+        if op.startswith("Delete"):
+            order = draw(orders)
+            return Draft({"order": order}, {"order": order})
+        login = draw(logins)
+        raw_amount, micro, ambiguous = draw(valid_amount)
+        credit = op.startswith("Credit")
+        comment = draw(COMMENTS) if credit else draw(OPT_COMMENTS)[0]
+        order_raw, order = draw(OPT_ORDERS)
+        open_raw, open_t = draw(OPT_TIMES)
+        close_raw, close_t = draw(OPT_TIMES)
+        data = {"login": login, "amount": raw_amount, "comment": comment, "order": order_raw,
+                "open_time": open_raw, "close_time": close_raw}
+        fields = {"login": login, "amount": micro, "comment": "Finance" if comment is MISSING else comment,
+                  "order": order, "open_time": open_t, "close_time": close_t}
+        return Draft(data, fields, ambiguous)
+
+    return build()
+
+
+@st.composite
+def _login_draft(draw: st.DrawFn) -> Draft:
+    # An unknown login costs a real scrypt check (about 40 ms): keep it rare.
+    login = draw(LOGIN_LOGINS)
+    known = MANAGERS.get(login, ("", 0))[0]
+    password = draw(st.sampled_from([known or "x", known + " ", None]))
+    if password is None:
+        password = draw(PASSWORDS)
+    return Draft({"login": login, "password": password}, {"login": login, "password": password})
+
+
+@st.composite
+def _add_user_draft(draw: st.DrawFn) -> Draft:
+    login_raw, login = draw(NEW_LOGINS)
+    name = draw(NAMES)
+    currency = draw(CURRENCIES)
+    group_raw, group = draw(GROUPS)
+    return Draft({"login": login_raw, "name": name, "currency": currency, "group": group_raw},
+                 {"login": login, "name": name, "currency": currency, "group": group or "default"})
+
+
+def _ref_draft(name: str, values: st.SearchStrategy) -> st.SearchStrategy[Draft]:
+    return values.map(lambda v: Draft({name: v}, {name: v}))
+
+
+@st.composite
+def _get_trades_draft(draw: st.DrawFn) -> Draft:
+    login = draw(logins)
+    from_raw, start = draw(OPT_TIMES)
+    to_raw, end = draw(OPT_TIMES)
+    return Draft({"login": login, "from": from_raw, "to": to_raw}, {"login": login, "from": start, "to": end})
+
+
+@st.composite
+def _subscribe_draft(draw: st.DrawFn) -> Draft:
+    names = draw(st.sampled_from([["trade:event"], ["trade:event", "trade:event"]]))
+    key = draw(st.sampled_from(["chanels", "channels", "both", "both-empty"]))
+    data: dict = {}
+    if key in ("chanels", "both"):
+        data["chanels"] = names
+    if key in ("channels", "both"):
+        data["channels"] = names
+    if key == "both-empty":
+        data.update(chanels=[], channels=names)
+    seq_raw, from_seq = draw(FROM_SEQS)
+    data["from_seq"] = seq_raw
+    return Draft(data, {"from_seq": from_seq})
+
+
+def _empty_draft() -> st.SearchStrategy[Draft]:
+    return st.just(Draft({}, {}))
+
+
+DRAFTS: dict[str, st.SearchStrategy[Draft]] = {name: _finance_draft(name) for name in FINANCE + SYNC}
+DRAFTS.update({
+    "Login": _login_draft(), "AddUser": _add_user_draft(), "GetUser": _ref_draft("login", logins),
+    "OpenGameSession": _ref_draft("login", logins), "GetTrade": _ref_draft("order", orders),
+    "GetTrades": _get_trades_draft(), "Subscribe": _subscribe_draft(), "Unsubscribe": _empty_draft(),
+    "Ping": _empty_draft(),
+})
+
+
+def draft_of(command: str, data: dict) -> Draft:
+    """The normalised fields of concrete, valid ``data`` (amounts as int or Decimal units)."""
+    op = base_command(command)
+    if op in ("DeleteBalance", "DeleteCredit", "GetTrade"):
+        return Draft(data, {"order": data["order"]})
+    if op in FINANCE:
+        return Draft(data, {"login": data["login"], "amount": int(Decimal(data["amount"]) * U),
+                            "comment": data.get("comment", "Finance"), "order": data.get("order"),
+                            "open_time": data.get("open_time"), "close_time": data.get("close_time")})
+    if op == "AddUser":
+        return Draft(data, {"login": data.get("login"), "name": data["name"], "currency": data["currency"],
+                            "group": data.get("group", "default")})
+    if op == "Subscribe":
+        return Draft(data, {"from_seq": data.get("from_seq")})
+    if op == "GetTrades":
+        return Draft(data, {"login": data["login"], "from": data.get("from"), "to": data.get("to")})
+    return Draft(data, dict(data))
+
+
+@cache
+def _field_spec(command: str) -> dict[str, tuple[bool, st.SearchStrategy]]:
+    """name -> (required, invalid values) of a command's data fields."""
+    op = base_command(command)
+    if op in ("DeleteBalance", "DeleteCredit", "GetTrade"):
+        return {"order": (True, invalid_id(True))}
+    if op in FINANCE:
+        return {"login": (True, invalid_id(True)), "amount": (True, invalid_amount),
+                "comment": (op.startswith("Credit"), invalid_text(255)), "order": (False, invalid_id(False)),
+                "open_time": (False, invalid_time()), "close_time": (False, invalid_time())}
+    if op == "Login":
+        return {"login": (True, invalid_id(True)), "password": (True, invalid_text(1024))}
+    if op == "AddUser":
+        return {"login": (False, invalid_id(False)), "name": (True, invalid_text(128, min_size=1)),
+                "currency": (True, invalid_currency), "group": (False, invalid_text(64, min_size=1))}
+    if op in ("GetUser", "OpenGameSession"):
+        return {"login": (True, invalid_id(True))}
+    if op == "GetTrades":
+        return {"login": (True, invalid_id(True)), "from": (False, invalid_time()), "to": (False, invalid_time())}
+    return {}
+
+
+invalid_subscribe = st.one_of(
+    _data(st.sampled_from([{}, {"chanels": []}, {"channels": []}, {"chanels": ["orders"]},
+                           {"chanels": ["trade:event", "x"]}, {"chanels": ["Trade:Event"]}, {"chanels": "trade:event"},
+                           {"chanels": [1]}, {"chanels": [None]}, {"chanels": [["trade:event"]]},
+                           {"chanels": {"trade:event": 1}}, {"chanels": ["trade:event"], "channels": ["x"]},
+                           {"chanels": None}, {"chanels": True}])),
+    st.tuples(st.sampled_from(["chanels", "channels"]),
+              st.one_of(_data(st.integers(max_value=-1)), _data(st.integers(min_value=MAX_ID + 1, max_value=10**25)),
+                        fractions, wrong_scalars, bad_literals))
+    .map(lambda kv: ({kv[0]: ["trade:event"], "from_seq": kv[1][0]}, kv[1][1])),
+    _data(text(max_size=20).filter(lambda t: t != "trade:event").map(lambda t: {"chanels": [t]})),
+)
+
+ext_ids = st.one_of(
+    st.just((MISSING, None)), st.just((None, None)),
+    st.sampled_from(["k1", "k2", "k3", "k1", "seed-1", "seed-3", "seed-fail"]).map(lambda e: (e, e)),
+    text(max_size=40).map(lambda e: (e, e)), text(min_size=MAX_EXT_ID, max_size=MAX_EXT_ID).map(lambda e: (e, e)),
+)
+invalid_ext_ids = st.one_of(st.integers(-3, 3), st.booleans(), st.lists(text(max_size=3), max_size=2),
+                            st.dictionaries(text(max_size=3), text(max_size=3), max_size=2),
+                            st.sampled_from([Lit("1.5"), Lit("-0")]),
+                            text(min_size=MAX_EXT_ID + 1, max_size=MAX_EXT_ID + 50))
+
+
+# ---------------------------------------------------------------------------------------------- manager cases
+
+def compose(command: Any, echo: str | None, tok: Tok, level: str | None, call: Call | None,
+            ambiguous: bool = False) -> Expect:
+    """The answer of a request with a valid envelope, following the server's order of checks: JSON, Login,
+    unknown command, token (401), session type (403), data (400), then the command itself."""
+    if level == "json":
+        return Expect([Fixed(400, "INVALID_JSON", None)])
+    alts: list = [Fixed(400, "INVALID_JSON", None)] if level == "either" else []
+    if command == "Login":
+        main = Fixed(400, "INVALID_DATA", echo) if level else Oracle(call, echo)
+    elif command not in COMMANDS:
+        main = Fixed(404, "UNKNOWN_COMMAND", echo)
+    elif tok.error:
+        main = Fixed(401, tok.error, echo)
+    elif tok.session not in ALLOWED[command]:
+        main = Fixed(403, "FORBIDDEN", echo)
+    elif level:
+        main = Fixed(400, "INVALID_DATA", echo)
+    else:
+        main = Oracle(call, echo)
+        if ambiguous:
+            alts.append(Fixed(400, "INVALID_DATA", echo))
+    return Expect(alts + [main])
+
+
+def make_call(command: str, draft: Draft, tok: Tok, ext: str | None) -> Call:
+    return Call(command, tuple(sorted(draft.fields.items())), tok.login, tok.session, ext)
+
+
+def encode_line(req: Req, style: tuple[bool, bool]) -> bytes:
+    return enc(req.obj(), ascii_only=style[0], compact=style[1]).encode()
+
+
+styles = st.tuples(st.booleans(), st.booleans())
+ends = st.sampled_from([b"\r\n", b"\n"])
+
+
+CUT_COUNTS = st.sampled_from([0, 0, 0, 1, 2, 3])
+
+
+def _cuts(size: int) -> st.SearchStrategy[tuple]:
+    """Where to split ``size`` bytes into separate writes (mostly one write)."""
+    if size < 2:
+        return st.just(())
+    return st.lists(st.integers(1, size - 1), max_size=3).map(lambda xs: tuple(sorted(set(xs))))
+
+
+EXTRA_DATA = st.dictionaries(text(max_size=8).filter(lambda k: k not in FIELD_NAMES), json_values, min_size=1,
+                             max_size=3)
+EXTRA_TOP = st.dictionaries(text(max_size=8).filter(lambda k: k not in ("command", "extID", "data", "__token")),
+                            json_values, min_size=1, max_size=2)
+KEY_ORDERS = st.permutations(["command", "extID", "data", "__token"])
+FINANCE_OR_GOOD = st.booleans()
+
+
+@st.composite
+def valid_request(draw: st.DrawFn, command: str | None = None, tok: Tok | None = None
+                  ) -> tuple[Req, Call, Draft, tuple, Tok]:
+    command = command or draw(st.sampled_from(COMMANDS))
+    tok = tok or draw(finance_tokens if command in FINANCE + SYNC and draw(st.booleans()) else good_tokens)
+    ext_raw, ext = draw(ext_ids)
+    draft = draw(DRAFTS[command])
+    data: Any = dict(draft.data)
+    if command in ("Ping", "Unsubscribe"):
+        data = draw(st.sampled_from([MISSING, None, {}]))
+    if draw(st.integers(0, 9)) == 0 and isinstance(data, dict):  # unknown fields are ignored
+        data.update(draw(EXTRA_DATA))
+    order = tuple(draw(KEY_ORDERS))
+    extra = {}
+    if draw(st.integers(0, 9)) == 0:
+        extra = draw(EXTRA_TOP)
+    req = Req(command, ext_raw, data, tok.raw, extra, order)
+    return req, make_call(command, draft, tok, ext), draft, (ext_raw, ext), tok
+
+
+def _case(req: Req, expect: Expect, label: str, draw: st.DrawFn, call: Call | None = None) -> Case:
+    style = draw(styles)
+    line = encode_line(req, style)
+    if draw(st.integers(0, 7)) == 0:
+        line = draw(st.sampled_from([b" ", b"\t", b"\r", b"  "])) + line + draw(st.sampled_from([b"", b" ", b"\t"]))
+    end = draw(ends)
+    return Case(line, end, expect, draw(_cuts(len(line) + len(end))), label, req, call, style)
+
+
+@st.composite
+def case_valid(draw: st.DrawFn) -> Case:
+    req, call, draft, (_, ext), tok = draw(valid_request())
+    return _case(req, compose(req.command, ext, tok, None, call, draft.ambiguous), "valid", draw, call)
+
+
+@st.composite
+def case_bad_token(draw: st.DrawFn) -> Case:
+    tok = draw(bad_tokens)
+    req, call, draft, (_, ext), _ = draw(valid_request(tok=tok))
+    return _case(req, compose(req.command, ext, tok, None, call, draft.ambiguous), f"token:{tok.label}", draw, call)
+
+
+@st.composite
+def case_bad_field(draw: st.DrawFn) -> Case:
+    """One field of the data replaced by a value of a wrong type or out of range, or left out."""
+    command = draw(st.sampled_from([c for c in COMMANDS if c not in ("Ping", "Unsubscribe")]))
+    req, call, _, (_, ext), tok = draw(valid_request(command=command))
+    data = dict(req.data)
+    if command == "Subscribe":
+        bad, level = draw(invalid_subscribe)
+        data = dict(bad)
+        label = "field:subscribe"
+    else:
+        spec = _field_spec(command)
+        name = draw(st.sampled_from(sorted(spec)))
+        required, invalid = spec[name]
+        if required and draw(st.integers(0, 4)) == 0:
+            data[name], level, label = MISSING, "data", f"missing:{name}"
+        else:
+            data[name], level = draw(invalid)
+            label = f"field:{name}:{level}"
+    req = replace(req, data=data)
+    return _case(req, compose(command, ext, tok, level, call), label, draw)
+
+
+@st.composite
+def case_bad_envelope(draw: st.DrawFn) -> Case:
+    """command, extID or data of a wrong type, or missing."""
+    req, _, _, (_, ext), tok = draw(valid_request())
+    what = draw(st.sampled_from(["command", "command-missing", "ext", "data", "data-empty"]))
+    if what == "command":
+        req = replace(req, command=draw(st.one_of(st.integers(-2, 2), st.none(), st.booleans(), st.just(""),
+                                                  st.lists(st.just(req.command), max_size=2),
+                                                  st.just({"name": req.command}), st.just(Lit("1.5")))))
+        return _case(req, Expect([Fixed(400, "INVALID_REQUEST", ext)]), "envelope:command", draw)
+    if what == "command-missing":
+        req = replace(req, command=MISSING)
+        return _case(req, Expect([Fixed(400, "INVALID_REQUEST", ext)]), "envelope:command", draw)
+    if what == "ext":
+        req = replace(req, ext_id=draw(invalid_ext_ids))
+        return _case(req, Expect([Fixed(400, "INVALID_REQUEST", None)]), "envelope:extID", draw)
+    if what == "data":
+        req = replace(req, data=draw(st.one_of(st.lists(json_values, max_size=3), text(max_size=10),
+                                               st.integers(-5, 5), st.booleans(), st.just(Lit("1.5")))))
+        return _case(req, Expect([Fixed(400, "INVALID_DATA", ext)]), "envelope:data", draw)
+    # no data, or null data: the same as {}
+    req = replace(req, data=draw(st.sampled_from([MISSING, None, {}])))
+    command = req.command
+    level = None if command in ("Ping", "Unsubscribe") else "data"
+    empty = Call(command, (), tok.login, tok.session, ext)
+    return _case(req, compose(command, ext, tok, level, empty), "envelope:no-data", draw, empty)
+
+
+NEAR_MISSES = ["ping", "PING", "Ping ", " Ping", "PingSync", "LoginSync", "GetUserSync", "CreditInSyncSync",
+               "Creditin", "creditIn", "Balance", "Sync", "__init__", "handle", "finance", "login", "commands",
+               "Ping\u0000", "Ping\n", "AddUserSync", "SubscribeSync", "Delete", "DeleteOrder", "Ping\u01c3"]
+
+
+@st.composite
+def case_unknown_command(draw: st.DrawFn) -> Case:
+    name = draw(st.one_of(st.sampled_from(NEAR_MISSES), text(min_size=1, max_size=60))
+                .filter(lambda n: n not in COMMANDS))
+    tok = draw(st.one_of(good_tokens, bad_tokens))
+    req, _, _, (_, ext), _ = draw(valid_request(tok=tok))
+    req = replace(req, command=name)
+    return _case(req, Expect([Fixed(404, "UNKNOWN_COMMAND", ext)]), "unknown-command", draw)
+
+
+@st.composite
+def case_truncated(draw: st.DrawFn) -> Case:
+    req, *_ = draw(valid_request())
+    full = encode_line(req, draw(styles))
+    cut = draw(st.integers(1, len(full) - 1))  # the closing brace is always cut off
+    end = draw(ends)
+    line = full[:cut]
+    return Case(line, end, Expect([Fixed(400, "INVALID_JSON", None)]), draw(_cuts(len(line) + len(end))),
+                "truncated")
+
+
+BAD_UTF8 = [b"\xff", b"\xfe", b"\x80", b"\xc0\x80", b"\xed\xa0\x80", b"\xe2\x82", b"\xf8\x88\x80\x80\x80",
+            b"\xf4\x90\x80\x80", b"\xc3", b"\xe9", b"\xff\xfe", b"\xef\xbb"]
+
+
+@st.composite
+def case_non_utf8(draw: st.DrawFn) -> Case:
+    req, *_ = draw(valid_request())
+    full = encode_line(req, (draw(st.booleans()), True))
+    at = draw(st.integers(0, len(full)))
+    line = full[:at] + draw(st.sampled_from(BAD_UTF8)) + full[at:]
+    end = draw(ends)
+    return Case(line, end, Expect([Fixed(400, "INVALID_JSON", None)]), draw(_cuts(len(line) + len(end))),
+                "non-utf8")
+
+
+def _nest(kind: str, depth: int) -> Lit:
+    if kind == "list":
+        return Lit("[" * depth + "]" * depth)
+    return Lit('{"a":' * depth + "1" + "}" * depth)
+
+
+@st.composite
+def case_deep(draw: st.DrawFn) -> Case:
+    """Deep nesting: shallow enough to parse, or far deeper than the parser's recursion limit."""
+    kind = draw(st.sampled_from(["list", "dict"]))
+    deep = draw(st.booleans())
+    depth = draw(st.integers(5000, 9000) if deep else st.integers(1, 60))
+    nest = _nest(kind, depth)
+    where = draw(st.sampled_from(["extra", "data", "field", "line", "ext"]))
+    command = draw(st.sampled_from([c for c in COMMANDS if c not in ("Ping", "Unsubscribe", "Subscribe")]))
+    req, call, draft, (_, ext), tok = draw(valid_request(command=command))
+    if where == "extra":
+        req = replace(req, data={**req.data, "zz": nest})
+        expect = compose(command, ext, tok, None, call, draft.ambiguous)
+    elif where == "data":
+        req = replace(req, data=nest)
+        expect = Expect([Fixed(400, "INVALID_DATA", ext)])
+        if kind == "dict":  # {"a": {...}} is an object: its fields are missing
+            expect = compose(command, ext, tok, "data", call)
+    elif where == "field":
+        name = draw(st.sampled_from(sorted(_field_spec(command))))
+        req = replace(req, data={**req.data, name: nest})
+        expect = compose(command, ext, tok, "data", call)
+    elif where == "ext":
+        req = replace(req, ext_id=nest)
+        expect = Expect([Fixed(400, "INVALID_REQUEST", None)])
+    else:
+        req = None
+        expect = Expect([Fixed(400, "INVALID_REQUEST", None)])
+    if deep:
+        expect = Expect([Fixed(400, "INVALID_JSON", None)] + expect.alts)
+    if req is None:
+        line = str(nest).encode()
+        end = draw(ends)
+        return Case(line, end, expect, draw(_cuts(len(line) + len(end))), f"deep:{where}:{deep}")
+    return _case(req, expect, f"deep:{where}:{deep}", draw)
+
+
+def _classify(raw: bytes) -> Expect | None:
+    """What the server must answer to an arbitrary line (None: the bytes happen to make an object)."""
+    line = raw[:-1] if raw.endswith(b"\r") else raw
+    if not line.strip():
+        return Expect([Silent()])
+    try:
+        obj = json.loads(line.decode(), parse_constant=lambda c: 1 / 0)
+    except (ValueError, ZeroDivisionError, RecursionError):
+        return Expect([Fixed(400, "INVALID_JSON", None)])
+    if not isinstance(obj, dict):
+        return Expect([Fixed(400, "INVALID_REQUEST", None)])
+    return None
+
+
+@st.composite
+def case_binary(draw: st.DrawFn) -> Case:
+    raw = draw(st.one_of(st.binary(max_size=120), st.sampled_from([b"", b" ", b"\t", b"\r", b" \t ", b"{", b"}",
+                                                                 b"[", b"\"", b"\x00", b"null", b"{}"]))
+               .map(lambda b: b.replace(b"\n", b"")))
+    expect = _classify(raw)
+    if expect is None:  # an object: give it no command
+        raw, expect = b"[" + raw + b"]", _classify(b"[" + raw + b"]")
+    if expect is None:
+        expect = Expect([Fixed(400, "INVALID_REQUEST", None)])
+    end = draw(ends)
+    return Case(raw, end, expect, draw(_cuts(len(raw) + len(end))), "binary")
+
+
+@st.composite
+def case_non_object(draw: st.DrawFn) -> Case:
+    value = draw(st.one_of(st.lists(json_values, max_size=4), text(max_size=20), st.integers(-(2**80), 2**80),
+                           st.booleans(), st.none(), st.sampled_from([Lit("1.5"), Lit("-0"), Lit("1e400")]),
+                           st.just([{"command": "Ping", "__token": ADMIN.raw}])))
+    line = enc(value, ascii_only=draw(st.booleans())).encode()
+    end = draw(ends)
+    return Case(line, end, Expect([Fixed(400, "INVALID_REQUEST", None)]), draw(_cuts(len(line) + len(end))),
+                "non-object")
+
+
+def _padded_ping(size: int, ext: str = "edge") -> bytes:
+    head = b'{"command":"Ping","extID":"' + ext.encode() + b'","__token":"' + ADMIN.raw.encode() + b'","pad":"'
+    tail = b'"}'
+    return head + b"x" * (size - len(head) - len(tail)) + tail
+
+
+PING_CALL = Call("Ping", (), ADMIN.login, ADMIN.session, "edge")
+
+
+@st.composite
+def case_oversized(draw: st.DrawFn) -> Case:
+    """A line over 64 KiB: 400 LINE_TOO_LONG, then the connection is closed."""
+    size = draw(st.one_of(st.integers(MAX_LINE + 2, MAX_LINE + 100), st.integers(MAX_LINE + 2, 5 * MAX_LINE)))
+    filler = draw(st.sampled_from(["ping", "json", "binary"]))
+    if filler == "ping":
+        line = _padded_ping(size)
+    elif filler == "json":
+        line = b'{"command":"CreditIn","data":{"comment":"' + b"y" * size + b'"}}'
+    else:
+        line = bytes(draw(st.binary(min_size=1, max_size=64)).replace(b"\n", b"")) or b"z"
+        line = (line * (size // len(line) + 1))[:size]
+    end = draw(st.sampled_from([b"\n", b"\r\n", b""]))
+    return Case(line, end, Expect([Closed()]), draw(_cuts(len(line) + len(end))), f"oversized:{filler}")
+
+
+@st.composite
+def case_boundary(draw: st.DrawFn) -> Case:
+    """A Ping padded to a line length around 64 KiB: up to 65,536 bytes it is served."""
+    size = draw(st.integers(MAX_LINE - 3, MAX_LINE + 3))
+    end = draw(ends)
+    line = _padded_ping(size)
+    if size <= MAX_LINE:
+        expect = Expect([Oracle(PING_CALL, "edge")])
+    else:
+        expect = Expect([Closed()])
+        if size == MAX_LINE + 1 and end == b"\n" and "line-64k+1" in OPEN_BUGS:
+            # only while that bug is open (test_line_of_64k_plus_one_with_bare_newline_is_too_long):
+            # LineBuffer allowed one byte for a "\r" that was not there.
+            expect.alts.append(Oracle(PING_CALL, "edge"))
+    return Case(line, end, expect, draw(_cuts(len(line) + len(end))), f"boundary:{size - MAX_LINE}")
+
+
+@st.composite
+def case_blank(draw: st.DrawFn) -> Case:
+    line = draw(st.sampled_from([b"", b" ", b"\t", b"\r", b"  \t  "]))
+    return Case(line, draw(ends), Expect([Silent()]), (), "blank")
+
+
+# Frequencies: valid requests first (hypothesis shrinks towards the first alternatives).
+CASE_KINDS = ([case_valid] * 10 + [case_bad_token] * 3 + [case_bad_field] * 7 + [case_bad_envelope] * 2
+              + [case_unknown_command] * 2 + [case_truncated] * 2 + [case_non_utf8] * 2 + [case_deep]
+              + [case_binary] + [case_non_object] + [case_oversized] + [case_boundary] + [case_blank])
+
+
+def lone_surrogate(data: bytes) -> bool:
+    """Does this JSON text hold a string with a lone surrogate (an escape like \\ud800 alone)? Such text is
+    not Unicode: the server must refuse it as malformed JSON."""
+    if b"\\u" not in data:
+        return False
+    try:
+        stack = [json.loads(data.decode())]
+    except (ValueError, RecursionError):
+        return False
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _has_surrogate(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+@st.composite
+def manager_case(draw: st.DrawFn) -> Case:
+    case = draw(draw(st.sampled_from(CASE_KINDS))())
+    if not case.expect.has(Closed) and lone_surrogate(case.line):
+        case.expect = Expect([Fixed(400, "INVALID_JSON", None)])
+        case.label += ":surrogate"
+    return case
+
+
+def flip_sync(case: Case) -> Case:
+    """The same finance request in its other form (plain <-> …Sync), same extID: an idempotent replay."""
+    req, call = case.req, case.call
+    command = call.command[:-4] if call.command.endswith("Sync") else call.command + "Sync"
+    new_call = replace(call, command=command)
+    alts = [Oracle(new_call, a.echo) if isinstance(a, Oracle) else a for a in case.expect.alts]
+    new_req = replace(req, command=command)
+    return replace(case, line=encode_line(new_req, case.style), expect=Expect(alts), req=new_req, call=new_call,
+                   cuts=(), label="retry:flip")
+
+
+@st.composite
+def manager_example(draw: st.DrawFn, max_size: int = 6) -> list[Case]:
+    """A few inputs on one connection; some repeat an earlier finance request (same extID), as a client
+    retrying would."""
+    cases = draw(st.lists(manager_case(), min_size=1, max_size=max_size))
+    out: list[Case] = []
+    for case in cases:
+        earlier = [c for c in out if c.call is not None and c.call.command in FINANCE + SYNC and c.label == "valid"]
+        if earlier and draw(st.integers(0, 3)) == 0:
+            again = draw(st.sampled_from(earlier))
+            out.append(flip_sync(again) if draw(st.booleans()) else replace(again, label="retry:same"))
+        out.append(case)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- wallet
+
+WALLET_ACTIONS = ["check", "balance", "debit", "credit", "cancel"]
+WALLET_STATUSES = {"OK", "TEMPORARY_ERROR", "INVALID_TOKEN_ID", "INVALID_SID", "ACCOUNT_LOCKED", "UNKNOWN_ERROR",
+                   "INVALID_PARAMETER", "BET_DOES_NOT_EXIST", "INSUFFICIENT_FUNDS", "BET_ALREADY_EXIST",
+                   "BET_ALREADY_SETTLED", "FINAL_ERROR_ACTION_FAILED"}
+# Symbolic sids, resolved by the test to the sids it opened for the example.
+SIDS = ["sid:1000", "sid:1001", "sid:1002", "sid:expired", "sid:unknown"]
+WALLET_USERS = st.sampled_from(["1000"] * 7 + ["1001", "1002", "0001000", "1003", "999999999999999999"])
+OWN_CURRENCY = {"1000": "EUR", "0001000": "EUR", "1001": "USD", "1002": "EUR"}
+DEBIT_IDS = ["seed-bet-1", "seed-bet-2", "seed-bet-3", "seed-bet-4", "t1", "t2"]  # debits (and cancels)
+SETTLE_IDS = ["seed-win-2", "seed-win-3", "w1", "w2", "w3"]  # credits
+
+
+@dataclass(frozen=True)
+class WalletReq:
+    """A valid wallet body, as the wallet model sees it."""
+
+    action: str
+    sid: str  # symbolic (SIDS) or literal
+    login: int
+    currency: str | None
+    game_id: str | None
+    game_type: str | None
+    txid: str | None
+    ref_id: str | None
+    amount: int | None  # micro-units
+
+
+@dataclass(frozen=True)
+class Auth:
+    query: tuple  # authToken values
+    header: bytes | None  # Authorization header value
+    good: bool
+    label: str
+
+
+@dataclass
+class WalletCase:
+    method: str
+    path: str
+    body: bytes | dict  # a dict holds symbolic sids, encoded by the test once they are known
+    auth: Auth
+    req: WalletReq | None  # None: the body is malformed
+    expect: str | int | None  # a status string for malformed bodies, an HTTP code for bad routes, None: model
+    uuid: Any = None  # what the reply's uuid must be
+    label: str = ""
+    ascii_only: bool = True
+
+    def __repr__(self) -> str:
+        body = self.body
+        if isinstance(body, bytes) and len(body) > 400:
+            body = body[:300] + b"...(%d bytes)" % len(body)
+        return (f"WalletCase({self.label!r}, {self.method} {self.path}, auth={self.auth.label}, body={body!r}, "
+                f"expect={self.expect!r})")
+
+
+T = WALLET_TOKEN
+GOOD_AUTH = [Auth((T,), None, True, "query"), Auth((), b"Bearer " + T.encode(), True, "header"),
+             Auth((T,), b"Bearer " + T.encode(), True, "both"), Auth((T, T), None, True, "query-twice"),
+             Auth((), b"bearer " + T.encode(), True, "header-lowercase")]
+BAD_AUTH = [Auth((), None, False, "none"), Auth(("wrong",), None, False, "wrong-query"),
+            Auth((), b"Bearer wrong", False, "wrong-header"),
+            Auth((T,), b"Bearer wrong", False, "good-query-bad-header"),
+            Auth(("wrong",), b"Bearer " + T.encode(), False, "bad-query-good-header"),
+            Auth((), b"Basic " + T.encode(), False, "basic"), Auth((T + "x",), None, False, "longer"),
+            Auth((T[:-1],), None, False, "prefix"), Auth((), b"Bearer", False, "bearer-empty"),
+            Auth((T.upper(),), None, False, "case"), Auth(("é" + T,), None, False, "non-ascii"),
+            Auth((), b"Bearer \xff" + T.encode(), False, "non-ascii-header"), Auth((), T.encode(), False, "no-scheme")]
+
+
+def _wallet_amount() -> st.SearchStrategy:
+    small = st.one_of(st.just(0), st.integers(0, 30).map(lambda n: n * U), st.integers(0, 50 * U),
+                      st.sampled_from([1, 100 * U, 1000 * U, MAX_UNITS * U]))
+    return small.flatmap(lambda m: _amount_forms(m) if m else st.sampled_from([(0, 0, False), (Lit("0.0"), 0, False),
+                                                                               (Lit("-0"), 0, False)]))
+
+
+WALLET_AMOUNTS = _wallet_amount()
+GAME_IDS = st.one_of(st.sampled_from(["g1", "g1", "g1", "g2"]), text(min_size=1, max_size=64))
+DEBIT_TX_IDS = st.one_of(st.sampled_from(DEBIT_IDS), st.sampled_from(DEBIT_IDS), text(min_size=1, max_size=64))
+SETTLE_TX_IDS = st.one_of(st.sampled_from(SETTLE_IDS), st.sampled_from(SETTLE_IDS), text(min_size=1, max_size=64))
+UUIDS = st.one_of(st.just(MISSING), st.none(), text(max_size=128))
+
+
+@st.composite
+def wallet_body(draw: st.DrawFn, action: str) -> tuple[dict, WalletReq, bool]:
+    """A valid body for ``action``: (body, semantics, ambiguous). Mostly the player 1000 with its own sid and
+    currency, and transaction ids from small pools, so that rounds link up (debit, credit, cancel, retries,
+    tombstones) within a few calls."""
+    coherent = draw(st.integers(0, 9)) < 7  # the player 1000, its sid, its currency
+    user = "1000" if coherent else draw(WALLET_USERS)
+    own = OWN_CURRENCY.get(user, "EUR")
+    body: dict = {}
+    sid = "sid:1000" if coherent else draw(st.sampled_from([f"sid:{int(user)}"] + SIDS + [None]))
+    if sid is None:
+        sid = draw(text(min_size=1, max_size=128))
+    if action in ("credit", "cancel") and draw(st.integers(0, 3)) == 0:
+        sid = draw(st.sampled_from([MISSING, ""]))
+    body["sid"] = sid
+    body["userId"] = user
+    currency = own if coherent else draw(st.sampled_from([own, own, "EUR", "USD", "GBP"]))
+    if action in ("check", "balance"):
+        currency = draw(st.sampled_from([MISSING, None, currency]))
+    body["currency"] = currency
+    game_id = game_type = None
+    txid = ref_id = amount = None
+    ambiguous = False
+    if action in ("debit", "credit", "cancel"):
+        if draw(st.integers(0, 3)):
+            game_id = draw(GAME_IDS)
+            game_type = draw(st.sampled_from(["slots", "slots", "", MISSING]))
+            game = {"id": game_id, "type": game_type, "session": draw(st.sampled_from(["gs-1", "gs-2", MISSING]))}
+            body["game"] = game
+            game_type = "" if game_type is MISSING else game_type
+        else:
+            body["game"] = draw(st.sampled_from([MISSING, None]))
+        txid = draw(SETTLE_TX_IDS if action == "credit" else DEBIT_TX_IDS)
+        tx: dict = {"id": txid}
+        if action == "credit" or (action == "cancel" and draw(st.integers(0, 4)) == 0):
+            ref_id = draw(DEBIT_TX_IDS)
+            tx["refId"] = ref_id
+        if action != "cancel" or draw(st.integers(0, 3)) == 0:
+            raw, amount, ambiguous = draw(WALLET_AMOUNTS)
+            tx["amount"] = raw
+        body["transaction"] = tx
+    body["uuid"] = draw(UUIDS)
+    login = int(user)
+    return body, WalletReq(action, sid if isinstance(sid, str) else "", login,
+                           currency if isinstance(currency, str) else None, game_id, game_type, txid, ref_id,
+                           amount), ambiguous
+
+
+@cache
+def _invalid_wallet_fields(action: str) -> dict[str, st.SearchStrategy]:
+    """name (dotted) -> invalid values, for a body of ``action``."""
+    sid_bad = st.one_of(_non_str.map(lambda v: v[0]), text(min_size=129, max_size=200))
+    if action in ("check", "balance", "debit"):
+        sid_bad = st.one_of(sid_bad, st.just(""), st.just(MISSING))
+    fields: dict[str, st.SearchStrategy] = {
+        "sid": sid_bad,
+        "userId": st.one_of(st.integers(0, 2000), st.sampled_from(["", "10x", "-1", "+1000", " 1000", "1000 ", "1.0",
+                                                                   "\uff11\uff10\uff10\uff10", "1e3", "0x10", "1_000"]),
+                            st.just("9" * 19), st.none(), st.just(MISSING), st.booleans(),
+                            st.lists(st.just("1000"), max_size=1)),
+        "uuid": st.one_of(st.integers(), st.booleans(), st.lists(text(max_size=4), max_size=2),
+                          text(min_size=129, max_size=200)),
+    }
+    currency_bad = invalid_currency.map(lambda v: v[0])
+    if action in ("debit", "credit", "cancel"):
+        fields["currency"] = st.one_of(currency_bad, st.just(MISSING))
+        fields["game"] = st.one_of(st.lists(st.integers(), max_size=2), text(max_size=5), st.integers(), st.booleans(),
+                                   st.just({}), st.just({"id": ""}), st.just({"id": "x" * 65}), st.just({"id": 5}),
+                                   st.just({"id": "g", "type": "t" * 65}), st.just({"id": "g", "session": "s" * 129}),
+                                   st.just({"id": "g", "type": None}))
+        fields["transaction"] = st.one_of(st.just(MISSING), st.none(), st.lists(st.integers(), max_size=2),
+                                          text(max_size=5), st.just({}))
+        fields["transaction.id"] = st.one_of(st.just(MISSING), st.just(""), text(min_size=65, max_size=80),
+                                             _non_str.map(lambda v: v[0]))
+        fields["transaction.refId"] = st.one_of(st.just(""), text(min_size=65, max_size=80),
+                                                _non_str.map(lambda v: v[0]).filter(lambda v: v is not None))
+        amount_bad = invalid_amount.map(lambda v: v[0]).filter(
+            lambda v: v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v == 0)
+            and str(v) not in ("-0", "-0.0", "0.0", "0e10", "0.0000000"))
+        fields["transaction.amount"] = amount_bad
+        if action == "credit":
+            fields["transaction.refId"] = st.one_of(fields["transaction.refId"], st.just(MISSING), st.none())
+        if action in ("debit", "credit"):
+            fields["transaction.amount"] = st.one_of(amount_bad, st.just(MISSING), st.none())
+    else:
+        fields["currency"] = currency_bad.filter(lambda v: v is not None)
+    return fields
+
+
+def _set(body: dict, dotted: str, value: Any) -> dict:
+    body = dict(body)
+    if "." in dotted:
+        outer, inner = dotted.split(".")
+        sub = body.get(outer)
+        body[outer] = {**(sub if isinstance(sub, dict) else {}), inner: value}
+    else:
+        body[dotted] = value
+    return body
+
+
+def _uuid_of(body: Any) -> Any:
+    uuid = body.get("uuid", None) if isinstance(body, dict) else None
+    return uuid if isinstance(uuid, str) else None
+
+
+@st.composite
+def wallet_case(draw: st.DrawFn) -> WalletCase:
+    kind = draw(st.sampled_from(["valid"] * 10 + ["auth"] * 2 + ["field"] * 6 + ["garbage"] * 3 + ["route"]))
+    action = draw(st.sampled_from(WALLET_ACTIONS))
+    body, req, ambiguous = draw(wallet_body(action))
+    auth = draw(st.sampled_from(GOOD_AUTH))
+    path = f"/v1/{action}"
+    ascii_only = draw(st.booleans())
+    if kind == "valid":
+        return WalletCase("POST", path, body, auth, req, "ambiguous" if ambiguous else None, _uuid_of(body),
+                          f"valid:{action}", ascii_only)
+    if kind == "auth":
+        auth = draw(st.sampled_from(BAD_AUTH))
+        if draw(st.booleans()):
+            return WalletCase("POST", path, body, auth, None, "INVALID_TOKEN_ID", _uuid_of(body),
+                              f"auth:{auth.label}", ascii_only)
+        raw = draw(st.sampled_from([b"", b"{", b"[]", b"\xff"]))
+        return WalletCase("POST", path, raw, auth, None, "INVALID_TOKEN_ID", None, f"auth:{auth.label}:garbage")
+    if kind == "field":
+        fields = _invalid_wallet_fields(action)
+        name = draw(st.sampled_from(sorted(fields)))
+        body = _set(body, name, draw(fields[name]))
+        if draw(st.integers(0, 5)) == 0:
+            auth = draw(st.sampled_from(BAD_AUTH))
+            return WalletCase("POST", path, body, auth, None, "INVALID_TOKEN_ID", _uuid_of(body),
+                              f"field:{name}:noauth", ascii_only)
+        return WalletCase("POST", path, body, auth, None, "INVALID_PARAMETER", _uuid_of(body), f"field:{name}",
+                          ascii_only)
+    if kind == "route":
+        which = draw(st.sampled_from(["get", "put", "unknown", "prefix"]))
+        if which in ("get", "put"):
+            return WalletCase(which.upper(), path, b"", auth, None, 405, None, f"route:{which}")
+        path = draw(st.sampled_from(["/v1/withdraw", "/v1/", "/v2/debit", "/v1/debit/", "/v1/Debit", "/",
+                                     "/v1/debit%00"]))
+        return WalletCase("POST", path, b"{}", auth, None, 404, None, "route:unknown")
+    # garbage bodies: not JSON, not UTF-8, truncated, NaN, deep, huge, not an object, oversized
+    encoded = enc(body, ascii_only=True)
+    what = draw(st.sampled_from(["truncated", "non-utf8", "nan", "deep", "non-object", "oversized", "empty",
+                                 "binary", "huge-int"]))
+    uuid: Any = None
+    if what == "truncated":
+        raw = encoded.encode()[: draw(st.integers(0, len(encoded) - 1))]
+    elif what == "non-utf8":
+        data = encoded.encode()
+        at = draw(st.integers(0, len(data)))
+        raw = data[:at] + draw(st.sampled_from(BAD_UTF8)) + data[at:]
+    elif what == "nan":
+        body = _set(body, draw(st.sampled_from(["transaction.amount", "userId", "uuid", "sid"])),
+                    Lit(draw(st.sampled_from(["NaN", "Infinity", "-Infinity"]))))
+        raw = enc(body).encode()
+    elif what == "deep":
+        depth = draw(st.integers(5000, 25000))
+        raw = enc({**body, "zz": _nest("list", depth)}).encode()
+    elif what == "non-object":
+        raw = enc(draw(st.one_of(st.lists(json_values, max_size=3), text(max_size=10), st.integers(), st.none(),
+                                 st.booleans()))).encode()
+    elif what == "oversized":
+        raw = enc({**body, "pad": "x" * draw(st.integers(64 * 1024, 200 * 1024))}).encode()
+    elif what == "empty":
+        raw = b""
+    elif what == "huge-int":
+        digits = Lit(_digits(draw(st.integers(5000, 20000))))
+        body = _set(body, draw(st.sampled_from(["transaction.amount", "uuid"])), digits)
+        raw = enc(body).encode()
+    else:
+        raw = draw(st.binary(max_size=100))
+        try:
+            obj = json.loads(raw.decode())
+            uuid = _uuid_of(obj)
+            if isinstance(obj, dict):
+                raw = b"[" + raw + b"]"
+                uuid = None
+        except (ValueError, RecursionError):
+            pass
+    return WalletCase("POST", path, raw, auth, None, "INVALID_PARAMETER", uuid, f"garbage:{what}")
+
+
+@st.composite
+def wallet_example(draw: st.DrawFn, max_size: int = 8) -> list[WalletCase]:
+    """Provider calls on one account world; some are retries of an earlier call (same transaction.id),
+    possibly with another uuid or game session, as a provider retrying would send them."""
+    cases = draw(st.lists(wallet_case(), min_size=1, max_size=max_size))
+    out: list[WalletCase] = []
+    for case in cases:
+        earlier = [c for c in out if c.req is not None and c.req.txid is not None]
+        if earlier and draw(st.integers(0, 2)) == 0:
+            again = draw(st.sampled_from(earlier))
+            body = dict(again.body)
+            if draw(st.booleans()):
+                body["uuid"] = draw(text(max_size=20))
+            out.append(replace(again, body=body, uuid=_uuid_of(body), label="retry"))
+        out.append(case)
+    return out

@@ -141,6 +141,13 @@ class Store:
         max_order = db.execute("SELECT COALESCE(MAX(order_id), 0) FROM finance").fetchone()[0]
         self._orders = itertools.count(max_order + 1)
 
+    def _reload(self) -> None:
+        """Read the state back from the database; order numbers already handed out stay used."""
+        next_order = next(self._orders)
+        self._undo.clear()
+        self._load()
+        self._orders = itertools.count(max(next(self._orders), next_order + 1))
+
     def close(self) -> None:
         self.db.close()
 
@@ -171,6 +178,7 @@ class Store:
         db = self.db
         outcomes = []
         heads = (self.finance_id, self.finance_head, self.seq, self.event_head)
+        committing = False
         db.execute("BEGIN IMMEDIATE")
         try:
             for command in commands:
@@ -197,11 +205,15 @@ class Store:
                 if isolate:
                     db.execute("RELEASE cmd")
                 outcomes.append(outcome)
+            committing = True
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self._revert((0, *heads))
+            if committing:  # a failed COMMIT may still be on disk (WAL): believe the file, not memory
+                self._reload()
+            else:
+                self._revert((0, *heads))
             raise
         self._undo.clear()
         return outcomes

@@ -121,10 +121,17 @@ class _Wallet:
         self._record(kind, c, OK, ref_id=ref_id, order=event.order, seq=event.seq)
         return self._result(c.login, OK, [event])
 
+    def _id_taken(self, kind: str, c: WalletCall) -> bool:
+        """A transaction.id names one transaction: a debit may not reuse a credit's id, nor a credit a
+        debit's (a cancel shares its debit's id by design)."""
+        return self._tx("credit" if kind == "debit" else "debit", c.txid) is not None
+
     def debit(self, c: WalletCall) -> Outcome:
         repeat = self._repeat("debit", c, BET_ALREADY_EXIST)
         if repeat is not None:
             return repeat
+        if self._id_taken("debit", c):
+            return self._result(c.login, INVALID_PARAMETER)
         if self._tx("tombstone", c.txid) is not None:
             self._record("debit", c, FINAL_ERROR_ACTION_FAILED)
             return self._result(c.login, FINAL_ERROR_ACTION_FAILED)
@@ -150,6 +157,8 @@ class _Wallet:
         repeat = self._repeat(kind, c, BET_ALREADY_SETTLED)
         if repeat is not None:
             return repeat
+        if kind == "credit" and self._id_taken("credit", c):
+            return self._result(c.login, INVALID_PARAMETER)
         debit = self._tx("debit", debit_id)
         if debit is None or debit[1] != OK:
             if self._tx("tombstone", debit_id) is None:

@@ -86,6 +86,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="syncledger", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -96,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--tcp-port", type=int, default=7400)
     srv.add_argument("--ws-port", type=int, default=7401)
     srv.add_argument("--wallet-port", type=int, default=7402)
-    srv.add_argument("--sync-timeout-ms", type=int, default=5000)
+    srv.add_argument("--sync-timeout-ms", type=_positive, default=5000)
     srv.set_defaults(run=_serve)
 
     manager = sub.add_parser("manager", help="manage manager accounts").add_subparsers(dest="action", required=True)
@@ -104,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--db", default="syncledger.db")
     add.add_argument("--login", type=int, required=True)
     add.add_argument("--password", required=True)
-    add.add_argument("--session", choices=list(SESSIONS), default="MANAGER")
+    add.add_argument("--session", choices=["MANAGER", "DEALER", "ADMIN"], default="MANAGER")
     add.set_defaults(run=_manager_add)
 
     token = sub.add_parser("token", help="print a token for a stored manager")

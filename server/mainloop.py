@@ -71,7 +71,8 @@ class MainLoop:
 
     def pause(self) -> None:
         """Hold batches back (queued jobs wait) until :meth:`resume`."""
-        self._running = trio.Event()
+        if self._running.is_set():
+            self._running = trio.Event()
 
     def resume(self) -> None:
         self._running.set()

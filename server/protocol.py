@@ -122,8 +122,9 @@ def parse_request(line: bytes) -> Request:
     if not isinstance(obj, dict):
         raise ProtocolError(400, "INVALID_REQUEST", "a request must be a JSON object")
     ext_id = obj.get("extID")
-    if ext_id is not None and (not isinstance(ext_id, str) or len(ext_id) > MAX_EXT_ID):
-        raise ProtocolError(400, "INVALID_REQUEST", f"extID must be a string of at most {MAX_EXT_ID} characters")
+    if ext_id is not None and (not isinstance(ext_id, str) or not 0 < len(ext_id) <= MAX_EXT_ID):
+        raise ProtocolError(400, "INVALID_REQUEST", f"extID must be a string of 1 to {MAX_EXT_ID} characters",
+                            ext_id if isinstance(ext_id, str) else None)
     command = obj.get("command")
     if not isinstance(command, str) or not command:
         raise ProtocolError(400, "INVALID_REQUEST", "command must be a non-empty string", ext_id)

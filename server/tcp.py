@@ -33,6 +33,8 @@ class Connection:
         self.stream, self.dispatcher, self.broker = stream, dispatcher, broker
         self.idle_timeout, self.answer_grace = idle_timeout, answer_grace
         self._out, self._out_recv = trio.open_memory_channel[bytes](outbox_size)
+        self._out_size = outbox_size
+        self._drained: trio.Event | None = None  # set by the writer after each write
         self.pending: set[Pending] = set()
         self._all_answered: trio.Event | None = None
         self.scope = trio.CancelScope()  # the whole connection
@@ -43,12 +45,8 @@ class Connection:
     # ---- what pending requests and the broker call (never wait)
 
     def send(self, line: bytes) -> None:
-        try:
-            self._out.send_nowait(line)
-        except trio.WouldBlock:
+        if not self.offer(line):
             self.drop("too many unread messages")
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
 
     def answered(self, pending: Pending) -> None:
         self.pending.discard(pending)
@@ -70,10 +68,12 @@ class Connection:
         return True
 
     async def put(self, line: bytes) -> None:
-        try:
-            await self._out.send(line)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # the connection is closing
+        """Buffer a replayed event, waiting while the outbox is half full: the other half stays free
+        for replies, so a client that reads at its own pace is never dropped for its own replay."""
+        while self._out.statistics().current_buffer_used >= self._out_size // 2:
+            self._drained = trio.Event()
+            await self._drained.wait()
+        self.offer(line)
 
     def drop(self, reason: str) -> None:
         if self.closed_reason is None:
@@ -100,6 +100,7 @@ class Connection:
             with self.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer)
+                    keep_answering = True  # also when stop_reading() cancels the read: answer, flush, close
                     with self.read_scope:
                         keep_answering = await self._reader()
                     if keep_answering:
@@ -160,3 +161,5 @@ class Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self.drop("peer closed the connection")
                     return
+                if self._drained is not None:
+                    self._drained.set()

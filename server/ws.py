@@ -76,6 +76,17 @@ def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, int | No
 
 
 async def handle(server: Server, request: WebSocketRequest) -> None:
+    """One client: whatever goes wrong with it ends it alone, never the server."""
+    try:
+        await _serve(server, request)
+    except Exception as exc:
+        closed = isinstance(exc, ConnectionClosed) or (
+            isinstance(exc, BaseExceptionGroup) and exc.split(ConnectionClosed)[1] is None)
+        if not closed:
+            log.exception("websocket client failed")
+
+
+async def _serve(server: Server, request: WebSocketRequest) -> None:
     refused, from_seq = _handshake(server, request)
     if refused:
         await request.reject(refused)
@@ -92,8 +103,6 @@ async def handle(server: Server, request: WebSocketRequest) -> None:
                         break  # dropped: what is buffered is for the from_seq replay of its next connection
                     await ws.send_message(line[:-2].decode())
                 nursery.cancel_scope.cancel()
-    except ConnectionClosed:
-        pass
     finally:
         server.broker.remove(sub)
         if sub.reason is not None and not sub.scope.cancelled_caught:

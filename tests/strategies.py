@@ -599,9 +599,11 @@ invalid_subscribe = st.one_of(
 ext_ids = st.one_of(
     st.just((MISSING, None)), st.just((None, None)),
     st.sampled_from(["k1", "k2", "k3", "k1", "seed-1", "seed-3", "seed-fail"]).map(lambda e: (e, e)),
-    text(max_size=40).map(lambda e: (e, e)), text(min_size=MAX_EXT_ID, max_size=MAX_EXT_ID).map(lambda e: (e, e)),
+    text(min_size=1, max_size=40).map(lambda e: (e, e)),
+    text(min_size=MAX_EXT_ID, max_size=MAX_EXT_ID).map(lambda e: (e, e)),
 )
-invalid_ext_ids = st.one_of(st.integers(-3, 3), st.booleans(), st.lists(text(max_size=3), max_size=2),
+# "" is refused: an empty extID would be one idempotency key shared by every request that sends it
+invalid_ext_ids = st.one_of(st.just(""), st.integers(-3, 3), st.booleans(), st.lists(text(max_size=3), max_size=2),
                             st.dictionaries(text(max_size=3), text(max_size=3), max_size=2),
                             st.sampled_from([Lit("1.5"), Lit("-0")]),
                             text(min_size=MAX_EXT_ID + 1, max_size=MAX_EXT_ID + 50))
@@ -742,8 +744,11 @@ def case_bad_envelope(draw: st.DrawFn) -> Case:
         req = replace(req, command=MISSING)
         return _case(req, Expect([Fixed(400, "INVALID_REQUEST", ext)]), "envelope:command", draw)
     if what == "ext":
-        req = replace(req, ext_id=draw(invalid_ext_ids))
-        return _case(req, Expect([Fixed(400, "INVALID_REQUEST", None)]), "envelope:extID", draw)
+        bad = draw(invalid_ext_ids)
+        req = replace(req, ext_id=bad)
+        # a string extID is echoed even when refused, so that the client can match the error
+        echo = bad if type(bad) is str else None  # (Lit, a raw JSON literal, is a str subclass)
+        return _case(req, Expect([Fixed(400, "INVALID_REQUEST", echo)]), "envelope:extID", draw)
     if what == "data":
         req = replace(req, data=draw(st.one_of(st.lists(json_values, max_size=3), text(max_size=10),
                                                st.integers(-5, 5), st.booleans(), st.just(Lit("1.5")))))

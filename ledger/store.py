@@ -21,7 +21,7 @@ from .rules import FinanceRequest, LedgerError, Version
 
 log = logging.getLogger("syncledger.ledger")
 SCHEMA_VERSION = 1
-MAX_LOGIN = 2**63 - 1  # SQLite INTEGER
+MAX_ID = 2**63 - 1  # SQLite INTEGER: the largest login or order
 GENESIS = "0" * 64
 
 
@@ -314,7 +314,7 @@ class Store:
         login = c.login
         if login is None:
             login = max(max(self.accounts, default=999), 999) + 1  # from 1000, even after smaller explicit logins
-            if login > MAX_LOGIN:
+            if login > MAX_ID:
                 raise LedgerError(409, "NO_FREE_LOGIN", f"no login above {login - 1} is left: give one explicitly")
         elif login in self.accounts:
             raise LedgerError(409, "ACCOUNT_EXISTS", f"account {login} already exists")

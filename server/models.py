@@ -7,8 +7,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ledger.money import MoneyError, to_micro
-
-MAX_ID = 2**63 - 1  # SQLite INTEGER
+from ledger.store import MAX_ID
 
 
 def _micro(value: Any) -> int:

@@ -273,7 +273,8 @@ class Store:
             replay = self._replay(c)
             if replay is not None:
                 return replay
-        v, event = self.apply_finance(req, c.now, c.source, c.ext_id, c.new_order)
+        # ext_id is kept on the row only as the idempotency key it is (verify checks the key is there)
+        v, event = self.apply_finance(req, c.now, c.source, c.ext_id if keyed else None, c.new_order)
         if keyed:
             self.db.execute(
                 "INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?)",

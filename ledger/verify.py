@@ -95,3 +95,21 @@ def _check(db: sqlite3.Connection, counts: list[int]) -> None:
         counts[1] += 1
     if records:
         raise _Bad(f"finance row {min(records)}: has no event")
+    _check_keys(db)
+
+
+def _check_keys(db: sqlite3.Connection) -> None:
+    """Every keyed record still has its idempotency key or wallet transaction: without it a retry would
+    apply again."""
+    row = db.execute(
+        "SELECT f.id, f.order_id, f.version FROM finance f JOIN events e ON e.record_id = f.id "
+        "WHERE f.source = 'manager' AND f.ext_id IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM idempotency i WHERE i.seq = e.seq) ORDER BY f.id LIMIT 1").fetchone()
+    if row:
+        raise _Bad(f"finance row {row[0]} (order {row[1]} version {row[2]}): its idempotency key is missing")
+    row = db.execute(
+        "SELECT f.id, f.order_id, f.version FROM finance f JOIN events e ON e.record_id = f.id "
+        "WHERE f.source = 'wallet' AND NOT EXISTS (SELECT 1 FROM wallet_tx w WHERE w.seq = e.seq) "
+        "ORDER BY f.id LIMIT 1").fetchone()
+    if row:
+        raise _Bad(f"finance row {row[0]} (order {row[1]} version {row[2]}): its wallet transaction is missing")

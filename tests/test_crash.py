@@ -47,10 +47,12 @@ def test_the_checker_catches_what_it_is_there_to_catch(tmp_path):
     lost.add(Op("mgr", "k2", 1000, Decimal(1), "BalanceIn", {})).replies.append((0, "load", ("ok", 7, 1000, 6, 1)))
     with pytest.raises(CrashTestFailure, match="ACKNOWLEDGED .* but not in the ledger"):
         check_journal(read_ledger(db), lost, "lost")
-    store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, 1), now=2, ext_id="nobody")])
+    store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, 1), now=2, manager=MANAGER, ext_id="nobody")])
     with pytest.raises(CrashTestFailure, match="phantom"):
         check_journal(read_ledger(db), journal(), "phantom")
-    store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, 5_000_000), now=3, ext_id="k1")])
+    # the ledger refuses to apply k1 twice, so the double write comes from another manager's key scope
+    store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, 5_000_000), now=3, manager=MANAGER + 1,
+                               ext_id="k1")])
     with pytest.raises(CrashTestFailure, match="APPLIED 2 TIMES"):
         check_journal(read_ledger(db), journal(), "double")
     store.close()

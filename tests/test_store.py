@@ -699,3 +699,25 @@ def test_an_unexpected_error_in_one_command_fails_only_that_command(store):
     assert [o.error.code if o.error else None for o in outcomes] == [None, "INTERNAL", None]
     assert outcomes[1].error.status == 500 and store.accounts[a][1] == 3 * U
     assert verify(store.db).ok
+
+
+@pytest.mark.parametrize("table, key", [("idempotency", "ext_id = 'k1'"), ("wallet_tx", "txid = 'bet-1'")])
+def test_verify_names_a_record_whose_key_was_deleted(path, table, key):
+    """Deleting a key behind the ledger's back would let a retry apply again: verify must see it."""
+    from ledger.wallet import OpenSession, WalletCall
+
+    store = Store(path)
+    store.apply_batch([AddAccount("a", "EUR", 0)])
+    store.apply_batch([fin("BalanceIn", 1000, 10 * U, manager=MANAGER, ext_id="k1"),
+                       OpenSession(1000, "sid-1", 0, 60)])
+    store.apply_batch([WalletCall("debit", 1000, 1, 60, sid="sid-1", currency="EUR", txid="bet-1", amount=U,
+                                  payload="p")])
+    store.close()
+    assert verify_path(path).ok
+    raw = sqlite3.connect(path)
+    raw.execute(f"DROP TRIGGER {table}_no_delete")
+    raw.execute(f"DELETE FROM {table} WHERE {key}")
+    raw.commit()
+    raw.close()
+    report = verify_path(path)
+    assert not report.ok and "is missing" in report.problem and report.problem.startswith("finance row")

@@ -35,6 +35,7 @@ FINANCE_MODELS: dict[str, type[BaseModel]] = {
 ACCOUNT_ADMINS = frozenset({SESSION_MANAGER, SESSION_ADMIN})
 ANY_SESSION = frozenset(range(4))
 CHANNELS = ("trade:event",)
+MAX_TRADES = 10_000  # records in one GetTrades answer
 # Checked when the login is unknown, so that a wrong login costs as much as a wrong password.
 _DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
@@ -146,8 +147,10 @@ class Dispatcher:
     async def get_trades(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
         data = models.GetTradesData.model_validate(req.data)
         await self._account(data.login)
-        records = await self.s.mainloop.read(self.s.store.get_records, data.login, data.from_, data.to)
-        pending.ok({"login": data.login, "trades": [orjson.Fragment(r) for r in records]})
+        records = await self.s.mainloop.read(self.s.store.get_records, data.login, data.from_, data.to,
+                                             MAX_TRADES + 1)
+        pending.ok({"login": data.login, "trades": [orjson.Fragment(r) for r in records[:MAX_TRADES]],
+                    "more": len(records) > MAX_TRADES})  # more: narrow from/to to see the rest
 
     async def _account(self, login: int) -> dict:
         account = await self.s.mainloop.read(self.s.store.get_account, login)

@@ -636,7 +636,7 @@ class ManagerOracle:
                       key=lambda r: r.order)
 
         def check(data: Any, b: Snap, a: Snap) -> None:
-            want = {"login": f["login"], "trades": [b.event_data(r.seq) for r in rows]}
+            want = {"login": f["login"], "trades": [b.event_data(r.seq) for r in rows], "more": False}
             if data != want:
                 raise Failed(f"GetTrades: {data!r} != {want!r}")
         return Pred(200, None, check)

@@ -248,3 +248,16 @@ async def test_line_of_64k_plus_one_byte_ended_by_newline_is_too_long(mem_server
     conn = Raw(mem_server.connect_memory())
     reply = await conn.ask(b"x" * (protocol.MAX_LINE + 1) + b"\n")
     assert (reply["status"], reply["error"]) == (400, "LINE_TOO_LONG")
+
+
+async def test_get_trades_says_when_there_are_more(mem_server, login_1000, monkeypatch):
+    from server import commands
+
+    monkeypatch.setattr(commands, "MAX_TRADES", 2)
+    async with mem_client(mem_server) as c:
+        first = await c.call("GetTrades", {"login": 1000})
+        await c.call("BalanceIn", {"login": 1000, "amount": 1})
+        await c.call("BalanceIn", {"login": 1000, "amount": 1})
+        full = await c.call("GetTrades", {"login": 1000})
+    assert len(first.data["trades"]) == 1 and first.data["more"] is False
+    assert len(full.data["trades"]) == 2 and full.data["more"] is True

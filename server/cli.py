@@ -61,7 +61,8 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-async def _serve_until_signalled(config: Config) -> None:
+async def _serve_until_signalled(config: Config, stopped: list[bool]) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down cleanly (``stopped`` is set once that is done)."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(serve, config)
@@ -76,13 +77,21 @@ async def _serve_until_signalled(config: Config) -> None:
             async for _ in signals:
                 await server.shutdown()
                 break
+        stopped.append(True)
 
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = Config(db=args.db, host=args.host, tcp_port=args.tcp_port, ws_port=args.ws_port,
                     wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms)
-    trio.run(_serve_until_signalled, config)
+    stopped: list[bool] = []
+    try:
+        trio.run(_serve_until_signalled, config, stopped)
+    except KeyboardInterrupt:
+        # A signal that came while shutting down is re-delivered when the receiver closes; the server
+        # has stopped cleanly by then, so it changes nothing. Before that, it is a real interrupt.
+        if not stopped:
+            raise
     return 0
 
 

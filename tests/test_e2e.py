@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from decimal import Decimal
 
+import pytest
 import trio
 
 from server.client import connect
@@ -111,3 +113,38 @@ def test_session_open_cli(tmp_path):
     assert len(sid) >= 20
     missing = subprocess.run([*CLI, "session", "open", "--db", db, "--login", "5"], capture_output=True, text=True)
     assert missing.returncode == 1 and "no account 5" in missing.stderr
+
+
+def test_a_second_signal_during_shutdown_still_exits_0(tmp_path, monkeypatch):
+    """Ctrl-C twice, or a supervisor forwarding the same signal: the shutdown stays clean and exits 0.
+    (In-process: signals go to the main thread; shutdown is slowed so the second one lands inside it.)"""
+    import threading
+    import time
+
+    from server import cli
+    from server.app import Server
+
+    real_shutdown = Server.shutdown
+
+    async def slow_shutdown(self):
+        await trio.sleep(0.5)
+        await real_shutdown(self)
+
+    monkeypatch.setattr(Server, "shutdown", slow_shutdown)
+
+    def signal_twice():
+        time.sleep(1.5)  # started by then
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # inside the shutdown
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=signal_twice, daemon=True).start()
+    argv = ["serve", "--db", str(tmp_path / "twice.db"), "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0"]
+    threshold = gc.get_threshold()
+    try:
+        assert cli.main(argv) == 0
+    except KeyboardInterrupt:
+        pytest.fail("the second signal escaped as KeyboardInterrupt after a clean shutdown")
+    finally:
+        gc.unfreeze()  # serve tunes the collector for its process; give the test process its own back
+        gc.set_threshold(*threshold)

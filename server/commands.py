@@ -200,16 +200,13 @@ class Dispatcher:
 
 
 def _answer(pending: Pending, outcome: Outcome) -> None:
-    if outcome.error is not None:
-        pending.error(outcome.error.status, outcome.error.code, outcome.error.message)
-    else:
+    if not pending.refused(outcome):
         pending.ok(outcome.data)
 
 
 def _accepted(pending: Pending, outcome: Outcome) -> None:
     """The plain (non-Sync) answer of a finance command: an acceptance once committed."""
-    if outcome.error is not None:
-        pending.error(outcome.error.status, outcome.error.code, outcome.error.message)
+    if pending.refused(outcome):
         return
     r = outcome.data
     pending.ok({"accepted": True, "order": r.order, "state": rules.ACCEPT_STATE[r.type], "login": r.login,

@@ -15,6 +15,8 @@ import math
 import sqlite3
 from typing import TYPE_CHECKING, Any, Callable
 
+import trio
+
 from ledger.store import Event, Outcome
 
 if TYPE_CHECKING:
@@ -58,8 +60,6 @@ class Faults:
         """Called by the mainLoop with each batch's commands; returns what to apply."""
         if self.commit_delay:
             delay, self.commit_delay = self.commit_delay, 0.0
-            import trio
-
             await trio.sleep(delay)
         if self.failing:
             self.failing -= 1

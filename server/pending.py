@@ -50,6 +50,13 @@ class Pending:
     def error(self, status: int, code: str, message: str) -> bool:
         return self.answer(protocol.error(self.ext_id, status, code, message))
 
+    def refused(self, outcome: Outcome) -> bool:
+        """Answer the outcome's error, if it has one; True if it did."""
+        if outcome.error is None:
+            return False
+        self.error(outcome.error.status, outcome.error.code, outcome.error.message)
+        return True
+
     def abandon(self) -> None:
         """The connection is gone: nobody to answer; the work itself still completes."""
         if not self.done:
@@ -68,10 +75,7 @@ class Pending:
 
     def on_outcome(self, outcome: Outcome) -> None:
         """The job is committed: a replay or a refusal is answered here (a new record by its event)."""
-        if outcome.error is not None:
-            e = outcome.error
-            self.error(e.status, e.code, e.message)
-        elif outcome.replay:
+        if not self.refused(outcome) and outcome.replay:
             self.ok(outcome.data.record)
 
     def expire(self) -> None:

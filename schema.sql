@@ -1,4 +1,5 @@
--- syncledger schema, version 1 (tracked in PRAGMA user_version).
+-- syncledger schema, version 2 (tracked in PRAGMA user_version): the whole schema of a new ledger.
+-- An older ledger is brought here by the numbered steps of ledger/migrations.py.
 -- Money columns hold signed integer micro-units (1 unit = 1_000_000).
 -- Ledger tables (finance, events, idempotency, wallet_tx) are append-only:
 -- triggers refuse UPDATE and DELETE, a change to an order is a new row.
@@ -82,12 +83,14 @@ CREATE TABLE IF NOT EXISTS idempotency (
 
 -- Game-wallet transactions by (kind, transaction.id). kind is debit, credit,
 -- cancel or tombstone (a credit/cancel that came before its debit: txid is
--- the debit's id, which can then never be debited).
+-- the id it named, which can then never be debited). game_id is the round
+-- (game.id); a round is (login, game_id) and is closed by its OK credit.
 CREATE TABLE IF NOT EXISTS wallet_tx (
     kind     TEXT    NOT NULL,
     txid     TEXT    NOT NULL,
     login    INTEGER NOT NULL,
     ref_id   TEXT,
+    game_id  TEXT,
     amount   INTEGER NOT NULL,
     payload  TEXT    NOT NULL,
     status   TEXT    NOT NULL,
@@ -97,6 +100,7 @@ CREATE TABLE IF NOT EXISTS wallet_tx (
     PRIMARY KEY (kind, txid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS wallet_tx_ref ON wallet_tx (ref_id);
+CREATE INDEX IF NOT EXISTS wallet_tx_round ON wallet_tx (login, game_id);
 
 CREATE TRIGGER IF NOT EXISTS finance_no_update BEFORE UPDATE ON finance
 BEGIN SELECT RAISE(ABORT, 'finance rows are append-only'); END;
@@ -115,4 +119,4 @@ BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS wallet_tx_no_delete BEFORE DELETE ON wallet_tx
 BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;

@@ -10,23 +10,18 @@ import itertools
 import logging
 import sqlite3
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Callable, Sequence
 
 import orjson
 
-from . import rules
+from . import migrations, rules
 from .money import to_text
 from .rules import FinanceRequest, LedgerError, Version
 
 log = logging.getLogger("syncledger.ledger")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = migrations.LATEST
 MAX_ID = 2**63 - 1  # SQLite INTEGER: the largest login or order
 GENESIS = "0" * 64
-
-
-def schema_sql() -> str:
-    return resources.files("ledger").joinpath("schema.sql").read_text()
 
 
 def finance_hash(prev: str, row_id: int, v: Version, source: str, ext_id: str | None, created: int) -> str:
@@ -109,11 +104,11 @@ class Store:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA busy_timeout=5000")
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{path}: schema version {version} is newer than this syncledger ({SCHEMA_VERSION})")
-        if version < SCHEMA_VERSION:
-            self.db.executescript(schema_sql())
+        try:
+            self.migrated = migrations.migrate(self.db, path)
+        except BaseException:
+            self.db.close()
+            raise
         self._handlers: dict[type, Callable[[Any], Outcome]] = {
             Finance: self._finance,
             AddAccount: self._add_account,

@@ -1,5 +1,5 @@
-"""Game-wallet commands on the store: game sessions (sid), and check, balance, debit, credit, cancel with
-idempotency by ``transaction.id`` and tombstones for a credit or cancel that comes before its debit."""
+"""Game-wallet commands on the store: game sessions (sid), and check, balance, debit, credit, cancel settled by
+round (``game.id``), idempotent by ``transaction.id``, with tombstones for a credit or cancel before its debit."""
 
 from __future__ import annotations
 
@@ -43,17 +43,38 @@ class WalletCall:
     currency: str | None = None
     txid: str | None = None
     ref_id: str | None = None
+    game_id: str | None = None  # the round
     amount: int = 0
     payload: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class WalletResult:
-    """``balance``/``bonus`` are the account's balance and credit (micro-units), None if it is unknown."""
+    """``balance``/``bonus`` are the account's balance and credit (micro-units), None if it is unknown;
+    ``retransmission`` marks the answer to a transaction.id seen before."""
 
     status: str
     balance: int | None = None
     bonus: int | None = None
+    retransmission: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Tx:
+    """A recorded wallet transaction (one wallet_tx row)."""
+
+    kind: str
+    txid: str
+    login: int
+    ref_id: str | None
+    game_id: str | None
+    payload: str
+    status: str
+    order: int | None
+    seq: int | None
+
+
+_TX = "SELECT kind, txid, login, ref_id, game_id, payload, status, order_id, seq FROM wallet_tx"
 
 
 class _Wallet:
@@ -70,16 +91,17 @@ class _Wallet:
         account = self.store.accounts.get(c.login)
         if account is None:
             return Outcome(data=WalletResult(INVALID_PARAMETER))
-        if c.action in ("check", "balance"):
-            status = OK if self._session_ok(c) else INVALID_SID
-            return self._result(c.login, status)
+        if c.action == "check" and c.currency is None:  # check may leave the currency out
+            return self._result(c.login, OK if self._session_ok(c) else INVALID_SID)
         if c.currency != account[0]:
             return self._result(c.login, INVALID_PARAMETER)
+        if c.action in ("check", "balance"):
+            return self._result(c.login, OK if self._session_ok(c) else INVALID_SID)
         return getattr(self, c.action)(c)
 
-    def _result(self, login: int, status: str, events: list | None = None) -> Outcome:
+    def _result(self, login: int, status: str, events: list | None = None, retransmission: bool = False) -> Outcome:
         _, balance, credit = self.store.accounts[login]
-        return Outcome(data=WalletResult(status, balance, credit), events=events or [])
+        return Outcome(data=WalletResult(status, balance, credit, retransmission), events=events or [])
 
     def _session_ok(self, c: WalletCall) -> bool:
         """The sid belongs to the user and has not been idle too long; activity renews it."""
@@ -89,95 +111,140 @@ class _Wallet:
         self.db.execute("UPDATE game_sessions SET last_seen = ? WHERE sid = ?", (c.now, c.sid))
         return True
 
-    def _tx(self, kind: str, txid: str) -> tuple[str, str, int] | None:
-        """(payload, status, login) of a recorded transaction."""
-        return self.db.execute("SELECT payload, status, login FROM wallet_tx WHERE kind = ? AND txid = ?",
-                               (kind, txid)).fetchone()
+    # ---- the wallet_tx table
 
-    def _record(self, kind: str, c: WalletCall, status: str, *, txid: str | None = None,
-                ref_id: str | None = None, order: int | None = None, seq: int | None = None) -> None:
-        self.db.execute("INSERT INTO wallet_tx VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (kind, txid or c.txid, c.login, ref_id or c.ref_id, c.amount, c.payload, status, order,
-                         seq, c.now))
+    def _tx(self, kind: str, txid: str) -> _Tx | None:
+        row = self.db.execute(_TX + " WHERE kind = ? AND txid = ?", (kind, txid)).fetchone()
+        return _Tx(*row) if row else None
 
-    def _settled(self, debit_id: str) -> bool:
-        return self.db.execute(
-            "SELECT 1 FROM wallet_tx WHERE ref_id = ? AND kind IN ('credit', 'cancel') AND status = 'OK' LIMIT 1",
-            (debit_id,)).fetchone() is not None
+    def _record(self, kind: str, c: WalletCall, status: str, *, txid: str | None = None, ref_id: str | None = None,
+                game_id: str | None = None, order: int | None = None, seq: int | None = None) -> None:
+        self.db.execute("INSERT INTO wallet_tx VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (kind, txid or c.txid, c.login, ref_id or c.ref_id, game_id or c.game_id, c.amount,
+                         c.payload, status, order, seq, c.now))
 
-    def _repeat(self, kind: str, c: WalletCall, repeated_ok: str) -> Outcome | None:
-        """The answer to a transaction.id seen before: a changed request is INVALID_PARAMETER, a repeat
-        of one that succeeded answers ``repeated_ok``, a repeat of a refused one is refused again."""
-        seen = self._tx(kind, c.txid)
-        if seen is None:
-            return None
-        payload, status, _ = seen
-        if payload != c.payload:
+    def _answer(self, kind: str, c: WalletCall, status: str, **recorded: object) -> Outcome:
+        """Record a refusal under the transaction.id (a retry gets the same answer) and answer it."""
+        self._record(kind, c, status, **recorded)  # type: ignore[arg-type]
+        return self._result(c.login, status)
+
+    def _repeat(self, seen: _Tx, c: WalletCall, repeated_ok: str) -> Outcome:
+        """A transaction.id seen before: a changed request is INVALID_PARAMETER; a retry of one that
+        succeeded answers ``repeated_ok``, of a refused one the same refusal; both as a retransmission."""
+        if seen.payload != c.payload:
             return self._result(c.login, INVALID_PARAMETER)
-        return self._result(c.login, repeated_ok if status == OK else status)
+        return self._result(c.login, repeated_ok if seen.status == OK else seen.status, retransmission=True)
 
-    def _move(self, kind: str, c: WalletCall, request: FinanceRequest, ref_id: str | None = None) -> Outcome:
+    def _tombstone(self, txid: str, c: WalletCall) -> None:
+        """``txid`` was named by a credit or cancel before any debit had it: it can never be debited."""
+        if self._tx("tombstone", txid) is None:
+            self._record("tombstone", c, c.action, txid=txid, ref_id=c.txid)
+
+    def _move(self, kind: str, c: WalletCall, request: FinanceRequest, ref_id: str | None = None,
+              game_id: str | None = None) -> Outcome:
         _, event = self.store.apply_finance(request, c.now, "wallet", c.txid)
-        self._record(kind, c, OK, ref_id=ref_id, order=event.order, seq=event.seq)
+        self._record(kind, c, OK, ref_id=ref_id, game_id=game_id, order=event.order, seq=event.seq)
         return self._result(c.login, OK, [event])
 
-    def _id_taken(self, kind: str, c: WalletCall) -> bool:
-        """A transaction.id names one transaction: a debit may not reuse a credit's id, nor a credit a
-        debit's (a cancel shares its debit's id by design)."""
-        return self._tx("credit" if kind == "debit" else "debit", c.txid) is not None
+    # ---- rounds
+
+    def _debits(self, ref: str, game_id: str | None) -> list[_Tx]:
+        """The accepted debits a credit's refId names: by the debit's id or its own refId, in the round."""
+        rows = self.db.execute(
+            _TX + " WHERE kind = 'debit' AND status = 'OK' AND txid = ? UNION "
+            + _TX + " WHERE kind = 'debit' AND status = 'OK' AND ref_id = ? ORDER BY 9", (ref, ref)).fetchall()
+        return [d for d in (_Tx(*row) for row in rows) if game_id is None or d.game_id == game_id]
+
+    def _round_credit(self, login: int, game_id: str | None, refs: set[str], after_seq: int = 0) -> bool:
+        """Has an accepted credit (committed after ``after_seq``) settled the round: ``game_id``, or for a
+        round without one, the debits known by ``refs``?"""
+        if game_id is not None:
+            row = self.db.execute(
+                "SELECT 1 FROM wallet_tx WHERE login = ? AND game_id = ? AND kind = 'credit' AND status = 'OK' "
+                "AND seq > ? LIMIT 1", (login, game_id, after_seq)).fetchone()
+            return row is not None
+        marks = ",".join("?" * len(refs))
+        row = self.db.execute(
+            f"SELECT 1 FROM wallet_tx WHERE login = ? AND game_id IS NULL AND kind = 'credit' AND status = 'OK' "
+            f"AND seq > ? AND ref_id IN ({marks}) LIMIT 1", (login, after_seq, *refs)).fetchone()
+        return row is not None
+
+    def _live(self, debit: _Tx) -> bool:
+        """Not cancelled and its order not deleted by a manager."""
+        return self.store.current_version(debit.order).state != TS_DELETED
+
+    # ---- the three moves
 
     def debit(self, c: WalletCall) -> Outcome:
-        repeat = self._repeat("debit", c, BET_ALREADY_EXIST)
-        if repeat is not None:
-            return repeat
-        if self._id_taken("debit", c):
+        seen = self._tx("debit", c.txid)
+        if seen is not None:
+            return self._repeat(seen, c, BET_ALREADY_EXIST)
+        if self._tx("credit", c.txid) is not None:  # a transaction.id names one transaction
             return self._result(c.login, INVALID_PARAMETER)
-        if self._tx("tombstone", c.txid) is not None:
-            self._record("debit", c, FINAL_ERROR_ACTION_FAILED)
-            return self._result(c.login, FINAL_ERROR_ACTION_FAILED)
+        if self._tx("tombstone", c.txid) is not None or (c.ref_id and self._tx("tombstone", c.ref_id)):
+            return self._answer("debit", c, FINAL_ERROR_ACTION_FAILED)
         if not self._session_ok(c):
             return self._result(c.login, INVALID_SID)
-        request = FinanceRequest("BalanceOut", c.login, c.amount, f"debit {c.txid}"[:255], allow_zero=True)
+        # A debit in a round already settled is taken like any other: the provider follows it with a cancel.
+        request = FinanceRequest("BalanceOut", c.login, c.amount, _comment(c))
         try:
             return self._move("debit", c, request)
         except LedgerError as e:
             if e.code != "NO_MONEY":
                 raise
-        self._record("debit", c, INSUFFICIENT_FUNDS)
-        return self._result(c.login, INSUFFICIENT_FUNDS)
+        return self._answer("debit", c, INSUFFICIENT_FUNDS)
 
     def credit(self, c: WalletCall) -> Outcome:
-        return self._settle("credit", c, c.ref_id)
+        """Settle the round (win, or a loss with amount 0); the round is closed by it."""
+        seen = self._tx("credit", c.txid)
+        if seen is not None:
+            return self._repeat(seen, c, BET_ALREADY_SETTLED)
+        if self._tx("debit", c.txid) is not None:
+            return self._result(c.login, INVALID_PARAMETER)
+        if c.game_id is not None and self._round_credit(c.login, c.game_id, set()):
+            return self._answer("credit", c, BET_ALREADY_SETTLED)
+        debits = self._debits(c.ref_id, c.game_id)
+        if not debits:
+            self._tombstone(c.ref_id, c)
+            return self._answer("credit", c, BET_DOES_NOT_EXIST)
+        if any(d.login != c.login for d in debits):
+            return self._result(c.login, INVALID_PARAMETER)
+        round_id = c.game_id if c.game_id is not None else debits[0].game_id
+        refs = {c.ref_id} | {d.txid for d in debits} | {d.ref_id for d in debits if d.ref_id}
+        if (c.game_id is None and self._round_credit(c.login, round_id, refs)) or \
+                not any(self._live(d) for d in debits):
+            return self._answer("credit", c, BET_ALREADY_SETTLED, game_id=round_id)
+        request = FinanceRequest("BalanceIn", c.login, c.amount, _comment(c, round_id), allow_zero=True)
+        return self._move("credit", c, request, game_id=round_id)
 
     def cancel(self, c: WalletCall) -> Outcome:
-        return self._settle("cancel", c, c.txid)
+        """Reverse the debit whose transaction.id the cancel carries, unless its round's credit came after it."""
+        seen = self._tx("cancel", c.txid)
+        if seen is not None:
+            return self._repeat(seen, c, BET_ALREADY_SETTLED)
+        debit = self._tx("debit", c.txid)
+        if debit is None or debit.status != OK or \
+                (c.game_id is not None and debit.game_id is not None and debit.game_id != c.game_id):
+            self._tombstone(c.txid, c)
+            return self._answer("cancel", c, BET_DOES_NOT_EXIST, ref_id=c.txid)
+        if debit.login != c.login:
+            return self._result(c.login, INVALID_PARAMETER)
+        refs = {debit.txid} | ({debit.ref_id} if debit.ref_id else set())
+        if not self._live(debit) or self._round_credit(c.login, debit.game_id, refs, after_seq=debit.seq):
+            return self._answer("cancel", c, BET_ALREADY_SETTLED, ref_id=c.txid, game_id=debit.game_id)
+        return self._move("cancel", c, FinanceRequest("DeleteBalance", order=debit.order), ref_id=c.txid,
+                          game_id=debit.game_id)
 
-    def _settle(self, kind: str, c: WalletCall, debit_id: str) -> Outcome:
-        """Credit (win or loss) or cancel the round opened by debit ``debit_id``."""
-        repeat = self._repeat(kind, c, BET_ALREADY_SETTLED)
-        if repeat is not None:
-            return repeat
-        if kind == "credit" and self._id_taken("credit", c):
-            return self._result(c.login, INVALID_PARAMETER)
-        debit = self._tx("debit", debit_id)
-        if debit is None or debit[1] != OK:
-            if self._tx("tombstone", debit_id) is None:
-                self._record("tombstone", c, kind, txid=debit_id, ref_id=c.txid)
-            self._record(kind, c, BET_DOES_NOT_EXIST, ref_id=debit_id)
-            return self._result(c.login, BET_DOES_NOT_EXIST)
-        if debit[2] != c.login:
-            return self._result(c.login, INVALID_PARAMETER)
-        order = self.db.execute("SELECT order_id FROM wallet_tx WHERE kind = 'debit' AND txid = ?",
-                                (debit_id,)).fetchone()[0]
-        # Settled by an earlier credit or cancel, or its order deleted by a manager: nothing more to do.
-        if self._settled(debit_id) or self.store.current_version(order).state == TS_DELETED:
-            self._record(kind, c, BET_ALREADY_SETTLED, ref_id=debit_id)
-            return self._result(c.login, BET_ALREADY_SETTLED)
-        if kind == "credit":
-            request = FinanceRequest("BalanceIn", c.login, c.amount, f"credit {c.txid}"[:255], allow_zero=True)
-        else:
-            request = FinanceRequest("DeleteBalance", order=order)
-        return self._move(kind, c, request, ref_id=debit_id)
+
+def _comment(c: WalletCall, round_id: str | None = None) -> str:
+    """The finance record's comment: the move, its transaction and its round, for an operator's trace."""
+    text = f"{c.action} {c.txid}"
+    if c.action == "credit":
+        text += f" ref {c.ref_id}"
+    round_id = round_id if round_id is not None else c.game_id
+    if round_id is not None:
+        text += f" round {round_id}"
+    return text[:255]
 
 
 def install(store: Store) -> None:

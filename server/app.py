@@ -53,6 +53,7 @@ class Config:
     epoch: float | None = None  # wall time at trio.current_time() == 0; None: the real clock
     secret: str | None = None  # token secret; None: SYNCLEDGER_SECRET or the one kept in the database
     wallet_token: str | None = None  # provider's shared token; None: SYNCLEDGER_WALLET_TOKEN (unset: refuse all)
+    wallet_test_endpoints: bool = False  # POST /v1/sid, for providers' test environments only
 
 
 class Ports(NamedTuple):
@@ -71,7 +72,8 @@ class Server:
         self.mainloop = MainLoop(self.store, self.broker.publish, batch_max=config.batch_max,
                                  inbox_size=config.inbox_size, threaded=config.threaded)
         self.dispatcher = Dispatcher(self)
-        self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"))
+        self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"),
+                                config.wallet_test_endpoints)
         self._wallet_stop = trio.Event()
         self.connections: set[Connection] = set()
         self.ports: Ports | None = None

@@ -83,7 +83,8 @@ async def _serve_until_signalled(config: Config, stopped: list[bool]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = Config(db=args.db, host=args.host, tcp_port=args.tcp_port, ws_port=args.ws_port,
-                    wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms)
+                    wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms,
+                    wallet_test_endpoints=args.wallet_test_endpoints)
     stopped: list[bool] = []
     try:
         trio.run(_serve_until_signalled, config, stopped)
@@ -113,6 +114,9 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--ws-port", type=int, default=7401)
     srv.add_argument("--wallet-port", type=int, default=7402)
     srv.add_argument("--sync-timeout-ms", type=_positive, default=5000)
+    srv.add_argument("--wallet-test-endpoints", action="store_true",
+                     help="serve POST /v1/sid (a fresh sid for an account) for a provider's test suite; "
+                          "never in production")
     srv.set_defaults(run=_serve)
 
     manager = sub.add_parser("manager", help="manage manager accounts").add_subparsers(dest="action", required=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -96,7 +98,20 @@ def describe(error: ValidationError) -> str:
 # ---- game-wallet requests (JSON bodies of /v1/*)
 
 WalletId = Annotated[str, Field(strict=True, min_length=1, max_length=64)]
-WalletAmount = Annotated[int, BeforeValidator(_micro), Field(ge=0)]
+_DECIMAL_TEXT = re.compile(r"-?[0-9]{1,30}(\.[0-9]{1,30})?")
+
+
+def _wallet_micro(value: Any) -> int:
+    """A JSON number, or a plain decimal string such as ``"1.55"`` (providers send both), exact."""
+    if isinstance(value, str):
+        if not _DECIMAL_TEXT.fullmatch(value):
+            raise ValueError("amount must be a number or a decimal string")
+        value = Decimal(value)
+    return _micro(value)
+
+
+WalletAmount = Annotated[int, BeforeValidator(_wallet_micro), Field(ge=0)]
+Currency = Annotated[str, Field(strict=True, pattern=r"^[A-Z]{3}$")]
 
 
 def _user_id(value: Any) -> int:
@@ -117,19 +132,25 @@ class Transaction(_Data):
     amount: WalletAmount | None = None
 
 
-class WalletSession(_Data):
-    """``check`` and ``balance``."""
+class WalletUser(_Data):
+    """``POST /v1/sid`` (test environments): a check request whose sid is not looked at."""
 
-    sid: Annotated[str, Field(strict=True, min_length=1, max_length=128)]
     userId: Annotated[int, BeforeValidator(_user_id)]
-    currency: Annotated[str, Field(strict=True, pattern=r"^[A-Z]{3}$")] | None = None
     uuid: Annotated[str, Field(strict=True, max_length=128)] | None = None
 
 
-class WalletMove(WalletSession):
-    """``debit``, ``credit`` and ``cancel``: the sid may have expired for credit and cancel."""
+class WalletSession(WalletUser):
+    """``check`` and ``balance``."""
 
-    sid: Annotated[str, Field(strict=True, max_length=128)] = ""
-    currency: Annotated[str, Field(strict=True, pattern=r"^[A-Z]{3}$")]
+    sid: Annotated[str, Field(strict=True, min_length=1, max_length=128)]
+    currency: Currency | None = None
+
+
+class WalletMove(WalletUser):
+    """``debit``, ``credit`` and ``cancel``. The sid may be expired, empty, null or missing on credit and
+    cancel (debit checks it)."""
+
+    sid: Annotated[str, Field(strict=True, max_length=128)] | None = None
+    currency: Currency
     game: Game | None = None
     transaction: Transaction

@@ -1,10 +1,12 @@
 """The game-wallet HTTP API as a small ASGI app served by hypercorn's Trio worker: POST /v1/check,
-/v1/balance, /v1/debit, /v1/credit, /v1/cancel. Every business outcome is HTTP 200 with a status string."""
+/v1/balance, /v1/debit, /v1/credit, /v1/cancel (and /v1/sid in test environments). Every business outcome
+is HTTP 200 with a status string."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -16,7 +18,7 @@ from ledger import Outcome, to_text
 from ledger import wallet as w
 
 from .mainloop import Job, ShuttingDown
-from .models import WalletMove, WalletSession
+from .models import WalletMove, WalletSession, WalletUser
 from .protocol import decode_json
 
 if TYPE_CHECKING:
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("syncledger.wallet")
 MAX_BODY = 64 * 1024
 ACTIONS = ("check", "balance", "debit", "credit", "cancel")
-ROUTES = {f"/v1/{action}": action for action in ACTIONS}
+TEST_ACTIONS = ("sid",)  # only with serve --wallet-test-endpoints
 INVALID_TOKEN_ID, TEMPORARY_ERROR, UNKNOWN_ERROR = "INVALID_TOKEN_ID", "TEMPORARY_ERROR", "UNKNOWN_ERROR"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -53,34 +55,38 @@ def wallet_call(action: str, obj: dict, now: int, ttl: int) -> w.WalletCall:
     if action in ("check", "balance"):
         return w.WalletCall(action, req.userId, now, ttl, sid=req.sid, currency=req.currency)
     tx = req.transaction
-    if (action == "debit" and (not req.sid or tx.amount is None)) or \
-            (action == "credit" and (tx.refId is None or tx.amount is None)):
-        raise _Invalid()
+    if (action == "debit" and not tx.amount) or (action == "credit" and (tx.refId is None or tx.amount is None)):
+        raise _Invalid()  # a debit needs an amount above 0; a credit its refId and an amount (0: a loss)
     game = req.game
+    # The canonical content compared when a transaction.id comes again (unchanged since schema version 1).
     payload = orjson.dumps([action, req.userId, req.currency, game.id if game else None,
                             game.type if game else None, tx.id, tx.refId, tx.amount]).decode()
     return w.WalletCall(action, req.userId, now, ttl, sid=req.sid, currency=req.currency, txid=tx.id,
-                        ref_id=tx.refId, amount=tx.amount or 0, payload=payload)
+                        ref_id=tx.refId, game_id=game.id if game else None, amount=tx.amount or 0,
+                        payload=payload)
 
 
-def render(action: str, status: str, uuid: Any, sid: str | None = None,
-           balance: int | None = None, bonus: int | None = None) -> bytes:
+def render(action: str, status: str, uuid: Any, sid: str | None = None, balance: int | None = None,
+           bonus: int | None = None, retransmission: bool = False) -> bytes:
     reply: dict[str, Any] = {"status": status}
-    if action == "check" and sid is not None:
+    if action in ("check", "sid") and sid is not None:
         reply["sid"] = sid
     elif balance is not None:
         reply["balance"] = orjson.Fragment(to_text(balance))
         reply["bonus"] = orjson.Fragment(to_text(bonus))
     reply["uuid"] = uuid if isinstance(uuid, str) else None
+    if retransmission:
+        reply["retransmission"] = True
     return orjson.dumps(reply)
 
 
 class WalletApp:
     """ASGI app; ``token`` is the provider's shared token (None: every call is INVALID_TOKEN_ID)."""
 
-    def __init__(self, server: Server, token: str | None):
+    def __init__(self, server: Server, token: str | None, test_endpoints: bool = False):
         self.s = server
         self._token = token.encode() if token else None
+        self.routes = {f"/v1/{action}": action for action in ACTIONS + (TEST_ACTIONS if test_endpoints else ())}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -93,7 +99,7 @@ class WalletApp:
                     return
         if scope["type"] != "http":
             return
-        action = ROUTES.get(scope["path"])
+        action = self.routes.get(scope["path"])
         if action is None:
             await _respond(send, 404, b'{"error":"not found"}')
             return
@@ -112,6 +118,8 @@ class WalletApp:
             uuid = obj.get("uuid")
             if not self._authorized(scope):
                 return render(action, INVALID_TOKEN_ID, uuid)
+            if action == "sid":
+                return await self._new_sid(obj, uuid)
             call = wallet_call(action, obj, self.s.now(), self.s.config.game_session_ttl)
         except _Invalid:
             if not self._authorized(scope):
@@ -124,22 +132,38 @@ class WalletApp:
         if outcome.error is not None:  # the ledger could not commit: nothing happened, retry
             return render(action, TEMPORARY_ERROR if outcome.error.status >= 500 else UNKNOWN_ERROR, uuid)
         r: w.WalletResult = outcome.data
-        return render(action, r.status, uuid, call.sid, r.balance, r.bonus)
+        return render(action, r.status, uuid, call.sid, r.balance, r.bonus, r.retransmission)
+
+    async def _new_sid(self, obj: dict, uuid: Any) -> bytes:
+        """``/v1/sid``: a fresh game session for an existing account (providers' test suites ask for one)."""
+        try:
+            login = WalletUser.model_validate(obj).userId
+        except ValidationError:
+            raise _Invalid() from None
+        command = w.OpenSession(login, secrets.token_urlsafe(18), self.s.now(), self.s.config.game_session_ttl)
+        try:
+            outcome = await self._run(command)
+        except ShuttingDown:
+            return render("sid", TEMPORARY_ERROR, uuid)
+        if outcome.error is not None:
+            return render("sid", TEMPORARY_ERROR if outcome.error.status >= 500 else w.INVALID_PARAMETER, uuid)
+        return render("sid", w.OK, uuid, outcome.data["sid"])
 
     def _authorized(self, scope: dict) -> bool:
-        """The shared token, from ``?authToken=`` and/or ``Authorization: Bearer``, compared in constant time."""
+        """Any token the call carries (``?authToken=``, ``Authorization: Bearer``) is the shared one: a
+        gateway may add a Bearer of its own beside the provider's authToken. Compared in constant time."""
         if self._token is None:
             return False
         given = [t.encode() for t in parse_qs(scope.get("query_string", b"").decode("latin-1")).get("authToken", [])]
         for name, value in scope.get("headers", []):
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 given.append(value[7:].strip())
-        ok = bool(given)
+        ok = False
         for token in given:
-            ok &= hmac.compare_digest(token, self._token)
+            ok |= hmac.compare_digest(token, self._token)
         return ok
 
-    async def _run(self, call: w.WalletCall) -> Outcome:
+    async def _run(self, call: w.WalletCall | w.OpenSession) -> Outcome:
         done = trio.Event()
         box: list[Outcome] = []
 

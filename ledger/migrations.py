@@ -1,0 +1,86 @@
+"""Numbered schema migrations: a database at version N is brought to LATEST by steps N+1.., in one transaction.
+
+A new database gets ``schema.sql`` (always the LATEST schema) in one go; tests check that both paths
+give the same schema. To change the schema: edit ``schema.sql`` and append one step here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from importlib import resources
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be used by this program (newer than it, or not a syncledger ledger)."""
+
+
+# (version it brings the database to, what it does, its SQL statements in order)
+STEPS: list[tuple[int, str, list[str]]] = [
+    (2, "wallet rounds: wallet_tx.game_id (from the stored request) and an index by (login, game_id)", [
+        """CREATE TABLE wallet_tx_2 (
+            kind     TEXT    NOT NULL,
+            txid     TEXT    NOT NULL,
+            login    INTEGER NOT NULL,
+            ref_id   TEXT,
+            game_id  TEXT,
+            amount   INTEGER NOT NULL,
+            payload  TEXT    NOT NULL,
+            status   TEXT    NOT NULL,
+            order_id INTEGER,
+            seq      INTEGER REFERENCES events(seq),
+            created  INTEGER NOT NULL,
+            PRIMARY KEY (kind, txid)
+        ) WITHOUT ROWID""",
+        # payload is the canonical request [action, userId, currency, game.id, game.type, id, refId, amount]
+        "INSERT INTO wallet_tx_2 SELECT kind, txid, login, ref_id, json_extract(payload, '$[3]'), amount, "
+        "payload, status, order_id, seq, created FROM wallet_tx",
+        "DROP TABLE wallet_tx",  # its index and triggers go with it; they are made again below
+        "ALTER TABLE wallet_tx_2 RENAME TO wallet_tx",
+        "CREATE INDEX wallet_tx_ref ON wallet_tx (ref_id)",
+        "CREATE INDEX wallet_tx_round ON wallet_tx (login, game_id)",
+        "CREATE TRIGGER wallet_tx_no_update BEFORE UPDATE ON wallet_tx "
+        "BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END",
+        "CREATE TRIGGER wallet_tx_no_delete BEFORE DELETE ON wallet_tx "
+        "BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END",
+    ]),
+]
+LATEST = STEPS[-1][0]
+
+
+def schema_sql() -> str:
+    """The LATEST schema, for a new database."""
+    return resources.files("ledger").joinpath("schema.sql").read_text()
+
+
+def version_of(db: sqlite3.Connection) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(db: sqlite3.Connection, path: str = "the database") -> list[int]:
+    """Bring ``db`` (autocommit mode) to LATEST; returns the steps applied ([] if it was current).
+    A new, empty database gets schema.sql. Raises SchemaError for a database newer than this program."""
+    version = version_of(db)
+    if version > LATEST:
+        raise SchemaError(f"{path} has schema version {version}, newer than this syncledger understands "
+                          f"({LATEST}): run a newer syncledger")
+    if version == LATEST:
+        return []
+    if version == 0:
+        if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise SchemaError(f"{path} is an SQLite database but not a syncledger ledger")
+        db.executescript(f"BEGIN IMMEDIATE;\n{schema_sql()}\nCOMMIT;")
+        return [LATEST]
+    applied = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for step, _, statements in STEPS:
+            if step > version:
+                for statement in statements:
+                    db.execute(statement)
+                applied.append(step)
+        db.execute(f"PRAGMA user_version = {LATEST}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return applied

@@ -12,6 +12,7 @@ import time
 import trio
 
 from ledger import Store, verify_path
+from ledger.migrations import SchemaError
 
 from . import admin
 from .app import Config, serve
@@ -148,7 +149,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except SchemaError as e:  # a ledger this program cannot use: one line, not a traceback
+        print(f"syncledger: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+import orjson
+
 from ledger import AddAccount, Finance, FinanceRequest, Store, verify
 from ledger import rules
 
@@ -262,3 +264,231 @@ def test_the_model_would_notice_a_wrong_total(tmp_path):
 def test_sqlite_is_new_enough_for_the_schema():
     # WITHOUT ROWID tables and RAISE() in triggers: SQLite >= 3.8.2.
     assert sqlite3.sqlite_version_info >= (3, 8, 2)
+
+
+# ---------------------------------------------------------------------------------------- wallet rounds
+
+from ledger import wallet as W  # noqa: E402
+
+ROUNDS = 3  # games g0.. with shared refIds r0..; debits d0.., credits c0..
+WALLET_LOGIN, OTHER_LOGIN = 1000, 1001
+
+
+@dataclass
+class Debit:
+    login: int
+    ref: str | None
+    game: str
+    amount: int
+    status: str
+    payload: str
+    at: int = 0  # when it was accepted (model time)
+    live: bool = False
+
+
+# One wallet call, drawn as plain values: action, id number, round, how a credit names its debit (the
+# round's shared refId, a debit's id, or a refId of another round), amount (None: the id's own, so that
+# retries repeat it), the account, and whether the id is taken from the other kind's pool.
+call_spec = st.tuples(
+    st.sampled_from(["debit", "debit", "credit", "credit", "cancel"]),
+    st.integers(0, 3), st.integers(0, ROUNDS - 1), st.sampled_from(["shared", "shared", "by-id", "odd"]),
+    st.sampled_from([None, None, None, 0, 70 * U]),
+    st.sampled_from([WALLET_LOGIN] * 5 + [OTHER_LOGIN]),
+    st.sampled_from([False] * 9 + [True]),
+)
+
+
+class WalletRoundsMachine(RuleBasedStateMachine):
+    """Random interleavings of debits, credits, cancels, retries and manager deletes across a few rounds of
+    two accounts, against an independent model of CONTRACT.md section 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="wallet-prop-")
+        self.path = f"{self.dir}/ledger.db"
+        self.store = Store(self.path, synchronous="OFF")
+        self.clock = NOW
+        self.store.apply_batch([AddAccount("p", "EUR", NOW, login=WALLET_LOGIN),
+                                AddAccount("q", "EUR", NOW, login=OTHER_LOGIN)])
+        self.store.apply_batch([Finance(FinanceRequest("BalanceIn", WALLET_LOGIN, 100 * U), NOW),
+                                Finance(FinanceRequest("BalanceIn", OTHER_LOGIN, 100 * U), NOW)])
+        self.store.apply_batch([W.OpenSession(login, f"sid-{login}", NOW, 10**9)
+                                for login in (WALLET_LOGIN, OTHER_LOGIN)])
+        self.balance = {WALLET_LOGIN: 100 * U, OTHER_LOGIN: 100 * U}
+        self.time = 0
+        self.debits: dict[str, Debit] = {}
+        self.settles: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, id) -> (payload, status)
+        self.tombstones: set[str] = set()
+        self.closed: dict[tuple[int, str], int] = {}  # round -> when its credit was accepted
+        self.orders: dict[str, int] = {}  # debit id -> its order
+        self.moved: dict[tuple[str, str], int] = {}  # (kind, id) -> how many times it moved money
+
+    def teardown(self):
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _call(self, action, n, k, form, amount, login, cross):
+        self.clock += 1
+        own, other = ("d", "c") if action != "credit" else ("c", "d")
+        txid = f"{other if cross else own}{n}"
+        ref = {"shared": f"r{k}", "by-id": f"d{n}", "odd": f"r{(k + 1) % ROUNDS}"}[form]
+        if action == "debit":
+            ref = f"r{k}"
+        elif action == "cancel":
+            ref = None
+        if amount is None:
+            amount = (n + 1) * U
+        if action == "debit":
+            amount = amount or U  # a debit of 0 is refused before it reaches the ledger
+        elif action == "cancel":
+            amount = None
+        payload = orjson.dumps([action, login, "EUR", f"g{k}", "slots", txid, ref, amount]).decode()
+        return W.WalletCall(action, login, self.clock, 10**9, sid=f"sid-{login}", currency="EUR", txid=txid,
+                            ref_id=ref, game_id=f"g{k}", amount=amount or 0, payload=payload)
+
+    # ---- the model: (status, retransmission, what to do if the ledger agrees)
+
+    def predict(self, c):
+        if c.action == "debit":
+            return self._debit(c)
+        if c.action == "credit":
+            return self._credit(c)
+        return self._cancel(c)
+
+    def _repeat(self, payload, status, ok):
+        return ("INVALID_PARAMETER", False, None) if payload != status[0] else \
+            (ok if status[1] == "OK" else status[1], True, None)
+
+    def _debit(self, c):
+        seen = self.debits.get(c.txid)
+        if seen is not None:
+            return self._repeat(c.payload, (seen.payload, seen.status), "BET_ALREADY_EXIST")
+        if ("credit", c.txid) in self.settles:
+            return "INVALID_PARAMETER", False, None
+
+        def record(status):
+            def do():
+                d = Debit(c.login, c.ref_id, c.game_id, c.amount, status, c.payload)
+                if status == "OK":
+                    self.time += 1
+                    d.at, d.live = self.time, True
+                    self.balance[c.login] -= c.amount
+                    self._moved("debit", c.txid)
+                self.debits[c.txid] = d
+            return do
+        if c.txid in self.tombstones or c.ref_id in self.tombstones:
+            return "FINAL_ERROR_ACTION_FAILED", False, record("FINAL_ERROR_ACTION_FAILED")
+        if c.amount > self.balance[c.login]:
+            return "INSUFFICIENT_FUNDS", False, record("INSUFFICIENT_FUNDS")
+        return "OK", False, record("OK")
+
+    def _settle_record(self, c, status, tombstone=None, then=None):
+        def do():
+            self.settles[(c.action, c.txid)] = (c.payload, status)
+            if tombstone is not None:
+                self.tombstones.add(tombstone)
+            if then is not None:
+                then()
+        return do
+
+    def _credit(self, c):
+        if (seen := self.settles.get(("credit", c.txid))) is not None:
+            return self._repeat(c.payload, seen, "BET_ALREADY_SETTLED")
+        if c.txid in self.debits:
+            return "INVALID_PARAMETER", False, None
+        if (c.login, c.game_id) in self.closed:
+            return "BET_ALREADY_SETTLED", False, self._settle_record(c, "BET_ALREADY_SETTLED")
+        named = [d for i, d in self.debits.items()
+                 if d.status == "OK" and (i == c.ref_id or d.ref == c.ref_id) and d.game == c.game_id]
+        if not named:
+            return "BET_DOES_NOT_EXIST", False, self._settle_record(c, "BET_DOES_NOT_EXIST", tombstone=c.ref_id)
+        if any(d.login != c.login for d in named):
+            return "INVALID_PARAMETER", False, None
+        if not any(d.live for d in named):
+            return "BET_ALREADY_SETTLED", False, self._settle_record(c, "BET_ALREADY_SETTLED")
+
+        def pay():
+            self.time += 1
+            self.closed[(c.login, c.game_id)] = self.time
+            self.balance[c.login] += c.amount
+            self._moved("credit", c.txid)
+        return "OK", False, self._settle_record(c, "OK", then=pay)
+
+    def _cancel(self, c):
+        if (seen := self.settles.get(("cancel", c.txid))) is not None:
+            return self._repeat(c.payload, seen, "BET_ALREADY_SETTLED")
+        d = self.debits.get(c.txid)
+        if d is None or d.status != "OK" or d.game != c.game_id:
+            return "BET_DOES_NOT_EXIST", False, self._settle_record(c, "BET_DOES_NOT_EXIST", tombstone=c.txid)
+        if d.login != c.login:
+            return "INVALID_PARAMETER", False, None
+        if not d.live or self.closed.get((d.login, d.game), 0) > d.at:
+            return "BET_ALREADY_SETTLED", False, self._settle_record(c, "BET_ALREADY_SETTLED")
+
+        def refund():
+            d.live = False
+            self.balance[c.login] += d.amount
+            self._moved("cancel", c.txid)
+        return "OK", False, self._settle_record(c, "OK", then=refund)
+
+    def _moved(self, kind, txid):
+        self.moved[(kind, txid)] = self.moved.get((kind, txid), 0) + 1
+
+    # ---- rules
+
+    @rule(specs=st.lists(call_spec, min_size=1, max_size=4), retry=st.booleans())
+    def calls(self, specs, retry):
+        """A batch of calls (each maybe followed by its exact retry in the same batch)."""
+        commands = []
+        for s in specs:
+            c = self._call(*s)
+            commands += [c, c] if retry else [c]
+        outcomes = self.store.apply_batch(commands)
+        for c, outcome in zip(commands, outcomes):
+            status, retransmission, do = self.predict(c)
+            if currently_in_test_context():
+                event(f"{c.action}: {status}{' (retry)' if retransmission else ''}")
+            assert outcome.error is None, (c, outcome)
+            r = outcome.data
+            assert (r.status, r.retransmission) == (status, retransmission), (c, r)
+            assert len(outcome.events) == (1 if status == "OK" and not retransmission else 0)
+            if outcome.events and c.action == "debit":
+                self.orders[c.txid] = outcome.events[0].order
+            if do is not None:
+                do()
+            assert (r.balance, r.bonus) == (self.balance[c.login], 0)
+
+    @rule(pick=st.sampled_from([f"d{n}" for n in range(4)]))
+    def manager_deletes_a_debit(self, pick):
+        """The back office reverses a bet: its round counts it as settled."""
+        d = self.debits.get(pick)
+        if d is None or d.status != "OK":
+            return
+        (outcome,) = self.store.apply_batch([Finance(FinanceRequest("DeleteBalance", order=self.orders[pick]),
+                                                     self.clock)])
+        if d.live:
+            assert outcome.error is None
+            d.live = False
+            self.balance[d.login] += d.amount
+        else:
+            assert outcome.error is not None and outcome.error.code == "ORDER_DELETED"
+
+    @rule()
+    def reopen(self):
+        self.store.close()
+        self.store = Store(self.path, synchronous="OFF")
+
+    @invariant()
+    def balances_equal_the_ledger(self):
+        db = self.store.db
+        sums = dict(db.execute("SELECT login, SUM(delta) FROM finance WHERE cmd IN (6, 8) GROUP BY login"))
+        assert sums == self.balance == {login: b for login, (_, b, _) in self.store.accounts.items()}
+        assert all(n == 1 for n in self.moved.values()), "a transaction moved money twice"
+        report = verify(db)
+        assert report.ok, report.problem
+
+
+WalletRoundsMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+)
+TestWalletRounds = WalletRoundsMachine.TestCase

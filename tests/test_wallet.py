@@ -28,43 +28,51 @@ async def wallet_server(nursery, tmp_path):
 
 
 class Provider:
-    """The game provider's side: calls the operator's wallet and keeps nothing but ids."""
+    """The game provider's side: calls the operator's wallet and keeps nothing but ids. Each call names its
+    round (``game``, the game.id)."""
 
     def __init__(self, srv, http: httpx.AsyncClient, login: int, sid: str, currency: str = "EUR"):
         self.srv, self.http, self.login, self.sid, self.currency = srv, http, login, sid, currency
         self.n = 0
 
     async def post(self, action: str, body: dict | bytes, *, token: str | None = TOKEN, query: bool = True,
-                   header: bool = True) -> dict:
+                   header: bool = True, extra_headers: dict | None = None) -> dict:
         url = f"http://127.0.0.1:{self.srv.ports.wallet}/v1/{action}"
         params = {"authToken": token} if token is not None and query else {}
         headers = {"Authorization": f"Bearer {token}"} if token is not None and header else {}
+        headers.update(extra_headers or {})
         content = body if isinstance(body, bytes) else dumps(body)
         response = await self.http.post(url, params=params, headers=headers, content=content)
         assert response.status_code == 200
         return json.loads(response.content, parse_float=Decimal)
 
-    def body(self, txid: str, amount: Decimal | int | None = None, ref_id: str | None = None, **over) -> dict:
+    def body(self, txid: str, amount=None, ref_id: str | None = None, game: str | None = "g-1", **over) -> dict:
         self.n += 1
         tx = {"id": txid}
         if ref_id is not None:
             tx["refId"] = ref_id
         if amount is not None:
             tx["amount"] = amount
-        body = {"sid": self.sid, "userId": str(self.login), "currency": self.currency,
-                "game": {"id": "round-" + txid, "type": "plinko", "session": "gs-1"},
-                "transaction": tx, "uuid": f"uuid-{self.n}"}
+        body = {"sid": self.sid, "userId": str(self.login), "currency": self.currency, "transaction": tx,
+                "uuid": f"uuid-{self.n}"}
+        if game is not None:
+            body["game"] = {"id": game, "type": "plinko", "session": "gs-1"}
         body.update(over)
         return body
 
-    async def debit(self, txid: str, amount, **over) -> dict:
-        return await self.post("debit", self.body(txid, amount, **over))
+    async def debit(self, txid: str, amount, game: str | None = "g-1", ref_id: str | None = None, **over) -> dict:
+        return await self.post("debit", self.body(txid, amount, ref_id, game, **over))
 
-    async def credit(self, txid: str, ref_id: str, amount, **over) -> dict:
-        return await self.post("credit", self.body(txid, amount, ref_id, **over))
+    async def credit(self, txid: str, ref_id: str, amount, game: str | None = "g-1", **over) -> dict:
+        return await self.post("credit", self.body(txid, amount, ref_id, game, **over))
 
-    async def cancel(self, txid: str, **over) -> dict:
-        return await self.post("cancel", self.body(txid, **over))
+    async def cancel(self, txid: str, game: str | None = "g-1", **over) -> dict:
+        return await self.post("cancel", self.body(txid, game=game, **over))
+
+    async def balance(self) -> Decimal:
+        reply = await self.post("balance", {"sid": self.sid, "userId": str(self.login), "currency": self.currency})
+        assert reply["status"] == "OK", reply
+        return reply["balance"]
 
 
 @pytest.fixture
@@ -73,7 +81,7 @@ async def provider(wallet_server):
         login = await add_account(c)
         assert (await c.call("BalanceIn", {"login": login, "amount": 100})).ok
         sid = (await c.call("OpenGameSession", {"login": login})).data["sid"]
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=30) as http:  # a loaded machine may take more than httpx's 5 s
         yield Provider(wallet_server, http, login, sid)
     await assert_ledger_ok(wallet_server)
 
@@ -88,6 +96,7 @@ async def test_full_round_debit_then_credit(provider):
     balance = await provider.post("balance", {"sid": provider.sid, "userId": str(provider.login),
                                               "currency": "EUR", "uuid": "u9"})
     assert (balance["status"], balance["balance"], balance["uuid"]) == ("OK", Decimal("91.056179"), "u9")
+    assert "retransmission" not in win and "retransmission" not in balance
 
 
 async def test_lost_round_is_a_credit_of_zero(provider):
@@ -98,10 +107,20 @@ async def test_lost_round_is_a_credit_of_zero(provider):
     assert (again["status"], again["balance"]) == ("BET_ALREADY_SETTLED", Decimal(95))
 
 
+async def expired_sid(srv, login: int) -> str:
+    """A sid issued for ``login`` and idle for longer than the server's game_session_ttl."""
+    old = srv.now() - srv.config.game_session_ttl - 10
+
+    def insert() -> None:
+        srv.store.db.execute("INSERT OR IGNORE INTO game_sessions VALUES (?,?,?,?)", (f"old-sid-{login}", login, old, old))
+    await srv.mainloop.read(insert)
+    return f"old-sid-{login}"
+
+
 async def test_credit_accepted_after_sid_expiry_debit_refused(provider):
     await provider.debit("bet-3", 5)
-    await trio.sleep(2.1)  # game_session_ttl is 1 s in this fixture; times are whole seconds
-    assert (await provider.debit("bet-4", 5))["status"] == "INVALID_SID"
+    provider.sid = await expired_sid(provider.srv, provider.login)
+    assert (await provider.debit("bet-4", 5, game="g-2"))["status"] == "INVALID_SID"
     assert (await provider.post("check", {"sid": provider.sid, "userId": str(provider.login)}))["status"] == \
         "INVALID_SID"
     win = await provider.credit("win-3", "bet-3", 7)
@@ -123,10 +142,10 @@ async def test_retries_never_move_money_twice(provider):
     assert (await provider.credit("win-5", "bet-5", 4))["status"] == "INVALID_PARAMETER"
     assert (await provider.credit("win-5b", "bet-5", 3))["status"] == "BET_ALREADY_SETTLED"
     assert await event_count(srv) == before + 1
-    await provider.debit("bet-6", 10)
-    assert (await provider.cancel("bet-6"))["balance"] == Decimal(93)
+    await provider.debit("bet-6", 10, game="g-2")
+    assert (await provider.cancel("bet-6", game="g-2"))["balance"] == Decimal(93)
     for _ in range(3):
-        assert (await provider.cancel("bet-6"))["status"] == "BET_ALREADY_SETTLED"
+        assert (await provider.cancel("bet-6", game="g-2"))["status"] == "BET_ALREADY_SETTLED"
     async with tcp_client(srv) as c:
         user = await c.call("GetUser", {"login": provider.login})
     assert user.data["balance"] == Decimal(93)
@@ -137,10 +156,10 @@ async def test_cancel_after_credit_and_credit_after_cancel(provider):
     await provider.credit("win-7", "bet-7", 20)
     late_cancel = await provider.cancel("bet-7")
     assert (late_cancel["status"], late_cancel["balance"]) == ("BET_ALREADY_SETTLED", Decimal(110))
-    await provider.debit("bet-8", 10)
-    cancelled = await provider.cancel("bet-8")
+    await provider.debit("bet-8", 10, game="g-2")
+    cancelled = await provider.cancel("bet-8", game="g-2")
     assert (cancelled["status"], cancelled["balance"]) == ("OK", Decimal(110))
-    late_credit = await provider.credit("win-8", "bet-8", 50)
+    late_credit = await provider.credit("win-8", "bet-8", 50, game="g-2")
     assert (late_credit["status"], late_credit["balance"]) == ("BET_ALREADY_SETTLED", Decimal(110))
 
 
@@ -151,8 +170,8 @@ async def test_credit_or_cancel_before_debit_leaves_a_tombstone(provider):
     debit = await provider.debit("bet-9", 5)
     assert (debit["status"], debit["balance"]) == ("FINAL_ERROR_ACTION_FAILED", Decimal(100))
     assert (await provider.debit("bet-9", 5))["status"] == "FINAL_ERROR_ACTION_FAILED"
-    assert (await provider.cancel("bet-10"))["status"] == "BET_DOES_NOT_EXIST"
-    assert (await provider.debit("bet-10", 1))["status"] == "FINAL_ERROR_ACTION_FAILED"
+    assert (await provider.cancel("bet-10", game="g-2"))["status"] == "BET_DOES_NOT_EXIST"
+    assert (await provider.debit("bet-10", 1, game="g-2"))["status"] == "FINAL_ERROR_ACTION_FAILED"
     async with tcp_client(provider.srv) as c:
         assert (await c.call("GetUser", {"login": provider.login})).data["balance"] == Decimal(100)
 
@@ -188,7 +207,13 @@ async def test_wrong_currency_and_wrong_user(provider, wallet_server):
     b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": NaN}}',
     b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": 1.0000001}}',
     b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": -1}}',
-    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": "1.0"}}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": "NaN"}}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": "1.0000001"}}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": "-1"}}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": "1e3"}}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": " 1"}}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": 0}}',
+    b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "t", "amount": -0.0}}',
     b'{"sid": "s", "userId": 1000, "currency": "EUR", "transaction": {"id": "t", "amount": 1}}',
     b'{"sid": "s", "userId": "1000", "currency": "EUR"}',
     b'{"sid": "s", "userId": "1000", "currency": "EUR", "transaction": {"id": "", "amount": 1}}',
@@ -218,7 +243,7 @@ async def test_bad_provider_token_touches_nothing(provider, wallet_server, token
     assert reply["status"] == "INVALID_TOKEN_ID" and "balance" not in reply
     assert await event_count(wallet_server) == before
     # either way of sending the right token is enough
-    assert (await provider.post("balance", {"sid": provider.sid, "userId": str(provider.login)},
+    assert (await provider.post("balance", {"sid": provider.sid, "userId": str(provider.login), "currency": "EUR"},
                                 query=query, header=not query))["status"] == "OK"
 
 
@@ -238,13 +263,13 @@ async def test_http_errors_for_unknown_paths_and_methods(provider):
 
 async def test_100_concurrent_credits_from_separate_clients_apply_once(provider, wallet_server):
     for i in range(100):
-        assert (await provider.debit(f"cb-{i}", 1))["status"] == "OK"
+        assert (await provider.debit(f"cb-{i}", 1, game=f"g-{i}"))["status"] == "OK"
     base = f"http://127.0.0.1:{wallet_server.ports.wallet}/v1/credit"
     statuses: list[str] = []
 
     async def settle(i: int) -> None:
-        async with httpx.AsyncClient() as http:  # its own connection
-            body = provider.body(f"cw-{i}", 2, f"cb-{i}")
+        async with httpx.AsyncClient(timeout=30) as http:  # its own connection
+            body = provider.body(f"cw-{i}", 2, f"cb-{i}", game=f"g-{i}")
             for _ in range(2):  # and a retry
                 r = await http.post(base, params={"authToken": TOKEN}, content=dumps(body))
                 statuses.append(r.json()["status"])
@@ -263,8 +288,8 @@ async def test_wallet_operations_are_trade_events(provider, wallet_server):
         await c.call("Subscribe", {"chanels": ["trade:event"]})
         await provider.debit("bet-e", 4)
         await provider.credit("win-e", "bet-e", 6)
-        await provider.debit("bet-f", 3)
-        await provider.cancel("bet-f")
+        await provider.debit("bet-f", 3, game="g-2")
+        await provider.cancel("bet-f", game="g-2")
         events = [await c.receive_event() for _ in range(4)]
     assert [(e["type"], e["data"]["cmd"], e["data"]["profit"]) for e in events] == [
         (0, 8, Decimal(-4)), (0, 6, Decimal(6)), (0, 8, Decimal(-3)), (2, 8, Decimal(-3))]
@@ -282,3 +307,177 @@ async def test_a_debit_whose_order_a_manager_deleted_is_settled(provider, wallet
     assert (cancel["status"], cancel["balance"]) == ("BET_ALREADY_SETTLED", bet["balance"] + 10)
     credit = await provider.credit("win-m", "bet-m", 50)
     assert (credit["status"], credit["balance"]) == ("BET_ALREADY_SETTLED", bet["balance"] + 10)
+
+
+# ---- the provider's flows, as providers send them (CONTRACT.md section 3)
+
+# (action, transaction.id, refId, game.id, amount, expected status, expected balance after). The account
+# starts with 100. Every step is sent again with a new uuid: the retry is answered as a retransmission.
+FLOWS = {
+    "shared refId, a win": [
+        ("debit", "D9fb6", "9fb6", "7kfw", 10, "OK", 90),
+        ("credit", "C9fb6", "9fb6", "7kfw", Decimal("1.556179"), "OK", Decimal("91.556179")),
+    ],
+    "shared refId, a loss": [
+        ("debit", "D9fb6", "9fb6", "7kfw", 10, "OK", 90),
+        ("credit", "C9fb6", "9fb6", "7kfw", 0, "OK", 90),
+    ],
+    "refId naming the debit's id": [
+        ("debit", "D1", "R1", "G1", 10, "OK", 90),
+        ("credit", "C1", "D1", "G1", 25, "OK", 115),
+    ],
+    "a split round: two debits, one credit, then closed": [
+        ("debit", "D1", "S", "G1", 10, "OK", 90),
+        ("debit", "D2", "S", "G1", 5, "OK", 85),
+        ("credit", "C1", "S", "G1", 30, "OK", 115),
+        ("credit", "C2", "S", "G1", 30, "BET_ALREADY_SETTLED", 115),
+        ("credit", "C3", "D2", "G1", 1, "BET_ALREADY_SETTLED", 115),
+        ("debit", "D3", "S2", "G2", 1, "OK", 114),  # another round is not affected
+        ("credit", "C4", "D3", "G2", 2, "OK", 116),
+    ],
+    "a late debit after its round was settled, then its cancel": [
+        ("debit", "D1", "R", "G1", 10, "OK", 90),
+        ("credit", "C1", "R", "G1", 20, "OK", 110),
+        ("debit", "D2", "R", "G1", 5, "OK", 105),
+        ("cancel", "D2", None, "G1", None, "OK", 110),
+        ("cancel", "D1", None, "G1", None, "BET_ALREADY_SETTLED", 110),
+    ],
+    "a cancel, then a credit for the round's other debit": [
+        ("debit", "D1", "R1", "G1", 10, "OK", 90),
+        ("debit", "D2", "R2", "G1", 10, "OK", 80),
+        ("cancel", "D1", None, "G1", None, "OK", 90),
+        ("credit", "C1", "D2", "G1", 15, "OK", 105),
+        ("cancel", "D2", None, "G1", None, "BET_ALREADY_SETTLED", 105),
+    ],
+    "a cancel in a shared-refId split, the credit by the shared refId": [
+        ("debit", "D1", "S", "G1", 10, "OK", 90),
+        ("debit", "D2", "S", "G1", 10, "OK", 80),
+        ("cancel", "D1", None, "G1", None, "OK", 90),
+        ("credit", "C1", "S", "G1", 0, "OK", 90),
+    ],
+    "a credit naming only a cancelled debit": [
+        ("debit", "D1", "R1", "G1", 10, "OK", 90),
+        ("cancel", "D1", None, "G1", None, "OK", 100),
+        ("credit", "C1", "D1", "G1", 50, "BET_ALREADY_SETTLED", 100),
+    ],
+    "decimal-string amounts": [
+        ("debit", "D1", "R1", "G1", "10.50", "OK", Decimal("89.5")),
+        ("credit", "C1", "R1", "G1", "1.556179", "OK", Decimal("91.056179")),
+    ],
+    "a credit before any debit of its round": [
+        ("credit", "C9fb6", "9fb6", "G1", 5, "BET_DOES_NOT_EXIST", 100),
+        ("debit", "D9fb6", "9fb6", "G1", 5, "FINAL_ERROR_ACTION_FAILED", 100),  # refId tombstoned
+        ("debit", "9fb6", "X", "G1", 5, "FINAL_ERROR_ACTION_FAILED", 100),  # id tombstoned
+        ("debit", "D2", "R2", "G1", 5, "OK", 95),  # the round itself is still open
+        ("credit", "C2", "R2", "G1", 6, "OK", 101),
+    ],
+    "a cancel before its debit": [
+        ("cancel", "D1", None, "G1", None, "BET_DOES_NOT_EXIST", 100),
+        ("debit", "D1", "R1", "G1", 5, "FINAL_ERROR_ACTION_FAILED", 100),
+    ],
+    "a credit is linked only within its game": [
+        ("debit", "D1", "R1", "G1", 10, "OK", 90),
+        ("credit", "C1", "R1", "G2", 10, "BET_DOES_NOT_EXIST", 90),
+        ("cancel", "D1", None, "G2", None, "BET_DOES_NOT_EXIST", 90),
+        ("credit", "C2", "R1", "G1", 10, "OK", 100),
+    ],
+    "a credit without game.id settles its debit's round": [
+        ("debit", "D1", "R1", "G1", 10, "OK", 90),
+        ("credit", "C1", "R1", None, 3, "OK", 93),
+        ("credit", "C2", "D1", None, 3, "BET_ALREADY_SETTLED", 93),
+        ("credit", "C3", "R1", "G1", 3, "BET_ALREADY_SETTLED", 93),
+    ],
+}
+RETRIED = {("debit", "OK"): "BET_ALREADY_EXIST", ("credit", "OK"): "BET_ALREADY_SETTLED",
+           ("cancel", "OK"): "BET_ALREADY_SETTLED"}
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+async def test_provider_flow(provider, flow):
+    seq = await event_count(provider.srv)
+    moves = 0
+    for action, txid, ref_id, game, amount, status, balance in FLOWS[flow]:
+        body = provider.body(txid, amount, ref_id, game)
+        reply = await provider.post(action, body)
+        assert (reply["status"], reply["balance"], reply["uuid"]) == (status, Decimal(balance), body["uuid"]), \
+            (action, txid, reply)
+        assert "retransmission" not in reply
+        moves += status == "OK"
+        retry = await provider.post(action, {**body, "uuid": "retry-" + body["uuid"]})
+        assert retry == {"status": RETRIED.get((action, status), status), "balance": Decimal(balance),
+                         "bonus": 0, "uuid": "retry-" + body["uuid"], "retransmission": True}, (action, txid)
+    assert await event_count(provider.srv) == seq + moves  # each accepted call is one record, once
+    assert await provider.balance() == Decimal(FLOWS[flow][-1][-1])
+
+
+SIDS = ["valid", "expired", "empty", "null", "missing"]
+
+
+async def _sid_variant(provider, kind: str, body: dict) -> dict:
+    if kind == "missing":
+        del body["sid"]
+    elif kind == "expired":
+        body["sid"] = await expired_sid(provider.srv, provider.login)
+    else:
+        body["sid"] = {"valid": provider.sid, "empty": "", "null": None}[kind]
+    return body
+
+
+@pytest.mark.parametrize("sid", SIDS)
+async def test_credit_and_cancel_take_any_sid_debit_needs_a_valid_one(provider, sid):
+    assert (await provider.debit("D1", 10, "G1", "R1"))["status"] == "OK"
+    assert (await provider.debit("D2", 10, "G2", "R2"))["status"] == "OK"
+    credit = await provider.post("credit", await _sid_variant(provider, sid, provider.body("C1", 25, "R1", "G1")))
+    assert (credit["status"], credit["balance"]) == ("OK", Decimal(105))
+    cancel = await provider.post("cancel", await _sid_variant(provider, sid, provider.body("D2", None, "R2", "G2")))
+    assert (cancel["status"], cancel["balance"]) == ("OK", Decimal(115))
+    debit = await provider.post("debit", await _sid_variant(provider, sid, provider.body("D3", 1, "R3", "G3")))
+    assert debit["status"] == ("OK" if sid == "valid" else "INVALID_SID")
+
+
+async def test_balance_validates_currency_as_debit_does(provider):
+    body = {"sid": provider.sid, "userId": str(provider.login), "uuid": "b1"}
+    assert (await provider.post("balance", {**body, "currency": "EUR"}))["status"] == "OK"
+    assert (await provider.post("balance", {**body, "currency": "USD"}))["status"] == "INVALID_PARAMETER"
+    assert (await provider.post("balance", body))["status"] == "INVALID_PARAMETER"
+    assert (await provider.post("check", body))["status"] == "OK"  # check validates sid and userId only
+
+
+async def test_a_gateway_bearer_beside_the_right_auth_token_is_accepted(provider):
+    reply = await provider.post("debit", provider.body("D1", 1, "R1"), header=False,
+                                extra_headers={"Authorization": "Bearer the-gateway-s-own-token"})
+    assert reply["status"] == "OK"
+    reply = await provider.post("debit", provider.body("D2", 1, "R2"), token="wrong", header=False,
+                                extra_headers={"Authorization": f"Bearer {TOKEN}"})
+    assert reply["status"] == "OK"
+
+
+async def test_records_name_the_round_and_the_transaction(provider, wallet_server):
+    await provider.debit("D9fb6", 4, "7kfw", "9fb6")
+    await provider.credit("C9fb6", "9fb6", 6, "7kfw")
+    await provider.debit("D2", 3, "G2", "R2")
+    await provider.cancel("D2", "G2")
+    async with tcp_client(wallet_server) as c:
+        trades = (await c.call("GetTrades", {"login": provider.login})).data["trades"]
+    comments = {t["comment"] for t in trades}
+    assert {"debit D9fb6 round 7kfw", "credit C9fb6 ref 9fb6 round 7kfw", "debit D2 round G2"} <= comments
+
+
+async def test_sid_endpoint_only_for_test_environments(provider, nursery, tmp_path):
+    body = {"sid": "anything", "userId": str(provider.login), "uuid": "s1"}
+    url = f"http://127.0.0.1:{provider.srv.ports.wallet}/v1/sid"
+    assert (await provider.http.post(url, params={"authToken": TOKEN}, content=dumps(body))).status_code == 404
+
+    srv = await nursery.start(serve, make_config(db=str(tmp_path / "sid.db"), wallet_port=0, wallet_token=TOKEN,
+                                                 wallet_test_endpoints=True))
+    async with tcp_client(srv) as c:
+        login = await add_account(c)
+        assert (await c.call("BalanceIn", {"login": login, "amount": 10})).ok
+    tester = Provider(srv, provider.http, login, sid="")
+    fresh = await tester.post("sid", {**body, "userId": str(login)})
+    assert fresh["status"] == "OK" and fresh["uuid"] == "s1" and fresh["sid"]
+    tester.sid = fresh["sid"]
+    assert (await tester.debit("D1", 1))["status"] == "OK"
+    assert (await tester.post("sid", {**body, "userId": "999999"}))["status"] == "INVALID_PARAMETER"
+    assert (await tester.post("sid", {**body, "userId": str(login)}, token="wrong"))["status"] == "INVALID_TOKEN_ID"
+    await assert_ledger_ok(srv)

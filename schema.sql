@@ -1,8 +1,10 @@
--- syncledger schema, version 2 (tracked in PRAGMA user_version): the whole schema of a new ledger.
+-- syncledger schema, version 3 (tracked in PRAGMA user_version): the whole schema of a new ledger.
 -- An older ledger is brought here by the numbered steps of ledger/migrations.py.
 -- Money columns hold signed integer micro-units (1 unit = 1_000_000).
 -- Ledger tables (finance, events, idempotency, wallet_tx) are append-only:
--- triggers refuse UPDATE and DELETE, a change to an order is a new row.
+-- triggers refuse UPDATE and DELETE, a change to an order is a new row. An
+-- account is never deleted and its login, currency and creation time never
+-- change (triggers again); verify checks that every one of these triggers is there.
 
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -67,8 +69,9 @@ CREATE TABLE IF NOT EXISTS events (
     hash      TEXT    NOT NULL
 );
 
--- Manager finance requests by (manager login, extID): the outcome of the
--- first attempt, successful (seq of its event) or not (status and error).
+-- Manager requests by (manager login, extID): the outcome of the first
+-- attempt, successful (finance: the seq of its event; AddUser: the login it
+-- created) or not (status and error).
 CREATE TABLE IF NOT EXISTS idempotency (
     manager INTEGER NOT NULL,
     ext_id  TEXT    NOT NULL,
@@ -78,6 +81,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     message TEXT,
     seq     INTEGER REFERENCES events(seq),
     created INTEGER NOT NULL,
+    login   INTEGER REFERENCES accounts(login),
     PRIMARY KEY (manager, ext_id)
 ) WITHOUT ROWID;
 
@@ -102,6 +106,10 @@ CREATE TABLE IF NOT EXISTS wallet_tx (
 CREATE INDEX IF NOT EXISTS wallet_tx_ref ON wallet_tx (ref_id);
 CREATE INDEX IF NOT EXISTS wallet_tx_round ON wallet_tx (login, game_id);
 
+CREATE TRIGGER IF NOT EXISTS accounts_no_delete BEFORE DELETE ON accounts
+BEGIN SELECT RAISE(ABORT, 'accounts are never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS accounts_fixed BEFORE UPDATE OF login, currency, created ON accounts
+BEGIN SELECT RAISE(ABORT, 'the login, currency and creation time of an account never change'); END;
 CREATE TRIGGER IF NOT EXISTS finance_no_update BEFORE UPDATE ON finance
 BEGIN SELECT RAISE(ABORT, 'finance rows are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS finance_no_delete BEFORE DELETE ON finance
@@ -119,4 +127,4 @@ BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS wallet_tx_no_delete BEFORE DELETE ON wallet_tx
 BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;

@@ -43,6 +43,32 @@ STEPS: list[tuple[int, str, list[str]]] = [
         "CREATE TRIGGER wallet_tx_no_delete BEFORE DELETE ON wallet_tx "
         "BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END",
     ]),
+    (3, "accounts never deleted and their login, currency and creation fixed; AddUser idempotency keys", [
+        "CREATE TRIGGER accounts_no_delete BEFORE DELETE ON accounts "
+        "BEGIN SELECT RAISE(ABORT, 'accounts are never deleted'); END",
+        "CREATE TRIGGER accounts_fixed BEFORE UPDATE OF login, currency, created ON accounts "
+        "BEGIN SELECT RAISE(ABORT, 'the login, currency and creation time of an account never change'); END",
+        """CREATE TABLE idempotency_3 (
+            manager INTEGER NOT NULL,
+            ext_id  TEXT    NOT NULL,
+            payload TEXT    NOT NULL,
+            status  INTEGER NOT NULL,
+            error   TEXT,
+            message TEXT,
+            seq     INTEGER REFERENCES events(seq),
+            created INTEGER NOT NULL,
+            login   INTEGER REFERENCES accounts(login),
+            PRIMARY KEY (manager, ext_id)
+        ) WITHOUT ROWID""",
+        "INSERT INTO idempotency_3 SELECT manager, ext_id, payload, status, error, message, seq, created, NULL "
+        "FROM idempotency",
+        "DROP TABLE idempotency",
+        "ALTER TABLE idempotency_3 RENAME TO idempotency",
+        "CREATE TRIGGER idempotency_no_update BEFORE UPDATE ON idempotency "
+        "BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only'); END",
+        "CREATE TRIGGER idempotency_no_delete BEFORE DELETE ON idempotency "
+        "BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only'); END",
+    ]),
 ]
 LATEST = STEPS[-1][0]
 

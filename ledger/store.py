@@ -272,7 +272,7 @@ class Store:
         v, event = self.apply_finance(req, c.now, c.source, c.ext_id if keyed else None, c.new_order)
         if keyed:
             self.db.execute(
-                "INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,NULL)",
                 (c.manager, c.ext_id, req.payload(), 200, None, None, event.seq, c.now),
             )
         return Outcome(data=Receipt(v.order, v.login, v.cmd, v.amount, event.type, event.data), events=[event])
@@ -301,7 +301,7 @@ class Store:
         if (isinstance(command, Finance) and command.manager is not None and command.ext_id is not None
                 and error.status < 500 and error.code != "IDEMPOTENCY_CONFLICT"):
             self.db.execute(
-                "INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?,?,NULL)",
                 (command.manager, command.ext_id, command.request.payload(), error.status, error.code,
                  error.message, None, command.now),
             )

@@ -26,17 +26,17 @@ def v1(tmp_path) -> str:
 
 
 def contents(path: str) -> dict[str, list]:
-    """Every row of every table, in primary-key order (the new wallet_tx column left out)."""
+    """Every row of every table of the version-1 fixture, in a stable order (columns added later left out)."""
+    v1 = sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True)
     db = sqlite3.connect(path)
     try:
-        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         out = {}
-        for t in tables:
-            columns = [c[1] for c in db.execute(f'PRAGMA table_info("{t}")') if c[1] != "game_id"]
-            quoted = ", ".join(f'"{c}"' for c in columns)
+        for (t,) in v1.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
+            quoted = ", ".join(f'"{c[1]}"' for c in v1.execute(f'PRAGMA table_info("{t}")'))
             out[t] = sorted(db.execute(f'SELECT {quoted} FROM "{t}"').fetchall(), key=repr)
         return out
     finally:
+        v1.close()
         db.close()
 
 

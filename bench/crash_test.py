@@ -203,7 +203,8 @@ def read_ledger(path: str) -> Ledger:
             "SELECT id, order_id, version, login, cmd, state, amount, delta, balance, credit, source, ext_id "
             "FROM finance")}
         events = {r[0]: r[1:] for r in q("SELECT seq, type, record_id, data FROM events")}
-        idem = {(r[0], r[1]): r[2:] for r in q("SELECT manager, ext_id, payload, status, error, seq FROM idempotency")}
+        idem = {(r[0], r[1]): r[2:] for r in q("SELECT manager, ext_id, payload, status, error, seq FROM idempotency "
+                                               "WHERE login IS NULL")}  # AddUser keys (set-up) name a login
         wtx = {(r[0], r[1]): r[2:] for r in q(
             "SELECT kind, txid, login, ref_id, amount, payload, status, order_id, seq FROM wallet_tx")}
         accounts = {r[0] for r in q("SELECT login FROM accounts")}

@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
+from urllib.parse import quote
 
 import orjson
 
@@ -88,33 +90,66 @@ class AddAccount:
     now: int
     group: str = "default"
     login: int | None = None  # None: the next free login
+    manager: int | None = None  # idempotency, as for finance: per (manager, ext_id)
+    ext_id: str | None = None
+
+    def payload(self) -> str:
+        """Canonical text of what the request asks, for idempotency comparison."""
+        return orjson.dumps(["AddUser", self.name, self.currency, self.group, self.login]).decode()
 
 
 class _Isolate(Exception):
     """A command failed after writing: run the batch again with a SAVEPOINT per command."""
 
 
+class Unsure(Exception):
+    """The store cannot know what the ledger file holds: a ROLLBACK failed, a failed COMMIT cannot be read
+    back with certainty, or the file was unlinked or replaced. Nothing it has in memory may be served; the
+    only safe move is to stop and let a restart read the truth from the file."""
+
+
+class LedgerOpenError(Exception):
+    """The ledger file cannot be opened or created (a missing directory, no permission, not a database)."""
+
+
+# A failed COMMIT with one of these did not reach the file, or did so completely (it is read back); any
+# other error (an I/O error: the fsync may have failed) leaves the file's content unknowable.
+_READ_BACK = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_NOMEM}
+
+
 class Store:
     """Owns the ledger database. Every write goes through :meth:`apply_batch`."""
 
-    def __init__(self, path: str, *, synchronous: str = "FULL"):
+    def __init__(self, path: str, *, synchronous: str = "FULL", create: bool = True):
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        memory = path == ":memory:" or path.startswith("file::memory:")
+        if not create and not memory and not os.path.exists(path):
+            raise LedgerOpenError(f"no ledger at {path}")
         try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise LedgerOpenError(f"cannot open ledger {path}: {e}") from None
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=5000")
             self.migrated = migrations.migrate(self.db, path)
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise LedgerOpenError(f"cannot use ledger {path}: {e}") from None
         except BaseException:
             self.db.close()
             raise
+        # The files this connection writes, to notice one unlinked or replaced under it (None: in memory).
+        self._files: dict[str, tuple[int, int] | None] | None = None if memory else {path: None, path + "-wal": None}
         self._handlers: dict[type, Callable[[Any], Outcome]] = {
             Finance: self._finance,
             AddAccount: self._add_account,
         }
         self._undo: list[tuple[int, tuple | None]] = []
         self._load()
+        self._check_files()
         from . import wallet  # wallet commands build on this module
 
         wallet.install(self)
@@ -134,14 +169,14 @@ class Store:
         row = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         self.seq, self.event_head = row if row else (0, GENESIS)
         max_order = db.execute("SELECT COALESCE(MAX(order_id), 0) FROM finance").fetchone()[0]
-        self._orders = itertools.count(max_order + 1)
+        self._orders = itertools.count(max_order + 1)  # only ever advanced: a number is never handed out twice
+        self.batch_no = self._batch_in(db)
 
-    def _reload(self) -> None:
-        """Read the state back from the database; order numbers already handed out stay used."""
-        next_order = next(self._orders)
-        self._undo.clear()
-        self._load()
-        self._orders = itertools.count(max(next(self._orders), next_order + 1))
+    @staticmethod
+    def _batch_in(db: sqlite3.Connection) -> int:
+        """The number of the last batch that wrote to the file (kept in meta by every such batch)."""
+        row = db.execute("SELECT value FROM meta WHERE key = 'batch'").fetchone()
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
         self.db.close()
@@ -173,6 +208,7 @@ class Store:
         db = self.db
         outcomes = []
         heads = (self.finance_id, self.finance_head, self.seq, self.event_head)
+        batch_no, start = self.batch_no, db.total_changes
         committing = False
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -200,18 +236,86 @@ class Store:
                 if isolate:
                     db.execute("RELEASE cmd")
                 outcomes.append(outcome)
+            if db.total_changes != start:  # the batch's number, read back if its COMMIT fails
+                self.batch_no += 1
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('batch', ?)", (str(self.batch_no),))
             committing = True
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            if committing:  # a failed COMMIT may still be on disk (WAL): believe the file, not memory
-                self._reload()
+            self._sql_commit()
+        except BaseException as error:
+            if committing:
+                landed = self._landed(error, batch_no)
             else:
+                landed = False
+                if db.in_transaction:
+                    self._rollback()
+            if not landed:
+                self.batch_no = batch_no
                 self._revert((0, *heads))
-            raise
+                raise
+            log.warning("COMMIT reported %r, but the batch is in the ledger file: it stands", error)
         self._undo.clear()
+        self._check_files()
         return outcomes
+
+    def _sql_commit(self) -> None:  # the statements themselves: a test's fault switch may stand in for them
+        self.db.execute("COMMIT")
+
+    def _sql_rollback(self) -> None:
+        self.db.execute("ROLLBACK")
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction; a ROLLBACK that fails leaves the file's state unknown."""
+        try:
+            self._sql_rollback()
+        except sqlite3.Error as e:
+            raise Unsure(f"ROLLBACK failed ({e}): the ledger's state is unknown") from e
+
+    def _landed(self, error: BaseException, before: int) -> bool:
+        """After ``error`` in a batch: did the batch reach the file? Rolls back what is still open; raises
+        Unsure when it cannot know."""
+        if self.db.in_transaction:  # whatever failed, the transaction is still open: nothing is in the file
+            self._rollback()
+            return False
+        if getattr(error, "sqlite_errorcode", None) not in _READ_BACK:
+            raise Unsure(f"COMMIT failed ({error}): whether the batch is in the ledger file cannot be known")
+        try:
+            found = self._read_back()
+        except sqlite3.Error as e:
+            raise Unsure(f"COMMIT failed ({error}) and the ledger file cannot be read back ({e})") from e
+        if found == self.batch_no:
+            return True
+        if found == before:
+            return False
+        raise Unsure(f"COMMIT failed ({error}) and the ledger file holds batch {found}, "
+                     f"neither {before} nor {self.batch_no}")
+
+    def _read_back(self) -> int:
+        """The last batch number in the file, through a connection of its own (memory: this one)."""
+        if self._files is None:
+            return self._batch_in(self.db)
+        db = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True)
+        try:
+            return self._batch_in(db)
+        finally:
+            db.close()
+
+    def _check_files(self) -> None:
+        """Fail (Unsure) if the database or its WAL was unlinked or replaced since it was opened: what was
+        just committed would then be in no file that a restart reads."""
+        if self._files is None:
+            return
+        for name, known in self._files.items():
+            try:
+                st = os.stat(name)
+            except FileNotFoundError:
+                if known is None:  # not made yet (a WAL appears with the first transaction)
+                    continue
+                raise Unsure(f"{name} was removed while the server had the ledger open") from None
+            identity = (st.st_dev, st.st_ino)
+            if known is None:
+                self._files[name] = identity
+            elif identity != known:
+                raise Unsure(f"{name} was replaced by another file while the server had the ledger open")
 
     def _revert(self, mark: tuple) -> None:
         """Undo in-memory changes made after ``mark`` (its SQL was rolled back)."""
@@ -279,16 +383,10 @@ class Store:
 
     def _replay(self, c: Finance) -> Outcome | None:
         """The stored outcome of an earlier request with the same (manager, extID), if any."""
-        row = self.db.execute(
-            "SELECT payload, status, error, message, seq FROM idempotency WHERE manager=? AND ext_id=?",
-            (c.manager, c.ext_id),
-        ).fetchone()
-        if row is None:
-            return None
-        payload, status, error, message, seq = row
-        if payload != c.request.payload():
-            return Outcome(error=LedgerError(
-                409, "IDEMPOTENCY_CONFLICT", f"extID {c.ext_id!r} was used for a different request"), replay=True)
+        seen = self._key(c.manager, c.ext_id, c.request.payload())
+        if seen is None or isinstance(seen, Outcome):
+            return seen
+        status, error, message, seq, _ = seen
         if seq is None:
             return Outcome(error=LedgerError(status, error, message), replay=True)
         etype, data, order, login, cmd, amount = self.db.execute(
@@ -297,16 +395,40 @@ class Store:
         return Outcome(data=Receipt(order, login, cmd, amount, etype, data.encode()), replay=True)
 
     def _remember_failure(self, command: Any, error: LedgerError) -> None:
-        """A keyed finance request that failed by the ledger's rules stays failed on replay."""
-        if (isinstance(command, Finance) and command.manager is not None and command.ext_id is not None
-                and error.status < 500 and error.code != "IDEMPOTENCY_CONFLICT"):
+        """A keyed request that failed by the ledger's rules stays failed on replay."""
+        if (isinstance(command, (Finance, AddAccount)) and command.manager is not None
+                and command.ext_id is not None and error.status < 500 and error.code != "IDEMPOTENCY_CONFLICT"):
+            payload = command.request.payload() if isinstance(command, Finance) else command.payload()
             self.db.execute(
                 "INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?,?,NULL)",
-                (command.manager, command.ext_id, command.request.payload(), error.status, error.code,
-                 error.message, None, command.now),
+                (command.manager, command.ext_id, payload, error.status, error.code, error.message, None,
+                 command.now),
             )
 
+    def _key(self, manager: int, ext_id: str, payload: str) -> Outcome | tuple | None:
+        """The stored outcome row of an earlier request with this (manager, extID): None if there is none,
+        a conflict Outcome if it asked something else, else (status, error, message, seq, login)."""
+        row = self.db.execute(
+            "SELECT payload, status, error, message, seq, login FROM idempotency WHERE manager=? AND ext_id=?",
+            (manager, ext_id)).fetchone()
+        if row is None:
+            return None
+        if row[0] != payload:
+            return Outcome(error=LedgerError(
+                409, "IDEMPOTENCY_CONFLICT", f"extID {ext_id!r} was used for a different request"), replay=True)
+        return row[1:]
+
     def _add_account(self, c: AddAccount) -> Outcome:
+        keyed = c.manager is not None and c.ext_id is not None
+        if keyed:
+            seen = self._key(c.manager, c.ext_id, c.payload())
+            if isinstance(seen, Outcome):
+                return seen
+            if seen is not None:
+                status, error, message, _, login = seen
+                if login is None:
+                    return Outcome(error=LedgerError(status, error, message), replay=True)
+                return Outcome(data=self.get_account(login), replay=True)
         login = c.login
         if login is None:
             login = max(max(self.accounts, default=999), 999) + 1  # from 1000, even after smaller explicit logins
@@ -315,6 +437,9 @@ class Store:
         elif login in self.accounts:
             raise LedgerError(409, "ACCOUNT_EXISTS", f"account {login} already exists")
         self.db.execute("INSERT INTO accounts VALUES (?,?,?,?,?)", (login, c.name, c.group, c.currency, c.now))
+        if keyed:
+            self.db.execute("INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,?)",
+                            (c.manager, c.ext_id, c.payload(), 200, None, None, None, c.now, login))
         self._set_account(login, (c.currency, 0, 0))
         return Outcome(data=self.get_account(login))
 

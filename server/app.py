@@ -27,6 +27,7 @@ from .auth import Tokens
 from .broker import Broker
 from .commands import Dispatcher
 from .faults import Faults
+from .lockfile import LedgerLock
 from .mainloop import MainLoop
 from .tcp import Connection
 from .timeouts import Timeouts
@@ -56,6 +57,10 @@ class Config:
     wallet_test_endpoints: bool = False  # POST /v1/sid, for providers' test environments only
 
 
+class FailStop(Exception):
+    """The server stopped because it could not know what the ledger file holds (logged at CRITICAL)."""
+
+
 class Ports(NamedTuple):
     tcp: int
     ws: int
@@ -65,12 +70,19 @@ class Ports(NamedTuple):
 class Server:
     def __init__(self, config: Config):
         self.config = config
-        self.store = Store(config.db)
+        self._lock = LedgerLock.acquire(config.db)  # before the file is touched: one server per ledger
+        try:
+            self.store = Store(config.db)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
         self.tokens = Tokens(config.secret or admin.load_secret(self.store.db), clock=self.wall_time)
         self.broker = Broker()
         self.timeouts = Timeouts()
         self.mainloop = MainLoop(self.store, self.broker.publish, batch_max=config.batch_max,
                                  inbox_size=config.inbox_size, threaded=config.threaded)
+        self.mainloop.on_unsure = self.fail_stop
         self.dispatcher = Dispatcher(self)
         self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"),
                                 config.wallet_test_endpoints)
@@ -81,9 +93,11 @@ class Server:
         self._accepting: list[trio.CancelScope] = []
         self._root: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
+        self._conns: trio.Nursery | None = None
         self._faults: Faults | None = None
         self._connections_done = trio.Event()
         self.stopping = False
+        self.failure: str | None = None  # set by a fail-stop
 
     # ---- time: everything follows Trio's clock, so MockClock drives sync timeouts and expiries
 
@@ -123,6 +137,10 @@ class Server:
                 task_status.started(self)
         finally:
             self.store.close()
+            if self._lock is not None:
+                self._lock.release()
+        if self.failure is not None:
+            raise FailStop(self.failure)
 
     def _hypercorn_config(self) -> hypercorn.config.Config:
         config = hypercorn.config.Config()
@@ -143,6 +161,7 @@ class Server:
 
     async def _serve_tcp(self, listeners: list, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
         async with trio.open_nursery() as conns:
+            self._conns = conns  # manager connections, socket or in-memory: shutdown waits for all of them
             await conns.start(self._accept, partial(trio.serve_listeners, self._tcp_connection, listeners,
                                                     handler_nursery=conns))
             task_status.started()
@@ -163,7 +182,7 @@ class Server:
     def connect_memory(self) -> trio.abc.Stream:
         """A manager connection over an in-memory stream (no socket): returns the client's end."""
         client, server = trio.testing.memory_stream_pair()
-        self._nursery.start_soon(self._tcp_connection, server, client)
+        self._conns.start_soon(self._tcp_connection, server, client)
         return client
 
     @property
@@ -174,25 +193,55 @@ class Server:
         return self._faults
 
     async def shutdown(self) -> None:
-        """Stop accepting and reading, apply every queued command, answer or fail every pending
-        request, flush what connections have buffered, then stop everything."""
+        """Stop accepting and reading; apply what is queued within the grace period and answer it, answer
+        what is still queued after it 503 without applying it (never both); answer every pending request
+        truthfully, flush what connections have buffered, then stop everything."""
         if self.stopping:
             return
-        self.stopping = True
         grace = self.config.shutdown_grace
+        self._stop_taking_work()
+        # Connections keep reading meanwhile: each new request is answered 503 SHUTTING_DOWN.
+        with trio.move_on_after(grace):
+            await self.mainloop.stopped.wait()
+        self.mainloop.drop_queued()  # what is left is answered 503 and not applied
+        await self.mainloop.stopped.wait()  # the batch being committed, if any, is answered by its outcome
+        log.info("stopped; ledger head %d:%s", self.store.seq, self.store.event_head)
+        for conn in list(self.connections):
+            for pending in list(conn.pending):
+                pending.stopped()
+            conn.stop_reading()
+        with trio.move_on_after(grace):
+            await self._connections_done.wait()
+        if self._root is not None:
+            self._root.cancel()
+
+    def _stop_taking_work(self) -> None:
+        self.stopping = True
         for scope in self._accepting:
             scope.cancel()
         self._wallet_stop.set()  # hypercorn stops accepting and lets in-flight calls finish
-        # Connections keep reading meanwhile: each new request is answered 503 SHUTTING_DOWN.
         self.mainloop.resume()
         self.mainloop.close()
-        with trio.move_on_after(grace):
-            await self.mainloop.stopped.wait()
+
+    def fail_stop(self, reason: str) -> None:
+        """The ledger file's content cannot be known: stop at once (fail-stop, as TigerBeetle and PostgreSQL
+        do). One CRITICAL line; queued work is answered 503 unapplied; ``run`` raises FailStop, and the
+        ``syncledger serve`` process exits non-zero so that a supervisor restarts it."""
+        if self.failure is not None:
+            return
+        self.failure = reason
+        log.critical("stopping: %s; nothing more is served. Restart syncledger: it recovers what the ledger "
+                     "file holds", reason)
+        self.mainloop.drop_queued()
+        if self._nursery is not None:
+            self._nursery.start_soon(self._stop_after_failure)
+
+    async def _stop_after_failure(self) -> None:
+        self._stop_taking_work()
+        await self.mainloop.stopped.wait()
         for conn in list(self.connections):
-            for pending in list(conn.pending):
-                pending.error(503, "SHUTTING_DOWN", "the server shut down before this request completed")
             conn.stop_reading()
-        with trio.move_on_after(grace):
+        with trio.move_on_after(1):  # flush what is buffered; unanswered requests stay unanswered
             await self._connections_done.wait()
         if self._root is not None:
             self._root.cancel()

@@ -35,22 +35,28 @@ def event_line(event: Event) -> bytes:
 
 class Broker:
     def __init__(self) -> None:
-        self.subscribers: set[Subscriber] = set()
+        self.subscribers: dict[Subscriber, int] = {}  # subscriber -> seq of the last event it was given
         self.dropped = 0
 
     def publish(self, event: Event) -> None:
-        """Called by the mainLoop after commit; never waits."""
+        """Called by the mainLoop after commit; never waits. Each subscriber gets each event once, in seq
+        order: an event it already has (replayed from the ledger) is not sent again."""
         if not self.subscribers:
             return
         line = event_line(event)
-        for sub in list(self.subscribers):
-            if not sub.offer(line):
-                self.subscribers.discard(sub)
+        seq = event.seq
+        for sub, last in list(self.subscribers.items()):
+            if seq <= last:
+                continue
+            if sub.offer(line):
+                self.subscribers[sub] = seq
+            else:
+                del self.subscribers[sub]
                 self.dropped += 1
                 sub.drop("subscriber too slow: events dropped; reconnect with from_seq")
 
     def remove(self, sub: Subscriber) -> None:
-        self.subscribers.discard(sub)
+        self.subscribers.pop(sub, None)
 
     async def subscribe(self, sub: Subscriber, mainloop: MainLoop, from_seq: int | None = None) -> None:
         """Go live; with ``from_seq``, first replay every committed event after it, with no gap and no
@@ -71,4 +77,5 @@ class Broker:
                     if not sub.offer(event_line(event)):
                         sub.drop("subscriber too slow during replay; reconnect with from_seq")
                         return
-            self.subscribers.add(sub)
+                    last = event.seq
+            self.subscribers[sub] = mainloop.store.seq if last is None else last

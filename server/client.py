@@ -56,8 +56,23 @@ class Call:
 
 def _encode_amounts(value: Any) -> Any:
     if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} is not a number JSON can carry")
         return orjson.Fragment(str(value).encode())
     return value
+
+
+def _finite(value: Any) -> None:
+    """Refuse a float NaN or infinity (orjson would send it as null)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a number JSON can carry")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _finite(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _finite(item)
 
 
 class Client:
@@ -74,10 +89,14 @@ class Client:
     def _line(self, command: str, data: dict | None, ext_id: str, token: str | None) -> bytes:
         msg: dict[str, Any] = {"command": command, "extID": ext_id}
         if data is not None:
+            _finite(data)
             msg["data"] = data
         if token is not None:
             msg["__token"] = token
-        return orjson.dumps(msg, default=_encode_amounts) + b"\r\n"
+        try:
+            return orjson.dumps(msg, default=_encode_amounts) + b"\r\n"
+        except orjson.JSONEncodeError as e:  # what default= raised: a NaN or infinite Decimal
+            raise ValueError(str(e.__cause__ or e)) from None
 
     def start(self, command: str, data: dict | None = None, *, ext_id: str | None = None,
               token: str | None = "default") -> Call:
@@ -86,11 +105,11 @@ class Client:
             raise ConnectionLost("connection closed")
         # extIDs are idempotency keys per manager: generated ones must never repeat across connections
         ext_id = ext_id if ext_id is not None else f"{self._prefix}-{next(self._ids)}"
-        call = Call(ext_id)
         if ext_id in self._calls:
             raise ValueError(f"extID {ext_id!r} is already in flight on this client")
-        self._calls[ext_id] = call
-        self._out_send.send_nowait(self._line(command, data, ext_id, self.token if token == "default" else token))
+        line = self._line(command, data, ext_id, self.token if token == "default" else token)  # may refuse
+        call = self._calls[ext_id] = Call(ext_id)
+        self._out_send.send_nowait(line)
         return call
 
     async def call(self, command: str, data: dict | None = None, **kw: Any) -> Reply:

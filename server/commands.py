@@ -130,7 +130,8 @@ class Dispatcher:
 
     async def add_user(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
         data = models.AddUserData.model_validate(req.data)
-        command = AddAccount(data.name, data.currency, self.s.now(), data.group, data.login)
+        command = AddAccount(data.name, data.currency, self.s.now(), data.group, data.login,
+                             manager=claims.login, ext_id=req.ext_id)
         await self.s.mainloop.submit(Job(command, partial(_answer, pending)))
 
     async def get_user(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
@@ -174,6 +175,9 @@ class Dispatcher:
                                 else "chanels must name trade:event")
         if conn.subscribed:
             raise ProtocolError(409, "ALREADY_SUBSCRIBED", "this connection is already subscribed")
+        if data.from_seq is not None and data.from_seq > self.s.store.seq:  # seq only grows: no race
+            raise ProtocolError(400, "FROM_SEQ_AHEAD",
+                                f"from_seq {data.from_seq} is beyond the newest event {self.s.store.seq}")
         conn.subscribed = True
         pending.ok({"channels": list(CHANNELS), "from_seq": data.from_seq})
         await self.s.broker.subscribe(conn, self.s.mainloop, data.from_seq)

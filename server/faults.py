@@ -1,8 +1,11 @@
 """Fault injection for tests: switches that produce the awkward cases on demand. All off by default.
 
     faults.pause() / faults.resume()      hold batches back (queued commands wait)
-    faults.delay_commit(seconds)          the next batch waits that long (Trio time) before it commits
+    faults.delay_commit(seconds, n)       the next n batches each wait that long (Trio time) before they commit
     faults.fail_next_batch()              the next batch fails as a disk error would: nothing of it applies
+    faults.fail_commit(landed, code)      the next COMMIT reports an error (sqlite3 error code ``code``), after
+                                          reaching the file (landed=True) or before it (False)
+    faults.fail_rollback()                the next ROLLBACK fails (the server must stop: fail-stop)
     faults.hold_events(n) / release_events()   keep the next n events (None: all) from fan-out and waiters
     faults.drop_events(n)                 the next n events reach no subscriber and no waiter (they stay in
                                           the ledger: from_seq replays them, a …Sync retry finds its record)
@@ -31,10 +34,18 @@ def _disk_failure(command: DiskFailure) -> Outcome:
     raise sqlite3.OperationalError("disk I/O error (injected)")
 
 
+def _error(code: int, statement: str) -> sqlite3.OperationalError:
+    """The error SQLite would raise, with its error code (what the store decides by)."""
+    error = sqlite3.OperationalError(f"{statement} failed: injected error {code}")
+    error.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return error
+
+
 class Faults:
     def __init__(self, server: Server):
         self._server = server
         self.commit_delay = 0.0
+        self.delayed = 0  # batches still to delay
         self.failing = 0
         self.hold = 0.0  # events still to hold back (math.inf: until released)
         self.drop = 0
@@ -50,17 +61,35 @@ class Faults:
     def resume(self) -> None:
         self._server.mainloop.resume()
 
-    def delay_commit(self, seconds: float) -> None:
-        self.commit_delay = seconds
+    def delay_commit(self, seconds: float, batches: int = 1) -> None:
+        self.commit_delay, self.delayed = seconds, batches
 
     def fail_next_batch(self, batches: int = 1) -> None:
         self.failing += batches
 
+    def fail_commit(self, landed: bool, code: int = sqlite3.SQLITE_BUSY) -> None:
+        store = self._server.store
+
+        def commit() -> None:
+            del store._sql_commit  # once
+            if landed:
+                store._sql_commit()
+            raise _error(code, "COMMIT")
+        store._sql_commit = commit  # type: ignore[method-assign]
+
+    def fail_rollback(self) -> None:
+        store = self._server.store
+
+        def rollback() -> None:
+            del store._sql_rollback  # once; the transaction stays open until the connection closes
+            raise _error(sqlite3.SQLITE_IOERR, "ROLLBACK")
+        store._sql_rollback = rollback  # type: ignore[method-assign]
+
     async def before_commit(self, commands: list) -> list:
         """Called by the mainLoop with each batch's commands; returns what to apply."""
-        if self.commit_delay:
-            delay, self.commit_delay = self.commit_delay, 0.0
-            await trio.sleep(delay)
+        if self.delayed:
+            self.delayed -= 1
+            await trio.sleep(self.commit_delay)
         if self.failing:
             self.failing -= 1
             return [*commands, DiskFailure()]

@@ -1,5 +1,6 @@
 """The only writer: drains its inbox in batches, applies each batch with one Store.apply_batch (one
-commit), then publishes the batch's events and answers its jobs. Nothing is answered before commit."""
+commit), then publishes the batch's events and answers its jobs. Nothing is answered before commit, and
+no answer says more than the writer knows (a batch whose fate is unknown stops the server)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ from typing import Any, Callable
 import trio
 
 from ledger import LedgerError, Outcome, Store
-from ledger.store import Event
+from ledger.store import Event, Unsure
 
 log = logging.getLogger("syncledger.mainloop")
 
 
 class ShuttingDown(Exception):
     """The mainLoop no longer takes jobs."""
+
+
+NOT_APPLIED = Outcome(error=LedgerError(503, "SHUTTING_DOWN", "the server stopped before applying this request: "
+                                                              "nothing was applied"))
+COMMIT_FAILED = Outcome(error=LedgerError(500, "INTERNAL", "the ledger could not commit; nothing was applied"))
 
 
 @dataclass(slots=True, eq=False)
@@ -40,6 +46,9 @@ class MainLoop:
         self.stopped = trio.Event()  # set once run() has applied its last batch
         self.batches = self.jobs = self.submitted = 0
         self.faults: Any = None  # a server.faults.Faults when a test injects faults
+        self.dropping = False  # queued jobs are answered NOT_APPLIED instead of applied (shutdown, fail-stop)
+        self.failure: str | None = None  # why the store's state became unknowable
+        self.on_unsure: Callable[[str], None] = _no_handler  # the server's fail-stop
 
     def deliver(self, event: Event, waiter: Any) -> None:
         """Broadcast a committed event, then show it to the …Sync waiter of the job that made it."""
@@ -78,8 +87,14 @@ class MainLoop:
         self._running.set()
 
     def close(self) -> None:
-        """Take no more jobs; :meth:`run` returns once the queued ones are applied."""
+        """Take no more jobs; :meth:`run` returns once the queued ones are applied (or dropped)."""
         self._send.close()
+
+    def drop_queued(self) -> None:
+        """Apply no more batches: every job not yet applied is answered NOT_APPLIED (the batch being
+        committed, if any, is answered by its outcome)."""
+        self.dropping = True
+        self.resume()
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -98,6 +113,9 @@ class MainLoop:
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 await self._running.wait()
+                if self.dropping:
+                    self._answer(batch, [NOT_APPLIED] * len(batch))
+                    continue
                 async with self.lock:
                     await self._apply(batch)
 
@@ -107,12 +125,21 @@ class MainLoop:
             commands = await self.faults.before_commit(commands)
         try:
             outcomes = await self.call(self.store.apply_batch, commands)
+        except Unsure as e:
+            # Whether this batch is in the file cannot be known: its jobs get no answer, nothing more is
+            # applied, and the server stops so that a restart reads the truth from the file.
+            self.failure = str(e)
+            self.dropping = True
+            self.on_unsure(self.failure)
+            return
         except Exception:
             log.exception("batch of %d commands failed to commit; none was applied", len(batch))
-            failed = Outcome(error=LedgerError(500, "INTERNAL", "the ledger could not commit; nothing was applied"))
-            outcomes = [failed] * len(batch)
+            outcomes = [COMMIT_FAILED] * len(batch)
         self.batches += 1
         self.jobs += len(batch)
+        self._answer(batch, outcomes)
+
+    def _answer(self, batch: list[Job], outcomes: list[Outcome]) -> None:
         for job, outcome in zip(batch, outcomes, strict=True):
             try:
                 for event in outcome.events:
@@ -123,3 +150,7 @@ class MainLoop:
                 job.done(outcome)
             except Exception:  # a bug in one answer must not stop the writer
                 log.exception("answering a job failed")
+
+
+def _no_handler(reason: str) -> None:
+    raise Unsure(reason)

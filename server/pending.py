@@ -23,10 +23,11 @@ class Replies(Protocol):
 
 
 class Pending:
-    __slots__ = ("conn", "ext_id", "done", "keys", "timeouts", "timeout_ms")
+    __slots__ = ("conn", "ext_id", "done", "keys", "timeouts", "timeout_ms", "applied")
 
     def __init__(self, conn: Replies, ext_id: str | None):
         self.conn, self.ext_id, self.done = conn, ext_id, False
+        self.applied = False  # a …Sync request whose job is committed (its answer waits for the event)
         self.keys: tuple[tuple[int, int], ...] = ()  # (order, event type) a …Sync request waits for
         self.timeouts: Timeouts | None = None
         self.timeout_ms = 0
@@ -75,8 +76,19 @@ class Pending:
 
     def on_outcome(self, outcome: Outcome) -> None:
         """The job is committed: a replay or a refusal is answered here (a new record by its event)."""
-        if not self.refused(outcome) and outcome.replay:
-            self.ok(outcome.data.record)
+        if not self.refused(outcome):
+            self.applied = True
+            if outcome.replay:
+                self.ok(outcome.data.record)
+
+    def stopped(self) -> None:
+        """The server stops with this request unanswered: say what is true of it."""
+        if self.applied:
+            self.error(504, "SYNC_TIMEOUT", "the request was applied, but the server stopped before its "
+                                            "trade:event was broadcast")
+        else:
+            self.error(503, "SHUTTING_DOWN", "the server shut down before applying this request: "
+                                             "nothing was applied")
 
     def expire(self) -> None:
         """Called by the scheduler, which has already taken this entry off its heap."""

@@ -84,16 +84,43 @@ def _decimal(text: str) -> Decimal:
         raise ValueError(f"number {text[:32]} is out of range") from None
 
 
+def _unique(pairs: list[tuple[str, Any]]) -> dict:
+    """An object without a repeated key: ``{"command": "Ping", "command": "BalanceIn"}`` is ambiguous."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"key {repeated[:64]!r} appears twice in one object")
+    return obj
+
+
+# Larger in magnitude than every range the models accept: an integer of more digits than CPython parses
+# (4,300) becomes this, so that the field's own validation names it instead of the JSON decoder failing.
+OUT_OF_RANGE = 10**40
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) <= 40:
+        return int(text)
+    return -OUT_OF_RANGE if text[0] == "-" else OUT_OF_RANGE
+
+
 # Built once: json.loads with options would build a new decoder per call.
-_DECODER = json.JSONDecoder(parse_float=_decimal, parse_constant=_no_constants)
+_DECODER = json.JSONDecoder(parse_float=_decimal, parse_constant=_no_constants, object_pairs_hook=_unique)
+_BOUNDED = json.JSONDecoder(parse_float=_decimal, parse_constant=_no_constants, object_pairs_hook=_unique,
+                            parse_int=_bounded_int)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def decode_json(data: bytes) -> Any:
-    """Strict JSON from UTF-8 bytes: fractions as ``Decimal``, no NaN/Infinity, no lone surrogates
-    (``\\ud800`` escapes decode to strings that can be neither stored nor sent back).
-    Raises ValueError (or RecursionError when nested too deeply)."""
-    obj = _DECODER.decode(data.decode())
+    """Strict JSON from UTF-8 bytes: fractions as ``Decimal``, no NaN/Infinity, no repeated key, no lone
+    surrogates (``\\ud800`` escapes decode to strings that can be neither stored nor sent back); an integer
+    too long for CPython becomes OUT_OF_RANGE. Raises ValueError (or RecursionError when nested too deeply)."""
+    text = data.decode()
+    try:
+        obj = _DECODER.decode(text)
+    except ValueError:  # malformed (raised again below), or an integer of more digits than int() takes
+        obj = _BOUNDED.decode(text)
     if b"\\u" in data:
         stack = [obj]
         while stack:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syncledger.wallet")
 MAX_BODY = 64 * 1024
+MAX_DRAIN = 16 * 1024 * 1024  # an oversized body is read (and dropped) up to this, so that it gets an answer
 ACTIONS = ("check", "balance", "debit", "credit", "cancel")
 TEST_ACTIONS = ("sid",)  # only with serve --wallet-test-endpoints
 INVALID_TOKEN_ID, TEMPORARY_ERROR, UNKNOWN_ERROR = "INVALID_TOKEN_ID", "TEMPORARY_ERROR", "UNKNOWN_ERROR"
@@ -177,7 +178,8 @@ class WalletApp:
 
 
 async def _read_body(receive: Any) -> bytes | None:
-    """The request body, or None if it is larger than MAX_BODY."""
+    """The request body, or None if it is larger than MAX_BODY (read to its end all the same, up to
+    MAX_DRAIN, so that the client gets its INVALID_PARAMETER answer instead of a reset connection)."""
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -185,11 +187,10 @@ async def _read_body(receive: Any) -> bytes | None:
             return None
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        if size <= MAX_BODY:
+            chunks.append(chunk)
+        if not message.get("more_body", False) or size > MAX_DRAIN:
+            return b"".join(chunks) if size <= MAX_BODY else None
 
 
 async def _respond(send: Any, status: int, body: bytes, headers: list | None = None) -> None:

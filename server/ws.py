@@ -51,11 +51,15 @@ class WsSubscriber:
         self.scope.deadline = min(self.scope.deadline, trio.current_time() + DROP_GRACE)
 
 
-def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, int | None]:
-    """(HTTP status to refuse with or 0, from_seq) for an upgrade request."""
+def _refusal(status: int, code: str, message: str) -> tuple[int, bytes]:
+    return status, b'{"error":"%s","message":"%s"}' % (code.encode(), message.encode())
+
+
+def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, bytes | int | None]:
+    """(0, from_seq) for an upgrade request to accept, or (HTTP status, JSON error body) to refuse."""
     url = urlsplit(request.path)
     if url.path != "/events":
-        return 404, None
+        return _refusal(404, "NOT_FOUND", "the event stream is at /events")
     query = parse_qs(url.query)
     token = (query.get("token") or [None])[0]
     auth = dict(request.headers).get(b"authorization", b"").decode("latin-1")
@@ -63,15 +67,17 @@ def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, int | No
         token = auth[7:].strip()
     try:
         claims = server.tokens.verify(token)
-    except AuthError:
-        return 401, None
+    except AuthError as e:
+        return _refusal(401, e.code, "a valid manager token is required")
     if claims.session not in FINANCE_SESSIONS:
-        return 403, None
+        return _refusal(403, "FORBIDDEN", "the event stream is for manager, dealer and admin sessions")
     from_seq = (query.get("from_seq") or [None])[0]
     if from_seq is None:
         return 0, None
-    if not from_seq.isdigit() or len(from_seq) > 18:
-        return 400, None
+    if not from_seq.isascii() or not from_seq.isdigit() or len(from_seq) > 18:
+        return _refusal(400, "INVALID_DATA", "from_seq must be a decimal number")
+    if int(from_seq) > server.store.seq:
+        return _refusal(400, "FROM_SEQ_AHEAD", f"from_seq {from_seq} is beyond the newest event {server.store.seq}")
     return 0, int(from_seq)
 
 
@@ -87,10 +93,11 @@ async def handle(server: Server, request: WebSocketRequest) -> None:
 
 
 async def _serve(server: Server, request: WebSocketRequest) -> None:
-    refused, from_seq = _handshake(server, request)
+    refused, detail = _handshake(server, request)
     if refused:
-        await request.reject(refused)
+        await request.reject(refused, extra_headers=[(b"content-type", b"application/json")], body=detail)
         return
+    from_seq = detail
     ws = await request.accept()
     sub = WsSubscriber(server.config.outbox_size)
     try:

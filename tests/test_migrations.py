@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ledger import Store, migrations, verify_path
+from ledger.store import LedgerOpenError
 from ledger.wallet import WalletCall
 from server.cli import main
 from server.wallet import wallet_call
@@ -25,9 +26,18 @@ def v1(tmp_path) -> str:
     return path
 
 
-def contents(path: str) -> dict[str, list]:
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> str:
+    """A copy of the fixture that no test changes (opening the fixture itself, even read-only, would leave
+    -wal and -shm files beside it)."""
+    path = str(tmp_path_factory.mktemp("fixture") / "v1.db")
+    shutil.copyfile(FIXTURE, path)
+    return path
+
+
+def contents(path: str, pristine: str) -> dict[str, list]:
     """Every row of every table of the version-1 fixture, in a stable order (columns added later left out)."""
-    v1 = sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True)
+    v1 = sqlite3.connect(f"file:{pristine}?mode=ro", uri=True)
     db = sqlite3.connect(path)
     try:
         out = {}
@@ -61,17 +71,17 @@ def call(action: str, txid: str, ref: str | None, game: str, amount=None) -> Wal
     return wallet_call(action, body, NOW, 1800)
 
 
-def test_fixture_is_a_version_1_ledger_that_verifies():
-    db = sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True)
+def test_fixture_is_a_version_1_ledger_that_verifies(pristine):
+    db = sqlite3.connect(f"file:{pristine}?mode=ro", uri=True)
     try:
         assert migrations.version_of(db) == 1
     finally:
         db.close()
-    assert verify_path(str(FIXTURE)).ok
+    assert verify_path(pristine).ok
 
 
-def test_version_1_migrates_in_place_and_keeps_every_row(v1):
-    before = contents(v1)
+def test_version_1_migrates_in_place_and_keeps_every_row(v1, pristine):
+    before = contents(v1, pristine)
     assert verify_path(v1).ok
     store = Store(v1)
     try:
@@ -82,7 +92,7 @@ def test_version_1_migrates_in_place_and_keeps_every_row(v1):
         assert rounds["D2:debit"] == "g-2" and rounds["D4:tombstone"] == "g-4" and rounds["C1:credit"] == "g-1"
     finally:
         store.close()
-    assert contents(v1) == before
+    assert contents(v1, pristine) == before
     assert verify_path(v1).ok
     assert Store(v1).migrated == []  # a second open has nothing to do
 
@@ -119,12 +129,12 @@ def test_the_open_round_of_a_version_1_ledger_settles_after_the_upgrade(v1):
     assert verify_path(v1).ok
 
 
-def test_a_failing_step_leaves_the_ledger_as_it_was(v1, monkeypatch):
-    before = contents(v1)
+def test_a_failing_step_leaves_the_ledger_as_it_was(v1, pristine, monkeypatch):
+    before = contents(v1, pristine)
     steps = [*migrations.STEPS[:-1], (migrations.STEPS[-1][0], "broken",
                                      [*migrations.STEPS[-1][2], "INSERT INTO no_such_table VALUES (1)"])]
     monkeypatch.setattr(migrations, "STEPS", steps)
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(LedgerOpenError, match="no_such_table"):
         Store(v1)
     db = sqlite3.connect(v1)
     try:
@@ -132,7 +142,7 @@ def test_a_failing_step_leaves_the_ledger_as_it_was(v1, monkeypatch):
         assert "game_id" not in [c[1] for c in db.execute("PRAGMA table_info(wallet_tx)")]
     finally:
         db.close()
-    assert contents(v1) == before and verify_path(v1).ok
+    assert contents(v1, pristine) == before and verify_path(v1).ok
 
 
 def test_a_newer_ledger_is_refused_with_a_clear_message(v1, capsys):

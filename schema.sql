@@ -1,4 +1,4 @@
--- syncledger schema, version 3 (tracked in PRAGMA user_version): the whole schema of a new ledger.
+-- syncledger schema, version 4 (tracked in PRAGMA user_version): the whole schema of a new ledger.
 -- An older ledger is brought here by the numbered steps of ledger/migrations.py.
 -- Money columns hold signed integer micro-units (1 unit = 1_000_000).
 -- Ledger tables (finance, events, idempotency, wallet_tx) are append-only:
@@ -11,12 +11,18 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 
+-- An account; password_hash (salted scrypt, NULL: none) lets it log in as a
+-- USER session; enable = 0 refuses its finance commands and wallet calls.
 CREATE TABLE IF NOT EXISTS accounts (
     login    INTEGER PRIMARY KEY,
     name     TEXT    NOT NULL,
     "group"  TEXT    NOT NULL,
     currency TEXT    NOT NULL,
-    created  INTEGER NOT NULL
+    created  INTEGER NOT NULL,
+    leverage INTEGER NOT NULL DEFAULT 100,
+    email    TEXT    NOT NULL DEFAULT '',
+    enable   INTEGER NOT NULL DEFAULT 1,
+    password_hash TEXT
 );
 
 CREATE TABLE IF NOT EXISTS managers (
@@ -127,4 +133,4 @@ BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS wallet_tx_no_delete BEFORE DELETE ON wallet_tx
 BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;

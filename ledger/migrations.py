@@ -69,6 +69,12 @@ STEPS: list[tuple[int, str, list[str]]] = [
         "CREATE TRIGGER idempotency_no_delete BEFORE DELETE ON idempotency "
         "BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only'); END",
     ]),
+    (4, "the SDKs' account fields: leverage, email, enable, password (a salted slow hash, for USER logins)", [
+        "ALTER TABLE accounts ADD COLUMN leverage INTEGER NOT NULL DEFAULT 100",
+        "ALTER TABLE accounts ADD COLUMN email TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE accounts ADD COLUMN enable INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE accounts ADD COLUMN password_hash TEXT",
+    ]),
 ]
 LATEST = STEPS[-1][0]
 

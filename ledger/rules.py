@@ -171,6 +171,12 @@ def _delete(req: FinanceRequest, totals: tuple[int, int], current: Version | Non
                    current.amount, delta, balance, credit, current.comment, current.open_time, now)
 
 
+def with_seq(record: bytes, seq: int) -> bytes:
+    """A trade record as a ``trade:event`` carries it: with the event's ``seq`` inside (the SDKs pass only
+    ``data`` on, so that is where their users find the seq to resume from)."""
+    return b'%s,"seq":%d}' % (record[:-1], seq)
+
+
 def record_json(v: Version) -> bytes:
     """The trade record of a version: ``trade:event`` data and the ``…Sync`` response, as JSON."""
     return orjson.dumps({

@@ -41,7 +41,8 @@ def event_hash(prev: str, seq: int, type_: int, record_id: int, data: bytes) -> 
 
 @dataclass(slots=True)
 class Event:
-    """A committed ``trade:event``: its gap-free ``seq``, type, order and record JSON."""
+    """A committed ``trade:event``: its gap-free ``seq``, type, order and data (the record JSON with the
+    seq inside, as sent; the ledger stores the record without it)."""
 
     seq: int
     type: int
@@ -92,10 +93,16 @@ class AddAccount:
     login: int | None = None  # None: the next free login
     manager: int | None = None  # idempotency, as for finance: per (manager, ext_id)
     ext_id: str | None = None
+    leverage: int = 100
+    email: str = ""
+    enable: bool = True
+    password_hash: str | None = None  # hashed by the caller (slow, salted): never compared on a retry
 
     def payload(self) -> str:
-        """Canonical text of what the request asks, for idempotency comparison."""
-        return orjson.dumps(["AddUser", self.name, self.currency, self.group, self.login]).decode()
+        """Canonical text of what the request asks, for idempotency comparison (the password left out:
+        its hash is salted, so a retry could never match it)."""
+        return orjson.dumps(["AddUser", self.name, self.currency, self.group, self.login, self.leverage,
+                             self.email, self.enable]).decode()
 
 
 class _Isolate(Exception):
@@ -164,6 +171,7 @@ class Store:
                 "LEFT JOIN finance f ON f.id = (SELECT MAX(id) FROM finance WHERE login = a.login)"
             )
         }
+        self.disabled = {login for (login,) in db.execute("SELECT login FROM accounts WHERE enable = 0")}
         row = db.execute("SELECT id, hash FROM finance ORDER BY id DESC LIMIT 1").fetchone()
         self.finance_id, self.finance_head = row if row else (0, GENESIS)
         row = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
@@ -324,6 +332,7 @@ class Store:
             login, old = self._undo.pop()
             if old is None:
                 del self.accounts[login]
+                self.disabled.discard(login)
             else:
                 self.accounts[login] = old
 
@@ -348,7 +357,7 @@ class Store:
         self.db.execute("INSERT INTO events VALUES (?,?,?,?,?)", (seq, etype, row_id, data.decode(), ehash))
         self.finance_id, self.finance_head, self.seq, self.event_head = row_id, fhash, seq, ehash
         self._set_account(v.login, (currency, v.balance, v.credit))
-        return Event(seq, etype, v.order, data)
+        return Event(seq, etype, v.order, rules.with_seq(data, seq))
 
     def apply_finance(self, req: FinanceRequest, now: int, source: str, ext_id: str | None,
                       new_order: int | None = None) -> tuple[Version, Event]:
@@ -362,6 +371,8 @@ class Store:
         account = self.accounts.get(login)
         if account is None and login is not None:
             raise LedgerError(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
+        if login in self.disabled:
+            raise LedgerError(403, "ACCOUNT_DISABLED", f"account {login} is disabled")
         v = rules.apply(req, account[1:] if account else (0, 0), current, new_order or 0, now)
         return v, self.append(v, now, source, ext_id)
 
@@ -392,7 +403,8 @@ class Store:
         etype, data, order, login, cmd, amount = self.db.execute(
             "SELECT e.type, e.data, f.order_id, f.login, f.cmd, f.amount FROM events e "
             "JOIN finance f ON f.id = e.record_id WHERE e.seq = ?", (seq,)).fetchone()
-        return Outcome(data=Receipt(order, login, cmd, amount, etype, data.encode()), replay=True)
+        return Outcome(data=Receipt(order, login, cmd, amount, etype, rules.with_seq(data.encode(), seq)),
+                       replay=True)
 
     def _remember_failure(self, command: Any, error: LedgerError) -> None:
         """A keyed request that failed by the ledger's rules stays failed on replay."""
@@ -415,7 +427,7 @@ class Store:
             return None
         if row[0] != payload:
             return Outcome(error=LedgerError(
-                409, "IDEMPOTENCY_CONFLICT", f"extID {ext_id!r} was used for a different request"), replay=True)
+                409, "IDEMPOTENCY_CONFLICT", f"extID \"{ext_id}\" was used for a different request"), replay=True)
         return row[1:]
 
     def _add_account(self, c: AddAccount) -> Outcome:
@@ -436,7 +448,11 @@ class Store:
                 raise LedgerError(409, "NO_FREE_LOGIN", f"no login above {login - 1} is left: give one explicitly")
         elif login in self.accounts:
             raise LedgerError(409, "ACCOUNT_EXISTS", f"account {login} already exists")
-        self.db.execute("INSERT INTO accounts VALUES (?,?,?,?,?)", (login, c.name, c.group, c.currency, c.now))
+        self.db.execute("INSERT INTO accounts VALUES (?,?,?,?,?,?,?,?,?)",
+                        (login, c.name, c.group, c.currency, c.now, c.leverage, c.email, int(c.enable),
+                         c.password_hash))
+        if not c.enable:
+            self.disabled.add(login)
         if keyed:
             self.db.execute("INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,?)",
                             (c.manager, c.ext_id, c.payload(), 200, None, None, None, c.now, login))
@@ -451,14 +467,32 @@ class Store:
             "close_time FROM finance WHERE order_id = ? ORDER BY version DESC LIMIT 1", (order,)).fetchone()
         return Version(*row) if row else None
 
-    def get_account(self, login: int) -> dict | None:
-        row = self.db.execute(
-            'SELECT login, name, "group", currency, created FROM accounts WHERE login = ?', (login,)).fetchone()
-        if row is None:
-            return None
-        _, balance, credit = self.accounts[login]
+    _ACCOUNT = 'SELECT login, name, "group", currency, created, leverage, email, enable FROM accounts'
+
+    def _account_json(self, row: tuple) -> dict:
+        _, balance, credit = self.accounts[row[0]]
         return {"login": row[0], "name": row[1], "group": row[2], "currency": row[3], "created": row[4],
+                "leverage": row[5], "email": row[6], "enable": bool(row[7]),
                 "balance": orjson.Fragment(to_text(balance)), "credit": orjson.Fragment(to_text(credit))}
+
+    def get_account(self, login: int) -> dict | None:
+        row = self.db.execute(self._ACCOUNT + " WHERE login = ?", (login,)).fetchone()
+        return None if row is None else self._account_json(row)
+
+    def get_accounts(self, group: str | None, from_login: int, limit: int) -> tuple[list[dict], int | None]:
+        """A page of accounts by login, from ``from_login`` on (in ``group`` if given), and the login the
+        next page starts from (None: this was the last page)."""
+        where, args = "login >= ?", [from_login]
+        if group is not None:
+            where, args = where + ' AND "group" = ?', args + [group]
+        rows = self.db.execute(f"{self._ACCOUNT} WHERE {where} ORDER BY login LIMIT ?", (*args, limit + 1)).fetchall()
+        following = rows[limit][0] if len(rows) > limit else None
+        return [self._account_json(row) for row in rows[:limit]], following
+
+    def account_password(self, login: int) -> str | None:
+        """The password hash an account logs in with (None: it has none, or there is no such account)."""
+        row = self.db.execute("SELECT password_hash FROM accounts WHERE login = ?", (login,)).fetchone()
+        return row[0] if row else None
 
     def get_record(self, order: int) -> bytes | None:
         """The trade record JSON of the order's current version."""
@@ -479,7 +513,7 @@ class Store:
     def events_after(self, seq: int, limit: int = 1000) -> list[Event]:
         """Committed events with seq > ``seq``, oldest first."""
         return [
-            Event(s, t, order, data.encode())
+            Event(s, t, order, rules.with_seq(data.encode(), s))
             for s, t, order, data in self.db.execute(
                 "SELECT e.seq, e.type, f.order_id, e.data FROM events e JOIN finance f ON f.id = e.record_id "
                 "WHERE e.seq > ? ORDER BY e.seq LIMIT ?", (seq, limit))

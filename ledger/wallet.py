@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 # Wallet status strings (the provider's).
 OK = "OK"
 INVALID_SID = "INVALID_SID"
+ACCOUNT_LOCKED = "ACCOUNT_LOCKED"
 INVALID_PARAMETER = "INVALID_PARAMETER"
 BET_DOES_NOT_EXIST = "BET_DOES_NOT_EXIST"
 INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
@@ -91,6 +92,8 @@ class _Wallet:
         account = self.store.accounts.get(c.login)
         if account is None:
             return Outcome(data=WalletResult(INVALID_PARAMETER))
+        if c.login in self.store.disabled:
+            return self._result(c.login, ACCOUNT_LOCKED)
         if c.action == "check" and c.currency is None:  # check may leave the currency out
             return self._result(c.login, OK if self._session_ok(c) else INVALID_SID)
         if c.currency != account[0]:

@@ -47,7 +47,8 @@ class Config:
     inbox_size: int = 8192  # queued commands before submitters wait
     outbox_size: int = 16384  # unsent messages per connection before it is dropped as too slow
     max_inflight: int = 8192  # unanswered requests per connection before 429
-    idle_timeout: float = 300.0  # seconds a connection may stay silent with nothing pending
+    idle_timeout: float = 60.0  # seconds a connection may stay open without presenting a valid token
+    default_currency: str = "USD"  # of an account that AddUser creates without one
     game_session_ttl: int = 1800  # idle seconds before a game session (sid) expires
     shutdown_grace: float = 10.0
     threaded: bool = True  # False: SQLite runs on the Trio thread (deterministic MockClock tests)

@@ -3,7 +3,6 @@ extID, pipeline many calls, iterate trade:events. Money in replies is ``Decimal`
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import secrets
@@ -79,8 +78,6 @@ class Client:
     def __init__(self, stream: trio.abc.Stream, token: str | None = None):
         self.stream, self.token = stream, token
         self._calls: dict[str, Call] = {}
-        self._ids = itertools.count(1)
-        self._prefix = secrets.token_hex(8)
         self._out_send, self._out_recv = trio.open_memory_channel[bytes](math.inf)
         self._events_send, self._events = trio.open_memory_channel[dict](math.inf)
         self.orphans: list[Reply] = []  # replies with no (known) extID, e.g. to an unparsable line
@@ -103,8 +100,9 @@ class Client:
         """Send a request without waiting (pipelining). Decimals in ``data`` are sent exactly."""
         if self.closed.is_set():
             raise ConnectionLost("connection closed")
-        # extIDs are idempotency keys per manager: generated ones must never repeat across connections
-        ext_id = ext_id if ext_id is not None else f"{self._prefix}-{next(self._ids)}"
+        # extIDs are idempotency keys per manager, kept for ever: a generated one is 128 random bits, so that
+        # none repeats across connections and restarts. Pass your own ext_id to retry a request safely.
+        ext_id = ext_id if ext_id is not None else secrets.token_hex(16)
         if ext_id in self._calls:
             raise ValueError(f"extID {ext_id!r} is already in flight on this client")
         line = self._line(command, data, ext_id, self.token if token == "default" else token)  # may refuse

@@ -3,6 +3,7 @@ the models, and run the command (every write through the mainLoop)."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from functools import partial
 from typing import TYPE_CHECKING, Awaitable, Callable
@@ -16,15 +17,17 @@ from ledger import rules
 from ledger.wallet import OpenSession
 
 from . import models, protocol
-from .auth import FINANCE_SESSIONS, SESSION_ADMIN, SESSION_MANAGER, AuthError, Claims, check_password
+from .auth import (FINANCE_SESSIONS, SESSION_ADMIN, SESSION_MANAGER, SESSION_USER, AuthError, Claims,
+                   check_password, hash_password)
 from .mainloop import Job, ShuttingDown
 from .pending import Pending
-from .protocol import ProtocolError, Request
+from .protocol import ProtocolError, Request, quoted
 
 if TYPE_CHECKING:
     from .app import Server
     from .tcp import Connection
 
+log = logging.getLogger("syncledger.commands")
 Handler = Callable[["Connection", Pending, Request, Claims], Awaitable[None]]
 
 FINANCE_MODELS: dict[str, type[BaseModel]] = {
@@ -36,6 +39,7 @@ ACCOUNT_ADMINS = frozenset({SESSION_MANAGER, SESSION_ADMIN})
 ANY_SESSION = frozenset(range(4))
 CHANNELS = ("trade:event",)
 MAX_TRADES = 10_000  # records in one GetTrades answer
+MAX_USERS = 1_000  # accounts in one GetUsers page
 # Checked when the login is unknown, so that a wrong login costs as much as a wrong password.
 _DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
@@ -47,6 +51,7 @@ class Dispatcher:
             "Ping": (self.ping, ANY_SESSION),
             "AddUser": (self.add_user, ACCOUNT_ADMINS),
             "GetUser": (self.get_user, FINANCE_SESSIONS),
+            "GetUsers": (self.get_users, FINANCE_SESSIONS),
             "GetTrade": (self.get_trade, FINANCE_SESSIONS),
             "GetTrades": (self.get_trades, FINANCE_SESSIONS),
             "Subscribe": (self.subscribe, FINANCE_SESSIONS),
@@ -58,7 +63,8 @@ class Dispatcher:
             self.commands[name + "Sync"] = (partial(self.finance, name, True), FINANCE_SESSIONS)
 
     async def handle(self, conn: Connection, line: bytes) -> None:
-        """Answer one request line (now, or later through its Pending)."""
+        """Answer one request line (now, or later through its Pending). Whatever goes wrong in one request
+        is answered on that request alone; the connection and its other requests go on."""
         try:
             req = protocol.parse_request(line)
         except ProtocolError as e:
@@ -73,13 +79,14 @@ class Dispatcher:
             if self.s.stopping:
                 raise ShuttingDown()
             if req.command == "Login":
-                await self.login(pending, req)
+                await self.login(conn, pending, req)
                 return
             entry = self.commands.get(req.command)
             if entry is None:
-                raise ProtocolError(404, "UNKNOWN_COMMAND", f"unknown command {req.command!r}")
+                raise ProtocolError(404, "UNKNOWN_COMMAND", f"unknown command {quoted(req.command)}")
             handler, sessions = entry
             claims = self.s.tokens.verify(req.token)
+            conn.authenticated = True
             if claims.session not in sessions:
                 raise ProtocolError(403, "FORBIDDEN", f"{req.command} is not allowed for session type {claims.session}")
             await handler(conn, pending, req, claims)
@@ -91,6 +98,9 @@ class Dispatcher:
             pending.error(400, "INVALID_DATA", models.describe(e))
         except ShuttingDown:
             pending.error(503, "SHUTTING_DOWN", "the server is shutting down")
+        except Exception:  # a bug or a failing read: this request alone fails
+            log.exception("%s failed", req.command)
+            pending.error(500, "INTERNAL", f"{req.command} failed inside the server; nothing was changed")
 
     # ---- finance
 
@@ -130,13 +140,21 @@ class Dispatcher:
 
     async def add_user(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
         data = models.AddUserData.model_validate(req.data)
-        command = AddAccount(data.name, data.currency, self.s.now(), data.group, data.login,
-                             manager=claims.login, ext_id=req.ext_id)
+        hashed = await self.s.offload(hash_password, data.password) if data.password is not None else None
+        command = AddAccount(data.name, data.currency or self.s.config.default_currency, self.s.now(), data.group,
+                             data.login, manager=claims.login, ext_id=req.ext_id, leverage=data.leverage,
+                             email=data.email, enable=data.enable, password_hash=hashed)
         await self.s.mainloop.submit(Job(command, partial(_answer, pending)))
 
     async def get_user(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
         login = models.LoginRef.model_validate(req.data).login
         pending.ok(await self._account(login))
+
+    async def get_users(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
+        data = models.GetUsersData.model_validate(req.data)
+        users, following = await self.s.mainloop.read(self.s.store.get_accounts, data.group, data.from_login,
+                                                      min(data.limit, MAX_USERS))
+        pending.ok({"users": users, "next_from_login": following})
 
     async def get_trade(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
         order = models.OrderRef.model_validate(req.data).order
@@ -167,39 +185,50 @@ class Dispatcher:
     # ---- events
 
     async def subscribe(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
+        """Add channels, as the platform does: naming one already subscribed is no error, and a channel this
+        server does not publish (a quote symbol) is reported in ``unknown`` rather than refused."""
         data = models.SubscribeData.model_validate(req.data)
         names = data.names()
+        known = [n for n in names if n in CHANNELS]
         unknown = [n for n in names if n not in CHANNELS]
-        if not names or unknown:
-            raise ProtocolError(400, "INVALID_DATA", f"unknown channel {unknown[0]!r}" if unknown
-                                else "chanels must name trade:event")
-        if conn.subscribed:
-            raise ProtocolError(409, "ALREADY_SUBSCRIBED", "this connection is already subscribed")
-        if data.from_seq is not None and data.from_seq > self.s.store.seq:  # seq only grows: no race
+        fresh = [n for n in dict.fromkeys(known) if n not in conn.channels]
+        if data.from_seq is not None and fresh and data.from_seq > self.s.store.seq:  # seq only grows: no race
             raise ProtocolError(400, "FROM_SEQ_AHEAD",
                                 f"from_seq {data.from_seq} is beyond the newest event {self.s.store.seq}")
-        conn.subscribed = True
-        pending.ok({"channels": list(CHANNELS), "from_seq": data.from_seq})
-        await self.s.broker.subscribe(conn, self.s.mainloop, data.from_seq)
+        conn.channels.update(fresh)
+        pending.ok({"channels": sorted(conn.channels), "unknown": unknown,
+                    "from_seq": data.from_seq if fresh else None})
+        if "trade:event" in fresh:
+            await self.s.broker.subscribe(conn, self.s.mainloop, data.from_seq)
 
     async def unsubscribe(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
-        self.s.broker.remove(conn)
-        conn.subscribed = False
-        pending.ok({"channels": []})
+        """Remove the channels named (none named: all); the answer lists what is still subscribed."""
+        data = models.SubscribeData.model_validate(req.data)
+        names = data.names() if (data.chanels is not None or data.channels is not None) else list(conn.channels)
+        conn.channels.difference_update(names)
+        if "trade:event" not in conn.channels:
+            self.s.broker.remove(conn)
+        pending.ok({"channels": sorted(conn.channels)})
 
     # ---- session
 
     async def ping(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
         pending.ok({"pong": True, "time": self.s.now()})
 
-    async def login(self, pending: Pending, req: Request) -> None:
+    async def login(self, conn: Connection, pending: Pending, req: Request) -> None:
+        """A manager's login, or an account's (with the password AddUser gave it) as a USER session."""
         data = models.LoginData.model_validate(req.data)
         manager = await self.s.mainloop.read(self.s.store.get_manager, data.login)
-        stored, session = manager if manager is not None else (_DUMMY_HASH, None)
+        if manager is not None:
+            stored, session = manager
+        else:
+            account = await self.s.mainloop.read(self.s.store.account_password, data.login)
+            stored, session = (account, SESSION_USER) if account is not None else (_DUMMY_HASH, None)
         good = await self.s.offload(check_password, data.password, stored)
         if not good or session is None:
             raise ProtocolError(401, "INVALID_CREDENTIALS", "wrong login or password")
         token, expires_at = self.s.tokens.issue(data.login, session)
+        conn.authenticated = True
         pending.ok({"token": token, "session": session, "expires_at": expires_at})
 
 

@@ -59,10 +59,17 @@ class LoginData(_Data):
 
 
 class AddUserData(_Data):
+    """``AddUser`` as the SDKs send it: ``currency`` defaults to the server's, ``password`` (hashed before it
+    is stored) lets the account log in as a USER session."""
+
     login: Id | None = None
     name: Annotated[str, Field(strict=True, min_length=1, max_length=128)]
-    currency: Annotated[str, Field(strict=True, pattern=r"^[A-Z]{3}$")]
+    currency: Annotated[str, Field(strict=True, pattern=r"^[A-Z]{3}$")] | None = None
     group: Annotated[str, Field(strict=True, min_length=1, max_length=64)] = "default"
+    password: Annotated[str, Field(strict=True, min_length=1, max_length=1024)] | None = None
+    leverage: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 100
+    email: Annotated[str, Field(strict=True, max_length=254)] = ""
+    enable: Annotated[bool, Field(strict=True)] = True
 
 
 class LoginRef(_Data):
@@ -79,6 +86,12 @@ class GetTradesData(_Data):
     to: Time | None = None
 
 
+class GetUsersData(_Data):
+    group: Annotated[str, Field(strict=True, min_length=1, max_length=64)] | None = None
+    from_login: Annotated[int, Field(strict=True, ge=0, le=MAX_ID)] = 0
+    limit: Annotated[int, Field(strict=True, ge=1)] = 1000
+
+
 class SubscribeData(_Data):
     chanels: list[Annotated[str, Field(strict=True)]] | None = None  # the platform's spelling
     channels: list[Annotated[str, Field(strict=True)]] | None = None
@@ -92,7 +105,7 @@ def describe(error: ValidationError) -> str:
     """The first validation problem as ``field: reason``."""
     first = error.errors(include_url=False)[0]
     where = ".".join(str(p) for p in first["loc"]) or "data"
-    return f"{where}: {first['msg']}"
+    return f"{where}: {first['msg']}".replace("'", '"')  # the server never quotes with an apostrophe
 
 
 # ---- game-wallet requests (JSON bodies of /v1/*)

@@ -39,7 +39,8 @@ class Connection:
         self._all_answered: trio.Event | None = None
         self.scope = trio.CancelScope()  # the whole connection
         self.read_scope = trio.CancelScope()  # reading requests only (shutdown stops this first)
-        self.subscribed = False
+        self.channels: set[str] = set()  # subscribed to
+        self.authenticated = False  # has presented a valid token (or logged in): never closed for idleness
         self.closed_reason: str | None = None
 
     # ---- what pending requests and the broker call (never wait)
@@ -76,9 +77,9 @@ class Connection:
         self.offer(line)
 
     def drop(self, reason: str) -> None:
+        """Close now (the close is logged with ``reason``)."""
         if self.closed_reason is None:
             self.closed_reason = reason
-            log.info("connection %d dropped: %s", self.id, reason)
         self.scope.cancel()
 
     def peer_of(self, client_stream: trio.abc.Stream) -> bool:
@@ -96,6 +97,7 @@ class Connection:
     # ---- tasks
 
     async def run(self) -> None:
+        started = trio.current_time()
         try:
             with self.scope:
                 async with trio.open_nursery() as nursery:
@@ -111,24 +113,29 @@ class Connection:
             for pending in list(self.pending):
                 pending.abandon()
             self.pending.clear()
+            log.info("connection %d closed after %.1f s: %s", self.id, trio.current_time() - started,
+                     self.closed_reason or "closed by the server")
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
 
     async def _reader(self) -> bool:
-        """Read and dispatch lines until EOF (True: answer what is pending) or lost framing (False)."""
+        """Read and dispatch lines until EOF (True: answer what is pending) or lost framing (False). A
+        connection that has not presented a valid token within idle_timeout is closed, whatever bytes it
+        sent; one that has is never closed for idleness (the SDKs send no heartbeat)."""
         lines = protocol.LineBuffer()
+        deadline = trio.current_time() + self.idle_timeout
         while True:
-            with trio.move_on_after(self.idle_timeout) as idle:
+            with trio.CancelScope(deadline=math.inf if self.authenticated else deadline) as idle:
                 try:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.closed_reason = "connection reset by the peer"
                     return False
             if idle.cancelled_caught:
-                if self.pending or self.subscribed:
-                    continue
-                self.closed_reason = "idle timeout"
+                self.closed_reason = f"no valid token within {self.idle_timeout:g} s"
                 return False
             if not data:
+                self.closed_reason = "closed by the peer"
                 return True
             lines.feed(data)
             try:
@@ -137,6 +144,7 @@ class Connection:
                         await self.dispatcher.handle(self, line)
             except protocol.LineTooLong as e:
                 self.send(protocol.error(None, e.status, e.code, e.message))
+                self.closed_reason = "a line too long (framing lost)"
                 return False
 
     async def _wait_answered(self) -> None:

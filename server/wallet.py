@@ -19,7 +19,7 @@ from ledger import wallet as w
 
 from .mainloop import Job, ShuttingDown
 from .models import WalletMove, WalletSession, WalletUser
-from .protocol import decode_json
+from .protocol import decode_json, invalid_value
 
 if TYPE_CHECKING:
     from .app import Server
@@ -42,7 +42,7 @@ def parse_body(body: bytes) -> dict:
         obj = decode_json(body)
     except (ValueError, RecursionError):
         raise _Invalid() from None
-    if not isinstance(obj, dict):
+    if not isinstance(obj, dict) or invalid_value(obj, body) is not None:
         raise _Invalid()
     return obj
 

@@ -622,7 +622,7 @@ def test_add_account(store, path):
     assert store.get_account(1001)["name"] == "bob"  # unchanged
     assert orjson.loads(orjson.dumps(store.get_account(1001))) == {
         "login": 1001, "name": "bob", "group": "vip", "currency": "EUR", "created": NOW,
-        "balance": 0.0, "credit": 0.0}
+        "leverage": 100, "email": "", "enable": True, "balance": 0.0, "credit": 0.0}
     assert store.get_account(4242) is None
     store.close()
     s = Store(path)

@@ -226,8 +226,7 @@ class _Wallet:
         if seen is not None:
             return self._repeat(seen, c, BET_ALREADY_SETTLED)
         debit = self._tx("debit", c.txid)
-        if debit is None or debit.status != OK or \
-                (c.game_id is not None and debit.game_id is not None and debit.game_id != c.game_id):
+        if debit is None or debit.status != OK or (c.game_id is not None and debit.game_id != c.game_id):
             self._tombstone(c.txid, c)
             return self._answer("cancel", c, BET_DOES_NOT_EXIST, ref_id=c.txid)
         if debit.login != c.login:

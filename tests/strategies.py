@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import string
 import time
 from dataclasses import dataclass, field, replace
@@ -52,7 +53,9 @@ MAX_UNITS = 10**12
 #   "huge-exponent"  a number like 1e99999999999999999999 (big_exponents)
 #   "line-64k+1"     a line of 65,537 bytes ended by a bare \n (case_boundary)
 #   "no-free-login"  AddUser without a login after login 2**63-1 (test_fuzz.ManagerOracle.cmd_AddUser)
-# All four were found by this fuzzer and are fixed; their regression tests are at the end of test_fuzz.py.
+#   "cancel-game-of-a-game-less-debit"  a cancel naming a game.id reversed a debit that had no game.id
+#                    (the contract finds a debit "within the same game.id when one is given")
+# All five were found by this fuzzer and are fixed; their regression tests are at the end of test_fuzz.py.
 OPEN_BUGS: set[str] = set()
 STRICT = os.environ.get("SYNCLEDGER_FUZZ_STRICT", "") == "1"
 if STRICT:
@@ -394,6 +397,11 @@ def _amount_forms(micro: int) -> st.SearchStrategy:
     """Exact spellings of a positive amount: (raw, micro, ambiguous). Ambiguous spellings carry more than
     6 decimals that are all zeros: the contract says "at most 6 decimals", so both accepting and refusing
     them is allowed."""
+    return st.sampled_from(_amount_form_list(micro)).map(lambda f: (f[0], micro, f[1]))
+
+
+def _amount_form_list(micro: int) -> list[tuple[Any, bool]]:
+    """The JSON-number spellings of a positive amount: (raw, ambiguous)."""
     units, frac = divmod(micro, U)
     six = f"{units}.{frac:06d}"
     forms = [(Lit(six), False), (Lit(six.rstrip("0").rstrip(".") or "0"), False), (Lit(f"{micro}e-6"), False),
@@ -402,7 +410,7 @@ def _amount_forms(micro: int) -> st.SearchStrategy:
         forms += [(units, False), (Lit(f"{units}.0"), False), (Lit(f"{units}e0"), False)]
         if units % 100 == 0 and units:
             forms.append((Lit(f"{units // 100}E+2"), False))
-    return st.sampled_from(forms).map(lambda f: (f[0], micro, f[1]))
+    return forms
 
 
 valid_amount = st.one_of(
@@ -1005,8 +1013,19 @@ WALLET_STATUSES = {"OK", "TEMPORARY_ERROR", "INVALID_TOKEN_ID", "INVALID_SID", "
 SIDS = ["sid:1000", "sid:1001", "sid:1002", "sid:expired", "sid:unknown"]
 WALLET_USERS = st.sampled_from(["1000"] * 7 + ["1001", "1002", "0001000", "1003", "999999999999999999"])
 OWN_CURRENCY = {"1000": "EUR", "0001000": "EUR", "1001": "USD", "1002": "EUR"}
-DEBIT_IDS = ["seed-bet-1", "seed-bet-2", "seed-bet-3", "seed-bet-4", "t1", "t2"]  # debits (and cancels)
+MOVES = ("debit", "credit", "cancel")
+# Small pools of transaction ids, refIds and games, so that rounds link up within a few calls (debits, credits,
+# cancels, retries, tombstones). The seed-* ids and the games g1..g4 are played by tests/test_fuzz.py
+# (SEED_WALLET) before the generated calls: g1 an open split round (seed-bet-1 and seed-bet-5 share refId r1),
+# g2 settled, g3 a credit before its debit (seed-bet-3 tombstoned), g4 its only debit cancelled.
+DEBIT_IDS = ["seed-bet-1", "seed-bet-2", "seed-bet-3", "seed-bet-4", "seed-bet-5", "seed-bet-6", "t1", "t2", "t3",
+             "t4"]  # debits (and cancels)
+REF_IDS = ["r1", "r7", "r8", "r9"]  # a debit's own refId, shared by the debits of a round
 SETTLE_IDS = ["seed-win-2", "seed-win-3", "w1", "w2", "w3"]  # credits
+ROUND_IDS = ["t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9"]  # the debits of a round (wallet_round)
+ROUND_SETTLE_IDS = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9"]  # its credits
+LATE_IDS = ["t10", "t11"]  # a debit after its round was settled
+WALLET_DECIMAL = re.compile(r"-?[0-9]{1,30}(\.[0-9]{1,30})?")  # the decimal strings the contract takes as amounts
 
 
 @dataclass(frozen=True)
@@ -1014,7 +1033,7 @@ class WalletReq:
     """A valid wallet body, as the wallet model sees it."""
 
     action: str
-    sid: str  # symbolic (SIDS) or literal
+    sid: str  # symbolic (SIDS) or literal; "" when empty, null or missing
     login: int
     currency: str | None
     game_id: str | None
@@ -1052,75 +1071,124 @@ class WalletCase:
                 f"expect={self.expect!r})")
 
 
+# The call is authorised when any token it carries (each ?authToken= value, an Authorization: Bearer) is the
+# shared one: a gateway may add a Bearer of its own beside the provider's authToken.
 T = WALLET_TOKEN
 GOOD_AUTH = [Auth((T,), None, True, "query"), Auth((), b"Bearer " + T.encode(), True, "header"),
              Auth((T,), b"Bearer " + T.encode(), True, "both"), Auth((T, T), None, True, "query-twice"),
-             Auth((), b"bearer " + T.encode(), True, "header-lowercase")]
+             Auth((), b"bearer " + T.encode(), True, "header-lowercase"),
+             Auth((T,), b"Bearer gateway-token", True, "good-query-gateway-header"),
+             Auth(("wrong",), b"Bearer " + T.encode(), True, "bad-query-good-header"),
+             Auth(("wrong", T), None, True, "bad-then-good-query"),
+             Auth((T,), b"Basic " + T.encode(), True, "good-query-basic-header"),
+             Auth((T,), b"Bearer", True, "good-query-bearer-empty")]
 BAD_AUTH = [Auth((), None, False, "none"), Auth(("wrong",), None, False, "wrong-query"),
             Auth((), b"Bearer wrong", False, "wrong-header"),
-            Auth((T,), b"Bearer wrong", False, "good-query-bad-header"),
-            Auth(("wrong",), b"Bearer " + T.encode(), False, "bad-query-good-header"),
+            Auth(("wrong", "worse"), b"Bearer gateway-token", False, "all-wrong"),
             Auth((), b"Basic " + T.encode(), False, "basic"), Auth((T + "x",), None, False, "longer"),
             Auth((T[:-1],), None, False, "prefix"), Auth((), b"Bearer", False, "bearer-empty"),
             Auth((T.upper(),), None, False, "case"), Auth(("é" + T,), None, False, "non-ascii"),
-            Auth((), b"Bearer \xff" + T.encode(), False, "non-ascii-header"), Auth((), T.encode(), False, "no-scheme")]
+            Auth((), b"Bearer \xff" + T.encode(), False, "non-ascii-header"), Auth((), T.encode(), False, "no-scheme"),
+            Auth((T + " ",), b"Bearer " + T.upper().encode(), False, "near-misses")]
 
 
-def _wallet_amount() -> st.SearchStrategy:
-    small = st.one_of(st.just(0), st.integers(0, 30).map(lambda n: n * U), st.integers(0, 50 * U),
-                      st.sampled_from([1, 100 * U, 1000 * U, MAX_UNITS * U]))
-    return small.flatmap(lambda m: _amount_forms(m) if m else st.sampled_from([(0, 0, False), (Lit("0.0"), 0, False),
-                                                                               (Lit("-0"), 0, False)]))
+def _decimal_strings(micro: int) -> list[tuple[Any, bool]]:
+    """Decimal-string spellings of a positive amount (a JSON string, as providers also send): (raw, ambiguous).
+    Leading zeros are plain decimal strings; more than 6 decimals that are all zeros are ambiguous."""
+    units, frac = divmod(micro, U)
+    six = f"{units}.{frac:06d}"
+    short = six.rstrip("0").rstrip(".")
+    return [(six, False), (short, False), ("000" + short, False), (six + "000", True)]
 
 
-WALLET_AMOUNTS = _wallet_amount()
-GAME_IDS = st.one_of(st.sampled_from(["g1", "g1", "g1", "g2"]), text(min_size=1, max_size=64))
+ZERO_AMOUNTS = [(0, False), (Lit("0.0"), False), (Lit("-0"), False), ("0", False), ("-0.0", False),
+                ("000", False), (Lit("0e5"), False)]
+
+
+def amount_spellings(micro: int, ambiguous: bool = True) -> st.SearchStrategy:
+    """(raw, micro, ambiguous) for ``micro`` >= 0: a JSON number (mostly) or a decimal string."""
+    forms = ZERO_AMOUNTS if micro == 0 else _amount_form_list(micro) * 2 + _decimal_strings(micro)
+    return st.sampled_from([(raw, micro, amb) for raw, amb in forms if ambiguous or not amb])
+
+
+POSITIVE_MICRO = st.one_of(st.integers(1, 30).map(lambda n: n * U), st.integers(1, 50 * U),
+                           st.sampled_from([1, U // 100 * 155, 100 * U, 1000 * U, MAX_UNITS * U]))
+_SPELLED = POSITIVE_MICRO.flatmap(amount_spellings)
+# An amount for each move: sometimes 0 (a lost round; for a debit INVALID_PARAMETER).
+WALLET_AMOUNTS = {action: st.one_of(amount_spellings(0), *[_SPELLED] * (8 if action == "debit" else 3))
+                  for action in MOVES}
+SMALL_AMOUNTS = st.integers(1, 10 * U).flatmap(amount_spellings)
+
+
+GAME_IDS = st.one_of(st.sampled_from(["g1", "g1", "g1", "g2", "g3", "g4", "g5"]), text(min_size=1, max_size=64))
 DEBIT_TX_IDS = st.one_of(st.sampled_from(DEBIT_IDS), st.sampled_from(DEBIT_IDS), text(min_size=1, max_size=64))
 SETTLE_TX_IDS = st.one_of(st.sampled_from(SETTLE_IDS), st.sampled_from(SETTLE_IDS), text(min_size=1, max_size=64))
+DEBIT_REF_IDS = st.one_of(st.sampled_from(REF_IDS), st.sampled_from(REF_IDS), st.sampled_from(DEBIT_IDS),
+                          text(min_size=1, max_size=64))
+CREDIT_REF_IDS = st.one_of(st.sampled_from(DEBIT_IDS), st.sampled_from(REF_IDS), st.sampled_from(REF_IDS),
+                           text(min_size=1, max_size=64))
 UUIDS = st.one_of(st.just(MISSING), st.none(), text(max_size=128))
+# Sids that credit and cancel take (any sid) and a debit refuses (INVALID_SID).
+TOLERANT_SIDS = [MISSING, None, "", "sid:expired", "sid:unknown", "sid:1001"]
 
 
 @st.composite
-def wallet_body(draw: st.DrawFn, action: str) -> tuple[dict, WalletReq, bool]:
+def wallet_body(draw: st.DrawFn, action: str, txid: str | None = None, ref_id: Any = MISSING,
+                game_id: Any = MISSING, coherent: bool | None = None, steady: bool = False
+                ) -> tuple[dict, WalletReq, bool]:
     """A valid body for ``action``: (body, semantics, ambiguous). Mostly the player 1000 with its own sid and
-    currency, and transaction ids from small pools, so that rounds link up (debit, credit, cancel, retries,
-    tombstones) within a few calls."""
-    coherent = draw(st.integers(0, 9)) < 7  # the player 1000, its sid, its currency
+    currency, and ids from small pools; ``txid``, ``ref_id`` (None: no refId) and ``game_id`` (None: no game)
+    fix those parts when given; ``steady``: the player's own sid and a small amount (a debit that is taken)."""
+    if coherent is None:
+        coherent = draw(st.integers(0, 9)) < 7  # the player 1000, its sid, its currency
     user = "1000" if coherent else draw(WALLET_USERS)
     own = OWN_CURRENCY.get(user, "EUR")
     body: dict = {}
     sid = "sid:1000" if coherent else draw(st.sampled_from([f"sid:{int(user)}"] + SIDS + [None]))
     if sid is None:
         sid = draw(text(min_size=1, max_size=128))
-    if action in ("credit", "cancel") and draw(st.integers(0, 3)) == 0:
-        sid = draw(st.sampled_from([MISSING, ""]))
+    if action in MOVES and not steady and draw(st.integers(0, 5 if action == "debit" else 2)) == 0:
+        sid = draw(st.sampled_from(TOLERANT_SIDS))
     body["sid"] = sid
     body["userId"] = user
     currency = own if coherent else draw(st.sampled_from([own, own, "EUR", "USD", "GBP"]))
-    if action in ("check", "balance"):
+    if action == "check":
         currency = draw(st.sampled_from([MISSING, None, currency]))
+    elif action == "balance":
+        currency = draw(st.sampled_from([MISSING, None] + [currency] * 4))
     body["currency"] = currency
-    game_id = game_type = None
-    txid = ref_id = amount = None
+    game_type = None
+    amount = None
     ambiguous = False
-    if action in ("debit", "credit", "cancel"):
-        if draw(st.integers(0, 3)):
-            game_id = draw(GAME_IDS)
+    if action in MOVES:
+        if game_id is MISSING:
+            game_id = draw(GAME_IDS) if draw(st.integers(0, 3)) else None
+        if game_id is not None:
             game_type = draw(st.sampled_from(["slots", "slots", "", MISSING]))
-            game = {"id": game_id, "type": game_type, "session": draw(st.sampled_from(["gs-1", "gs-2", MISSING]))}
-            body["game"] = game
+            body["game"] = {"id": game_id, "type": game_type,
+                            "session": draw(st.sampled_from(["gs-1", "gs-2", MISSING]))}
             game_type = "" if game_type is MISSING else game_type
         else:
             body["game"] = draw(st.sampled_from([MISSING, None]))
-        txid = draw(SETTLE_TX_IDS if action == "credit" else DEBIT_TX_IDS)
+        if txid is None:
+            txid = draw(SETTLE_TX_IDS if action == "credit" else DEBIT_TX_IDS)
         tx: dict = {"id": txid}
-        if action == "credit" or (action == "cancel" and draw(st.integers(0, 4)) == 0):
-            ref_id = draw(DEBIT_TX_IDS)
+        if ref_id is MISSING:
+            ref_id = None
+            if action == "credit":
+                ref_id = draw(CREDIT_REF_IDS)
+            elif action == "debit" and draw(st.integers(0, 2)):
+                ref_id = draw(DEBIT_REF_IDS)
+            elif action == "cancel" and draw(st.integers(0, 4)) == 0:
+                ref_id = draw(DEBIT_REF_IDS)
+        if ref_id is not None:
             tx["refId"] = ref_id
         if action != "cancel" or draw(st.integers(0, 3)) == 0:
-            raw, amount, ambiguous = draw(WALLET_AMOUNTS)
+            raw, amount, ambiguous = draw(SMALL_AMOUNTS if steady else WALLET_AMOUNTS[action])
             tx["amount"] = raw
         body["transaction"] = tx
+    else:
+        game_id = ref_id = None
     body["uuid"] = draw(UUIDS)
     login = int(user)
     return body, WalletReq(action, sid if isinstance(sid, str) else "", login,
@@ -1128,12 +1196,62 @@ def wallet_body(draw: st.DrawFn, action: str) -> tuple[dict, WalletReq, bool]:
                            amount), ambiguous
 
 
+def _valid_case(draw: st.DrawFn, action: str, label: str, **fixed: Any) -> WalletCase:
+    body, req, ambiguous = draw(wallet_body(action, **fixed))
+    return WalletCase("POST", f"/v1/{action}", body, draw(st.sampled_from(GOOD_AUTH)), req,
+                      "ambiguous" if ambiguous else None, _uuid_of(body), label, draw(st.booleans()))
+
+
+ROUND_GAMES = st.one_of(st.sampled_from(["g1", "g5", "g6", "g6", "g7"]), text(min_size=1, max_size=64))
+
+
+@st.composite
+def wallet_round(draw: st.DrawFn) -> list[WalletCase]:
+    """A round played by the player 1000: one to three debits in one game (most sharing a refId: a split),
+    then one to three of: a credit naming the shared refId or one debit's id (with the game.id or without
+    it), a cancel of one debit, another credit for the game, a late debit and its cancel."""
+    game = draw(ROUND_GAMES) if draw(st.integers(0, 4)) else None
+    ref = draw(st.sampled_from(REF_IDS + ["r2", "r3", "r4", "r5"]))
+    ids = draw(st.lists(st.sampled_from(ROUND_IDS), min_size=1, max_size=3, unique=True))
+    cases = [_valid_case(draw, "debit", "round:debit", txid=i, ref_id=ref if draw(st.integers(0, 3)) else None,
+                         game_id=game, coherent=True, steady=draw(st.integers(0, 4)) > 0) for i in ids]
+
+    def named() -> str | None:  # a credit or cancel names the round's game.id, mostly; or none, or another
+        return draw(st.sampled_from([game, game, game, game, None, "g1" if game != "g1" else "g5"]))
+    for step in draw(st.lists(st.sampled_from(["credit-ref", "credit-ref", "credit-id", "cancel", "late"]),
+                              min_size=1, max_size=3)):
+        if step == "credit-ref":
+            cases.append(_valid_case(draw, "credit", "round:credit-ref", txid=draw(st.sampled_from(ROUND_SETTLE_IDS)),
+                                     ref_id=ref, game_id=named(), coherent=True))
+        elif step == "credit-id":
+            cases.append(_valid_case(draw, "credit", "round:credit-id", txid=draw(st.sampled_from(ROUND_SETTLE_IDS)),
+                                     ref_id=draw(st.sampled_from(ids)), game_id=named(), coherent=True))
+        elif step == "cancel":
+            cases.append(_valid_case(draw, "cancel", "round:cancel", txid=draw(st.sampled_from(ids)),
+                                     game_id=named(), coherent=True))
+        else:
+            late = draw(st.sampled_from(LATE_IDS))
+            cases.append(_valid_case(draw, "debit", "round:late-debit", txid=late, game_id=game, coherent=True,
+                                     steady=True))
+            cases.append(_valid_case(draw, "cancel", "round:late-cancel", txid=late, game_id=named(),
+                                     coherent=True))
+    return cases
+
+
+WALLET_BAD_AMOUNT_STRINGS = ["", " 1", "1 ", "+1", "1.", ".5", "1e3", "1E-6", "0x10", "1_000", "1,5", "NaN",
+                             "Infinity", "-Infinity", "\uff11", "\u0661", "--1", "\u22121", "1.5.0", "-1", "-0.5",
+                             "-0.000001", "1.0000001", "0.0000001", "1000000000000.000001", "1000000000001",
+                             "9" * 31, "1." + "0" * 31, "0" * 31, "1\n", "null"]
+
+
 @cache
 def _invalid_wallet_fields(action: str) -> dict[str, st.SearchStrategy]:
     """name (dotted) -> invalid values, for a body of ``action``."""
     sid_bad = st.one_of(_non_str.map(lambda v: v[0]), text(min_size=129, max_size=200))
-    if action in ("check", "balance", "debit"):
+    if action in ("check", "balance"):
         sid_bad = st.one_of(sid_bad, st.just(""), st.just(MISSING))
+    else:  # a move's sid may be empty, null or missing (a debit then answers INVALID_SID: wallet_body)
+        sid_bad = sid_bad.filter(lambda v: v is not None)
     fields: dict[str, st.SearchStrategy] = {
         "sid": sid_bad,
         "userId": st.one_of(st.integers(0, 2000), st.sampled_from(["", "10x", "-1", "+1000", " 1000", "1000 ", "1.0",
@@ -1144,7 +1262,7 @@ def _invalid_wallet_fields(action: str) -> dict[str, st.SearchStrategy]:
                           text(min_size=129, max_size=200)),
     }
     currency_bad = invalid_currency.map(lambda v: v[0])
-    if action in ("debit", "credit", "cancel"):
+    if action in MOVES:
         fields["currency"] = st.one_of(currency_bad, st.just(MISSING))
         fields["game"] = st.one_of(st.lists(st.integers(), max_size=2), text(max_size=5), st.integers(), st.booleans(),
                                    st.just({}), st.just({"id": ""}), st.just({"id": "x" * 65}), st.just({"id": 5}),
@@ -1156,9 +1274,14 @@ def _invalid_wallet_fields(action: str) -> dict[str, st.SearchStrategy]:
                                              _non_str.map(lambda v: v[0]))
         fields["transaction.refId"] = st.one_of(st.just(""), text(min_size=65, max_size=80),
                                                 _non_str.map(lambda v: v[0]).filter(lambda v: v is not None))
-        amount_bad = invalid_amount.map(lambda v: v[0]).filter(
-            lambda v: v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v == 0)
-            and str(v) not in ("-0", "-0.0", "0.0", "0e10", "0.0000000"))
+        # Not an amount: a JSON number that is negative, beyond 10^12 or of more than 6 decimals, NaN, a string
+        # that is not a plain decimal, any other type. (0 is an amount: a lost round; a debit refuses it.)
+        amount_bad = st.one_of(
+            invalid_amount.map(lambda v: v[0]).filter(
+                lambda v: v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v == 0)
+                and str(v) not in ("-0", "-0.0", "0.0", "0e10", "0.0000000")
+                and not (isinstance(v, str) and not isinstance(v, Lit) and WALLET_DECIMAL.fullmatch(v))),
+            st.sampled_from(WALLET_BAD_AMOUNT_STRINGS))
         fields["transaction.amount"] = amount_bad
         if action == "credit":
             fields["transaction.refId"] = st.one_of(fields["transaction.refId"], st.just(MISSING), st.none())
@@ -1188,14 +1311,14 @@ def _uuid_of(body: Any) -> Any:
 @st.composite
 def wallet_case(draw: st.DrawFn) -> WalletCase:
     kind = draw(st.sampled_from(["valid"] * 10 + ["auth"] * 2 + ["field"] * 6 + ["garbage"] * 3 + ["route"]))
+    if kind == "valid":  # mostly the moves, which play rounds
+        action = draw(st.sampled_from(WALLET_ACTIONS + ["debit", "debit", "credit", "credit", "cancel"]))
+        return _valid_case(draw, action, f"valid:{action}")
     action = draw(st.sampled_from(WALLET_ACTIONS))
     body, req, ambiguous = draw(wallet_body(action))
     auth = draw(st.sampled_from(GOOD_AUTH))
     path = f"/v1/{action}"
     ascii_only = draw(st.booleans())
-    if kind == "valid":
-        return WalletCase("POST", path, body, auth, req, "ambiguous" if ambiguous else None, _uuid_of(body),
-                          f"valid:{action}", ascii_only)
     if kind == "auth":
         auth = draw(st.sampled_from(BAD_AUTH))
         if draw(st.booleans()):
@@ -1246,8 +1369,11 @@ def wallet_case(draw: st.DrawFn) -> WalletCase:
     elif what == "empty":
         raw = b""
     elif what == "huge-int":
+        # an integer of more digits than CPython parses, where the action reads it (a check or balance body
+        # has no transaction): whether the parser fails or takes it as out of range, INVALID_PARAMETER
         digits = Lit(_digits(draw(st.integers(5000, 20000))))
-        body = _set(body, draw(st.sampled_from(["transaction.amount", "uuid"])), digits)
+        body = _set(body, draw(st.sampled_from(["transaction.amount", "uuid"] if action in MOVES else ["uuid"])),
+                    digits)
         raw = enc(body).encode()
     else:
         raw = draw(st.binary(max_size=100))
@@ -1262,19 +1388,47 @@ def wallet_case(draw: st.DrawFn) -> WalletCase:
     return WalletCase("POST", path, raw, auth, None, "INVALID_PARAMETER", uuid, f"garbage:{what}")
 
 
+RETRY_SIDS = [MISSING, None, "", "sid:1000", "sid:expired", "sid:unknown"]
+
+
 @st.composite
-def wallet_example(draw: st.DrawFn, max_size: int = 8) -> list[WalletCase]:
-    """Provider calls on one account world; some are retries of an earlier call (same transaction.id),
-    possibly with another uuid or game session, as a provider retrying would send them."""
-    cases = draw(st.lists(wallet_case(), min_size=1, max_size=max_size))
+def wallet_retry(draw: st.DrawFn, again: WalletCase) -> WalletCase:
+    """``again`` sent once more under its transaction.id, as a provider retrying would: the same content
+    (a retransmission), possibly with another uuid, sid, game session or spelling of the amount; or
+    sometimes with another amount (changed content: INVALID_PARAMETER unless the first was not kept)."""
+    body, req, expect = dict(again.body), again.req, again.expect
+    how = draw(st.sampled_from(["same", "uuid", "uuid", "sid", "session", "spelling", "spelling", "changed"]))
+    tx = body.get("transaction")
+    if how == "uuid":
+        body["uuid"] = draw(text(max_size=20))
+    elif how == "sid":
+        sid = draw(st.sampled_from(RETRY_SIDS))
+        body["sid"] = sid
+        req = replace(req, sid=sid if isinstance(sid, str) else "")
+    elif how == "session" and isinstance(body.get("game"), dict):
+        body["game"] = {**body["game"], "session": draw(st.sampled_from(["gs-retry", MISSING]))}
+    elif how in ("spelling", "changed") and isinstance(tx, dict) and req.amount is not None:
+        micro = req.amount if how == "spelling" else (req.amount + draw(POSITIVE_MICRO)) % (MAX_UNITS * U) or 1
+        raw, micro, _ = draw(amount_spellings(micro, ambiguous=False))
+        body["transaction"] = {**tx, "amount": raw}
+        req = replace(req, amount=micro)
+        expect = None
+    else:
+        how = "same"
+    return replace(again, body=body, req=req, expect=expect, uuid=_uuid_of(body), label=f"retry:{how}")
+
+
+@st.composite
+def wallet_example(draw: st.DrawFn, max_size: int = 4, max_inputs: int = 9) -> list[WalletCase]:
+    """Provider calls on one account world: single calls and whole rounds (wallet_round); some are retries
+    of an earlier call (same transaction.id, wallet_retry)."""
+    steps = draw(st.lists(st.one_of(wallet_case().map(lambda c: [c]), wallet_case().map(lambda c: [c]),
+                                    wallet_round()),
+                          min_size=1, max_size=max_size))
     out: list[WalletCase] = []
-    for case in cases:
+    for case in (c for step in steps for c in step):
         earlier = [c for c in out if c.req is not None and c.req.txid is not None]
-        if earlier and draw(st.integers(0, 2)) == 0:
-            again = draw(st.sampled_from(earlier))
-            body = dict(again.body)
-            if draw(st.booleans()):
-                body["uuid"] = draw(text(max_size=20))
-            out.append(replace(again, body=body, uuid=_uuid_of(body), label="retry"))
+        if earlier and draw(st.integers(0, 3)) == 0:
+            out.append(draw(wallet_retry(draw(st.sampled_from(earlier)))))
         out.append(case)
-    return out
+    return out[:max_inputs]

@@ -6,7 +6,8 @@ wallet rounds) and sends a handful of generated inputs (``tests/strategies.py``)
 
 * it gets exactly one well-formed reply (manager: one ``\\r\\n``-terminated JSON object with ``status`` and,
   for errors, ``error`` + ``message``, the ``extID`` echoed when it was readable; wallet: HTTP 200 with a
-  known status string and the request's ``uuid``), or the documented silence (blank line) or
+  known status string and the request's ``uuid``, ``"retransmission": true`` exactly when it answers a
+  retried transaction.id), or the documented silence (blank line) or
   ``LINE_TOO_LONG`` + close; a Ping sent after it on the same connection is answered next, so there is no
   second reply and the connection is still usable;
 * the answer is the one the contract gives: a fixed error for malformed input, or, for well-formed
@@ -20,7 +21,8 @@ wallet rounds) and sends a handful of generated inputs (``tests/strategies.py``)
 Run: ``python -m pytest tests/test_fuzz.py`` (CI size: 300 + 150 examples, about 15 s). Long run:
 ``SYNCLEDGER_FUZZ_EXAMPLES=10000 python -m pytest tests/test_fuzz.py -s`` (examples per fuzz
 test; an example holds 1 to 12 inputs; the input counts are printed). ``SYNCLEDGER_FUZZ_STRICT=1`` also
-generates the inputs of the bugs listed in ``strategies.OPEN_BUGS`` (none at the moment). Regression tests
+generates the inputs of the bugs listed in ``strategies.OPEN_BUGS`` and expects the contract's answer to
+them (one at the moment: a cancel naming a game.id finds a game-less debit). Regression tests
 of the bugs the fuzzer found are at the end of this file.
 """
 
@@ -37,7 +39,7 @@ import uuid as uuidlib
 from collections import Counter
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -886,100 +888,221 @@ ANY = "any"
 
 @dataclass
 class Tx:
+    """A wallet transaction the model remembers under (kind, transaction.id)."""
+
+    kind: str  # debit | credit | cancel
+    txid: str
     payload: tuple
     status: str
     login: int
+    ref_id: str | None = None
+    game: str | None = None  # the round: a debit's game.id; an accepted credit's round
     amount: int = 0
     order: int | None = None
+    at: int = 0  # when it was accepted (the model's clock of accepted moves)
+    live: bool = True  # a debit neither cancelled nor deleted
+
+
+@dataclass
+class Ans:
+    """One acceptable answer: its ledger effect (None: nothing moves), the model's update (given the new
+    order, if any) and whether the reply is a retransmission."""
+
+    effect: tuple | None = None
+    update: Callable[[int | None], None] | None = None
+    retrans: bool = False
+    why: str = ""  # the rule that gave it (a hypothesis event), or why the contract leaves it open (ANY)
+
+
+REFUSED = Ans()
 
 
 class WalletModel:
-    """The wallet contract (section 3) as a model of rounds by transaction.id."""
+    """The wallet contract (section 3): rounds are (login, game.id), settled by one accepted credit; debits
+    found by refId (a debit's id or its own refId); idempotency by transaction.id; tombstones.
+
+    When the contract leaves an answer open the model answers ANY and marks the ids and games involved as
+    vague: any later call that touches them is ANY too (its answer is only checked for shape and effect)."""
 
     def __init__(self) -> None:
-        self.debits: dict[str, Tx] = {}
-        self.settles: dict[tuple[str, str], Tx] = {}
+        self.txs: dict[tuple[str, str], Tx] = {}
         self.tombstones: set[str] = set()
-        self.settled: set[str] = set()
-        self.vague: set[str] = set()  # ids whose recorded state the contract leaves open
+        self.clock = 0
+        self.vague_ids: set[str] = set()
+        self.vague_games: set[str] = set()
+
+    # ---- state
+
+    def _debits(self) -> list[Tx]:
+        return [t for (kind, _), t in self.txs.items() if kind == "debit"]
+
+    def _credits(self, login: int) -> list[Tx]:
+        """The accepted credits of ``login`` (each settled its round)."""
+        return [t for (kind, _), t in self.txs.items() if kind == "credit" and t.status == "OK" and t.login == login]
+
+    def _settled(self, login: int, game: str | None, refs: set[str], after: int = 0) -> bool:
+        """Has an accepted credit, accepted after ``after``, settled the round: ``game``, or for a game-less
+        round, the game-less credit that names one of ``refs``?"""
+        return any(c.at > after and c.game == game and (game is not None or c.ref_id in refs)
+                   for c in self._credits(login))
+
+    def _vague(self, ids: Any, games: Any) -> bool:
+        return bool({i for i in ids if i is not None} & self.vague_ids) or \
+            bool({g for g in games if g is not None} & self.vague_games)
+
+    def _blur(self, ids: Any, games: Any) -> Callable:
+        def update(order: Any) -> None:
+            self.vague_ids.update(i for i in ids if i is not None)
+            self.vague_games.update(g for g in games if g is not None)
+        return update
+
+    def _record(self, r: S.WalletReq, payload: tuple, status: str, *, game: str | None = None,
+                tombstone: str | None = None, then: Callable | None = None) -> Callable:
+        def update(order: Any) -> None:
+            at = 0
+            if status == "OK":
+                self.clock += 1
+                at = self.clock
+            self.txs[(r.action, r.txid)] = Tx(r.action, r.txid, payload, status, r.login, r.ref_id, game,
+                                              r.amount or 0, order, at)
+            if tombstone is not None:
+                self.tombstones.add(tombstone)
+            if then is not None:
+                then()
+        return update
+
+    # ---- answers
 
     def predict(self, r: S.WalletReq, snap: Snap, sid_ok: bool) -> dict[str, Any]:
-        """status -> (ledger effect, model update) for every acceptable answer; {ANY: ...} when open."""
+        """status -> Ans for every acceptable answer; {ANY: Ans(update=...)} when the contract leaves it open."""
+        if r.action == "debit" and r.amount == 0:  # a debit takes an amount above 0, before anything else
+            return {"INVALID_PARAMETER": REFUSED}
         acc = snap.accounts.get(r.login)
-        nothing = (None, lambda order: None)
-        if acc is None:
-            return {"INVALID_PARAMETER": nothing, "INVALID_SID": nothing}
-        if r.action in ("check", "balance"):
-            answers = {"OK" if sid_ok else "INVALID_SID": nothing}
-            if r.currency is not None and r.currency != acc.currency:
-                answers["INVALID_PARAMETER"] = nothing
-            return answers
+        if acc is None:  # an unknown userId; check, balance and debit also fail the sid (order unspecified)
+            if r.action in ("credit", "cancel"):
+                return {"INVALID_PARAMETER": REFUSED}
+            return {"INVALID_PARAMETER": REFUSED, "INVALID_SID": REFUSED}
+        if r.action in ("check", "balance"):  # check compares the currency when given; balance requires it
+            if (r.currency is None and r.action == "balance") or r.currency not in (None, acc.currency):
+                return {"INVALID_PARAMETER": REFUSED, **({} if sid_ok else {"INVALID_SID": REFUSED})}
+            return {"OK" if sid_ok else "INVALID_SID": REFUSED}
         if r.currency != acc.currency:
-            answers = {"INVALID_PARAMETER": nothing}
             if r.action == "debit" and not sid_ok:
-                answers["INVALID_SID"] = nothing
-            return answers
-        if {r.txid, r.ref_id} & self.vague:
-            return {ANY: None}
+                return {"INVALID_PARAMETER": REFUSED, "INVALID_SID": REFUSED}
+            return {"INVALID_PARAMETER": REFUSED}
         payload = (r.action, r.login, r.currency, r.game_id, r.game_type, r.txid, r.ref_id, r.amount)
-        if r.action == "debit":
-            seen = self.debits.get(r.txid)
-            if seen is not None:
-                if seen.payload != payload:
-                    return {"INVALID_PARAMETER": nothing}
-                return {"BET_ALREADY_EXIST" if seen.status == "OK" else seen.status: nothing}
-
-            def record(status: str) -> Callable:
-                return lambda order: self.debits.__setitem__(r.txid, Tx(payload, status, r.login, r.amount, order))
-            if r.txid in self.tombstones:
-                return {"FINAL_ERROR_ACTION_FAILED": (None, record("FINAL_ERROR_ACTION_FAILED"))}
-            if not sid_ok:  # the contract does not say whether this refusal is remembered
-                return {"INVALID_SID": (None, lambda order: self.vague.add(r.txid))}
-            if r.amount > acc.balance:
-                return {"INSUFFICIENT_FUNDS": (None, record("INSUFFICIENT_FUNDS"))}
-            return {"OK": (("debit", r.amount), record("OK"))}
-        kind = r.action
-        debit_id = r.ref_id if kind == "credit" else r.txid
-        seen = self.settles.get((kind, r.txid))
-        if seen is not None:
+        if self._vague([r.txid, r.ref_id], [r.game_id]):
+            return {ANY: Ans(update=self._blur([r.txid, r.ref_id], [r.game_id]), why="vague-ids")}
+        seen = self.txs.get((r.action, r.txid))
+        if seen is not None:  # a transaction.id seen before: the same content is a retransmission
             if seen.payload != payload:
-                return {"INVALID_PARAMETER": nothing}
-            return {"BET_ALREADY_SETTLED" if seen.status == "OK" else seen.status: nothing}
+                return {"INVALID_PARAMETER": REFUSED}
+            again = "BET_ALREADY_EXIST" if r.action == "debit" else "BET_ALREADY_SETTLED"
+            return {again if seen.status == "OK" else seen.status: Ans(retrans=True, why="retransmission")}
+        return getattr(self, r.action)(r, acc, payload, sid_ok)
 
-        def record_settle(status: str, settle: bool = False) -> Callable:
-            def update(order: Any) -> None:
-                self.settles[(kind, r.txid)] = Tx(payload, status, r.login)
-                if settle:
-                    self.settled.add(debit_id)
-            return update
-        debit = self.debits.get(debit_id)
+    def debit(self, r: S.WalletReq, acc: Account, payload: tuple, sid_ok: bool) -> dict[str, Ans]:
+        if ("credit", r.txid) in self.txs:  # a transaction.id names one transaction
+            return {"INVALID_PARAMETER": REFUSED}
+        if r.txid in self.tombstones or r.ref_id in self.tombstones:
+            why = "tombstone" if r.txid in self.tombstones else "tombstoned-ref"
+            return {"FINAL_ERROR_ACTION_FAILED": Ans(update=self._record(r, payload, "FINAL_ERROR_ACTION_FAILED",
+                                                                         game=r.game_id), why=why)}
+        if not sid_ok:
+            return {"INVALID_SID": REFUSED}
+        if r.amount > acc.balance:
+            return {"INSUFFICIENT_FUNDS": Ans(update=self._record(r, payload, "INSUFFICIENT_FUNDS", game=r.game_id))}
+        # also in a round already settled: the provider follows a late debit with a cancel
+        return {"OK": Ans(("debit", r.amount), self._record(r, payload, "OK", game=r.game_id))}
+
+    def credit(self, r: S.WalletReq, acc: Account, payload: tuple, sid_ok: bool) -> dict[str, Ans]:
+        if ("debit", r.txid) in self.txs:
+            return {"INVALID_PARAMETER": REFUSED}
+        if r.game_id is not None and self._settled(r.login, r.game_id, set()):  # the round is closed
+            return {"BET_ALREADY_SETTLED": Ans(update=self._record(r, payload, "BET_ALREADY_SETTLED", game=r.game_id),
+                                               why="round-closed")}
+        named = [d for d in self._debits() if r.ref_id in (d.txid, d.ref_id)]
+        if self._vague([i for d in named for i in (d.txid, d.ref_id)], [d.game for d in named]):
+            return {ANY: Ans(update=self._blur([r.txid, r.ref_id] + [d.txid for d in named], [r.game_id]),
+                             why="vague-debits")}
+        debits = [d for d in named if d.status == "OK" and (r.game_id is None or d.game == r.game_id)]
+        if not debits:
+            return {"BET_DOES_NOT_EXIST": Ans(update=self._record(r, payload, "BET_DOES_NOT_EXIST", game=r.game_id,
+                                                                  tombstone=r.ref_id))}
+        if any(d.login != r.login for d in debits):
+            return {"INVALID_PARAMETER": REFUSED}
+        games = {d.game for d in debits}
+        if r.game_id is None and len(games) > 1:  # debits of several rounds: the contract does not say which
+            return {ANY: Ans(update=self._blur([r.txid, r.ref_id] + [i for d in debits for i in (d.txid, d.ref_id)],
+                                               games), why="several-rounds")}
+        game = r.game_id if r.game_id is not None else games.pop()
+        refs = {r.ref_id} | {d.txid for d in debits} | {d.ref_id for d in debits if d.ref_id is not None}
+        closed = self._settled(r.login, game, refs)
+        if closed or not any(d.live for d in debits):
+            return {"BET_ALREADY_SETTLED": Ans(update=self._record(r, payload, "BET_ALREADY_SETTLED", game=game),
+                                               why="round-closed" if closed else "no-live-debit")}
+        if r.amount > 0 and acc.balance + r.amount > MAX_TOTAL:  # beyond what the ledger keeps: nothing moves
+            blur = Ans(update=self._blur([r.txid, r.ref_id], [game]))
+            return {"UNKNOWN_ERROR": blur, "INVALID_PARAMETER": blur}
+        why = "split-win" if len(debits) > 1 else "shared-ref-win" if r.ref_id != debits[0].txid else "win"
+        return {"OK": Ans(("credit", r.amount), self._record(r, payload, "OK", game=game),
+                          why=why + ("-no-game" if r.game_id is None else ""))}
+
+    def cancel(self, r: S.WalletReq, acc: Account, payload: tuple, sid_ok: bool) -> dict[str, Ans]:
+        debit = self.txs.get(("debit", r.txid))
+        if debit is not None and self._vague([debit.ref_id], [debit.game]):
+            return {ANY: Ans(update=self._blur([r.txid, debit.ref_id], [r.game_id, debit.game]), why="vague-debit")}
+        missing = Ans(update=self._record(r, payload, "BET_DOES_NOT_EXIST", game=r.game_id, tombstone=r.txid))
         if debit is None or debit.status != "OK":
-            def tombstone(order: Any) -> None:
-                self.tombstones.add(debit_id)
-                record_settle("BET_DOES_NOT_EXIST")(order)
-            return {"BET_DOES_NOT_EXIST": (None, tombstone)}
+            return {"BET_DOES_NOT_EXIST": missing}
+        open_bug = False
+        if r.game_id is not None and r.game_id != debit.game:  # not that round's debit
+            if debit.game is not None or "cancel-game-of-a-game-less-debit" not in S.OPEN_BUGS:
+                return {"BET_DOES_NOT_EXIST": missing}
+            open_bug = True  # tolerated: the answer of the same cancel without its game.id
+        answers = self._reverse(r, payload, debit)
+        if open_bug:
+            answers = {status: replace(ans, why="open-bug:cancel-game-of-a-game-less-debit")
+                       for status, ans in answers.items()}
+            answers["BET_DOES_NOT_EXIST"] = missing
+        return answers
+
+    def _reverse(self, r: S.WalletReq, payload: tuple, debit: Tx) -> dict[str, Ans]:
+        """A cancel of ``debit``, an accepted debit of the cancel's round."""
         if debit.login != r.login:
-            return {"INVALID_PARAMETER": nothing}
-        if debit_id in self.settled:
-            return {"BET_ALREADY_SETTLED": (None, record_settle("BET_ALREADY_SETTLED"))}
-        if kind == "credit":
-            if acc.balance + (r.amount or 0) > MAX_TOTAL:  # beyond what the ledger keeps: refused, nothing moves
-                vague = (None, lambda order: self.vague.update({r.txid, debit_id}))
-                return {"UNKNOWN_ERROR": vague, "INVALID_PARAMETER": vague}
-            return {"OK": (("credit", r.amount or 0), record_settle("OK", True))}
-        return {"OK": (("cancel", debit), record_settle("OK", True))}
+            return {"INVALID_PARAMETER": REFUSED}
+        refs = {debit.txid} | ({debit.ref_id} if debit.ref_id is not None else set())
+        if not debit.live or self._settled(r.login, debit.game, refs, after=debit.at):
+            why = "cancel-of-a-cancelled" if not debit.live else "cancel-after-credit"
+            return {"BET_ALREADY_SETTLED": Ans(update=self._record(r, payload, "BET_ALREADY_SETTLED",
+                                                                   game=debit.game), why=why)}
+
+        def dead() -> None:
+            debit.live = False
+        late = self._settled(r.login, debit.game, refs)  # settled before the debit came
+        return {"OK": Ans(("cancel", debit), self._record(r, payload, "OK", game=debit.game, then=dead),
+                          why="late-cancel" if late else "cancel")}
 
 
-def uuid_echo(content: bytes) -> str | None:
-    """The uuid a wallet reply echoes: the body's, when the body is a JSON object and uuid a string."""
+def uuid_echo(content: bytes) -> set[str | None]:
+    """The uuids a wallet reply may echo: the body's, when the body is a JSON object and uuid a string. A
+    body holding an integer of more digits than CPython parses (4,300) is JSON all the same: its uuid, or
+    None (the contract leaves the choice, as for such numbers in a manager line)."""
     if len(content) > 64 * 1024 or S.lone_surrogate(content):
-        return None
-    try:
-        obj = json.loads(content.decode(), parse_float=Decimal, parse_constant=_no_constant)
-    except (ValueError, RecursionError, ArithmeticError, Failed):
-        return None
-    uuid = obj.get("uuid") if isinstance(obj, dict) else None
-    return uuid if isinstance(uuid, str) else None
+        return {None}
+    uuids: set[str | None] = set()
+    for parse_int in (int, lambda text: 0):
+        try:
+            obj = json.loads(content.decode(), parse_float=Decimal, parse_constant=_no_constant,
+                             parse_int=parse_int)
+        except (ValueError, RecursionError, ArithmeticError, Failed):
+            uuids.add(None)
+            continue
+        uuid = obj.get("uuid") if isinstance(obj, dict) else None
+        uuids.add(uuid if isinstance(uuid, str) else None)
+        if parse_int is int:
+            break
+    return uuids
 
 
 class WalletHarness:
@@ -1019,11 +1142,13 @@ class WalletHarness:
         if not response.headers.get("content-type", "").startswith("application/json"):
             raise Failed(f"content-type {response.headers.get('content-type')!r}")
         reply = strict_json(response.content)
-        if not isinstance(reply, dict) or set(reply) - {"status", "balance", "bonus", "uuid", "sid"} \
-                or reply.get("status") not in S.WALLET_STATUSES or "uuid" not in reply:
-            raise Failed(f"a wallet reply is {{status, balance?, bonus?, sid?, uuid}}: {reply!r}")
-        if reply["uuid"] != uuid_echo(content):
-            raise Failed(f"uuid must echo {uuid_echo(content)!r}: {reply!r}")
+        if not isinstance(reply, dict) or set(reply) - {"status", "balance", "bonus", "uuid", "sid", "retransmission"} \
+                or reply.get("status") not in S.WALLET_STATUSES or "uuid" not in reply \
+                or reply.get("retransmission", True) is not True:
+            raise Failed(f"a wallet reply is {{status, balance?, bonus?, sid?, uuid, retransmission: true?}}: "
+                         f"{reply!r}")
+        if reply["uuid"] not in uuid_echo(content):
+            raise Failed(f"uuid must echo one of {uuid_echo(content)!r}: {reply!r}")
         if ("balance" in reply) != ("bonus" in reply):
             raise Failed(f"balance and bonus come together: {reply!r}")
         status = reply["status"]
@@ -1038,25 +1163,33 @@ class WalletHarness:
             want = expect if expect not in (None, "ambiguous") else "INVALID_PARAMETER"
             if status != want:
                 raise Failed(f"{case.label}: got {reply!r}, expected {want}")
-            if "balance" in reply or "sid" in reply:
-                raise Failed(f"a refused request reports no balance and no sid: {reply!r}")
+            if "balance" in reply or "sid" in reply or "retransmission" in reply:
+                raise Failed(f"a refused request reports no balance, no sid and no retransmission: {reply!r}")
             assert_unchanged(before, after)
             return
-        await self.check_valid(case.req, reply, before, after)
+        await self.check_valid(case.req, reply, before, after, light)
         if not light:
             report = await self.srv.mainloop.read(verify, self.srv.store.db)
             if not report.ok:
                 raise Failed(f"verify failed: {report}")
 
-    async def check_valid(self, r: S.WalletReq, reply: dict, before: Snap, after: Snap) -> None:
+    async def check_valid(self, r: S.WalletReq, reply: dict, before: Snap, after: Snap, light: bool = False) -> None:
         status = reply["status"]
         answers = self.model.predict(r, before, self.sid_ok(r))
         if ANY in answers:
-            effect, update = self.any_effect(r, status), None
+            effect, update = self.any_effect(r, status), answers[ANY].update
+            if not light:
+                event(f"wallet-model:any:{answers[ANY].why}")
         elif status not in answers:
             raise Failed(f"{r}: got {reply!r}, expected one of {sorted(answers)}")
         else:
-            effect, update = answers[status]
+            ans = answers[status]
+            effect, update = ans.effect, ans.update
+            if ans.why and not light:
+                event(f"wallet-model:{ans.why}")
+            if reply.get("retransmission", False) != ans.retrans:
+                raise Failed(f"{r}: {reply!r} {'is' if ans.retrans else 'is not'} the reply to a retried "
+                             f"transaction (retransmission: true)")
         acc = after.accounts.get(r.login)
         if r.action == "check":
             if "balance" in reply or reply.get("sid") not in (None, self.resolve({"sid": r.sid})["sid"]):
@@ -1073,7 +1206,8 @@ class WalletHarness:
         order = None
         if effect is None:
             allow = {} if status not in ("BET_DOES_NOT_EXIST", "BET_ALREADY_SETTLED", "INSUFFICIENT_FUNDS",
-                                         "FINAL_ERROR_ACTION_FAILED", "INVALID_SID", "UNKNOWN_ERROR") else None
+                                         "FINAL_ERROR_ACTION_FAILED", "INVALID_SID", "UNKNOWN_ERROR") \
+                or reply.get("retransmission") else None
             if allow is None:  # the wallet may remember the refusal (wallet_tx), nothing else moves
                 allow = {"wallet_tx": after.counts.get("wallet_tx", 0) - before.counts.get("wallet_tx", 0)}
                 if not 0 <= allow["wallet_tx"] <= 2:
@@ -1122,23 +1256,29 @@ class WalletHarness:
         return order
 
 
-GAME = {"id": "g1", "type": "slots", "session": "gs-1"}
-SEED_WALLET = [  # (action, txid, refId, amount in units, expected status)
-    ("debit", "seed-bet-1", None, 10, "OK"),
-    ("debit", "seed-bet-2", None, 5, "OK"),
-    ("credit", "seed-win-2", "seed-bet-2", 7, "OK"),
-    ("credit", "seed-win-3", "seed-bet-3", 1, "BET_DOES_NOT_EXIST"),
-    ("debit", "seed-bet-4", None, 1000, "INSUFFICIENT_FUNDS"),
+SEED_WALLET = [  # (action, txid, refId, game.id, amount in units, expected status): player 1000
+    ("debit", "seed-bet-1", "r1", "g1", 10, "OK"),  # g1: an open round of two debits sharing refId r1
+    ("debit", "seed-bet-5", "r1", "g1", 3, "OK"),
+    ("debit", "seed-bet-2", None, "g2", 5, "OK"),  # g2: settled
+    ("credit", "seed-win-2", "seed-bet-2", "g2", 7, "OK"),
+    ("credit", "seed-win-3", "seed-bet-3", "g3", 1, "BET_DOES_NOT_EXIST"),  # seed-bet-3 can never be debited
+    ("debit", "seed-bet-6", None, "g4", 2, "OK"),  # g4: its only debit cancelled
+    ("cancel", "seed-bet-6", None, "g4", None, "OK"),
 ]
 
 
-def wallet_seed_case(action: str, txid: str, ref_id: str | None, amount: int) -> S.WalletCase:
-    tx: dict = {"id": txid, "amount": amount}
+def wallet_seed_case(action: str, txid: str, ref_id: str | None, game_id: str | None,
+                     amount: int | None) -> S.WalletCase:
+    tx: dict = {"id": txid}
     if ref_id is not None:
         tx["refId"] = ref_id
-    body = {"sid": "sid:1000", "userId": "1000", "currency": "EUR", "game": GAME, "transaction": tx,
-            "uuid": f"seed-{txid}"}
-    req = S.WalletReq(action, "sid:1000", 1000, "EUR", "g1", "slots", txid, ref_id, amount * S.U)
+    if amount is not None:
+        tx["amount"] = amount
+    body = {"sid": "sid:1000", "userId": "1000", "currency": "EUR", "transaction": tx, "uuid": f"seed-{txid}"}
+    if game_id is not None:
+        body["game"] = {"id": game_id, "type": "slots", "session": "gs-1"}
+    req = S.WalletReq(action, "sid:1000", 1000, "EUR", game_id, "slots" if game_id is not None else None, txid,
+                      ref_id, None if amount is None else amount * S.U)
     return S.WalletCase("POST", f"/v1/{action}", body, S.GOOD_AUTH[0], req, None, f"seed-{txid}", "seed")
 
 
@@ -1175,9 +1315,9 @@ async def wallet_example(cases: list[S.WalletCase]) -> None:
             sids = await seed_wallet_world(srv)
             async with httpx.AsyncClient(verify=False, timeout=READ_TIMEOUT) as http:
                 h = WalletHarness(srv, http, sids)
-                for action, txid, ref_id, amount, status in SEED_WALLET:
-                    await h.run(wallet_seed_case(action, txid, ref_id, amount), light=True)
-                    seen = h.model.debits.get(txid) if action == "debit" else h.model.settles.get((action, txid))
+                for action, txid, ref_id, game_id, amount, status in SEED_WALLET:
+                    await h.run(wallet_seed_case(action, txid, ref_id, game_id, amount), light=True)
+                    seen = h.model.txs.get((action, txid))
                     assert seen is not None and seen.status == status, (txid, seen)
                 for case in cases:
                     event(f"wallet-input:{case.label.split(':')[0]}")
@@ -1326,3 +1466,22 @@ async def test_add_user_after_the_largest_login():
         assert top["status"] == 200
         after = await ask(srv, raw_line("AddUser", '{"name":"next","currency":"EUR"}'))
         assert after is not None and after["status"] != 500, after
+
+
+async def test_cancel_naming_a_game_does_not_find_a_game_less_debit():
+    """Found by the wallet fuzzer: a cancel naming a game.id reversed a debit that had no game.id. The
+    contract finds a credit's or cancel's debit "within the same game.id when one is given", and a credit
+    naming a game.id does not find that debit (BET_DOES_NOT_EXIST); the cancel must not either (and leaves a
+    tombstone)."""
+    async with fuzz_server() as srv:
+        sids = await seed_wallet_world(srv)
+        debit = {"sid": sids["sid:1000"], "userId": "1000", "currency": "EUR",
+                 "transaction": {"id": "d1", "amount": 1}, "uuid": "u1"}
+        assert (await wallet_post(srv, "debit", json.dumps(debit).encode())).json()["status"] == "OK"
+        credit = {"userId": "1000", "currency": "EUR", "game": {"id": "g1"},
+                  "transaction": {"id": "c1", "refId": "d1", "amount": 2}, "uuid": "u2"}
+        assert (await wallet_post(srv, "credit", json.dumps(credit).encode())).json()["status"] == "BET_DOES_NOT_EXIST"
+        cancel = {"userId": "1000", "currency": "EUR", "game": {"id": "g1"}, "transaction": {"id": "d1"}, "uuid": "u3"}
+        reply = (await wallet_post(srv, "cancel", json.dumps(cancel).encode())).json()
+        assert reply["status"] == "BET_DOES_NOT_EXIST", reply  # is: OK, the debit reversed
+        assert reply["balance"] == 99, reply

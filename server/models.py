@@ -58,6 +58,15 @@ class LoginData(_Data):
     password: Annotated[str, Field(strict=True, max_length=1024)]
 
 
+def _flag(value: Any) -> bool:
+    """true/false, or 1/0 as the PHP SDK's example sends it."""
+    if isinstance(value, bool):
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    raise ValueError("must be true, false, 1 or 0")
+
+
 class AddUserData(_Data):
     """``AddUser`` as the SDKs send it: ``currency`` defaults to the server's, ``password`` (hashed before it
     is stored) lets the account log in as a USER session."""
@@ -69,7 +78,7 @@ class AddUserData(_Data):
     password: Annotated[str, Field(strict=True, min_length=1, max_length=1024)] | None = None
     leverage: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 100
     email: Annotated[str, Field(strict=True, max_length=254)] = ""
-    enable: Annotated[bool, Field(strict=True)] = True
+    enable: Annotated[bool, BeforeValidator(_flag)] = True
 
 
 class LoginRef(_Data):

@@ -209,8 +209,11 @@ def quoted(name: str) -> str:
 
 # Everything the server writes is plain ASCII: non-ASCII characters and the apostrophe become \uXXXX
 # escapes (the JSON value is the same). The official SDKs decode each TCP read on its own, which splits
-# multi-byte characters, and one of them rewrites ' to " before parsing.
-_NOT_PLAIN = re.compile("[^\x00-\x26\x28-\x7f]")
+# multi-byte characters, and the PHP SDK "repairs" every line before parsing it: ' becomes ", and a comma
+# before } or ] (optionally with blanks between) is dropped. orjson never writes such a comma outside a
+# string, so those commas are escaped too.
+_NOT_PLAIN = re.compile("[^\x00-\x26\x28-\x7f]|,(?=\\s*[}\\]])")
+_SDK_REPAIRS = re.compile(rb",\s*[}\]]")
 
 
 def _escape(match: re.Match) -> str:
@@ -222,8 +225,8 @@ def _escape(match: re.Match) -> str:
 
 
 def plain(out: bytes) -> bytes:
-    """``out`` (JSON from orjson) with every non-ASCII character and apostrophe escaped."""
-    if out.isascii() and b"'" not in out:
+    """``out`` (JSON from orjson) with every non-ASCII character, apostrophe and SDK-bait comma escaped."""
+    if out.isascii() and b"'" not in out and not _SDK_REPAIRS.search(out):
         return out
     return _NOT_PLAIN.sub(_escape, out.decode()).encode()
 

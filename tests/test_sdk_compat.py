@@ -5,6 +5,7 @@ resumes from the seq inside an event's data. MockClock on memory streams where t
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 import pytest
@@ -15,11 +16,13 @@ from server.auth import SESSION_USER
 from server.testing import Harness, test_config
 from tests.conftest import add_account, assert_ledger_ok, mem_client, tcp_client
 
-NAMES = ["O'Brien deposit", "Zoë's bonus €5", "中文 comment", "emoji 😀 credit", "it's 'quoted'"]
+NAMES = ["O'Brien deposit", "Zoë's bonus €5", "中文 comment", "emoji 😀 credit", "it's 'quoted'", "a,} b,] c, ]"]
+_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 
 
 class SdkLike:
-    """What the JS/PHP/Python SDKs do with the bytes they read, on one connection."""
+    """What the JS/PHP/Python SDKs do with the bytes they read, on one connection: decode each read on its
+    own, and (PHP's STPlatform::parseJson) turn ' into " and drop a comma before } or ]."""
 
     def __init__(self, stream: trio.abc.Stream, token: str):
         self.stream, self.token = stream, token
@@ -50,7 +53,8 @@ class SdkLike:
         self.text += chunk.decode("utf-8")  # each read on its own, strictly, as the SDKs do
         *lines, self.text = self.text.split("\n")
         for line in lines:
-            msg = json.loads(line.replace("'", '"'), parse_float=Decimal)  # the PHP SDK's rewrite
+            repaired = _TRAILING_COMMA.sub(r"\1", line.replace("'", '"'))  # the PHP SDK's two "repairs"
+            msg = json.loads(repaired, parse_float=Decimal)
             if msg.get("event") == "trade:event":
                 self.events.append(msg)
             elif "extID" in msg:
@@ -197,7 +201,7 @@ async def test_every_close_is_logged_with_its_reason(mem_server, autojump_clock,
 async def test_add_user_takes_the_sdk_fields(mem_server, autojump_clock):
     async with mem_client(mem_server) as c:
         reply = await c.call("AddUser", {"name": "Ann", "group": "vip", "password": "s3cret-pass", "leverage": 500,
-                                         "email": "ann@example.com", "enable": True})
+                                         "email": "ann@example.com", "enable": 1})  # as the PHP example sends it
         assert reply.ok, reply
         user = (await c.call("GetUser", {"login": reply.data["login"]})).data
     assert {k: user[k] for k in ("name", "group", "currency", "leverage", "email", "enable")} == {

@@ -2,19 +2,29 @@
 a bare executemany of equally-sized rows into a plain table with the same settings, and their ratio.
 
     python bench/ledger_bench.py [--rows 4096] [--accounts 100] [--sizes 1,64,512] [--dir DIR]
+
+With ``--verify-rows N`` it instead builds an N-row ledger through the real Store (synchronous=OFF, big
+batches; a mix of new orders, updates, deletes, keyed manager requests and wallet rounds) and times
+``syncledger verify`` on it in a fresh process (rows/s, peak memory), then ``head``:
+
+    python bench/ledger_bench.py --verify-rows 1000000 [--accounts 1000] [--dir DIR] [--keep PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
 
 from ledger import AddAccount, Finance, FinanceRequest, Store, verify
+from ledger.wallet import OpenSession, WalletCall
 
 NOW = 1_700_000_000
 FINANCE_COLUMNS = 17  # columns of the finance table (id, order_id, ..., hash)
@@ -76,13 +86,112 @@ def bench_bare(path: str, rows: int, size: int) -> float:
         db.close()
 
 
+def build_ledger(path: str, rows: int, accounts: int, batch: int = 5000) -> tuple[float, int]:
+    """Write a ledger of at least ``rows`` finance rows through the Store (synchronous=OFF): per 100 commands
+    about 85 new deposits or credits, 2 updates of a deposit, 1 delete of a credit, 5 keyed manager requests
+    and a wallet round (a debit, then its credit) every 25. Returns the seconds it took and the rows written."""
+    start = time.perf_counter()
+    store = Store(path, synchronous="OFF")
+    try:
+        logins = [o.data["login"] for o in store.apply_batch(
+            [AddAccount(f"bench{i}", "USD", NOW) for i in range(accounts)])]
+        store.apply_batch([OpenSession(login, f"sid-{login}", NOW, 10**9) for login in logins])
+        deposits: collections.deque = collections.deque(maxlen=5000)  # (order, login, amount) of recent deposits
+        credits: collections.deque = collections.deque(maxlen=5000)  # (order, login) of live credits
+        i = 0
+        while store.finance_id < rows:
+            commands: list = []
+            size = min(batch, rows - store.finance_id)
+            while len(commands) < size:
+                i += 1
+                login, now = logins[(i + i // 100) % accounts], NOW + i  # (not tied to the kind)
+                kind = i % 100
+                if kind in (10, 60) and deposits:
+                    order, login, amount = deposits.popleft()
+                    commands.append(Finance(FinanceRequest("BalanceIn", login, amount + 1, "bench fix", order=order),
+                                            now=now))
+                elif kind == 20 and credits:
+                    order, _ = credits.popleft()
+                    commands.append(Finance(FinanceRequest("DeleteCredit", order=order), now=now))
+                elif kind % 20 == 5:
+                    commands.append(Finance(FinanceRequest("BalanceIn", login, 2_000_000 + i, "keyed"), now=now,
+                                            manager=1, ext_id=f"bench-{i}"))
+                elif kind % 25 == 7:
+                    game = f"g{i}"
+                    commands.append(WalletCall("debit", login, now, 10**9, sid=f"sid-{login}", currency="USD",
+                                               txid=f"D{i}", ref_id=f"R{i}", game_id=game, amount=1_000, payload="d"))
+                    commands.append(WalletCall("credit", login, now, 10**9, sid=f"sid-{login}", currency="USD",
+                                               txid=f"C{i}", ref_id=f"R{i}", game_id=game, amount=1_500,
+                                               payload="c"))
+                elif kind % 2:
+                    commands.append(Finance(FinanceRequest("CreditIn", login, 1_000_000 + i, "bench"), now=now))
+                else:
+                    commands.append(Finance(FinanceRequest("BalanceIn", login, 1_000_000 + i, "bench"), now=now))
+            for command, outcome in zip(commands, store.apply_batch(commands)):
+                if outcome.error is not None or not isinstance(command, Finance):
+                    continue
+                receipt, request = outcome.data, command.request
+                if request.op == "BalanceIn":
+                    deposits.append((receipt.order, receipt.login, receipt.amount))
+                elif request.op == "CreditIn":
+                    credits.append((receipt.order, receipt.login))
+        written = store.finance_id
+    finally:
+        store.close()
+    return time.perf_counter() - start, written
+
+
+_VERIFY_CHILD = """
+import json, resource, sys, time
+from ledger import head_path, verify_path
+start = time.perf_counter()
+report = verify_path(sys.argv[1])
+verify_s = time.perf_counter() - start
+start = time.perf_counter()
+head = head_path(sys.argv[1])
+head_s = time.perf_counter() - start
+print(json.dumps({"report": str(report), "ok": report.ok, "rows": report.finance_rows, "verify_s": verify_s,
+                  "head": head, "head_s": head_s, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def bench_verify(args: argparse.Namespace) -> int:
+    work = tempfile.mkdtemp(prefix="ledger-bench-", dir=args.dir)
+    path = args.keep or os.path.join(work, "verify.db")
+    try:
+        if args.keep and os.path.exists(path):
+            print(f"using the existing ledger {path}")
+        else:
+            built, written = build_ledger(path, args.verify_rows, args.accounts)
+            print(f"built {written:,} finance rows (+ their events) in {built:.1f} s "
+                  f"({written / built:,.0f} rows/s, synchronous=OFF); file "
+                  f"{os.path.getsize(path) / 2**20:,.0f} MiB", flush=True)
+        child = subprocess.run([sys.executable, "-c", _VERIFY_CHILD, path], capture_output=True, text=True,
+                               check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        result = json.loads(child.stdout)
+        print(result["report"])
+        print(f"verify: {result['rows']:,} rows in {result['verify_s']:.1f} s = "
+              f"{result['rows'] / result['verify_s']:,.0f} rows/s; peak RSS {result['maxrss_kib'] / 1024:,.0f} MiB "
+              f"(SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
+        print(f"head: {result['head']} in {result['head_s'] * 1000:.2f} ms")
+        return 0 if result["ok"] else 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4096, help="finance commands (rows) per measurement")
     parser.add_argument("--accounts", type=int, default=100, help="accounts the commands are spread over")
     parser.add_argument("--sizes", default="1,64,512", help="comma-separated batch sizes")
     parser.add_argument("--dir", default=None, help="directory for the temporary databases (default: system temp)")
+    parser.add_argument("--verify-rows", type=int, default=None, metavar="N",
+                        help="instead: build an N-row ledger and time verify on it (use --accounts 1000 or so)")
+    parser.add_argument("--keep", default=None, metavar="PATH",
+                        help="with --verify-rows: build the ledger at PATH and keep it (reused if it exists)")
     args = parser.parse_args(argv)
+    if args.verify_rows is not None:
+        return bench_verify(args)
     sizes = [int(s) for s in args.sizes.split(",")]
     work = tempfile.mkdtemp(prefix="ledger-bench-", dir=args.dir)
     print(f"syncledger ledger benchmark: {args.rows} rows per run, {args.accounts} accounts, "

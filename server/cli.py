@@ -57,9 +57,47 @@ def _session_open(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    report = verify_path(args.db)
+    """One line: ``ok: ...`` (exit 0) or ``FAILED: ...`` naming the first problem (exit 1); a file that is not a
+    ledger it can read: one line on stderr, exit 2. Reads one snapshot, read-only: safe beside a live server."""
+    import sqlite3  # (imported here: the rest of this module does not need it)
+
+    try:
+        report = verify_path(args.db, args.anchor)
+    except FileNotFoundError as e:
+        print(f"syncledger: {e}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as e:
+        print(f"syncledger: cannot verify {args.db}: {e}", file=sys.stderr)
+        return 2
     print(report, file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
+
+
+def _head(args: argparse.Namespace) -> int:
+    """Print the ledger's head ``SEQ:HASH`` (keep it elsewhere: ``verify --anchor`` detects a truncation)."""
+    import sqlite3
+
+    from ledger import head_path
+
+    try:
+        print(head_path(args.db))
+    except FileNotFoundError as e:
+        print(f"syncledger: {e}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as e:
+        print(f"syncledger: cannot read the head of {args.db}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _anchor(text: str) -> str:
+    from ledger import parse_anchor
+
+    try:
+        parse_anchor(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 async def _serve_until_signalled(config: Config, stopped: list[bool]) -> None:
@@ -141,9 +179,17 @@ def parser() -> argparse.ArgumentParser:
     opened.add_argument("--login", type=int, required=True)
     opened.set_defaults(run=_session_open)
 
-    ver = sub.add_parser("verify", help="check the hash chains and that totals equal their rows")
+    ver = sub.add_parser("verify", help="check the hash chains, that totals equal their rows, keys and triggers "
+                                        "(read-only, one snapshot: safe beside a live server)")
     ver.add_argument("--db", default="syncledger.db")
+    ver.add_argument("--anchor", type=_anchor, default=None, metavar="SEQ:HASH",
+                     help="a head printed earlier by `syncledger head`: fail if that event is no longer in the "
+                          "chain (the newest rows removed, or the ledger rewritten)")
     ver.set_defaults(run=_verify)
+
+    hd = sub.add_parser("head", help="print the ledger's head SEQ:HASH (keep it elsewhere, for verify --anchor)")
+    hd.add_argument("--db", default="syncledger.db")
+    hd.set_defaults(run=_head)
     return p
 
 

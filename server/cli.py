@@ -1,26 +1,41 @@
-"""The ``syncledger`` command: serve, manager add, token, session open, verify."""
+"""The ``syncledger`` command: serve, manager add, token, session open, verify, head."""
 
 from __future__ import annotations
 
 import argparse
 import gc
 import logging
+import os
 import signal
+import sqlite3
 import sys
 import time
 
 import trio
 
-from ledger import Store, verify_path
+from ledger import Store, head_path, parse_anchor, verify_path
 from ledger.migrations import SchemaError
+from ledger.store import LedgerOpenError
 
 from . import admin
-from .app import Config, serve
+from .app import Config, FailStop, serve
 from .auth import SESSIONS, Tokens
+from .lockfile import LedgerLocked
+
+FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
+UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked)  # one line on stderr, exit 2
+
+
+def _new_ledger_note(path: str) -> bool:
+    """Will opening ``path`` create a ledger? (said on stderr, so that a mistyped --db is noticed)"""
+    return path != ":memory:" and not os.path.exists(path)
 
 
 def _manager_add(args: argparse.Namespace) -> int:
+    created = _new_ledger_note(args.db)
     store = Store(args.db)
+    if created:
+        print(f"created new ledger at {args.db}", file=sys.stderr)
     try:
         admin.add_manager(store.db, args.login, args.password, SESSIONS[args.session], int(time.time()))
     finally:
@@ -30,7 +45,7 @@ def _manager_add(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    store = Store(args.db)
+    store = Store(args.db, create=False)
     try:
         manager = admin.get_manager(store.db, args.login)
         if manager is None:
@@ -44,7 +59,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _session_open(args: argparse.Namespace) -> int:
-    store = Store(args.db)
+    store = Store(args.db, create=False)
     try:
         sid = admin.open_game_session(store.db, args.login)
     except LookupError as e:
@@ -59,8 +74,6 @@ def _session_open(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     """One line: ``ok: ...`` (exit 0) or ``FAILED: ...`` naming the first problem (exit 1); a file that is not a
     ledger it can read: one line on stderr, exit 2. Reads one snapshot, read-only: safe beside a live server."""
-    import sqlite3  # (imported here: the rest of this module does not need it)
-
     try:
         report = verify_path(args.db, args.anchor)
     except FileNotFoundError as e:
@@ -75,10 +88,6 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _head(args: argparse.Namespace) -> int:
     """Print the ledger's head ``SEQ:HASH`` (keep it elsewhere: ``verify --anchor`` detects a truncation)."""
-    import sqlite3
-
-    from ledger import head_path
-
     try:
         print(head_path(args.db))
     except FileNotFoundError as e:
@@ -91,8 +100,6 @@ def _head(args: argparse.Namespace) -> int:
 
 
 def _anchor(text: str) -> str:
-    from ledger import parse_anchor
-
     try:
         parse_anchor(text)
     except ValueError as e:
@@ -100,7 +107,7 @@ def _anchor(text: str) -> str:
     return text
 
 
-async def _serve_until_signalled(config: Config, stopped: list[bool]) -> None:
+async def _serve_until_signalled(config: Config, stopped: list[bool], created: bool = False) -> None:
     """Serve until SIGINT or SIGTERM, then shut down cleanly (``stopped`` is set once that is done)."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -112,6 +119,8 @@ async def _serve_until_signalled(config: Config, stopped: list[bool]) -> None:
             gc.set_threshold(50_000, 20, 100)
             host = config.host
             ports = server.ports
+            if created:
+                print(f"created new ledger at {config.db}", file=sys.stderr, flush=True)
             print(f"listening tcp={host}:{ports.tcp} ws={host}:{ports.ws} wallet={host}:{ports.wallet}", flush=True)
             async for _ in signals:
                 await server.shutdown()
@@ -123,16 +132,34 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = Config(db=args.db, host=args.host, tcp_port=args.tcp_port, ws_port=args.ws_port,
                     wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms,
-                    wallet_test_endpoints=args.wallet_test_endpoints)
+                    wallet_test_endpoints=args.wallet_test_endpoints, idle_timeout=args.idle_timeout,
+                    default_currency=args.default_currency)
+    created = _new_ledger_note(args.db)
     stopped: list[bool] = []
     try:
-        trio.run(_serve_until_signalled, config, stopped)
+        trio.run(_serve_until_signalled, config, stopped, created)
     except KeyboardInterrupt:
         # A signal that came while shutting down is re-delivered when the receiver closes; the server
         # has stopped cleanly by then, so it changes nothing. Before that, it is a real interrupt.
         if not stopped:
             raise
+    except BaseExceptionGroup as group:  # raised in the server's nursery: what matters is what it holds
+        failed, rest = group.split(FailStop)
+        if failed is not None and rest is None:
+            return FAIL_STOP_EXIT  # its CRITICAL line is already logged
+        unusable, rest = group.split(UNUSABLE)
+        if unusable is not None and rest is None:
+            print(f"syncledger: {_first(unusable)}", file=sys.stderr)
+            return 2
+        raise
     return 0
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _positive(text: str) -> int:
@@ -140,6 +167,12 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return value
+
+
+def _currency(text: str) -> str:
+    if len(text) != 3 or not text.isascii() or not text.isupper() or not text.isalpha():
+        raise argparse.ArgumentTypeError("a three-letter ISO 4217 code such as USD")
+    return text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -153,6 +186,10 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--ws-port", type=int, default=7401)
     srv.add_argument("--wallet-port", type=int, default=7402)
     srv.add_argument("--sync-timeout-ms", type=_positive, default=5000)
+    srv.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
+                     help="close a connection that has not presented a valid token after this long (default 60)")
+    srv.add_argument("--default-currency", default="USD", type=_currency,
+                     help="currency of an account AddUser creates without one (default USD)")
     srv.add_argument("--wallet-test-endpoints", action="store_true",
                      help="serve POST /v1/sid (a fresh sid for an account) for a provider's test suite; "
                           "never in production")
@@ -197,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except SchemaError as e:  # a ledger this program cannot use: one line, not a traceback
+    except UNUSABLE as e:  # a ledger this program cannot use: one line, not a traceback
         print(f"syncledger: {e}", file=sys.stderr)
         return 2
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import os
 
+from ledger.store import LedgerOpenError
+
 
 class LedgerLocked(Exception):
     """Another process serves this ledger."""
@@ -22,7 +24,10 @@ class LedgerLock:
         if db == ":memory:" or db.startswith("file::memory:"):
             return None
         path = db + ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:  # a missing directory, no permission: the ledger itself cannot be used
+            raise LedgerOpenError(f"cannot open ledger {db}: {e.strerror} ({path})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

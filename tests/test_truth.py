@@ -373,3 +373,27 @@ async def test_a_server_writes_its_head_at_shutdown(tmp_path, caplog):
             await c.call("BalanceIn", {"login": login, "amount": 1})
         await srv.shutdown()
     assert f"ledger head 1:{srv.store.event_head}" in caplog.text
+
+
+# ---- the command line: a mistyped --db is noticed, an unusable one is one line
+
+
+def test_an_unusable_ledger_path_is_one_line_and_exit_2(tmp_path, capsys):
+    from server.cli import main
+    assert main(["serve", "--db", str(tmp_path / "no-such-dir" / "l.db"), "--tcp-port", "0"]) == 2
+    assert main(["token", "--db", str(tmp_path / "typo.db"), "--login", "1"]) == 2
+    (tmp_path / "junk.db").write_bytes(b"not a database at all" * 10)
+    assert main(["serve", "--db", str(tmp_path / "junk.db"), "--tcp-port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("syncledger: ") for line in err), err
+    assert not (tmp_path / "typo.db").exists()  # nothing is created by a command that only reads
+
+
+def test_a_new_ledger_is_announced(tmp_path, capsys):
+    from server.cli import main
+    path = str(tmp_path / "fresh.db")
+    assert main(["manager", "add", "--db", path, "--login", "1", "--password", "pw-0123456789",
+                 "--session", "ADMIN"]) == 0
+    assert f"created new ledger at {path}" in capsys.readouterr().err
+    assert main(["manager", "add", "--db", path, "--login", "2", "--password", "pw-0123456789"]) == 0
+    assert "created new ledger" not in capsys.readouterr().err

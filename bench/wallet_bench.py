@@ -7,10 +7,10 @@ Three processes, all on loopback:
   ``synchronous=FULL``, as shipped), ``SYNCLEDGER_SECRET`` and ``SYNCLEDGER_WALLET_TOKEN`` set, every port
   0; stopped with SIGTERM at the end (exit code must be 0), then ``python -m server.cli verify`` must
   accept the ledger;
-* a bare ASGI app on the same stack (this script with ``--bare-server``): hypercorn's Trio worker with the
-  very config the server builds (``Server._hypercorn_config``) and the same GC settings as ``syncledger
-  serve``; the app reads the body and answers a fixed 200 JSON body with the wallet's headers. It is the
-  ceiling of that HTTP stack on this machine: the ratio wallet/bare is the figure that matters;
+* a bare app on the same HTTP stack (this script with ``--bare-server``): the server's own HTTP/1.1 driver
+  (``server.http``: h11 and one Trio task per connection) with the same limits and GC settings as
+  ``syncledger serve``; the app reads the body and answers a fixed 200 JSON body. It is the ceiling of that
+  HTTP stack on this machine: the ratio wallet/bare is the figure that matters;
 * the load generator (this script with ``--client``): K raw Trio sockets, HTTP/1.1 keep-alive, each
   connection sends one prebuilt request, reads its response with a minimal parser (Content-Length or
   chunked), then sends the next (no pipelining, as real HTTP/1.1 clients). Latency is from the send of
@@ -22,7 +22,7 @@ over the manager TCP API. Scenarios:
   (s) the debits that (a) settles, one per credit (a set-up phase: shown for information only);
   (a) ``POST /v1/credit``, each with its own debit as ``refId``: every credit writes a record and an event
       (a repeated or late credit would answer BET_ALREADY_SETTLED without writing and flatter the figures);
-  (b) the bare ASGI app, same client, same request shape as (a), run right after (a);
+  (b) the bare app, same client, same request shape as (a), run right after (a);
   (c) full rounds, debit then credit on the same connection: rounds/s, latency of the whole round.
 
 At the end the client reads every account back (``GetUser``) and checks that its balance equals the
@@ -73,7 +73,7 @@ def http_request(host: str, port: int, token: str, action: str, body: bytes) -> 
 
 def parse_response(buf: bytes) -> tuple[int, int, bytes, bool] | None:
     """One HTTP/1.1 response at the start of ``buf``: (its length, status code, body, connection closes),
-    or None while incomplete. Content-Length and chunked framing (hypercorn chunks a response that does
+    or None while incomplete. Content-Length and chunked framing (an HTTP server may chunk a response that does
     not announce its length)."""
     he = buf.find(b"\r\n\r\n")
     if he < 0:
@@ -165,7 +165,7 @@ def build_items(kind: str, tag: str, conn: int, n: int, accounts: list[tuple[int
 
 async def drive_conn(streams: list, c: int, host: str, port: int, items: list, go, t: Tally) -> None:
     """Closed loop on one keep-alive connection: send a request, read its whole response, send the next.
-    A response with ``Connection: close`` (hypercorn closes a connection after ``keep_alive_max_requests``)
+    A response with ``Connection: close`` (a server may close a connection after some number of requests)
     is followed by a new connection, as any HTTP client would; its set-up counts in the next latency."""
     import orjson
     import trio
@@ -309,53 +309,45 @@ async def client_main(cfg: dict) -> dict:
     return {"results": results, "balances": balances}
 
 
-# ============================================================================ bare ASGI app (--bare-server)
+# ============================================================================ bare app (--bare-server)
 
-async def bare_app(scope: dict, receive, send) -> None:
-    """The least an ASGI app can do for a POST: read the body, answer a fixed JSON body."""
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["type"] != "http":
-        return
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect" or not message.get("more_body", False):
-            break
-    await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
-    await send({"type": "http.response.body", "body": BARE_BODY})
+class BareApp:
+    """The least an app of server.http can do for a POST: take the body, answer a fixed JSON body."""
+
+    def head(self, request):
+        return None
+
+    def too_large(self, request):
+        from server.http import Response
+        return Response(413, b"{}")
+
+    async def handle(self, request, body: bytes):
+        from server.http import Response
+        return Response(200, BARE_BODY)
 
 
 async def bare_main(host: str) -> None:
-    """The --bare-server role: ``bare_app`` under hypercorn with the server's config, until SIGINT/SIGTERM."""
+    """The --bare-server role: ``BareApp`` on the server's HTTP driver and limits, until SIGINT/SIGTERM."""
     import logging
     from functools import partial
-    from types import SimpleNamespace
 
-    import hypercorn.trio
     import trio
 
-    from server.app import Config, Server
+    from server.http import Limits, serve_http
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # The server's own hypercorn config (a method that reads nothing but ``self.config``).
-    config = Server._hypercorn_config(SimpleNamespace(config=Config(host=host, wallet_port=0)))
     stop = trio.Event()
+    listeners = await trio.open_tcp_listeners(0, host=host)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(partial(hypercorn.trio.serve, bare_app, config, shutdown_trigger=stop.wait,
-                                                mode="asgi"))
+            nursery.start_soon(partial(serve_http, BareApp(), listeners, Limits(), stop, connections=nursery))
             gc.collect()  # as `syncledger serve` does
             gc.freeze()
             gc.set_threshold(50_000, 20, 100)
-            print(f"listening tcp={host}:{int(binds[0].rsplit(':', 1)[1])}", flush=True)
+            print(f"listening tcp={host}:{listeners[0].socket.getsockname()[1]}", flush=True)
             async for _ in signals:
                 stop.set()
+                nursery.cancel_scope.cancel()
                 break
 
 
@@ -374,7 +366,7 @@ def scenarios(args: argparse.Namespace, wallet_port: int, bare_port: int) -> lis
         {**base, "name": "(s) debits, set-up of (a)", "tag": "a", "kind": "debit", "count": n, "info": True},
         {**base, "name": "(a) credits", "tag": "a/a", "kind": "credit", "count": n},
         # right after (a), so that both see the same machine (others' load comes and goes)
-        {**base, "name": "(b) bare ASGI, same stack", "tag": "b", "kind": "bare", "count": n, "target": "bare",
+        {**base, "name": "(b) bare app, same HTTP stack", "tag": "b", "kind": "bare", "count": n, "target": "bare",
          "port": bare_port},
         {**base, "name": "(c) rounds debit+credit", "tag": "c", "kind": "round", "count": max(1, n // 2)},
     ]
@@ -425,20 +417,20 @@ def print_report(out: dict, args: argparse.Namespace, server_exit: int | None, b
                  if not balances["ok"] and any(r["failure"] for r in results) else "")
               + ("".join(f"\n  {line}" for line in balances["bad"])))
     print(f"server exit code after SIGTERM: {server_exit} ({'ok' if server_exit == 0 else 'FAILED'}); "
-          f"bare ASGI server: {bare_exit}")
+          f"bare HTTP server: {bare_exit}")
     print_footer(width, verify_out, cmdline)
     return (server_exit == 0 and verify_ok and bool(balances and balances["ok"]) and bool(results)
             and all(not r["failure"] and r["errors"] == 0 and r["ok"] == r["calls"] for r in results))
 
 
 def orchestrate(args: argparse.Namespace) -> int:
-    """Server, bare ASGI server and client processes; the report; -> the exit code."""
+    """Server, bare HTTP server and client processes; the report; -> the exit code."""
     wallet_token = secrets.token_urlsafe(24)
     run = Run(args, "syncledger-wallet-bench-", SYNCLEDGER_WALLET_TOKEN=wallet_token)
     server, ports = run.start_server("--host", args.host, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0")
-    bare, bare_ports = run.start_listener(__file__, "--bare-server", "bare", "bare ASGI server")
+    bare, bare_ports = run.start_listener(__file__, "--bare-server", "bare", "bare HTTP server")
     print(f"[bench] server pid {server.pid} (tcp {ports['tcp']}, wallet {ports.get('wallet')}), "
-          f"bare ASGI pid {bare.pid} (port {bare_ports['tcp']})", flush=True)
+          f"bare HTTP pid {bare.pid} (port {bare_ports['tcp']})", flush=True)
     run.start_py_spy(server.pid)
     cfg = {"pids": {"server": server.pid, "bare": bare.pid}, "host": args.host, "tcp_port": ports["tcp"],
            "manager_token": run.token, "wallet_token": wallet_token, "connections": args.connections,

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, NamedTuple
 
-import hypercorn.config
-import hypercorn.trio
 import trio
 import trio.testing
 from trio_websocket import WebSocketServer
@@ -27,6 +25,7 @@ from .auth import Tokens
 from .broker import Broker
 from .commands import Dispatcher
 from .faults import Faults
+from .http import Limits, serve_http
 from .lockfile import LedgerLock
 from .mainloop import MainLoop
 from .tcp import Connection
@@ -131,10 +130,10 @@ class Server:
                 ws_server = WebSocketServer(partial(ws.handle, self), wsl, handler_nursery=root,
                                             message_queue_size=4, connect_timeout=10, disconnect_timeout=5)
                 await root.start(self._accept, ws_server.run)
-                binds = await root.start(partial(hypercorn.trio.serve, self.wallet, self._hypercorn_config(),
-                                                 shutdown_trigger=self._wallet_stop.wait, mode="asgi"))
+                http = await trio.open_tcp_listeners(self.config.wallet_port, host=self.config.host)
+                await root.start(self._serve_wallet, http)
                 self.ports = Ports(tcp[0].socket.getsockname()[1], wsl[0].socket.getsockname()[1],
-                                   int(binds[0].rsplit(":", 1)[1]))
+                                   http[0].socket.getsockname()[1])
                 task_status.started(self)
         finally:
             self.store.close()
@@ -143,17 +142,13 @@ class Server:
         if self.failure is not None:
             raise FailStop(self.failure)
 
-    def _hypercorn_config(self) -> hypercorn.config.Config:
-        config = hypercorn.config.Config()
-        host = self.config.host
-        config.bind = [f"[{host}]:{self.config.wallet_port}" if ":" in host else f"{host}:{self.config.wallet_port}"]
-        config.accesslog = None
-        config.errorlog = logging.getLogger("syncledger.wallet.http")
-        config.graceful_timeout = self.config.shutdown_grace
-        config.keep_alive_timeout = 75  # providers keep connections open between calls
-        config.keep_alive_max_requests = 1_000_000  # hypercorn's default closes every 1,000 requests
-        config.backlog = 1024
-        return config
+    async def _serve_wallet(self, listeners: list, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
+        """The wallet's HTTP/1.1 connections; at shutdown, accepting stops, calls in flight are answered and
+        kept-alive connections close at their next idle moment."""
+        async with trio.open_nursery() as calls:
+            await calls.start(self._accept, partial(serve_http, self.wallet, listeners, Limits(), self._wallet_stop,
+                                                    connections=calls))
+            task_status.started()
 
     async def _accept(self, run: Callable[..., Any], *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
         with trio.CancelScope() as scope:
@@ -220,7 +215,7 @@ class Server:
         self.stopping = True
         for scope in self._accepting:
             scope.cancel()
-        self._wallet_stop.set()  # hypercorn stops accepting and lets in-flight calls finish
+        self._wallet_stop.set()  # wallet connections finish the call in flight, then close
         self.mainloop.resume()
         self.mainloop.close()
 

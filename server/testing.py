@@ -83,8 +83,8 @@ class Harness:
         """Call the game-wallet API in-process (the ASGI app's handler, no socket)."""
         raw = body if isinstance(body, bytes) else orjson.dumps(
             body, default=lambda d: orjson.Fragment(str(d).encode()))
-        scope = {"query_string": f"authToken={token}".encode() if token is not None else b"", "headers": []}
-        reply = await self.server.wallet.handle(action, scope, raw)
+        query = f"authToken={token}".encode() if token is not None else b""
+        reply = await self.server.wallet.call(action, query, [], raw)
         return json.loads(reply, parse_float=Decimal)
 
     async def verify(self) -> Report:

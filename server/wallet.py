@@ -1,6 +1,5 @@
-"""The game-wallet HTTP API as a small ASGI app served by hypercorn's Trio worker: POST /v1/check,
-/v1/balance, /v1/debit, /v1/credit, /v1/cancel (and /v1/sid in test environments). Every business outcome
-is HTTP 200 with a status string."""
+"""The game-wallet API (served by server.http): POST /v1/check, /v1/balance, /v1/debit, /v1/credit,
+/v1/cancel (and /v1/sid in test environments). Every business outcome is HTTP 200 with a status string."""
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+import h11
 import orjson
 import trio
 from pydantic import ValidationError
@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from ledger import Outcome, to_text
 from ledger import wallet as w
 
+from .http import Response
 from .mainloop import Job, ShuttingDown
 from .models import WalletMove, WalletSession, WalletUser
 from .protocol import decode_json, invalid_value
@@ -25,12 +26,9 @@ if TYPE_CHECKING:
     from .app import Server
 
 log = logging.getLogger("syncledger.wallet")
-MAX_BODY = 64 * 1024
-MAX_DRAIN = 16 * 1024 * 1024  # an oversized body is read (and dropped) up to this, so that it gets an answer
 ACTIONS = ("check", "balance", "debit", "credit", "cancel")
 TEST_ACTIONS = ("sid",)  # only with serve --wallet-test-endpoints
 INVALID_TOKEN_ID, TEMPORARY_ERROR, UNKNOWN_ERROR = "INVALID_TOKEN_ID", "TEMPORARY_ERROR", "UNKNOWN_ERROR"
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class _Invalid(Exception):
@@ -82,48 +80,48 @@ def render(action: str, status: str, uuid: Any, sid: str | None = None, balance:
 
 
 class WalletApp:
-    """ASGI app; ``token`` is the provider's shared token (None: every call is INVALID_TOKEN_ID)."""
+    """The wallet's answers; ``token`` is the provider's shared token (None: every call is INVALID_TOKEN_ID)."""
 
     def __init__(self, server: Server, token: str | None, test_endpoints: bool = False):
         self.s = server
         self._token = token.encode() if token else None
-        self.routes = {f"/v1/{action}": action for action in ACTIONS + (TEST_ACTIONS if test_endpoints else ())}
+        self.routes = {f"/v1/{action}".encode(): action for action in ACTIONS + (TEST_ACTIONS if test_endpoints else ())}
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        action = self.routes.get(scope["path"])
+    # ---- server.http's App: the head is checked before the body is read
+
+    def head(self, request: h11.Request) -> Response | None:
+        path, _, query = request.target.partition(b"?")
+        action = self.routes.get(path)
         if action is None:
-            await _respond(send, 404, b'{"error":"not found"}')
-            return
-        if scope["method"] != "POST":
-            await _respond(send, 405, b'{"error":"use POST"}', [(b"allow", b"POST")])
-            return
-        body = await _read_body(receive)
-        await _respond(send, 200, await self.handle(action, scope, body))
+            return Response(404, b'{"error":"not found"}')
+        if request.method != b"POST":
+            return Response(405, b'{"error":"use POST"}', ((b"allow", b"POST"),))
+        if not self.authorized(query, request.headers):
+            return Response(200, render(action, INVALID_TOKEN_ID, None), close=True)  # its body is never read
+        return None
 
-    async def handle(self, action: str, scope: dict, body: bytes | None) -> bytes:
+    def too_large(self, request: h11.Request) -> Response:
+        return Response(200, render(self.routes[request.target.partition(b"?")[0]], w.INVALID_PARAMETER, None))
+
+    async def handle(self, request: h11.Request, body: bytes) -> Response:
+        path, _, query = request.target.partition(b"?")
+        return Response(200, await self.call(self.routes[path], query, request.headers, body))
+
+    # ---- one call
+
+    async def call(self, action: str, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+        """The JSON answer to one provider call (also used in-process by server.testing)."""
         uuid = None
         try:
-            if body is None:
-                raise _Invalid()
             obj = parse_body(body)
             uuid = obj.get("uuid")
-            if not self._authorized(scope):
+            if not self.authorized(query, headers):
                 return render(action, INVALID_TOKEN_ID, uuid)
             if action == "sid":
                 return await self._new_sid(obj, uuid)
             call = wallet_call(action, obj, self.s.now(), self.s.config.game_session_ttl)
         except _Invalid:
-            if not self._authorized(scope):
+            if not self.authorized(query, headers):
                 return render(action, INVALID_TOKEN_ID, uuid)
             return render(action, w.INVALID_PARAMETER, uuid)
         try:
@@ -150,13 +148,13 @@ class WalletApp:
             return render("sid", TEMPORARY_ERROR if outcome.error.status >= 500 else w.INVALID_PARAMETER, uuid)
         return render("sid", w.OK, uuid, outcome.data["sid"])
 
-    def _authorized(self, scope: dict) -> bool:
+    def authorized(self, query: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
         """Any token the call carries (``?authToken=``, ``Authorization: Bearer``) is the shared one: a
         gateway may add a Bearer of its own beside the provider's authToken. Compared in constant time."""
         if self._token is None:
             return False
-        given = [t.encode() for t in parse_qs(scope.get("query_string", b"").decode("latin-1")).get("authToken", [])]
-        for name, value in scope.get("headers", []):
+        given = [t.encode() for t in parse_qs(query.decode("latin-1")).get("authToken", [])]
+        for name, value in headers:
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 given.append(value[7:].strip())
         ok = False
@@ -175,25 +173,3 @@ class WalletApp:
         await self.s.mainloop.submit(Job(call, finished))
         await done.wait()
         return box[0]
-
-
-async def _read_body(receive: Any) -> bytes | None:
-    """The request body, or None if it is larger than MAX_BODY (read to its end all the same, up to
-    MAX_DRAIN, so that the client gets its INVALID_PARAMETER answer instead of a reset connection)."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size <= MAX_BODY:
-            chunks.append(chunk)
-        if not message.get("more_body", False) or size > MAX_DRAIN:
-            return b"".join(chunks) if size <= MAX_BODY else None
-
-
-async def _respond(send: Any, status: int, body: bytes, headers: list | None = None) -> None:
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *(headers or [])]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,197 @@
+"""A thin HTTP/1.1 server for the game-wallet API: h11 (sans-IO) parses, one Trio task per connection does
+the I/O. Keep-alive, Content-Length or chunked bodies, the request head checked before its body is read,
+deadlines for the head and the body, 400/413/431 on bad framing, graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Awaitable, Protocol
+
+import h11
+import orjson
+import trio
+
+log = logging.getLogger("syncledger.wallet.http")
+READ_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_head: int = 16 * 1024  # request line and headers (431 beyond)
+    max_body: int = 64 * 1024  # a body the app reads; a larger one is drained and answered by the app
+    max_drain: int = 1024 * 1024  # a body larger than this is not read at all (413, connection closed)
+    head_timeout: float = 10.0  # from a request's first byte to the end of its head
+    body_timeout: float = 10.0  # for its body
+    idle_timeout: float = 75.0  # a kept-alive connection waiting for its next request
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    close: bool = False
+
+
+class App(Protocol):
+    def head(self, request: h11.Request) -> Response | None:
+        """Answer from the head alone (a bad route, method or token), or None to read the body."""
+
+    def too_large(self, request: h11.Request) -> Response:
+        """The answer to a body over max_body (it has been read and dropped)."""
+
+    def handle(self, request: h11.Request, body: bytes) -> Awaitable[Response]:
+        """The answer to a request and its body."""
+
+
+class _Closed(Exception):
+    """The connection is done: the peer went away, a deadline passed, or framing was lost."""
+
+
+class HttpConnection:
+    """One client connection: requests in, answers out, one at a time (HTTP/1.1 pipelining is served in
+    order)."""
+
+    def __init__(self, stream: trio.abc.Stream, app: App, limits: Limits, stopping: trio.Event):
+        self.stream, self.app, self.limits, self.stopping = stream, app, limits, stopping
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+
+    async def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                if not await self._one():
+                    break
+                self.h11.start_next_cycle()
+        except _Closed:
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    async def _one(self) -> bool:
+        """Serve one request; False when the connection must close."""
+        try:
+            request = await self._next(self.limits.idle_timeout, self.limits.head_timeout, first=True)
+        except h11.RemoteProtocolError as e:
+            await self._error(e.error_status_hint, str(e))
+            return False
+        if request is None:  # the peer closed between requests, or stayed idle too long
+            return False
+        if request.http_version not in (b"1.1", b"1.0"):  # HTTP/2 prior knowledge ("PRI * HTTP/2.0") included
+            await self._error(505, "HTTP/1.1 only")
+            return False
+        if len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers) > self.limits.max_head:
+            await self._error(431, "request head too large")  # (h11 checks only a head still arriving)
+            return False
+        answer = self.app.head(request)
+        if answer is None:
+            answer = await self._body_and_answer(request)
+        if answer is None:
+            return False
+        close = answer.close or self.stopping.is_set()
+        await self._send_response(answer, close)
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE and not close
+
+    async def _body_and_answer(self, request: h11.Request) -> Response | None:
+        length = _content_length(request)
+        if length is not None and length > self.limits.max_drain:
+            await self._error(413, "request body too large")
+            return None
+        chunks, size = [], 0
+        try:
+            while True:
+                event = await self._next(self.limits.body_timeout, self.limits.body_timeout)
+                if isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > self.limits.max_drain:
+                        await self._error(413, "request body too large")
+                        return None
+                    if size <= self.limits.max_body:
+                        chunks.append(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                else:  # the peer closed mid-body
+                    return None
+        except h11.RemoteProtocolError as e:
+            await self._error(e.error_status_hint, str(e))
+            return None
+        if size > self.limits.max_body:
+            return self.app.too_large(request)
+        return await self.app.handle(request, b"".join(chunks))
+
+    async def _next(self, wait: float, then: float, first: bool = False) -> h11.Event | None:
+        """The next h11 event: waits ``wait`` seconds for the first byte, then ``then`` for the rest."""
+        deadline = trio.current_time() + wait
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                if self.stopping.is_set() and first and not self.h11.trailing_data[0]:
+                    return None  # shutting down between requests
+                with trio.move_on_at(deadline) as timer:
+                    data = await self._receive()
+                if timer.cancelled_caught:
+                    if first and self.h11.their_state is h11.IDLE and not self.h11.trailing_data[0]:
+                        return None  # an idle keep-alive connection: close it quietly
+                    raise _Closed()
+                self.h11.receive_data(data)
+                if first and data:  # the head has started: it gets head_timeout from its first byte
+                    deadline, first = trio.current_time() + then, False
+                continue
+            if event is h11.PAUSED:
+                raise _Closed()
+            if isinstance(event, h11.ConnectionClosed):
+                return None
+            return event
+
+    async def _receive(self) -> bytes:
+        try:
+            return await self.stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise _Closed() from None
+
+    async def _send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise _Closed() from None
+
+    async def _send_response(self, answer: Response, close: bool) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer.body)),
+                   *answer.headers]
+        if close:
+            headers.append((b"connection", b"close"))
+        await self._send(h11.Response(status_code=answer.status, headers=headers))
+        await self._send(h11.Data(data=answer.body))
+        await self._send(h11.EndOfMessage())
+
+    async def _error(self, status: int, reason: str) -> None:
+        """Answer a framing error (when the state still allows an answer) and close."""
+        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            body = orjson.dumps({"error": reason[:200]})
+            try:
+                await self._send_response(Response(status, body), close=True)
+            except (h11.LocalProtocolError, _Closed):
+                pass
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)  # h11 has checked it is a number
+    return None
+
+
+async def serve_http(app: App, listeners: list[trio.SocketListener], limits: Limits, stopping: trio.Event,
+                     *, connections: trio.Nursery, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    """Accept on ``listeners`` (until cancelled) and serve each connection in ``connections``."""
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        try:
+            await HttpConnection(stream, app, limits, stopping).run()
+        except Exception:  # one connection's failure ends that connection only
+            log.exception("wallet HTTP connection failed")
+
+    await trio.serve_listeners(handler, listeners, handler_nursery=connections, task_status=task_status)

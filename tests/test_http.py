@@ -1,0 +1,195 @@
+"""The wallet's HTTP/1.1 driver (server/http.py): framing, keep-alive, pipelining, the head checked before
+the body, deadlines and limits. Memory streams under MockClock, then the real wallet on a real socket."""
+
+from __future__ import annotations
+
+import h11
+import pytest
+import trio
+import trio.testing
+
+from server.http import HttpConnection, Limits, Response
+
+
+class EchoApp:
+    """Answers with the body it got; refuses the path /refused from the head alone."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def head(self, request: h11.Request) -> Response | None:
+        if request.target == b"/refused":
+            return Response(401, b'{"refused":true}', close=True)
+        return None
+
+    def too_large(self, request: h11.Request) -> Response:
+        return Response(200, b'{"too":"large"}')
+
+    async def handle(self, request: h11.Request, body: bytes) -> Response:
+        self.bodies.append(body)
+        return Response(200, b'{"n":%d}' % len(body))
+
+
+def post(body: bytes, target: bytes = b"/v1/x", extra: bytes = b"") -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n%s\r\n%s" % (target, len(body), extra, body)
+
+
+async def _serve(limits: Limits | None = None, app: EchoApp | None = None):
+    client, server = trio.testing.memory_stream_pair()
+    app = app or EchoApp()
+    stopping = trio.Event()
+    return client, server, app, stopping, HttpConnection(server, app, limits or Limits(), stopping)
+
+
+async def _responses(client: trio.abc.Stream, n: int) -> list[int | bytes]:
+    """Read n responses as [status, body, status, body, ...] (fewer if the server closes first)."""
+    buf, out = b"", []
+    while len(out) < 2 * n:
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = buf[:head_end].decode("latin-1").split("\r\n")
+            length = next(int(h.split(":", 1)[1]) for h in head if h.lower().startswith("content-length:"))
+            if len(buf) >= head_end + 4 + length:
+                out += [int(head[0].split()[1]), buf[head_end + 4:head_end + 4 + length]]
+                buf = buf[head_end + 4 + length:]
+                continue
+        data = await client.receive_some(65536)
+        if not data:
+            break
+        buf += data
+    return out
+
+
+async def test_keep_alive_and_pipelining(autojump_clock):
+    client, server, app, stopping, http = await _serve()
+    async with trio.open_nursery() as n:
+        n.start_soon(http.run)
+        for i in range(50):  # one connection, many requests
+            await client.send_all(post(b"x" * i))
+            assert await _responses(client, 1) == [200, b'{"n":%d}' % i]
+        await client.send_all(b"".join(post(b"y" * i) for i in range(10)))  # pipelined
+        got = await _responses(client, 10)
+        assert got == [x for i in range(10) for x in (200, b'{"n":%d}' % i)]
+        await client.aclose()
+    assert len(app.bodies) == 60
+
+
+async def test_a_body_split_anywhere_arrives_whole(autojump_clock):
+    raw = post(b'{"uuid":"u","transaction":{"id":"t","amount":"1.5"}}')
+    for k in range(1, len(raw)):
+        client, server, app, stopping, http = await _serve()
+        async with trio.open_nursery() as n:
+            n.start_soon(http.run)
+            await client.send_all(raw[:k])
+            await trio.sleep(0.01)
+            await client.send_all(raw[k:])
+            assert (await _responses(client, 1))[0] == 200
+            await client.aclose()
+        assert app.bodies == [raw.split(b"\r\n\r\n", 1)[1]]
+
+
+async def test_the_head_is_answered_before_the_body_is_read(autojump_clock):
+    client, server, app, stopping, http = await _serve()
+    async with trio.open_nursery() as n:
+        n.start_soon(http.run)
+        await client.send_all(b"POST /refused HTTP/1.1\r\nHost: t\r\nContent-Length: 50000\r\n\r\n")  # no body
+        assert await _responses(client, 1) == [401, b'{"refused":true}']
+        assert await client.receive_some(10) == b""  # and closed: the body is never read
+    assert app.bodies == []
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"POST /v1/x HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    (b"POST /v1/x HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n", 400),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),  # HTTP/2 prior knowledge: HTTP/1.1 only
+    (b"GARBAGE\r\n\r\n", 400),
+    (post(b"", extra=b"Content-Length: 5\r\n"), 400),
+])
+async def test_bad_framing_is_answered_and_closed(autojump_clock, raw, status):
+    client, server, app, stopping, http = await _serve()
+    async with trio.open_nursery() as n:
+        n.start_soon(http.run)
+        await client.send_all(raw)
+        assert (await _responses(client, 1))[0] == status
+        assert await client.receive_some(10) == b""
+
+
+async def test_a_large_body_is_drained_and_answered_a_huge_one_is_413(autojump_clock):
+    limits = Limits(max_body=100, max_drain=1000)
+    client, server, app, stopping, http = await _serve(limits)
+    async with trio.open_nursery() as n:
+        n.start_soon(http.run)
+        await client.send_all(post(b"z" * 500))
+        assert await _responses(client, 1) == [200, b'{"too":"large"}']
+        await client.send_all(post(b"ok"))  # the connection is still good
+        assert await _responses(client, 1) == [200, b'{"n":2}']
+        await client.send_all(post(b"z" * 5000))
+        assert (await _responses(client, 1))[0] == 413
+    assert app.bodies == [b"ok"]
+
+
+async def test_deadlines_for_head_body_and_idle(autojump_clock):
+    limits = Limits(head_timeout=10, body_timeout=10, idle_timeout=75)
+    for raw, lasts in ((b"POST /v1/x HTTP/1.1\r\nHost", 10),  # slowloris head
+                       (post(b"x" * 100)[:-50], 10),  # stops mid-body
+                       (b"", 75)):  # idle keep-alive
+        client, server, app, stopping, http = await _serve(limits)
+        async with trio.open_nursery() as n:
+            n.start_soon(http.run)
+            start = trio.current_time()
+            if raw:
+                await client.send_all(raw)
+            assert await client.receive_some(10) == b""
+            assert lasts <= trio.current_time() - start < lasts + 1
+        assert app.bodies == []
+
+
+async def test_bytes_do_not_extend_a_head_deadline(autojump_clock):
+    client, server, app, stopping, http = await _serve(Limits(head_timeout=10))
+    async with trio.open_nursery() as n:
+        n.start_soon(http.run)
+        start = trio.current_time()
+        await client.send_all(b"POST /v1/x HTTP/1.1\r\n")
+        with trio.move_on_after(30):
+            try:
+                while True:
+                    await trio.sleep(1)
+                    await client.send_all(b"X-A: b\r\n")
+            except trio.BrokenResourceError:
+                pass
+        assert 10 <= trio.current_time() - start < 12
+
+
+async def test_shutdown_closes_idle_connections_and_finishes_calls(autojump_clock):
+    client, server, app, stopping, http = await _serve()
+    async with trio.open_nursery() as n:
+        n.start_soon(http.run)
+        await client.send_all(post(b"a"))
+        assert (await _responses(client, 1))[0] == 200
+        stopping.set()
+        await client.send_all(post(b"b"))  # one more call in flight is answered, with Connection: close
+        assert (await _responses(client, 1))[0] == 200
+        assert await client.receive_some(10) == b""
+
+
+# ---- the wallet on a real socket
+
+
+async def test_the_wallet_answers_an_unauthenticated_call_without_reading_its_body(syncledger):
+    stream = await trio.open_tcp_stream("127.0.0.1", syncledger.ports.wallet)
+    await stream.send_all(b"POST /v1/debit HTTP/1.1\r\nHost: t\r\nContent-Length: 60000\r\n\r\n")
+    got = b""
+    with trio.fail_after(5):
+        while chunk := await stream.receive_some(4096):
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 200") and b'"status":"INVALID_TOKEN_ID"' in got
+    await stream.aclose()
+
+
+async def test_the_wallet_is_http_1_1_only(syncledger):
+    stream = await trio.open_tcp_stream("127.0.0.1", syncledger.ports.wallet)
+    await stream.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    with trio.fail_after(5):
+        got = await stream.receive_some(4096)
+    assert got.startswith(b"HTTP/1.1 505")
+    await stream.aclose()

@@ -57,7 +57,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
 import httpx
@@ -450,6 +450,8 @@ class Stats:
     retries: int = 0
     probes: int = 0
     in_flight_at_kill: list[int] = field(default_factory=list)
+    storm_kills: int = 0  # kills a few milliseconds into a storm of pipelined requests (mid group commit)
+    short_sync_cycles: int = 0  # cycles run with a 2 ms sync timeout (…Sync answers 504, settled by retries)
     cut_applied: int = 0  # unanswered at a kill, yet committed (their retry must replay, not apply again)
     cut_lost: int = 0  # unanswered at a kill and not committed (their retry may apply them once)
     transient: dict[str, int] = field(default_factory=dict)  # answers that decide nothing (504 SYNC_TIMEOUT…)
@@ -464,7 +466,8 @@ class Stats:
         return (f"{self.cycles} kill -9 cycles in {self.seconds:.1f} s: {self.keys} idempotency keys, "
                 f"{self.sent} requests sent ({self.retries} retries after restarts, {self.probes} changed repeats), "
                 f"{self.answered} answered, {self.lost} replies lost to kills; in flight at each kill: "
-                f"{self.in_flight_at_kill}; unanswered at a kill: {self.cut_applied} committed, "
+                f"{self.in_flight_at_kill} ({self.storm_kills} mid-storm); {self.short_sync_cycles} cycles with a "
+                f"2 ms sync timeout; unanswered at a kill: {self.cut_applied} committed, "
                 f"{self.cut_lost} not; transient answers {self.transient}; {self.events} events "
                 f"({self.late_events} more seen by subscribers resuming under load); "
                 f"applied {dict(sorted(self.applied.items()))}; "
@@ -473,10 +476,14 @@ class Stats:
 
 class CrashTest:
     def __init__(self, *, db: str, workdir: str, seed: int, load_seconds: tuple[float, float] = (0.3, 1.2),
-                 retry_sample: int | None = None, log: Callable[[str], None] = print):
+                 retry_sample: int | None = None, log: Callable[[str], None] = print,
+                 sync_timeouts: Sequence[int] | None = None, storms: Sequence[bool] | None = None):
         self.db, self.workdir, self.seed, self.log = db, workdir, seed, log
         self.rng = random.Random(seed)
         self.load_seconds, self.retry_sample = load_seconds, retry_sample
+        # per cycle (cycle i takes item i; no sequence or no item i: a random choice): the sync timeout in
+        # ms, and whether the kill comes mid-storm. A short test can then be sure to cover each kind of cycle.
+        self.sync_timeouts, self.storms = sync_timeouts, storms
         self.journal = Journal()
         self.stats = Stats()
         self.token = ""
@@ -760,7 +767,11 @@ class CrashTest:
 
         async def killer(n: trio.Nursery, storm: Client) -> None:
             await trio.sleep(duration)
-            if self.rng.random() < 0.5:
+            mid_storm = self.rng.random() < 0.5
+            if self.storms is not None and self.cycle < len(self.storms):
+                mid_storm = self.storms[self.cycle]
+            if mid_storm:
+                self.stats.storm_kills += 1
                 # a storm of pipelined requests, and the kill a few milliseconds into it: in the middle of
                 # group commits, between a commit and its answers
                 for _ in range(self.rng.randint(20, 300)):
@@ -855,7 +866,8 @@ class CrashTest:
         stored = ledger.events.get(seq)
         if stored is None:
             self.fail(f"{who}: event seq {seq} was delivered but is not in the ledger (lost after a kill)")
-        if stored[0] != type_ or json.loads(stored[2], parse_float=Decimal) != data:
+        # the ledger keeps the record; the event carries it with its seq inside (CONTRACT.md section 1)
+        if stored[0] != type_ or {**json.loads(stored[2], parse_float=Decimal), "seq": seq} != data:
             self.fail(f"{who}: event seq {seq} delivered as {type_} {data}, the ledger has {stored[0]} {stored[2]}")
 
     def check_subscriber(self, ledger: Ledger) -> None:
@@ -966,7 +978,12 @@ class CrashTest:
             self.cycle = cycle
             t0 = time.perf_counter()
             # now and then a sync timeout so short that …Sync requests answer 504 and are retried later
-            sync_ms = 5000 if cycle in (0, cycles) or self.rng.random() < 0.7 else 2
+            if self.sync_timeouts is not None and cycle < min(cycles, len(self.sync_timeouts)):
+                sync_ms = self.sync_timeouts[cycle]
+            else:
+                sync_ms = 5000 if cycle in (0, cycles) or self.rng.random() < 0.7 else 2
+            if cycle < cycles and sync_ms < 5000:
+                self.stats.short_sync_cycles += 1
             srv = ServerProcess(self.db, self.workdir, cycle, sync_ms)
             try:
                 await srv.start()
@@ -1025,10 +1042,13 @@ class CrashTest:
 
 async def run_crash_test(cycles: int = 20, seed: int | None = None, workdir: str | None = None,
                          db: str | None = None, keep: bool = False, load_seconds: tuple[float, float] = (0.3, 1.2),
-                         retry_sample: int | None = None, log: Callable[[str], None] = print) -> Stats:
+                         retry_sample: int | None = None, log: Callable[[str], None] = print, *,
+                         sync_timeouts: Sequence[int] | None = None, storms: Sequence[bool] | None = None) -> Stats:
     """Run ``cycles`` kill -9 / restart cycles on a new ledger; raises CrashTestFailure (naming the seed)
     on the first broken invariant. ``workdir`` (default: a temp dir, removed unless ``keep`` or a
-    failure) holds the database, each server's log and, on failure, the journal (journal.json)."""
+    failure) holds the database, each server's log and, on failure, the journal (journal.json).
+    ``sync_timeouts`` and ``storms`` fix, cycle by cycle, the sync timeout (ms) and whether the kill comes
+    mid-storm (default: random choices)."""
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
     own_dir = workdir is None
@@ -1038,7 +1058,7 @@ async def run_crash_test(cycles: int = 20, seed: int | None = None, workdir: str
         raise ValueError(f"{db} exists: the crash test needs a new ledger (every row must be journaled)")
     log(f"crash test: seed {seed}, {cycles} cycles, ledger {db}")
     test = CrashTest(db=db, workdir=workdir, seed=seed, load_seconds=load_seconds, retry_sample=retry_sample,
-                     log=log)
+                     log=log, sync_timeouts=sync_timeouts, storms=storms)
     failed = True
     try:
         stats = await test.run(cycles)

@@ -1,6 +1,15 @@
-"""Shared fixtures: in-process servers (real clock on a file, or MockClock on an inline in-memory ledger)."""
+"""Shared fixtures: in-process servers (real clock on a file, or MockClock on an inline in-memory ledger).
+
+Clock rule (issue 10): a test that touches time on an in-memory server runs on
+``trio.testing.MockClock(autojump_threshold=0)`` by naming ``autojump_clock`` (or ``mock_clock``) among
+its OWN arguments. pytest-trio hands ``trio.run`` only a clock found in the test function's arguments: a
+clock that only a fixture requests is silently ignored and the test runs on the real clock.
+:func:`pytest_runtest_setup` below refuses such a test.
+"""
 
 from __future__ import annotations
+
+import inspect
 
 import pytest
 
@@ -9,6 +18,22 @@ from server.app import Config, Server, serve
 from server.auth import SESSION_ADMIN
 from server.client import Client
 from server.testing import Harness, test_config
+
+CLOCK_FIXTURES = ("autojump_clock", "mock_clock")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a test whose fixtures request a mock clock that the test function itself does not name."""
+    function = getattr(item, "function", None)
+    if function is None:
+        return
+    own = set(inspect.signature(function).parameters)
+    wanted = [name for name in CLOCK_FIXTURES if name in getattr(item, "fixturenames", ())]
+    if wanted and not own.intersection(CLOCK_FIXTURES):
+        pytest.fail(f"{item.nodeid}: a fixture requests {wanted[0]!r} but the test function does not; "
+                    f"pytest-trio would ignore that clock and run the test on the real clock. Add "
+                    f"{wanted[0]!r} to the test's own arguments.", pytrace=False)
+
 
 def make_config(**kw) -> Config:
     """The deterministic test config (server.testing), by default on the real clock with a worker thread."""

@@ -7,6 +7,7 @@ import sqlite3
 import struct
 from decimal import Decimal
 
+import pytest
 import trio
 
 from ledger import Finance, FinanceRequest, Store, verify
@@ -96,34 +97,28 @@ async def test_pausing_twice_then_resuming_runs_again(mem_server, autojump_clock
         assert (await call.reply()).ok
 
 
-def test_a_failed_commit_that_reached_the_disk_is_believed(tmp_path):
-    """With WAL, COMMIT can fail after its frame is written; memory must follow the file."""
+def test_a_failed_commit_that_may_have_reached_the_disk_is_never_guessed(tmp_path):
+    """With WAL, COMMIT can fail (an I/O error) after its frame is written: the store cannot know whether
+    the batch is durable, so it raises Unsure (the server fail-stops) instead of believing memory or the
+    file; a fresh open reads the truth. (It used to reload memory from the file and go on.)"""
+    from ledger.store import Unsure
+    from server.faults import _error
+
     db = str(tmp_path / "c.db")
     store = Store(db)
     store.apply_batch([AddAccount("a", "EUR", 0)])
-    real = store.db
 
-    class CommitThenFail:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def execute(self, sql, *args):
-            result = real.execute(sql, *args)
-            if sql == "COMMIT":
-                raise sqlite3.OperationalError("disk I/O error after the commit")
-            return result
-
-    store.db = CommitThenFail()
-    try:
+    def commit_then_fail() -> None:
+        store.db.execute("COMMIT")
+        raise _error(sqlite3.SQLITE_IOERR, "COMMIT")
+    store._sql_commit = commit_then_fail
+    with pytest.raises(Unsure, match="cannot be known"):
         store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, 5_000_000), now=1)])
-    except sqlite3.OperationalError:
-        pass
-    store.db = real
-    assert store.seq == 1 and store.accounts[1000][1] == 5_000_000  # what the file holds
-    outcome = store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, 1_000_000), now=2)])[0]
-    assert outcome.error is None and store.seq == 2
-    assert verify(store.db).ok
     store.close()
+    restarted = Store(db)
+    assert restarted.seq == 1 and restarted.accounts[1000][1] == 5_000_000  # what the file holds
+    assert verify(restarted.db).ok
+    restarted.close()
 
 
 async def test_a_wallet_transaction_id_names_one_transaction(mem_server, autojump_clock):

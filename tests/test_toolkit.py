@@ -25,7 +25,7 @@ async def _events_now(client) -> list[dict]:
 
 
 async def test_plugin_fixtures_run_the_whole_server(syncledger: Harness, syncledger_client, syncledger_ports,
-                                                    syncledger_token):
+                                                    syncledger_token, autojump_clock):
     assert syncledger_token == syncledger.token
     assert all(port > 0 for port in syncledger_ports)
     login = await syncledger.add_account(syncledger_client, balance=10)

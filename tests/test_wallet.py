@@ -249,7 +249,7 @@ async def test_bad_provider_token_touches_nothing(provider, wallet_server, token
 
 async def test_without_a_configured_token_every_call_is_refused(nursery, tmp_path):
     srv = await nursery.start(serve, make_config(db=str(tmp_path / "n.db"), wallet_port=0, wallet_token=None))
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=30) as http:
         r = await http.post(f"http://127.0.0.1:{srv.ports.wallet}/v1/check", params={"authToken": ""},
                             content=b'{"sid": "x", "userId": "1"}')
     assert r.json()["status"] == "INVALID_TOKEN_ID"

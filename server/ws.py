@@ -100,6 +100,7 @@ async def _serve(server: Server, request: WebSocketRequest) -> None:
     from_seq = detail
     ws = await request.accept()
     sub = WsSubscriber(server.config.outbox_size)
+    started = trio.current_time()
     try:
         with sub.scope:
             async with trio.open_nursery() as nursery:
@@ -113,9 +114,10 @@ async def _serve(server: Server, request: WebSocketRequest) -> None:
     finally:
         server.broker.remove(sub)
         if sub.reason is not None and not sub.scope.cancelled_caught:
-            log.info("websocket client dropped: %s", sub.reason)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await ws.aclose(CLOSE_TRY_AGAIN_LATER, sub.reason[:120])
+        reason = sub.reason or (f"closed by the peer ({ws.closed.code})" if ws.closed else "closed by the server")
+        log.info("websocket client closed after %.1f s: %s", trio.current_time() - started, reason)
 
 
 async def _read_until_closed(ws: WebSocketConnection, scope: trio.CancelScope) -> None:

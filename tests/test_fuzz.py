@@ -1,28 +1,33 @@
 """Fuzzing the manager TCP API and the game-wallet HTTP API (issue 5, item 2).
 
 Each hypothesis example starts a fresh in-process server (in-memory ledger, ``threaded=False``: a couple of
-milliseconds), seeds a small world (accounts, orders, a refused keyed request, managers, game sessions,
-wallet rounds) and sends a handful of generated inputs (``tests/strategies.py``). For every input:
+milliseconds), seeds a small world (accounts, one added as the SDKs send AddUser and logging in with a
+password, one disabled with orders; orders, refused keyed requests, managers, game sessions, wallet rounds)
+and sends a handful of generated inputs (``tests/strategies.py``). For every input:
 
 * it gets exactly one well-formed reply (manager: one ``\\r\\n``-terminated JSON object with ``status`` and,
-  for errors, ``error`` + ``message``, the ``extID`` echoed when it was readable; wallet: HTTP 200 with a
+  for errors, ``error`` + ``message``, in plain ASCII with no apostrophe (``\\uXXXX`` escapes), the
+  ``extID`` echoed whenever it can be read, errors included: a NaN or a lone surrogate anywhere is
+  INVALID_DATA naming where, a repeated key INVALID_JSON with the extID the raw line names; wallet: HTTP 200 with a
   known status string and the request's ``uuid``, ``"retransmission": true`` exactly when it answers a
   retried transaction.id), or the documented silence (blank line) or
   ``LINE_TOO_LONG`` + close; a Ping sent after it on the same connection is answered next, so there is no
   second reply and the connection is still usable;
 * the answer is the one the contract gives: a fixed error for malformed input, or, for well-formed
   requests, what an independent model of the contract predicts from the ledger state before the input
-  (accounts, orders, idempotency keys, wallet rounds);
+  (accounts with their SDK fields and passwords, disabled accounts, orders, idempotency keys of finance
+  requests and AddUser, each connection's channels, wallet rounds);
 * the ledger is unchanged by every rejected input (every table's row count, every account's totals,
   every order, the event seq), and an accepted input changes exactly what its answer says;
-  ``verify()`` passes after every input; events reach subscribers gap-free and once;
+  ``verify()`` passes after every input; events reach subscribers gap-free and once, each with its seq in
+  its data too (and a …Sync answer is exactly that data);
 * nothing is logged at ERROR, and at the end of the example a fresh connection still gets its Ping.
 
-Run: ``python -m pytest tests/test_fuzz.py`` (CI size: 300 + 150 examples, about 15 s). Long run:
+Run: ``python -m pytest tests/test_fuzz.py`` (CI size: 300 + 150 examples, about 25 s). Long run:
 ``SYNCLEDGER_FUZZ_EXAMPLES=10000 python -m pytest tests/test_fuzz.py -s`` (examples per fuzz
 test; an example holds 1 to 12 inputs; the input counts are printed). ``SYNCLEDGER_FUZZ_STRICT=1`` also
 generates the inputs of the bugs listed in ``strategies.OPEN_BUGS`` and expects the contract's answer to
-them (one at the moment: a cancel naming a game.id finds a game-less debit). Regression tests
+them (one at the moment: a wallet call refused as INVALID_TOKEN_ID answers "uuid": null). Regression tests
 of the bugs the fuzzer found are at the end of this file.
 """
 
@@ -48,7 +53,7 @@ import jwt
 import pytest
 import trio
 import trio.testing
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 
 from ledger import verify
 from server.app import Config, serve
@@ -170,6 +175,10 @@ class Account:
     group: str
     currency: str
     created: int
+    leverage: int
+    email: str
+    enable: bool
+    password_hash: str | None
     balance: int
     credit: int
 
@@ -180,10 +189,15 @@ class Snap:
     seq: int
     accounts: dict[int, Account]
     orders: dict[int, Row]
-    events: dict[int, tuple[int, bytes]]  # seq -> (type, data)
+    events: dict[int, tuple[int, bytes]]  # seq -> (type, record) as stored (the record without its seq)
 
     def event_data(self, seq: int) -> Any:
+        """The trade record of an event, as GetTrade and GetTrades answer it (no seq)."""
         return strict_json(self.events[seq][1])
+
+    def sent_data(self, seq: int) -> Any:
+        """An event's data as sent (and answered to its …Sync request): the record with the event's seq."""
+        return {**self.event_data(seq), "seq": seq}
 
 
 def take_snapshot(srv: Any) -> Snap:
@@ -192,11 +206,12 @@ def take_snapshot(srv: Any) -> Snap:
                                        "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
     counts = {t: db.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
     accounts = {}
-    for login, name, group, currency, created in db.execute(
-            'SELECT login, name, "group", currency, created FROM accounts'):
+    for login, *fields in db.execute(
+            'SELECT login, name, "group", currency, created, leverage, email, enable, password_hash FROM accounts'):
         row = db.execute("SELECT balance, credit FROM finance WHERE login = ? ORDER BY id DESC LIMIT 1",
                          (login,)).fetchone()
-        accounts[login] = Account(name, group, currency, created, *(row or (0, 0)))
+        fields[6] = bool(fields[6])
+        accounts[login] = Account(*fields, *(row or (0, 0)))
     orders = {r[0]: Row(*r) for r in db.execute(
         "SELECT f.order_id, f.version, f.login, f.cmd, f.state, f.amount, f.comment, f.open_time, f.close_time, "
         "f.balance, f.credit, e.seq FROM finance f JOIN events e ON e.record_id = f.id "
@@ -237,8 +252,13 @@ class Conn:
         self.stream = stream
         self.buf = bytearray()
         self.closed = False  # by the server
-        self.subscribed = False
+        self.channels: set[str] = set()  # subscribed to (the model's)
         self.runs: list[Run] = []
+
+    @property
+    def subscribed(self) -> bool:
+        """To trade:event, the one channel that carries anything."""
+        return S.TRADE_EVENT in self.channels
 
     async def send(self, data: bytes, cuts: tuple = ()) -> None:
         start = 0
@@ -274,6 +294,8 @@ class Conn:
                     return None
                 if not line.endswith(b"\r\n"):
                     raise Failed(f"a message must end with \\r\\n: {line[-50:]!r}")
+                if not line.isascii() or b"'" in line:  # the SDKs decode each read alone; PHP rewrites '
+                    raise Failed(f"the server writes plain ASCII, with no apostrophe: {line[:300]!r}")
                 msg = strict_json(line[:-2])
                 if not isinstance(msg, dict):
                     raise Failed(f"a message must be a JSON object: {msg!r}")
@@ -285,8 +307,9 @@ class Conn:
 
     def on_event(self, msg: dict) -> None:
         if set(msg) != {"event", "type", "seq", "data"} or msg["event"] != "trade:event" \
-                or msg["type"] not in (0, 1, 2) or type(msg["seq"]) is not int or not isinstance(msg["data"], dict):
-            raise Failed(f"malformed event: {msg!r}")
+                or msg["type"] not in (0, 1, 2) or type(msg["seq"]) is not int or not isinstance(msg["data"], dict) \
+                or msg["data"].get("seq") != msg["seq"] or type(msg["data"]["seq"]) is not int:
+            raise Failed(f"malformed event (its data carries its seq too): {msg!r}")
         if not self.subscribed or not self.runs:
             raise Failed(f"an event reached a connection that is not subscribed: seq {msg['seq']}")
         self.runs[-1].events.append(msg)
@@ -346,6 +369,12 @@ def check_reply_shape(msg: dict) -> None:
             raise Failed(f"an error is {{extID?, status, error, message}}: {msg!r}")
 
 
+def check_message(case: S.Case, reply: dict) -> None:
+    """The server's own messages never quote with an apostrophe (one may only come from the request)."""
+    if "'" in reply["message"] and b"'" not in case.line and b"\\u0027" not in case.line.lower():
+        raise Failed(f"an error message quotes with an apostrophe: {reply!r}")
+
+
 def check_echo(msg: dict, echo: str | None) -> None:
     if echo is None:
         if "extID" in msg:
@@ -358,12 +387,14 @@ def check_echo(msg: dict, echo: str | None) -> None:
 
 @dataclass
 class KeyRec:
-    """What the first attempt of a keyed finance request got."""
+    """What the first attempt of a keyed request (finance or AddUser) got: idempotency is per (manager, extID)
+    whatever the command."""
 
     payload: tuple
     error: tuple[int, str] | None = None
     acceptance: dict | None = None
-    record: Any = None
+    record: Any = None  # a finance request's record, as its …Sync form answers it (with the event's seq)
+    login: int | None = None  # the account an AddUser created
 
 
 @dataclass
@@ -376,13 +407,18 @@ class Pred:
     deltas: dict = field(default_factory=dict)
     commit: Callable[[Any, Snap], None] | None = None
     tolerated: tuple = ()  # (status, code) of a bug in OPEN_BUGS, accepted with an unchanged ledger
-    any_4xx: bool = False  # the contract leaves the refusal open: any 4xx that changes nothing
 
 
 def payload_of(op: str, f: dict) -> tuple:
     if op.startswith("Delete"):
         return (op, None, None, "Finance", f["order"], None, None)
     return (op, f["login"], f["amount"], f["comment"], f["order"], f["open_time"], f["close_time"])
+
+
+def add_user_payload(f: dict) -> tuple:
+    """What an AddUser asks, for idempotency: everything but the password (kept only as a salted hash)."""
+    return ("AddUser", f["name"], f["currency"] or S.DEFAULT_CURRENCY, f["group"], f["login"], f["leverage"],
+            f["email"], f["enable"])
 
 
 def check_record(rec: Any, exp: dict, t0: int, t1: int) -> None:
@@ -411,12 +447,30 @@ def check_record(rec: Any, exp: dict, t0: int, t1: int) -> None:
             raise Failed(f"record {key} {rec[key]} != {exp[key]}")
 
 
+ACCOUNT_KEYS = {"login", "name", "group", "currency", "created", "leverage", "email", "enable", "balance", "credit"}
+
+
+def check_account(data: Any, login: int, acc: Account, what: str = "the account") -> None:
+    """An account as the API answers it: its fields, balance and credit; never its password."""
+    if not isinstance(data, dict) or not ACCOUNT_KEYS <= set(data):
+        raise Failed(f"{what} has {sorted(ACCOUNT_KEYS)}: {data!r}")
+    if any("password" in k or "hash" in k for k in data):
+        raise Failed(f"{what} shows its password: {data!r}")
+    want = {"login": login, "name": acc.name, "group": acc.group, "currency": acc.currency, "created": acc.created,
+            "leverage": acc.leverage, "email": acc.email, "enable": acc.enable}
+    got = {k: data[k] for k in want}
+    if got != want or type(data["enable"]) is not bool or type(data["leverage"]) is not int \
+            or (micro(data["balance"], "balance"), micro(data["credit"], "credit")) != (acc.balance, acc.credit):
+        raise Failed(f"{what}: {data!r} != {want} balance {acc.balance} credit {acc.credit}")
+
+
 class ManagerOracle:
     """An independent model of the manager contract, evaluated on a snapshot of the ledger."""
 
     def __init__(self, srv: Any):
         self.srv = srv
         self.keys: dict[tuple[int, str], KeyRec] = {}
+        self.passwords: dict[int, str] = dict(S.ACCOUNT_PASSWORDS)  # accounts that log in, and with what
         self.t0 = self.t1 = 0
 
     def predict(self, call: S.Call, conn: Conn, before: Snap) -> Pred:
@@ -426,18 +480,32 @@ class ManagerOracle:
             return self.finance(call, command, f, before)
         return getattr(self, "cmd_" + command)(call, f, before, conn)
 
+    def _key(self, call: S.Call) -> tuple[int, str] | None:
+        return (call.login, call.ext_id) if call.ext_id is not None else None
+
+    def _remember_refusal(self, key: Any, payload: tuple, refusal: tuple) -> Pred:
+        """A keyed request refused by the ledger's rules: the refusal is kept (an idempotency row) and
+        answered again to a retry."""
+        def remember(data: Any, a: Snap) -> None:
+            if key:
+                self.keys[key] = KeyRec(payload, error=refusal)
+        return Pred(refusal[0], refusal[1], deltas={"idempotency": 1} if key else {}, commit=remember)
+
     # ---- finance
 
     def finance(self, call: S.Call, op: str, f: dict, before: Snap) -> Pred:
         sync = call.command.endswith("Sync")
         payload = payload_of(op, f)
-        key = (call.login, call.ext_id) if call.ext_id is not None else None
+        key = self._key(call)
         rec = self.keys.get(key) if key else None
         if rec is not None:
             if rec.payload != payload:
+                event("model:idempotency-conflict")
                 return Pred(409, "IDEMPOTENCY_CONFLICT")
             if rec.error is not None:
+                event("model:finance-replay-refused")
                 return Pred(*rec.error)
+            event(f"model:finance-replay{'-sync' if sync else ''}")
             want = rec.record if sync else rec.acceptance
 
             def check_replay(data: Any, b: Snap, a: Snap) -> None:
@@ -447,10 +515,7 @@ class ManagerOracle:
         result = self.rules(op, f, before)
         keyed = {"idempotency": 1} if key else {}
         if isinstance(result, tuple):  # refused by the ledger's rules
-            def remember(data: Any, a: Snap, result: tuple = result) -> None:
-                if key:
-                    self.keys[key] = KeyRec(payload, error=result)
-            return Pred(result[0], result[1], deltas=keyed, commit=remember)
+            return self._remember_refusal(key, payload, result)
         exp = result
 
         def check(data: Any, b: Snap, a: Snap) -> None:
@@ -458,6 +523,8 @@ class ManagerOracle:
                 raise Failed(f"an accepted finance command adds one event: seq {b.seq} -> {a.seq}")
             etype, _ = a.events[a.seq]
             record = a.event_data(a.seq)
+            if "seq" in record:
+                raise Failed(f"the stored record carries no seq (GetTrade answers it): {record!r}")
             order = record.get("order")
             if exp["order"] is None:  # a new order: a fresh number
                 if order in b.orders or type(order) is not int or order <= max(b.orders, default=0):
@@ -476,7 +543,7 @@ class ManagerOracle:
                 raise Failed(f"account totals {acc.balance}/{acc.credit} != {exp['balance']}/{exp['credit']}")
             if {k: v for k, v in a.accounts.items() if k != exp["login"]} != \
                     {k: v for k, v in b.accounts.items() if k != exp["login"]} or \
-                    (acc.name, acc.currency) != (want_acc.name, want_acc.currency):
+                    replace(acc, balance=0, credit=0) != replace(want_acc, balance=0, credit=0):
                 raise Failed("another account changed")
             if {k: v for k, v in a.orders.items() if k != exp["order"]} != \
                     {k: v for k, v in b.orders.items() if k != exp["order"]}:
@@ -484,16 +551,17 @@ class ManagerOracle:
             acceptance = {"accepted": True, "order": exp["order"], "state": ACCEPT_STATE[exp["type"]],
                           "login": exp["login"], "cmd": exp["cmd"], "amount": data.get("amount") if
                           isinstance(data, dict) else None}
+            sent = a.sent_data(a.seq)
             if sync:
-                if data != record:
-                    raise Failed(f"a …Sync answer is its event's data: {data!r} != {record!r}")
+                if data != sent:  # exactly the event's data: the record and its seq
+                    raise Failed(f"a …Sync answer is its event's data: {data!r} != {sent!r}")
             else:
                 if not isinstance(data, dict) or set(data) != set(acceptance) or \
                         {k: v for k, v in data.items() if k != "amount"} != \
                         {k: v for k, v in acceptance.items() if k != "amount"} \
                         or micro(data["amount"]) != exp["amount"]:
                     raise Failed(f"acceptance {data!r} != {acceptance!r} (amount {exp['amount']})")
-            exp["_acceptance"], exp["_record"] = acceptance, record
+            exp["_acceptance"], exp["_record"] = acceptance, sent
 
         def commit(data: Any, a: Snap) -> None:
             if key:
@@ -504,9 +572,13 @@ class ManagerOracle:
         return Pred(200, None, check, {"finance": 1, "events": 1, **keyed}, commit)
 
     def rules(self, op: str, f: dict, snap: Snap) -> dict | tuple:
-        """The next version an accepted request writes (dict), or the refusal (status, code)."""
+        """The next version an accepted request writes (dict), or the refusal (status, code). A disabled
+        account takes no finance command, the delete of one of its orders included."""
         if op.startswith("Delete"):
             cur = snap.orders.get(f["order"])
+            if cur is not None and not snap.accounts[cur.login].enable:
+                event("model:order-of-a-disabled-account")
+                return (403, "ACCOUNT_DISABLED")
             kinds = BALANCE_CMDS if op == "DeleteBalance" else CREDIT_CMDS
             if cur is None or cur.cmd not in kinds:
                 return (404, "ORDER_NOT_FOUND")
@@ -523,6 +595,9 @@ class ManagerOracle:
         cur = snap.orders.get(f["order"]) if f["order"] is not None else None
         if login not in snap.accounts:
             return (404, "ACCOUNT_NOT_FOUND")
+        if not snap.accounts[login].enable:
+            event("model:account-disabled")
+            return (403, "ACCOUNT_DISABLED")
         signed = sign * f["amount"]
         if cur is None:
             delta, version, open_time, etype, order = signed, 1, f["open_time"], 0, None
@@ -566,58 +641,97 @@ class ManagerOracle:
         return Pred(200, None, check)
 
     def cmd_Login(self, call: S.Call, f: dict, before: Snap, conn: Conn) -> Pred:
-        manager = S.MANAGERS.get(f["login"])
-        if manager is None or manager[0] != f["password"]:
+        """A manager's login, else an account's with the password AddUser gave it (session type USER)."""
+        login = f["login"]
+        if login in S.MANAGERS:
+            password, session = S.MANAGERS[login]
+        elif login in before.accounts and login in self.passwords:
+            password, session = self.passwords[login], S.SESSION_USER
+        else:
             return Pred(401, "INVALID_CREDENTIALS")
+        if password != f["password"]:
+            return Pred(401, "INVALID_CREDENTIALS")
+        event(f"model:login-session-{session}")
 
         def check(data: Any, b: Snap, a: Snap) -> None:
             if not isinstance(data, dict) or set(data) != {"token", "session", "expires_at"} \
-                    or data["session"] != manager[1]:
-                raise Failed(f"Login answers {{token, session, expires_at}}: {data!r}")
+                    or data["session"] != session:
+                raise Failed(f"Login answers {{token, session {session}, expires_at}}: {data!r}")
             claims = jwt.decode(data["token"], SECRET, algorithms=["HS256"], options={"verify_exp": False})
-            if (claims["sub"], claims["session"], claims["exp"]) != (str(f["login"]), manager[1], data["expires_at"]):
+            if (claims["sub"], claims["session"], claims["exp"]) != (str(login), session, data["expires_at"]):
                 raise Failed(f"token claims {claims} do not match {data!r}")
             if not self.t0 < data["expires_at"]:
                 raise Failed(f"the token is already expired: {data!r}")
         return Pred(200, None, check)
 
     def cmd_AddUser(self, call: S.Call, f: dict, before: Snap, conn: Conn) -> Pred:
+        """Idempotent by (manager, extID) like a finance request: the same payload answers the same account
+        (as it is now) or the same refusal; another payload is IDEMPOTENCY_CONFLICT."""
+        payload = add_user_payload(f)
+        key = self._key(call)
+        rec = self.keys.get(key) if key else None
+        if rec is not None:
+            if rec.payload != payload:
+                return Pred(409, "IDEMPOTENCY_CONFLICT")
+            if rec.error is not None:
+                event("model:add-user-replay-refused")
+                return Pred(*rec.error)
+            event("model:add-user-replay")
+            return Pred(200, None, lambda data, b, a: check_account(data, rec.login, b.accounts[rec.login],
+                                                                    "a replayed AddUser answers the account"))
         login = f["login"]
         if login is not None and login in before.accounts:
-            return Pred(409, "ACCOUNT_EXISTS")
+            return self._remember_refusal(key, payload, (409, "ACCOUNT_EXISTS"))
         if login is None:
             login = max(max(before.accounts, default=999), 999) + 1
-        tolerated: tuple = ()
-        if login > S.MAX_ID:
-            # No free login after the largest: the contract leaves the answer open, but it must be an
-            # error reply that changes nothing. Open bug: 500 INTERNAL (test_add_user_after_the_largest_login).
-            tolerated = ((500, "INTERNAL"),) if "no-free-login" in S.OPEN_BUGS else ()
-            return Pred(0, None, tolerated=tolerated, any_4xx=True)
+        if login > S.MAX_ID:  # no login is left above the largest: it must be given
+            return self._remember_refusal(key, payload, (409, "NO_FREE_LOGIN"))
+        currency = f["currency"] or S.DEFAULT_CURRENCY
 
         def check(data: Any, b: Snap, a: Snap) -> None:
-            want = {"login": login, "name": f["name"], "group": f["group"], "currency": f["currency"]}
-            if not isinstance(data, dict) or {k: data.get(k) for k in want} != want \
-                    or micro(data.get("balance"), "balance") != 0 or micro(data.get("credit"), "credit") != 0:
-                raise Failed(f"AddUser answers the new account {want}: {data!r}")
             acc = a.accounts.get(login)
-            if acc is None or (acc.name, acc.group, acc.currency) != (f["name"], f["group"], f["currency"]):
-                raise Failed(f"account {login} is not stored as asked: {acc}")
+            want = (f["name"], f["group"], currency, f["leverage"], f["email"], f["enable"], 0, 0)
+            if acc is None or (acc.name, acc.group, acc.currency, acc.leverage, acc.email, acc.enable, acc.balance,
+                               acc.credit) != want or not self.t0 <= acc.created <= self.t1:
+                raise Failed(f"account {login} is not stored as asked {want}: {acc}")
+            if (acc.password_hash is None) != (f["password"] is None) or \
+                    (f["password"] is not None and (acc.password_hash == f["password"] or
+                                                    len(f["password"]) >= 8 and f["password"] in acc.password_hash)):
+                raise Failed(f"a password is stored as a salted hash, and only when given: {acc.password_hash!r}")
+            check_account(data, login, acc, "AddUser answers the new account")
             if {k: v for k, v in a.accounts.items() if k != login} != b.accounts or a.seq != b.seq:
                 raise Failed("AddUser changed other accounts or the events")
-        return Pred(200, None, check, {"accounts": 1})
 
-    def _account_check(self, login: int, data: Any, snap: Snap) -> None:
-        acc = snap.accounts[login]
-        want = {"login": login, "name": acc.name, "group": acc.group, "currency": acc.currency}
-        if not isinstance(data, dict) or {k: data.get(k) for k in want} != want \
-                or micro(data.get("balance"), "balance") != acc.balance \
-                or micro(data.get("credit"), "credit") != acc.credit:
-            raise Failed(f"account {want} balance {acc.balance} credit {acc.credit}: got {data!r}")
+        def commit(data: Any, a: Snap) -> None:
+            if key:
+                self.keys[key] = KeyRec(payload, login=login)
+            if f["password"] is not None:
+                self.passwords[login] = f["password"]
+        return Pred(200, None, check, {"accounts": 1, **({"idempotency": 1} if key else {})}, commit)
 
     def cmd_GetUser(self, call: S.Call, f: dict, before: Snap, conn: Conn) -> Pred:
-        if f["login"] not in before.accounts:
+        login = f["login"]
+        if login not in before.accounts:
             return Pred(404, "ACCOUNT_NOT_FOUND")
-        return Pred(200, None, lambda data, b, a: self._account_check(f["login"], data, b))
+        return Pred(200, None, lambda data, b, a: check_account(data, login, b.accounts[login]))
+
+    def cmd_GetUsers(self, call: S.Call, f: dict, before: Snap, conn: Conn) -> Pred:
+        """A page of accounts by login from from_login (in group, when given), at most limit and 1,000, and
+        where the next page starts (null: none)."""
+        logins = sorted(login for login, acc in before.accounts.items()
+                        if login >= f["from_login"] and f["group"] in (None, acc.group))
+        page = logins[:min(f["limit"], S.MAX_USERS)]
+        following = logins[len(page)] if len(logins) > len(page) else None
+        event(f"model:get-users:{'more' if following else 'last'}-page")
+
+        def check(data: Any, b: Snap, a: Snap) -> None:
+            if not isinstance(data, dict) or set(data) != {"users", "next_from_login"} \
+                    or not isinstance(data["users"], list) or len(data["users"]) != len(page) \
+                    or data["next_from_login"] != following:
+                raise Failed(f"GetUsers answers {{users: {page}, next_from_login: {following}}}: {data!r}")
+            for user, login in zip(data["users"], page, strict=True):
+                check_account(user, login, b.accounts[login], f"GetUsers' account {login}")
+        return Pred(200, None, check)
 
     def cmd_GetTrade(self, call: S.Call, f: dict, before: Snap, conn: Conn) -> Pred:
         row = before.orders.get(f["order"])
@@ -625,7 +739,7 @@ class ManagerOracle:
             return Pred(404, "ORDER_NOT_FOUND")
 
         def check(data: Any, b: Snap, a: Snap) -> None:
-            if data != b.event_data(row.seq):
+            if data != b.event_data(row.seq):  # a record, not an event: no seq
                 raise Failed(f"GetTrade answers the order's current record: {data!r}")
         return Pred(200, None, check)
 
@@ -655,33 +769,55 @@ class ManagerOracle:
                 raise Failed(f"OpenGameSession answers {{sid, login, expires_at}}: {data!r}")
         return Pred(200, None, check, {"game_sessions": 1})
 
+    @staticmethod
+    def _names(f: dict) -> list[str]:
+        return list(f["chanels"] or ()) + list(f["channels"] or ())
+
     def cmd_Subscribe(self, call: S.Call, f: dict, before: Snap, conn: Conn) -> Pred:
-        if conn.subscribed:
-            return Pred(409, "ALREADY_SUBSCRIBED")
+        """Additive: the channels published here are added (one already subscribed is no error), the others
+        reported in ``unknown``; from_seq replays when trade:event is newly subscribed (beyond the newest
+        event: FROM_SEQ_AHEAD, nothing subscribed)."""
+        names = self._names(f)
+        unknown = [n for n in names if n != S.TRADE_EVENT]
+        fresh = S.TRADE_EVENT in names and not conn.subscribed
         from_seq = f["from_seq"]
+        if fresh and from_seq is not None and from_seq > before.seq:
+            return Pred(400, "FROM_SEQ_AHEAD")
+        event(f"model:subscribe:{'fresh' if fresh else 'again' if S.TRADE_EVENT in names else 'no-op'}"
+              f"{':unknown' if unknown else ''}{':replay' if fresh and from_seq is not None else ''}")
+        channels = sorted(conn.channels | ({S.TRADE_EVENT} if fresh else set()))
 
         def check(data: Any, b: Snap, a: Snap) -> None:
-            if data != {"channels": ["trade:event"], "from_seq": from_seq}:
-                raise Failed(f"Subscribe answers {{channels, from_seq}}: {data!r}")
+            if not isinstance(data, dict) or set(data) != {"channels", "unknown", "from_seq"} \
+                    or data["channels"] != channels or data["from_seq"] != (from_seq if fresh else None) \
+                    or not isinstance(data["unknown"], list) \
+                    or Counter(data["unknown"]) not in (Counter(unknown), Counter(dict.fromkeys(unknown))):
+                raise Failed(f"Subscribe answers {{channels: {channels}, unknown: {unknown}, from_seq: "
+                             f"{from_seq if fresh else None}}}: {data!r}")
 
         def commit(data: Any, a: Snap) -> None:
-            firsts = {before.seq + 1}
-            if from_seq is not None:
-                firsts = {from_seq + 1} if from_seq < before.seq else firsts | {from_seq + 1}
-            conn.subscribed = True
-            conn.runs.append(Run(firsts))
+            if fresh:
+                conn.channels.add(S.TRADE_EVENT)
+                conn.runs.append(Run({from_seq + 1 if from_seq is not None else before.seq + 1}))
         return Pred(200, None, check, commit=commit)
 
     def cmd_Unsubscribe(self, call: S.Call, f: dict, before: Snap, conn: Conn) -> Pred:
+        """Removes the channels named (no list: all); answers what is still subscribed."""
+        named = f["chanels"] is not None or f["channels"] is not None
+        remaining = conn.channels - set(self._names(f)) if named else set()
+        ends = conn.subscribed and not remaining
+        event(f"model:unsubscribe:{'named' if named else 'all'}:{'ends' if ends else 'keeps'}")
+
         def check(data: Any, b: Snap, a: Snap) -> None:
-            if data != {"channels": []}:
-                raise Failed(f"Unsubscribe answers {{channels: []}}: {data!r}")
+            if data != {"channels": sorted(remaining)}:
+                raise Failed(f"Unsubscribe answers {{channels: {sorted(remaining)}}}: {data!r}")
 
         def commit(data: Any, a: Snap) -> None:
-            if conn.subscribed:
+            if conn.subscribed and S.TRADE_EVENT not in remaining:
                 conn.runs[-1].end = before.seq
-            conn.subscribed = False
+            conn.channels = set(remaining)
         return Pred(200, None, check, commit=commit)
+
 
 
 def check_runs(conn: Conn, final: Snap) -> None:
@@ -693,7 +829,7 @@ def check_runs(conn: Conn, final: Snap) -> None:
             raise Failed(f"a subscriber starting at one of {sorted(run.firsts)} and ending at {end} got seqs {got}")
         for e in run.events:
             etype, _ = final.events[e["seq"]]
-            if e["type"] != etype or e["data"] != final.event_data(e["seq"]):
+            if e["type"] != etype or e["data"] != final.sent_data(e["seq"]):
                 raise Failed(f"event {e['seq']} differs from the ledger's: {e!r}")
 
 
@@ -752,9 +888,11 @@ class ManagerHarness:
 
     async def match(self, case: S.Case, conn: Conn, reply: dict, before: Snap) -> None:
         status, code = reply["status"], reply.get("error")
+        if status != 200:
+            check_message(case, reply)
         oracle = next((a for a in case.expect.alts if isinstance(a, S.Oracle)), None)
         pred = self.oracle.predict(oracle.call, conn, before) if oracle else None
-        if pred is not None and ((status, code) == (pred.status, pred.code) or (pred.any_4xx and 400 <= status < 500)):
+        if pred is not None and (status, code) == (pred.status, pred.code):
             check_echo(reply, oracle.echo)
             after = await self.snapshot()
             if status == 200:
@@ -767,12 +905,16 @@ class ManagerHarness:
                 pred.commit(reply.get("data"), after)
             event(f"answer:{S.base_command(oracle.call.command)}:{status}")
             return
+        fixed = [a for a in case.expect.alts if isinstance(a, S.Fixed) and (status, code) == (a.status, a.code)]
+        if fixed:
+            alt = next((a for a in fixed if reply.get("extID") == a.echo), fixed[0])
+            check_echo(reply, alt.echo)
+            if alt.where and not any(where in reply["message"] for where in alt.where):
+                raise Failed(f"{case.label}: the message must name one of {alt.where}: {reply!r}")
+            assert_unchanged(before, await self.snapshot())
+            event(f"answer:{code}")
+            return
         for alt in case.expect.alts:
-            if isinstance(alt, S.Fixed) and (status, code) == (alt.status, alt.code):
-                check_echo(reply, alt.echo)
-                assert_unchanged(before, await self.snapshot())
-                event(f"answer:{code}")
-                return
             if isinstance(alt, S.Closed) and (status, code) == (400, "LINE_TOO_LONG"):
                 check_echo(reply, None)
                 rest = await conn.reply()
@@ -807,9 +949,7 @@ class ManagerHarness:
 
 
 SEED_MANAGER = [  # (command, data, extID): orders 1..4, a deleted order, a refused keyed request, a whale
-    ("AddUser", {"login": 1000, "name": "alice", "currency": "EUR"}, "seed-u1"),
-    ("AddUser", {"login": 1001, "name": "bob", "currency": "USD"}, "seed-u2"),
-    ("AddUser", {"login": 1002, "name": "whale", "currency": "EUR", "group": "vip"}, "seed-u3"),
+    *(("AddUser", data, ext) for ext, data in S.SEED_ADD_USERS),  # 1000..1004; 1003 as the SDKs send it
     ("BalanceIn", {"login": 1000, "amount": 100}, "seed-1"),
     ("CreditIn", {"login": 1000, "amount": 50, "comment": "bonus"}, "seed-2"),
     ("BalanceIn", {"login": 1001, "amount": 5}, "seed-4"),
@@ -817,31 +957,50 @@ SEED_MANAGER = [  # (command, data, extID): orders 1..4, a deleted order, a refu
     ("BalanceOutSync", {"login": 1000, "amount": 10}, "seed-3"),
     ("BalanceOut", {"login": 1001, "amount": 1}, "seed-fail"),
 ] + [("BalanceIn", {"login": 1002, "amount": S.MAX_UNITS}, f"seed-whale-{i}") for i in range(8)] + [
-    ("BalanceIn", {"login": 1002, "amount": 9 * 10**11}, "seed-whale-8")]
-SEED_REFUSED = {"seed-fail": (409, "NO_MONEY")}
+    ("BalanceIn", {"login": 1002, "amount": 9 * 10**11}, "seed-whale-8"),
+    ("BalanceIn", {"login": 1004, "amount": 20}, "seed-off-1"),  # orders 15 and 16 of 1004, disabled next
+    ("CreditInSync", {"login": 1004, "amount": 5, "comment": "Zo\u00eb's \u20ac5"}, "seed-off-2"),
+]
+SEED_DISABLED = [("BalanceIn", {"login": 1004, "amount": 1}, "seed-off-3")]  # refused, once 1004 is disabled
+SEED_REFUSED = {"seed-fail": (409, "NO_MONEY"), "seed-off-3": (403, "ACCOUNT_DISABLED")}
 
 
 async def seed_manager_world(h: ManagerHarness) -> None:
-    """Managers (cheap password hashes), then SEED_MANAGER pipelined on one connection; the oracle learns
-    the idempotency keys of the seeds from their replies and events."""
+    """Managers (cheap password hashes), then SEED_MANAGER pipelined on one connection; 1003 gets a password
+    (a cheap hash) and 1004 is disabled (no command disables an account: an operator's change in the
+    database, which the server's copy follows); then SEED_DISABLED. The oracle learns the idempotency keys
+    of the seeds from their replies and events."""
     from server.client import open_client
 
     def add_managers() -> None:
         for login, (password, session) in S.MANAGERS.items():
             h.srv.store.db.execute("INSERT INTO managers VALUES (?,?,?,?)", (login, cheap_hash(password), session, 0))
+
+    def password_and_disable() -> None:
+        for login, password in S.ACCOUNT_PASSWORDS.items():
+            h.srv.store.db.execute("UPDATE accounts SET password_hash = ? WHERE login = ?",
+                                   (cheap_hash(password), login))
+        h.srv.store.db.execute("UPDATE accounts SET enable = 0 WHERE login = ?", (S.DISABLED,))
+        h.srv.store.disabled.add(S.DISABLED)
     await h.srv.mainloop.read(add_managers)
     with trio.fail_after(READ_TIMEOUT):
         async with open_client(h.srv.connect_memory(), S.ADMIN.raw) as client:
             calls = [client.start(command, data, ext_id=ext) for command, data, ext in SEED_MANAGER]
             replies = [await call.reply() for call in calls]
+            await h.srv.mainloop.read(password_and_disable)
+            replies += [await client.call(command, data, ext_id=ext) for command, data, ext in SEED_DISABLED]
     snap = await h.snapshot()
     seq = 0
-    for (command, data, ext), reply in zip(SEED_MANAGER, replies, strict=True):
+    for (command, data, ext), reply in zip(SEED_MANAGER + SEED_DISABLED, replies, strict=True):
         op = S.base_command(command)
-        if op not in S.FINANCE:
+        fields = S.draft_of(command, data).fields
+        if op == "AddUser":
             assert reply.ok, reply
+            check_account(reply.data, data["login"],  # as it was when created
+                          replace(snap.accounts[data["login"]], balance=0, credit=0, enable=True))
+            h.oracle.keys[(S.ADMIN.login, ext)] = KeyRec(add_user_payload(fields), login=data["login"])
             continue
-        payload = payload_of(op, S.draft_of(command, data).fields)
+        payload = payload_of(op, fields)
         if ext in SEED_REFUSED:
             assert (reply.status, reply.error) == SEED_REFUSED[ext], reply
             h.oracle.keys[(S.ADMIN.login, ext)] = KeyRec(payload, error=SEED_REFUSED[ext])
@@ -849,12 +1008,14 @@ async def seed_manager_world(h: ManagerHarness) -> None:
         assert reply.ok, reply
         seq += 1
         etype, _ = snap.events[seq]
-        record = snap.event_data(seq)
+        record = snap.sent_data(seq)
         acceptance = {"accepted": True, "order": record["order"], "state": ACCEPT_STATE[etype],
                       "login": record["login"], "cmd": record["cmd"], "amount": record["profit"]}
         assert reply.data == (record if command.endswith("Sync") else acceptance), (reply, record)
         h.oracle.keys[(S.ADMIN.login, ext)] = KeyRec(payload, acceptance=acceptance, record=record)
     assert snap.seq == seq
+    assert snap.accounts[1003].currency == S.DEFAULT_CURRENCY and not snap.accounts[S.DISABLED].enable
+    assert sorted(snap.orders) == [1, 2, 3, 4, *range(6, 17)], sorted(snap.orders)  # seed-fail reserved 5
 
 
 EXAMPLE_TIMEOUT = 120.0  # seconds for one example, whatever happens
@@ -875,8 +1036,59 @@ async def manager_example(cases: list[S.Case]) -> None:
         errors.check()
 
 
+def _scripted_examples() -> list[list[S.Case]]:
+    """Flows of the SDK-compatible manager API that random draws reach rarely, run first on every run."""
+    sc, Lit = S.scripted, S.Lit
+    quirky = "Zo\u00eb's bonus \u20ac5 \u2014 O'Brien \U0001F600"
+    events = [
+        sc("Subscribe", {"chanels": [S.TRADE_EVENT, "EURUSD"], "from_seq": 10}),  # replay 11.., EURUSD unknown
+        sc("CreditInSync", {"login": 1000, "amount": Lit("1.5"), "comment": quirky}, "s-1", style=(False, False)),
+        sc("CreditIn", {"login": 1000, "amount": Lit("1.5"), "comment": quirky}, "s-1"),  # its plain replay
+        sc("Subscribe", {"channels": [S.TRADE_EVENT, "XAUUSD"], "from_seq": S.MAX_ID}),  # again: no error
+        sc("Unsubscribe", {"chanels": ["EURUSD"]}),  # still subscribed
+        sc("BalanceInSync", {"login": 1004, "amount": 1}, "s-2"),  # disabled
+        sc("DeleteCredit", {"order": 16}, "s-3"),  # an order of the disabled account
+        sc("BalanceInSync", {"login": 1004, "amount": 1}, "s-2"),  # the refusal again
+        sc("Unsubscribe", None),  # all
+        sc("BalanceIn", {"login": 1000, "amount": 2}),  # no event now
+        sc("Subscribe", {"chanels": [S.TRADE_EVENT], "from_seq": 99}),  # beyond the newest: FROM_SEQ_AHEAD
+        sc("Subscribe", {}),  # nothing named: a no-op
+    ]
+    accounts = [
+        sc("AddUser", {"name": "Ann O'Neil", "group": "vip", "password": "s3cret-pass", "leverage": 500,
+                       "email": "ann@example.com", "enable": True}, "u-1", S.MANAGER),  # 1005
+        sc("AddUser", {"name": "Ann O'Neil", "group": "vip", "password": "other", "leverage": 500,
+                       "email": "ann@example.com", "enable": True}, "u-1", S.MANAGER),  # a replay
+        sc("AddUser", {"name": "Ann", "group": "vip"}, "u-1", S.MANAGER),  # another payload: conflict
+        sc("Login", {"login": 1005, "password": "s3cret-pass"}, "l-1", S.Tok(S.MISSING, None)),  # USER
+        sc("Login", {"login": 1003, "password": "pw-1003"}, "l-2", S.Tok(S.MISSING, None)),
+        sc("GetUsers", {"limit": 2}),
+        sc("GetUsers", {"group": "vip", "from_login": 1003}),
+        sc("AddUser", {"name": "off", "currency": None, "enable": False}, "u-2"),  # 1006, disabled
+        sc("CreditInSync", {"login": 1006, "amount": 1, "comment": "x"}),
+        sc("AddUser", {"login": 1000, "name": "again"}, "u-3"),  # ACCOUNT_EXISTS, remembered
+        sc("AddUser", {"login": 1000, "name": "again"}, "u-3"),
+        sc("AddUser", dict(S.SEED_ADD_USERS[3][1]), S.SEED_ADD_USERS[3][0]),  # the seed's AddUser replayed
+        sc("GetUser", {"login": 1006}),
+    ]
+    token = f'"__token":"{S.ADMIN.raw}"'
+    raw = [S.settle(S.Case(line, b"\n", S.Expect([]), (), "scripted-raw")) for line in [
+        b'{"command":"BalanceIn","extID":"x1","data":{"login":1000,"amount":NaN},' + token.encode() + b"}",
+        b'{"command":"CreditIn","extID":"x2","data":{"login":1000,"amount":1,"comment":"\\ud800"},'
+        + token.encode() + b"}",
+        b'{"command":"Ping","extID":"x3","command":"BalanceIn",' + token.encode() + b"}",
+        b'{"command":"Ping","extID":"x4","data":{' + token.encode(),
+        b'{"command":"Ping","extID":"x5","data":{"zz":-Infinity}}',  # before the token is looked at
+    ]] + [sc("BalanceIn", {"login": 1000, "amount": Lit("9" * 5000)}, "x6", level="data", where=("amount",)),
+          sc("Ping", S.MISSING, "")]  # an empty extID is refused, and echoed
+    return [events, accounts, raw]
+
+
 @fuzz_settings(300)
 @given(S.manager_example())
+@example(_scripted_examples()[0])
+@example(_scripted_examples()[1])
+@example(_scripted_examples()[2])
 def test_manager_protocol_fuzz(cases):
     trio.run(manager_example, cases)
 
@@ -1148,7 +1360,10 @@ class WalletHarness:
             raise Failed(f"a wallet reply is {{status, balance?, bonus?, sid?, uuid, retransmission: true?}}: "
                          f"{reply!r}")
         if reply["uuid"] not in uuid_echo(content):
-            raise Failed(f"uuid must echo one of {uuid_echo(content)!r}: {reply!r}")
+            if not (reply["uuid"] is None and reply["status"] == "INVALID_TOKEN_ID" and not case.auth.good
+                    and "wallet-uuid-unauthenticated" in S.OPEN_BUGS):
+                raise Failed(f"uuid must echo one of {uuid_echo(content)!r}: {reply!r}")
+            event("wallet-tolerated-open-bug")  # test_wallet_unauthenticated_call_echoes_its_uuid
         if ("balance" in reply) != ("bonus" in reply):
             raise Failed(f"balance and bonus come together: {reply!r}")
         status = reply["status"]
@@ -1485,3 +1700,16 @@ async def test_cancel_naming_a_game_does_not_find_a_game_less_debit():
         reply = (await wallet_post(srv, "cancel", json.dumps(cancel).encode())).json()
         assert reply["status"] == "BET_DOES_NOT_EXIST", reply  # is: OK, the debit reversed
         assert reply["balance"] == 99, reply
+
+
+@pytest.mark.xfail("wallet-uuid-unauthenticated" in S.OPEN_BUGS, strict=True,
+                   reason="open: the token is checked from the head; the body (and its uuid) is never read")
+async def test_wallet_unauthenticated_call_echoes_its_uuid():
+    """Found by the wallet fuzzer after e90bc77 (the wallet's own HTTP driver): a call with no or a wrong
+    provider token answers INVALID_TOKEN_ID with "uuid": null. The contract: every reply's uuid "echoes the
+    request", and the provider matches answers by it."""
+    async with fuzz_server() as srv:
+        async with httpx.AsyncClient(verify=False) as http:
+            r = await http.post(f"http://127.0.0.1:{srv.ports.wallet}/v1/check", params={"authToken": "wrong"},
+                                content=b'{"sid":"s","userId":"1000","uuid":"u-1"}')
+        assert r.json() == {"status": "INVALID_TOKEN_ID", "uuid": "u-1"}, r.content  # is: "uuid": null

@@ -314,7 +314,7 @@ async def client_main(cfg: dict) -> dict:
 class BareApp:
     """The least an app of server.http can do for a POST: take the body, answer a fixed JSON body."""
 
-    def head(self, request):
+    def head(self, request, arrived):
         return None
 
     def too_large(self, request):

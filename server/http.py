@@ -1,6 +1,6 @@
 """A thin HTTP/1.1 server for the game-wallet API: h11 (sans-IO) parses, one Trio task per connection does
-the I/O. Keep-alive, Content-Length or chunked bodies, the request head checked before its body is read,
-deadlines for the head and the body, 400/413/431 on bad framing, graceful shutdown."""
+the I/O. Keep-alive, Content-Length or chunked bodies, the request head checked before the server waits
+for its body, deadlines for the head and the body, 400/413/431/505 on bad framing, graceful shutdown."""
 
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ class Response:
 
 
 class App(Protocol):
-    def head(self, request: h11.Request) -> Response | None:
-        """Answer from the head alone (a bad route, method or token), or None to read the body."""
+    def head(self, request: h11.Request, arrived: bytes | None) -> Response | None:
+        """Answer before waiting for the body (a bad route, method or token), or None to read it. ``arrived``
+        is the whole body if it came with the head (it usually does), else None."""
 
     def too_large(self, request: h11.Request) -> Response:
         """The answer to a body over max_body (it has been read and dropped)."""
@@ -84,23 +85,40 @@ class HttpConnection:
         if len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers) > self.limits.max_head:
             await self._error(431, "request head too large")  # (h11 checks only a head still arriving)
             return False
-        answer = self.app.head(request)
+        chunks, complete = self._arrived()
+        answer = self.app.head(request, b"".join(chunks) if complete else None)
         if answer is None:
-            answer = await self._body_and_answer(request)
+            answer = await self._body_and_answer(request, chunks, complete)
         if answer is None:
             return False
         close = answer.close or self.stopping.is_set()
         await self._send_response(answer, close)
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE and not close
 
-    async def _body_and_answer(self, request: h11.Request) -> Response | None:
+    def _arrived(self) -> tuple[list[bytes], bool]:
+        """The body bytes that came with the head (without reading more), and whether that is all of it."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while size <= self.limits.max_body:
+                event = self.h11.next_event()
+                if isinstance(event, h11.Data):
+                    chunks.append(bytes(event.data))
+                    size += len(event.data)
+                else:
+                    return chunks, isinstance(event, h11.EndOfMessage)
+        except h11.RemoteProtocolError:
+            pass  # met again, and answered, while the body is read
+        return chunks, False
+
+    async def _body_and_answer(self, request: h11.Request, chunks: list[bytes], complete: bool) -> Response | None:
         length = _content_length(request)
         if length is not None and length > self.limits.max_drain:
             await self._error(413, "request body too large")
             return None
-        chunks, size = [], 0
+        size = sum(map(len, chunks))
         try:
-            while True:
+            while not complete:
                 event = await self._next(self.limits.body_timeout, self.limits.body_timeout)
                 if isinstance(event, h11.Data):
                     size += len(event.data)
@@ -110,7 +128,7 @@ class HttpConnection:
                     if size <= self.limits.max_body:
                         chunks.append(event.data)
                 elif isinstance(event, h11.EndOfMessage):
-                    break
+                    complete = True
                 else:  # the peer closed mid-body
                     return None
         except h11.RemoteProtocolError as e:

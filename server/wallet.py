@@ -65,6 +65,14 @@ def wallet_call(action: str, obj: dict, now: int, ttl: int) -> w.WalletCall:
                         payload=payload)
 
 
+def _uuid(body: bytes | None) -> Any:
+    """The request's uuid, if its body is at hand and a JSON object."""
+    try:
+        return parse_body(body).get("uuid") if body is not None else None
+    except _Invalid:
+        return None
+
+
 def render(action: str, status: str, uuid: Any, sid: str | None = None, balance: int | None = None,
            bonus: int | None = None, retransmission: bool = False) -> bytes:
     reply: dict[str, Any] = {"status": status}
@@ -89,7 +97,7 @@ class WalletApp:
 
     # ---- server.http's App: the head is checked before the body is read
 
-    def head(self, request: h11.Request) -> Response | None:
+    def head(self, request: h11.Request, arrived: bytes | None) -> Response | None:
         path, _, query = request.target.partition(b"?")
         action = self.routes.get(path)
         if action is None:
@@ -97,7 +105,9 @@ class WalletApp:
         if request.method != b"POST":
             return Response(405, b'{"error":"use POST"}', ((b"allow", b"POST"),))
         if not self.authorized(query, request.headers):
-            return Response(200, render(action, INVALID_TOKEN_ID, None), close=True)  # its body is never read
+            # Refused without waiting for a body that has not come (a slow client holds nothing); the
+            # uuid is echoed when the body came with the head, as it nearly always does.
+            return Response(200, render(action, INVALID_TOKEN_ID, _uuid(arrived)), close=arrived is None)
         return None
 
     def too_large(self, request: h11.Request) -> Response:

@@ -60,11 +60,10 @@ MAX_UNITS = 10**12
 #   "no-free-login"  AddUser without a login after login 2**63-1 (test_fuzz.ManagerOracle.cmd_AddUser)
 #   "cancel-game-of-a-game-less-debit"  a cancel naming a game.id reversed a debit that had no game.id
 #                    (the contract finds a debit "within the same game.id when one is given")
-#   "wallet-uuid-unauthenticated"  a wallet call refused as INVALID_TOKEN_ID answers "uuid": null, not the
-#                    body's uuid (since e90bc77 the token is checked from the head and the body never read;
-#                    the contract: "uuid echoes the request"): tolerated, that reply only
-# The first five were found by this fuzzer and are fixed; the regression tests are at the end of test_fuzz.py.
-OPEN_BUGS: set[str] = {"wallet-uuid-unauthenticated"}
+#   "wallet-uuid-unauthenticated"  a wallet call refused as INVALID_TOKEN_ID answered "uuid": null (the token
+#                    is checked from the head; the body that came with it is now read for its uuid)
+# All six were found by this fuzzer and are fixed; the regression tests are at the end of test_fuzz.py.
+OPEN_BUGS: set[str] = set()
 STRICT = os.environ.get("SYNCLEDGER_FUZZ_STRICT", "") == "1"
 if STRICT:
     OPEN_BUGS = set()

@@ -1702,8 +1702,6 @@ async def test_cancel_naming_a_game_does_not_find_a_game_less_debit():
         assert reply["balance"] == 99, reply
 
 
-@pytest.mark.xfail("wallet-uuid-unauthenticated" in S.OPEN_BUGS, strict=True,
-                   reason="open: the token is checked from the head; the body (and its uuid) is never read")
 async def test_wallet_unauthenticated_call_echoes_its_uuid():
     """Found by the wallet fuzzer after e90bc77 (the wallet's own HTTP driver): a call with no or a wrong
     provider token answers INVALID_TOKEN_ID with "uuid": null. The contract: every reply's uuid "echoes the
@@ -1712,4 +1710,4 @@ async def test_wallet_unauthenticated_call_echoes_its_uuid():
         async with httpx.AsyncClient(verify=False) as http:
             r = await http.post(f"http://127.0.0.1:{srv.ports.wallet}/v1/check", params={"authToken": "wrong"},
                                 content=b'{"sid":"s","userId":"1000","uuid":"u-1"}')
-        assert r.json() == {"status": "INVALID_TOKEN_ID", "uuid": "u-1"}, r.content  # is: "uuid": null
+        assert r.json() == {"status": "INVALID_TOKEN_ID", "uuid": "u-1"}, r.content  # was: "uuid": null

@@ -17,7 +17,7 @@ class EchoApp:
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
 
-    def head(self, request: h11.Request) -> Response | None:
+    def head(self, request: h11.Request, arrived: bytes | None) -> Response | None:
         if request.target == b"/refused":
             return Response(401, b'{"refused":true}', close=True)
         return None

@@ -1,4 +1,4 @@
--- syncledger schema, version 4 (tracked in PRAGMA user_version): the whole schema of a new ledger.
+-- syncledger schema, version 5 (tracked in PRAGMA user_version): the whole schema of a new ledger.
 -- An older ledger is brought here by the numbered steps of ledger/migrations.py.
 -- Money columns hold signed integer micro-units (1 unit = 1_000_000).
 -- Ledger tables (finance, events, idempotency, wallet_tx) are append-only:
@@ -91,10 +91,12 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (manager, ext_id)
 ) WITHOUT ROWID;
 
--- Game-wallet transactions by (kind, transaction.id). kind is debit, credit,
--- cancel or tombstone (a credit/cancel that came before its debit: txid is
--- the id it named, which can then never be debited). game_id is the round
--- (game.id); a round is (login, game_id) and is closed by its OK credit.
+-- Game-wallet transactions by (kind, transaction.id, login). kind is debit,
+-- credit, cancel or tombstone (a credit/cancel that came before its debit:
+-- txid is the id it named, which that account can then never be debited
+-- with). A debit, credit or cancel id names one transaction whatever the
+-- account (the wallet looks it up by kind and txid alone). game_id is the
+-- round (game.id); a round is (login, game_id) and is closed by its OK credit.
 CREATE TABLE IF NOT EXISTS wallet_tx (
     kind     TEXT    NOT NULL,
     txid     TEXT    NOT NULL,
@@ -107,7 +109,7 @@ CREATE TABLE IF NOT EXISTS wallet_tx (
     order_id INTEGER,
     seq      INTEGER REFERENCES events(seq),
     created  INTEGER NOT NULL,
-    PRIMARY KEY (kind, txid)
+    PRIMARY KEY (kind, txid, login)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS wallet_tx_ref ON wallet_tx (ref_id);
 CREATE INDEX IF NOT EXISTS wallet_tx_round ON wallet_tx (login, game_id);
@@ -133,4 +135,4 @@ BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS wallet_tx_no_delete BEFORE DELETE ON wallet_tx
 BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;

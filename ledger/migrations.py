@@ -75,6 +75,31 @@ STEPS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE accounts ADD COLUMN enable INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE accounts ADD COLUMN password_hash TEXT",
     ]),
+    (5, "wallet transactions keyed by (kind, txid, login): a tombstone names an id for one account only", [
+        """CREATE TABLE wallet_tx_5 (
+            kind     TEXT    NOT NULL,
+            txid     TEXT    NOT NULL,
+            login    INTEGER NOT NULL,
+            ref_id   TEXT,
+            game_id  TEXT,
+            amount   INTEGER NOT NULL,
+            payload  TEXT    NOT NULL,
+            status   TEXT    NOT NULL,
+            order_id INTEGER,
+            seq      INTEGER REFERENCES events(seq),
+            created  INTEGER NOT NULL,
+            PRIMARY KEY (kind, txid, login)
+        ) WITHOUT ROWID""",
+        "INSERT INTO wallet_tx_5 SELECT * FROM wallet_tx",
+        "DROP TABLE wallet_tx",
+        "ALTER TABLE wallet_tx_5 RENAME TO wallet_tx",
+        "CREATE INDEX wallet_tx_ref ON wallet_tx (ref_id)",
+        "CREATE INDEX wallet_tx_round ON wallet_tx (login, game_id)",
+        "CREATE TRIGGER wallet_tx_no_update BEFORE UPDATE ON wallet_tx "
+        "BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END",
+        "CREATE TRIGGER wallet_tx_no_delete BEFORE DELETE ON wallet_tx "
+        "BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END",
+    ]),
 ]
 LATEST = STEPS[-1][0]
 
@@ -105,6 +130,7 @@ def migrate(db: sqlite3.Connection, path: str = "the database") -> list[int]:
     applied = []
     db.execute("BEGIN IMMEDIATE")
     try:
+        version = version_of(db)  # again, under the write lock: another process may have just migrated it
         for step, _, statements in STEPS:
             if step > version:
                 for statement in statements:

@@ -117,8 +117,15 @@ class _Wallet:
     # ---- the wallet_tx table
 
     def _tx(self, kind: str, txid: str) -> _Tx | None:
+        """The debit, credit or cancel with this transaction.id (an id names one transaction, whoever's)."""
         row = self.db.execute(_TX + " WHERE kind = ? AND txid = ?", (kind, txid)).fetchone()
         return _Tx(*row) if row else None
+
+    def _tombstoned(self, login: int, txid: str | None) -> bool:
+        """Was ``txid`` named by a credit or cancel of this account before any debit had it?"""
+        return txid is not None and self.db.execute(
+            "SELECT 1 FROM wallet_tx WHERE kind = 'tombstone' AND txid = ? AND login = ?", (txid, login)
+        ).fetchone() is not None
 
     def _record(self, kind: str, c: WalletCall, status: str, *, txid: str | None = None, ref_id: str | None = None,
                 game_id: str | None = None, order: int | None = None, seq: int | None = None) -> None:
@@ -139,8 +146,9 @@ class _Wallet:
         return self._result(c.login, repeated_ok if seen.status == OK else seen.status, retransmission=True)
 
     def _tombstone(self, txid: str, c: WalletCall) -> None:
-        """``txid`` was named by a credit or cancel before any debit had it: it can never be debited."""
-        if self._tx("tombstone", txid) is None:
+        """``txid`` was named by a credit or cancel before any debit of this account had it: the account can
+        never be debited with it (as its id or its refId)."""
+        if not self._tombstoned(c.login, txid):
             self._record("tombstone", c, c.action, txid=txid, ref_id=c.txid)
 
     def _move(self, kind: str, c: WalletCall, request: FinanceRequest, ref_id: str | None = None,
@@ -151,11 +159,13 @@ class _Wallet:
 
     # ---- rounds
 
-    def _debits(self, ref: str, game_id: str | None) -> list[_Tx]:
-        """The accepted debits a credit's refId names: by the debit's id or its own refId, in the round."""
+    def _debits(self, login: int, ref: str, game_id: str | None) -> list[_Tx]:
+        """The account's accepted debits a credit's refId names: by the debit's id or its own refId, in the
+        round (several players may share a round's refId, as at a live table)."""
         rows = self.db.execute(
-            _TX + " WHERE kind = 'debit' AND status = 'OK' AND txid = ? UNION "
-            + _TX + " WHERE kind = 'debit' AND status = 'OK' AND ref_id = ? ORDER BY 9", (ref, ref)).fetchall()
+            _TX + " WHERE kind = 'debit' AND status = 'OK' AND txid = ? AND login = ? UNION "
+            + _TX + " WHERE kind = 'debit' AND status = 'OK' AND ref_id = ? AND login = ? ORDER BY 9",
+            (ref, login, ref, login)).fetchall()
         return [d for d in (_Tx(*row) for row in rows) if game_id is None or d.game_id == game_id]
 
     def _round_credit(self, login: int, game_id: str | None, refs: set[str], after_seq: int = 0) -> bool:
@@ -184,7 +194,7 @@ class _Wallet:
             return self._repeat(seen, c, BET_ALREADY_EXIST)
         if self._tx("credit", c.txid) is not None:  # a transaction.id names one transaction
             return self._result(c.login, INVALID_PARAMETER)
-        if self._tx("tombstone", c.txid) is not None or (c.ref_id and self._tx("tombstone", c.ref_id)):
+        if self._tombstoned(c.login, c.txid) or self._tombstoned(c.login, c.ref_id):
             return self._answer("debit", c, FINAL_ERROR_ACTION_FAILED)
         if not self._session_ok(c):
             return self._result(c.login, INVALID_SID)
@@ -206,12 +216,10 @@ class _Wallet:
             return self._result(c.login, INVALID_PARAMETER)
         if c.game_id is not None and self._round_credit(c.login, c.game_id, set()):
             return self._answer("credit", c, BET_ALREADY_SETTLED)
-        debits = self._debits(c.ref_id, c.game_id)
+        debits = self._debits(c.login, c.ref_id, c.game_id)
         if not debits:
             self._tombstone(c.ref_id, c)
             return self._answer("credit", c, BET_DOES_NOT_EXIST)
-        if any(d.login != c.login for d in debits):
-            return self._result(c.login, INVALID_PARAMETER)
         round_id = c.game_id if c.game_id is not None else debits[0].game_id
         refs = {c.ref_id} | {d.txid for d in debits} | {d.ref_id for d in debits if d.ref_id}
         if (c.game_id is None and self._round_credit(c.login, round_id, refs)) or \
@@ -226,11 +234,10 @@ class _Wallet:
         if seen is not None:
             return self._repeat(seen, c, BET_ALREADY_SETTLED)
         debit = self._tx("debit", c.txid)
-        if debit is None or debit.status != OK or (c.game_id is not None and debit.game_id != c.game_id):
+        if debit is None or debit.status != OK or debit.login != c.login or \
+                (c.game_id is not None and debit.game_id != c.game_id):
             self._tombstone(c.txid, c)
             return self._answer("cancel", c, BET_DOES_NOT_EXIST, ref_id=c.txid)
-        if debit.login != c.login:
-            return self._result(c.login, INVALID_PARAMETER)
         refs = {debit.txid} | ({debit.ref_id} if debit.ref_id else set())
         if not self._live(debit) or self._round_credit(c.login, debit.game_id, refs, after_seq=debit.seq):
             return self._answer("cancel", c, BET_ALREADY_SETTLED, ref_id=c.txid, game_id=debit.game_id)

@@ -1138,7 +1138,7 @@ class WalletModel:
 
     def __init__(self) -> None:
         self.txs: dict[tuple[str, str], Tx] = {}
-        self.tombstones: set[str] = set()
+        self.tombstones: set[tuple[int, str]] = set()  # (login, id): a tombstone is per account
         self.clock = 0
         self.vague_ids: set[str] = set()
         self.vague_games: set[str] = set()
@@ -1178,7 +1178,7 @@ class WalletModel:
             self.txs[(r.action, r.txid)] = Tx(r.action, r.txid, payload, status, r.login, r.ref_id, game,
                                               r.amount or 0, order, at)
             if tombstone is not None:
-                self.tombstones.add(tombstone)
+                self.tombstones.add((r.login, tombstone))
             if then is not None:
                 then()
         return update
@@ -1216,8 +1216,8 @@ class WalletModel:
     def debit(self, r: S.WalletReq, acc: Account, payload: tuple, sid_ok: bool) -> dict[str, Ans]:
         if ("credit", r.txid) in self.txs:  # a transaction.id names one transaction
             return {"INVALID_PARAMETER": REFUSED}
-        if r.txid in self.tombstones or r.ref_id in self.tombstones:
-            why = "tombstone" if r.txid in self.tombstones else "tombstoned-ref"
+        if (r.login, r.txid) in self.tombstones or (r.login, r.ref_id) in self.tombstones:
+            why = "tombstone" if (r.login, r.txid) in self.tombstones else "tombstoned-ref"
             return {"FINAL_ERROR_ACTION_FAILED": Ans(update=self._record(r, payload, "FINAL_ERROR_ACTION_FAILED",
                                                                          game=r.game_id), why=why)}
         if not sid_ok:
@@ -1233,7 +1233,8 @@ class WalletModel:
         if r.game_id is not None and self._settled(r.login, r.game_id, set()):  # the round is closed
             return {"BET_ALREADY_SETTLED": Ans(update=self._record(r, payload, "BET_ALREADY_SETTLED", game=r.game_id),
                                                why="round-closed")}
-        named = [d for d in self._debits() if r.ref_id in (d.txid, d.ref_id)]
+        # a round is the account's: another player's debit with that id or refId is not this one's
+        named = [d for d in self._debits() if r.ref_id in (d.txid, d.ref_id) and d.login == r.login]
         if self._vague([i for d in named for i in (d.txid, d.ref_id)], [d.game for d in named]):
             return {ANY: Ans(update=self._blur([r.txid, r.ref_id] + [d.txid for d in named], [r.game_id]),
                              why="vague-debits")}
@@ -1241,8 +1242,6 @@ class WalletModel:
         if not debits:
             return {"BET_DOES_NOT_EXIST": Ans(update=self._record(r, payload, "BET_DOES_NOT_EXIST", game=r.game_id,
                                                                   tombstone=r.ref_id))}
-        if any(d.login != r.login for d in debits):
-            return {"INVALID_PARAMETER": REFUSED}
         games = {d.game for d in debits}
         if r.game_id is None and len(games) > 1:  # debits of several rounds: the contract does not say which
             return {ANY: Ans(update=self._blur([r.txid, r.ref_id] + [i for d in debits for i in (d.txid, d.ref_id)],
@@ -1265,7 +1264,7 @@ class WalletModel:
         if debit is not None and self._vague([debit.ref_id], [debit.game]):
             return {ANY: Ans(update=self._blur([r.txid, debit.ref_id], [r.game_id, debit.game]), why="vague-debit")}
         missing = Ans(update=self._record(r, payload, "BET_DOES_NOT_EXIST", game=r.game_id, tombstone=r.txid))
-        if debit is None or debit.status != "OK":
+        if debit is None or debit.status != "OK" or debit.login != r.login:  # not this account's debit
             return {"BET_DOES_NOT_EXIST": missing}
         open_bug = False
         if r.game_id is not None and r.game_id != debit.game:  # not that round's debit
@@ -1280,9 +1279,7 @@ class WalletModel:
         return answers
 
     def _reverse(self, r: S.WalletReq, payload: tuple, debit: Tx) -> dict[str, Ans]:
-        """A cancel of ``debit``, an accepted debit of the cancel's round."""
-        if debit.login != r.login:
-            return {"INVALID_PARAMETER": REFUSED}
+        """A cancel of ``debit``, an accepted debit of the cancel's account and round."""
         refs = {debit.txid} | ({debit.ref_id} if debit.ref_id is not None else set())
         if not debit.live or self._settled(r.login, debit.game, refs, after=debit.at):
             why = "cancel-of-a-cancelled" if not debit.live else "cancel-after-credit"

@@ -318,7 +318,7 @@ class WalletRoundsMachine(RuleBasedStateMachine):
         self.time = 0
         self.debits: dict[str, Debit] = {}
         self.settles: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, id) -> (payload, status)
-        self.tombstones: set[str] = set()
+        self.tombstones: set[tuple[int, str]] = set()  # (login, id)
         self.closed: dict[tuple[int, str], int] = {}  # round -> when its credit was accepted
         self.orders: dict[str, int] = {}  # debit id -> its order
         self.moved: dict[tuple[str, str], int] = {}  # (kind, id) -> how many times it moved money
@@ -376,7 +376,7 @@ class WalletRoundsMachine(RuleBasedStateMachine):
                     self._moved("debit", c.txid)
                 self.debits[c.txid] = d
             return do
-        if c.txid in self.tombstones or c.ref_id in self.tombstones:
+        if (c.login, c.txid) in self.tombstones or (c.login, c.ref_id) in self.tombstones:
             return "FINAL_ERROR_ACTION_FAILED", False, record("FINAL_ERROR_ACTION_FAILED")
         if c.amount > self.balance[c.login]:
             return "INSUFFICIENT_FUNDS", False, record("INSUFFICIENT_FUNDS")
@@ -386,7 +386,7 @@ class WalletRoundsMachine(RuleBasedStateMachine):
         def do():
             self.settles[(c.action, c.txid)] = (c.payload, status)
             if tombstone is not None:
-                self.tombstones.add(tombstone)
+                self.tombstones.add((c.login, tombstone))
             if then is not None:
                 then()
         return do
@@ -398,12 +398,10 @@ class WalletRoundsMachine(RuleBasedStateMachine):
             return "INVALID_PARAMETER", False, None
         if (c.login, c.game_id) in self.closed:
             return "BET_ALREADY_SETTLED", False, self._settle_record(c, "BET_ALREADY_SETTLED")
-        named = [d for i, d in self.debits.items()
-                 if d.status == "OK" and (i == c.ref_id or d.ref == c.ref_id) and d.game == c.game_id]
+        named = [d for i, d in self.debits.items() if d.status == "OK" and d.login == c.login
+                 and (i == c.ref_id or d.ref == c.ref_id) and d.game == c.game_id]
         if not named:
             return "BET_DOES_NOT_EXIST", False, self._settle_record(c, "BET_DOES_NOT_EXIST", tombstone=c.ref_id)
-        if any(d.login != c.login for d in named):
-            return "INVALID_PARAMETER", False, None
         if not any(d.live for d in named):
             return "BET_ALREADY_SETTLED", False, self._settle_record(c, "BET_ALREADY_SETTLED")
 
@@ -418,10 +416,8 @@ class WalletRoundsMachine(RuleBasedStateMachine):
         if (seen := self.settles.get(("cancel", c.txid))) is not None:
             return self._repeat(c.payload, seen, "BET_ALREADY_SETTLED")
         d = self.debits.get(c.txid)
-        if d is None or d.status != "OK" or d.game != c.game_id:
+        if d is None or d.status != "OK" or d.game != c.game_id or d.login != c.login:
             return "BET_DOES_NOT_EXIST", False, self._settle_record(c, "BET_DOES_NOT_EXIST", tombstone=c.txid)
-        if d.login != c.login:
-            return "INVALID_PARAMETER", False, None
         if not d.live or self.closed.get((d.login, d.game), 0) > d.at:
             return "BET_ALREADY_SETTLED", False, self._settle_record(c, "BET_ALREADY_SETTLED")
 

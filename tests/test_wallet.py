@@ -197,7 +197,7 @@ async def test_wrong_currency_and_wrong_user(provider, wallet_server):
     assert wrong_sid["status"] == "INVALID_SID"
     await provider.debit("bet-14", 1)
     stolen = await provider.credit("win-14", "bet-14", 1, userId=str(other))
-    assert stolen["status"] == "INVALID_PARAMETER"
+    assert stolen["status"] == "BET_DOES_NOT_EXIST"  # a round is the account's: the other has no such bet
     assert await event_count(wallet_server) == before + 1
 
 
@@ -481,3 +481,22 @@ async def test_sid_endpoint_only_for_test_environments(provider, nursery, tmp_pa
     assert (await tester.post("sid", {**body, "userId": "999999"}))["status"] == "INVALID_PARAMETER"
     assert (await tester.post("sid", {**body, "userId": str(login)}, token="wrong"))["status"] == "INVALID_TOKEN_ID"
     await assert_ledger_ok(srv)
+
+
+async def test_players_sharing_a_round_and_its_ref_id_are_settled_apart(provider, wallet_server):
+    """A live table: every player's debit carries the round's refId; rounds and tombstones are per account."""
+    async with tcp_client(wallet_server) as c:
+        other = await add_account(c)
+        assert (await c.call("BalanceIn", {"login": other, "amount": 100})).ok
+        other_sid = (await c.call("OpenGameSession", {"login": other})).data["sid"]
+    b = Provider(wallet_server, provider.http, other, other_sid)
+    assert (await provider.debit("A-bet", 10, "table-7", "round-7"))["status"] == "OK"
+    assert (await b.debit("B-bet", 20, "table-7", "round-7"))["status"] == "OK"
+    win = await provider.credit("A-win", "round-7", 30, "table-7")
+    assert (win["status"], win["balance"]) == ("OK", Decimal(120))
+    b_win = await b.credit("B-win", "round-7", 5, "table-7")  # the round is closed for A only
+    assert (b_win["status"], b_win["balance"]) == ("OK", Decimal(85))
+    early = await b.credit("B-win-8", "round-8", 5, "table-8")  # B's credit before B's debit: B's tombstone
+    assert early["status"] == "BET_DOES_NOT_EXIST"
+    assert (await provider.debit("A-bet-8", 1, "table-8", "round-8"))["status"] == "OK"  # A is not affected
+    assert (await b.debit("B-bet-8", 1, "table-8", "round-8"))["status"] == "FINAL_ERROR_ACTION_FAILED"

@@ -333,20 +333,20 @@ async def bare_main(host: str) -> None:
 
     import trio
 
-    from server.http import Limits, serve_http
+    from server.http import HttpServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    stop = trio.Event()
+    http = HttpServer(BareApp())
     listeners = await trio.open_tcp_listeners(0, host=host)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial(serve_http, BareApp(), listeners, Limits(), stop, connections=nursery))
+            nursery.start_soon(partial(http.serve, listeners, connections=nursery))
             gc.collect()  # as `syncledger serve` does
             gc.freeze()
             gc.set_threshold(50_000, 20, 100)
             print(f"listening tcp={host}:{listeners[0].socket.getsockname()[1]}", flush=True)
             async for _ in signals:
-                stop.set()
+                http.stop()
                 nursery.cancel_scope.cancel()
                 break
 

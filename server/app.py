@@ -25,7 +25,7 @@ from .auth import Tokens
 from .broker import Broker
 from .commands import Dispatcher
 from .faults import Faults
-from .http import Limits, serve_http
+from .http import HttpServer
 from .lockfile import LedgerLock
 from .mainloop import MainLoop
 from .tcp import Connection
@@ -86,7 +86,8 @@ class Server:
         self.dispatcher = Dispatcher(self)
         self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"),
                                 config.wallet_test_endpoints)
-        self._wallet_stop = trio.Event()
+        self._http = HttpServer(self.wallet)
+        self._wallet_done = trio.Event()
         self.connections: set[Connection] = set()
         self.ports: Ports | None = None
         self._epoch = config.epoch
@@ -144,11 +145,11 @@ class Server:
 
     async def _serve_wallet(self, listeners: list, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
         """The wallet's HTTP/1.1 connections; at shutdown, accepting stops, calls in flight are answered and
-        kept-alive connections close at their next idle moment."""
+        connections waiting for their next request close."""
         async with trio.open_nursery() as calls:
-            await calls.start(self._accept, partial(serve_http, self.wallet, listeners, Limits(), self._wallet_stop,
-                                                    connections=calls))
+            await calls.start(self._accept, partial(self._http.serve, listeners, connections=calls))
             task_status.started()
+        self._wallet_done.set()
 
     async def _accept(self, run: Callable[..., Any], *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
         with trio.CancelScope() as scope:
@@ -208,6 +209,7 @@ class Server:
             conn.stop_reading()
         with trio.move_on_after(grace):
             await self._connections_done.wait()
+            await self._wallet_done.wait()
         if self._root is not None:
             self._root.cancel()
 
@@ -215,7 +217,7 @@ class Server:
         self.stopping = True
         for scope in self._accepting:
             scope.cancel()
-        self._wallet_stop.set()  # wallet connections finish the call in flight, then close
+        self._http.stop()  # wallet connections finish the call in flight, then close
         self.mainloop.resume()
         self.mainloop.close()
 
@@ -226,6 +228,7 @@ class Server:
         if self.failure is not None:
             return
         self.failure = reason
+        self.stopping = True  # at once: no request is taken from here on
         log.critical("stopping: %s; nothing more is served. Restart syncledger: it recovers what the ledger "
                      "file holds", reason)
         self.mainloop.drop_queued()
@@ -233,6 +236,7 @@ class Server:
             self._nursery.start_soon(self._stop_after_failure)
 
     async def _stop_after_failure(self) -> None:
+        self.stopping = False  # (set by fail_stop; _stop_taking_work sets it again with the rest)
         self._stop_taking_work()
         await self.mainloop.stopped.wait()
         for conn in list(self.connections):

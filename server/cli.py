@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import math
 import os
 import signal
 import sqlite3
@@ -169,6 +170,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError("a number of seconds greater than 0")
+    return value
+
+
 def _currency(text: str) -> str:
     if len(text) != 3 or not text.isascii() or not text.isupper() or not text.isalpha():
         raise argparse.ArgumentTypeError("a three-letter ISO 4217 code such as USD")
@@ -186,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--ws-port", type=int, default=7401)
     srv.add_argument("--wallet-port", type=int, default=7402)
     srv.add_argument("--sync-timeout-ms", type=_positive, default=5000)
-    srv.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
+    srv.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                      help="close a connection that has not presented a valid token after this long (default 60)")
     srv.add_argument("--default-currency", default="USD", type=_currency,
                      help="currency of an account AddUser creates without one (default USD)")

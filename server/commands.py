@@ -192,14 +192,19 @@ class Dispatcher:
         known = [n for n in names if n in CHANNELS]
         unknown = [n for n in names if n not in CHANNELS]
         fresh = [n for n in dict.fromkeys(known) if n not in conn.channels]
-        if data.from_seq is not None and fresh and data.from_seq > self.s.store.seq:  # seq only grows: no race
-            raise ProtocolError(400, "FROM_SEQ_AHEAD",
-                                f"from_seq {data.from_seq} is beyond the newest event {self.s.store.seq}")
+        newest = self.s.mainloop.committed_seq  # committed and published: it only grows
+        if data.from_seq is not None and fresh and data.from_seq > newest:
+            raise ProtocolError(400, "FROM_SEQ_AHEAD", f"from_seq {data.from_seq} is beyond the newest event {newest}")
         conn.channels.update(fresh)
         pending.ok({"channels": sorted(conn.channels), "unknown": unknown,
-                    "from_seq": data.from_seq if fresh else None})
+                    "from_seq": data.from_seq if fresh else None})  # before a replay that may be long
         if "trade:event" in fresh:
-            await self.s.broker.subscribe(conn, self.s.mainloop, data.from_seq)
+            try:
+                await self.s.broker.subscribe(conn, self.s.mainloop, data.from_seq)
+            except BaseException:
+                conn.channels.discard("trade:event")  # not subscribed after all: a later Subscribe tries again
+                self.s.broker.remove(conn)
+                raise
 
     async def unsubscribe(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
         """Remove the channels named (none named: all); the answer lists what is still subscribed."""

@@ -54,8 +54,10 @@ class HttpConnection:
     """One client connection: requests in, answers out, one at a time (HTTP/1.1 pipelining is served in
     order)."""
 
-    def __init__(self, stream: trio.abc.Stream, app: App, limits: Limits, stopping: trio.Event):
+    def __init__(self, stream: trio.abc.Stream, app: App, limits: Limits, stopping: trio.Event,
+                 idle: set[trio.CancelScope] | None = None):
         self.stream, self.app, self.limits, self.stopping = stream, app, limits, stopping
+        self.idle = idle if idle is not None else set()  # where this connection waits between requests
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
 
     async def run(self) -> None:
@@ -117,6 +119,11 @@ class HttpConnection:
             await self._error(413, "request body too large")
             return None
         size = sum(map(len, chunks))
+        if not complete and self.h11.client_is_waiting_for_100_continue:  # "Expect: 100-continue"
+            try:
+                await self.stream.send_all(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise _Closed() from None
         try:
             while not complete:
                 event = await self._next(self.limits.body_timeout, self.limits.body_timeout)
@@ -147,7 +154,13 @@ class HttpConnection:
                 if self.stopping.is_set() and first and not self.h11.trailing_data[0]:
                     return None  # shutting down between requests
                 with trio.move_on_at(deadline) as timer:
-                    data = await self._receive()
+                    waiting = first and not self.h11.trailing_data[0]  # between requests: a shutdown ends it
+                    if waiting:
+                        self.idle.add(timer)
+                    try:
+                        data = await self._receive()
+                    finally:
+                        self.idle.discard(timer)
                 if timer.cancelled_caught:
                     if first and self.h11.their_state is h11.IDLE and not self.h11.trailing_data[0]:
                         return None  # an idle keep-alive connection: close it quietly
@@ -168,22 +181,18 @@ class HttpConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise _Closed() from None
 
-    async def _send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
-        if data:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise _Closed() from None
-
     async def _send_response(self, answer: Response, close: bool) -> None:
+        """The whole response in one write (a shutdown never cuts it in two)."""
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer.body)),
                    *answer.headers]
         if close:
             headers.append((b"connection", b"close"))
-        await self._send(h11.Response(status_code=answer.status, headers=headers))
-        await self._send(h11.Data(data=answer.body))
-        await self._send(h11.EndOfMessage())
+        data = b"".join(self.h11.send(event) or b"" for event in (
+            h11.Response(status_code=answer.status, headers=headers), h11.Data(data=answer.body), h11.EndOfMessage()))
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise _Closed() from None
 
     async def _error(self, status: int, reason: str) -> None:
         """Answer a framing error (when the state still allows an answer) and close."""
@@ -202,14 +211,27 @@ def _content_length(request: h11.Request) -> int | None:
     return None
 
 
-async def serve_http(app: App, listeners: list[trio.SocketListener], limits: Limits, stopping: trio.Event,
-                     *, connections: trio.Nursery, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-    """Accept on ``listeners`` (until cancelled) and serve each connection in ``connections``."""
+class HttpServer:
+    """The listener side: accepts connections and, at shutdown, stops them cleanly (a call in flight is
+    answered, with ``Connection: close``; a connection waiting for its next request is closed at once)."""
 
-    async def handler(stream: trio.abc.Stream) -> None:
+    def __init__(self, app: App, limits: Limits | None = None):
+        self.app, self.limits = app, limits or Limits()
+        self.stopping = trio.Event()
+        self._idle: set[trio.CancelScope] = set()
+
+    async def serve(self, listeners: list[trio.SocketListener], *, connections: trio.Nursery,
+                    task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept on ``listeners`` (until cancelled) and serve each connection in ``connections``."""
+        await trio.serve_listeners(self._connection, listeners, handler_nursery=connections, task_status=task_status)
+
+    async def _connection(self, stream: trio.abc.Stream) -> None:
         try:
-            await HttpConnection(stream, app, limits, stopping).run()
+            await HttpConnection(stream, self.app, self.limits, self.stopping, self._idle).run()
         except Exception:  # one connection's failure ends that connection only
             log.exception("wallet HTTP connection failed")
 
-    await trio.serve_listeners(handler, listeners, handler_nursery=connections, task_status=task_status)
+    def stop(self) -> None:
+        self.stopping.set()
+        for scope in list(self._idle):
+            scope.cancel()

@@ -1,4 +1,5 @@
-"""One server per ledger: an exclusive ``flock`` on ``PATH.lock`` beside the database, holding the pid."""
+"""One server per ledger: an exclusive ``flock`` on ``PATH.lock`` beside the database (the real path, so a
+symlink to the ledger finds the same lock), holding the pid."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class LedgerLock:
         """Lock ``db`` for this process (None for an in-memory ledger); LedgerLocked names the holder."""
         if db == ":memory:" or db.startswith("file::memory:"):
             return None
-        path = db + ".lock"
+        path = os.path.realpath(db) + ".lock"  # a symlink to the ledger finds the same lock
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:  # a missing directory, no permission: the ledger itself cannot be used

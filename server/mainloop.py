@@ -47,7 +47,8 @@ class MainLoop:
         self.batches = self.jobs = self.submitted = 0
         self.faults: Any = None  # a server.faults.Faults when a test injects faults
         self.dropping = False  # queued jobs are answered NOT_APPLIED instead of applied (shutdown, fail-stop)
-        self.failure: str | None = None  # why the store's state became unknowable
+        self.failure: str | None = None  # why the store's state became unknowable: nothing more is read either
+        self.committed_seq = store.seq  # the newest event committed and published (store.seq runs ahead in a batch)
         self.on_unsure: Callable[[str], None] = _no_handler  # the server's fail-stop
 
     def deliver(self, event: Event, waiter: Any) -> None:
@@ -63,8 +64,10 @@ class MainLoop:
         return fn(*args)
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A read of committed state, serialised with batches."""
+        """A read of committed state, serialised with batches; none once the state is unknowable."""
         async with self.lock:
+            if self.failure is not None:
+                raise ShuttingDown()  # memory may not match the file: never serve from it
             return await self.call(fn, *args)
 
     async def submit(self, job: Job) -> None:
@@ -138,6 +141,7 @@ class MainLoop:
         self.batches += 1
         self.jobs += len(batch)
         self._answer(batch, outcomes)
+        self.committed_seq = self.store.seq
 
     def _answer(self, batch: list[Job], outcomes: list[Outcome]) -> None:
         for job, outcome in zip(batch, outcomes, strict=True):

@@ -119,8 +119,10 @@ def decode_json(data: bytes) -> Any:
     text = data.decode()
     try:
         return _DECODER.decode(text)
-    except ValueError:  # malformed (raised again below), or an integer of more digits than int() takes
-        return _BOUNDED.decode(text)
+    except ValueError as e:
+        if "integer string conversion" not in str(e):
+            raise
+        return _BOUNDED.decode(text)  # an integer of more digits than int() takes (CPython's own limit)
 
 
 def invalid_value(obj: Any, raw: bytes) -> str | None:

@@ -80,7 +80,7 @@ class Harness:
         return login
 
     async def wallet(self, action: str, body: dict | bytes, token: str | None = WALLET_TOKEN) -> dict:
-        """Call the game-wallet API in-process (the ASGI app's handler, no socket)."""
+        """Call the game-wallet API in-process (the wallet's own answer, no socket)."""
         raw = body if isinstance(body, bytes) else orjson.dumps(
             body, default=lambda d: orjson.Fragment(str(d).encode()))
         query = f"authToken={token}".encode() if token is not None else b""

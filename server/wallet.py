@@ -114,25 +114,26 @@ class WalletApp:
         return Response(200, render(self.routes[request.target.partition(b"?")[0]], w.INVALID_PARAMETER, None))
 
     async def handle(self, request: h11.Request, body: bytes) -> Response:
-        path, _, query = request.target.partition(b"?")
-        return Response(200, await self.call(self.routes[path], query, request.headers, body))
+        """A call whose head passed :meth:`head` (route, method and token already checked)."""
+        return Response(200, await self._answer(self.routes[request.target.partition(b"?")[0]], body))
 
     # ---- one call
 
     async def call(self, action: str, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
-        """The JSON answer to one provider call (also used in-process by server.testing)."""
+        """The JSON answer to one provider call, token included (in-process, for server.testing)."""
+        if not self.authorized(query, headers):
+            return render(action, INVALID_TOKEN_ID, _uuid(body))
+        return await self._answer(action, body)
+
+    async def _answer(self, action: str, body: bytes) -> bytes:
         uuid = None
         try:
             obj = parse_body(body)
             uuid = obj.get("uuid")
-            if not self.authorized(query, headers):
-                return render(action, INVALID_TOKEN_ID, uuid)
             if action == "sid":
                 return await self._new_sid(obj, uuid)
             call = wallet_call(action, obj, self.s.now(), self.s.config.game_session_ttl)
         except _Invalid:
-            if not self.authorized(query, headers):
-                return render(action, INVALID_TOKEN_ID, uuid)
             return render(action, w.INVALID_PARAMETER, uuid)
         try:
             outcome = await self._run(call)

@@ -76,8 +76,9 @@ def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, bytes | 
         return 0, None
     if not from_seq.isascii() or not from_seq.isdigit() or len(from_seq) > 18:
         return _refusal(400, "INVALID_DATA", "from_seq must be a decimal number")
-    if int(from_seq) > server.store.seq:
-        return _refusal(400, "FROM_SEQ_AHEAD", f"from_seq {from_seq} is beyond the newest event {server.store.seq}")
+    newest = server.mainloop.committed_seq
+    if int(from_seq) > newest:
+        return _refusal(400, "FROM_SEQ_AHEAD", f"from_seq {from_seq} is beyond the newest event {newest}")
     return 0, int(from_seq)
 
 

@@ -397,3 +397,41 @@ def test_a_new_ledger_is_announced(tmp_path, capsys):
     assert f"created new ledger at {path}" in capsys.readouterr().err
     assert main(["manager", "add", "--db", path, "--login", "2", "--password", "pw-0123456789"]) == 0
     assert "created new ledger" not in capsys.readouterr().err
+
+
+async def test_nothing_is_read_from_memory_once_it_may_not_match_the_file(tmp_path, autojump_clock):
+    """Found in review: a read queued behind the batch whose ROLLBACK failed was answered from memory."""
+    with pytest.raises(BaseExceptionGroup) as stopped:
+        async with trio.open_nursery() as nursery:
+            srv = await nursery.start(serve, test_config(db=str(tmp_path / "l.db")))
+            async with mem_client(srv) as c:
+                login = await add_account(c)
+                await c.call("BalanceIn", {"login": login, "amount": 10})
+                srv.faults.delay_commit(1.0)
+                srv.faults.fail_next_batch()
+                srv.faults.fail_rollback()
+                credit = c.start("BalanceIn", {"login": login, "amount": 5})
+                await trio.sleep(0.5)  # the batch is waiting to commit; the read queues behind it
+                read = await c.call("GetUser", {"login": login})
+                assert read.status == 503 and read.error == "SHUTTING_DOWN", read
+                with pytest.raises(Exception):
+                    await credit.reply()  # unknown: never answered
+            await trio.sleep_forever()
+    assert stopped.group_contains(FailStop)
+    assert Store(str(tmp_path / "l.db")).accounts[1000][1] == 10_000_000
+
+
+def test_any_error_checking_the_file_after_a_commit_is_unsure(tmp_path):
+    """Found in review: the ledger's directory replaced by a file raised NotADirectoryError after the commit,
+    and the batch was answered "nothing was applied"."""
+    from ledger import AddAccount
+    from ledger.store import Unsure
+    d = tmp_path / "d"
+    d.mkdir()
+    store = Store(str(d / "l.db"))
+    store.apply_batch([AddAccount("a", "EUR", 0)])
+    os.rename(d, tmp_path / "d2")
+    (tmp_path / "d").write_bytes(b"")
+    with pytest.raises(Unsure):
+        store.apply_batch([AddAccount("b", "EUR", 0)])
+    store.close()

@@ -201,8 +201,9 @@ class Store:
 
     def apply_batch(self, commands: Sequence[Any]) -> list[Outcome]:
         """Apply ``commands`` in ONE transaction, one failure never sinking the others; returns one
-        Outcome per command once committed. If the commit itself fails, nothing is applied and the
-        exception propagates.
+        Outcome per command once committed. A COMMIT that reports an error is read back: if the batch is in
+        the file its outcomes are returned; if it is not, the error propagates (nothing was applied); if that
+        cannot be known (an I/O error, a failed ROLLBACK, the file unlinked or replaced), Unsure is raised.
 
         Most refusals happen before a command writes anything (the rules run on in-memory totals), so
         the batch first runs without savepoints; a command that fails after writing (rare) makes the
@@ -262,7 +263,12 @@ class Store:
                 raise
             log.warning("COMMIT reported %r, but the batch is in the ledger file: it stands", error)
         self._undo.clear()
-        self._check_files()
+        try:
+            self._check_files()
+        except Unsure:
+            raise
+        except Exception as e:  # committed, yet the file cannot be checked: what it holds is unknown
+            raise Unsure(f"the ledger file could not be checked after a commit ({e})") from e
         return outcomes
 
     def _sql_commit(self) -> None:  # the statements themselves: a test's fault switch may stand in for them
@@ -319,6 +325,8 @@ class Store:
                 if known is None:  # not made yet (a WAL appears with the first transaction)
                     continue
                 raise Unsure(f"{name} was removed while the server had the ledger open") from None
+            except OSError as e:  # its directory replaced by a file, no permission any more, ...
+                raise Unsure(f"{name} can no longer be checked ({e.strerror})") from None
             identity = (st.st_dev, st.st_ino)
             if known is None:
                 self._files[name] = identity

@@ -24,7 +24,7 @@ from .auth import SESSIONS, Tokens
 from .lockfile import LedgerLocked
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
-UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked)  # one line on stderr, exit 2
+UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked)  # one line on stderr, exit 2 (and _Unreadable)
 
 
 def _new_ledger_note(path: str) -> bool:
@@ -72,31 +72,30 @@ def _session_open(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Unreadable(Exception):
+    """A ledger file that verify or head cannot read (one line on stderr, exit 2)."""
+
+
+def _read_only(what: str, path: str, fn, *args):  # type: ignore[no-untyped-def]
+    try:
+        return fn(path, *args)
+    except FileNotFoundError as e:
+        raise _Unreadable(str(e)) from None
+    except (OSError, sqlite3.Error) as e:
+        raise _Unreadable(f"cannot {what} {path}: {e}") from None
+
+
 def _verify(args: argparse.Namespace) -> int:
     """One line: ``ok: ...`` (exit 0) or ``FAILED: ...`` naming the first problem (exit 1); a file that is not a
     ledger it can read: one line on stderr, exit 2. Reads one snapshot, read-only: safe beside a live server."""
-    try:
-        report = verify_path(args.db, args.anchor)
-    except FileNotFoundError as e:
-        print(f"syncledger: {e}", file=sys.stderr)
-        return 2
-    except (OSError, sqlite3.Error) as e:
-        print(f"syncledger: cannot verify {args.db}: {e}", file=sys.stderr)
-        return 2
+    report = _read_only("verify", args.db, verify_path, args.anchor)
     print(report, file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
 
 
 def _head(args: argparse.Namespace) -> int:
     """Print the ledger's head ``SEQ:HASH`` (keep it elsewhere: ``verify --anchor`` detects a truncation)."""
-    try:
-        print(head_path(args.db))
-    except FileNotFoundError as e:
-        print(f"syncledger: {e}", file=sys.stderr)
-        return 2
-    except (OSError, sqlite3.Error) as e:
-        print(f"syncledger: cannot read the head of {args.db}: {e}", file=sys.stderr)
-        return 2
+    print(_read_only("read the head of", args.db, head_path))
     return 0
 
 
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except UNUSABLE as e:  # a ledger this program cannot use: one line, not a traceback
+    except (*UNUSABLE, _Unreadable) as e:  # a ledger this program cannot use: one line, not a traceback
         print(f"syncledger: {e}", file=sys.stderr)
         return 2
 

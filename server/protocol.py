@@ -209,7 +209,7 @@ def quoted(name: str) -> str:
     return json.dumps(name, ensure_ascii=False)
 
 
-# Everything the server writes is plain ASCII: non-ASCII characters and the apostrophe become \uXXXX
+# Everything the server writes is plain ASCII: non-ASCII characters and the apostrophe become \u
 # escapes (the JSON value is the same). The official SDKs decode each TCP read on its own, which splits
 # multi-byte characters, and the PHP SDK "repairs" every line before parsing it: ' becomes ", and a comma
 # before } or ] (optionally with blanks between) is dropped. orjson never writes such a comma outside a

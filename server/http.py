@@ -23,6 +23,7 @@ class Limits:
     max_drain: int = 1024 * 1024  # a body larger than this is not read at all (413, connection closed)
     head_timeout: float = 10.0  # from a request's first byte to the end of its head
     body_timeout: float = 10.0  # for its body
+    early_body: float = 1.0  # a small body awaited before the head is judged (for the uuid of a refusal)
     idle_timeout: float = 75.0  # a kept-alive connection waiting for its next request
 
 
@@ -87,33 +88,45 @@ class HttpConnection:
         if len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers) > self.limits.max_head:
             await self._error(431, "request head too large")  # (h11 checks only a head still arriving)
             return False
-        chunks, complete = self._arrived()
+        body_deadline = trio.current_time() + self.limits.body_timeout
+        chunks, complete = await self._arrived(request)
         answer = self.app.head(request, b"".join(chunks) if complete else None)
         if answer is None:
-            answer = await self._body_and_answer(request, chunks, complete)
+            answer = await self._body_and_answer(request, chunks, complete, body_deadline)
         if answer is None:
             return False
         close = answer.close or self.stopping.is_set()
         await self._send_response(answer, close)
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE and not close
 
-    def _arrived(self) -> tuple[list[bytes], bool]:
-        """The body bytes that came with the head (without reading more), and whether that is all of it."""
+    async def _arrived(self, request: h11.Request) -> tuple[list[bytes], bool]:
+        """The body's first bytes, and whether that is all of it: what came with the head, and a small body
+        (Content-Length up to max_body) for at most ``early_body`` seconds more. Nothing longer is waited
+        for before the app has looked at the head."""
         chunks: list[bytes] = []
         size = 0
+        length = _content_length(request)
+        small = length is not None and length <= self.limits.max_body
+        # (a client that sent "Expect: 100-continue" waits for our go-ahead, which comes after the head)
+        deadline = trio.current_time() + (self.limits.early_body if small and
+                                          not self.h11.client_is_waiting_for_100_continue else 0)
         try:
             while size <= self.limits.max_body:
                 event = self.h11.next_event()
                 if isinstance(event, h11.Data):
                     chunks.append(bytes(event.data))
                     size += len(event.data)
+                elif event is h11.NEED_DATA and trio.current_time() < deadline:
+                    with trio.move_on_at(deadline):
+                        self.h11.receive_data(await self._receive())
                 else:
                     return chunks, isinstance(event, h11.EndOfMessage)
         except h11.RemoteProtocolError:
             pass  # met again, and answered, while the body is read
         return chunks, False
 
-    async def _body_and_answer(self, request: h11.Request, chunks: list[bytes], complete: bool) -> Response | None:
+    async def _body_and_answer(self, request: h11.Request, chunks: list[bytes], complete: bool,
+                               deadline: float) -> Response | None:
         length = _content_length(request)
         if length is not None and length > self.limits.max_drain:
             await self._error(413, "request body too large")
@@ -126,7 +139,8 @@ class HttpConnection:
                 raise _Closed() from None
         try:
             while not complete:
-                event = await self._next(self.limits.body_timeout, self.limits.body_timeout)
+                left = max(deadline - trio.current_time(), 0)
+                event = await self._next(left, left)
                 if isinstance(event, h11.Data):
                     size += len(event.data)
                     if size > self.limits.max_drain:

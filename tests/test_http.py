@@ -16,8 +16,10 @@ class EchoApp:
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.arrived: list[bytes | None] = []
 
     def head(self, request: h11.Request, arrived: bytes | None) -> Response | None:
+        self.arrived.append(arrived)
         if request.target == b"/refused":
             return Response(401, b'{"refused":true}', close=True)
         return None
@@ -254,3 +256,20 @@ async def test_wallet_calls_in_flight_at_shutdown_are_answered_whole(tmp_path):
                     await trio.sleep(0.001)
                 await srv.shutdown()
     assert not cut and answered and set(answered) <= {"OK", "TEMPORARY_ERROR"}
+
+
+async def test_a_small_body_is_awaited_briefly_before_the_head_is_judged(autojump_clock):
+    """So that a refusal can echo the body's uuid, yet a body that does not come costs at most a second."""
+    head = b"POST /refused HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n"
+    for delay, arrived in ((0.5, b'{"u":"x"}'), (None, None)):
+        client, server, app, stopping, http = await _serve()
+        async with trio.open_nursery() as n:
+            n.start_soon(http.run)
+            start = trio.current_time()
+            await client.send_all(head)
+            if delay is not None:
+                await trio.sleep(delay)
+                await client.send_all(b'{"u":"x"}')
+            assert (await _responses(client, 1))[0] == 401
+            assert trio.current_time() - start <= 1.0
+        assert app.arrived == [arrived]

@@ -1,4 +1,4 @@
--- syncledger schema, version 5 (tracked in PRAGMA user_version): the whole schema of a new ledger.
+-- syncledger schema, version 6 (tracked in PRAGMA user_version): the whole schema of a new ledger.
 -- An older ledger is brought here by the numbered steps of ledger/migrations.py.
 -- Money columns hold signed integer micro-units (1 unit = 1_000_000).
 -- Ledger tables (finance, events, idempotency, wallet_tx) are append-only:
@@ -25,11 +25,15 @@ CREATE TABLE IF NOT EXISTS accounts (
     password_hash TEXT
 );
 
+-- A manager's tokens carry its key_version: re-adding it (new password or
+-- session type) or removing it bumps the version, and older tokens are refused.
 CREATE TABLE IF NOT EXISTS managers (
     login         INTEGER PRIMARY KEY,
     password_hash TEXT    NOT NULL,
     session       INTEGER NOT NULL CHECK (session BETWEEN 0 AND 3),
-    created       INTEGER NOT NULL
+    created       INTEGER NOT NULL,
+    key_version   INTEGER NOT NULL DEFAULT 1,
+    removed       INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS game_sessions (
@@ -135,4 +139,4 @@ BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS wallet_tx_no_delete BEFORE DELETE ON wallet_tx
 BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 
-PRAGMA user_version = 5;
+PRAGMA user_version = 6;

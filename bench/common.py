@@ -275,7 +275,7 @@ class Run:
         self.db = os.path.join(self.tmp, "bench.db")
         self.env = {**os.environ, "SYNCLEDGER_SECRET": secrets.token_hex(32), **extra_env, "PYTHONUNBUFFERED": "1"}
         print(f"[bench] temp dir {self.tmp}", flush=True)
-        run_cli("manager", "add", "--db", self.db, "--login", str(MANAGER_LOGIN), "--password", "x",
+        run_cli("manager", "add", "--db", self.db, "--login", str(MANAGER_LOGIN), "--password", "bench-password-1",
                 "--session", "ADMIN", env=self.env)
         self.token = run_cli("token", "--db", self.db, "--login", str(MANAGER_LOGIN), env=self.env)
         self.spy: subprocess.Popen | None = None

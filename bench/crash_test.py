@@ -510,7 +510,7 @@ class CrashTest:
 
     def prepare(self) -> None:
         env = {**os.environ, "SYNCLEDGER_SECRET": SECRET}
-        subprocess.run([*CLI, "manager", "add", "--db", self.db, "--login", str(MANAGER), "--password", "pw",
+        subprocess.run([*CLI, "manager", "add", "--db", self.db, "--login", str(MANAGER), "--password", "crash-password-1",
                         "--session", "MANAGER"], check=True, capture_output=True, env=env)
         self.token = subprocess.run([*CLI, "token", "--db", self.db, "--login", str(MANAGER)], check=True,
                                     capture_output=True, text=True, env=env).stdout.strip()

@@ -100,6 +100,10 @@ STEPS: list[tuple[int, str, list[str]]] = [
         "CREATE TRIGGER wallet_tx_no_delete BEFORE DELETE ON wallet_tx "
         "BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END",
     ]),
+    (6, "managers: a key version that every token carries (re-adding or removing a manager revokes its tokens)", [
+        "ALTER TABLE managers ADD COLUMN key_version INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE managers ADD COLUMN removed INTEGER NOT NULL DEFAULT 0",
+    ]),
 ]
 LATEST = STEPS[-1][0]
 

@@ -130,8 +130,15 @@ class Store:
     def __init__(self, path: str, *, synchronous: str = "FULL", create: bool = True):
         self.path = path
         memory = path == ":memory:" or path.startswith("file::memory:")
-        if not create and not memory and not os.path.exists(path):
-            raise LedgerOpenError(f"no ledger at {path}")
+        if not memory and not os.path.exists(path):
+            if not create:
+                raise LedgerOpenError(f"no ledger at {path}")
+            try:  # a new ledger is the owner's alone (SQLite gives its -wal and -shm the same mode)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise LedgerOpenError(f"cannot create ledger {path}: {e.strerror}") from None
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
@@ -527,6 +534,7 @@ class Store:
                 "WHERE e.seq > ? ORDER BY e.seq LIMIT ?", (seq, limit))
         ]
 
-    def get_manager(self, login: int) -> tuple[str, int] | None:
-        """(password hash, session type) of a manager."""
-        return self.db.execute("SELECT password_hash, session FROM managers WHERE login = ?", (login,)).fetchone()
+    def get_manager(self, login: int) -> tuple[str, int, int] | None:
+        """(password hash, session type, key version) of a manager that has not been removed."""
+        return self.db.execute("SELECT password_hash, session, key_version FROM managers WHERE login = ? "
+                               "AND removed = 0", (login,)).fetchone()

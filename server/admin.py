@@ -12,29 +12,72 @@ import sqlite_utils
 from .auth import hash_password
 
 
-def load_secret(db: sqlite3.Connection) -> str:
-    """``SYNCLEDGER_SECRET`` if set, else the secret kept in the database (generated on first use)."""
+class SecretExposed(Exception):
+    """The token-signing key file can be read by other users: anyone of them could mint an ADMIN token."""
+
+
+def key_path(db_path: str) -> str:
+    """Where the token-signing secret of a ledger is kept: beside it, mode 0600."""
+    return os.path.realpath(db_path) + ".key"
+
+
+def load_secret(db_path: str, db: sqlite3.Connection) -> str:
+    """``SYNCLEDGER_SECRET`` if set; else the key file beside the ledger (made on first use, 0600, and
+    refused if others can read it); a secret that an earlier release kept in the database is moved there
+    once. An in-memory ledger gets a secret for this process only."""
     secret = os.environ.get("SYNCLEDGER_SECRET")
     if secret:
         return secret
-    meta = sqlite_utils.Database(db)["meta"]
-    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (secrets.token_hex(32),))
-    return meta.get("secret")["value"]
+    if db_path == ":memory:":
+        return secrets.token_hex(32)
+    path = key_path(db_path)
+    row = db.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write((row[0] if row else secrets.token_hex(32)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    mode = os.stat(path).st_mode
+    if mode & 0o077:
+        raise SecretExposed(f"{path} holds the token secret but others may read it (mode {mode & 0o777:o}): "
+                            f"chmod 600 {path}")
+    with open(path) as f:
+        secret = f.read().strip()
+    if row is not None:  # moved out of the database (which any reader of the file could see)
+        db.execute("DELETE FROM meta WHERE key = 'secret'")
+    return secret
+
+
+MIN_PASSWORD = 12
 
 
 def add_manager(db: sqlite3.Connection, login: int, password: str, session: int, now: int) -> None:
-    """Store (or replace) a manager with a salted, slow password hash."""
-    sqlite_utils.Database(db)["managers"].upsert(
-        {"login": login, "password_hash": hash_password(password), "session": session, "created": now},
-        pk="login",
-    )
+    """Store a manager with a salted, slow password hash. Adding it again (a new password, another
+    session type) or after its removal bumps its key version: every token issued before is refused."""
+    db.execute(
+        "INSERT INTO managers (login, password_hash, session, created, key_version, removed) VALUES (?,?,?,?,1,0) "
+        "ON CONFLICT (login) DO UPDATE SET password_hash = excluded.password_hash, session = excluded.session, "
+        "key_version = key_version + 1, removed = 0",
+        (login, hash_password(password), session, now))
+
+
+def remove_manager(db: sqlite3.Connection, login: int) -> bool:
+    """Remove a manager: it can no longer log in and its tokens are refused at once. False if unknown."""
+    return db.execute("UPDATE managers SET removed = 1, key_version = key_version + 1 "
+                      "WHERE login = ? AND removed = 0", (login,)).rowcount == 1
 
 
 def get_manager(db: sqlite3.Connection, login: int) -> dict | None:
+    """A manager that has not been removed."""
     try:
-        return sqlite_utils.Database(db)["managers"].get(login)
+        manager = sqlite_utils.Database(db)["managers"].get(login)
     except sqlite_utils.db.NotFoundError:
         return None
+    return None if manager["removed"] else manager
 
 
 def open_game_session(db: sqlite3.Connection, login: int) -> str:

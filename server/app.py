@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, NamedTuple
+from urllib.parse import quote
 
 import trio
 import trio.testing
@@ -21,7 +23,7 @@ from ledger import Store
 
 from . import admin, ws
 from .wallet import WalletApp
-from .auth import Tokens
+from .auth import ManagerKeys, Tokens
 from .broker import Broker
 from .commands import Dispatcher
 from .faults import Faults
@@ -70,6 +72,7 @@ class Ports(NamedTuple):
 class Server:
     def __init__(self, config: Config):
         self.config = config
+        self._readers: list[sqlite3.Connection] = []
         self._lock = LedgerLock.acquire(config.db)  # before the file is touched: one server per ledger
         try:
             self.store = Store(config.db)
@@ -77,7 +80,14 @@ class Server:
             if self._lock is not None:
                 self._lock.release()
             raise
-        self.tokens = Tokens(config.secret or admin.load_secret(self.store.db), clock=self.wall_time)
+        try:
+            self.tokens = Tokens(config.secret or admin.load_secret(config.db, self.store.db), clock=self.wall_time)
+            self.keys = self._manager_keys()
+        except BaseException:
+            self.store.close()
+            if self._lock is not None:
+                self._lock.release()
+            raise
         self.broker = Broker()
         self.timeouts = Timeouts()
         self.mainloop = MainLoop(self.store, self.broker.publish, batch_max=config.batch_max,
@@ -99,6 +109,23 @@ class Server:
         self._connections_done = trio.Event()
         self.stopping = False
         self.failure: str | None = None  # set by a fail-stop
+
+    def _manager_keys(self) -> ManagerKeys:
+        """Managers' key versions, read on a connection of the Trio thread's own (the writer's is the
+        mainLoop's); an in-memory ledger changes only through this process."""
+        query = "SELECT login, key_version FROM managers WHERE removed = 0"
+        path = self.config.db
+        if path == ":memory:":
+            return ManagerKeys(lambda: dict(self.store.db.execute(query)), lambda: False, trio.current_time)
+        reader = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, check_same_thread=False)
+        self._readers.append(reader)
+        seen = [None]
+
+        def changed() -> bool:
+            version = reader.execute("PRAGMA data_version").fetchone()[0]
+            changed, seen[0] = version != seen[0], version
+            return changed
+        return ManagerKeys(lambda: dict(reader.execute(query)), changed, trio.current_time)
 
     # ---- time: everything follows Trio's clock, so MockClock drives sync timeouts and expiries
 
@@ -137,6 +164,8 @@ class Server:
                                    http[0].socket.getsockname()[1])
                 task_status.started(self)
         finally:
+            for reader in self._readers:
+                reader.close()
             self.store.close()
             if self._lock is not None:
                 self._lock.release()

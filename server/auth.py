@@ -54,6 +54,7 @@ class Claims:
     login: int
     session: int
     exp: int
+    kv: int = 1  # the manager's key version when the token was issued (tokens from before it existed: 1)
 
 
 class Tokens:
@@ -64,9 +65,10 @@ class Tokens:
         self._secret, self.ttl, self._clock, self._cache_size = secret, ttl, clock, cache_size
         self._cache: dict[str, Claims] = {}
 
-    def issue(self, login: int, session: int, ttl: int | None = None) -> tuple[str, int]:
+    def issue(self, login: int, session: int, ttl: int | None = None, kv: int = 1) -> tuple[str, int]:
         exp = int(self._clock()) + (self.ttl if ttl is None else ttl)
-        token = jwt.encode({"sub": str(login), "session": session, "exp": exp}, self._secret, algorithm="HS256")
+        token = jwt.encode({"sub": str(login), "session": session, "exp": exp, "kv": kv}, self._secret,
+                           algorithm="HS256")
         return token, exp
 
     def verify(self, token: object) -> Claims:
@@ -91,9 +93,39 @@ class Tokens:
         except jwt.InvalidTokenError as e:
             raise AuthError("INVALID_TOKEN", f"invalid token: {e}") from None
         try:
-            login, session, exp = int(raw["sub"]), raw["session"], raw["exp"]
+            login, session, exp, kv = int(raw["sub"]), raw["session"], raw["exp"], raw.get("kv", 1)
         except (KeyError, TypeError, ValueError):
             raise AuthError("INVALID_TOKEN", "invalid token claims") from None
-        if type(session) is not int or session not in SESSIONS.values() or type(exp) is not int:
+        if type(session) is not int or session not in SESSIONS.values() or type(exp) is not int or type(kv) is not int:
             raise AuthError("INVALID_TOKEN", "invalid token claims")
-        return Claims(login, session, exp)
+        return Claims(login, session, exp, kv)
+
+
+class ManagerKeys:
+    """The key version of every manager, so that a token of a removed or re-added manager (or of one that
+    never existed) is refused at once, across restarts. Cached: read again when the ledger changed, at most
+    every ``every`` seconds, so the hot path stays one dict lookup."""
+
+    def __init__(self, read: Callable[[], dict[int, int]], changed: Callable[[], bool],
+                 clock: Callable[[], float], every: float = 0.25):
+        self._read, self._changed, self._clock, self._every = read, changed, clock, every
+        self.versions = read()
+        self._next = clock() + every
+
+    def reload(self) -> None:
+        self.versions = self._read()
+        self._next = self._clock() + self._every
+
+    def check(self, claims: Claims) -> None:
+        """Refuse a manager's token whose key version is not the manager's now (USER tokens, whose sessions
+        can do nothing but Ping, are not looked up)."""
+        if claims.session == SESSION_USER:
+            return
+        now = self._clock()
+        if now >= self._next:
+            self._next = now + self._every
+            if self._changed():
+                self.versions = self._read()
+        if self.versions.get(claims.login) != claims.kv:
+            raise AuthError("TOKEN_REVOKED", "this token was revoked (its manager was removed or changed): log in "
+                                             "again")

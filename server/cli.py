@@ -1,9 +1,10 @@
-"""The ``syncledger`` command: serve, manager add, token, session open, verify, head."""
+"""The ``syncledger`` command: serve, manager add/remove, token, session open, verify, head."""
 
 from __future__ import annotations
 
 import argparse
 import gc
+import getpass
 import logging
 import math
 import os
@@ -19,12 +20,13 @@ from ledger.migrations import SchemaError
 from ledger.store import LedgerOpenError
 
 from . import admin
+from .admin import SecretExposed
 from .app import Config, FailStop, serve
 from .auth import SESSIONS, Tokens
 from .lockfile import LedgerLocked
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
-UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked)  # one line on stderr, exit 2 (and _Unreadable)
+UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed)  # one line on stderr, exit 2
 
 
 def _new_ledger_note(path: str) -> bool:
@@ -32,16 +34,51 @@ def _new_ledger_note(path: str) -> bool:
     return path != ":memory:" and not os.path.exists(path)
 
 
+class _BadPassword(Exception):
+    """No usable password was given (one line on stderr, exit 2)."""
+
+
+def _password(args: argparse.Namespace) -> str:
+    """From standard input (``--password-stdin``), a prompt, or (discouraged: ``ps`` shows it) ``--password``."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif args.password is not None:
+        password = args.password
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"password for manager {args.login}: ")
+        if getpass.getpass("again: ") != password:
+            raise _BadPassword("the two passwords differ")
+    else:
+        raise _BadPassword("give the password on standard input with --password-stdin")
+    if len(password) < admin.MIN_PASSWORD:
+        raise _BadPassword(f"a manager's password has at least {admin.MIN_PASSWORD} characters")
+    return password
+
+
 def _manager_add(args: argparse.Namespace) -> int:
+    password = _password(args)
     created = _new_ledger_note(args.db)
     store = Store(args.db)
     if created:
         print(f"created new ledger at {args.db}", file=sys.stderr)
     try:
-        admin.add_manager(store.db, args.login, args.password, SESSIONS[args.session], int(time.time()))
+        admin.add_manager(store.db, args.login, password, SESSIONS[args.session], int(time.time()))
     finally:
         store.close()
-    print(f"manager {args.login} ({args.session}) stored in {args.db}")
+    print(f"manager {args.login} ({args.session}) stored in {args.db}; any token it had before is revoked")
+    return 0
+
+
+def _manager_remove(args: argparse.Namespace) -> int:
+    store = Store(args.db, create=False)
+    try:
+        removed = admin.remove_manager(store.db, args.login)
+    finally:
+        store.close()
+    if not removed:
+        print(f"no manager {args.login} in {args.db}", file=sys.stderr)
+        return 1
+    print(f"manager {args.login} removed from {args.db}; its tokens are refused from now on")
     return 0
 
 
@@ -52,7 +89,8 @@ def _token(args: argparse.Namespace) -> int:
         if manager is None:
             print(f"no manager {args.login} in {args.db}", file=sys.stderr)
             return 1
-        token, _ = Tokens(admin.load_secret(store.db)).issue(args.login, manager["session"], args.ttl)
+        token, _ = Tokens(admin.load_secret(args.db, store.db)).issue(
+            args.login, manager["session"], args.ttl, kv=manager["key_version"])
     finally:
         store.close()
     print(token)
@@ -209,9 +247,16 @@ def parser() -> argparse.ArgumentParser:
     add = manager.add_parser("add", help="store a manager and its password")
     add.add_argument("--db", default="syncledger.db")
     add.add_argument("--login", type=int, required=True)
-    add.add_argument("--password", required=True)
+    given = add.add_mutually_exclusive_group()
+    given.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    given.add_argument("--password", help="the password on the command line (visible to other users in ps: "
+                                          "prefer --password-stdin or the prompt)")
     add.add_argument("--session", choices=["MANAGER", "DEALER", "ADMIN"], default="MANAGER")
     add.set_defaults(run=_manager_add)
+    remove = manager.add_parser("remove", help="remove a manager; its tokens are refused at once")
+    remove.add_argument("--db", default="syncledger.db")
+    remove.add_argument("--login", type=int, required=True)
+    remove.set_defaults(run=_manager_remove)
 
     token = sub.add_parser("token", help="print a token for a stored manager")
     token.add_argument("--db", default="syncledger.db")
@@ -244,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (*UNUSABLE, _Unreadable) as e:  # a ledger this program cannot use: one line, not a traceback
+    except (*UNUSABLE, _Unreadable, _BadPassword) as e:  # one line, not a traceback
         print(f"syncledger: {e}", file=sys.stderr)
         return 2
 

@@ -86,6 +86,7 @@ class Dispatcher:
                 raise ProtocolError(404, "UNKNOWN_COMMAND", f"unknown command {quoted(req.command)}")
             handler, sessions = entry
             claims = self.s.tokens.verify(req.token)
+            self.s.keys.check(claims)
             conn.authenticated = True
             if claims.session not in sessions:
                 raise ProtocolError(403, "FORBIDDEN", f"{req.command} is not allowed for session type {claims.session}")
@@ -225,14 +226,14 @@ class Dispatcher:
         data = models.LoginData.model_validate(req.data)
         manager = await self.s.mainloop.read(self.s.store.get_manager, data.login)
         if manager is not None:
-            stored, session = manager
+            stored, session, kv = manager
         else:
             account = await self.s.mainloop.read(self.s.store.account_password, data.login)
-            stored, session = (account, SESSION_USER) if account is not None else (_DUMMY_HASH, None)
+            stored, session, kv = (account, SESSION_USER, 1) if account is not None else (_DUMMY_HASH, None, 1)
         good = await self.s.offload(check_password, data.password, stored)
         if not good or session is None:
             raise ProtocolError(401, "INVALID_CREDENTIALS", "wrong login or password")
-        token, expires_at = self.s.tokens.issue(data.login, session)
+        token, expires_at = self.s.tokens.issue(data.login, session, kv=kv)
         conn.authenticated = True
         pending.ok({"token": token, "session": session, "expires_at": expires_at})
 

@@ -11,6 +11,7 @@ follow a mock clock.
 from __future__ import annotations
 
 import json
+import sqlite3
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any, AsyncIterator
@@ -56,7 +57,10 @@ class Harness:
         return self.server.faults
 
     def token_for(self, login: int, session: int = SESSION_ADMIN, ttl: int | None = None) -> str:
-        return self.server.tokens.issue(login, session, ttl)[0]
+        """A token for manager ``login`` (stored first, with no usable password, if it is not yet)."""
+        if login not in self.server.keys.versions:
+            add_test_manager(self.server, login, session)
+        return self.server.tokens.issue(login, session, ttl, kv=self.server.keys.versions[login])[0]
 
     @asynccontextmanager
     async def client(self, token: str | None = "admin") -> AsyncIterator[Client]:
@@ -90,6 +94,20 @@ class Harness:
     async def verify(self) -> Report:
         """Audit the ledger (hash chains, gap-free seq, totals equal sums) between two batches."""
         return await self.server.mainloop.read(verify, self.server.store.db)
+
+
+def add_test_manager(server: Server, login: int, session: int = SESSION_ADMIN) -> None:
+    """Store a manager that can hold tokens but never log in (its password hash matches nothing)."""
+    sql = "INSERT OR IGNORE INTO managers (login, password_hash, session, created) VALUES (?, '!', ?, 0)"
+    if server.config.db == ":memory:":  # single-threaded: between two batches, on the writer's connection
+        server.store.db.execute(sql, (login, session))
+    else:  # a connection of its own: the writer's may be inside a batch
+        db = sqlite3.connect(server.config.db, isolation_level=None)
+        try:
+            db.execute(sql, (login, session))
+        finally:
+            db.close()
+    server.keys.reload()
 
 
 @asynccontextmanager

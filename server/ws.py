@@ -67,6 +67,7 @@ def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, bytes | 
         token = auth[7:].strip()
     try:
         claims = server.tokens.verify(token)
+        server.keys.check(claims)
     except AuthError as e:
         return _refusal(401, e.code, "a valid manager token is required")
     if claims.session not in FINANCE_SESSIONS:

@@ -51,7 +51,7 @@ async def test_serve_credit_sync_sigterm_and_verify(tmp_path):
     503s is asserted: those depend on timing."""
     db = str(tmp_path / "e2e.db")
     env = {**os.environ, "SYNCLEDGER_SECRET": "e2e-secret-e2e-secret-e2e-secret-e2e"}
-    run_cli("manager", "add", "--db", db, "--login", "7", "--password", "pw", "--session", "MANAGER", env=env)
+    run_cli("manager", "add", "--db", db, "--login", "7", "--password", "pw-long-enough-1", "--session", "MANAGER", env=env)
     token = run_cli("token", "--db", db, "--login", "7", env=env)
     proc, port, _ = await start_server(db, env)
     replies: dict[str, Reply | None] = {}  # extID -> its answer (None: none came before the close)

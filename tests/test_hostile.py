@@ -1,0 +1,140 @@
+"""A local user cannot become ADMIN, and a revoked manager's token stops working at once (issue 12):
+files made 0600, the signing secret kept outside the database, key versions, password rules."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import stat
+
+import pytest
+import trio
+
+from ledger import Store
+from server import admin
+from server.app import serve
+from server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER
+from server.cli import main
+from server.client import open_client
+from tests.conftest import make_config
+
+
+def mode(path: str) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_new_ledger_and_its_files_are_the_owners_alone(tmp_path, monkeypatch):
+    monkeypatch.delenv("SYNCLEDGER_SECRET", raising=False)
+    monkeypatch.setattr(os, "umask", os.umask)  # (whatever the umask, the files are 0600)
+    old = os.umask(0o022)
+    try:
+        path = str(tmp_path / "l.db")
+        assert main(["manager", "add", "--db", path, "--login", "1", "--password", "correct-horse-1",
+                     "--session", "ADMIN"]) == 0
+        assert main(["token", "--db", path, "--login", "1"]) == 0
+    finally:
+        os.umask(old)
+    for name in (path, path + "-wal", path + "-shm", path + ".key"):
+        if os.path.exists(name):
+            assert mode(name) == 0o600, name
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT count(*) FROM meta WHERE key = 'secret'").fetchone()[0] == 0  # not in the ledger
+    finally:
+        db.close()
+
+
+def test_a_secret_an_older_release_kept_in_the_database_moves_out_once(tmp_path, monkeypatch):
+    monkeypatch.delenv("SYNCLEDGER_SECRET", raising=False)
+    path = str(tmp_path / "old.db")
+    store = Store(path)
+    store.db.execute("INSERT INTO meta VALUES ('secret', 'the-old-secret-from-the-database-0123456')")
+    assert admin.load_secret(path, store.db) == "the-old-secret-from-the-database-0123456"  # tokens stay valid
+    assert store.db.execute("SELECT count(*) FROM meta WHERE key = 'secret'").fetchone()[0] == 0
+    assert open(admin.key_path(path)).read().strip() == "the-old-secret-from-the-database-0123456"
+    assert admin.load_secret(path, store.db) == "the-old-secret-from-the-database-0123456"
+    store.close()
+
+
+def test_serve_refuses_a_key_file_others_can_read(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SYNCLEDGER_SECRET", raising=False)
+    path = str(tmp_path / "l.db")
+    store = Store(path)
+    admin.add_manager(store.db, 1, "a-good-password-1", SESSION_ADMIN, 0)
+    admin.load_secret(path, store.db)
+    store.close()
+    os.chmod(admin.key_path(path), 0o644)
+    assert main(["serve", "--db", path, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0"]) == 2
+    assert main(["token", "--db", path, "--login", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("chmod 600" in line for line in err)
+
+
+async def _call(srv, token: str) -> tuple[int, str | None]:
+    async with open_client(srv.connect_memory(), token) as c:
+        reply = await c.call("GetUsers", {})
+    return reply.status, reply.error
+
+
+async def test_tokens_are_revoked_at_once_when_a_manager_changes_or_goes(nursery, tmp_path, autojump_clock):
+    path = str(tmp_path / "l.db")
+    store = Store(path)
+    admin.add_manager(store.db, 7, "first-password-7", SESSION_ADMIN, 0)
+    store.close()
+    srv = await nursery.start(serve, make_config(db=path, threaded=False))
+    async with open_client(srv.connect_memory()) as c:
+        admin_token = (await c.login(7, "first-password-7")).data["token"]
+    assert await _call(srv, admin_token) == (200, None)
+    db = sqlite3.connect(path, isolation_level=None)  # the operator's CLI, another process
+    admin.add_manager(db, 7, "second-password-7", SESSION_DEALER, 1)  # re-added as DEALER
+    await trio.sleep(0.3)  # within the keys' refresh period
+    assert await _call(srv, admin_token) == (401, "TOKEN_REVOKED")
+    async with open_client(srv.connect_memory()) as c:
+        assert (await c.login(7, "first-password-7")).status == 401
+        dealer_token = (await c.login(7, "second-password-7")).data["token"]
+    assert await _call(srv, dealer_token) == (200, None)
+    assert admin.remove_manager(db, 7) and not admin.remove_manager(db, 7)
+    await trio.sleep(0.3)
+    assert await _call(srv, dealer_token) == (401, "TOKEN_REVOKED")
+    async with open_client(srv.connect_memory()) as c:
+        assert (await c.login(7, "second-password-7")).status == 401  # a removed manager cannot log in
+    forged = srv.tokens.issue(99, SESSION_ADMIN)[0]  # signed with the secret, for no manager at all
+    assert await _call(srv, forged) == (401, "TOKEN_REVOKED")
+    db.close()
+
+
+async def test_revocation_survives_a_restart(tmp_path, autojump_clock):
+    path = str(tmp_path / "l.db")
+    store = Store(path)
+    admin.add_manager(store.db, 7, "first-password-7", SESSION_MANAGER, 0)
+    store.close()
+    async with trio.open_nursery() as nursery:
+        srv = await nursery.start(serve, make_config(db=path, threaded=False))
+        token = srv.tokens.issue(7, SESSION_MANAGER, kv=srv.keys.versions[7])[0]
+        assert await _call(srv, token) == (200, None)
+        nursery.cancel_scope.cancel()
+    store = Store(path)
+    admin.remove_manager(store.db, 7)
+    store.close()
+    async with trio.open_nursery() as nursery:
+        srv = await nursery.start(serve, make_config(db=path, threaded=False))
+        assert await _call(srv, token) == (401, "TOKEN_REVOKED")
+        nursery.cancel_scope.cancel()
+
+
+def test_passwords_come_from_stdin_or_a_prompt_and_are_long(tmp_path, monkeypatch, capsys):
+    path = str(tmp_path / "l.db")
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-password-from-stdin\n"))
+    assert main(["manager", "add", "--db", path, "--login", "3", "--password-stdin"]) == 0
+    store = Store(path)
+    assert admin.get_manager(store.db, 3) is not None
+    store.close()
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["manager", "add", "--db", path, "--login", "4", "--password-stdin"]) == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal, nothing given: no silent default
+    assert main(["manager", "add", "--db", path, "--login", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "at least 12 characters" in err and "--password-stdin" in err
+    assert main(["manager", "remove", "--db", path, "--login", "3"]) == 0
+    assert main(["manager", "remove", "--db", path, "--login", "3"]) == 1

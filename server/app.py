@@ -23,7 +23,7 @@ from ledger import Store
 
 from . import admin, ws
 from .wallet import WalletApp
-from .auth import ManagerKeys, Tokens
+from .auth import LoginThrottle, ManagerKeys, Tokens
 from .broker import Broker
 from .commands import Dispatcher
 from .faults import Faults
@@ -73,6 +73,8 @@ class Server:
     def __init__(self, config: Config):
         self.config = config
         self._readers: list[sqlite3.Connection] = []
+        self._hashing = trio.CapacityLimiter(2)
+        self.throttle = LoginThrottle(trio.current_time)
         self._lock = LedgerLock.acquire(config.db)  # before the file is touched: one server per ledger
         try:
             self.store = Store(config.db)
@@ -138,9 +140,10 @@ class Server:
         return int(self.wall_time())
 
     async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """CPU-heavy work (password hashing) off the Trio thread, unless running single-threaded."""
+        """CPU-heavy work (password hashing: 16 MB and ~50 ms each) off the Trio thread, two at a time at
+        most, unless running single-threaded."""
         if self.config.threaded:
-            return await trio.to_thread.run_sync(fn, *args)
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._hashing)
         return fn(*args)
 
     # ---- running

@@ -129,3 +129,40 @@ class ManagerKeys:
         if self.versions.get(claims.login) != claims.kv:
             raise AuthError("TOKEN_REVOKED", "this token was revoked (its manager was removed or changed): log in "
                                              "again")
+
+
+class LoginThrottle:
+    """Failed logins by address: after ``free`` failures an address waits before its next try, twice as
+    long after each further failure (at most ``longest`` seconds); forgotten ``window`` seconds after its
+    last failure. Pure bookkeeping on the caller's clock (no I/O)."""
+
+    def __init__(self, clock: Callable[[], float], *, free: int = 5, longest: float = 300.0,
+                 window: float = 900.0, size: int = 100_000):
+        self._clock, self.free, self.longest, self.window, self.size = clock, free, longest, window, size
+        self._failures: dict[str, tuple[int, float]] = {}  # address -> (failures, time of the last)
+
+    def wait(self, address: str) -> float:
+        """Seconds ``address`` must still wait before it may try again (0: it may now)."""
+        entry = self._failures.get(address)
+        if entry is None:
+            return 0.0
+        failures, last = entry
+        now = self._clock()
+        if now - last > self.window:
+            del self._failures[address]
+            return 0.0
+        if failures < self.free:
+            return 0.0
+        return max(0.0, last + min(2.0 ** (failures - self.free), self.longest) - now)
+
+    def failed(self, address: str) -> None:
+        now = self._clock()
+        if len(self._failures) >= self.size and address not in self._failures:  # bounded: forget the oldest
+            for old in [a for a, (_, t) in self._failures.items() if now - t > self.window] or \
+                    [min(self._failures, key=lambda a: self._failures[a][1])]:
+                del self._failures[old]
+        failures, _ = self._failures.get(address, (0, now))
+        self._failures[address] = (failures + 1, now)
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)

@@ -4,6 +4,7 @@ the models, and run the command (every write through the mainLoop)."""
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from functools import partial
 from typing import TYPE_CHECKING, Awaitable, Callable
@@ -222,8 +223,13 @@ class Dispatcher:
         pending.ok({"pong": True, "time": self.s.now()})
 
     async def login(self, conn: Connection, pending: Pending, req: Request) -> None:
-        """A manager's login, or an account's (with the password AddUser gave it) as a USER session."""
+        """A manager's login, or an account's (with the password AddUser gave it) as a USER session. An
+        address that keeps failing waits longer and longer (429); every failure is logged with it."""
         data = models.LoginData.model_validate(req.data)
+        wait = self.s.throttle.wait(conn.address)
+        if wait > 0:
+            raise ProtocolError(429, "TOO_MANY_REQUESTS", f"too many failed logins from this address: retry in "
+                                                          f"{math.ceil(wait)} s")
         manager = await self.s.mainloop.read(self.s.store.get_manager, data.login)
         if manager is not None:
             stored, session, kv = manager
@@ -232,7 +238,10 @@ class Dispatcher:
             stored, session, kv = (account, SESSION_USER, 1) if account is not None else (_DUMMY_HASH, None, 1)
         good = await self.s.offload(check_password, data.password, stored)
         if not good or session is None:
+            self.s.throttle.failed(conn.address)
+            log.warning("failed login for %s from %s", data.login, conn.address)
             raise ProtocolError(401, "INVALID_CREDENTIALS", "wrong login or password")
+        self.s.throttle.succeeded(conn.address)
         token, expires_at = self.s.tokens.issue(data.login, session, kv=kv)
         conn.authenticated = True
         pending.ok({"token": token, "session": session, "expires_at": expires_at})

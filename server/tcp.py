@@ -22,6 +22,13 @@ RECEIVE_SIZE = 64 * 1024
 MAX_WRITE = 1 << 20
 
 
+def _address(stream: trio.abc.Stream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])  # type: ignore[attr-defined]
+    except (AttributeError, OSError, IndexError, TypeError):
+        return "memory"
+
+
 class Connection:
     _ids = itertools.count(1)
 
@@ -30,6 +37,7 @@ class Connection:
                  peer: trio.abc.Stream | None = None):
         self.id = next(self._ids)
         self.peer = peer  # the client's end, for in-memory connections
+        self.address = _address(stream)  # the peer's IP address ("memory" in-process), for logs and throttling
         self.stream, self.dispatcher, self.broker = stream, dispatcher, broker
         self.idle_timeout, self.answer_grace = idle_timeout, answer_grace
         self._out, self._out_recv = trio.open_memory_channel[bytes](outbox_size)
@@ -113,8 +121,8 @@ class Connection:
             for pending in list(self.pending):
                 pending.abandon()
             self.pending.clear()
-            log.info("connection %d closed after %.1f s: %s", self.id, trio.current_time() - started,
-                     self.closed_reason or "closed by the server")
+            log.info("connection %d from %s closed after %.1f s: %s", self.id, self.address,
+                     trio.current_time() - started, self.closed_reason or "closed by the server")
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
 

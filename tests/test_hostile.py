@@ -138,3 +138,39 @@ def test_passwords_come_from_stdin_or_a_prompt_and_are_long(tmp_path, monkeypatc
     assert "at least 12 characters" in err and "--password-stdin" in err
     assert main(["manager", "remove", "--db", path, "--login", "3"]) == 0
     assert main(["manager", "remove", "--db", path, "--login", "3"]) == 1
+
+
+async def test_failed_logins_are_throttled_and_logged(mem_server, autojump_clock, caplog):
+    caplog.set_level("WARNING", logger="syncledger")
+    from server.testing import add_test_manager
+    add_test_manager(mem_server, 1)
+    async with open_client(mem_server.connect_memory()) as c:
+        answers = [(await c.call("Login", {"login": 1, "password": f"guess-{i}"}, token=None)) for i in range(8)]
+        assert [a.status for a in answers] == [401] * 5 + [429] * 3  # the sixth try waits
+        assert "retry in 1 s" in answers[5].message
+        await trio.sleep(1.01)
+        assert (await c.call("Login", {"login": 1, "password": "guess-again"}, token=None)).status == 401
+        waits = []
+        for _ in range(4):  # each further failure doubles the wait
+            refused = await c.call("Login", {"login": 1, "password": "x"}, token=None)
+            waits.append(int(refused.message.rsplit("in ", 1)[1].split()[0]))
+            await trio.sleep(waits[-1])
+            assert (await c.call("Login", {"login": 1, "password": "guess"}, token=None)).status == 401
+        assert waits == [2, 4, 8, 16]
+    failures = [r.getMessage() for r in caplog.records if "failed login" in r.getMessage()]
+    assert len(failures) == 10 and all("from memory" in line for line in failures)
+    assert not any("guess" in r.getMessage() for r in caplog.records)  # never the password
+
+
+def test_the_throttle_forgets_and_stays_bounded():
+    from server.auth import LoginThrottle
+    now = [0.0]
+    t = LoginThrottle(lambda: now[0], free=2, window=100, size=3)
+    for _ in range(3):
+        t.failed("a")
+    assert t.wait("a") == 2.0
+    now[0] = 150  # past the window: forgotten
+    assert t.wait("a") == 0
+    for address in "bcdef":
+        t.failed(address)
+    assert len(t._failures) <= 3

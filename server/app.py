@@ -28,6 +28,7 @@ from .broker import Broker
 from .commands import Dispatcher
 from .faults import Faults
 from .http import HttpServer
+from .limits import Gate, default_cap, raise_descriptor_limit
 from .lockfile import LedgerLock
 from .mainloop import MainLoop
 from .tcp import Connection
@@ -49,6 +50,7 @@ class Config:
     outbox_size: int = 16384  # unsent messages per connection before it is dropped as too slow
     max_inflight: int = 8192  # unanswered requests per connection before 429
     idle_timeout: float = 60.0  # seconds a connection may stay open without presenting a valid token
+    max_connections: int | None = None  # per listener; None: sized to the open-file limit
     default_currency: str = "USD"  # of an account that AddUser creates without one
     game_session_ttl: int = 1800  # idle seconds before a game session (sid) expires
     shutdown_grace: float = 10.0
@@ -98,7 +100,9 @@ class Server:
         self.dispatcher = Dispatcher(self)
         self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"),
                                 config.wallet_test_endpoints)
-        self._http = HttpServer(self.wallet)
+        cap = config.max_connections or default_cap(raise_descriptor_limit())
+        self.gates = {name: Gate(name, cap, trio.current_time) for name in ("tcp", "ws", "wallet")}
+        self._http = HttpServer(self.wallet, gate=self.gates["wallet"])
         self._wallet_done = trio.Event()
         self.connections: set[Connection] = set()
         self.ports: Ports | None = None
@@ -197,6 +201,16 @@ class Server:
         self._connections_done.set()
 
     async def _tcp_connection(self, stream: trio.abc.Stream, peer: trio.abc.Stream | None = None) -> None:
+        gate = self.gates["tcp"]
+        if not gate.enter():
+            await stream.aclose()
+            return
+        try:
+            await self._serve_connection(stream, peer)
+        finally:
+            gate.leave()
+
+    async def _serve_connection(self, stream: trio.abc.Stream, peer: trio.abc.Stream | None) -> None:
         conn = Connection(stream, self.dispatcher, self.broker, outbox_size=self.config.outbox_size,
                           idle_timeout=self.config.idle_timeout,
                           answer_grace=self.config.sync_timeout_ms / 1000 + 1, peer=peer)

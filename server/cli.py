@@ -171,7 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = Config(db=args.db, host=args.host, tcp_port=args.tcp_port, ws_port=args.ws_port,
                     wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms,
                     wallet_test_endpoints=args.wallet_test_endpoints, idle_timeout=args.idle_timeout,
-                    default_currency=args.default_currency)
+                    default_currency=args.default_currency, max_connections=args.max_connections)
     created = _new_ledger_note(args.db)
     stopped: list[bool] = []
     try:
@@ -236,6 +236,9 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--sync-timeout-ms", type=_positive, default=5000)
     srv.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                      help="close a connection that has not presented a valid token after this long (default 60)")
+    srv.add_argument("--max-connections", type=_positive, default=None, metavar="N",
+                     help="connections per listener (default: sized to the open-file limit, which serve raises "
+                          "to its hard limit)")
     srv.add_argument("--default-currency", default="USD", type=_currency,
                      help="currency of an account AddUser creates without one (default USD)")
     srv.add_argument("--wallet-test-endpoints", action="store_true",

@@ -12,6 +12,8 @@ import h11
 import orjson
 import trio
 
+from .limits import Gate
+
 log = logging.getLogger("syncledger.wallet.http")
 READ_SIZE = 64 * 1024
 
@@ -229,8 +231,8 @@ class HttpServer:
     """The listener side: accepts connections and, at shutdown, stops them cleanly (a call in flight is
     answered, with ``Connection: close``; a connection waiting for its next request is closed at once)."""
 
-    def __init__(self, app: App, limits: Limits | None = None):
-        self.app, self.limits = app, limits or Limits()
+    def __init__(self, app: App, limits: Limits | None = None, gate: Gate | None = None):
+        self.app, self.limits, self.gate = app, limits or Limits(), gate
         self.stopping = trio.Event()
         self._idle: set[trio.CancelScope] = set()
 
@@ -240,10 +242,16 @@ class HttpServer:
         await trio.serve_listeners(self._connection, listeners, handler_nursery=connections, task_status=task_status)
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
+        if self.gate is not None and not self.gate.enter():
+            await stream.aclose()
+            return
         try:
             await HttpConnection(stream, self.app, self.limits, self.stopping, self._idle).run()
         except Exception:  # one connection's failure ends that connection only
             log.exception("wallet HTTP connection failed")
+        finally:
+            if self.gate is not None:
+                self.gate.leave()
 
     def stop(self) -> None:
         self.stopping.set()

@@ -85,6 +85,10 @@ def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, bytes | 
 
 async def handle(server: Server, request: WebSocketRequest) -> None:
     """One client: whatever goes wrong with it ends it alone, never the server."""
+    gate = server.gates["ws"]
+    if not gate.enter():
+        await request.reject(503, body=b'{"error":"TOO_MANY_CONNECTIONS"}')
+        return
     try:
         await _serve(server, request)
     except Exception as exc:
@@ -92,6 +96,8 @@ async def handle(server: Server, request: WebSocketRequest) -> None:
             isinstance(exc, BaseExceptionGroup) and exc.split(ConnectionClosed)[1] is None)
         if not closed:
             log.exception("websocket client failed")
+    finally:
+        gate.leave()
 
 
 async def _serve(server: Server, request: WebSocketRequest) -> None:

@@ -174,3 +174,36 @@ def test_the_throttle_forgets_and_stays_bounded():
     for address in "bcdef":
         t.failed(address)
     assert len(t._failures) <= 3
+
+
+async def test_each_listener_has_a_connection_cap_and_refusals_are_logged_once_a_second(nursery, tmp_path,
+                                                                                         caplog):
+    caplog.set_level("WARNING", logger="syncledger.limits")
+    srv = await nursery.start(serve, make_config(db=str(tmp_path / "l.db"), max_connections=3, wallet_token="t"))
+    for port, name in ((srv.ports.tcp, "tcp"), (srv.ports.wallet, "wallet")):
+        held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]
+        await trio.sleep(0.1)
+        for _ in range(20):  # over the cap: closed at once
+            extra = await trio.open_tcp_stream("127.0.0.1", port)
+            with trio.fail_after(5):
+                assert await extra.receive_some(10) == b""
+            await extra.aclose()
+        await held[0].aclose()
+        await trio.sleep(0.1)
+        again = await trio.open_tcp_stream("127.0.0.1", port)  # room again
+        with trio.move_on_after(0.3) as still_open:
+            await again.receive_some(10)
+        assert still_open.cancelled_caught, name
+        for s in [again, *held[1:]]:
+            await s.aclose()
+        await trio.sleep(0.1)
+    lines = [r.getMessage() for r in caplog.records]
+    assert 2 <= len(lines) <= 4 and all("at the cap of 3" in line for line in lines), lines  # not one per refusal
+
+
+def test_the_default_cap_fits_the_descriptor_limit():
+    from server.limits import default_cap, raise_descriptor_limit
+    limit = raise_descriptor_limit()
+    import resource
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == limit
+    assert 3 * default_cap(limit) + 200 <= max(limit, 3 * 16 + 200)

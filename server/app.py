@@ -48,6 +48,8 @@ class Config:
     batch_max: int = 1024  # commands per group commit at most
     inbox_size: int = 8192  # queued commands before submitters wait
     outbox_size: int = 16384  # unsent messages per connection before it is dropped as too slow
+    outbox_bytes: int = 16 << 20  # unsent bytes per connection, likewise (an answer over half of it is refused)
+    replay_stall: float = 30.0  # seconds a replaying subscriber may take nothing before it is dropped
     max_inflight: int = 8192  # unanswered requests per connection before 429
     idle_timeout: float = 60.0  # seconds a connection may stay open without presenting a valid token
     max_connections: int | None = None  # per listener; None: sized to the open-file limit
@@ -212,6 +214,7 @@ class Server:
 
     async def _serve_connection(self, stream: trio.abc.Stream, peer: trio.abc.Stream | None) -> None:
         conn = Connection(stream, self.dispatcher, self.broker, outbox_size=self.config.outbox_size,
+                          outbox_bytes=self.config.outbox_bytes, stall=self.config.replay_stall,
                           idle_timeout=self.config.idle_timeout,
                           answer_grace=self.config.sync_timeout_ms / 1000 + 1, peer=peer)
         self.connections.add(conn)
@@ -222,9 +225,10 @@ class Server:
         finally:
             self.connections.discard(conn)
 
-    def connect_memory(self) -> trio.abc.Stream:
-        """A manager connection over an in-memory stream (no socket): returns the client's end."""
-        client, server = trio.testing.memory_stream_pair()
+    def connect_memory(self, lockstep: bool = False) -> trio.abc.Stream:
+        """A manager connection over an in-memory stream (no socket): returns the client's end. With
+        ``lockstep``, the server's writes wait until the client reads them, as a full socket would."""
+        client, server = (trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair)()
         self._conns.start_soon(self._tcp_connection, server, client)
         return client
 

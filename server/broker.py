@@ -60,22 +60,26 @@ class Broker:
 
     async def subscribe(self, sub: Subscriber, mainloop: MainLoop, from_seq: int | None = None) -> None:
         """Go live; with ``from_seq``, first replay every committed event after it, with no gap and no
-        duplicate: pages are sent with backpressure, the last catch-up and going live happen under the
-        mainLoop's lock, between two batches."""
+        duplicate: pages are sent with backpressure outside the lock that batches take; only the last
+        page (less than a page behind the ledger) is read, and the subscriber goes live, under it."""
         last = from_seq
-        while last is not None:
-            page = await mainloop.read(mainloop.store.events_after, last, REPLAY_PAGE)
-            for event in page:
-                await sub.put(event_line(event))
-            if page:
-                last = page[-1].seq
-            if len(page) < REPLAY_PAGE:
-                break
-        async with mainloop.lock:
-            if last is not None:
-                for event in await mainloop.call(mainloop.store.events_after, last, 1 << 62):
-                    if not sub.offer(event_line(event)):
-                        sub.drop("subscriber too slow during replay; reconnect with from_seq")
-                        return
-                    last = event.seq
-            self.subscribers[sub] = mainloop.store.seq if last is None else last
+        while True:
+            while last is not None:
+                page = await mainloop.read(mainloop.store.events_after, last, REPLAY_PAGE)
+                for event in page:
+                    await sub.put(event_line(event))
+                if page:
+                    last = page[-1].seq
+                if len(page) < REPLAY_PAGE:
+                    break
+            async with mainloop.lock:  # between two batches: nothing is committed meanwhile
+                tail = [] if last is None else await mainloop.call(mainloop.store.events_after, last, REPLAY_PAGE)
+                if len(tail) < REPLAY_PAGE:  # caught up: deliver the tail and go live, still under the lock
+                    for event in tail:
+                        if not sub.offer(event_line(event)):
+                            sub.drop("subscriber too slow during replay; reconnect with from_seq")
+                            return
+                        last = event.seq
+                    self.subscribers[sub] = mainloop.store.seq if last is None else last
+                    return
+            # a whole page was committed while this subscriber was replaying: page on, outside the lock

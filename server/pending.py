@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 class Replies(Protocol):
     """The connection side: where answers go."""
 
+    max_reply: int  # bytes: a larger answer is refused
+
     def send(self, line: bytes) -> None: ...
 
     def answered(self, pending: "Pending") -> None: ...
@@ -37,6 +39,10 @@ class Pending:
             return False
         self._finish()
         self.conn.answered(self)
+        if len(line) > self.conn.max_reply:
+            line = protocol.error(self.ext_id, 400, "REPLY_TOO_LARGE",
+                                  f"the answer would be {len(line)} bytes, over the {self.conn.max_reply} this "
+                                  f"connection takes: ask for less (GetTrades: a narrower from/to)")
         self.conn.send(line)
         return True
 

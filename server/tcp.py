@@ -33,7 +33,8 @@ class Connection:
     _ids = itertools.count(1)
 
     def __init__(self, stream: trio.abc.Stream, dispatcher: Dispatcher, broker: Broker, *,
-                 outbox_size: int = 16384, idle_timeout: float = math.inf, answer_grace: float = 5.0,
+                 outbox_size: int = 16384, outbox_bytes: int = 16 << 20, stall: float = 30.0,
+                 idle_timeout: float = math.inf, answer_grace: float = 5.0,
                  peer: trio.abc.Stream | None = None):
         self.id = next(self._ids)
         self.peer = peer  # the client's end, for in-memory connections
@@ -42,6 +43,9 @@ class Connection:
         self.idle_timeout, self.answer_grace = idle_timeout, answer_grace
         self._out, self._out_recv = trio.open_memory_channel[bytes](outbox_size)
         self._out_size = outbox_size
+        self.outbox_bytes, self.stall = outbox_bytes, stall
+        self.max_reply = outbox_bytes // 2  # a larger answer is refused (REPLY_TOO_LARGE)
+        self._buffered = 0  # bytes in the outbox and in the write under way
         self._drained: trio.Event | None = None  # set by the writer after each write
         self.pending: set[Pending] = set()
         self._all_answered: trio.Event | None = None
@@ -55,7 +59,7 @@ class Connection:
 
     def send(self, line: bytes) -> None:
         if not self.offer(line):
-            self.drop("too many unread messages")
+            self.drop(f"too many unread bytes (over {self.outbox_bytes})")
 
     def answered(self, pending: Pending) -> None:
         self.pending.discard(pending)
@@ -68,20 +72,30 @@ class Connection:
         return pending
 
     def offer(self, line: bytes) -> bool:
+        """Buffer a message without waiting; False if the outbox is full (in messages or in bytes)."""
+        if self._buffered + len(line) > self.outbox_bytes:
+            return False
         try:
             self._out.send_nowait(line)
         except trio.WouldBlock:
             return False
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
+            return True
+        self._buffered += len(line)
         return True
 
     async def put(self, line: bytes) -> None:
         """Buffer a replayed event, waiting while the outbox is half full: the other half stays free
-        for replies, so a client that reads at its own pace is never dropped for its own replay."""
-        while self._out.statistics().current_buffer_used >= self._out_size // 2:
+        for replies, so a client that reads at its own pace is never dropped for its own replay. One that
+        takes nothing for ``stall`` seconds is dropped (it resumes with from_seq)."""
+        while self._buffered >= self.outbox_bytes // 2 or \
+                self._out.statistics().current_buffer_used >= self._out_size // 2:
             self._drained = trio.Event()
-            await self._drained.wait()
+            with trio.move_on_after(self.stall) as waited:
+                await self._drained.wait()
+            if waited.cancelled_caught:
+                self.drop(f"no progress for {self.stall:g} s while replaying: reconnect with from_seq")
+                return
         self.offer(line)
 
     def drop(self, reason: str) -> None:
@@ -177,5 +191,6 @@ class Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self.drop("peer closed the connection")
                     return
+                self._buffered -= size
                 if self._drained is not None:
                     self._drained.set()

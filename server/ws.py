@@ -23,8 +23,9 @@ DROP_GRACE = 5.0
 class WsSubscriber:
     """A WebSocket client's bounded buffer of event lines."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, stall: float = 30.0):
         self._send, self.lines = trio.open_memory_channel[bytes](size)
+        self.stall = stall
         self.scope = trio.CancelScope()
         self.reason: str | None = None
 
@@ -38,10 +39,15 @@ class WsSubscriber:
         return True
 
     async def put(self, line: bytes) -> None:
+        """Buffer a replayed event, waiting for room; a client that takes nothing for ``stall`` seconds
+        is dropped (it resumes with from_seq)."""
         try:
-            await self._send.send(line)
+            with trio.move_on_after(self.stall) as waited:
+                await self._send.send(line)
         except trio.ClosedResourceError:
-            pass  # dropped while replaying
+            return  # dropped while replaying
+        if waited.cancelled_caught:
+            self.drop(f"no progress for {self.stall:g} s while replaying: reconnect with from_seq")
 
     def drop(self, reason: str) -> None:
         """Queue nothing more and close with 1013 once the frame being sent is out; a peer that does
@@ -107,7 +113,7 @@ async def _serve(server: Server, request: WebSocketRequest) -> None:
         return
     from_seq = detail
     ws = await request.accept()
-    sub = WsSubscriber(server.config.outbox_size)
+    sub = WsSubscriber(server.config.outbox_size, server.config.replay_stall)
     started = trio.current_time()
     try:
         with sub.scope:

@@ -207,3 +207,97 @@ def test_the_default_cap_fits_the_descriptor_limit():
     import resource
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == limit
     assert 3 * default_cap(limit) + 200 <= max(limit, 3 * 16 + 200)
+
+
+# ---- memory per client is bounded in bytes
+
+
+def _line(command: str, data: dict, token: str, ext_id: str) -> bytes:
+    import json
+    return json.dumps({"command": command, "extID": ext_id, "data": data, "__token": token}).encode() + b"\n"
+
+
+async def _account_with_trades(srv, n: int) -> int:
+    from server.testing import Harness
+    h = Harness(srv)
+    async with h.client() as c:
+        login = await h.add_account(c)
+        calls = [c.start("BalanceIn", {"login": login, "amount": 1, "comment": "x" * 200}) for _ in range(n)]
+        for call in calls:
+            assert (await call.reply()).ok
+    return login
+
+
+async def test_a_client_that_pipelines_reads_without_reading_is_dropped_at_a_byte_cap(autojump_clock, caplog):
+    caplog.set_level("INFO", logger="syncledger")
+    from server.testing import Harness, test_config
+    async with trio.open_nursery() as nursery:
+        srv = await nursery.start(serve, test_config(outbox_bytes=1 << 20))
+        login = await _account_with_trades(srv, 500)  # GetTrades answers ~190 KB
+        token = Harness(srv).token
+        stream = srv.connect_memory(lockstep=True)  # the server's writes wait for reads that never come
+        for i in range(200):
+            try:
+                await stream.send_all(_line("GetTrades", {"login": login}, token, f"t{i}"))
+            except trio.BrokenResourceError:
+                break
+            await trio.sleep(0.01)
+        await trio.sleep(1)
+        conns = [c for c in srv.connections if c.closed_reason is None]
+        assert all(c._buffered <= c.outbox_bytes for c in srv.connections)
+        assert "too many unread bytes" in caplog.text and not conns
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_answer_over_the_cap_is_refused_with_a_clear_error(autojump_clock):
+    from server.testing import Harness, test_config
+    async with trio.open_nursery() as nursery:
+        srv = await nursery.start(serve, test_config(outbox_bytes=200_000))
+        login = await _account_with_trades(srv, 500)
+        async with Harness(srv).client() as c:
+            big = await c.call("GetTrades", {"login": login})
+            assert (big.status, big.error) == (400, "REPLY_TOO_LARGE") and "from/to" in big.message
+            assert (await c.call("GetTrades", {"login": login, "from": 0, "to": 0})).ok  # the connection goes on
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_replaying_subscriber_that_takes_nothing_is_dropped(autojump_clock, caplog):
+    caplog.set_level("INFO", logger="syncledger")
+    from server.testing import Harness, test_config
+    async with trio.open_nursery() as nursery:
+        srv = await nursery.start(serve, test_config(outbox_bytes=100_000, replay_stall=30))
+        await _account_with_trades(srv, 2000)
+        stream = srv.connect_memory(lockstep=True)
+        await stream.send_all(_line("Subscribe", {"chanels": ["trade:event"], "from_seq": 0}, Harness(srv).token,
+                                    "s"))
+        start = trio.current_time()
+        while not any("while replaying" in r.getMessage() for r in caplog.records):
+            await trio.sleep(1)
+            assert trio.current_time() - start < 60
+        assert 30 <= trio.current_time() - start <= 32
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_replay_overtaken_by_new_events_pages_on_and_misses_nothing(autojump_clock, monkeypatch):
+    from server import broker
+    from server.testing import Harness, test_config
+    monkeypatch.setattr(broker, "REPLAY_PAGE", 10)
+    async with trio.open_nursery() as nursery:
+        srv = await nursery.start(serve, test_config())
+        h = Harness(srv)
+        async with h.client() as writer, h.client() as reader:
+            login = await h.add_account(writer)
+
+            async def keep_writing() -> None:
+                for _ in range(200):
+                    await writer.call("BalanceIn", {"login": login, "amount": 1})
+                    await trio.sleep(0.001)
+            nursery.start_soon(keep_writing)
+            await trio.sleep(0.05)
+            assert (await reader.call("Subscribe", {"chanels": ["trade:event"], "from_seq": 0})).ok
+            seqs = []
+            while len(seqs) < 200:
+                seqs.append((await reader.receive_event())["seq"])
+                await trio.sleep(0.002)  # a slower reader than the writer: its replay is overtaken
+        assert seqs == list(range(1, 201))
+        nursery.cancel_scope.cancel()

@@ -85,6 +85,17 @@ class Version:
 
 
 @dataclass(slots=True)
+class Event:
+    """A committed ``trade:event``: its gap-free ``seq``, type, order and data (the record JSON with the
+    seq inside, as sent; the ledger stores the record without it)."""
+
+    seq: int
+    type: int
+    order: int
+    data: bytes
+
+
+@dataclass(slots=True)
 class FinanceRequest:
     """A finance operation on one account. ``amount`` is positive micro-units (None for deletes)."""
 

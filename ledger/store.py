@@ -16,9 +16,8 @@ from urllib.parse import quote
 
 import orjson
 
-from . import migrations, rules
-from .money import to_text
-from .rules import FinanceRequest, LedgerError, Version
+from . import migrations, reads, rules
+from .rules import Event, FinanceRequest, LedgerError, Version
 
 log = logging.getLogger("syncledger.ledger")
 SCHEMA_VERSION = migrations.LATEST
@@ -37,17 +36,6 @@ def finance_hash(prev: str, row_id: int, v: Version, source: str, ext_id: str | 
 def event_hash(prev: str, seq: int, type_: int, record_id: int, data: bytes) -> str:
     """SHA-256 of an event chained to the previous event's hash."""
     return hashlib.sha256(orjson.dumps([prev, seq, type_, record_id]) + data).hexdigest()
-
-
-@dataclass(slots=True)
-class Event:
-    """A committed ``trade:event``: its gap-free ``seq``, type, order and data (the record JSON with the
-    seq inside, as sent; the ledger stores the record without it)."""
-
-    seq: int
-    type: int
-    order: int
-    data: bytes
 
 
 @dataclass(slots=True)
@@ -477,64 +465,29 @@ class Store:
     # ------------------------------------------------------------------ reads
 
     def current_version(self, order: int) -> Version | None:
-        row = self.db.execute(
-            "SELECT order_id, version, login, cmd, state, amount, delta, balance, credit, comment, open_time, "
-            "close_time FROM finance WHERE order_id = ? ORDER BY version DESC LIMIT 1", (order,)).fetchone()
-        return Version(*row) if row else None
+        return reads.current_version(self.db, order)
 
-    _ACCOUNT = 'SELECT login, name, "group", currency, created, leverage, email, enable FROM accounts'
-
-    def _account_json(self, row: tuple) -> dict:
-        _, balance, credit = self.accounts[row[0]]
-        return {"login": row[0], "name": row[1], "group": row[2], "currency": row[3], "created": row[4],
-                "leverage": row[5], "email": row[6], "enable": bool(row[7]),
-                "balance": orjson.Fragment(to_text(balance)), "credit": orjson.Fragment(to_text(credit))}
+    # Reads of committed state: the functions of ledger.reads on this connection (the server also runs them
+    # on read-only connections of their own, outside the writer's lock).
 
     def get_account(self, login: int) -> dict | None:
-        row = self.db.execute(self._ACCOUNT + " WHERE login = ?", (login,)).fetchone()
-        return None if row is None else self._account_json(row)
+        return reads.account(self.db, login)
 
     def get_accounts(self, group: str | None, from_login: int, limit: int) -> tuple[list[dict], int | None]:
-        """A page of accounts by login, from ``from_login`` on (in ``group`` if given), and the login the
-        next page starts from (None: this was the last page)."""
-        where, args = "login >= ?", [from_login]
-        if group is not None:
-            where, args = where + ' AND "group" = ?', args + [group]
-        rows = self.db.execute(f"{self._ACCOUNT} WHERE {where} ORDER BY login LIMIT ?", (*args, limit + 1)).fetchall()
-        following = rows[limit][0] if len(rows) > limit else None
-        return [self._account_json(row) for row in rows[:limit]], following
+        return reads.accounts(self.db, group, from_login, limit)
 
     def account_password(self, login: int) -> str | None:
-        """The password hash an account logs in with (None: it has none, or there is no such account)."""
-        row = self.db.execute("SELECT password_hash FROM accounts WHERE login = ?", (login,)).fetchone()
-        return row[0] if row else None
+        return reads.account_password(self.db, login)
 
     def get_record(self, order: int) -> bytes | None:
-        """The trade record JSON of the order's current version."""
-        v = self.current_version(order)
-        return rules.record_json(v) if v else None
+        return reads.record(self.db, order)
 
     def get_records(self, login: int, start: int | None = None, end: int | None = None,
                     limit: int = 10_000) -> list[bytes]:
-        """Trade records (current versions) of an account's orders opened in [start, end], by order."""
-        rows = self.db.execute(
-            "SELECT order_id, version, login, cmd, state, amount, delta, balance, credit, comment, open_time, "
-            "close_time FROM finance f WHERE login = ? AND version = "
-            "(SELECT MAX(version) FROM finance WHERE order_id = f.order_id) "
-            "AND open_time >= ? AND open_time <= ? ORDER BY order_id LIMIT ?",
-            (login, start if start is not None else -(2**62), end if end is not None else 2**62, limit))
-        return [rules.record_json(Version(*row)) for row in rows]
+        return reads.records(self.db, login, start, end, limit)
 
     def events_after(self, seq: int, limit: int = 1000) -> list[Event]:
-        """Committed events with seq > ``seq``, oldest first."""
-        return [
-            Event(s, t, order, rules.with_seq(data.encode(), s))
-            for s, t, order, data in self.db.execute(
-                "SELECT e.seq, e.type, f.order_id, e.data FROM events e JOIN finance f ON f.id = e.record_id "
-                "WHERE e.seq > ? ORDER BY e.seq LIMIT ?", (seq, limit))
-        ]
+        return reads.events_after(self.db, seq, limit)
 
     def get_manager(self, login: int) -> tuple[str, int, int] | None:
-        """(password hash, session type, key version) of a manager that has not been removed."""
-        return self.db.execute("SELECT password_hash, session, key_version FROM managers WHERE login = ? "
-                               "AND removed = 0", (login,)).fetchone()
+        return reads.manager(self.db, login)

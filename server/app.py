@@ -30,7 +30,8 @@ from .faults import Faults
 from .http import HttpServer
 from .limits import Gate, default_cap, raise_descriptor_limit
 from .lockfile import LedgerLock
-from .mainloop import MainLoop
+from .mainloop import MainLoop, ShuttingDown
+from .reads import ReadPool
 from .tcp import Connection
 from .timeouts import Timeouts
 
@@ -77,6 +78,7 @@ class Server:
     def __init__(self, config: Config):
         self.config = config
         self._readers: list[sqlite3.Connection] = []
+        self._reads: ReadPool | None = None
         self._hashing = trio.CapacityLimiter(2)
         self.throttle = LoginThrottle(trio.current_time)
         self._lock = LedgerLock.acquire(config.db)  # before the file is touched: one server per ledger
@@ -89,6 +91,8 @@ class Server:
         try:
             self.tokens = Tokens(config.secret or admin.load_secret(config.db, self.store.db), clock=self.wall_time)
             self.keys = self._manager_keys()
+            if config.db != ":memory:":
+                self._reads = ReadPool(config.db, size=2)
         except BaseException:
             self.store.close()
             if self._lock is not None:
@@ -117,6 +121,16 @@ class Server:
         self._connections_done = trio.Event()
         self.stopping = False
         self.failure: str | None = None  # set by a fail-stop
+
+    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(connection, *args)``, a function of ledger.reads, on committed state: on a read-only connection
+        of its own (a file ledger: never waits for the writer, never holds it), else on the writer's
+        connection between two batches. None once the ledger's state is unknowable (fail-stop)."""
+        if self.mainloop.failure is not None:
+            raise ShuttingDown()
+        if self._reads is None:
+            return await self.mainloop.read(fn, self.store.db, *args)
+        return await self._reads(fn, *args)
 
     def _manager_keys(self) -> ManagerKeys:
         """Managers' key versions, read on a connection of the Trio thread's own (the writer's is the
@@ -175,6 +189,8 @@ class Server:
         finally:
             for reader in self._readers:
                 reader.close()
+            if self._reads is not None:
+                self._reads.close()
             self.store.close()
             if self._lock is not None:
                 self._lock.release()

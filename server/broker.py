@@ -6,8 +6,9 @@ slow or dead subscriber never slows the mainLoop or anyone else. It reconnects w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
+from ledger import reads
 from ledger.store import Event
 
 from . import protocol
@@ -58,14 +59,16 @@ class Broker:
     def remove(self, sub: Subscriber) -> None:
         self.subscribers.pop(sub, None)
 
-    async def subscribe(self, sub: Subscriber, mainloop: MainLoop, from_seq: int | None = None) -> None:
+    async def subscribe(self, sub: Subscriber, mainloop: MainLoop, from_seq: int | None = None,
+                        read: Callable[..., Awaitable[Any]] | None = None) -> None:
         """Go live; with ``from_seq``, first replay every committed event after it, with no gap and no
         duplicate: pages are sent with backpressure outside the lock that batches take; only the last
         page (less than a page behind the ledger) is read, and the subscriber goes live, under it."""
         last = from_seq
         while True:
             while last is not None:
-                page = await mainloop.read(mainloop.store.events_after, last, REPLAY_PAGE)
+                page = await (read(reads.events_after, last, REPLAY_PAGE) if read is not None else
+                              mainloop.read(mainloop.store.events_after, last, REPLAY_PAGE))
                 for event in page:
                     await sub.put(event_line(event))
                 if page:

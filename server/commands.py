@@ -14,7 +14,7 @@ import trio
 from pydantic import BaseModel, ValidationError
 
 from ledger import AddAccount, Finance, FinanceRequest, Outcome, to_text
-from ledger import rules
+from ledger import reads, rules
 from ledger.wallet import OpenSession
 
 from . import models, protocol
@@ -154,13 +154,13 @@ class Dispatcher:
 
     async def get_users(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
         data = models.GetUsersData.model_validate(req.data)
-        users, following = await self.s.mainloop.read(self.s.store.get_accounts, data.group, data.from_login,
+        users, following = await self.s.read(reads.accounts, data.group, data.from_login,
                                                       min(data.limit, MAX_USERS))
         pending.ok({"users": users, "next_from_login": following})
 
     async def get_trade(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
         order = models.OrderRef.model_validate(req.data).order
-        record = await self.s.mainloop.read(self.s.store.get_record, order)
+        record = await self.s.read(reads.record, order)
         if record is None:
             raise ProtocolError(404, "ORDER_NOT_FOUND", f"no order {order}")
         pending.ok(record)
@@ -168,13 +168,13 @@ class Dispatcher:
     async def get_trades(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
         data = models.GetTradesData.model_validate(req.data)
         await self._account(data.login)
-        records = await self.s.mainloop.read(self.s.store.get_records, data.login, data.from_, data.to,
+        records = await self.s.read(reads.records, data.login, data.from_, data.to,
                                              MAX_TRADES + 1)
         pending.ok({"login": data.login, "trades": [orjson.Fragment(r) for r in records[:MAX_TRADES]],
                     "more": len(records) > MAX_TRADES})  # more: narrow from/to to see the rest
 
     async def _account(self, login: int) -> dict:
-        account = await self.s.mainloop.read(self.s.store.get_account, login)
+        account = await self.s.read(reads.account, login)
         if account is None:
             raise ProtocolError(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
         return account
@@ -202,7 +202,7 @@ class Dispatcher:
                     "from_seq": data.from_seq if fresh else None})  # before a replay that may be long
         if "trade:event" in fresh:
             try:
-                await self.s.broker.subscribe(conn, self.s.mainloop, data.from_seq)
+                await self.s.broker.subscribe(conn, self.s.mainloop, data.from_seq, self.s.read)
             except BaseException:
                 conn.channels.discard("trade:event")  # not subscribed after all: a later Subscribe tries again
                 self.s.broker.remove(conn)
@@ -230,11 +230,11 @@ class Dispatcher:
         if wait > 0:
             raise ProtocolError(429, "TOO_MANY_REQUESTS", f"too many failed logins from this address: retry in "
                                                           f"{math.ceil(wait)} s")
-        manager = await self.s.mainloop.read(self.s.store.get_manager, data.login)
+        manager = await self.s.read(reads.manager, data.login)
         if manager is not None:
             stored, session, kv = manager
         else:
-            account = await self.s.mainloop.read(self.s.store.account_password, data.login)
+            account = await self.s.read(reads.account_password, data.login)
             stored, session, kv = (account, SESSION_USER, 1) if account is not None else (_DUMMY_HASH, None, 1)
         good = await self.s.offload(check_password, data.password, stored)
         if not good or session is None:

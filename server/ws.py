@@ -119,7 +119,7 @@ async def _serve(server: Server, request: WebSocketRequest) -> None:
         with sub.scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_read_until_closed, ws, nursery.cancel_scope)
-                nursery.start_soon(server.broker.subscribe, sub, server.mainloop, from_seq)
+                nursery.start_soon(server.broker.subscribe, sub, server.mainloop, from_seq, server.read)
                 async for line in sub.lines:
                     if sub.reason is not None:
                         break  # dropped: what is buffered is for the from_seq replay of its next connection

@@ -301,3 +301,31 @@ async def test_a_replay_overtaken_by_new_events_pages_on_and_misses_nothing(auto
                 await trio.sleep(0.002)  # a slower reader than the writer: its replay is overtaken
         assert seqs == list(range(1, 201))
         nursery.cancel_scope.cancel()
+
+
+# ---- readers never hold the writer
+
+
+async def test_a_stuck_read_does_not_hold_the_writer(server, monkeypatch):
+    """Reads run on read-only connections of their own: a read that takes its time (a big GetTrades, a
+    replay page) never delays a commit. (They used to hold the lock that batches take.)"""
+    import threading
+    from ledger import reads
+    from tests.conftest import add_account, tcp_client
+    release = threading.Event()
+    real = reads.records
+
+    def slow_records(*args, **kw):
+        release.wait(10)
+        return real(*args, **kw)
+    monkeypatch.setattr(reads, "records", slow_records)
+    async with tcp_client(server) as c:
+        login = await add_account(c)
+        stuck = c.start("GetTrades", {"login": login})
+        with trio.fail_after(5):  # in the old design: every one waits for the stuck read
+            for _ in range(20):
+                assert (await c.call("CreditInSync", {"login": login, "amount": 1, "comment": "c"})).ok
+            assert (await c.call("GetUser", {"login": login})).data["credit"] == 20  # reads go on too
+        release.set()
+        trades = await stuck.reply()
+        assert trades.ok and len(trades.data["trades"]) in range(21)  # a snapshot, old or new

@@ -263,7 +263,7 @@ async def test_a_failing_read_fails_alone(mem_server, autojump_clock, monkeypatc
 
         def broken(*args):
             raise RuntimeError("disk trouble while reading")
-        monkeypatch.setattr(mem_server.store, "get_records", broken)
+        monkeypatch.setattr("ledger.reads.records", broken)
         trades = c.start("GetTrades", {"login": login})
         ping = c.start("Ping")
         credit = c.start("BalanceIn", {"login": login, "amount": 1})

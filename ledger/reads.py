@@ -1,0 +1,85 @@
+"""Reads of committed ledger state, as plain functions of an SQLite connection: the store runs them on its
+own connection, the server on read-only connections of their own (outside the writer's lock)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import orjson
+
+from . import rules
+from .money import to_text
+from .rules import Event, Version
+
+_VERSION = ("SELECT order_id, version, login, cmd, state, amount, delta, balance, credit, comment, open_time, "
+            "close_time FROM finance")
+# An account and its totals: those of its newest finance row (the index finance_login finds it).
+_ACCOUNT = ('SELECT a.login, a.name, a."group", a.currency, a.created, a.leverage, a.email, a.enable, '
+            "COALESCE((SELECT balance FROM finance WHERE login = a.login ORDER BY id DESC LIMIT 1), 0), "
+            "COALESCE((SELECT credit FROM finance WHERE login = a.login ORDER BY id DESC LIMIT 1), 0) "
+            "FROM accounts a")
+
+
+def current_version(db: sqlite3.Connection, order: int) -> Version | None:
+    row = db.execute(_VERSION + " WHERE order_id = ? ORDER BY version DESC LIMIT 1", (order,)).fetchone()
+    return Version(*row) if row else None
+
+
+def _account_json(row: tuple) -> dict:
+    return {"login": row[0], "name": row[1], "group": row[2], "currency": row[3], "created": row[4],
+            "leverage": row[5], "email": row[6], "enable": bool(row[7]),
+            "balance": orjson.Fragment(to_text(row[8])), "credit": orjson.Fragment(to_text(row[9]))}
+
+
+def account(db: sqlite3.Connection, login: int) -> dict | None:
+    row = db.execute(_ACCOUNT + " WHERE a.login = ?", (login,)).fetchone()
+    return None if row is None else _account_json(row)
+
+
+def accounts(db: sqlite3.Connection, group: str | None, from_login: int, limit: int) -> tuple[list[dict], int | None]:
+    """A page of accounts by login, from ``from_login`` on (in ``group`` if given), and the login the next
+    page starts from (None: this was the last page)."""
+    where, args = "a.login >= ?", [from_login]
+    if group is not None:
+        where, args = where + ' AND a."group" = ?', args + [group]
+    rows = db.execute(f"{_ACCOUNT} WHERE {where} ORDER BY a.login LIMIT ?", (*args, limit + 1)).fetchall()
+    following = rows[limit][0] if len(rows) > limit else None
+    return [_account_json(row) for row in rows[:limit]], following
+
+
+def account_password(db: sqlite3.Connection, login: int) -> str | None:
+    """The password hash an account logs in with (None: it has none, or there is no such account)."""
+    row = db.execute("SELECT password_hash FROM accounts WHERE login = ?", (login,)).fetchone()
+    return row[0] if row else None
+
+
+def record(db: sqlite3.Connection, order: int) -> bytes | None:
+    """The trade record JSON of the order's current version."""
+    v = current_version(db, order)
+    return rules.record_json(v) if v else None
+
+
+def records(db: sqlite3.Connection, login: int, start: int | None = None, end: int | None = None,
+            limit: int = 10_000) -> list[bytes]:
+    """Trade records (current versions) of an account's orders opened in [start, end], by order."""
+    rows = db.execute(
+        _VERSION + " f WHERE login = ? AND version = (SELECT MAX(version) FROM finance WHERE order_id = f.order_id) "
+        "AND open_time >= ? AND open_time <= ? ORDER BY order_id LIMIT ?",
+        (login, start if start is not None else -(2**62), end if end is not None else 2**62, limit))
+    return [rules.record_json(Version(*row)) for row in rows]
+
+
+def events_after(db: sqlite3.Connection, seq: int, limit: int = 1000) -> list[Event]:
+    """Committed events with seq > ``seq``, oldest first, as sent (the seq inside their data)."""
+    return [
+        Event(s, t, order, rules.with_seq(data.encode(), s))
+        for s, t, order, data in db.execute(
+            "SELECT e.seq, e.type, f.order_id, e.data FROM events e JOIN finance f ON f.id = e.record_id "
+            "WHERE e.seq > ? ORDER BY e.seq LIMIT ?", (seq, limit))
+    ]
+
+
+def manager(db: sqlite3.Connection, login: int) -> tuple[str, int, int] | None:
+    """(password hash, session type, key version) of a manager that has not been removed."""
+    return db.execute("SELECT password_hash, session, key_version FROM managers WHERE login = ? AND removed = 0",
+                      (login,)).fetchone()

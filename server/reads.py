@@ -1,0 +1,39 @@
+"""Reads on read-only SQLite connections of their own, in worker threads: WAL gives each read one committed
+snapshot, and neither a slow read nor a slow reader ever holds the writer or waits for it."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Callable
+from urllib.parse import quote
+
+import trio
+
+
+def _in_snapshot(fn: Callable[..., Any], db: sqlite3.Connection, *args: Any) -> Any:
+    db.execute("BEGIN")  # every query of fn reads the same snapshot
+    try:
+        return fn(db, *args)
+    finally:
+        db.execute("ROLLBACK")
+
+
+class ReadPool:
+    def __init__(self, path: str, size: int = 2):
+        self._free = [sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None,
+                                      check_same_thread=False) for _ in range(size)]
+        self._all = list(self._free)
+        self._limiter = trio.CapacityLimiter(size)
+
+    async def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(connection, *args)`` on one of the pool's connections, in a worker thread."""
+        async with self._limiter:
+            db = self._free.pop()
+            try:
+                return await trio.to_thread.run_sync(_in_snapshot, fn, db, *args)
+            finally:
+                self._free.append(db)
+
+    def close(self) -> None:
+        for db in self._all:
+            db.close()

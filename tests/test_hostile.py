@@ -319,9 +319,10 @@ async def test_a_stuck_read_does_not_hold_the_writer(server, monkeypatch):
         release.wait(10)
         return real(*args, **kw)
     monkeypatch.setattr(reads, "records", slow_records)
-    async with tcp_client(server) as c:
+    async with tcp_client(server) as c, tcp_client(server) as reader:
         login = await add_account(c)
-        stuck = c.start("GetTrades", {"login": login})
+        stuck = reader.start("GetTrades", {"login": login})
+        await trio.sleep(0.1)
         with trio.fail_after(5):  # in the old design: every one waits for the stuck read
             for _ in range(20):
                 assert (await c.call("CreditInSync", {"login": login, "amount": 1, "comment": "c"})).ok

@@ -171,7 +171,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = Config(db=args.db, host=args.host, tcp_port=args.tcp_port, ws_port=args.ws_port,
                     wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms,
                     wallet_test_endpoints=args.wallet_test_endpoints, idle_timeout=args.idle_timeout,
-                    default_currency=args.default_currency, max_connections=args.max_connections)
+                    default_currency=args.default_currency, max_connections=args.max_connections,
+                    replay_stall=args.replay_stall)
     created = _new_ledger_note(args.db)
     stopped: list[bool] = []
     try:
@@ -239,6 +240,9 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-connections", type=_positive, default=None, metavar="N",
                      help="connections per listener (default: sized to the open-file limit, which serve raises "
                           "to its hard limit)")
+    srv.add_argument("--replay-stall", type=_seconds, default=30.0, metavar="SECONDS",
+                     help="drop a replaying subscriber that takes nothing for this long (default 30); it resumes "
+                          "with from_seq")
     srv.add_argument("--default-currency", default="USD", type=_currency,
                      help="currency of an account AddUser creates without one (default USD)")
     srv.add_argument("--wallet-test-endpoints", action="store_true",

@@ -1,4 +1,5 @@
-"""The ``syncledger`` command: serve, manager add/remove, token, session open, verify, head."""
+"""The ``syncledger`` command: serve, manager add/remove, token, session open, verify, head, backup, restore,
+export."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ledger import Store, head_path, parse_anchor, verify_path
 from ledger.migrations import SchemaError
 from ledger.store import LedgerOpenError
 
-from . import admin
+from . import admin, ops
 from .admin import SecretExposed
 from .app import Config, FailStop, serve
 from .auth import SESSIONS, Tokens
@@ -134,6 +135,24 @@ def _verify(args: argparse.Namespace) -> int:
 def _head(args: argparse.Namespace) -> int:
     """Print the ledger's head ``SEQ:HASH`` (keep it elsewhere: ``verify --anchor`` detects a truncation)."""
     print(_read_only("read the head of", args.db, head_path))
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    copied = ops.backup(args.db, args.to)
+    print(f"backed up {args.db} to {copied.path}: {copied.bytes} bytes in {copied.seconds:.1f} s, head {copied.head} "
+          f"({copied.report})")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    restored = ops.restore(args.source, args.db)
+    print(f"restored {args.source} to {restored.path}: head {restored.head} ({restored.report})")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    ops.export(args.db, args.what, sys.stdout, args.format, args.since)
     return 0
 
 
@@ -286,6 +305,21 @@ def parser() -> argparse.ArgumentParser:
                           "chain (the newest rows removed, or the ledger rewritten)")
     ver.set_defaults(run=_verify)
 
+    bk = sub.add_parser("backup", help="a consistent, verified copy of the ledger, safe while the server runs")
+    bk.add_argument("--db", default="syncledger.db")
+    bk.add_argument("--to", required=True, metavar="FILE", help="the copy (never overwritten)")
+    bk.set_defaults(run=_backup)
+    rs = sub.add_parser("restore", help="put a verified backup in place of a ledger no server holds")
+    rs.add_argument("--from", dest="source", required=True, metavar="FILE")
+    rs.add_argument("--db", default="syncledger.db")
+    rs.set_defaults(run=_restore)
+    ex = sub.add_parser("export", help="stream a table as CSV, JSON or NDJSON (read-only, one snapshot)")
+    ex.add_argument("what", choices=sorted(ops.EXPORTS))
+    ex.add_argument("--db", default="syncledger.db")
+    ex.add_argument("--format", choices=ops.FORMATS, default="ndjson")
+    ex.add_argument("--since", type=int, default=None, metavar="SEQ", help="only what came after this event seq")
+    ex.set_defaults(run=_export)
+
     hd = sub.add_parser("head", help="print the ledger's head SEQ:HASH (keep it elsewhere, for verify --anchor)")
     hd.add_argument("--db", default="syncledger.db")
     hd.set_defaults(run=_head)
@@ -296,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (*UNUSABLE, _Unreadable, _BadPassword) as e:  # one line, not a traceback
+    except (*UNUSABLE, _Unreadable, _BadPassword, ops.OpsError) as e:  # one line, not a traceback
         print(f"syncledger: {e}", file=sys.stderr)
         return 2
 

@@ -398,11 +398,11 @@ class ServerProcess:
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [*CLI, "serve", "--db", self.db, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
-                 "--sync-timeout-ms", str(self.sync_timeout_ms)],
+                 "--admin-port", "0", "--sync-timeout-ms", str(self.sync_timeout_ms)],
                 stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         with trio.fail_after(60):
             line = await trio.to_thread.run_sync(self.proc.stdout.readline)
-        m = re.fullmatch(r"listening tcp=[^:]+:(\d+) ws=[^:]+:(\d+) wallet=[^:]+:(\d+)\n", line)
+        m = re.fullmatch(r"listening tcp=[^:]+:(\d+) ws=[^:]+:(\d+) wallet=[^:]+:(\d+) admin=\S+\n", line)
         if not m:
             self.proc.kill()
             self.proc.wait()

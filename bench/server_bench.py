@@ -378,7 +378,8 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
 def orchestrate(args: argparse.Namespace) -> int:
     """Server, echo server and client processes; the report; -> the exit code."""
     run = Run(args, "syncledger-bench-")
-    server, ports = run.start_server("--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0")
+    server, ports = run.start_server("--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
+                                     "--admin-port", "0")
     echo, echo_ports = run.start_listener(__file__, "--echo-server", "echo", "echo server")
     server_port, echo_port = ports["tcp"], echo_ports["tcp"]
     print(f"[bench] server pid {server.pid} on {args.host}:{server_port}, echo pid {echo.pid} on "

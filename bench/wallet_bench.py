@@ -427,7 +427,8 @@ def orchestrate(args: argparse.Namespace) -> int:
     """Server, bare HTTP server and client processes; the report; -> the exit code."""
     wallet_token = secrets.token_urlsafe(24)
     run = Run(args, "syncledger-wallet-bench-", SYNCLEDGER_WALLET_TOKEN=wallet_token)
-    server, ports = run.start_server("--host", args.host, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0")
+    server, ports = run.start_server("--host", args.host, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
+                                     "--admin-port", "0")
     bare, bare_ports = run.start_listener(__file__, "--bare-server", "bare", "bare HTTP server")
     print(f"[bench] server pid {server.pid} (tcp {ports['tcp']}, wallet {ports.get('wallet')}), "
           f"bare HTTP pid {bare.pid} (port {bare_ports['tcp']})", flush=True)

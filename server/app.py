@@ -31,6 +31,8 @@ from .http import HttpServer
 from .limits import Gate, default_cap, raise_descriptor_limit
 from .lockfile import LedgerLock
 from .mainloop import MainLoop, ShuttingDown
+from .metrics import Metrics
+from .observe import AdminApp
 from .reads import ReadPool
 from .tcp import Connection
 from .timeouts import Timeouts
@@ -54,6 +56,8 @@ class Config:
     max_inflight: int = 8192  # unanswered requests per connection before 429
     idle_timeout: float = 60.0  # seconds a connection may stay open without presenting a valid token
     max_connections: int | None = None  # per listener; None: sized to the open-file limit
+    admin_host: str = "127.0.0.1"  # health, metrics (and the back-office page): loopback unless asked
+    admin_port: int | None = 7403  # None: no admin listener
     default_currency: str = "USD"  # of an account that AddUser creates without one
     game_session_ttl: int = 1800  # idle seconds before a game session (sid) expires
     shutdown_grace: float = 10.0
@@ -72,6 +76,7 @@ class Ports(NamedTuple):
     tcp: int
     ws: int
     wallet: int
+    admin: int | None = None
 
 
 class Server:
@@ -109,6 +114,10 @@ class Server:
         cap = config.max_connections or default_cap(raise_descriptor_limit())
         self.gates = {name: Gate(name, cap, trio.current_time) for name in ("tcp", "ws", "wallet")}
         self._http = HttpServer(self.wallet, gate=self.gates["wallet"])
+        self.metrics = Metrics()
+        self.mainloop.metrics = self.metrics
+        self.metrics.bind(self)
+        self._admin = HttpServer(AdminApp(self))
         self._wallet_done = trio.Event()
         self.connections: set[Connection] = set()
         self.ports: Ports | None = None
@@ -131,6 +140,11 @@ class Server:
         if self._reads is None:
             return await self.mainloop.read(fn, self.store.db, *args)
         return await self._reads(fn, *args)
+
+    def store_writable(self) -> bool:
+        """The ledger file is there and this process may write it (an in-memory ledger always is)."""
+        path = self.config.db
+        return path == ":memory:" or (os.path.exists(path) and os.access(path, os.W_OK))
 
     def _manager_keys(self) -> ManagerKeys:
         """Managers' key versions, read on a connection of the Trio thread's own (the writer's is the
@@ -183,8 +197,14 @@ class Server:
                 await root.start(self._accept, ws_server.run)
                 http = await trio.open_tcp_listeners(self.config.wallet_port, host=self.config.host)
                 await root.start(self._serve_wallet, http)
+                admin_port = None
+                if self.config.admin_port is not None:
+                    admin = await trio.open_tcp_listeners(self.config.admin_port, host=self.config.admin_host)
+                    # (not stopped with the others at shutdown: /readyz says "not ready" until the very end)
+                    await root.start(partial(self._admin.serve, admin, connections=root))
+                    admin_port = admin[0].socket.getsockname()[1]
                 self.ports = Ports(tcp[0].socket.getsockname()[1], wsl[0].socket.getsockname()[1],
-                                   http[0].socket.getsockname()[1])
+                                   http[0].socket.getsockname()[1], admin_port)
                 task_status.started(self)
         finally:
             for reader in self._readers:

@@ -178,7 +178,9 @@ async def _serve_until_signalled(config: Config, stopped: list[bool], created: b
             ports = server.ports
             if created:
                 print(f"created new ledger at {config.db}", file=sys.stderr, flush=True)
-            print(f"listening tcp={host}:{ports.tcp} ws={host}:{ports.ws} wallet={host}:{ports.wallet}", flush=True)
+            admin = f" admin={config.admin_host}:{ports.admin}" if ports.admin is not None else ""
+            print(f"listening tcp={host}:{ports.tcp} ws={host}:{ports.ws} wallet={host}:{ports.wallet}{admin}",
+                  flush=True)
             async for _ in signals:
                 await server.shutdown()
                 break
@@ -191,7 +193,8 @@ def _serve(args: argparse.Namespace) -> int:
                     wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms,
                     wallet_test_endpoints=args.wallet_test_endpoints, idle_timeout=args.idle_timeout,
                     default_currency=args.default_currency, max_connections=args.max_connections,
-                    replay_stall=args.replay_stall)
+                    replay_stall=args.replay_stall, admin_host=args.admin_host,
+                    admin_port=None if args.admin_port < 0 else args.admin_port)
     created = _new_ledger_note(args.db)
     stopped: list[bool] = []
     try:
@@ -254,6 +257,9 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--ws-port", type=int, default=7401)
     srv.add_argument("--wallet-port", type=int, default=7402)
     srv.add_argument("--sync-timeout-ms", type=_positive, default=5000)
+    srv.add_argument("--admin-port", type=int, default=7403,
+                     help="health (/healthz, /readyz) and metrics (/metrics); -1: none (default 7403)")
+    srv.add_argument("--admin-host", default="127.0.0.1", help="the admin listener's address (default loopback)")
     srv.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                      help="close a connection that has not presented a valid token after this long (default 60)")
     srv.add_argument("--max-connections", type=_positive, default=None, metavar="N",

@@ -70,12 +70,14 @@ class Dispatcher:
             req = protocol.parse_request(line)
         except ProtocolError as e:
             conn.send(protocol.error(e.ext_id, e.status, e.code, e.message))
+            self.s.metrics.answered("(unparsed)", e.status, 0.0, False)
             return
         if len(conn.pending) >= self.s.config.max_inflight:
             conn.send(protocol.error(req.ext_id, 429, "TOO_MANY_REQUESTS",
                                      f"at most {self.s.config.max_inflight} requests may be pending"))
             return
-        pending = conn.open_pending(req.ext_id)
+        pending = conn.open_pending(req.ext_id, req.command if req.command in self.commands or req.command == "Login"
+                                    else "(unknown)", self.s.metrics)
         try:
             if self.s.stopping:
                 raise ShuttingDown()

@@ -35,6 +35,7 @@ class Response:
     body: bytes
     headers: tuple[tuple[bytes, bytes], ...] = ()
     close: bool = False
+    content_type: bytes = b"application/json"
 
 
 class App(Protocol):
@@ -199,7 +200,7 @@ class HttpConnection:
 
     async def _send_response(self, answer: Response, close: bool) -> None:
         """The whole response in one write (a shutdown never cuts it in two)."""
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer.body)),
+        headers = [(b"content-type", answer.content_type), (b"content-length", b"%d" % len(answer.body)),
                    *answer.headers]
         if close:
             headers.append((b"connection", b"close"))

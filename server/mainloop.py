@@ -50,6 +50,7 @@ class MainLoop:
         self.failure: str | None = None  # why the store's state became unknowable: nothing more is read either
         self.committed_seq = store.seq  # the newest event committed and published (store.seq runs ahead in a batch)
         self.on_unsure: Callable[[str], None] = _no_handler  # the server's fail-stop
+        self.metrics: Any = None  # a server.metrics.Metrics
 
     def deliver(self, event: Event, waiter: Any) -> None:
         """Broadcast a committed event, then show it to the …Sync waiter of the job that made it."""
@@ -80,6 +81,11 @@ class MainLoop:
                 await self._send.send(job)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ShuttingDown() from None
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting in the inbox."""
+        return self._recv.statistics().current_buffer_used
 
     def pause(self) -> None:
         """Hold batches back (queued jobs wait) until :meth:`resume`."""
@@ -126,6 +132,7 @@ class MainLoop:
         commands = [job.command for job in batch]
         if self.faults is not None:
             commands = await self.faults.before_commit(commands)
+        started = trio.current_time()
         try:
             outcomes = await self.call(self.store.apply_batch, commands)
         except Unsure as e:
@@ -140,6 +147,9 @@ class MainLoop:
             outcomes = [COMMIT_FAILED] * len(batch)
         self.batches += 1
         self.jobs += len(batch)
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(batch))
+            self.metrics.commit.observe(trio.current_time() - started)
         self._answer(batch, outcomes)
         self.committed_seq = self.store.seq
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+import trio
+
 from ledger import Outcome
 from ledger.store import Event
 
 from . import protocol
 
 if TYPE_CHECKING:
+    from .metrics import Metrics
     from .timeouts import Timeouts
 
 
@@ -25,20 +28,25 @@ class Replies(Protocol):
 
 
 class Pending:
-    __slots__ = ("conn", "ext_id", "done", "keys", "timeouts", "timeout_ms", "applied")
+    __slots__ = ("conn", "ext_id", "done", "keys", "timeouts", "timeout_ms", "applied", "command", "started",
+                 "metrics")
 
-    def __init__(self, conn: Replies, ext_id: str | None):
+    def __init__(self, conn: Replies, ext_id: str | None, command: str = "", metrics: Metrics | None = None):
         self.conn, self.ext_id, self.done = conn, ext_id, False
         self.applied = False  # a …Sync request whose job is committed (its answer waits for the event)
+        self.command, self.metrics = command, metrics
+        self.started = trio.current_time() if metrics is not None else 0.0
         self.keys: tuple[tuple[int, int], ...] = ()  # (order, event type) a …Sync request waits for
         self.timeouts: Timeouts | None = None
         self.timeout_ms = 0
 
-    def answer(self, line: bytes) -> bool:
+    def answer(self, line: bytes, status: int = 200) -> bool:
         if self.done:
             return False
         self._finish()
         self.conn.answered(self)
+        if self.metrics is not None:
+            self.metrics.answered(self.command, status, trio.current_time() - self.started, bool(self.keys))
         if len(line) > self.conn.max_reply:
             line = protocol.error(self.ext_id, 400, "REPLY_TOO_LARGE",
                                   f"the answer would be {len(line)} bytes, over the {self.conn.max_reply} this "
@@ -55,7 +63,7 @@ class Pending:
         return self.answer(protocol.ok(self.ext_id, data))
 
     def error(self, status: int, code: str, message: str) -> bool:
-        return self.answer(protocol.error(self.ext_id, status, code, message))
+        return self.answer(protocol.error(self.ext_id, status, code, message), status)
 
     def refused(self, outcome: Outcome) -> bool:
         """Answer the outcome's error, if it has one; True if it did."""
@@ -99,4 +107,6 @@ class Pending:
     def expire(self) -> None:
         """Called by the scheduler, which has already taken this entry off its heap."""
         self.timeouts = None
+        if self.metrics is not None:
+            self.metrics.sync_timeouts.inc()
         self.error(504, "SYNC_TIMEOUT", f"no matching trade:event within {self.timeout_ms} ms")

@@ -15,6 +15,7 @@ from .pending import Pending
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .metrics import Metrics
     from .commands import Dispatcher
 
 log = logging.getLogger("syncledger.tcp")
@@ -66,8 +67,8 @@ class Connection:
         if not self.pending and self._all_answered is not None:
             self._all_answered.set()
 
-    def open_pending(self, ext_id: str | None) -> Pending:
-        pending = Pending(self, ext_id)
+    def open_pending(self, ext_id: str | None, command: str = "", metrics: Metrics | None = None) -> Pending:
+        pending = Pending(self, ext_id, command, metrics)
         self.pending.add(pending)
         return pending
 

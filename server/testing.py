@@ -32,7 +32,7 @@ EPOCH = 1_700_000_000  # wall time at trio.current_time() == 0: timestamps repea
 
 def test_config(**overrides: Any) -> Config:
     """An in-memory, single-threaded, deterministic server on free ports."""
-    base: dict[str, Any] = dict(db=":memory:", threaded=False, tcp_port=0, ws_port=0, wallet_port=0,
+    base: dict[str, Any] = dict(db=":memory:", threaded=False, tcp_port=0, ws_port=0, wallet_port=0, admin_port=0,
                                 secret=SECRET, wallet_token=WALLET_TOKEN, epoch=EPOCH)
     base.update(overrides)
     return Config(**base)

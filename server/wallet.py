@@ -107,11 +107,11 @@ class WalletApp:
         if not self.authorized(query, request.headers):
             # Refused without waiting for a body that has not come (a slow client holds nothing); the
             # uuid is echoed when the body came with the head, as it nearly always does.
-            return Response(200, render(action, INVALID_TOKEN_ID, _uuid(arrived)), close=arrived is None)
+            return Response(200, self._render(action, INVALID_TOKEN_ID, _uuid(arrived)), close=arrived is None)
         return None
 
     def too_large(self, request: h11.Request) -> Response:
-        return Response(200, render(self.routes[request.target.partition(b"?")[0]], w.INVALID_PARAMETER, None))
+        return Response(200, self._render(self.routes[request.target.partition(b"?")[0]], w.INVALID_PARAMETER, None))
 
     async def handle(self, request: h11.Request, body: bytes) -> Response:
         """A call whose head passed :meth:`head` (route, method and token already checked)."""
@@ -122,7 +122,7 @@ class WalletApp:
     async def call(self, action: str, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
         """The JSON answer to one provider call, token included (in-process, for server.testing)."""
         if not self.authorized(query, headers):
-            return render(action, INVALID_TOKEN_ID, _uuid(body))
+            return self._render(action, INVALID_TOKEN_ID, _uuid(body))
         return await self._answer(action, body)
 
     async def _answer(self, action: str, body: bytes) -> bytes:
@@ -134,15 +134,15 @@ class WalletApp:
                 return await self._new_sid(obj, uuid)
             call = wallet_call(action, obj, self.s.now(), self.s.config.game_session_ttl)
         except _Invalid:
-            return render(action, w.INVALID_PARAMETER, uuid)
+            return self._render(action, w.INVALID_PARAMETER, uuid)
         try:
             outcome = await self._run(call)
         except ShuttingDown:
-            return render(action, TEMPORARY_ERROR, uuid)
+            return self._render(action, TEMPORARY_ERROR, uuid)
         if outcome.error is not None:  # the ledger could not commit: nothing happened, retry
-            return render(action, TEMPORARY_ERROR if outcome.error.status >= 500 else UNKNOWN_ERROR, uuid)
+            return self._render(action, TEMPORARY_ERROR if outcome.error.status >= 500 else UNKNOWN_ERROR, uuid)
         r: w.WalletResult = outcome.data
-        return render(action, r.status, uuid, call.sid, r.balance, r.bonus, r.retransmission)
+        return self._render(action, r.status, uuid, call.sid, r.balance, r.bonus, r.retransmission)
 
     async def _new_sid(self, obj: dict, uuid: Any) -> bytes:
         """``/v1/sid``: a fresh game session for an existing account (providers' test suites ask for one)."""
@@ -154,10 +154,14 @@ class WalletApp:
         try:
             outcome = await self._run(command)
         except ShuttingDown:
-            return render("sid", TEMPORARY_ERROR, uuid)
+            return self._render("sid", TEMPORARY_ERROR, uuid)
         if outcome.error is not None:
-            return render("sid", TEMPORARY_ERROR if outcome.error.status >= 500 else w.INVALID_PARAMETER, uuid)
-        return render("sid", w.OK, uuid, outcome.data["sid"])
+            return self._render("sid", TEMPORARY_ERROR if outcome.error.status >= 500 else w.INVALID_PARAMETER, uuid)
+        return self._render("sid", w.OK, uuid, outcome.data["sid"])
+
+    def _render(self, action: str, status: str, *args: Any, **kw: Any) -> bytes:
+        self.s.metrics.wallet_answer(action, status)
+        return render(action, status, *args, **kw)
 
     def authorized(self, query: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
         """Any token the call carries (``?authToken=``, ``Authorization: Bearer``) is the shared one: a

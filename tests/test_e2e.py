@@ -25,10 +25,11 @@ def run_cli(*args: str, env: dict | None = None) -> str:
 
 
 async def start_server(db: str, env: dict) -> tuple[subprocess.Popen, int, int]:
-    proc = subprocess.Popen([*CLI, "serve", "--db", db, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0"],
+    proc = subprocess.Popen([*CLI, "serve", "--db", db, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
+                             "--admin-port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = await trio.to_thread.run_sync(proc.stdout.readline)
-    match = re.fullmatch(r"listening tcp=127\.0\.0\.1:(\d+) ws=127\.0\.0\.1:(\d+)( wallet=\S+)?\n", line)
+    match = re.fullmatch(r"listening tcp=127\.0\.0\.1:(\d+) ws=127\.0\.0\.1:(\d+) wallet=\S+ admin=127\.0\.0\.1:\d+\n", line)
     assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
     return proc, int(match[1]), int(match[2])
 
@@ -193,7 +194,8 @@ def test_a_second_signal_during_shutdown_still_exits_0(tmp_path, monkeypatch):
         second_sent.set()
 
     threading.Thread(target=signal_twice, daemon=True).start()
-    argv = ["serve", "--db", str(tmp_path / "twice.db"), "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0"]
+    argv = ["serve", "--db", str(tmp_path / "twice.db"), "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
+            "--admin-port", "0"]
     threshold = gc.get_threshold()
     try:
         assert cli.main(argv) == 0

@@ -83,7 +83,7 @@ async def start_fuzz_server(nursery: trio.Nursery, **kw: Any) -> Any:
 def fuzz_config(**kw: Any) -> Config:
     """An in-memory ledger on the Trio thread, the real clock (tokens are minted before the server starts)."""
     return Config(**{"db": ":memory:", "threaded": False, "epoch": None, "tcp_port": 0, "ws_port": 0,
-                     "wallet_port": 0, "secret": SECRET, "wallet_token": S.WALLET_TOKEN, **kw})
+                     "wallet_port": 0, "admin_port": None, "secret": SECRET, "wallet_token": S.WALLET_TOKEN, **kw})
 
 
 def fuzz_settings(default: int) -> settings:

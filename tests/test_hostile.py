@@ -65,7 +65,8 @@ def test_serve_refuses_a_key_file_others_can_read(tmp_path, monkeypatch, capsys)
     admin.load_secret(path, store.db)
     store.close()
     os.chmod(admin.key_path(path), 0o644)
-    assert main(["serve", "--db", path, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0"]) == 2
+    assert main(["serve", "--db", path, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
+                 "--admin-port", "0"]) == 2
     assert main(["token", "--db", path, "--login", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("chmod 600" in line for line in err)

@@ -182,7 +182,7 @@ async def test_fail_stop_exits_the_command_non_zero(tmp_path):
         "        n.start_soon(unlink)\n"
         "        await real(self, **kw)\n"
         "Server.run = run\n"
-        f"sys.exit(cli.main(['serve', '--db', {path!r}, '--tcp-port', '0', '--ws-port', '0', '--wallet-port', '0']))\n"
+        f"sys.exit(cli.main(['serve', '--db', {path!r}, '--tcp-port', '0', '--ws-port', '0', '--wallet-port', '0', '--admin-port', '0']))\n"
     )
     with trio.fail_after(30):
         result = await trio.run_process(["python", "-c", script], capture_stdout=True, capture_stderr=True,

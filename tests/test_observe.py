@@ -1,0 +1,67 @@
+"""The admin listener: Prometheus metrics that move with the work, health and readiness."""
+
+from __future__ import annotations
+
+import httpx
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.app import serve
+from tests.conftest import add_account, make_config, tcp_client
+
+
+async def scrape(srv) -> dict[tuple, float]:
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.get(f"http://127.0.0.1:{srv.ports.admin}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(r.text) for s in family.samples}
+
+
+async def test_metrics_move_after_a_credit(server):
+    async with tcp_client(server) as c:
+        login = await add_account(c)
+        before = await scrape(server)
+        assert (await c.call("CreditInSync", {"login": login, "amount": 5, "comment": "c"})).ok
+        assert (await c.call("CreditIn", {"login": login, "amount": 5, "comment": "c"})).ok
+        await c.call("NoSuchCommand")
+        after = await scrape(server)
+
+    def moved(name: str, **labels) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+    assert moved("syncledger_requests_total", command="CreditInSync", status="200") == 1
+    assert moved("syncledger_requests_total", command="CreditIn", status="200") == 1
+    assert moved("syncledger_requests_total", command="(unknown)", status="404") == 1
+    assert moved("syncledger_request_duration_seconds_count", kind="sync") == 1
+    assert moved("syncledger_batch_commands_count") >= 1 and moved("syncledger_commit_duration_seconds_count") >= 1
+    assert moved("syncledger_ledger_seq") == 2
+    assert after[("syncledger_connections", (("listener", "tcp"),))] == 1
+    assert ("syncledger_inbox_depth", ()) in after and ("syncledger_subscribers", ()) in after
+
+
+async def test_wallet_answers_are_counted_by_status(syncledger):
+    await syncledger.wallet("check", {"sid": "nope", "userId": "1"})
+    samples = await scrape(syncledger.server)
+    assert samples[("syncledger_wallet_answers_total", (("action", "check"), ("status", "INVALID_PARAMETER")))] == 1
+
+
+async def test_health_and_readiness(tmp_path):
+    async with trio.open_nursery() as nursery:
+        srv = await nursery.start(serve, make_config(db=str(tmp_path / "r.db"), shutdown_grace=5))
+        base = f"http://127.0.0.1:{srv.ports.admin}"
+        async with httpx.AsyncClient(timeout=30) as http:
+            assert (await http.get(base + "/healthz")).json() == {"status": "ok"}
+            ready = await http.get(base + "/readyz")
+            assert ready.status_code == 200 and ready.json()["status"] == "ready"
+            assert (await http.post(base + "/metrics")).status_code == 405
+            assert (await http.get(base + "/nothing")).status_code == 404
+            async with tcp_client(srv) as c:
+                login = await add_account(c)
+                srv.faults.delay_commit(1.0)  # a batch still committing holds the shutdown for a second
+                c.start("BalanceIn", {"login": login, "amount": 1})
+                await trio.sleep(0.1)
+                nursery.start_soon(srv.shutdown)
+                await trio.sleep(0.2)
+                during = await http.get(base + "/readyz")
+            assert during.status_code == 503 and "shutting down" in during.json()["problems"]

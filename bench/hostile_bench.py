@@ -134,7 +134,7 @@ async def raw_connect(host: str, port: int, local: str | None = None):
     sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
     try:
         if local:
-            sock.bind((local, 0))
+            await sock.bind((local, 0))
         await sock.connect((host, port))
     except BaseException:
         sock.close()

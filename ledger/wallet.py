@@ -32,6 +32,13 @@ class OpenSession:
     ttl: int  # idle seconds before the sid expires
 
 
+@dataclass(frozen=True, slots=True)
+class PruneSessions:
+    """Forget the game sessions last seen before ``before`` (expired: they can no longer be used)."""
+
+    before: int
+
+
 @dataclass(slots=True)
 class WalletCall:
     """One provider call. ``payload`` is the canonical content compared on a repeated transaction.id."""
@@ -87,6 +94,9 @@ class _Wallet:
             raise LedgerError(404, "ACCOUNT_NOT_FOUND", f"no account {c.login}")
         self.db.execute("INSERT INTO game_sessions VALUES (?,?,?,?)", (c.sid, c.login, c.now, c.now))
         return Outcome(data={"sid": c.sid, "login": c.login, "expires_at": c.now + c.ttl})
+
+    def prune_sessions(self, c: PruneSessions) -> Outcome:
+        return Outcome(data=self.db.execute("DELETE FROM game_sessions WHERE last_seen < ?", (c.before,)).rowcount)
 
     def call(self, c: WalletCall) -> Outcome:
         account = self.store.accounts.get(c.login)
@@ -261,3 +271,4 @@ def install(store: Store) -> None:
     wallet = _Wallet(store)
     store.register(OpenSession, wallet.open_session)
     store.register(WalletCall, wallet.call)
+    store.register(PruneSessions, wallet.prune_sessions)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import ssl
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -20,6 +21,7 @@ import trio.testing
 from trio_websocket import WebSocketServer
 
 from ledger import Store
+from ledger.wallet import PruneSessions
 
 from . import admin, ws
 from .wallet import WalletApp
@@ -30,7 +32,7 @@ from .faults import Faults
 from .http import HttpServer
 from .limits import Gate, default_cap, raise_descriptor_limit
 from .lockfile import LedgerLock
-from .mainloop import MainLoop, ShuttingDown
+from .mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
 from .observe import AdminApp
 from .reads import ReadPool
@@ -57,6 +59,8 @@ class Config:
     idle_timeout: float = 60.0  # seconds a connection may stay open without presenting a valid token
     max_connections: int | None = None  # per listener; None: sized to the open-file limit
     admin_host: str = "127.0.0.1"  # health, metrics (and the back-office page): loopback unless asked
+    tls_cert: str | None = None  # PEM certificate chain: TLS on every listener (with tls_key)
+    tls_key: str | None = None
     admin_port: int | None = 7403  # None: no admin listener
     default_currency: str = "USD"  # of an account that AddUser creates without one
     game_session_ttl: int = 1800  # idle seconds before a game session (sid) expires
@@ -86,6 +90,7 @@ class Server:
         self._reads: ReadPool | None = None
         self._hashing = trio.CapacityLimiter(2)
         self.throttle = LoginThrottle(trio.current_time)
+        self._tls = _tls_context(config)  # first: a wrong certificate stops it before anything is touched
         self._lock = LedgerLock.acquire(config.db)  # before the file is touched: one server per ledger
         try:
             self.store = Store(config.db)
@@ -189,22 +194,22 @@ class Server:
                 self._root, self._nursery = root.cancel_scope, root
                 await root.start(self.mainloop.run)
                 await root.start(self.timeouts.run)
-                tcp = await trio.open_tcp_listeners(self.config.tcp_port, host=self.config.host)
-                wsl = await trio.open_tcp_listeners(self.config.ws_port, host=self.config.host)
+                tcp = await self._listen(self.config.tcp_port, self.config.host)
+                wsl = await self._listen(self.config.ws_port, self.config.host)
                 await root.start(self._serve_tcp, tcp)
                 ws_server = WebSocketServer(partial(ws.handle, self), wsl, handler_nursery=root,
                                             message_queue_size=4, connect_timeout=10, disconnect_timeout=5)
                 await root.start(self._accept, ws_server.run)
-                http = await trio.open_tcp_listeners(self.config.wallet_port, host=self.config.host)
+                http = await self._listen(self.config.wallet_port, self.config.host, https=True)
                 await root.start(self._serve_wallet, http)
                 admin_port = None
                 if self.config.admin_port is not None:
-                    admin = await trio.open_tcp_listeners(self.config.admin_port, host=self.config.admin_host)
+                    admin = await self._listen(self.config.admin_port, self.config.admin_host, https=True)
                     # (not stopped with the others at shutdown: /readyz says "not ready" until the very end)
                     await root.start(partial(self._admin.serve, admin, connections=root))
-                    admin_port = admin[0].socket.getsockname()[1]
-                self.ports = Ports(tcp[0].socket.getsockname()[1], wsl[0].socket.getsockname()[1],
-                                   http[0].socket.getsockname()[1], admin_port)
+                    admin_port = _port(admin)
+                self.ports = Ports(_port(tcp), _port(wsl), _port(http), admin_port)
+                root.start_soon(self._prune_game_sessions)
                 task_status.started(self)
         finally:
             for reader in self._readers:
@@ -216,6 +221,22 @@ class Server:
                 self._lock.release()
         if self.failure is not None:
             raise FailStop(self.failure)
+
+    async def _listen(self, port: int, host: str, https: bool = False) -> list:
+        """TCP listeners on (host, port), behind TLS when the config names a certificate."""
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        if self._tls is None:
+            return listeners
+        return [trio.SSLListener(listener, self._tls, https_compatible=https) for listener in listeners]
+
+    async def _prune_game_sessions(self) -> None:
+        """Forget game sessions idle for longer than the ttl (they can no longer be used), every minute."""
+        while True:
+            await trio.sleep(60)
+            try:
+                await self.mainloop.submit(Job(PruneSessions(self.now() - self.config.game_session_ttl), _ignore))
+            except ShuttingDown:
+                return
 
     async def _serve_wallet(self, listeners: list, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
         """The wallet's HTTP/1.1 connections; at shutdown, accepting stops, calls in flight are answered and
@@ -331,6 +352,32 @@ class Server:
             await self._connections_done.wait()
         if self._root is not None:
             self._root.cancel()
+
+
+def _port(listeners: list) -> int:
+    listener = listeners[0]
+    return (listener.transport_listener if isinstance(listener, trio.SSLListener) else listener).socket.getsockname()[1]
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    if config.tls_cert is None and config.tls_key is None:
+        return None
+    if config.tls_cert is None or config.tls_key is None:
+        raise TlsError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise TlsError(f"cannot use the TLS certificate {config.tls_cert} and key {config.tls_key}: {e}") from None
+    return context
+
+
+class TlsError(Exception):
+    """The TLS certificate or key cannot be used (one line, exit 2)."""
+
+
+def _ignore(outcome: Any) -> None:
+    pass
 
 
 async def serve(config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import gc
 import getpass
-import logging
 import math
 import os
 import signal
@@ -20,14 +19,14 @@ from ledger import Store, head_path, parse_anchor, verify_path
 from ledger.migrations import SchemaError
 from ledger.store import LedgerOpenError
 
-from . import admin, ops
+from . import admin, logs, ops
 from .admin import SecretExposed
-from .app import Config, FailStop, serve
+from .app import Config, FailStop, TlsError, serve
 from .auth import SESSIONS, Tokens
 from .lockfile import LedgerLocked
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
-UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed)  # one line on stderr, exit 2
+UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, TlsError)  # one line on stderr, exit 2
 
 
 def _new_ledger_note(path: str) -> bool:
@@ -188,13 +187,14 @@ async def _serve_until_signalled(config: Config, stopped: list[bool], created: b
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(args.log_format)
     config = Config(db=args.db, host=args.host, tcp_port=args.tcp_port, ws_port=args.ws_port,
                     wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms,
                     wallet_test_endpoints=args.wallet_test_endpoints, idle_timeout=args.idle_timeout,
                     default_currency=args.default_currency, max_connections=args.max_connections,
                     replay_stall=args.replay_stall, admin_host=args.admin_host,
-                    admin_port=None if args.admin_port < 0 else args.admin_port)
+                    admin_port=None if args.admin_port < 0 else args.admin_port, tls_cert=args.tls_cert,
+                    tls_key=args.tls_key, game_session_ttl=args.game_session_ttl)
     created = _new_ledger_note(args.db)
     stopped: list[bool] = []
     try:
@@ -260,6 +260,11 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--admin-port", type=int, default=7403,
                      help="health (/healthz, /readyz) and metrics (/metrics); -1: none (default 7403)")
     srv.add_argument("--admin-host", default="127.0.0.1", help="the admin listener's address (default loopback)")
+    srv.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain: TLS on every listener")
+    srv.add_argument("--tls-key", metavar="PATH", help="its private key")
+    srv.add_argument("--game-session-ttl", type=_positive, default=1800, metavar="SECONDS",
+                     help="idle time after which a game session (sid) expires and is forgotten (default 1800)")
+    srv.add_argument("--log-format", choices=("text", "json"), default="text")
     srv.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                      help="close a connection that has not presented a valid token after this long (default 60)")
     srv.add_argument("--max-connections", type=_positive, default=None, metavar="N",

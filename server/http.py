@@ -246,6 +246,7 @@ class HttpServer:
         if self.gate is not None and not self.gate.enter():
             await stream.aclose()
             return
+        started = trio.current_time()
         try:
             await HttpConnection(stream, self.app, self.limits, self.stopping, self._idle).run()
         except Exception:  # one connection's failure ends that connection only
@@ -253,6 +254,7 @@ class HttpServer:
         finally:
             if self.gate is not None:
                 self.gate.leave()
+            log.debug("HTTP connection closed after %.1f s", trio.current_time() - started)
 
     def stop(self) -> None:
         self.stopping.set()

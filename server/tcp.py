@@ -24,6 +24,8 @@ MAX_WRITE = 1 << 20
 
 
 def _address(stream: trio.abc.Stream) -> str:
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
     try:
         return str(stream.socket.getpeername()[0])  # type: ignore[attr-defined]
     except (AttributeError, OSError, IndexError, TypeError):
@@ -121,6 +123,7 @@ class Connection:
 
     async def run(self) -> None:
         started = trio.current_time()
+        log.info("connection %d from %s opened", self.id, self.address)
         try:
             with self.scope:
                 async with trio.open_nursery() as nursery:

@@ -1,0 +1,110 @@
+"""TLS on every listener (certificates made on the fly with trustme), JSON logs, the config file, and the
+pruning of expired game sessions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+
+import httpx
+import pytest
+import trio
+import trustme
+from trio_websocket import open_websocket
+
+from server import logs
+from server.app import serve
+from server.client import open_client
+from server.testing import Harness
+from tests.conftest import make_config
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture
+async def tls_server(nursery, tmp_path, ca):
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    for blob in cert.cert_chain_pems[1:]:
+        blob.write_to_path(str(cert_path), append=True)
+    cert.private_key_pem.write_to_path(str(key_path))
+    return await nursery.start(serve, make_config(db=str(tmp_path / "t.db"), tls_cert=str(cert_path),
+                                                  tls_key=str(key_path), wallet_token="t"))
+
+
+def client_context(ca) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_tls_on_every_listener_and_plain_refused(tls_server, ca):
+    srv, context, token = tls_server, client_context(ca), Harness(tls_server).token
+    stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", srv.ports.tcp, ssl_context=context)
+    async with open_client(stream, token) as c:
+        assert (await c.call("Ping")).ok
+    async with httpx.AsyncClient(verify=context, timeout=30) as http:
+        r = await http.post(f"https://127.0.0.1:{srv.ports.wallet}/v1/check", params={"authToken": "t"},
+                            content=b'{"sid":"s","userId":"1","uuid":"u"}')
+        assert r.json()["uuid"] == "u"
+        assert (await http.get(f"https://127.0.0.1:{srv.ports.admin}/healthz")).status_code == 200
+    async with open_websocket("127.0.0.1", srv.ports.ws, f"/events?token={token}", use_ssl=context) as ws:
+        assert ws is not None
+    # a plain client gets nothing it can read
+    plain = await trio.open_tcp_stream("127.0.0.1", srv.ports.tcp)
+    await plain.send_all(b'{"command":"Ping"}\n')
+    with trio.fail_after(10):
+        try:
+            got = await plain.receive_some(100)
+        except trio.BrokenResourceError:
+            got = b""
+    assert b"status" not in got
+    async with httpx.AsyncClient(timeout=10) as http:
+        with pytest.raises(httpx.HTTPError):
+            await http.post(f"http://127.0.0.1:{srv.ports.wallet}/v1/check", content=b"{}")
+
+
+def test_a_wrong_certificate_is_one_line(tmp_path, capsys):
+    from server.cli import main
+    (tmp_path / "c.pem").write_text("not a certificate")
+    assert main(["serve", "--db", str(tmp_path / "x.db"), "--tls-cert", str(tmp_path / "c.pem"), "--tls-key",
+                 str(tmp_path / "c.pem"), "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0"]) == 2
+    assert "cannot use the TLS certificate" in capsys.readouterr().err
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_json_logs_are_one_object_a_line(capsys):
+    logs.configure("json")
+    try:
+        logging.getLogger("syncledger.test").info("connection %d from %s closed", 7, "10.0.0.1")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("syncledger.test").exception("failed")
+    finally:
+        logs.configure("text")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert lines[0]["message"] == "connection 7 from 10.0.0.1 closed" and lines[0]["level"] == "INFO"
+    assert "ValueError: boom" in lines[1]["error"]
+
+
+async def test_expired_game_sessions_are_pruned(autojump_clock):
+    from server.testing import test_config
+    async with trio.open_nursery() as nursery:
+        srv = await nursery.start(serve, test_config(game_session_ttl=100))
+        h = Harness(srv)
+        async with h.client() as c:
+            login = await h.add_account(c)
+            await c.call("OpenGameSession", {"login": login})
+            await trio.sleep(90)
+            await c.call("OpenGameSession", {"login": login})
+            assert srv.store.db.execute("SELECT count(*) FROM game_sessions").fetchone()[0] == 2
+            await trio.sleep(100)  # the first is 190 s idle, the second 100 s: both expired by the next prune
+            await trio.sleep(61)
+            assert srv.store.db.execute("SELECT count(*) FROM game_sessions").fetchone()[0] == 0
+        nursery.cancel_scope.cancel()

@@ -360,8 +360,18 @@ class Bucket:
 
 
 class Stats(dict):
+    """Counters of an attack, peaks, and means (``key_mean``)."""
+
     def add(self, key: str, n: float = 1) -> None:
         self[key] = self.get(key, 0) + n
+
+    def mean(self, key: str, value: float) -> None:
+        n = self.get(f"{key}_n", 0) + 1
+        self[f"{key}_mean"] = self.get(f"{key}_mean", 0.0) + (value - self.get(f"{key}_mean", 0.0)) / n
+        self[f"{key}_n"] = n
+
+    def final(self) -> dict:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.items() if not k.endswith("_n")}
 
     def peak(self, key: str, value: float) -> None:
         self[key] = max(self.get(key, 0), value)
@@ -455,7 +465,7 @@ async def attack_flood(cfg: dict, st: Stats) -> None:
                 st.add("closed_at_once")  # over the server's cap
             else:
                 st.add("closed_later")
-                st.add("closed_later_life_s", life)
+                st.mean("life_s", life)
             await s.aclose()
             await trio.sleep(1)
 
@@ -507,7 +517,7 @@ async def attack_slowloris(cfg: dict, st: Stats) -> None:
             life = trio.current_time() - opened
             status = answer[9:12].decode(errors="replace") if answer.startswith(b"HTTP/1.") else "none"
             st.add(f"{kind}_closed_answer_{status}")
-            st.add(f"{kind}_life_s", life)
+            st.mean(f"{kind}_life_s", life)
             await s.aclose()
             await trio.sleep(1)
 
@@ -712,7 +722,7 @@ def attacker_role(cfg: dict) -> int:
     except (ValueError, OSError):
         pass
     st = trio.run(attack_main, cfg)
-    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in st.items()}), flush=True)
+    print(json.dumps(st.final()), flush=True)
     return 0
 
 
@@ -966,6 +976,8 @@ def print_report(rows: list[dict], b: Bench, server_exit: int | None, verify_out
                  f"{ANSWER_LIMIT:g} s",
                  f"attackers: one process per attack, nice {args.attacker_nice}, {RAMP:g} s ramp before measuring; "
                  f"RSS/fds: server peaks in the phase; log: server log growth",
+                 "CPU srv / atk / other: cores used in the measured window by the server / the attacker / everything "
+                 "else (/proc/stat: the whole machine, other tenants included)",
                  f"goal: p99 <= {TARGET_P99_RATIO:g} x the first no-attack p99 and no failure; probes (new "
                  f"connections, once a second, not in the verdict): failed tcp Ping / failed wallet balance")
     print(f"{'phase':<26} {'reqs':>5} {'err':>4} {'t/o':>4} {'p50 ms':>8} {'p99 ms':>9} {'max ms':>9} "

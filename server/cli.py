@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import gc
 import getpass
+import json
 import math
 import os
 import signal
 import sqlite3
 import sys
 import time
+import tomllib
 
 import trio
 
@@ -246,39 +248,96 @@ def _currency(text: str) -> str:
     return text
 
 
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``serve`` (and of ``config show``); each can also come from ``--config FILE``."""
+    p.add_argument("--config", metavar="FILE", help="a TOML file of these options (flags given here override it)")
+    p.add_argument("--db", default="syncledger.db")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--tcp-port", type=int, default=7400)
+    p.add_argument("--ws-port", type=int, default=7401)
+    p.add_argument("--wallet-port", type=int, default=7402)
+    p.add_argument("--sync-timeout-ms", type=_positive, default=5000)
+    p.add_argument("--admin-port", type=int, default=7403,
+                   help="health (/healthz, /readyz) and metrics (/metrics); -1: none (default 7403)")
+    p.add_argument("--admin-host", default="127.0.0.1", help="the admin listener's address (default loopback)")
+    p.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain: TLS on every listener")
+    p.add_argument("--tls-key", metavar="PATH", help="its private key")
+    p.add_argument("--game-session-ttl", type=_positive, default=1800, metavar="SECONDS",
+                   help="idle time after which a game session (sid) expires and is forgotten (default 1800)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="close a connection that has not presented a valid token after this long (default 60)")
+    p.add_argument("--max-connections", type=_positive, default=None, metavar="N",
+                   help="connections per listener (default: sized to the open-file limit, which serve raises "
+                        "to its hard limit)")
+    p.add_argument("--replay-stall", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="drop a replaying subscriber that takes nothing for this long (default 30); it resumes "
+                        "with from_seq")
+    p.add_argument("--default-currency", default="USD", type=_currency,
+                   help="currency of an account AddUser creates without one (default USD)")
+    p.add_argument("--wallet-test-endpoints", action="store_true",
+                   help="serve POST /v1/sid (a fresh sid for an account) for a provider's test suite; "
+                        "never in production")
+
+
+def _apply_config(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Make the options in ``--config FILE`` (TOML: ``tcp-port = 7400`` or ``tcp_port = 7400``) the defaults
+    of ``p``, checked as the flags are; flags on the command line still win."""
+    known, _ = p.parse_known_args(argv)
+    if not getattr(known, "config", None):
+        return
+    try:
+        with open(known.config, "rb") as f:
+            values = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read {known.config}: {e}") from None
+    actions = {a.dest: a for a in p._actions if a.dest not in ("help", "config")}
+    defaults = {}
+    for key, value in values.items():
+        action = actions.get(key.replace("-", "_"))
+        if action is None:
+            raise ConfigError(f"{known.config}: unknown option {key} (see syncledger serve --help)")
+        try:
+            if isinstance(action, argparse._StoreTrueAction):
+                if not isinstance(value, bool):
+                    raise ValueError("true or false")
+            elif action.type is not None:
+                value = action.type(str(value))
+            if action.choices is not None and value not in action.choices:
+                raise ValueError(f"one of {', '.join(action.choices)}")
+        except (ValueError, argparse.ArgumentTypeError) as e:
+            raise ConfigError(f"{known.config}: {key} = {value!s}: {e}") from None
+        defaults[action.dest] = value
+    p.set_defaults(**defaults)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used (one line, exit 2)."""
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    """The effective options as TOML, and whether the secrets from the environment are set (never them)."""
+    for key, value in sorted(vars(args).items()):
+        if key in ("run", "command", "action", "config") or value is None:
+            continue
+        print(f"{key.replace('_', '-')} = {json.dumps(value)}")
+    for name in ("SYNCLEDGER_SECRET", "SYNCLEDGER_WALLET_TOKEN"):
+        print(f"# {name}: {'set (hidden)' if os.environ.get(name) else 'not set'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="syncledger", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     srv = sub.add_parser("serve", help="run the server (Ctrl-C or SIGTERM stops it cleanly)")
-    srv.add_argument("--db", default="syncledger.db")
-    srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--tcp-port", type=int, default=7400)
-    srv.add_argument("--ws-port", type=int, default=7401)
-    srv.add_argument("--wallet-port", type=int, default=7402)
-    srv.add_argument("--sync-timeout-ms", type=_positive, default=5000)
-    srv.add_argument("--admin-port", type=int, default=7403,
-                     help="health (/healthz, /readyz) and metrics (/metrics); -1: none (default 7403)")
-    srv.add_argument("--admin-host", default="127.0.0.1", help="the admin listener's address (default loopback)")
-    srv.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain: TLS on every listener")
-    srv.add_argument("--tls-key", metavar="PATH", help="its private key")
-    srv.add_argument("--game-session-ttl", type=_positive, default=1800, metavar="SECONDS",
-                     help="idle time after which a game session (sid) expires and is forgotten (default 1800)")
-    srv.add_argument("--log-format", choices=("text", "json"), default="text")
-    srv.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
-                     help="close a connection that has not presented a valid token after this long (default 60)")
-    srv.add_argument("--max-connections", type=_positive, default=None, metavar="N",
-                     help="connections per listener (default: sized to the open-file limit, which serve raises "
-                          "to its hard limit)")
-    srv.add_argument("--replay-stall", type=_seconds, default=30.0, metavar="SECONDS",
-                     help="drop a replaying subscriber that takes nothing for this long (default 30); it resumes "
-                          "with from_seq")
-    srv.add_argument("--default-currency", default="USD", type=_currency,
-                     help="currency of an account AddUser creates without one (default USD)")
-    srv.add_argument("--wallet-test-endpoints", action="store_true",
-                     help="serve POST /v1/sid (a fresh sid for an account) for a provider's test suite; "
-                          "never in production")
+    _serve_options(srv)
     srv.set_defaults(run=_serve)
+    config = sub.add_parser("config", help="the effective configuration").add_subparsers(dest="action", required=True)
+    show = config.add_parser("show", help="print what serve would run with (file, then flags), secrets masked")
+    _serve_options(show)
+    show.set_defaults(run=_config_show)
+    p.serve_options = {"serve": srv, "config show": show}  # type: ignore[attr-defined]  # for --config
 
     manager = sub.add_parser("manager", help="manage manager accounts").add_subparsers(dest="action", required=True)
     add = manager.add_parser("add", help="store a manager and its password")
@@ -338,10 +397,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    p = parser()
     try:
+        if argv[:1] == ["serve"]:
+            _apply_config(p.serve_options["serve"], argv[1:])  # type: ignore[attr-defined]
+        elif argv[:2] == ["config", "show"]:
+            _apply_config(p.serve_options["config show"], argv[2:])  # type: ignore[attr-defined]
+        args = p.parse_args(argv)
         return args.run(args)
-    except (*UNUSABLE, _Unreadable, _BadPassword, ops.OpsError) as e:  # one line, not a traceback
+    except (*UNUSABLE, _Unreadable, _BadPassword, ops.OpsError, ConfigError) as e:  # one line, not a traceback
         print(f"syncledger: {e}", file=sys.stderr)
         return 2
 

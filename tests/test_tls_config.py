@@ -108,3 +108,23 @@ async def test_expired_game_sessions_are_pruned(autojump_clock):
             await trio.sleep(61)
             assert srv.store.db.execute("SELECT count(*) FROM game_sessions").fetchone()[0] == 0
         nursery.cancel_scope.cancel()
+
+
+def test_a_config_file_takes_every_option_and_flags_override_it(tmp_path, capsys, monkeypatch):
+    from server.cli import main
+    monkeypatch.setenv("SYNCLEDGER_SECRET", "a-secret-that-must-never-be-printed")
+    conf = tmp_path / "syncledger.toml"
+    conf.write_text('db = "/srv/ledger.db"\ntcp-port = 9000\nidle_timeout = 30\nlog-format = "json"\n'
+                    'wallet-test-endpoints = true\ndefault-currency = "EUR"\n')
+    assert main(["config", "show", "--config", str(conf), "--tcp-port", "9100"]) == 0
+    shown = capsys.readouterr().out
+    assert 'db = "/srv/ledger.db"' in shown and "tcp-port = 9100" in shown and "idle-timeout = 30.0" in shown
+    assert 'log-format = "json"' in shown and "wallet-test-endpoints = true" in shown
+    assert "ws-port = 7401" in shown and 'default-currency = "EUR"' in shown
+    assert "SYNCLEDGER_SECRET: set (hidden)" in shown and "must-never" not in shown
+    for bad, why in (('tcp-portt = 1\n', "unknown option"), ('idle-timeout = -1\n', "greater than 0"),
+                     ('log-format = "xml"\n', "one of"), ('default-currency = "euro"\n', "three-letter"),
+                     ("not toml", "cannot read")):
+        conf.write_text(bad)
+        assert main(["config", "show", "--config", str(conf)]) == 2
+        assert why in capsys.readouterr().err

@@ -102,7 +102,7 @@ class Server:
             self.tokens = Tokens(config.secret or admin.load_secret(config.db, self.store.db), clock=self.wall_time)
             self.keys = self._manager_keys()
             if config.db != ":memory:":
-                self._reads = ReadPool(config.db, size=2)
+                self._reads = ReadPool(config.db, size=2, threaded=config.threaded)
         except BaseException:
             self.store.close()
             if self._lock is not None:

@@ -155,6 +155,15 @@ class LoginThrottle:
             return 0.0
         return max(0.0, last + min(2.0 ** (failures - self.free), self.longest) - now)
 
+    def attempt(self, address: str) -> float:
+        """Begin a login from ``address``: the seconds it must still wait (nothing recorded), or 0 and the
+        attempt counted as a failure until ``succeeded`` says otherwise, so that many concurrent tries from
+        one address cannot all pass before the first of them fails."""
+        wait = self.wait(address)
+        if wait == 0.0:
+            self.failed(address)
+        return wait
+
     def failed(self, address: str) -> None:
         now = self._clock()
         if len(self._failures) >= self.size and address not in self._failures:  # bounded: forget the oldest

@@ -228,8 +228,10 @@ class Dispatcher:
         """A manager's login, or an account's (with the password AddUser gave it) as a USER session. An
         address that keeps failing waits longer and longer (429); every failure is logged with it."""
         data = models.LoginData.model_validate(req.data)
-        wait = self.s.throttle.wait(conn.address)
+        wait = self.s.throttle.attempt(conn.address)
         if wait > 0:
+            if not conn.authenticated:
+                conn.stop_reading()  # answered, then closed: a throttled address gets no free connection either
             raise ProtocolError(429, "TOO_MANY_REQUESTS", f"too many failed logins from this address: retry in "
                                                           f"{math.ceil(wait)} s")
         manager = await self.s.read(reads.manager, data.login)
@@ -239,8 +241,7 @@ class Dispatcher:
             account = await self.s.read(reads.account_password, data.login)
             stored, session, kv = (account, SESSION_USER, 1) if account is not None else (_DUMMY_HASH, None, 1)
         good = await self.s.offload(check_password, data.password, stored)
-        if not good or session is None:
-            self.s.throttle.failed(conn.address)
+        if not good or session is None:  # already counted by attempt()
             log.warning("failed login for %s from %s", data.login, conn.address)
             raise ProtocolError(401, "INVALID_CREDENTIALS", "wrong login or password")
         self.s.throttle.succeeded(conn.address)

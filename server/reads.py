@@ -19,7 +19,8 @@ def _in_snapshot(fn: Callable[..., Any], db: sqlite3.Connection, *args: Any) -> 
 
 
 class ReadPool:
-    def __init__(self, path: str, size: int = 2):
+    def __init__(self, path: str, size: int = 2, *, threaded: bool = True):
+        self.threaded = threaded  # False: on the Trio thread (the single-threaded mode the MockClock tests use)
         self._free = [sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None,
                                       check_same_thread=False) for _ in range(size)]
         self._all = list(self._free)
@@ -27,6 +28,8 @@ class ReadPool:
 
     async def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(connection, *args)`` on one of the pool's connections, in a worker thread."""
+        if not self.threaded:
+            return _in_snapshot(fn, self._free[0], *args)
         async with self._limiter:
             db = self._free.pop()
             try:

@@ -16,7 +16,7 @@ from server import admin
 from server.app import serve
 from server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER
 from server.cli import main
-from server.client import open_client
+from server.client import ConnectionLost, open_client
 from tests.conftest import make_config
 
 
@@ -141,26 +141,51 @@ def test_passwords_come_from_stdin_or_a_prompt_and_are_long(tmp_path, monkeypatc
     assert main(["manager", "remove", "--db", path, "--login", "3"]) == 1
 
 
+async def _login(srv, password: str):
+    async with open_client(srv.connect_memory()) as c:
+        return await c.call("Login", {"login": 1, "password": password}, token=None)
+
+
 async def test_failed_logins_are_throttled_and_logged(mem_server, autojump_clock, caplog):
     caplog.set_level("WARNING", logger="syncledger")
     from server.testing import add_test_manager
     add_test_manager(mem_server, 1)
     async with open_client(mem_server.connect_memory()) as c:
-        answers = [(await c.call("Login", {"login": 1, "password": f"guess-{i}"}, token=None)) for i in range(8)]
-        assert [a.status for a in answers] == [401] * 5 + [429] * 3  # the sixth try waits
+        answers = [(await c.call("Login", {"login": 1, "password": f"guess-{i}"}, token=None)) for i in range(6)]
+        assert [a.status for a in answers] == [401] * 5 + [429]  # the sixth try waits
         assert "retry in 1 s" in answers[5].message
-        await trio.sleep(1.01)
-        assert (await c.call("Login", {"login": 1, "password": "guess-again"}, token=None)).status == 401
-        waits = []
-        for _ in range(4):  # each further failure doubles the wait
-            refused = await c.call("Login", {"login": 1, "password": "x"}, token=None)
-            waits.append(int(refused.message.rsplit("in ", 1)[1].split()[0]))
-            await trio.sleep(waits[-1])
-            assert (await c.call("Login", {"login": 1, "password": "guess"}, token=None)).status == 401
-        assert waits == [2, 4, 8, 16]
+        with pytest.raises(ConnectionLost):  # and a throttled, unauthenticated connection is closed
+            await c.call("Login", {"login": 1, "password": "guess-6"}, token=None)
+    await trio.sleep(1.01)
+    assert (await _login(mem_server, "guess-again")).status == 401
+    waits = []
+    for _ in range(4):  # each further failure doubles the wait
+        refused = await _login(mem_server, "x")
+        waits.append(int(refused.message.rsplit("in ", 1)[1].split()[0]))
+        await trio.sleep(waits[-1])
+        assert (await _login(mem_server, "guess")).status == 401
+    assert waits == [2, 4, 8, 16]
     failures = [r.getMessage() for r in caplog.records if "failed login" in r.getMessage()]
     assert len(failures) == 10 and all("from memory" in line for line in failures)
     assert not any("guess" in r.getMessage() for r in caplog.records)  # never the password
+
+
+async def test_concurrent_logins_from_one_address_cannot_outrun_the_throttle(tmp_path):
+    """Forty tries at once from one address: only the free five are hashed, the rest wait (429)."""
+    async with trio.open_nursery() as nursery:
+        srv = await nursery.start(serve, make_config(db=str(tmp_path / "l.db"), threaded=True))
+        from server.testing import add_test_manager
+        add_test_manager(srv, 1)
+        statuses = []
+
+        async def one(i: int) -> None:
+            statuses.append((await _login(srv, f"guess-{i}")).status)
+
+        async with trio.open_nursery() as tries:
+            for i in range(40):
+                tries.start_soon(one, i)
+        assert sorted(statuses) == [401] * 5 + [429] * 35
+        nursery.cancel_scope.cancel()
 
 
 def test_the_throttle_forgets_and_stays_bounded():

@@ -21,7 +21,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CLI = [sys.executable, "-m", "server.cli"]
+CLI = [sys.executable, "-m", "syncledger.server.cli"]
 MANAGER_LOGIN = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -194,10 +194,10 @@ async def checked_call(client, command: str, data: dict):
 # ============================================================================ processes
 
 def run_cli(*args: str, env: dict) -> str:
-    """Run ``python -m server.cli ARGS``; -> its stdout (exit on failure)."""
+    """Run ``python -m syncledger.server.cli ARGS``; -> its stdout (exit on failure)."""
     r = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=ROOT)
     if r.returncode != 0:
-        raise SystemExit(f"{shlex.join(['python', '-m', 'server.cli', *args])} failed ({r.returncode}):\n"
+        raise SystemExit(f"{shlex.join(['python', '-m', 'syncledger.server.cli', *args])} failed ({r.returncode}):\n"
                          f"{r.stdout}{r.stderr}")
     return r.stdout.strip()
 

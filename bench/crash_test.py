@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Crash-restart test of syncledger (issue 5, item 1): ``kill -9`` under load, restart, prove the ledger.
 
-Each cycle starts the real server process (``python -m server.cli serve`` on a ledger file that carries
+Each cycle starts the real server process (``python -m syncledger.server.cli serve`` on a ledger file that carries
 over from cycle to cycle, every port 0), then:
 
 1. right after a restart, a fresh subscriber resumes with ``Subscribe {"chanels": ["trade:event"],
@@ -64,10 +64,10 @@ import httpx
 import orjson
 import trio
 
-from ledger.money import to_micro
-from server.client import Client, ConnectionLost, connect
+from syncledger.ledger.money import to_micro
+from syncledger.server.client import Client, ConnectionLost, connect
 
-CLI = [sys.executable, "-m", "server.cli"]
+CLI = [sys.executable, "-m", "syncledger.server.cli"]
 SECRET = "crash-test-secret-of-at-least-32-bytes!"
 WALLET_TOKEN = "crash-test-provider-token"
 MANAGER = 7  # the manager login: idempotency keys are per (manager, extID)

@@ -3,11 +3,11 @@
 
 Does hostile traffic on loopback hurt a well-behaved client? Four kinds of processes, all on 127.0.0.1:
 
-* the real server, ``python -m server.cli serve`` on a fresh temporary database (durable: WAL and
+* the real server, ``python -m syncledger.server.cli serve`` on a fresh temporary database (durable: WAL and
   ``synchronous=FULL``, as shipped), every port 0, ``--idle-timeout 5`` and an explicit
   ``--max-connections`` (4,000 per listener) so that every attack is bounded; ``SYNCLEDGER_SECRET`` and
   ``SYNCLEDGER_WALLET_TOKEN`` set (``--admin-port 0`` too, when serve has it). Stopped with SIGTERM at the end (exit code must be 0), then
-  ``python -m server.cli verify`` must accept the ledger;
+  ``python -m syncledger.server.cli verify`` must accept the ledger;
 * the well-behaved client (this script with ``--client``), one process for the whole run: two manager TCP
   connections opened (ADMIN token) before any attack and kept, ``CreditInSync`` open loop at a steady
   500/s spread over 5 accounts, each request with a fresh extID. Latency is counted from each request's
@@ -857,7 +857,7 @@ class Bench:
 async def seed(host: str, port: int, token: str, records: int) -> dict:
     """Accounts of the well-behaved client, the big account with ``records`` trade records, a game session."""
     import trio
-    from server.client import connect
+    from syncledger.server.client import connect
 
     async with connect(host, port, token) as c:
         logins = []

@@ -23,8 +23,8 @@ import sys
 import tempfile
 import time
 
-from ledger import AddAccount, Finance, FinanceRequest, Store, verify
-from ledger.wallet import OpenSession, WalletCall
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store, verify
+from syncledger.ledger.wallet import OpenSession, WalletCall
 
 NOW = 1_700_000_000
 FINANCE_COLUMNS = 17  # columns of the finance table (id, order_id, ..., hash)
@@ -143,7 +143,7 @@ def build_ledger(path: str, rows: int, accounts: int, batch: int = 5000) -> tupl
 
 _VERIFY_CHILD = """
 import json, resource, sys, time
-from ledger import head_path, verify_path
+from syncledger.ledger import head_path, verify_path
 start = time.perf_counter()
 report = verify_path(sys.argv[1])
 verify_s = time.perf_counter() - start

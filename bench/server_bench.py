@@ -3,9 +3,9 @@
 
 Three processes, all on loopback:
 
-* the real server, ``python -m server.cli serve`` on a fresh temporary database (durable: WAL and
+* the real server, ``python -m syncledger.server.cli serve`` on a fresh temporary database (durable: WAL and
   ``synchronous=FULL``, as shipped), stopped with SIGTERM at the end (exit code must be 0), then
-  ``python -m server.cli verify`` must accept the ledger;
+  ``python -m syncledger.server.cli verify`` must accept the ledger;
 * a bare Trio JSON-lines echo server (this script with ``--echo-server``): it parses each request line
   with ``json`` (as the server's protocol does) and answers ``{"extID", "status": 200, "data": {...}}``
   with ``orjson`` (as the server does), one ``send_all`` per received chunk. It is the ceiling for a
@@ -218,7 +218,7 @@ async def run_scenario(spec: dict, host: str, logins: list[int], token: str, k: 
 
 async def client_main(cfg: dict) -> list[dict]:
     """The --client role: accounts, then every scenario in turn; -> their summaries."""
-    from server.client import connect
+    from syncledger.server.client import connect
 
     host, token, k, depth = cfg["host"], cfg["token"], cfg["connections"], cfg["depth"]
     async with connect(host, cfg["server_port"], token) as c:

@@ -3,9 +3,9 @@
 
 Three processes, all on loopback:
 
-* the real server, ``python -m server.cli serve`` on a fresh temporary database (durable: WAL and
+* the real server, ``python -m syncledger.server.cli serve`` on a fresh temporary database (durable: WAL and
   ``synchronous=FULL``, as shipped), ``SYNCLEDGER_SECRET`` and ``SYNCLEDGER_WALLET_TOKEN`` set, every port
-  0; stopped with SIGTERM at the end (exit code must be 0), then ``python -m server.cli verify`` must
+  0; stopped with SIGTERM at the end (exit code must be 0), then ``python -m syncledger.server.cli verify`` must
   accept the ledger;
 * a bare app on the same HTTP stack (this script with ``--bare-server``): the server's own HTTP/1.1 driver
   (``server.http``: h11 and one Trio task per connection) with the same limits and GC settings as
@@ -255,7 +255,7 @@ async def run_scenario(spec: dict, cfg: dict, accounts: list[tuple[int, str]]) -
 
 async def set_up_accounts(cfg: dict) -> list[tuple[int, str]]:
     """Accounts with an opening balance and a game session each, over the manager TCP API."""
-    from server.client import connect
+    from syncledger.server.client import connect
 
     accounts = []
     async with connect(cfg["host"], cfg["tcp_port"], cfg["manager_token"]) as c:
@@ -270,7 +270,7 @@ async def set_up_accounts(cfg: dict) -> list[tuple[int, str]]:
 
 async def check_balances(cfg: dict, accounts: list[tuple[int, str]], results: list[dict]) -> dict:
     """Every account's balance must be its opening balance plus what the OK calls moved."""
-    from server.client import connect
+    from syncledger.server.client import connect
 
     expected = {login: OPENING_BALANCE * MICRO for login, _ in accounts}
     for r in results:
@@ -318,11 +318,11 @@ class BareApp:
         return None
 
     def too_large(self, request):
-        from server.http import Response
+        from syncledger.server.http import Response
         return Response(413, b"{}")
 
     async def handle(self, request, body: bytes):
-        from server.http import Response
+        from syncledger.server.http import Response
         return Response(200, BARE_BODY)
 
 
@@ -333,7 +333,7 @@ async def bare_main(host: str) -> None:
 
     import trio
 
-    from server.http import HttpServer
+    from syncledger.server.http import HttpServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     http = HttpServer(BareApp())

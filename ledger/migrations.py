@@ -110,7 +110,7 @@ LATEST = STEPS[-1][0]
 
 def schema_sql() -> str:
     """The LATEST schema, for a new database."""
-    return resources.files("ledger").joinpath("schema.sql").read_text()
+    return resources.files("syncledger.ledger").joinpath("schema.sql").read_text()
 
 
 def version_of(db: sqlite3.Connection) -> int:

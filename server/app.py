@@ -20,8 +20,8 @@ import trio
 import trio.testing
 from trio_websocket import WebSocketServer
 
-from ledger import Store
-from ledger.wallet import PruneSessions
+from syncledger.ledger import Store
+from syncledger.ledger.wallet import PruneSessions
 
 from . import admin, ws
 from .wallet import WalletApp

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
-from ledger import reads
-from ledger.store import Event
+from syncledger.ledger import reads
+from syncledger.ledger.store import Event
 
 from . import protocol
 

@@ -17,9 +17,9 @@ import tomllib
 
 import trio
 
-from ledger import Store, head_path, parse_anchor, verify_path
-from ledger.migrations import SchemaError
-from ledger.store import LedgerOpenError
+from syncledger.ledger import Store, head_path, parse_anchor, verify_path
+from syncledger.ledger.migrations import SchemaError
+from syncledger.ledger.store import LedgerOpenError
 
 from . import admin, logs, ops
 from .admin import SecretExposed

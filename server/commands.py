@@ -13,9 +13,9 @@ import orjson
 import trio
 from pydantic import BaseModel, ValidationError
 
-from ledger import AddAccount, Finance, FinanceRequest, Outcome, to_text
-from ledger import reads, rules
-from ledger.wallet import OpenSession
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, Outcome, to_text
+from syncledger.ledger import reads, rules
+from syncledger.ledger.wallet import OpenSession
 
 from . import models, protocol
 from .auth import (FINANCE_SESSIONS, SESSION_ADMIN, SESSION_MANAGER, SESSION_USER, AuthError, Claims,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
-from ledger.store import Event, Outcome
+from syncledger.ledger.store import Event, Outcome
 
 if TYPE_CHECKING:
     from .app import Server

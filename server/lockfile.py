@@ -6,7 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from ledger.store import LedgerOpenError
+from syncledger.ledger.store import LedgerOpenError
 
 
 class LedgerLocked(Exception):

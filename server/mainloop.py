@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import trio
 
-from ledger import LedgerError, Outcome, Store
-from ledger.store import Event, Unsure
+from syncledger.ledger import LedgerError, Outcome, Store
+from syncledger.ledger.store import Event, Unsure
 
 log = logging.getLogger("syncledger.mainloop")
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import sqlite_utils
 
-from ledger import head, verify_path
+from syncledger.ledger import head, verify_path
 
 from .lockfile import LedgerLock, LedgerLocked
 

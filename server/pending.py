@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from ledger import Outcome
-from ledger.store import Event
+from syncledger.ledger import Outcome
+from syncledger.ledger.store import Event
 
 from . import protocol
 

@@ -2,7 +2,7 @@
 then the ledger's invariants checked. The same seed gives the same run, event for event; a failing
 seed is printed and reproduces exactly.
 
-    python -m server.scenario --seeds 0-99          # run seeds, print the failing ones
+    python -m syncledger.server.scenario --seeds 0-99          # run seeds, print the failing ones
     result = run(seed=7)                             # from Python: a ScenarioResult
 """
 
@@ -210,7 +210,7 @@ def _seed_trio_scheduler(seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m server.scenario", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m syncledger.server.scenario", description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0-19", help="a seed or a range, e.g. 7 or 0-99")
     p.add_argument("--steps", type=int, default=120)
     p.add_argument("--clients", type=int, default=4)

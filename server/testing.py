@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 import orjson
 import trio
 
-from ledger import Report, verify
+from syncledger.ledger import Report, verify
 
 from .app import Config, Server, serve
 from .auth import SESSION_ADMIN

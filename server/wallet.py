@@ -14,8 +14,8 @@ import orjson
 import trio
 from pydantic import ValidationError
 
-from ledger import Outcome, to_text
-from ledger import wallet as w
+from syncledger.ledger import Outcome, to_text
+from syncledger.ledger import wallet as w
 
 from .http import Response
 from .mainloop import Job, ShuttingDown

@@ -13,11 +13,11 @@ import inspect
 
 import pytest
 
-from ledger import verify
-from server.app import Config, Server, serve
-from server.auth import SESSION_ADMIN
-from server.client import Client
-from server.testing import Harness, test_config
+from syncledger.ledger import verify
+from syncledger.server.app import Config, Server, serve
+from syncledger.server.auth import SESSION_ADMIN
+from syncledger.server.client import Client
+from syncledger.server.testing import Harness, test_config
 
 CLOCK_FIXTURES = ("autojump_clock", "mock_clock")
 

@@ -39,7 +39,7 @@ from typing import Any
 import jwt
 from hypothesis import strategies as st
 
-from server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER, Tokens
+from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER, Tokens
 
 # The fuzz servers' own secrets (tests/test_fuzz.py passes them in the Config).
 SECRET = "syncledger-fuzz-secret-long-enough-for-hs256-and-hs384!"

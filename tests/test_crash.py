@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from bench.crash_test import MANAGER, CrashTestFailure, Journal, Op, check_journal, read_ledger, run_crash_test
-from ledger import AddAccount, Finance, FinanceRequest, Store
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store
 
 SEED = int(os.environ.get("SYNCLEDGER_CRASH_SEED", "20240605"))
 

@@ -15,9 +15,9 @@ from decimal import Decimal
 import pytest
 import trio
 
-from server.client import Call, ConnectionLost, Reply, connect
+from syncledger.server.client import Call, ConnectionLost, Reply, connect
 
-CLI = [sys.executable, "-m", "server.cli"]
+CLI = [sys.executable, "-m", "syncledger.server.cli"]
 
 
 def run_cli(*args: str, env: dict | None = None) -> str:
@@ -128,7 +128,7 @@ async def test_serve_credit_sync_sigterm_and_verify(tmp_path):
 def test_verify_cli_names_a_tampered_row(tmp_path):
     import sqlite3
 
-    from ledger import AddAccount, Finance, FinanceRequest, Store
+    from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store
 
     db = str(tmp_path / "t.db")
     store = Store(db)
@@ -146,7 +146,7 @@ def test_verify_cli_names_a_tampered_row(tmp_path):
 
 
 def test_session_open_cli(tmp_path):
-    from ledger import AddAccount, Store
+    from syncledger.ledger import AddAccount, Store
 
     db = str(tmp_path / "s.db")
     store = Store(db)
@@ -165,8 +165,8 @@ def test_a_second_signal_during_shutdown_still_exits_0(tmp_path, monkeypatch):
     been sent, so it always lands inside it. No fixed sleeps: the same on a loaded machine.)"""
     import threading
 
-    from server import cli
-    from server.app import Server
+    from syncledger.server import cli
+    from syncledger.server.app import Server
 
     listening, shutting_down, second_sent = threading.Event(), threading.Event(), threading.Event()
     real_serve, real_shutdown = cli.serve, Server.shutdown

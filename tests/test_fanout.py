@@ -7,7 +7,7 @@ import trio.testing
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 import orjson
 
-from server.app import serve
+from syncledger.server.app import serve
 from tests.conftest import add_account, admin_token, assert_ledger_ok, make_config, mem_client, tcp_client
 
 
@@ -54,7 +54,7 @@ async def test_from_seq_replays_without_gap_or_duplicate_then_goes_live(mem_serv
 
 
 async def test_replay_while_writes_continue_has_no_gap(mem_server, autojump_clock):
-    from server import broker as broker_module
+    from syncledger.server import broker as broker_module
 
     broker_module_page = broker_module.REPLAY_PAGE
     broker_module.REPLAY_PAGE = 7  # many pages, with writes landing between them

@@ -55,8 +55,8 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, event, example, given, settings
 
-from ledger import verify
-from server.app import Config, serve
+from syncledger.ledger import verify
+from syncledger.server.app import Config, serve
 from tests import strategies as S
 from tests.strategies import SECRET
 
@@ -73,7 +73,7 @@ COUNTS: Counter = Counter()  # inputs sent, by test
 
 async def start_fuzz_server(nursery: trio.Nursery, **kw: Any) -> Any:
     """A fuzz server whose managers 1 (ADMIN), 2 (MANAGER) and 3 (DEALER) hold the strategies' tokens."""
-    from server.testing import add_test_manager
+    from syncledger.server.testing import add_test_manager
     srv = await nursery.start(serve, fuzz_config(**kw))
     for tok in (S.ADMIN, S.MANAGER, S.DEALER):
         add_test_manager(srv, tok.login, tok.session)
@@ -979,7 +979,7 @@ async def seed_manager_world(h: ManagerHarness) -> None:
     (a cheap hash) and 1004 is disabled (no command disables an account: an operator's change in the
     database, which the server's copy follows); then SEED_DISABLED. The oracle learns the idempotency keys
     of the seeds from their replies and events."""
-    from server.client import open_client
+    from syncledger.server.client import open_client
 
     def add_managers() -> None:
         for login, (password, session) in S.MANAGERS.items():
@@ -1509,7 +1509,7 @@ def wallet_seed_case(action: str, txid: str, ref_id: str | None, game_id: str | 
 async def seed_wallet_world(srv: Any) -> dict[str, str]:
     """Accounts 1000 (EUR, 100), 1001 (USD), 1002 (EUR, near the largest total), a sid for each, and an
     expired sid of 1000."""
-    from server.client import open_client
+    from syncledger.server.client import open_client
     sids = {}
     with trio.fail_after(READ_TIMEOUT):
         async with open_client(srv.connect_memory(), S.ADMIN.raw) as c:

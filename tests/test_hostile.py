@@ -11,12 +11,12 @@ import stat
 import pytest
 import trio
 
-from ledger import Store
-from server import admin
-from server.app import serve
-from server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER
-from server.cli import main
-from server.client import ConnectionLost, open_client
+from syncledger.ledger import Store
+from syncledger.server import admin
+from syncledger.server.app import serve
+from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER
+from syncledger.server.cli import main
+from syncledger.server.client import ConnectionLost, open_client
 from tests.conftest import make_config
 
 
@@ -148,7 +148,7 @@ async def _login(srv, password: str):
 
 async def test_failed_logins_are_throttled_and_logged(mem_server, autojump_clock, caplog):
     caplog.set_level("WARNING", logger="syncledger")
-    from server.testing import add_test_manager
+    from syncledger.server.testing import add_test_manager
     add_test_manager(mem_server, 1)
     async with open_client(mem_server.connect_memory()) as c:
         answers = [(await c.call("Login", {"login": 1, "password": f"guess-{i}"}, token=None)) for i in range(6)]
@@ -174,7 +174,7 @@ async def test_concurrent_logins_from_one_address_cannot_outrun_the_throttle(tmp
     """Forty tries at once from one address: only the free five are hashed, the rest wait (429)."""
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, make_config(db=str(tmp_path / "l.db"), threaded=True))
-        from server.testing import add_test_manager
+        from syncledger.server.testing import add_test_manager
         add_test_manager(srv, 1)
         statuses = []
 
@@ -189,7 +189,7 @@ async def test_concurrent_logins_from_one_address_cannot_outrun_the_throttle(tmp
 
 
 def test_the_throttle_forgets_and_stays_bounded():
-    from server.auth import LoginThrottle
+    from syncledger.server.auth import LoginThrottle
     now = [0.0]
     t = LoginThrottle(lambda: now[0], free=2, window=100, size=3)
     for _ in range(3):
@@ -228,7 +228,7 @@ async def test_each_listener_has_a_connection_cap_and_refusals_are_logged_once_a
 
 
 def test_the_default_cap_fits_the_descriptor_limit():
-    from server.limits import default_cap, raise_descriptor_limit
+    from syncledger.server.limits import default_cap, raise_descriptor_limit
     limit = raise_descriptor_limit()
     import resource
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == limit
@@ -244,7 +244,7 @@ def _line(command: str, data: dict, token: str, ext_id: str) -> bytes:
 
 
 async def _account_with_trades(srv, n: int) -> int:
-    from server.testing import Harness
+    from syncledger.server.testing import Harness
     h = Harness(srv)
     async with h.client() as c:
         login = await h.add_account(c)
@@ -256,7 +256,7 @@ async def _account_with_trades(srv, n: int) -> int:
 
 async def test_a_client_that_pipelines_reads_without_reading_is_dropped_at_a_byte_cap(autojump_clock, caplog):
     caplog.set_level("INFO", logger="syncledger")
-    from server.testing import Harness, test_config
+    from syncledger.server.testing import Harness, test_config
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, test_config(outbox_bytes=1 << 20))
         login = await _account_with_trades(srv, 500)  # GetTrades answers ~190 KB
@@ -276,7 +276,7 @@ async def test_a_client_that_pipelines_reads_without_reading_is_dropped_at_a_byt
 
 
 async def test_an_answer_over_the_cap_is_refused_with_a_clear_error(autojump_clock):
-    from server.testing import Harness, test_config
+    from syncledger.server.testing import Harness, test_config
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, test_config(outbox_bytes=200_000))
         login = await _account_with_trades(srv, 500)
@@ -289,7 +289,7 @@ async def test_an_answer_over_the_cap_is_refused_with_a_clear_error(autojump_clo
 
 async def test_a_replaying_subscriber_that_takes_nothing_is_dropped(autojump_clock, caplog):
     caplog.set_level("INFO", logger="syncledger")
-    from server.testing import Harness, test_config
+    from syncledger.server.testing import Harness, test_config
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, test_config(outbox_bytes=100_000, replay_stall=30))
         await _account_with_trades(srv, 2000)
@@ -305,8 +305,8 @@ async def test_a_replaying_subscriber_that_takes_nothing_is_dropped(autojump_clo
 
 
 async def test_a_replay_overtaken_by_new_events_pages_on_and_misses_nothing(autojump_clock, monkeypatch):
-    from server import broker
-    from server.testing import Harness, test_config
+    from syncledger.server import broker
+    from syncledger.server.testing import Harness, test_config
     monkeypatch.setattr(broker, "REPLAY_PAGE", 10)
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, test_config())
@@ -336,7 +336,7 @@ async def test_a_stuck_read_does_not_hold_the_writer(server, monkeypatch):
     """Reads run on read-only connections of their own: a read that takes its time (a big GetTrades, a
     replay page) never delays a commit. (They used to hold the lock that batches take.)"""
     import threading
-    from ledger import reads
+    from syncledger.ledger import reads
     from tests.conftest import add_account, tcp_client
     release = threading.Event()
     real = reads.records

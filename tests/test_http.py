@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from server.http import HttpConnection, Limits, Response
+from syncledger.server.http import HttpConnection, Limits, Response
 
 
 class EchoApp:
@@ -210,7 +210,7 @@ async def test_expect_100_continue_is_answered(autojump_clock):
 
 
 async def test_a_shutdown_closes_a_connection_waiting_for_its_next_request_at_once(autojump_clock):
-    from server.http import HttpServer
+    from syncledger.server.http import HttpServer
     client, server = trio.testing.memory_stream_pair()
     http = HttpServer(EchoApp())
     async with trio.open_nursery() as n:
@@ -225,7 +225,7 @@ async def test_a_shutdown_closes_a_connection_waiting_for_its_next_request_at_on
 
 async def test_wallet_calls_in_flight_at_shutdown_are_answered_whole(tmp_path):
     import httpx
-    from server.app import serve
+    from syncledger.server.app import serve
     from tests.conftest import add_account, make_config, tcp_client
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, make_config(db=str(tmp_path / "w.db"), wallet_token="t"))

@@ -13,8 +13,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import orjson
 
-from ledger import AddAccount, Finance, FinanceRequest, Store, verify
-from ledger import rules
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store, verify
+from syncledger.ledger import rules
 
 U = 1_000_000
 NOW = 1_700_000_000
@@ -268,7 +268,7 @@ def test_sqlite_is_new_enough_for_the_schema():
 
 # ---------------------------------------------------------------------------------------- wallet rounds
 
-from ledger import wallet as W  # noqa: E402
+from syncledger.ledger import wallet as W  # noqa: E402
 
 ROUNDS = 3  # games g0.. with shared refIds r0..; debits d0.., credits c0..
 WALLET_LOGIN, OTHER_LOGIN = 1000, 1001

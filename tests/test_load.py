@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from server.app import serve
+from syncledger.server.app import serve
 from tests.conftest import add_account, assert_ledger_ok, make_config, mem_client, tcp_client
 
 CONNECTIONS = 1000

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 import trio
 
-from server import protocol
-from server.auth import SESSION_DEALER, SESSION_MANAGER, SESSION_USER, Tokens
+from syncledger.server import protocol
+from syncledger.server.auth import SESSION_DEALER, SESSION_MANAGER, SESSION_USER, Tokens
 from tests.conftest import add_account, admin_token, assert_ledger_ok, event_count, mem_client
 
 
@@ -192,9 +192,9 @@ async def test_unknown_command_is_404(mem_server, login_1000, autojump_clock):
 
 
 async def test_login_with_stored_manager(nursery, tmp_path):
-    from ledger import Store
-    from server import admin
-    from server.app import serve
+    from syncledger.ledger import Store
+    from syncledger.server import admin
+    from syncledger.server.app import serve
     from tests.conftest import make_config
 
     db = str(tmp_path / "l.db")
@@ -262,7 +262,7 @@ async def test_line_of_64k_plus_one_byte_ended_by_newline_is_too_long(mem_server
 
 
 async def test_get_trades_says_when_there_are_more(mem_server, login_1000, autojump_clock, monkeypatch):
-    from server import commands
+    from syncledger.server import commands
 
     monkeypatch.setattr(commands, "MAX_TRADES", 2)
     async with mem_client(mem_server) as c:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ledger import Store, migrations, verify_path
-from ledger.store import LedgerOpenError
-from ledger.wallet import WalletCall
-from server.cli import main
-from server.wallet import wallet_call
+from syncledger.ledger import Store, migrations, verify_path
+from syncledger.ledger.store import LedgerOpenError
+from syncledger.ledger.wallet import WalletCall
+from syncledger.server.cli import main
+from syncledger.server.wallet import wallet_call
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v1.sqlite"
 NOW = 1_764_000_100

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.money import MAX_MICRO, MoneyError, to_decimal, to_micro, to_text
+from syncledger.ledger.money import MAX_MICRO, MoneyError, to_decimal, to_micro, to_text
 
 
 @pytest.mark.parametrize(

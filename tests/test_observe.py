@@ -6,7 +6,7 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.app import serve
+from syncledger.server.app import serve
 from tests.conftest import add_account, make_config, tcp_client
 
 

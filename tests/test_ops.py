@@ -13,10 +13,10 @@ import sqlite3
 import pytest
 import trio
 
-from ledger import verify_path
-from server import ops
-from server.app import serve
-from server.cli import main
+from syncledger.ledger import verify_path
+from syncledger.server import ops
+from syncledger.server.app import serve
+from syncledger.server.cli import main
 from tests.conftest import add_account, make_config, tcp_client
 
 
@@ -77,7 +77,7 @@ async def test_restore_refuses_a_ledger_a_server_holds_and_a_copy_that_does_not_
 @pytest.fixture
 async def busy_ledger(nursery, tmp_path):
     """A ledger with accounts, finance versions, events and wallet rows."""
-    from server.testing import Harness
+    from syncledger.server.testing import Harness
     path = str(tmp_path / "e.db")
     srv = await nursery.start(serve, make_config(db=path, wallet_token="t"))
     h = Harness(srv)

@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 import trio
 
-from ledger import Finance, FinanceRequest, Store, verify
-from ledger.store import AddAccount
-from server.app import serve
+from syncledger.ledger import Finance, FinanceRequest, Store, verify
+from syncledger.ledger.store import AddAccount
+from syncledger.server.app import serve
 from tests.conftest import add_account, assert_ledger_ok, make_config, mem_client, tcp_client
 
 
@@ -101,8 +101,8 @@ def test_a_failed_commit_that_may_have_reached_the_disk_is_never_guessed(tmp_pat
     """With WAL, COMMIT can fail (an I/O error) after its frame is written: the store cannot know whether
     the batch is durable, so it raises Unsure (the server fail-stops) instead of believing memory or the
     file; a fresh open reads the truth. (It used to reload memory from the file and go on.)"""
-    from ledger.store import Unsure
-    from server.faults import _error
+    from syncledger.ledger.store import Unsure
+    from syncledger.server.faults import _error
 
     db = str(tmp_path / "c.db")
     store = Store(db)
@@ -122,7 +122,7 @@ def test_a_failed_commit_that_may_have_reached_the_disk_is_never_guessed(tmp_pat
 
 
 async def test_a_wallet_transaction_id_names_one_transaction(mem_server, autojump_clock):
-    from server.testing import Harness
+    from syncledger.server.testing import Harness
 
     h = Harness(mem_server)
     async with h.client() as c:

@@ -3,8 +3,8 @@
 import orjson
 import pytest
 
-from ledger import rules
-from ledger.rules import (
+from syncledger.ledger import rules
+from syncledger.ledger.rules import (
     EV_RECORD_ADD, EV_RECORD_DELETE, EV_RECORD_UPDATE, OP_BALANCE_IN, OP_BALANCE_OUT, OP_CREDIT_IN,
     OP_CREDIT_OUT, TS_CLOSED_NORMAL, TS_DELETED, FinanceRequest, LedgerError, Version, apply, record_json,
 )

@@ -11,9 +11,9 @@ from decimal import Decimal
 import pytest
 import trio
 
-from server.app import serve
-from server.auth import SESSION_USER
-from server.testing import Harness, test_config
+from syncledger.server.app import serve
+from syncledger.server.auth import SESSION_USER
+from syncledger.server.testing import Harness, test_config
 from tests.conftest import add_account, assert_ledger_ok, mem_client, tcp_client
 
 NAMES = ["O'Brien deposit", "Zoë's bonus €5", "中文 comment", "emoji 😀 credit", "it's 'quoted'", "a,} b,] c, ]"]
@@ -263,7 +263,7 @@ async def test_a_failing_read_fails_alone(mem_server, autojump_clock, monkeypatc
 
         def broken(*args):
             raise RuntimeError("disk trouble while reading")
-        monkeypatch.setattr("ledger.reads.records", broken)
+        monkeypatch.setattr("syncledger.ledger.reads.records", broken)
         trades = c.start("GetTrades", {"login": login})
         ping = c.start("Ping")
         credit = c.start("BalanceIn", {"login": login, "amount": 1})

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from ledger import AddAccount, Finance, FinanceRequest, LedgerError, Receipt, Store, verify, verify_path
-from ledger import rules
-from ledger.store import GENESIS, SCHEMA_VERSION, finance_hash
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, LedgerError, Receipt, Store, verify, verify_path
+from syncledger.ledger import rules
+from syncledger.ledger.store import GENESIS, SCHEMA_VERSION, finance_hash
 
 U = 1_000_000
 NOW = 1_700_000_000
@@ -704,7 +704,7 @@ def test_an_unexpected_error_in_one_command_fails_only_that_command(store):
 @pytest.mark.parametrize("table, key", [("idempotency", "ext_id = 'k1'"), ("wallet_tx", "txid = 'bet-1'")])
 def test_verify_names_a_record_whose_key_was_deleted(path, table, key):
     """Deleting a key behind the ledger's back would let a retry apply again: verify must see it."""
-    from ledger.wallet import OpenSession, WalletCall
+    from syncledger.ledger.wallet import OpenSession, WalletCall
 
     store = Store(path)
     store.apply_batch([AddAccount("a", "EUR", 0)])

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import trio
 
-from ledger.rules import EV_RECORD_ADD, EV_RECORD_DELETE, EV_RECORD_UPDATE
+from syncledger.ledger.rules import EV_RECORD_ADD, EV_RECORD_DELETE, EV_RECORD_UPDATE
 from tests.conftest import add_account, admin_token, assert_ledger_ok, event_count, mem_client
 
 
@@ -74,7 +74,7 @@ async def test_sync_timeout_after_5000_ms_then_applied_and_replayed(mem_server, 
 
 
 async def test_configured_sync_timeout(nursery, autojump_clock):
-    from server.app import serve
+    from syncledger.server.app import serve
     from tests.conftest import make_config
 
     srv = await nursery.start(serve, make_config(db=":memory:", threaded=False, sync_timeout_ms=250))

@@ -13,10 +13,10 @@ import trio
 import trustme
 from trio_websocket import open_websocket
 
-from server import logs
-from server.app import serve
-from server.client import open_client
-from server.testing import Harness
+from syncledger.server import logs
+from syncledger.server.app import serve
+from syncledger.server.client import open_client
+from syncledger.server.testing import Harness
 from tests.conftest import make_config
 
 
@@ -70,7 +70,7 @@ async def test_tls_on_every_listener_and_plain_refused(tls_server, ca):
 
 
 def test_a_wrong_certificate_is_one_line(tmp_path, capsys):
-    from server.cli import main
+    from syncledger.server.cli import main
     (tmp_path / "c.pem").write_text("not a certificate")
     assert main(["serve", "--db", str(tmp_path / "x.db"), "--tls-cert", str(tmp_path / "c.pem"), "--tls-key",
                  str(tmp_path / "c.pem"), "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0"]) == 2
@@ -94,7 +94,7 @@ def test_json_logs_are_one_object_a_line(capsys):
 
 
 async def test_expired_game_sessions_are_pruned(autojump_clock):
-    from server.testing import test_config
+    from syncledger.server.testing import test_config
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, test_config(game_session_ttl=100))
         h = Harness(srv)
@@ -111,7 +111,7 @@ async def test_expired_game_sessions_are_pruned(autojump_clock):
 
 
 def test_a_config_file_takes_every_option_and_flags_override_it(tmp_path, capsys, monkeypatch):
-    from server.cli import main
+    from syncledger.server.cli import main
     monkeypatch.setenv("SYNCLEDGER_SECRET", "a-secret-that-must-never-be-printed")
     conf = tmp_path / "syncledger.toml"
     conf.write_text('db = "/srv/ledger.db"\ntcp-port = 9000\nidle_timeout = 30\nlog-format = "json"\n'

@@ -7,9 +7,9 @@ from decimal import Decimal
 import pytest
 import trio
 
-from server.commands import Dispatcher
-from server.scenario import run
-from server.testing import Harness
+from syncledger.server.commands import Dispatcher
+from syncledger.server.scenario import run
+from syncledger.server.testing import Harness
 
 
 async def _events_now(client) -> list[dict]:

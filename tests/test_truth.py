@@ -13,11 +13,11 @@ import orjson
 import pytest
 import trio
 
-from ledger import Store, verify_path
-from server.app import FailStop, serve
-from server.client import open_client
-from server.lockfile import LedgerLocked
-from server.testing import Harness, test_config
+from syncledger.ledger import Store, verify_path
+from syncledger.server.app import FailStop, serve
+from syncledger.server.client import open_client
+from syncledger.server.lockfile import LedgerLocked
+from syncledger.server.testing import Harness, test_config
 from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, mem_client, tcp_client
 
 
@@ -169,15 +169,16 @@ async def test_fail_stop_exits_the_command_non_zero(tmp_path):
     path = str(tmp_path / "ledger.db")
     script = (
         "import os, sys, trio\n"
-        "from server import cli\n"
-        "from server.app import Server\n"
+        "from syncledger.server import cli\n"
+        "from syncledger.server.app import Server\n"
         "real = Server.run\n"
         "async def run(self, **kw):\n"
         "    async def unlink():\n"
         "        await trio.sleep(0.2)\n"
         "        os.unlink(self.config.db + '-wal')\n"
-        "        await self.mainloop.submit(__import__('server.mainloop').mainloop.Job("
-        "__import__('ledger').AddAccount('x', 'EUR', 0), lambda o: None))\n"
+        "        from syncledger.ledger import AddAccount\n"
+        "        from syncledger.server.mainloop import Job\n"
+        "        await self.mainloop.submit(Job(AddAccount('x', 'EUR', 0), lambda o: None))\n"
         "    async with trio.open_nursery() as n:\n"
         "        n.start_soon(unlink)\n"
         "        await real(self, **kw)\n"
@@ -339,8 +340,8 @@ async def test_released_events_reach_a_from_seq_subscriber_once_in_order(mem_ser
 
 
 def test_order_numbers_are_never_handed_out_twice(tmp_path):
-    from ledger import AddAccount, Finance, FinanceRequest
-    from server.faults import _error
+    from syncledger.ledger import AddAccount, Finance, FinanceRequest
+    from syncledger.server.faults import _error
     store = Store(str(tmp_path / "o.db"))
     store.apply_batch([AddAccount("a", "EUR", 0)])
     seen = {store.reserve_order()}
@@ -379,7 +380,7 @@ async def test_a_server_writes_its_head_at_shutdown(tmp_path, caplog):
 
 
 def test_an_unusable_ledger_path_is_one_line_and_exit_2(tmp_path, capsys):
-    from server.cli import main
+    from syncledger.server.cli import main
     assert main(["serve", "--db", str(tmp_path / "no-such-dir" / "l.db"), "--tcp-port", "0"]) == 2
     assert main(["token", "--db", str(tmp_path / "typo.db"), "--login", "1"]) == 2
     (tmp_path / "junk.db").write_bytes(b"not a database at all" * 10)
@@ -390,7 +391,7 @@ def test_an_unusable_ledger_path_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_a_new_ledger_is_announced(tmp_path, capsys):
-    from server.cli import main
+    from syncledger.server.cli import main
     path = str(tmp_path / "fresh.db")
     assert main(["manager", "add", "--db", path, "--login", "1", "--password", "pw-0123456789",
                  "--session", "ADMIN"]) == 0
@@ -425,8 +426,8 @@ async def test_nothing_is_read_from_memory_once_it_may_not_match_the_file(tmp_pa
 def test_any_error_checking_the_file_after_a_commit_is_unsure(tmp_path):
     """Found in review: the ledger's directory replaced by a file raised NotADirectoryError after the commit,
     and the batch was answered "nothing was applied"."""
-    from ledger import AddAccount
-    from ledger.store import Unsure
+    from syncledger.ledger import AddAccount
+    from syncledger.ledger.store import Unsure
     d = tmp_path / "d"
     d.mkdir()
     store = Store(str(d / "l.db"))

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from ledger import AddAccount, Finance, FinanceRequest, Store, head, head_path, rules, verify, verify_path
-from ledger.store import GENESIS, event_hash, finance_hash
-from ledger.wallet import OpenSession, WalletCall
-from server.cli import main
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store, head, head_path, rules, verify, verify_path
+from syncledger.ledger.store import GENESIS, event_hash, finance_hash
+from syncledger.ledger.wallet import OpenSession, WalletCall
+from syncledger.server.cli import main
 
 U = 1_000_000
 NOW = 1_700_000_000

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import trio
 
-from server.app import serve
+from syncledger.server.app import serve
 from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, tcp_client
 
 TOKEN = "provider-shared-token"

@@ -1,0 +1,2 @@
+"""syncledger: a single-node wallet-ledger server. Its two packages are ``syncledger.ledger`` (the
+append-only SQLite ledger, no I/O beyond it) and ``syncledger.server`` (the Trio servers and the CLI)."""

@@ -29,8 +29,8 @@ from .auth import LoginThrottle, ManagerKeys, Tokens
 from .broker import Broker
 from .commands import Dispatcher
 from .faults import Faults
-from .http import HttpServer
-from .limits import Gate, default_cap, raise_descriptor_limit
+from .http import HttpServer, Limits
+from .limits import Gate, LineBudget, default_cap, raise_descriptor_limit
 from .lockfile import LedgerLock
 from .mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
@@ -118,7 +118,8 @@ class Server:
                                 config.wallet_test_endpoints)
         cap = config.max_connections or default_cap(raise_descriptor_limit())
         self.gates = {name: Gate(name, cap, trio.current_time) for name in ("tcp", "ws", "wallet")}
-        self._http = HttpServer(self.wallet, gate=self.gates["wallet"])
+        self.connection_lines = LineBudget(20, trio.current_time)  # "opened"/"closed" lines a second, in all
+        self._http = HttpServer(self.wallet, Limits(untrusted_idle=config.idle_timeout), gate=self.gates["wallet"])
         self.metrics = Metrics()
         self.mainloop.metrics = self.metrics
         self.metrics.bind(self)
@@ -224,7 +225,10 @@ class Server:
 
     async def _listen(self, port: int, host: str, https: bool = False) -> list:
         """TCP listeners on (host, port), behind TLS when the config names a certificate."""
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as e:
+            raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
         if self._tls is None:
             return listeners
         return [trio.SSLListener(listener, self._tls, https_compatible=https) for listener in listeners]
@@ -270,7 +274,8 @@ class Server:
             gate.leave()
 
     async def _serve_connection(self, stream: trio.abc.Stream, peer: trio.abc.Stream | None) -> None:
-        conn = Connection(stream, self.dispatcher, self.broker, outbox_size=self.config.outbox_size,
+        conn = Connection(stream, self.dispatcher, self.broker, lines=self.connection_lines,
+                          outbox_size=self.config.outbox_size,
                           outbox_bytes=self.config.outbox_bytes, stall=self.config.replay_stall,
                           idle_timeout=self.config.idle_timeout,
                           answer_grace=self.config.sync_timeout_ms / 1000 + 1, peer=peer)
@@ -374,6 +379,10 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
 
 class TlsError(Exception):
     """The TLS certificate or key cannot be used (one line, exit 2)."""
+
+
+class ListenError(Exception):
+    """A port cannot be listened on, e.g. another program holds it (one line, exit 2)."""
 
 
 def _ignore(outcome: Any) -> None:

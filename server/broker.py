@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
+import trio
+
 from syncledger.ledger import reads
 from syncledger.ledger.store import Event
 
@@ -35,9 +37,12 @@ def event_line(event: Event) -> bytes:
 
 
 class Broker:
-    def __init__(self) -> None:
+    def __init__(self, replay_slots: int = 2) -> None:
         self.subscribers: dict[Subscriber, int] = {}  # subscriber -> seq of the last event it was given
         self.dropped = 0
+        # pages read and formatted at once, by all replays together: many replaying subscribers share the
+        # CPU that a replay costs instead of multiplying it (a slot is never held while waiting for a client)
+        self._replay_slots = trio.CapacityLimiter(replay_slots)
 
     def publish(self, event: Event) -> None:
         """Called by the mainLoop after commit; never waits. Each subscriber gets each event once, in seq
@@ -67,10 +72,12 @@ class Broker:
         last = from_seq
         while True:
             while last is not None:
-                page = await (read(reads.events_after, last, REPLAY_PAGE) if read is not None else
-                              mainloop.read(mainloop.store.events_after, last, REPLAY_PAGE))
-                for event in page:
-                    await sub.put(event_line(event))
+                async with self._replay_slots:
+                    page = await (read(reads.events_after, last, REPLAY_PAGE) if read is not None else
+                                  mainloop.read(mainloop.store.events_after, last, REPLAY_PAGE))
+                    lines = [event_line(event) for event in page]
+                for line in lines:
+                    await sub.put(line)
                 if page:
                     last = page[-1].seq
                 if len(page) < REPLAY_PAGE:

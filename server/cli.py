@@ -23,12 +23,13 @@ from syncledger.ledger.store import LedgerOpenError
 
 from . import admin, logs, ops
 from .admin import SecretExposed
-from .app import Config, FailStop, TlsError, serve
+from .app import Config, FailStop, ListenError, TlsError, serve
 from .auth import SESSIONS, Tokens
 from .lockfile import LedgerLocked
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
-UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, TlsError)  # one line on stderr, exit 2
+# one line on stderr, exit 2
+UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, TlsError, ListenError)
 
 
 def _new_ledger_note(path: str) -> bool:

@@ -27,6 +27,7 @@ class Limits:
     body_timeout: float = 10.0  # for its body
     early_body: float = 1.0  # a small body awaited before the head is judged (for the uuid of a refusal)
     idle_timeout: float = 75.0  # a kept-alive connection waiting for its next request
+    untrusted_idle: float = 60.0  # the same, for a connection none of whose requests has passed head() yet
 
 
 @dataclass(slots=True)
@@ -63,6 +64,7 @@ class HttpConnection:
         self.stream, self.app, self.limits, self.stopping = stream, app, limits, stopping
         self.idle = idle if idle is not None else set()  # where this connection waits between requests
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+        self.trusted = False  # a request of this connection has passed the app's head() (its token)
 
     async def run(self) -> None:
         try:
@@ -79,7 +81,9 @@ class HttpConnection:
     async def _one(self) -> bool:
         """Serve one request; False when the connection must close."""
         try:
-            request = await self._next(self.limits.idle_timeout, self.limits.head_timeout, first=True)
+            idle = self.limits.idle_timeout if self.trusted else min(self.limits.idle_timeout,
+                                                                      self.limits.untrusted_idle)
+            request = await self._next(idle, self.limits.head_timeout, first=True)
         except h11.RemoteProtocolError as e:
             await self._error(e.error_status_hint, str(e))
             return False
@@ -95,6 +99,7 @@ class HttpConnection:
         chunks, complete = await self._arrived(request)
         answer = self.app.head(request, b"".join(chunks) if complete else None)
         if answer is None:
+            self.trusted = True
             answer = await self._body_and_answer(request, chunks, complete, body_deadline)
         if answer is None:
             return False

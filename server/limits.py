@@ -1,5 +1,5 @@
-"""Per-listener connection caps: a connection over the cap is closed at once, and refusals are logged at
-most once a second (a flood must not flood the log too)."""
+"""Per-listener connection caps (a connection over the cap is closed at once) and log budgets: refusals and
+connection lines are logged at a bounded rate, so that a flood of connections does not flood the log too."""
 
 from __future__ import annotations
 
@@ -50,3 +50,28 @@ class Gate:
 
     def leave(self) -> None:
         self.open -= 1
+
+
+class LineBudget:
+    """At most ``per_second`` lines a second of one kind; the next line let through says how many were left
+    out (``take()`` -> None: leave this one out; else the count left out since the last one)."""
+
+    def __init__(self, per_second: int, clock: Callable[[], float]):
+        self.per_second, self._clock = per_second, clock
+        self._window, self._used, self._left_out = -1.0, 0, 0
+
+    def take(self) -> int | None:
+        now = self._clock()
+        if now - self._window >= 1.0:
+            self._window, self._used = now, 0
+        if self._used >= self.per_second:
+            self._left_out += 1
+            return None
+        self._used += 1
+        left_out, self._left_out = self._left_out, 0
+        return left_out
+
+
+def left_out(count: int) -> str:
+    """The suffix of a line let through by a LineBudget."""
+    return f" ({count} similar lines left out)" if count else ""

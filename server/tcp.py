@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from . import protocol
+from .limits import LineBudget, left_out
 from .pending import Pending
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("syncledger.tcp")
 RECEIVE_SIZE = 64 * 1024
 MAX_WRITE = 1 << 20
+REPLAY_BYTES = 1 << 20  # replayed events a connection holds before its replay waits for the client
 
 
 def _address(stream: trio.abc.Stream) -> str:
@@ -38,8 +40,9 @@ class Connection:
     def __init__(self, stream: trio.abc.Stream, dispatcher: Dispatcher, broker: Broker, *,
                  outbox_size: int = 16384, outbox_bytes: int = 16 << 20, stall: float = 30.0,
                  idle_timeout: float = math.inf, answer_grace: float = 5.0,
-                 peer: trio.abc.Stream | None = None):
+                 peer: trio.abc.Stream | None = None, lines: LineBudget | None = None):
         self.id = next(self._ids)
+        self.lines = lines or LineBudget(20, trio.current_time)  # budget for the opened/closed log lines
         self.peer = peer  # the client's end, for in-memory connections
         self.address = _address(stream)  # the peer's IP address ("memory" in-process), for logs and throttling
         self.stream, self.dispatcher, self.broker = stream, dispatcher, broker
@@ -88,10 +91,11 @@ class Connection:
         return True
 
     async def put(self, line: bytes) -> None:
-        """Buffer a replayed event, waiting while the outbox is half full: the other half stays free
-        for replies, so a client that reads at its own pace is never dropped for its own replay. One that
-        takes nothing for ``stall`` seconds is dropped (it resumes with from_seq)."""
-        while self._buffered >= self.outbox_bytes // 2 or \
+        """Buffer a replayed event, waiting while the outbox holds REPLAY_BYTES (or is half full): the
+        rest stays free for replies, so a client that reads at its own pace is never dropped for its own
+        replay, and many replays at once hold little. One that takes nothing for ``stall`` seconds is
+        dropped (it resumes with from_seq)."""
+        while self._buffered >= min(self.outbox_bytes // 2, REPLAY_BYTES) or \
                 self._out.statistics().current_buffer_used >= self._out_size // 2:
             self._drained = trio.Event()
             with trio.move_on_after(self.stall) as waited:
@@ -123,7 +127,8 @@ class Connection:
 
     async def run(self) -> None:
         started = trio.current_time()
-        log.info("connection %d from %s opened", self.id, self.address)
+        if (skipped := self.lines.take()) is not None:
+            log.info("connection %d from %s opened%s", self.id, self.address, left_out(skipped))
         try:
             with self.scope:
                 async with trio.open_nursery() as nursery:
@@ -139,8 +144,10 @@ class Connection:
             for pending in list(self.pending):
                 pending.abandon()
             self.pending.clear()
-            log.info("connection %d from %s closed after %.1f s: %s", self.id, self.address,
-                     trio.current_time() - started, self.closed_reason or "closed by the server")
+            if (skipped := self.lines.take()) is not None:
+                log.info("connection %d from %s closed after %.1f s: %s%s", self.id, self.address,
+                         trio.current_time() - started, self.closed_reason or "closed by the server",
+                         left_out(skipped))
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
 

@@ -11,6 +11,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from .auth import FINANCE_SESSIONS, AuthError
+from .limits import left_out
 
 if TYPE_CHECKING:
     from .app import Server
@@ -131,7 +132,9 @@ async def _serve(server: Server, request: WebSocketRequest) -> None:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await ws.aclose(CLOSE_TRY_AGAIN_LATER, sub.reason[:120])
         reason = sub.reason or (f"closed by the peer ({ws.closed.code})" if ws.closed else "closed by the server")
-        log.info("websocket client closed after %.1f s: %s", trio.current_time() - started, reason)
+        if (skipped := server.connection_lines.take()) is not None:
+            log.info("websocket client closed after %.1f s: %s%s", trio.current_time() - started, reason,
+                     left_out(skipped))
 
 
 async def _read_until_closed(ws: WebSocketConnection, scope: trio.CancelScope) -> None:

@@ -72,6 +72,23 @@ def test_serve_refuses_a_key_file_others_can_read(tmp_path, monkeypatch, capsys)
     assert len(err) == 2 and all("chmod 600" in line for line in err)
 
 
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    import socket
+    monkeypatch.setenv("SYNCLEDGER_SECRET", "s" * 32)
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    try:
+        assert main(["serve", "--db", str(tmp_path / "l.db"), "--tcp-port", "0", "--ws-port", "0",
+                     "--wallet-port", "0", "--admin-port", str(port)]) == 2
+    finally:
+        held.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"syncledger: cannot listen on 127.0.0.1:{port}: Address already in use", err
+    assert not any("Traceback" in line for line in err)
+
+
 async def _call(srv, token: str) -> tuple[int, str | None]:
     async with open_client(srv.connect_memory(), token) as c:
         reply = await c.call("GetUsers", {})
@@ -304,6 +321,24 @@ async def test_a_replaying_subscriber_that_takes_nothing_is_dropped(autojump_clo
         nursery.cancel_scope.cancel()
 
 
+async def test_a_replay_holds_little_memory_for_a_client_that_does_not_read(autojump_clock, monkeypatch):
+    """Replayed events wait in the outbox only up to REPLAY_BYTES, however large the outbox may grow for
+    replies: two hundred stalled replays hold 200 x REPLAY_BYTES, not 200 x half the outbox."""
+    from syncledger.server import tcp
+    from syncledger.server.testing import Harness, test_config
+    monkeypatch.setattr(tcp, "REPLAY_BYTES", 20_000)
+    async with trio.open_nursery() as nursery:
+        srv = await nursery.start(serve, test_config(outbox_bytes=16 << 20, replay_stall=30))
+        await _account_with_trades(srv, 2000)
+        stream = srv.connect_memory(lockstep=True)
+        await stream.send_all(_line("Subscribe", {"chanels": ["trade:event"], "from_seq": 0}, Harness(srv).token,
+                                    "s"))
+        await trio.sleep(5)  # the replay has filled what it may, and waits
+        (conn,) = [c for c in srv.connections if c.channels]
+        assert 10_000 < conn._buffered < 20_000 + 2_000  # at most one line past the bound
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_replay_overtaken_by_new_events_pages_on_and_misses_nothing(autojump_clock, monkeypatch):
     from syncledger.server import broker
     from syncledger.server.testing import Harness, test_config
@@ -356,3 +391,14 @@ async def test_a_stuck_read_does_not_hold_the_writer(server, monkeypatch):
         release.set()
         trades = await stuck.reply()
         assert trades.ok and len(trades.data["trades"]) in range(21)  # a snapshot, old or new
+
+
+def test_connection_lines_are_logged_at_a_bounded_rate():
+    from syncledger.server.limits import LineBudget, left_out
+    now = [0.0]
+    budget = LineBudget(3, lambda: now[0])
+    taken = [budget.take() for _ in range(10)]
+    assert taken == [0, 0, 0] + [None] * 7  # a flood: three lines this second
+    now[0] = 1.0
+    assert budget.take() == 7 and left_out(7) == " (7 similar lines left out)"  # the next says what was left out
+    assert budget.take() == 0 and left_out(0) == ""

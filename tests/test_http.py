@@ -134,7 +134,7 @@ async def test_deadlines_for_head_body_and_idle(autojump_clock):
     limits = Limits(head_timeout=10, body_timeout=10, idle_timeout=75)
     for raw, lasts in ((b"POST /v1/x HTTP/1.1\r\nHost", 10),  # slowloris head
                        (post(b"x" * 100)[:-50], 10),  # stops mid-body
-                       (b"", 75)):  # idle keep-alive
+                       (b"", 60)):  # idle before any request: untrusted_idle
         client, server, app, stopping, http = await _serve(limits)
         async with trio.open_nursery() as n:
             n.start_soon(http.run)
@@ -144,6 +144,22 @@ async def test_deadlines_for_head_body_and_idle(autojump_clock):
             assert await client.receive_some(10) == b""
             assert lasts <= trio.current_time() - start < lasts + 1
         assert app.bodies == []
+
+
+async def test_only_a_connection_whose_request_passed_its_head_may_idle_long(autojump_clock):
+    """Untrusted (no request has passed the app's head(), the token check): closed after untrusted_idle;
+    a kept-alive connection of a caller who passed: after idle_timeout."""
+    limits = Limits(idle_timeout=75, untrusted_idle=20)
+    for requests, lasts in ((0, 20), (1, 75)):
+        client, server, app, stopping, http = await _serve(limits)
+        async with trio.open_nursery() as n:
+            n.start_soon(http.run)
+            for _ in range(requests):
+                await client.send_all(post(b"x"))
+                assert (await _responses(client, 1))[0] == 200
+            start = trio.current_time()
+            assert await client.receive_some(10) == b""
+            assert lasts <= trio.current_time() - start < lasts + 1
 
 
 async def test_bytes_do_not_extend_a_head_deadline(autojump_clock):

@@ -88,7 +88,7 @@ class Server:
         self.config = config
         self._readers: list[sqlite3.Connection] = []
         self._reads: ReadPool | None = None
-        self._hashing = trio.CapacityLimiter(2)
+        self._hashing = trio.CapacityLimiter(1)
         self.throttle = LoginThrottle(trio.current_time)
         self._tls = _tls_context(config)  # first: a wrong certificate stops it before anything is touched
         self._lock = LedgerLock.acquire(config.db)  # before the file is touched: one server per ledger
@@ -180,7 +180,7 @@ class Server:
         return int(self.wall_time())
 
     async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """CPU-heavy work (password hashing: 16 MB and ~50 ms each) off the Trio thread, two at a time at
+        """CPU-heavy work (password hashing: 16 MB and ~50 ms each) off the Trio thread, one at a time at
         most, unless running single-threaded."""
         if self.config.threaded:
             return await trio.to_thread.run_sync(fn, *args, limiter=self._hashing)

@@ -50,7 +50,10 @@ def backup(db_path: str, to: str) -> Copied:
     try:
         target = sqlite3.connect(partial)
         try:
-            source.backup(target, pages=4096)  # in steps, so that the server's writer is never held long
+            # One step, one read snapshot: in WAL mode a reader never holds the writer, while a backup in
+            # several steps starts over whenever the server commits between two of them (under a steady
+            # load it never finished on a 1M-row ledger).
+            source.backup(target)
             target.execute("PRAGMA journal_mode=DELETE")  # a self-contained single file
         finally:
             target.close()

@@ -140,8 +140,16 @@ def _head(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds, so that a half-written copy is removed
+
+
 def _backup(args: argparse.Namespace) -> int:
-    copied = ops.backup(args.db, args.to)
+    before = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        copied = ops.backup(args.db, args.to)
+    finally:
+        signal.signal(signal.SIGTERM, before)
     print(f"backed up {args.db} to {copied.path}: {copied.bytes} bytes in {copied.seconds:.1f} s, head {copied.head} "
           f"({copied.report})")
     return 0

@@ -83,3 +83,47 @@ def manager(db: sqlite3.Connection, login: int) -> tuple[str, int, int] | None:
     """(password hash, session type, key version) of a manager that has not been removed."""
     return db.execute("SELECT password_hash, session, key_version FROM managers WHERE login = ? AND removed = 0",
                       (login,)).fetchone()
+
+
+def find_accounts(db: sqlite3.Connection, text: str, from_login: int, limit: int) -> tuple[list[dict], int | None]:
+    """A page of accounts by login, from ``from_login`` on, whose login starts with ``text`` or whose name
+    contains it (ASCII letters in any case; empty: every account), and the login the next page starts from."""
+    if not text:
+        return accounts(db, None, from_login, limit)
+    like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = db.execute(f"{_ACCOUNT} WHERE a.login >= ? AND (CAST(a.login AS TEXT) LIKE ? ESCAPE '\\' "
+                      "OR a.name LIKE ? ESCAPE '\\') ORDER BY a.login LIMIT ?",
+                      (from_login, like[1:], like, limit + 1)).fetchall()
+    following = rows[limit][0] if len(rows) > limit else None
+    return [_account_json(row) for row in rows[:limit]], following
+
+
+_ROW = ("SELECT id, order_id, version, login, cmd, state, amount, delta, balance, credit, comment, open_time, "
+        "close_time, source, ext_id, created, hash FROM finance")
+
+
+def _row_json(row: tuple) -> dict:
+    money = {name: orjson.Fragment(to_text(row[i])) for i, name in ((6, "amount"), (7, "delta"), (8, "balance"),
+                                                                   (9, "credit"))}
+    return {"id": row[0], "order": row[1], "version": row[2], "login": row[3], "cmd": row[4], "state": row[5],
+            **money, "comment": row[10], "open_time": row[11], "close_time": row[12], "source": row[13],
+            "ext_id": row[14], "created": row[15], "hash": row[16]}
+
+
+def history(db: sqlite3.Connection, login: int, before: int | None, limit: int) -> tuple[list[dict], int | None]:
+    """An account's finance rows (every version of every order), newest first, those with a row id below
+    ``before`` (None: from the newest); and the ``before`` of the next, older page (None: this is the last)."""
+    rows = db.execute(_ROW + " WHERE login = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                      (login, before if before is not None else 2**62, limit + 1)).fetchall()
+    older = rows[limit - 1][0] if len(rows) > limit else None
+    return [_row_json(row) for row in rows[:limit]], older
+
+
+def versions(db: sqlite3.Connection, order: int) -> list[dict]:
+    """Every version of a finance order, oldest first (empty: no such order)."""
+    return [_row_json(row) for row in db.execute(_ROW + " WHERE order_id = ? ORDER BY version", (order,))]
+
+
+def last_seq(db: sqlite3.Connection) -> int:
+    """The seq of the newest committed event (0: none yet)."""
+    return db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]

@@ -34,7 +34,7 @@ from .limits import Gate, LineBudget, default_cap, raise_descriptor_limit
 from .lockfile import LedgerLock
 from .mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
-from .observe import AdminApp
+from .observe import AdminApp, AdminServer
 from .reads import ReadPool
 from .tcp import Connection
 from .timeouts import Timeouts
@@ -123,7 +123,7 @@ class Server:
         self.metrics = Metrics()
         self.mainloop.metrics = self.metrics
         self.metrics.bind(self)
-        self._admin = HttpServer(AdminApp(self))
+        self._admin = AdminServer(AdminApp(self))
         self._wallet_done = trio.Event()
         self.connections: set[Connection] = set()
         self.ports: Ports | None = None

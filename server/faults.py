@@ -10,6 +10,7 @@
     faults.drop_events(n)                 the next n events reach no subscriber and no waiter (they stay in
                                           the ledger: from_seq replays them, a …Sync retry finds its record)
     faults.disconnect(client)             the server closes that client's connection
+    faults.drop_websockets()              the server closes every live WebSocket subscriber (code 1013)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import trio
 
 from syncledger.ledger.store import Event, Outcome
+
+from .ws import WsSubscriber
 
 if TYPE_CHECKING:
     from .app import Server
@@ -130,3 +133,13 @@ class Faults:
                 conn.drop("disconnected by fault injection")
                 return True
         return False
+
+    def drop_websockets(self, reason: str = "disconnected by fault injection") -> int:
+        """Close every live WebSocket subscriber as a too-slow one is closed (1013; events after the last
+        one it was sent are not sent): each resumes with from_seq. Returns how many were closed."""
+        broker = self._server.broker
+        subscribers = [sub for sub in broker.subscribers if isinstance(sub, WsSubscriber)]
+        for sub in subscribers:
+            broker.remove(sub)
+            sub.drop(reason)
+        return len(subscribers)

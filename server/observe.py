@@ -1,37 +1,123 @@
 """The admin listener's answers (on the server.http driver, loopback by default): ``GET /metrics``
-(Prometheus text exposition), ``/healthz`` (the process answers) and ``/readyz`` (it takes work)."""
+(Prometheus text exposition), ``/healthz``, ``/readyz``, and the back-office page with its JSON API."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextvars
+import logging
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from urllib.parse import parse_qs
 
 import h11
 import orjson
+import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .http import Response
+from syncledger.ledger import reads, verify, verify_path
+from syncledger.ledger.verify import head
+
+from .auth import FINANCE_SESSIONS, SESSION_ADMIN, SESSIONS, AuthError, Claims
+from .http import HttpServer, Response
+from .mainloop import ShuttingDown
+from .metrics import History
+from .pending import Pending
 
 if TYPE_CHECKING:
     from .app import Server
+
+log = logging.getLogger("syncledger.admin")
+OPS = (b"/metrics", b"/healthz", b"/readyz")
+PAGE = {b"/": ("index.html", b"text/html; charset=utf-8"), b"/app.js": ("app.js", b"text/javascript; charset=utf-8"),
+        b"/app.css": ("app.css", b"text/css; charset=utf-8")}
+PAGE_HEADERS = ((b"content-security-policy", b"default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+                                             b"frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+                (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                (b"cache-control", b"no-cache"))
+API_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+# path -> (method, session types allowed; None: no token needed)
+API: dict[bytes, tuple[bytes, frozenset[int] | None]] = {
+    b"/api/login": (b"POST", None),
+    b"/api/config": (b"GET", FINANCE_SESSIONS),
+    b"/api/accounts": (b"GET", FINANCE_SESSIONS),
+    b"/api/history": (b"GET", FINANCE_SESSIONS),
+    b"/api/order": (b"GET", FINANCE_SESSIONS),
+    b"/api/head": (b"GET", FINANCE_SESSIONS),
+    b"/api/metrics": (b"GET", FINANCE_SESSIONS),
+    b"/api/verify": (b"POST", frozenset({SESSION_ADMIN})),  # a whole-ledger audit: ADMIN only
+}
+SESSION_NAMES = {number: name for name, number in SESSIONS.items()}
+MAX_PAGE = 1000
+PEER: contextvars.ContextVar[str] = contextvars.ContextVar("admin_peer", default="admin")
+
+
+class Refused(Exception):
+    """An API request answered with an error (status, code, message), as the manager API words them."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response(status, orjson.dumps({"status": status, "error": code, "message": message}), API_HEADERS)
+
+
+def _ok(data: Any) -> Response:
+    return Response(200, orjson.dumps({"status": 200, "data": data}), API_HEADERS)
+
+
+@lru_cache(maxsize=None)
+def page_file(name: str) -> bytes:
+    """A file of the back-office page, shipped as package data (syncledger/server/backoffice/)."""
+    return resources.files("syncledger.server").joinpath("backoffice", name).read_bytes()
 
 
 class AdminApp:
     def __init__(self, server: Server):
         self.s = server
+        self.history = History(server.metrics, server.wall_time)
+        self.last_verify: dict | None = None
+        self._verifying: trio.Event | None = None
+        self.api: dict[bytes, Callable[[dict[str, list[str]], bytes, Claims | None], Awaitable[Any]]] = {
+            b"/api/login": self.login, b"/api/config": self.config, b"/api/accounts": self.accounts,
+            b"/api/history": self.account_history, b"/api/order": self.order, b"/api/head": self.head_and_verify,
+            b"/api/metrics": self.chart, b"/api/verify": self.verify,
+        }
 
     def head(self, request: h11.Request, arrived: bytes | None) -> Response | None:
         path = request.target.partition(b"?")[0]
-        if path not in (b"/metrics", b"/healthz", b"/readyz"):
+        if path in API:
+            method, sessions = API[path]
+            if request.method != method:
+                refusal = _error(405, "METHOD_NOT_ALLOWED", f"use {method.decode()}")
+                refusal.headers += ((b"allow", method),)
+                return refusal
+            claims = self._claims(request, sessions)
+            return claims if isinstance(claims, Response) else None
+        if path not in OPS and path not in PAGE:
             return Response(404, b'{"error":"not found"}')
         if request.method not in (b"GET", b"HEAD"):
             return Response(405, b'{"error":"use GET"}', ((b"allow", b"GET"),))
         return None
 
     def too_large(self, request: h11.Request) -> Response:
-        return Response(413, b'{"error":"a GET has no body"}')
+        return _error(413, "INVALID_DATA", "the request body is too large")
 
     async def handle(self, request: h11.Request, body: bytes) -> Response:
-        path = request.target.partition(b"?")[0]
+        answer = await self._answer(request, body)
+        if request.method == b"HEAD":  # the head alone (h11 sends no body after a HEAD)
+            answer.body = b""
+        return answer
+
+    async def _answer(self, request: h11.Request, body: bytes) -> Response:
+        path, _, query = request.target.partition(b"?")
+        if path in API:
+            return await self._api(request, path, query, body)
+        if path in PAGE:
+            name, content_type = PAGE[path]
+            return Response(200, page_file(name), PAGE_HEADERS, content_type=content_type)
         if path == b"/metrics":
             return Response(200, generate_latest(self.s.metrics.registry), content_type=CONTENT_TYPE_LATEST.encode())
         if path == b"/healthz":
@@ -52,3 +138,203 @@ class AdminApp:
         if not s.store_writable():
             problems.append("the ledger file is not writable")
         return problems
+
+    # ---- the back-office page's JSON API: the manager API's tokens, session types, reads and answers
+
+    def _claims(self, request: h11.Request, sessions: frozenset[int] | None) -> Claims | Response | None:
+        """The claims of the request's ``Authorization: Bearer`` token, or its refusal (401, 403)."""
+        if sessions is None:
+            return None
+        auth = dict(request.headers).get(b"authorization", b"").decode("latin-1")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        try:
+            claims = self.s.tokens.verify(token)
+            self.s.keys.check(claims)
+        except AuthError as e:
+            return _error(401, e.code, "a valid manager token is required (Authorization: Bearer)"
+                          if e.code == "UNAUTHORIZED" else e.message)
+        if claims.session not in sessions:
+            allowed = ", ".join(SESSION_NAMES[s] for s in sorted(sessions))
+            return _error(403, "FORBIDDEN", f"this is for {allowed} sessions, not {SESSION_NAMES[claims.session]}")
+        return claims
+
+    async def _api(self, request: h11.Request, path: bytes, query: bytes, body: bytes) -> Response:
+        claims = self._claims(request, API[path][1])  # again: it may have expired while the body came
+        if isinstance(claims, Response):
+            return claims
+        try:
+            if self.s.stopping:
+                raise ShuttingDown()
+            args = parse_qs(query.decode("ascii", "replace"), keep_blank_values=True, max_num_fields=20)
+            return await self.api[path](args, body, claims)
+        except Refused as e:
+            return _error(e.status, e.code, e.message)
+        except ValueError as e:  # parse_qs: too many fields
+            return _error(400, "INVALID_DATA", str(e))
+        except ShuttingDown:
+            return _error(503, "SHUTTING_DOWN", "the server is shutting down")
+        except Exception:
+            log.exception("%s failed", path.decode())
+            return _error(500, "INTERNAL", f"{path.decode()} failed inside the server; nothing was changed")
+
+    async def login(self, args: dict, body: bytes, claims: None) -> Response:
+        """The manager API's own Login (throttle by address, scrypt, logging), answered as JSON."""
+        answer = _Answer(PEER.get())
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise Refused(400, "INVALID_JSON", "the body must be a JSON object {login, password}") from None
+        line = orjson.dumps({"command": "Login", "data": data})
+        await self.s.dispatcher.handle(answer, line)
+        if answer.line is None:
+            raise Refused(500, "INTERNAL", "Login gave no answer")
+        reply = orjson.loads(answer.line)
+        reply.pop("extID", None)
+        return Response(reply["status"], orjson.dumps(reply), API_HEADERS)
+
+    async def config(self, args: dict, body: bytes, claims: Claims) -> Response:
+        host = self.s.config.host
+        ports = self.s.ports
+        return _ok({"ws_port": ports.ws if ports else None, "ws_host": None if host in ("", "0.0.0.0", "::") else host,
+                    "tls": self.s.config.tls_cert is not None, "login": claims.login,
+                    "session": SESSION_NAMES[claims.session], "chart_interval": self.history.interval})
+
+    async def accounts(self, args: dict, body: bytes, claims: Claims) -> Response:
+        text = _text(args, "q", 100)
+        users, following, seq = await self.s.read(_accounts_page, text, _int(args, "from_login", 0),
+                                                  _int(args, "limit", 100, 1, MAX_PAGE))
+        return _ok({"accounts": users, "next_from_login": following, "seq": seq})
+
+    async def account_history(self, args: dict, body: bytes, claims: Claims) -> Response:
+        login = _int(args, "login")
+        account, records, older = await self.s.read(_history_page, login, _int(args, "before", None, 1),
+                                                    _int(args, "limit", 50, 1, MAX_PAGE))
+        if account is None:
+            raise Refused(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
+        return _ok({"account": account, "records": records, "older": older})
+
+    async def order(self, args: dict, body: bytes, claims: Claims) -> Response:
+        order = _int(args, "order")
+        found = await self.s.read(reads.versions, order)
+        if not found:
+            raise Refused(404, "ORDER_NOT_FOUND", f"no order {order}")
+        return _ok({"order": order, "versions": found})
+
+    async def head_and_verify(self, args: dict, body: bytes, claims: Claims) -> Response:
+        now = await self.s.read(head)
+        return _ok({"head": now, "seq": int(now.partition(":")[0]), "verify": self.last_verify,
+                    "verifying": self._verifying is not None})
+
+    async def chart(self, args: dict, body: bytes, claims: Claims) -> Response:
+        h = self.history
+        return _ok({"now": round(self.s.wall_time(), 3), "interval": h.interval, "window": h.window,
+                    "points": h.points()})
+
+    async def verify(self, args: dict, body: bytes, claims: Claims) -> Response:
+        """Audit the ledger on a snapshot of its own; a request that comes while one runs gets that one's
+        result."""
+        if self._verifying is not None:
+            await self._verifying.wait()
+            return _ok(self.last_verify)
+        self._verifying = done = trio.Event()
+        try:
+            self.last_verify = await self._audit(claims.login)
+        finally:
+            self._verifying = None
+            done.set()
+        return _ok(self.last_verify)
+
+    async def _audit(self, login: int) -> dict:
+        at, started = self.s.wall_time(), trio.current_time()
+        path = self.s.config.db
+        try:
+            if path == ":memory:":  # no file to open: between two batches, on the writer's connection
+                report = await self.s.mainloop.read(verify, self.s.store.db)
+            else:  # its own read-only connection, in a worker thread: the writer never waits for it
+                report = await trio.to_thread.run_sync(verify_path, path, abandon_on_cancel=True)
+            result = {"ok": report.ok, "text": str(report), "problem": report.problem, "head": report.head,
+                      "finance_rows": report.finance_rows, "events": report.events, "accounts": report.accounts}
+        except ShuttingDown:
+            raise
+        except Exception as e:  # not a ledger this program reads, the file vanished, ...
+            result = {"ok": False, "text": f"FAILED: verify could not run: {e}", "problem": str(e), "head": None,
+                      "finance_rows": 0, "events": 0, "accounts": 0}
+        log.info("verify from the back-office page (manager %d): %s", login, result["text"])
+        return {**result, "at": int(at), "seconds": round(trio.current_time() - started, 3), "by": login}
+
+
+def _accounts_page(db: Any, text: str, from_login: int, limit: int) -> tuple[list[dict], int | None, int]:
+    """A page of accounts and the seq of the snapshot they were read in (events after it are newer)."""
+    return (*reads.find_accounts(db, text, from_login, limit), reads.last_seq(db))
+
+
+def _history_page(db: Any, login: int, before: int | None, limit: int) -> tuple[dict | None, list[dict], int | None]:
+    return (reads.account(db, login), *reads.history(db, login, before, limit))
+
+
+def _text(args: dict[str, list[str]], name: str, longest: int) -> str:
+    value = args.get(name, [""])[-1].strip()
+    if len(value) > longest:
+        raise Refused(400, "INVALID_DATA", f"{name} is longer than {longest} characters")
+    return value
+
+
+_MISSING = object()
+
+
+def _int(args: dict[str, list[str]], name: str, default: Any = _MISSING, low: int = 0, high: int = 2**62) -> Any:
+    value = args.get(name, [""])[-1].strip()
+    if not value:
+        if default is _MISSING:
+            raise Refused(400, "INVALID_DATA", f"{name} is required")
+        return default
+    if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
+        raise Refused(400, "INVALID_DATA", f"{name} must be a whole number from {low} to {high}")
+    return int(value)
+
+
+class _Answer:
+    """Stands in for a manager connection, so that a request of the page runs the Dispatcher's own code
+    (authentication, login throttle, validation, metrics) and its one answer line is kept."""
+
+    max_reply = 8 << 20
+
+    def __init__(self, address: str):
+        self.address, self.authenticated, self.pending, self.line = address, False, set(), None
+
+    def open_pending(self, ext_id: str | None, command: str = "", metrics: Any = None) -> Pending:
+        pending = Pending(self, ext_id, command, metrics)
+        self.pending.add(pending)
+        return pending
+
+    def send(self, line: bytes) -> None:
+        self.line = line
+
+    def answered(self, pending: Pending) -> None:
+        self.pending.discard(pending)
+
+    def stop_reading(self) -> None:
+        """(A throttled address's TCP connection is closed; an HTTP answer ends the exchange anyway.)"""
+
+
+class AdminServer(HttpServer):
+    """The admin listener: the HTTP driver, each connection's peer address known to Login's throttle, and
+    the sampler of the page's chart running beside it."""
+
+    async def serve(self, listeners: list[trio.SocketListener], *, connections: trio.Nursery,
+                    task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        connections.start_soon(self.app.history.run)
+        await super().serve(listeners, connections=connections, task_status=task_status)
+
+    async def _connection(self, stream: trio.abc.Stream) -> None:
+        PEER.set(_peer(stream))
+        await super()._connection(stream)
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    try:
+        return str(stream.socket.getpeername()[0])  # type: ignore[attr-defined]
+    except (AttributeError, OSError, IndexError, TypeError):
+        return "admin"

@@ -10,7 +10,7 @@ import itertools
 import logging
 import os
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
@@ -23,6 +23,8 @@ log = logging.getLogger("syncledger.ledger")
 SCHEMA_VERSION = migrations.LATEST
 MAX_ID = 2**63 - 1  # SQLite INTEGER: the largest login or order
 GENESIS = "0" * 64
+_ABSENT = object()  # in the undo log: the key was not in its mapping
+_KEYS_PER_QUERY = 900  # ext_ids per prefetch query (SQLite's smallest bound on variables is 999)
 
 
 def finance_hash(prev: str, row_id: int, v: Version, source: str, ext_id: str | None, created: int) -> str:
@@ -94,7 +96,13 @@ class AddAccount:
 
 
 class _Isolate(Exception):
-    """A command failed after writing: run the batch again with a SAVEPOINT per command."""
+    """Run the batch again, each command's rows written as it ends: a command failed after writing (then with
+    a SAVEPOINT per command), or staged rows could not be written (``unstaged``: then the command they belong
+    to fails alone, and the commands take the order numbers they took in the first run)."""
+
+    def __init__(self, unstaged: bool = False):
+        super().__init__()
+        self.unstaged = unstaged
 
 
 class Unsure(Exception):
@@ -149,7 +157,14 @@ class Store:
             Finance: self._finance,
             AddAccount: self._add_account,
         }
-        self._undo: list[tuple[int, tuple | None]] = []
+        self._undo: list[tuple[dict, Any, Any]] = []  # (mapping, key, old value or _ABSENT), undone by _revert
+        # Inside a batch: rows not yet written (finance, events, idempotency), the idempotency rows of the
+        # batch's keys (prefetched, then as the batch leaves them), the newest version of each order it wrote.
+        self._staged: tuple[list, list, list] = ([], [], [])
+        self._keys: dict[tuple[int, str], tuple] = {}
+        self._versions: dict[int, Version] = {}
+        self._reserved: list[int] = []  # order numbers the batch's commands took (a rerun takes them again)
+        self._replayed: list[int] = []
         self._load()
         self._check_files()
         from . import wallet  # wallet commands build on this module
@@ -200,29 +215,45 @@ class Store:
         the file its outcomes are returned; if it is not, the error propagates (nothing was applied); if that
         cannot be known (an I/O error, a failed ROLLBACK, the file unlinked or replaced), Unsure is raised.
 
-        Most refusals happen before a command writes anything (the rules run on in-memory totals), so
-        the batch first runs without savepoints; a command that fails after writing (rare) makes the
-        batch roll back and run again with a SAVEPOINT per command."""
-        try:
-            return self._apply(commands, isolate=False)
-        except _Isolate:
-            return self._apply(commands, isolate=True)
+        The idempotency rows of the whole batch are read in one query per manager. Finance commands write
+        nothing while they run: their finance, event and key rows are staged and written with executemany
+        before any other command runs (it may read them back or reference them) and before COMMIT, so a
+        refusal by the rules (they run on in-memory totals) has nothing to undo and needs no savepoint. Two
+        rare cases roll the batch back and run it again (see _Isolate), leaving the same rows and answers as
+        writing every row at once would: staged rows that cannot be written (an order number already taken,
+        a number beyond SQLite's INTEGER), and a command that fails after writing."""
+        self._replayed = []  # order numbers a rerun's commands take again (popped: the next one last)
+        defer, isolate = True, False
+        while True:
+            self._reserved = []
+            try:
+                return self._apply(commands, defer, isolate)
+            except _Isolate as rerun:
+                if rerun.unstaged:
+                    self._replayed += self._reserved[::-1]
+                defer, isolate = False, not rerun.unstaged
 
-    def _apply(self, commands: Sequence[Any], isolate: bool) -> list[Outcome]:
+    def _apply(self, commands: Sequence[Any], defer: bool, isolate: bool) -> list[Outcome]:
         db = self.db
         outcomes = []
-        heads = (self.finance_id, self.finance_head, self.seq, self.event_head)
+        self._staged = ([], [], [])
+        heads = self._mark()
         batch_no, start = self.batch_no, db.total_changes
         committing = False
         db.execute("BEGIN IMMEDIATE")
         try:
+            self._prefetch_keys(commands)
             for command in commands:
-                mark = (len(self._undo), self.finance_id, self.finance_head, self.seq, self.event_head)
+                if type(command) is not Finance:
+                    self._write_staged()  # it may read rows back or reference them: they must be in SQL
+                mark = self._mark()
                 changes = db.total_changes
                 if isolate:
                     db.execute("SAVEPOINT cmd")
                 try:
                     outcome = self._handlers[type(command)](command)
+                    if not defer:
+                        self._flush()
                 except Exception as error:
                     if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.IntegrityError):
                         raise  # the database itself failed (disk, I/O, corruption): the whole batch fails
@@ -230,16 +261,19 @@ class Store:
                         db.execute("ROLLBACK TO cmd")
                     elif db.total_changes != changes:
                         raise _Isolate() from error  # it wrote before failing: only a savepoint can undo that
-                    self._revert(mark)
+                    self._revert(mark)  # its staged rows too: they were never written
                     if not isinstance(error, LedgerError):
                         if not isinstance(error, sqlite3.IntegrityError):
                             log.exception("command %r failed; the others in its batch go on", command)
                         error = LedgerError(500, "INTERNAL", f"ledger refused the command: {error}")
                     outcome = Outcome(error=error)
                     self._remember_failure(command, error)
+                if not defer:
+                    self._flush()
                 if isolate:
                     db.execute("RELEASE cmd")
                 outcomes.append(outcome)
+            self._write_staged()
             if db.total_changes != start:  # the batch's number, read back if its COMMIT fails
                 self.batch_no += 1
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('batch', ?)", (str(self.batch_no),))
@@ -254,10 +288,12 @@ class Store:
                     self._rollback()
             if not landed:
                 self.batch_no = batch_no
-                self._revert((0, *heads))
+                self._revert(heads)
+                self._keys, self._versions = {}, {}
                 raise
             log.warning("COMMIT reported %r, but the batch is in the ledger file: it stands", error)
         self._undo.clear()
+        self._keys, self._versions = {}, {}
         try:
             self._check_files()
         except Unsure:
@@ -265,6 +301,43 @@ class Store:
         except Exception as e:  # committed, yet the file cannot be checked: what it holds is unknown
             raise Unsure(f"the ledger file could not be checked after a commit ({e})") from e
         return outcomes
+
+    def _prefetch_keys(self, commands: Sequence[Any]) -> None:
+        """The idempotency rows of the batch's keyed commands: one primary-key query per manager (a row-value
+        ``(manager, ext_id) IN (VALUES ...)`` would scan the whole table)."""
+        wanted: dict[int, set[str]] = {}
+        for c in commands:
+            if isinstance(c, (Finance, AddAccount)) and c.manager is not None and c.ext_id is not None:
+                wanted.setdefault(c.manager, set()).add(c.ext_id)
+        self._keys = keys = {}
+        for manager, ext_ids in wanted.items():
+            ext_ids = list(ext_ids)
+            for i in range(0, len(ext_ids), _KEYS_PER_QUERY):
+                part = ext_ids[i:i + _KEYS_PER_QUERY]
+                for ext_id, *row in self.db.execute(
+                        "SELECT ext_id, payload, status, error, message, seq, login FROM idempotency "
+                        f"WHERE manager = ? AND ext_id IN ({','.join('?' * len(part))})", (manager, *part)):
+                    keys[(manager, ext_id)] = (*row, None)
+
+    def _flush(self) -> None:
+        """Write the staged rows: finance, then the events that reference them, then the keys."""
+        finance, events, keys = self._staged
+        self._staged = ([], [], [])
+        if finance:
+            self.db.executemany("INSERT INTO finance VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", finance)
+            self.db.executemany("INSERT INTO events VALUES (?,?,?,?,?)", events)
+        if keys:
+            self.db.executemany("INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,?)", keys)
+
+    def _write_staged(self) -> None:
+        """:meth:`_flush` between commands: a row that cannot be written belongs to no command known here, so
+        the batch runs again writing each command's rows as it ends."""
+        try:
+            self._flush()
+        except Exception as error:
+            if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.IntegrityError):
+                raise
+            raise _Isolate(unstaged=True) from error
 
     def _sql_commit(self) -> None:  # the statements themselves: a test's fault switch may stand in for them
         self.db.execute("COMMIT")
@@ -328,81 +401,114 @@ class Store:
             elif identity != known:
                 raise Unsure(f"{name} was replaced by another file while the server had the ledger open")
 
-    def _revert(self, mark: tuple) -> None:
-        """Undo in-memory changes made after ``mark`` (its SQL was rolled back)."""
-        undo_len, self.finance_id, self.finance_head, self.seq, self.event_head = mark
-        while len(self._undo) > undo_len:
-            login, old = self._undo.pop()
-            if old is None:
-                del self.accounts[login]
-                self.disabled.discard(login)
-            else:
-                self.accounts[login] = old
+    def _mark(self) -> tuple:
+        """What :meth:`_revert` goes back to."""
+        return (len(self._undo), self.finance_id, self.finance_head, self.seq, self.event_head,
+                *map(len, self._staged))
 
-    def _set_account(self, login: int, value: tuple[str, int, int]) -> None:
-        self._undo.append((login, self.accounts.get(login)))
-        self.accounts[login] = value
+    def _revert(self, mark: tuple) -> None:
+        """Undo in-memory changes and drop rows staged after ``mark`` (its SQL was rolled back)."""
+        undo_len, self.finance_id, self.finance_head, self.seq, self.event_head, *staged = mark
+        for rows, n in zip(self._staged, staged):
+            del rows[n:]
+        while len(self._undo) > undo_len:
+            mapping, key, old = self._undo.pop()
+            if old is not _ABSENT:
+                mapping[key] = old
+            else:
+                del mapping[key]
+                if mapping is self.accounts:
+                    self.disabled.discard(key)
+
+    def _set(self, mapping: dict, key: Any, value: Any) -> None:
+        self._undo.append((mapping, key, mapping.get(key, _ABSENT)))
+        mapping[key] = value
 
     # ------------------------------------------------------------------ writes
 
     def append(self, v: Version, now: int, source: str, ext_id: str | None) -> Event:
-        """Append a finance version and its event; move the account's totals. Inside a batch only."""
+        """Append a finance version and its event, written at once; move the account's totals. Inside a batch
+        only (a command other than Finance: the batch's earlier rows are written before it runs)."""
+        event = self._stage(v, now, source, ext_id)
+        self._flush()
+        return event
+
+    def _stage(self, v: Version, now: int, source: str, ext_id: str | None) -> Event:
+        """Chain a finance version and its event to the heads and stage their rows (see :meth:`_flush`)."""
         currency = self.accounts[v.login][0]
         row_id = self.finance_id + 1
         fhash = finance_hash(self.finance_head, row_id, v, source, ext_id, now)
-        self.db.execute(
-            "INSERT INTO finance VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (row_id, v.order, v.version, v.login, v.cmd, v.state, v.amount, v.delta, v.balance, v.credit,
-             v.comment, v.open_time, v.close_time, source, ext_id, now, fhash),
-        )
         seq, etype, data = self.seq + 1, v.event_type, rules.record_json(v)
         ehash = event_hash(self.event_head, seq, etype, row_id, data)
-        self.db.execute("INSERT INTO events VALUES (?,?,?,?,?)", (seq, etype, row_id, data.decode(), ehash))
+        finance, events, _ = self._staged
+        finance.append((row_id, v.order, v.version, v.login, v.cmd, v.state, v.amount, v.delta, v.balance, v.credit,
+                        v.comment, v.open_time, v.close_time, source, ext_id, now, fhash))
+        events.append((seq, etype, row_id, data.decode(), ehash))
         self.finance_id, self.finance_head, self.seq, self.event_head = row_id, fhash, seq, ehash
-        self._set_account(v.login, (currency, v.balance, v.credit))
+        self._set(self.accounts, v.login, (currency, v.balance, v.credit))
+        self._set(self._versions, v.order, v)
         return Event(seq, etype, v.order, rules.with_seq(data, seq))
 
-    def apply_finance(self, req: FinanceRequest, now: int, source: str, ext_id: str | None,
-                      new_order: int | None = None) -> tuple[Version, Event]:
-        """Apply one finance request by the rules and append its version and event (inside a batch)."""
+    def _stage_key(self, c: Finance | AddAccount, payload: str, status: int, error: str | None = None,
+                   message: str | None = None, seq: int | None = None, login: int | None = None,
+                   receipt: Receipt | None = None) -> None:
+        """Stage an idempotency row; the batch's later commands see it at once (with ``receipt``: no read)."""
+        self._staged[2].append((c.manager, c.ext_id, payload, status, error, message, seq, c.now, login))
+        self._set(self._keys, (c.manager, c.ext_id), (payload, status, error, message, seq, login, receipt))
+
+    def _reserve(self) -> int:
+        """An order number for a command of the batch (on a rerun, see apply_batch)."""
+        order = self._replayed.pop() if self._replayed else self.reserve_order()
+        self._reserved.append(order)
+        return order
+
+    def _next_version(self, req: FinanceRequest, now: int, new_order: int | None) -> Version:
+        """The order's next version for ``req``, by the rules, on the batch's current state."""
         current = self.current_version(req.order) if req.order is not None else None
         login = req.login
         if req.op in rules.DELETES:
             login = current.login if current else None  # None: rules.apply answers ORDER_NOT_FOUND
         elif current is None and new_order is None:
-            new_order = self.reserve_order()
+            new_order = self._reserve()
         account = self.accounts.get(login)
         if account is None and login is not None:
             raise LedgerError(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
         if login in self.disabled:
             raise LedgerError(403, "ACCOUNT_DISABLED", f"account {login} is disabled")
-        v = rules.apply(req, account[1:] if account else (0, 0), current, new_order or 0, now)
+        return rules.apply(req, account[1:] if account else (0, 0), current, new_order or 0, now)
+
+    def apply_finance(self, req: FinanceRequest, now: int, source: str, ext_id: str | None,
+                      new_order: int | None = None) -> tuple[Version, Event]:
+        """Apply one finance request by the rules and append its version and event (inside a batch)."""
+        v = self._next_version(req, now, new_order)
         return v, self.append(v, now, source, ext_id)
 
     def _finance(self, c: Finance) -> Outcome:
         req = c.request
         keyed = c.manager is not None and c.ext_id is not None
         if keyed:
-            replay = self._replay(c)
+            payload = req.payload()
+            replay = self._replay(c, payload)
             if replay is not None:
                 return replay
+        v = self._next_version(req, c.now, c.new_order)
         # ext_id is kept on the row only as the idempotency key it is (verify checks the key is there)
-        v, event = self.apply_finance(req, c.now, c.source, c.ext_id if keyed else None, c.new_order)
+        event = self._stage(v, c.now, c.source, c.ext_id if keyed else None)
+        receipt = Receipt(v.order, v.login, v.cmd, v.amount, event.type, event.data)
         if keyed:
-            self.db.execute(
-                "INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,NULL)",
-                (c.manager, c.ext_id, req.payload(), 200, None, None, event.seq, c.now),
-            )
-        return Outcome(data=Receipt(v.order, v.login, v.cmd, v.amount, event.type, event.data), events=[event])
+            self._stage_key(c, payload, 200, seq=event.seq, receipt=receipt)
+        return Outcome(data=receipt, events=[event])
 
-    def _replay(self, c: Finance) -> Outcome | None:
+    def _replay(self, c: Finance, payload: str) -> Outcome | None:
         """The stored outcome of an earlier request with the same (manager, extID), if any."""
-        seen = self._key(c.manager, c.ext_id, c.request.payload())
+        seen = self._key(c.manager, c.ext_id, payload)
         if seen is None or isinstance(seen, Outcome):
             return seen
-        status, error, message, seq, _ = seen
+        status, error, message, seq, _, receipt = seen
         if seq is None:
             return Outcome(error=LedgerError(status, error, message), replay=True)
+        if receipt is not None:  # applied earlier in this batch
+            return Outcome(data=replace(receipt), replay=True)
         etype, data, order, login, cmd, amount = self.db.execute(
             "SELECT e.type, e.data, f.order_id, f.login, f.cmd, f.amount FROM events e "
             "JOIN finance f ON f.id = e.record_id WHERE e.seq = ?", (seq,)).fetchone()
@@ -412,20 +518,15 @@ class Store:
     def _remember_failure(self, command: Any, error: LedgerError) -> None:
         """A keyed request that failed by the ledger's rules stays failed on replay."""
         if (isinstance(command, (Finance, AddAccount)) and command.manager is not None
-                and command.ext_id is not None and error.status < 500 and error.code != "IDEMPOTENCY_CONFLICT"):
+                and command.ext_id is not None and error.status < 500 and error.code != "IDEMPOTENCY_CONFLICT"
+                and (command.manager, command.ext_id) not in self._keys):
             payload = command.request.payload() if isinstance(command, Finance) else command.payload()
-            self.db.execute(
-                "INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?,?,NULL)",
-                (command.manager, command.ext_id, payload, error.status, error.code, error.message, None,
-                 command.now),
-            )
+            self._stage_key(command, payload, error.status, error.code, error.message)
 
     def _key(self, manager: int, ext_id: str, payload: str) -> Outcome | tuple | None:
         """The stored outcome row of an earlier request with this (manager, extID): None if there is none,
-        a conflict Outcome if it asked something else, else (status, error, message, seq, login)."""
-        row = self.db.execute(
-            "SELECT payload, status, error, message, seq, login FROM idempotency WHERE manager=? AND ext_id=?",
-            (manager, ext_id)).fetchone()
+        a conflict Outcome if it asked something else, else (status, error, message, seq, login, receipt)."""
+        row = self._keys.get((manager, ext_id))
         if row is None:
             return None
         if row[0] != payload:
@@ -440,7 +541,7 @@ class Store:
             if isinstance(seen, Outcome):
                 return seen
             if seen is not None:
-                status, error, message, _, login = seen
+                status, error, message, _, login, _ = seen
                 if login is None:
                     return Outcome(error=LedgerError(status, error, message), replay=True)
                 return Outcome(data=self.get_account(login), replay=True)
@@ -457,15 +558,15 @@ class Store:
         if not c.enable:
             self.disabled.add(login)
         if keyed:
-            self.db.execute("INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,?)",
-                            (c.manager, c.ext_id, c.payload(), 200, None, None, None, c.now, login))
-        self._set_account(login, (c.currency, 0, 0))
+            self._stage_key(c, c.payload(), 200, login=login)
+        self._set(self.accounts, login, (c.currency, 0, 0))
         return Outcome(data=self.get_account(login))
 
     # ------------------------------------------------------------------ reads
 
     def current_version(self, order: int) -> Version | None:
-        return reads.current_version(self.db, order)
+        v = self._versions.get(order)  # written in this batch: maybe staged, not yet in SQL
+        return v if v is not None else reads.current_version(self.db, order)
 
     # Reads of committed state: the functions of ledger.reads on this connection (the server also runs them
     # on read-only connections of their own, outside the writer's lock).

@@ -25,6 +25,7 @@ MAX_ID = 2**63 - 1  # SQLite INTEGER: the largest login or order
 GENESIS = "0" * 64
 _ABSENT = object()  # in the undo log: the key was not in its mapping
 _KEYS_PER_QUERY = 900  # ext_ids per prefetch query (SQLite's smallest bound on variables is 999)
+_KEY_QUERY_SIZES = (1, 4, 16, 64, 256, _KEYS_PER_QUERY)
 
 
 def finance_hash(prev: str, row_id: int, v: Version, source: str, ext_id: str | None, created: int) -> str:
@@ -314,6 +315,8 @@ class Store:
             ext_ids = list(ext_ids)
             for i in range(0, len(ext_ids), _KEYS_PER_QUERY):
                 part = ext_ids[i:i + _KEYS_PER_QUERY]
+                # padded to one of a few sizes: each distinct text is a prepared statement in sqlite3's cache
+                part += part[-1:] * (next(n for n in _KEY_QUERY_SIZES if n >= len(part)) - len(part))
                 for ext_id, *row in self.db.execute(
                         "SELECT ext_id, payload, status, error, message, seq, login FROM idempotency "
                         f"WHERE manager = ? AND ext_id IN ({','.join('?' * len(part))})", (manager, *part)):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import trio
+from outcome import acapture
 
 from syncledger.ledger import LedgerError, Outcome, Store
 from syncledger.ledger.store import Event, Unsure
@@ -51,6 +52,7 @@ class MainLoop:
         self.committed_seq = store.seq  # the newest event committed and published (store.seq runs ahead in a batch)
         self.on_unsure: Callable[[str], None] = _no_handler  # the server's fail-stop
         self.metrics: Any = None  # a server.metrics.Metrics
+        self._committed: tuple[list[Job], list[Outcome]] | None = None  # a committed batch not yet answered
 
     def deliver(self, event: Event, waiter: Any) -> None:
         """Broadcast a committed event, then show it to the …Sync waiter of the job that made it."""
@@ -113,28 +115,63 @@ class MainLoop:
             self.stopped.set()
 
     async def _loop(self) -> None:
-        async with self._recv:
-            async for job in self._recv:
-                batch = [job]
-                while len(batch) < self.batch_max:
-                    try:
-                        batch.append(self._recv.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                await self._running.wait()
-                if self.dropping:
-                    self._answer(batch, [NOT_APPLIED] * len(batch))
-                    continue
-                async with self.lock:
-                    await self._apply(batch)
+        """Batches in order. Pipelined when threaded: once batch N has committed and batch N+1 is waiting,
+        N+1 goes to the SQLite thread at once and N is answered meanwhile on this one (the commit's fsync and
+        SQLite's C code run without the GIL). Nothing is answered before its own commit returned, and a
+        committed batch is always answered, also when the loop is cancelled."""
+        try:
+            async with self._recv:
+                while True:
+                    batch = self._take(self.batch_max)
+                    if not batch:
+                        self._answer_committed()  # nothing else to do meanwhile
+                        try:
+                            batch = [await self._recv.receive()]
+                        except trio.EndOfChannel:
+                            return
+                        batch += self._take(self.batch_max - 1)
+                    await self._running.wait()
+                    if self.dropping:
+                        self._answer_committed()
+                        self._answer(batch, [NOT_APPLIED] * len(batch))
+                        continue
+                    async with self.lock:
+                        await self._apply(batch)
+        finally:
+            self._answer_committed()
+
+    def _take(self, most: int) -> list[Job]:
+        """Up to ``most`` queued jobs, without waiting."""
+        batch: list[Job] = []
+        while len(batch) < most:
+            try:
+                batch.append(self._recv.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        return batch
+
+    def _answer_committed(self) -> None:
+        done, self._committed = self._committed, None
+        if done is not None:
+            self._answer(*done)
 
     async def _apply(self, batch: list[Job]) -> None:
+        """Apply ``batch`` (one commit) while the previous one is answered; this batch's answers wait in
+        ``_committed`` for the next batch (or an empty inbox)."""
         commands = [job.command for job in batch]
+        if not self.threaded or self.faults is not None:
+            self._answer_committed()  # single-threaded, or under test faults: strictly one batch at a time
         if self.faults is not None:
             commands = await self.faults.before_commit(commands)
         started = trio.current_time()
+        if self._committed is None:
+            result = await acapture(self.call, self.store.apply_batch, commands)
+        else:
+            async with trio.open_nursery() as answering:
+                answering.start_soon(self._answer_soon)  # runs while the SQLite thread works
+                result = await acapture(self.call, self.store.apply_batch, commands)
         try:
-            outcomes = await self.call(self.store.apply_batch, commands)
+            outcomes = result.unwrap()
         except Unsure as e:
             # Whether this batch is in the file cannot be known: its jobs get no answer, nothing more is
             # applied, and the server stops so that a restart reads the truth from the file.
@@ -150,10 +187,15 @@ class MainLoop:
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(batch))
             self.metrics.commit.observe(trio.current_time() - started)
-        self._answer(batch, outcomes)
-        self.committed_seq = self.store.seq
+        self._committed = (batch, outcomes)
+        if not self.threaded or self.faults is not None:
+            self._answer_committed()
+
+    async def _answer_soon(self) -> None:
+        self._answer_committed()
 
     def _answer(self, batch: list[Job], outcomes: list[Outcome]) -> None:
+        """Publish a committed batch's events, then answer its jobs, in order."""
         for job, outcome in zip(batch, outcomes, strict=True):
             try:
                 for event in outcome.events:
@@ -161,6 +203,7 @@ class MainLoop:
                         self.deliver(event, job.waiter)
                     else:
                         self.faults.deliver(event, job.waiter, self.deliver)
+                    self.committed_seq = max(self.committed_seq, event.seq)
                 job.done(outcome)
             except Exception:  # a bug in one answer must not stop the writer
                 log.exception("answering a job failed")

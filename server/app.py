@@ -30,7 +30,7 @@ from .broker import Broker
 from .commands import Dispatcher
 from .faults import Faults
 from .http import HttpServer, Limits
-from .limits import Gate, LineBudget, default_cap, raise_descriptor_limit
+from .limits import Gate, LineBudget, default_cap, peer_address, raise_descriptor_limit
 from .lockfile import LedgerLock
 from .mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
@@ -58,6 +58,7 @@ class Config:
     max_inflight: int = 8192  # unanswered requests per connection before 429
     idle_timeout: float = 60.0  # seconds a connection may stay open without presenting a valid token
     max_connections: int | None = None  # per listener; None: sized to the open-file limit
+    max_connect_rate: float | None = 200.0  # new connections a second from one address, after 1,000 at once
     admin_host: str = "127.0.0.1"  # health, metrics (and the back-office page): loopback unless asked
     tls_cert: str | None = None  # PEM certificate chain: TLS on every listener (with tls_key)
     tls_key: str | None = None
@@ -117,7 +118,8 @@ class Server:
         self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"),
                                 config.wallet_test_endpoints)
         cap = config.max_connections or default_cap(raise_descriptor_limit())
-        self.gates = {name: Gate(name, cap, trio.current_time) for name in ("tcp", "ws", "wallet")}
+        self.gates = {name: Gate(name, cap, trio.current_time, rate=config.max_connect_rate)
+                      for name in ("tcp", "ws", "wallet")}
         self.connection_lines = LineBudget(20, trio.current_time)  # "opened"/"closed" lines a second, in all
         self._http = HttpServer(self.wallet, Limits(untrusted_idle=config.idle_timeout), gate=self.gates["wallet"])
         self.metrics = Metrics()
@@ -265,7 +267,7 @@ class Server:
 
     async def _tcp_connection(self, stream: trio.abc.Stream, peer: trio.abc.Stream | None = None) -> None:
         gate = self.gates["tcp"]
-        if not gate.enter():
+        if not gate.enter(None if peer is not None else peer_address(stream)):
             await stream.aclose()
             return
         try:

@@ -203,6 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
                     wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms,
                     wallet_test_endpoints=args.wallet_test_endpoints, idle_timeout=args.idle_timeout,
                     default_currency=args.default_currency, max_connections=args.max_connections,
+                    max_connect_rate=args.max_connect_rate or None,
                     replay_stall=args.replay_stall, admin_host=args.admin_host,
                     admin_port=None if args.admin_port < 0 else args.admin_port, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, game_session_ttl=args.game_session_ttl)
@@ -238,6 +239,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _rate(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (no limit) or more")
     return value
 
 
@@ -279,6 +287,9 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-connections", type=_positive, default=None, metavar="N",
                    help="connections per listener (default: sized to the open-file limit, which serve raises "
                         "to its hard limit)")
+    p.add_argument("--max-connect-rate", type=_rate, default=200, metavar="N",
+                   help="new connections a second from one address on each listener, after a first 1,000 "
+                        "(default 200; 0: no limit, e.g. behind a proxy that keeps its connections open)")
     p.add_argument("--replay-stall", type=_seconds, default=30.0, metavar="SECONDS",
                    help="drop a replaying subscriber that takes nothing for this long (default 30); it resumes "
                         "with from_seq")

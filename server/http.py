@@ -12,7 +12,7 @@ import h11
 import orjson
 import trio
 
-from .limits import Gate
+from .limits import Gate, peer_address
 
 log = logging.getLogger("syncledger.wallet.http")
 READ_SIZE = 64 * 1024
@@ -248,7 +248,7 @@ class HttpServer:
         await trio.serve_listeners(self._connection, listeners, handler_nursery=connections, task_status=task_status)
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
-        if self.gate is not None and not self.gate.enter():
+        if self.gate is not None and not self.gate.enter(peer_address(stream)):
             await stream.aclose()
             return
         started = trio.current_time()

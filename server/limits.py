@@ -7,7 +7,19 @@ import logging
 import resource
 from typing import Callable
 
+import trio
+
 log = logging.getLogger("syncledger.limits")
+
+
+def peer_address(stream: trio.abc.Stream) -> str:
+    """The peer's IP address ("memory" for an in-process stream), for limits and logs."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    try:
+        return str(stream.socket.getpeername()[0])  # type: ignore[attr-defined]
+    except (AttributeError, OSError, IndexError, TypeError):
+        return "memory"
 
 
 def raise_descriptor_limit() -> int:
@@ -28,25 +40,46 @@ def default_cap(descriptors: int, listeners: int = 3, reserve: int = 200) -> int
 
 
 class Gate:
-    """At most ``cap`` connections on one listener."""
+    """At most ``cap`` connections on one listener, and from one address at most ``rate`` new ones a second
+    after a first ``burst`` (a token bucket; None: no rate limit). Refusals are logged once a second."""
 
-    def __init__(self, name: str, cap: int, clock: Callable[[], float]):
+    def __init__(self, name: str, cap: int, clock: Callable[[], float], *, rate: float | None = None,
+                 burst: int = 1000, addresses: int = 100_000):
         self.name, self.cap, self._clock = name, cap, clock
+        self.rate, self.burst, self.addresses = rate, burst, addresses
         self.open = 0
         self.refused = 0  # since it was last logged
+        self.refused_rate = 0
         self._logged_at = -1e9
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, when they were counted)
 
-    def enter(self) -> bool:
-        if self.open < self.cap:
+    def enter(self, address: str | None = None) -> bool:
+        now = self._clock()
+        if self.open >= self.cap:
+            self.refused += 1
+        elif address is not None and self.rate is not None and not self._take(address, now):
+            self.refused_rate += 1
+        else:
             self.open += 1
             return True
-        self.refused += 1
-        now = self._clock()
         if now - self._logged_at >= 1.0:
-            log.warning("%s: refused %d connection(s): at the cap of %d (--max-connections)", self.name,
-                        self.refused, self.cap)
-            self.refused, self._logged_at = 0, now
+            log.warning("%s: refused %d connection(s) at the cap of %d (--max-connections) and %d over %g a "
+                        "second from one address (--max-connect-rate)", self.name, self.refused, self.cap,
+                        self.refused_rate, self.rate or 0)
+            self.refused = self.refused_rate = 0
+            self._logged_at = now
         return False
+
+    def _take(self, address: str, now: float) -> bool:
+        tokens, then = self._buckets.get(address, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        if len(self._buckets) >= self.addresses and address not in self._buckets:
+            self._buckets = {a: b for a, b in self._buckets.items() if now - b[1] < self.burst / self.rate}
+        if tokens < 1.0:
+            self._buckets[address] = (tokens, now)
+            return False
+        self._buckets[address] = (tokens - 1.0, now)
+        return True
 
     def leave(self) -> None:
         self.open -= 1

@@ -20,6 +20,7 @@ from syncledger.ledger.verify import head
 
 from .auth import FINANCE_SESSIONS, SESSION_ADMIN, SESSIONS, AuthError, Claims
 from .http import HttpServer, Response
+from .limits import peer_address
 from .mainloop import ShuttingDown
 from .metrics import History
 from .pending import Pending
@@ -332,9 +333,5 @@ class AdminServer(HttpServer):
 
 
 def _peer(stream: trio.abc.Stream) -> str:
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    try:
-        return str(stream.socket.getpeername()[0])  # type: ignore[attr-defined]
-    except (AttributeError, OSError, IndexError, TypeError):
-        return "admin"
+    address = peer_address(stream)
+    return "admin" if address == "memory" else address

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from . import protocol
-from .limits import LineBudget, left_out
+from .limits import LineBudget, left_out, peer_address
 from .pending import Pending
 
 if TYPE_CHECKING:
@@ -25,15 +25,6 @@ MAX_WRITE = 1 << 20
 REPLAY_BYTES = 1 << 20  # replayed events a connection holds before its replay waits for the client
 
 
-def _address(stream: trio.abc.Stream) -> str:
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    try:
-        return str(stream.socket.getpeername()[0])  # type: ignore[attr-defined]
-    except (AttributeError, OSError, IndexError, TypeError):
-        return "memory"
-
-
 class Connection:
     _ids = itertools.count(1)
 
@@ -44,7 +35,7 @@ class Connection:
         self.id = next(self._ids)
         self.lines = lines or LineBudget(20, trio.current_time)  # budget for the opened/closed log lines
         self.peer = peer  # the client's end, for in-memory connections
-        self.address = _address(stream)  # the peer's IP address ("memory" in-process), for logs and throttling
+        self.address = peer_address(stream)  # the peer's IP address ("memory" in-process), for logs and throttling
         self.stream, self.dispatcher, self.broker = stream, dispatcher, broker
         self.idle_timeout, self.answer_grace = idle_timeout, answer_grace
         self._out, self._out_recv = trio.open_memory_channel[bytes](outbox_size)

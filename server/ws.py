@@ -93,7 +93,7 @@ def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, bytes | 
 async def handle(server: Server, request: WebSocketRequest) -> None:
     """One client: whatever goes wrong with it ends it alone, never the server."""
     gate = server.gates["ws"]
-    if not gate.enter():
+    if not gate.enter(str(getattr(request.remote, "address", "unknown"))):
         await request.reject(503, body=b'{"error":"TOO_MANY_CONNECTIONS"}')
         return
     try:

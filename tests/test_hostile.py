@@ -402,3 +402,19 @@ def test_connection_lines_are_logged_at_a_bounded_rate():
     now[0] = 1.0
     assert budget.take() == 7 and left_out(7) == " (7 similar lines left out)"  # the next says what was left out
     assert budget.take() == 0 and left_out(0) == ""
+
+
+def test_new_connections_from_one_address_are_rate_limited(caplog):
+    from syncledger.server.limits import Gate
+    caplog.set_level("WARNING", logger="syncledger.limits")
+    now = [0.0]
+    gate = Gate("tcp", 100, lambda: now[0], rate=2, burst=3)
+    assert [gate.enter("10.0.0.1") for _ in range(5)] == [True] * 3 + [False] * 2  # the burst, then refused
+    assert gate.enter("10.0.0.2")  # another address has its own bucket
+    assert gate.enter(None)  # in-process connections are not rate limited
+    now[0] = 1.0  # two more a second
+    assert [gate.enter("10.0.0.1") for _ in range(3)] == [True, True, False]
+    assert gate.open == 7
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and "1 over 2 a second from one address" in lines[0]  # once a second at most:
+    assert "2 over 2 a second" in lines[1]  # the next line counts what came between

@@ -90,10 +90,17 @@ def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, bytes | 
     return 0, int(from_seq)
 
 
+def _remote_address(request: WebSocketRequest) -> str:
+    try:
+        return str(getattr(request.remote, "address", "unknown"))
+    except OSError:  # the peer is already gone (its connection reset during the handshake)
+        return "unknown"
+
+
 async def handle(server: Server, request: WebSocketRequest) -> None:
     """One client: whatever goes wrong with it ends it alone, never the server."""
     gate = server.gates["ws"]
-    if not gate.enter(str(getattr(request.remote, "address", "unknown"))):
+    if not gate.enter(_remote_address(request)):
         await request.reject(503, body=b'{"error":"TOO_MANY_CONNECTIONS"}')
         return
     try:

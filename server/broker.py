@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .mainloop import MainLoop
 
 REPLAY_PAGE = 1000
+REPLAY_TURN = 100  # replayed events between two checkpoints of the replaying task
 
 
 class Subscriber(Protocol):
@@ -40,8 +41,8 @@ class Broker:
     def __init__(self, replay_slots: int = 2) -> None:
         self.subscribers: dict[Subscriber, int] = {}  # subscriber -> seq of the last event it was given
         self.dropped = 0
-        # pages read and formatted at once, by all replays together: many replaying subscribers share the
-        # CPU that a replay costs instead of multiplying it (a slot is never held while waiting for a client)
+        # pages read at once, by all replays together: many replaying subscribers share the CPU that a
+        # replay costs instead of multiplying it (a slot is never held while waiting for a client)
         self._replay_slots = trio.CapacityLimiter(replay_slots)
 
     def publish(self, event: Event) -> None:
@@ -75,9 +76,10 @@ class Broker:
                 async with self._replay_slots:
                     page = await (read(reads.events_after, last, REPLAY_PAGE) if read is not None else
                                   mainloop.read(mainloop.store.events_after, last, REPLAY_PAGE))
-                    lines = [event_line(event) for event in page]
-                for line in lines:
-                    await sub.put(line)
+                for i, event in enumerate(page, 1):
+                    await sub.put(event_line(event))
+                    if i % REPLAY_TURN == 0:
+                        await trio.lowlevel.checkpoint()  # a page is ~5 ms of Python: others get turns
                 if page:
                     last = page[-1].seq
                 if len(page) < REPLAY_PAGE:

@@ -126,10 +126,13 @@ class _Wallet:
 
     # ---- the wallet_tx table
 
-    def _tx(self, kind: str, txid: str) -> _Tx | None:
-        """The debit, credit or cancel with this transaction.id (an id names one transaction, whoever's)."""
-        row = self.db.execute(_TX + " WHERE kind = ? AND txid = ?", (kind, txid)).fetchone()
-        return _Tx(*row) if row else None
+    def _txs(self, kinds: tuple[str, str], txid: str) -> dict[str, _Tx]:
+        """The debit, credit or cancel with this transaction.id (an id names one transaction, whoever's), of
+        two kinds in one statement: kind -> its transaction."""
+        found: dict[str, _Tx] = {}
+        for row in self.db.execute(_TX + " WHERE kind IN (?, ?) AND txid = ? ORDER BY kind, login", (*kinds, txid)):
+            found.setdefault(row[0], _Tx(*row))
+        return found
 
     def _tombstoned(self, login: int, txid: str | None) -> bool:
         """Was ``txid`` named by a credit or cancel of this account before any debit had it?"""
@@ -199,10 +202,11 @@ class _Wallet:
     # ---- the three moves
 
     def debit(self, c: WalletCall) -> Outcome:
-        seen = self._tx("debit", c.txid)
+        known = self._txs(("debit", "credit"), c.txid)
+        seen = known.get("debit")
         if seen is not None:
             return self._repeat(seen, c, BET_ALREADY_EXIST)
-        if self._tx("credit", c.txid) is not None:  # a transaction.id names one transaction
+        if "credit" in known:  # a transaction.id names one transaction
             return self._result(c.login, INVALID_PARAMETER)
         if self._tombstoned(c.login, c.txid) or self._tombstoned(c.login, c.ref_id):
             return self._answer("debit", c, FINAL_ERROR_ACTION_FAILED)
@@ -219,10 +223,11 @@ class _Wallet:
 
     def credit(self, c: WalletCall) -> Outcome:
         """Settle the round (win, or a loss with amount 0); the round is closed by it."""
-        seen = self._tx("credit", c.txid)
+        known = self._txs(("credit", "debit"), c.txid)
+        seen = known.get("credit")
         if seen is not None:
             return self._repeat(seen, c, BET_ALREADY_SETTLED)
-        if self._tx("debit", c.txid) is not None:
+        if "debit" in known:
             return self._result(c.login, INVALID_PARAMETER)
         if c.game_id is not None and self._round_credit(c.login, c.game_id, set()):
             return self._answer("credit", c, BET_ALREADY_SETTLED)
@@ -240,10 +245,11 @@ class _Wallet:
 
     def cancel(self, c: WalletCall) -> Outcome:
         """Reverse the debit whose transaction.id the cancel carries, unless its round's credit came after it."""
-        seen = self._tx("cancel", c.txid)
+        known = self._txs(("cancel", "debit"), c.txid)
+        seen = known.get("cancel")
         if seen is not None:
             return self._repeat(seen, c, BET_ALREADY_SETTLED)
-        debit = self._tx("debit", c.txid)
+        debit = known.get("debit")
         if debit is None or debit.status != OK or debit.login != c.login or \
                 (c.game_id is not None and debit.game_id != c.game_id):
             self._tombstone(c.txid, c)

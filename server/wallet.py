@@ -168,7 +168,7 @@ class WalletApp:
         gateway may add a Bearer of its own beside the provider's authToken. Compared in constant time."""
         if self._token is None:
             return False
-        given = [t.encode() for t in parse_qs(query.decode("latin-1")).get("authToken", [])]
+        given = [t.encode() for t in parse_qs(query.decode("latin-1")).get("authToken", [])] if query else []
         for name, value in headers:
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 given.append(value[7:].strip())

@@ -70,12 +70,28 @@ def cpu_snapshot(pids: dict[str, int]) -> dict | None:
         snap = {"wall": time.perf_counter(), "machine": (sum(v[:3]) + sum(v[5:8])) / CLK_TCK,
                 "client": time.process_time()}
         for name, pid in pids.items():
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            snap[name] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            snap[name] = _tree_cpu(pid)
         return snap
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its live descendants (the server and its writer process)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            total += _tree_cpu(child)
+        except (OSError, ValueError, IndexError):
+            pass  # ended meanwhile
+    return total
 
 
 def cpu_usage(before: dict | None, after: dict | None, target: str) -> dict:
@@ -246,6 +262,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    "(.svg flamegraph, .json speedscope, else raw collapsed stacks)")
     p.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: only samples holding the GIL")
     p.add_argument("--cprofile", metavar="OUT", help="run the server under cProfile, stats written to OUT")
+    p.add_argument("--writer", choices=("thread", "process"), default="thread",
+                   help="the server's --writer: batches applied in a thread or in a process of its own")
     p.add_argument("--client", metavar="JSON", help=argparse.SUPPRESS)
 
 
@@ -282,7 +300,7 @@ class Run:
 
     def start_server(self, *options: str) -> tuple[subprocess.Popen, dict[str, int]]:
         """Start ``syncledger serve`` on the run's database (under cProfile if asked)."""
-        serve = [*CLI, "serve", "--db", self.db, *options]
+        serve = [*CLI, "serve", "--db", self.db, "--writer", self.args.writer, *options]
         if self.args.cprofile:
             serve = [sys.executable, "-m", "cProfile", "-o", os.path.abspath(self.args.cprofile), *serve[1:]]
         return start_process(serve, self.env, os.path.join(self.tmp, "server.log"), "server")

@@ -25,6 +25,7 @@ from syncledger.ledger.wallet import PruneSessions
 
 from . import admin, ws
 from .wallet import WalletApp
+from .writer import WriterProcess
 from .auth import LoginThrottle, ManagerKeys, Tokens
 from .broker import Broker
 from .commands import Dispatcher
@@ -67,6 +68,8 @@ class Config:
     game_session_ttl: int = 1800  # idle seconds before a game session (sid) expires
     shutdown_grace: float = 10.0
     threaded: bool = True  # False: SQLite runs on the Trio thread (deterministic MockClock tests)
+    writer: str = "thread"  # "process": batches are applied in a process of its own (a ledger file only)
+    log_format: str = "text"  # of the writer process's log lines (see server.logs)
     epoch: float | None = None  # wall time at trio.current_time() == 0; None: the real clock
     secret: str | None = None  # token secret; None: SYNCLEDGER_SECRET or the one kept in the database
     wallet_token: str | None = None  # provider's shared token; None: SYNCLEDGER_WALLET_TOKEN (unset: refuse all)
@@ -99,12 +102,17 @@ class Server:
             if self._lock is not None:
                 self._lock.release()
             raise
+        self.writer: WriterProcess | None = None
         try:
             self.tokens = Tokens(config.secret or admin.load_secret(config.db, self.store.db), clock=self.wall_time)
             self.keys = self._manager_keys()
             if config.db != ":memory:":
                 self._reads = ReadPool(config.db, size=2, threaded=config.threaded)
+            if config.writer == "process" and config.db != ":memory:":
+                self.writer = WriterProcess(config.db, config.log_format)
         except BaseException:
+            if self._reads is not None:
+                self._reads.close()
             self.store.close()
             if self._lock is not None:
                 self._lock.release()
@@ -112,7 +120,7 @@ class Server:
         self.broker = Broker()
         self.timeouts = Timeouts()
         self.mainloop = MainLoop(self.store, self.broker.publish, batch_max=config.batch_max,
-                                 inbox_size=config.inbox_size, threaded=config.threaded)
+                                 inbox_size=config.inbox_size, threaded=config.threaded, writer=self.writer)
         self.mainloop.on_unsure = self.fail_stop
         self.dispatcher = Dispatcher(self)
         self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"),
@@ -219,6 +227,8 @@ class Server:
                 reader.close()
             if self._reads is not None:
                 self._reads.close()
+            if self.writer is not None:
+                self.writer.close()  # (already closed by the mainLoop, unless it never ran)
             self.store.close()
             if self._lock is not None:
                 self._lock.release()
@@ -316,7 +326,7 @@ class Server:
             await self.mainloop.stopped.wait()
         self.mainloop.drop_queued()  # what is left is answered 503 and not applied
         await self.mainloop.stopped.wait()  # the batch being committed, if any, is answered by its outcome
-        log.info("stopped; ledger head %d:%s", self.store.seq, self.store.event_head)
+        log.info("stopped; ledger head %d:%s", *self.mainloop.head())
         for conn in list(self.connections):
             for pending in list(conn.pending):
                 pending.stopped()

@@ -92,6 +92,6 @@ class Broker:
                             sub.drop("subscriber too slow during replay; reconnect with from_seq")
                             return
                         last = event.seq
-                    self.subscribers[sub] = mainloop.store.seq if last is None else last
+                    self.subscribers[sub] = mainloop.committed_seq if last is None else last
                     return
             # a whole page was committed while this subscriber was replaying: page on, outside the lock

@@ -206,7 +206,8 @@ def _serve(args: argparse.Namespace) -> int:
                     max_connect_rate=args.max_connect_rate or None,
                     replay_stall=args.replay_stall, admin_host=args.admin_host,
                     admin_port=None if args.admin_port < 0 else args.admin_port, tls_cert=args.tls_cert,
-                    tls_key=args.tls_key, game_session_ttl=args.game_session_ttl)
+                    tls_key=args.tls_key, game_session_ttl=args.game_session_ttl, writer=args.writer,
+                    log_format=args.log_format)
     created = _new_ledger_note(args.db)
     stopped: list[bool] = []
     try:
@@ -282,6 +283,9 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--game-session-ttl", type=_positive, default=1800, metavar="SECONDS",
                    help="idle time after which a game session (sid) expires and is forgotten (default 1800)")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--writer", choices=("thread", "process"), default="thread",
+                   help="where batches are applied: a thread of the server (default) or a process of its own, "
+                        "which lets the server use a second core (see README, Benchmarks)")
     p.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="close a connection that has not presented a valid token after this long (default 60)")
     p.add_argument("--max-connections", type=_positive, default=None, metavar="N",

@@ -41,6 +41,8 @@ ANY_SESSION = frozenset(range(4))
 CHANNELS = ("trade:event",)
 MAX_TRADES = 10_000  # records in one GetTrades answer
 MAX_USERS = 1_000  # accounts in one GetUsers page
+_WRITTEN = frozenset({rules.EV_RECORD_ADD, rules.EV_RECORD_UPDATE})  # a finance job's event: a new order or an update
+_DELETED = frozenset({rules.EV_RECORD_DELETE})
 # Checked when the login is unknown, so that a wrong login costs as much as a wrong password.
 _DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
@@ -110,35 +112,33 @@ class Dispatcher:
 
     async def finance(self, op: str, sync: bool, conn: Connection, pending: Pending, req: Request,
                       claims: Claims) -> None:
-        job, keys = self.finance_job(op, sync, pending, req, claims)
+        job, types = self.finance_job(op, sync, pending, req, claims)
         if sync:
-            self.wait(pending, keys)  # registered BEFORE the job can be applied and its event published
+            self.wait(pending, types)  # registered BEFORE the job can be applied and its event published
         await self.s.mainloop.submit(job)
 
     def finance_job(self, op: str, sync: bool, pending: Pending, req: Request,
-                    claims: Claims) -> tuple[Job, tuple[tuple[int, int], ...]]:
-        """The mainLoop job of a finance request, and the (order, event type) its …Sync form waits for."""
+                    claims: Claims) -> tuple[Job, frozenset[int]]:
+        """The mainLoop job of a finance request, and the event types its …Sync form waits for (a finance
+        job makes one event; a new order's number is given by the writer, in commit order)."""
         data = FINANCE_MODELS[op].model_validate(req.data)
         if op in rules.DELETES:
             request = FinanceRequest(op, order=data.order)
-            new_order = None
-            keys: tuple[tuple[int, int], ...] = ((data.order, rules.EV_RECORD_DELETE),)
+            types = _DELETED
         else:
             request = FinanceRequest(op, data.login, data.amount, data.comment, data.order,
                                      data.open_time, data.close_time)
-            new_order = self.s.store.reserve_order()
-            keys = ((new_order, rules.EV_RECORD_ADD),)
-            if data.order is not None:
-                keys += ((data.order, rules.EV_RECORD_UPDATE),)
-        command = Finance(request, self.s.now(), manager=claims.login, ext_id=req.ext_id, new_order=new_order)
+            types = _WRITTEN
+        command = Finance(request, self.s.now(), manager=claims.login, ext_id=req.ext_id)
         if sync:
-            return Job(command, pending.on_outcome, waiter=pending), keys
-        return Job(command, partial(_accepted, pending)), keys
+            return Job(command, pending.on_outcome, waiter=pending), types
+        return Job(command, partial(_accepted, pending)), types
 
-    def wait(self, pending: Pending, keys: tuple[tuple[int, int], ...]) -> None:
-        """Make ``pending`` a …Sync waiter for ``keys``, answered 504 at the sync timeout."""
+    def wait(self, pending: Pending, types: frozenset[int]) -> None:
+        """Make ``pending`` a …Sync waiter for its job's event of one of ``types``, answered 504 at the
+        sync timeout."""
         ms = self.s.config.sync_timeout_ms
-        pending.wait_for(keys, self.s.timeouts, trio.current_time() + ms / 1000, ms)
+        pending.wait_for(types, self.s.timeouts, trio.current_time() + ms / 1000, ms)
 
     # ---- accounts and reads
 

@@ -46,6 +46,8 @@ def _error(code: int, statement: str) -> sqlite3.OperationalError:
 
 class Faults:
     def __init__(self, server: Server):
+        if server.writer is not None:
+            raise RuntimeError("fault injection patches the store in this process: use writer='thread'")
         self._server = server
         self.commit_delay = 0.0
         self.delayed = 0  # batches still to delay

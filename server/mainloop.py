@@ -15,6 +15,7 @@ from outcome import acapture, capture
 
 from syncledger.ledger import LedgerError, Outcome, Store
 from syncledger.ledger.store import Event, Unsure
+from .writer import WriterProcess
 
 log = logging.getLogger("syncledger.mainloop")
 
@@ -36,14 +37,17 @@ class Job:
 
 
 class MainLoop:
-    """Owns the Store. ``threaded=False`` keeps SQLite on the Trio thread (for MockClock tests)."""
+    """Owns the Store. ``threaded=False`` keeps SQLite on the Trio thread (for MockClock tests); a ``writer``
+    (ledger.writer.WriterProcess) applies the batches in a process of its own, ``store`` then only reads."""
 
     def __init__(self, store: Store, publish: Callable[[Event], None], *, batch_max: int = 1024,
-                 inbox_size: int = 8192, threaded: bool = True):
-        self.store, self.publish, self.batch_max, self.threaded = store, publish, batch_max, threaded
+                 inbox_size: int = 8192, threaded: bool = True, writer: WriterProcess | None = None):
+        self.store, self.publish, self.batch_max, self.threaded = store, publish, batch_max, threaded or writer is not None
+        self.writer = writer
+        self._apply_batch = writer.apply_batch if writer is not None else store.apply_batch
         self._send, self._recv = trio.open_memory_channel[Job](inbox_size)
         self.lock = trio.Lock()  # held while the store is in use: batches and reads never overlap
-        self._thread = _StoreThread() if threaded else None
+        self._thread = _StoreThread() if self.threaded else None
         self._running = trio.Event()
         self._running.set()
         self.stopped = trio.Event()  # set once run() has applied its last batch
@@ -55,6 +59,12 @@ class MainLoop:
         self.on_unsure: Callable[[str], None] = _no_handler  # the server's fail-stop
         self.metrics: Any = None  # a server.metrics.Metrics
         self._committed: tuple[list[Job], list[Outcome]] | None = None  # a committed batch not yet answered
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the newest event the writer holds (after :meth:`run` returned: the ledger's head)."""
+        if self.writer is not None:
+            return self.writer.head or (self.committed_seq, "unknown")
+        return self.store.seq, self.store.event_head
 
     def deliver(self, event: Event, waiter: Any) -> None:
         """Broadcast a committed event, then show it to the …Sync waiter of the job that made it."""
@@ -116,6 +126,8 @@ class MainLoop:
         finally:
             if self._thread is not None:
                 self._thread.close()
+            if self.writer is not None:
+                self.writer.close()  # no batch is in it: the store thread has ended
             self.stopped.set()
 
     async def _loop(self) -> None:
@@ -176,11 +188,11 @@ class MainLoop:
             commands = await self.faults.before_commit(commands)
         started = trio.current_time()
         if self._committed is None:
-            result = await acapture(self.call, self.store.apply_batch, commands)
+            result = await acapture(self.call, self._apply_batch, commands)
         else:
             async with trio.open_nursery() as answering:
                 answering.start_soon(self._answer_soon)  # runs while the SQLite thread works
-                result = await acapture(self.call, self.store.apply_batch, commands)
+                result = await acapture(self.call, self._apply_batch, commands)
         try:
             outcomes = result.unwrap()
         except Unsure as e:

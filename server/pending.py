@@ -28,7 +28,7 @@ class Replies(Protocol):
 
 
 class Pending:
-    __slots__ = ("conn", "ext_id", "done", "keys", "timeouts", "timeout_ms", "applied", "command", "started",
+    __slots__ = ("conn", "ext_id", "done", "types", "timeouts", "timeout_ms", "applied", "command", "started",
                  "metrics")
 
     def __init__(self, conn: Replies, ext_id: str | None, command: str = "", metrics: Metrics | None = None):
@@ -36,7 +36,7 @@ class Pending:
         self.applied = False  # a …Sync request whose job is committed (its answer waits for the event)
         self.command, self.metrics = command, metrics
         self.started = trio.current_time() if metrics is not None else 0.0
-        self.keys: tuple[tuple[int, int], ...] = ()  # (order, event type) a …Sync request waits for
+        self.types: frozenset[int] = frozenset()  # a …Sync request: the types of its job's event it answers with
         self.timeouts: Timeouts | None = None
         self.timeout_ms = 0
 
@@ -46,7 +46,7 @@ class Pending:
         self._finish()
         self.conn.answered(self)
         if self.metrics is not None:
-            self.metrics.answered(self.command, status, trio.current_time() - self.started, bool(self.keys))
+            self.metrics.answered(self.command, status, trio.current_time() - self.started, bool(self.types))
         if len(line) > self.conn.max_reply:
             line = protocol.error(self.ext_id, 400, "REPLY_TOO_LARGE",
                                   f"the answer would be {len(line)} bytes, over the {self.conn.max_reply} this "
@@ -79,13 +79,14 @@ class Pending:
 
     # ---- …Sync: wait for the matching trade:event, or time out
 
-    def wait_for(self, keys: tuple[tuple[int, int], ...], timeouts: Timeouts, deadline: float, ms: int) -> None:
-        """Register as a waiter for any of ``keys`` BEFORE the job is submitted."""
-        self.keys, self.timeouts, self.timeout_ms = keys, timeouts, ms
+    def wait_for(self, types: frozenset[int], timeouts: Timeouts, deadline: float, ms: int) -> None:
+        """Register as a waiter BEFORE the job is submitted: the job's event of one of ``types`` answers."""
+        self.types, self.timeouts, self.timeout_ms = types, timeouts, ms
         timeouts.add(deadline, self)
 
     def on_event(self, event: Event) -> None:
-        if (event.order, event.type) in self.keys:
+        """One of this request's own job's events, after broadcast (the mainLoop shows it no other)."""
+        if event.type in self.types:
             self.ok(event.data)
 
     def on_outcome(self, outcome: Outcome) -> None:

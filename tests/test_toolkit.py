@@ -147,12 +147,12 @@ class LateWaiter(Dispatcher):
     published before anyone waits for it."""
 
     async def finance(self, op, sync, conn, pending, req, claims):
-        job, keys = self.finance_job(op, sync, pending, req, claims)
+        job, types = self.finance_job(op, sync, pending, req, claims)
         await self.s.mainloop.submit(job)
         if sync:
             for _ in range(3):
                 await trio.sleep(0)
-            self.wait(pending, keys)
+            self.wait(pending, types)
 
 
 def _plant(server) -> None:

@@ -85,7 +85,8 @@ class _Critical(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-async def _fail_stop_run(path: str, break_it, *, threaded: bool = True) -> tuple[dict, list[str]]:
+async def _fail_stop_run(path: str, break_it, *, threaded: bool = True,
+                         writer: str = "thread") -> tuple[dict, list[str]]:
     """Serve ``path``, send keyed BalanceIns before and after ``break_it(server)``; returns {extID: status}
     of every answer and the CRITICAL lines. The server must stop by itself with FailStop."""
     critical = _Critical()
@@ -94,7 +95,7 @@ async def _fail_stop_run(path: str, break_it, *, threaded: bool = True) -> tuple
     try:
         with pytest.raises(BaseExceptionGroup) as stopped, trio.fail_after(30):
             async with trio.open_nursery() as nursery:
-                srv = await nursery.start(serve, make_config(db=path))
+                srv = await nursery.start(serve, make_config(db=path, writer=writer))
                 async with tcp_client(srv) as c:
                     login = await add_account(c)
                     for i in range(3):

@@ -1,0 +1,135 @@
+"""The writer in a process of its own (``serve --writer process``): a Store behind a socket pair, applying
+the batches the server sends as ``ledger.codec`` messages and answering each with its outcomes, or why not."""
+
+from __future__ import annotations
+
+import marshal
+import signal
+import socket
+import subprocess
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any, Sequence
+
+from syncledger.ledger import codec
+from syncledger.ledger.store import LedgerOpenError, Outcome, Store, Unsure
+
+_OK, _FAILED, _UNSURE = 0, 1, 2
+_CLOSE = b""  # asks the writer to close its store and end
+
+
+class WriterFailed(Exception):
+    """A batch failed in the writer process and nothing of it was applied (as Store.apply_batch raising)."""
+
+
+def _serve(path: str, conn: Connection) -> None:
+    """The writer process: open the ledger, then apply batches until asked to close or the server is gone."""
+    try:
+        store = Store(path, create=False)
+    except BaseException as e:  # noqa: BLE001 - told to the server, which refuses to start
+        conn.send_bytes(marshal.dumps((_FAILED, f"{e}")))
+        return
+    try:
+        conn.send_bytes(marshal.dumps((_OK, None)))
+        while True:
+            try:
+                data = conn.recv_bytes()
+            except EOFError:
+                return  # the server is gone
+            if data == _CLOSE:
+                conn.send_bytes(marshal.dumps((_OK, (store.seq, store.event_head))))
+                return
+            try:
+                outcomes = store.apply_batch(codec.loads(data))
+            except Unsure as e:
+                conn.send_bytes(marshal.dumps((_UNSURE, str(e))))
+                return  # the file's state is unknown: nothing more is applied
+            except Exception:
+                conn.send_bytes(marshal.dumps((_FAILED, traceback.format_exc())))
+                continue
+            try:
+                reply = marshal.dumps((_OK, codec.encode(outcomes)))
+            except Exception:  # a bug: the batch is in the file, but its answers cannot be told
+                conn.send_bytes(marshal.dumps((_UNSURE, "a committed batch's answers could not be sent from the "
+                                                        f"writer process:\n{traceback.format_exc()}")))
+                return
+            conn.send_bytes(reply)
+    finally:
+        store.close()
+
+
+def main(argv: list[str]) -> None:
+    """``python -m syncledger.server.writer FD PATH LOG_FORMAT``, started by :class:`WriterProcess`."""
+    # The server stops its writer itself, between two batches: a Ctrl-C or a service manager's SIGTERM to
+    # the whole process group must not cut a batch in half.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    fd, path, log_format = int(argv[0]), argv[1], argv[2]
+    from . import logs
+
+    logs.configure(log_format)
+    _serve(path, Connection(fd))
+
+
+class WriterProcess:
+    """The server's side of the writer process. :meth:`apply_batch` is Store.apply_batch's twin; call it from
+    one thread at a time (the mainLoop's store thread). The process ends with :meth:`close`, or by itself
+    when the server's process is gone (its end of the socket pair closes)."""
+
+    def __init__(self, path: str, log_format: str = "text"):
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "syncledger.server.writer", str(theirs.fileno()), path, log_format],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        self._conn = Connection(ours.detach())
+        self.head: tuple[int, str] | None = None  # (seq, hash) of the newest event, as the writer closed
+        try:
+            status, detail = marshal.loads(self._conn.recv_bytes())
+        except EOFError:
+            detail, status = f"the writer process ended while opening {path} (exit code {self.process.wait()})", None
+        if status != _OK:
+            self._conn.close()
+            self.process.wait()
+            raise LedgerOpenError(detail)
+
+    def apply_batch(self, commands: Sequence[Any]) -> list[Outcome]:
+        """Send a batch and wait for its outcomes (once committed), as Store.apply_batch. A writer that ends
+        during the batch leaves the batch unknowable: Unsure."""
+        try:
+            self._conn.send_bytes(codec.dumps(commands))
+            status, detail = marshal.loads(self._conn.recv_bytes())
+        except (EOFError, OSError):
+            raise Unsure(f"the writer process ended during a batch (exit code {self._wait(5)}): whether the "
+                         f"batch was committed is unknown") from None
+        if status == _OK:
+            return codec.decode(detail)
+        if status == _UNSURE:
+            raise Unsure(detail)
+        raise WriterFailed(f"in the writer process:\n{detail}")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Ask the writer to close its store and end; wait for it (kill it after ``timeout`` seconds)."""
+        if self._conn.closed:
+            return
+        try:
+            self._conn.send_bytes(_CLOSE)
+            status, detail = marshal.loads(self._conn.recv_bytes())
+            if status == _OK:
+                self.head = (detail[0], detail[1])
+        except (EOFError, OSError):
+            pass  # already gone (it ends after a batch it cannot be sure of)
+        self._conn.close()
+        self._wait(timeout)
+
+    def _wait(self, timeout: float) -> int | None:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

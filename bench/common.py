@@ -262,7 +262,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    "(.svg flamegraph, .json speedscope, else raw collapsed stacks)")
     p.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: only samples holding the GIL")
     p.add_argument("--cprofile", metavar="OUT", help="run the server under cProfile, stats written to OUT")
-    p.add_argument("--writer", choices=("thread", "process"), default="thread",
+    p.add_argument("--writer", choices=("process", "thread"), default="process",
                    help="the server's --writer: batches applied in a thread or in a process of its own")
     p.add_argument("--client", metavar="JSON", help=argparse.SUPPRESS)
 

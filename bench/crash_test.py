@@ -16,7 +16,9 @@ over from cycle to cycle, every port 0), then:
    before their debit), retries of earlier requests and concurrent duplicates on other connections, and
    a subscriber that resumes from a random earlier seq while the writes go on;
 5. ``kill -9`` (SIGKILL) of the server at a random moment while requests are in flight (half the time a
-   few milliseconds into a storm of up to 300 pipelined requests: mid group commit);
+   few milliseconds into a storm of up to 300 pipelined requests: mid group commit); even cycles run the
+   writer in its own process (``--writer process``: only the server is killed, its writer ends by itself and
+   holds the ledger lock until it has), odd cycles in a thread of the server;
 6. offline checks on the dead server's files: ``syncledger verify`` exits 0, the event seq is gap-free,
    every event any subscriber saw is in the ledger unchanged (and came in order, without gap or
    duplicate), and the journal check of step 3.
@@ -387,8 +389,8 @@ def check_journal(ledger: Ledger, journal: Journal, where: str) -> dict[int, tup
 # ============================================================================ the server process
 
 class ServerProcess:
-    def __init__(self, db: str, workdir: str, cycle: int, sync_timeout_ms: int = 5000):
-        self.db, self.cycle, self.sync_timeout_ms = db, cycle, sync_timeout_ms
+    def __init__(self, db: str, workdir: str, cycle: int, sync_timeout_ms: int = 5000, writer: str = "process"):
+        self.db, self.cycle, self.sync_timeout_ms, self.writer = db, cycle, sync_timeout_ms, writer
         self.log_path = os.path.join(workdir, f"server-{cycle:03d}.log")
         self.proc: subprocess.Popen | None = None
         self.tcp = self.ws = self.wallet = 0
@@ -398,7 +400,7 @@ class ServerProcess:
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [*CLI, "serve", "--db", self.db, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
-                 "--admin-port", "0", "--sync-timeout-ms", str(self.sync_timeout_ms)],
+                 "--admin-port", "0", "--sync-timeout-ms", str(self.sync_timeout_ms), "--writer", self.writer],
                 stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         with trio.fail_after(60):
             line = await trio.to_thread.run_sync(self.proc.stdout.readline)
@@ -984,7 +986,8 @@ class CrashTest:
                 sync_ms = 5000 if cycle in (0, cycles) or self.rng.random() < 0.7 else 2
             if cycle < cycles and sync_ms < 5000:
                 self.stats.short_sync_cycles += 1
-            srv = ServerProcess(self.db, self.workdir, cycle, sync_ms)
+            # the writer in its own process, then in a thread of the server, by turns (killed: only the server)
+            srv = ServerProcess(self.db, self.workdir, cycle, sync_ms, ("process", "thread")[cycle % 2])
             try:
                 await srv.start()
                 async with trio.open_nursery() as n:

@@ -283,9 +283,9 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--game-session-ttl", type=_positive, default=1800, metavar="SECONDS",
                    help="idle time after which a game session (sid) expires and is forgotten (default 1800)")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--writer", choices=("thread", "process"), default="thread",
-                   help="where batches are applied: a thread of the server (default) or a process of its own, "
-                        "which lets the server use a second core (see README, Benchmarks)")
+    p.add_argument("--writer", choices=("process", "thread"), default="process",
+                   help="where batches are applied: a process of its own (default: the server then uses a second "
+                        "core) or a thread of the server (one process; see README, Benchmarks)")
     p.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="close a connection that has not presented a valid token after this long (default 60)")
     p.add_argument("--max-connections", type=_positive, default=None, metavar="N",

@@ -32,31 +32,38 @@ def _serve(path: str, conn: Connection) -> None:
         return
     try:
         conn.send_bytes(marshal.dumps((_OK, None)))
-        while True:
-            try:
-                data = conn.recv_bytes()
-            except EOFError:
-                return  # the server is gone
-            if data == _CLOSE:
-                conn.send_bytes(marshal.dumps((_OK, (store.seq, store.event_head))))
-                return
-            try:
-                outcomes = store.apply_batch(codec.loads(data))
-            except Unsure as e:
-                conn.send_bytes(marshal.dumps((_UNSURE, str(e))))
-                return  # the file's state is unknown: nothing more is applied
-            except Exception:
-                conn.send_bytes(marshal.dumps((_FAILED, traceback.format_exc())))
-                continue
-            try:
-                reply = marshal.dumps((_OK, codec.encode(outcomes)))
-            except Exception:  # a bug: the batch is in the file, but its answers cannot be told
-                conn.send_bytes(marshal.dumps((_UNSURE, "a committed batch's answers could not be sent from the "
-                                                        f"writer process:\n{traceback.format_exc()}")))
-                return
-            conn.send_bytes(reply)
+        _apply_until_closed(store, conn)
+    except OSError:
+        pass  # the server is gone (killed): the batch in hand was committed or not, as a crash leaves it
     finally:
         store.close()
+
+
+def _apply_until_closed(store: Store, conn: Connection) -> None:
+    """Answer each batch with its outcomes, or why not; return when asked to close or the server is gone."""
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except EOFError:
+            return
+        if data == _CLOSE:
+            conn.send_bytes(marshal.dumps((_OK, (store.seq, store.event_head))))
+            return
+        try:
+            outcomes = store.apply_batch(codec.loads(data))
+        except Unsure as e:
+            conn.send_bytes(marshal.dumps((_UNSURE, str(e))))
+            return  # the file's state is unknown: nothing more is applied
+        except Exception:
+            conn.send_bytes(marshal.dumps((_FAILED, traceback.format_exc())))
+            continue
+        try:
+            reply = marshal.dumps((_OK, codec.encode(outcomes)))
+        except Exception:  # a bug: the batch is in the file, but its answers cannot be told
+            conn.send_bytes(marshal.dumps((_UNSURE, "a committed batch's answers could not be sent from the "
+                                                    f"writer process:\n{traceback.format_exc()}")))
+            return
+        conn.send_bytes(reply)
 
 
 def main(argv: list[str]) -> None:
@@ -77,12 +84,15 @@ class WriterProcess:
     one thread at a time (the mainLoop's store thread). The process ends with :meth:`close`, or by itself
     when the server's process is gone (its end of the socket pair closes)."""
 
-    def __init__(self, path: str, log_format: str = "text"):
+    def __init__(self, path: str, log_format: str = "text", lock_fd: int | None = None):
+        """Start the writer on ``path``. ``lock_fd``, the server's ledger lock, is inherited: the lock is held
+        until both processes have ended, so a restarted server never meets a writer that outlived this one."""
         ours, theirs = socket.socketpair()
         with theirs:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "syncledger.server.writer", str(theirs.fileno()), path, log_format],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+                pass_fds=(theirs.fileno(),) + ((lock_fd,) if lock_fd is not None else ()),
+                stdin=subprocess.DEVNULL)
         self._conn = Connection(ours.detach())
         self.head: tuple[int, str] | None = None  # (seq, hash) of the newest event, as the writer closed
         try:

@@ -158,3 +158,19 @@ async def test_fail_stop_with_the_writer_process(tmp_path, fault):
     assert not any(status == 200 for key, status in answers.items() if key.startswith("after"))
     if fault == "writer-killed":
         _assert_truthful(path, answers)
+
+
+def test_the_writer_holds_the_ledger_lock_until_it_ends(tmp_path):
+    """The writer inherits the server's lock: a server killed with kill -9 cannot be followed by a new one
+    while its writer still finishes a batch (two writers would each believe their own head)."""
+    from syncledger.server.lockfile import LedgerLock, LedgerLocked
+
+    path = str(tmp_path / "ledger.db")
+    Store(path).close()
+    lock = LedgerLock.acquire(path)
+    writer = WriterProcess(path, lock_fd=lock.fd)
+    lock.release()  # as the kernel does for a killed server
+    with pytest.raises(LedgerLocked):
+        LedgerLock.acquire(path)
+    writer.close()
+    LedgerLock.acquire(path).release()

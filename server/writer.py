@@ -3,6 +3,7 @@ the batches the server sends as ``ledger.codec`` messages and answering each wit
 
 from __future__ import annotations
 
+import gc
 import marshal
 import signal
 import socket
@@ -14,6 +15,8 @@ from typing import Any, Sequence
 
 from syncledger.ledger import codec
 from syncledger.ledger.store import LedgerOpenError, Outcome, Store, Unsure
+
+from . import logs
 
 _OK, _FAILED, _UNSURE = 0, 1, 2
 _CLOSE = b""  # asks the writer to close its store and end
@@ -30,6 +33,11 @@ def _serve(path: str, conn: Connection) -> None:
     except BaseException as e:  # noqa: BLE001 - told to the server, which refuses to start
         conn.send_bytes(marshal.dumps((_FAILED, f"{e}")))
         return
+    # as the server does: what exists after opening lives for the whole run, and young objects are
+    # collected less often (a full collection of a large ledger's state is a pause of many milliseconds)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     try:
         conn.send_bytes(marshal.dumps((_OK, None)))
         _apply_until_closed(store, conn)
@@ -73,8 +81,6 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd, path, log_format = int(argv[0]), argv[1], argv[2]
-    from . import logs
-
     logs.configure(log_format)
     _serve(path, Connection(fd))
 

@@ -1,12 +1,18 @@
 """One server per ledger: an exclusive ``flock`` on ``PATH.lock`` beside the database (the real path, so a
-symlink to the ledger finds the same lock), holding the pid."""
+symlink to the ledger finds the same lock), holding the pid; for PostgreSQL, a session advisory lock held by a
+connection of its own."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+from typing import Any
 
+from syncledger.ledger import engine
 from syncledger.ledger.store import LedgerOpenError
+
+# The advisory lock's key (one per database): the first 8 bytes of sha256(b"syncledger serve").
+PG_LOCK_KEY = 8088236019204624820
 
 
 class LedgerLocked(Exception):
@@ -20,10 +26,12 @@ class LedgerLock:
         self.fd, self.path = fd, path
 
     @classmethod
-    def acquire(cls, db: str) -> LedgerLock | None:
+    def acquire(cls, db: str) -> LedgerLock | PgLock | None:
         """Lock ``db`` for this process (None for an in-memory ledger); LedgerLocked names the holder."""
         if db == ":memory:" or db.startswith("file::memory:"):
             return None
+        if engine.is_postgres(db):
+            return PgLock.acquire(db)
         path = os.path.realpath(db) + ".lock"  # a symlink to the ledger finds the same lock
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -46,3 +54,38 @@ class LedgerLock:
         if self.fd >= 0:
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = -1
+
+
+class PgLock:
+    """A PostgreSQL ledger's server lock: ``pg_try_advisory_lock`` on a connection kept open for the server's
+    life (the database drops it when that connection ends, also when the process is killed). The connection's
+    application_name carries the pid, so a second server names the holder."""
+
+    def __init__(self, db: Any):
+        self.db = db
+
+    @classmethod
+    def acquire(cls, url: str) -> PgLock:
+        try:
+            db = engine.connect_postgres(url)
+        except (ImportError, *engine.errors()) as e:
+            raise LedgerOpenError(f"cannot open ledger {engine.shown(url)}: {str(e).strip()}") from None
+        try:
+            if db.execute("SELECT pg_try_advisory_lock(?)", (PG_LOCK_KEY,)).fetchone()[0]:
+                return cls(db)
+            row = db.execute(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND l.objsubid = 1 AND (l.classid::bigint << 32 | l.objid::bigint) = ?", (PG_LOCK_KEY,)).fetchone()
+        except BaseException:
+            db.close()
+            raise
+        db.close()
+        holder = row[0].removeprefix("syncledger pid ") if row and row[0].startswith("syncledger pid ") else "unknown"
+        raise LedgerLocked(f"{engine.shown(url)} is already served by another syncledger (pid {holder})")
+
+    def release(self) -> None:
+        if self.db is not None:
+            self.db.close()  # ending the session drops the advisory lock
+            self.db = None

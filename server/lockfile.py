@@ -1,6 +1,6 @@
 """One server per ledger: an exclusive ``flock`` on ``PATH.lock`` beside the database (the real path, so a
-symlink to the ledger finds the same lock), holding the pid; for PostgreSQL, a session advisory lock held by a
-connection of its own."""
+symlink to the ledger finds the same lock), holding the pid; for PostgreSQL, a session advisory lock on the
+ledger's schema, held by a connection of its own."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 from syncledger.ledger import engine
 from syncledger.ledger.store import LedgerOpenError
 
-# The advisory lock's key (one per database): the first 8 bytes of sha256(b"syncledger serve").
-PG_LOCK_KEY = 8088236019204624820
+# The advisory lock's keys: this constant ("SYNC") and hashtext(the ledger's schema), so that each ledger of a
+# database (one per schema) has its own.
+PG_LOCK_CLASS = 0x53594E43
 
 
 class LedgerLocked(Exception):
@@ -71,13 +72,13 @@ class PgLock:
         except (ImportError, *engine.errors()) as e:
             raise LedgerOpenError(f"cannot open ledger {engine.shown(url)}: {str(e).strip()}") from None
         try:
-            if db.execute("SELECT pg_try_advisory_lock(?)", (PG_LOCK_KEY,)).fetchone()[0]:
+            if db.execute("SELECT pg_try_advisory_lock(?, hashtext(current_schema()))", (PG_LOCK_CLASS,)).fetchone()[0]:
                 return cls(db)
             row = db.execute(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
-                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND l.objsubid = 1 AND (l.classid::bigint << 32 | l.objid::bigint) = ?", (PG_LOCK_KEY,)).fetchone()
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database()) AND l.classid::bigint = ? "
+                "AND l.objid::bigint = hashtext(current_schema())::bigint & 4294967295", (PG_LOCK_CLASS,)).fetchone()
         except BaseException:
             db.close()
             raise

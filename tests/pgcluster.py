@@ -19,6 +19,9 @@ import tempfile
 
 import pytest
 
+from syncledger.server.app import serve
+from syncledger.server.testing import test_config
+
 BACKENDS = ("sqlite", "postgresql")
 
 
@@ -128,9 +131,9 @@ def pg_url(pg_cluster) -> str:
     return pg_cluster.new_database()
 
 
-def on_both(test):
-    """Run ``test`` (which takes ``ledger_db``) on each backend: SQLite, then PostgreSQL."""
-    return pytest.mark.parametrize("ledger_db", BACKENDS, indirect=True)(test)
+# Marks: run a test on each backend, SQLite then PostgreSQL (a test that takes ``ledger_db``, or ``mem_server``).
+on_both = pytest.mark.parametrize("ledger_db", BACKENDS, indirect=True)
+mem_on_both = pytest.mark.parametrize("mem_db", BACKENDS, indirect=True)
 
 
 @pytest.fixture
@@ -140,3 +143,18 @@ def ledger_db(request, tmp_path) -> str:
     if getattr(request, "param", "sqlite") == "postgresql":
         return request.getfixturevalue("pg_url")
     return str(tmp_path / "ledger.db")
+
+
+@pytest.fixture
+def mem_db(request) -> str:
+    """conftest's ``:memory:``, or for a test marked :data:`mem_on_both`, a fresh PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return ":memory:"
+
+
+@pytest.fixture
+async def mem_server(nursery, mem_db):
+    """conftest's ``mem_server`` (an importing module's own), on ``mem_db``: on PostgreSQL the store stays on the
+    Trio thread as the in-memory one does (threaded=False), so MockClock still drives every timeout."""
+    return await nursery.start(serve, test_config(db=mem_db))

@@ -231,3 +231,22 @@ def test_a_lost_connection_is_unsure(pg_url):
 class Kill(AddAccount):
     """An AddAccount during which the database ends the store's session."""
 
+
+
+def test_one_server_per_ledger_and_one_lock_per_schema(pg_cluster, pg_url):
+    """The server lock of a PostgreSQL ledger: a second server is refused, naming the holder's pid; a ledger in
+    another schema of the same database has its own lock."""
+    import os
+
+    from syncledger.server.lockfile import LedgerLock, LedgerLocked
+
+    Store(pg_url).close()
+    lock = LedgerLock.acquire(pg_url)
+    other = LedgerLock.acquire(pg_cluster.new_ledger())
+    try:
+        with pytest.raises(LedgerLocked, match=f"already served by another syncledger \\(pid {os.getpid()}\\)"):
+            LedgerLock.acquire(pg_url)
+    finally:
+        other.release()
+        lock.release()
+    LedgerLock.acquire(pg_url).release()  # released with its session

@@ -270,7 +270,6 @@ async def test_http_errors_for_unknown_paths_and_methods(provider):
     assert (await provider.http.get(base + "/v1/credit")).status_code == 405
 
 
-@on_both
 async def test_100_concurrent_credits_from_separate_clients_apply_once(provider, wallet_server):
     for i in range(100):
         assert (await provider.debit(f"cb-{i}", 1, game=f"g-{i}"))["status"] == "OK"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from typing import Any
 
 from syncledger.ledger import engine
@@ -14,6 +15,7 @@ from syncledger.ledger.store import LedgerOpenError
 # The advisory lock's keys: this constant ("SYNC") and hashtext(the ledger's schema), so that each ledger of a
 # database (one per schema) has its own.
 PG_LOCK_CLASS = 0x53594E43
+PG_LOCK_GRACE = 1.0  # seconds a held lock is tried again (the session of a server that just stopped may linger)
 
 
 class LedgerLocked(Exception):
@@ -60,7 +62,8 @@ class LedgerLock:
 class PgLock:
     """A PostgreSQL ledger's server lock: ``pg_try_advisory_lock`` on a connection kept open for the server's
     life (the database drops it when that connection ends, also when the process is killed). The connection's
-    application_name carries the pid, so a second server names the holder."""
+    application_name carries the pid, so a second server names the holder. A session that has just ended may
+    hold the lock a moment longer (its backend exits after its client): it is tried again for PG_LOCK_GRACE."""
 
     def __init__(self, db: Any):
         self.db = db
@@ -72,8 +75,14 @@ class PgLock:
         except (ImportError, *engine.errors()) as e:
             raise LedgerOpenError(f"cannot open ledger {engine.shown(url)}: {str(e).strip()}") from None
         try:
-            if db.execute("SELECT pg_try_advisory_lock(?, hashtext(current_schema()))", (PG_LOCK_CLASS,)).fetchone()[0]:
-                return cls(db)
+            deadline = time.monotonic() + PG_LOCK_GRACE
+            while True:
+                if db.execute("SELECT pg_try_advisory_lock(?, hashtext(current_schema()))",
+                              (PG_LOCK_CLASS,)).fetchone()[0]:
+                    return cls(db)
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
             row = db.execute(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
                 "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.database = "
@@ -88,5 +97,10 @@ class PgLock:
 
     def release(self) -> None:
         if self.db is not None:
-            self.db.close()  # ending the session drops the advisory lock
-            self.db = None
+            try:
+                self.db.execute("SELECT pg_advisory_unlock(?, hashtext(current_schema()))", (PG_LOCK_CLASS,))
+            except engine.errors():
+                pass  # the session is gone: so is its lock
+            finally:
+                self.db.close()
+                self.db = None

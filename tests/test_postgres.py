@@ -233,12 +233,15 @@ class Kill(AddAccount):
 
 
 
-def test_one_server_per_ledger_and_one_lock_per_schema(pg_cluster, pg_url):
+def test_one_server_per_ledger_and_one_lock_per_schema(pg_cluster, pg_url, monkeypatch):
     """The server lock of a PostgreSQL ledger: a second server is refused, naming the holder's pid; a ledger in
-    another schema of the same database has its own lock."""
+    another schema of the same database has its own lock; a released lock is free at once."""
     import os
 
+    from syncledger.server import lockfile
     from syncledger.server.lockfile import LedgerLock, LedgerLocked
+
+    monkeypatch.setattr(lockfile, "PG_LOCK_GRACE", 0.1)
 
     Store(pg_url).close()
     lock = LedgerLock.acquire(pg_url)
@@ -249,4 +252,4 @@ def test_one_server_per_ledger_and_one_lock_per_schema(pg_cluster, pg_url):
     finally:
         other.release()
         lock.release()
-    LedgerLock.acquire(pg_url).release()  # released with its session
+    LedgerLock.acquire(pg_url).release()

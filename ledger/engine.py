@@ -43,6 +43,11 @@ def shown(db: str) -> str:
     return urlunsplit(url._replace(netloc=f"{user}:***@{host}"))
 
 
+def said(error: BaseException) -> str:
+    """An error's message on one line (PostgreSQL's add DETAIL, HINT and LINE lines)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def errors() -> tuple[type[Exception], ...]:
     """The exception classes of the database drivers (psycopg's only once it is imported)."""
     psycopg = sys.modules.get("psycopg")
@@ -66,14 +71,21 @@ class PgConnection:
     connections) with the part of sqlite3's interface the ledger uses: ``?`` placeholders become ``%s``,
     ``total_changes`` counts the rows that writes changed, ``in_transaction`` is libpq's status. Rows of a whole
     table (``INSERT INTO t VALUES (?, ...)``) given to :meth:`executemany` go in by COPY: 2-4x the rows/s of
-    psycopg's pipelined executemany, in one round trip."""
+    psycopg's pipelined executemany, in one round trip.
 
-    def __init__(self, conn: Any):
-        self.conn = conn
+    A read-only connection (``reopen`` given) that was lost between two statements (a database restart, an
+    idle connection cut) is opened again when the next statement outside a transaction finds it broken: the
+    readers beside the writer never stay broken. The writer's connection is never reopened behind the store's
+    back: its loss fails the batch, and the server stops (Unsure)."""
+
+    def __init__(self, conn: Any, reopen: Any = None):
+        self.conn, self._reopen = conn, reopen
         self.total_changes = 0
         self._sql: dict[str, tuple[str, bool]] = {}  # the ledger's text -> (psycopg's, does it write)
         self._copy: dict[str, str | None] = {}  # an executemany's text -> its COPY statement, if it has one
-        self._idle = _psycopg().pq.TransactionStatus.IDLE
+        status = _psycopg().pq.TransactionStatus
+        self._idle = status.IDLE
+        self._outside = (status.IDLE, status.UNKNOWN)  # no transaction (UNKNOWN: the connection is already lost)
         self._cursors = 0
 
     def _text(self, sql: str) -> tuple[str, bool]:
@@ -84,7 +96,15 @@ class PgConnection:
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
         text, writes = self._text(sql)
-        cursor = self.conn.execute(text, tuple(params))
+        idle = self._reopen is not None and self.conn.info.transaction_status in self._outside
+        try:
+            cursor = self.conn.execute(text, tuple(params))
+        except _psycopg().OperationalError:
+            if not (idle and self.conn.broken):  # (inside a transaction: its snapshot cannot be resumed)
+                raise
+            self.conn.close()
+            self.conn = self._reopen()
+            cursor = self.conn.execute(text, tuple(params))
         if writes:
             self.total_changes += max(cursor.rowcount, 0)
         elif text == "COMMIT" and cursor.statusmessage != "COMMIT":
@@ -146,10 +166,13 @@ def to_psycopg(sql: str) -> str:
 def connect_postgres(url: str, *, read_only: bool = False) -> PgConnection:
     """A connection to the PostgreSQL database at ``url`` (OperationalError if it cannot be reached)."""
     psycopg = _psycopg()
-    conn = psycopg.connect(url, autocommit=True, application_name=f"syncledger pid {os.getpid()}")
-    if read_only:
-        conn.execute("SET default_transaction_read_only = on")
-    return PgConnection(conn)
+
+    def connect() -> Any:
+        conn = psycopg.connect(url, autocommit=True, application_name=f"syncledger pid {os.getpid()}")
+        if read_only:
+            conn.execute("SET default_transaction_read_only = on")
+        return conn
+    return PgConnection(connect(), connect if read_only else None)
 
 
 def connect_ro(db: str) -> Any:

@@ -197,7 +197,7 @@ class Store:
         except ImportError as e:
             raise LedgerOpenError(f"cannot open ledger {name}: {e}") from None
         except engine.errors() as e:
-            raise LedgerOpenError(f"cannot open ledger {name}: {str(e).strip()}") from None
+            raise LedgerOpenError(f"cannot open ledger {name}: {engine.said(e)}") from None
         try:
             if synchronous.upper() == "OFF":
                 db.execute("SET synchronous_commit = off")
@@ -209,7 +209,7 @@ class Store:
             self.migrated = migrations.migrate(db, name)
         except engine.errors() as e:
             db.close()
-            raise LedgerOpenError(f"cannot use ledger {name}: {str(e).strip()}") from None
+            raise LedgerOpenError(f"cannot use ledger {name}: {engine.said(e)}") from None
         except BaseException:
             db.close()
             raise

@@ -122,8 +122,8 @@ def _read_only(what: str, path: str, fn, *args):  # type: ignore[no-untyped-def]
         return fn(path, *args)
     except FileNotFoundError as e:
         raise _Unreadable(str(e)) from None
-    except (OSError, *engine.errors()) as e:
-        raise _Unreadable(f"cannot {what} {engine.shown(path)}: {str(e).strip()}") from None
+    except (OSError, ImportError, *engine.errors()) as e:  # (ImportError: psycopg is not installed)
+        raise _Unreadable(f"cannot {what} {engine.shown(path)}: {engine.said(e)}") from None
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -73,8 +73,11 @@ class PgLock:
         try:
             db = engine.connect_postgres(url)
         except (ImportError, *engine.errors()) as e:
-            raise LedgerOpenError(f"cannot open ledger {engine.shown(url)}: {str(e).strip()}") from None
+            raise LedgerOpenError(f"cannot open ledger {engine.shown(url)}: {engine.said(e)}") from None
         try:
+            if db.execute("SELECT current_schema()").fetchone()[0] is None:
+                raise LedgerOpenError(f"cannot open ledger {engine.shown(url)}: the schema its search_path names "
+                                      "does not exist")
             deadline = time.monotonic() + PG_LOCK_GRACE
             while True:
                 if db.execute("SELECT pg_try_advisory_lock(?, hashtext(current_schema()))",

@@ -159,11 +159,17 @@ def _pg_query(what: str) -> str:
 
 
 def _export_pg(url: str, what: str, since: int | None) -> Iterator[dict]:
-    db = engine.connect_ro(url)
+    try:
+        db = engine.connect_ro(url)
+    except (ImportError, *engine.errors()) as e:
+        raise OpsError(f"cannot export from {engine.shown(url)}: {engine.said(e)}") from None
     try:
         db.execute(engine.PG_SNAPSHOT)
         cursor = db.conn.cursor(name="syncledger_export")  # server-side: rows stream in pages
-        cursor.execute(_pg_query(what), {"since": since})
+        try:
+            cursor.execute(_pg_query(what), {"since": since})
+        except engine.errors() as e:  # not a ledger: no such table
+            raise OpsError(f"cannot export from {engine.shown(url)}: {engine.said(e)}") from None
         names = None
         for row in cursor:
             names = names or [d[0] for d in cursor.description]

@@ -307,3 +307,27 @@ def test_the_command_line_on_postgresql(tmp_path, pg_cluster, pg_url, capsys, mo
                  "--admin-port", "-1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "SYNCLEDGER_SECRET" in err
+
+
+def test_a_reader_whose_connection_was_cut_reconnects(pg_url):
+    """The read-only connections beside the writer (read pool, manager keys, verify) open again after their
+    session was ended between two statements; a session ended inside a snapshot fails that read only."""
+    store = _setup(store_module, pg_url)
+    reader = engine.connect_ro(pg_url)
+    try:
+        killer = store.db
+        for inside in (False, True):
+            if inside:
+                reader.execute(engine.PG_SNAPSHOT)
+            killer.execute("SELECT pg_terminate_backend(?)", (reader.conn.info.backend_pid,))
+            if inside:
+                with pytest.raises(psycopg.OperationalError):
+                    reader.execute("SELECT COUNT(*) FROM events")
+            else:
+                assert reader.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 4
+        assert reader.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 4  # reopened at the next one
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            reader.execute("INSERT INTO meta VALUES ('x', 'y')")
+    finally:
+        reader.close()
+        store.close()

@@ -8,7 +8,6 @@ both engines reach LATEST).
 
 from __future__ import annotations
 
-import sqlite3
 from importlib import resources
 from typing import Any
 

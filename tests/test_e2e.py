@@ -6,7 +6,6 @@ import gc
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 from contextlib import closing

@@ -258,6 +258,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                    help="first wait up to SECONDS for other processes to leave the CPUs idle (shared machines)")
     p.add_argument("--keep", action="store_true", help="keep the temp directory (database, server log)")
+    p.add_argument("--db", metavar="URL", default=None,
+                   help="the ledger: an empty PostgreSQL database or schema (postgresql://...) instead of a new file")
     p.add_argument("--py-spy", metavar="OUT", help="sample the server with py-spy while the client runs "
                    "(.svg flamegraph, .json speedscope, else raw collapsed stacks)")
     p.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: only samples holding the GIL")
@@ -290,7 +292,7 @@ class Run:
         self.args = args
         self.cmdline = f"(cd {shlex.quote(os.getcwd())} && {shlex.join([sys.executable, *sys.argv])})"
         self.tmp = tempfile.mkdtemp(prefix=prefix)
-        self.db = os.path.join(self.tmp, "bench.db")
+        self.db = getattr(args, "db", None) or os.path.join(self.tmp, "bench.db")
         self.env = {**os.environ, "SYNCLEDGER_SECRET": secrets.token_hex(32), **extra_env, "PYTHONUNBUFFERED": "1"}
         print(f"[bench] temp dir {self.tmp}", flush=True)
         run_cli("manager", "add", "--db", self.db, "--login", str(MANAGER_LOGIN), "--password", "bench-password-1",

@@ -8,7 +8,7 @@ over from cycle to cycle, every port 0), then:
    "from_seq": K}`` for a random K and must see exactly the events K+1..N of the ledger, in order;
 2. every request journaled so far (acknowledged or not) is sent again with the same extID /
    transaction.id, plus a few deliberately changed repeats (they must be refused as conflicts);
-3. a quiescent check: the ledger (read-only sqlite) against the client's journal, and every account's
+3. a quiescent check: the ledger (read-only) against the client's journal, and every account's
    ``GetUser`` balance and credit against the sum of the journaled operations the ledger applied;
 4. mixed load over real sockets for a random short time: ``BalanceIn``, ``CreditIn``, ``BalanceOut``
    (some too large: ``409 NO_MONEY``), ``CreditOut``, each in its plain or ``…Sync`` form, game-wallet
@@ -52,7 +52,6 @@ import random
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -60,12 +59,12 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable, Sequence
-from urllib.parse import quote
 
 import httpx
 import orjson
 import trio
 
+from syncledger.ledger import engine
 from syncledger.ledger.money import to_micro
 from syncledger.server.client import Client, ConnectionLost, connect
 
@@ -198,7 +197,7 @@ class Ledger:
 
 
 def read_ledger(path: str) -> Ledger:
-    db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+    db = engine.connect_ro(path)
     try:
         q = db.execute
         finance = {r[0]: r[1:] for r in q(
@@ -1084,7 +1083,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cycles", type=int, default=20, help="kill -9 / restart cycles (default 20)")
     p.add_argument("--seed", type=int, default=None, help="seed of the random choices (default: random, printed)")
-    p.add_argument("--db", default=None, help="ledger path (must not exist; kept afterwards)")
+    p.add_argument("--db", default=None, help="ledger path (must not exist; kept afterwards), or the URL of an empty "
+                                             "PostgreSQL database")
     p.add_argument("--keep", action="store_true", help="keep the work directory (ledger, server logs)")
     p.add_argument("--min-load", type=float, default=0.3, help="shortest load before a kill, seconds")
     p.add_argument("--max-load", type=float, default=1.2, help="longest load before a kill, seconds")
@@ -1093,7 +1093,8 @@ def main(argv: list[str] | None = None) -> int:
                         "ones (default: resend every journaled request)")
     args = p.parse_args(argv)
     try:
-        stats = trio.run(run_crash_test, args.cycles, args.seed, None, args.db and os.path.abspath(args.db),
+        db = args.db if args.db is None or engine.is_postgres(args.db) else os.path.abspath(args.db)
+        stats = trio.run(run_crash_test, args.cycles, args.seed, None, db,
                          args.keep, (args.min_load, args.max_load), args.retry_sample)
     except CrashTestFailure as e:
         print(f"FAILED: {e}", file=sys.stderr)

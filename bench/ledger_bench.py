@@ -3,6 +3,11 @@ a bare executemany of equally-sized rows into a plain table with the same settin
 
     python bench/ledger_bench.py [--rows 4096] [--accounts 100] [--sizes 1,64,512] [--dir DIR]
 
+With ``--postgres URL`` the same on PostgreSQL (each run in a schema of its own in that database, dropped after;
+the bare baseline is psycopg's executemany, one transaction per batch), with the server's synchronous_commit:
+
+    python bench/ledger_bench.py --postgres postgresql:///bench?host=/tmp/pg [--rows 4096] [--sizes 1,64,512]
+
 With ``--verify-rows N`` it instead builds an N-row ledger through the real Store (synchronous=OFF, big
 batches; a mix of new orders, updates, deletes, keyed manager requests and wallet rounds) and times
 ``syncledger verify`` on it in a fresh process (rows/s, peak memory), then ``head``:
@@ -84,6 +89,76 @@ def bench_bare(path: str, rows: int, size: int) -> float:
         return elapsed
     finally:
         db.close()
+
+
+def _pg_schema(url: str, name: str) -> str:
+    """A new schema in the database at ``url``, and the URL that uses it."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        db.execute(f"CREATE SCHEMA {name}")
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
+
+
+def _pg_drop(url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def bench_bare_pg(url: str, rows: int, size: int) -> float:
+    """bench_bare on PostgreSQL: psycopg's executemany (pipelined), one transaction per batch."""
+    import psycopg
+
+    db = psycopg.connect(url, autocommit=True)
+    try:
+        db.execute(
+            "CREATE TABLE plain (id BIGINT PRIMARY KEY, order_id BIGINT, version BIGINT, login BIGINT, cmd BIGINT, "
+            "state BIGINT, amount BIGINT, delta BIGINT, balance BIGINT, credit BIGINT, comment TEXT, "
+            "open_time BIGINT, close_time BIGINT, source TEXT, ext_id TEXT, created BIGINT, hash TEXT)")
+        data = [
+            (i + 1, i + 1, 1, 1000 + i % 100, 7, 3, 1_000_000 + i, 1_000_000 + i, 0, 1_000_000 * i, "bench",
+             NOW + i, NOW + i, "manager", None, NOW + i, f"{i:064x}")
+            for i in range(rows)
+        ]
+        sql = f"INSERT INTO plain VALUES ({','.join(['%s'] * FINANCE_COLUMNS)})"
+        start = time.perf_counter()
+        for i in range(0, rows, size):
+            db.execute("BEGIN")
+            db.cursor().executemany(sql, data[i:i + size])
+            db.execute("COMMIT")
+        return time.perf_counter() - start
+    finally:
+        db.close()
+
+
+def bench_postgres(args: argparse.Namespace, sizes: list[int]) -> int:
+    import psycopg
+
+    with psycopg.connect(args.postgres, autocommit=True) as db:
+        version = db.execute("SHOW server_version").fetchone()[0]
+        settings = {name: db.execute(f"SHOW {name}").fetchone()[0] for name in ("fsync", "synchronous_commit")}
+    print(f"syncledger ledger benchmark on PostgreSQL {version} ({', '.join(f'{k}={v}' for k, v in settings.items())})"
+          f": {args.rows} rows per run, {args.accounts} accounts, psycopg {psycopg.__version__}, "
+          f"Python {sys.version.split()[0]}")
+    header = f"{'batch':>6} {'store rows/s':>13} {'bare rows/s':>13} {'store/bare':>11} {'store ms/batch':>15}"
+    print(header)
+    print("-" * len(header))
+    for size in sizes:
+        name = f"ledger_bench_{os.getpid()}_{size}"
+        try:
+            store_s = bench_store(_pg_schema(args.postgres, name), args.rows, size, args.accounts)
+            bare_s = bench_bare_pg(_pg_schema(args.postgres, name + "_bare"), args.rows, size)
+        finally:
+            _pg_drop(args.postgres, name)
+            _pg_drop(args.postgres, name + "_bare")
+        store_rate, bare_rate = args.rows / store_s, args.rows / bare_s
+        batches = -(-args.rows // size)
+        print(f"{size:>6} {store_rate:>13,.0f} {bare_rate:>13,.0f} {store_rate / bare_rate:>11.2f} "
+              f"{store_s / batches * 1000:>15.3f}", flush=True)
+    return 0
 
 
 def build_ledger(path: str, rows: int, accounts: int, batch: int = 5000) -> tuple[float, int]:
@@ -185,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=100, help="accounts the commands are spread over")
     parser.add_argument("--sizes", default="1,64,512", help="comma-separated batch sizes")
     parser.add_argument("--dir", default=None, help="directory for the temporary databases (default: system temp)")
+    parser.add_argument("--postgres", default=None, metavar="URL",
+                        help="instead: the same on the PostgreSQL database at URL (a schema of its own per run)")
     parser.add_argument("--verify-rows", type=int, default=None, metavar="N",
                         help="instead: build an N-row ledger and time verify on it (use --accounts 1000 or so)")
     parser.add_argument("--keep", default=None, metavar="PATH",
@@ -193,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verify_rows is not None:
         return bench_verify(args)
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.postgres is not None:
+        return bench_postgres(args, sizes)
     work = tempfile.mkdtemp(prefix="ledger-bench-", dir=args.dir)
     print(f"syncledger ledger benchmark: {args.rows} rows per run, {args.accounts} accounts, "
           f"WAL + synchronous=FULL, SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}")

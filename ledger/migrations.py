@@ -1,13 +1,17 @@
 """Numbered schema migrations: a database at version N is brought to LATEST by steps N+1.., in one transaction.
 
 A new database gets ``schema.sql`` (always the LATEST schema) in one go; tests check that both paths
-give the same schema. To change the schema: edit ``schema.sql`` and append one step here.
+give the same schema. To change the schema: edit ``schema.sql`` and append one step here; and the same for
+PostgreSQL: edit ``schema.pg.sql`` and append the step, in its dialect, to PG_STEPS (a test checks that
+both engines reach LATEST).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from importlib import resources
+from typing import Any
+
+from . import engine
 
 
 class SchemaError(RuntimeError):
@@ -107,23 +111,45 @@ STEPS: list[tuple[int, str, list[str]]] = [
 ]
 LATEST = STEPS[-1][0]
 
+# PostgreSQL: a ledger there is born at PG_BASE (schema.pg.sql) and brought to LATEST by these steps, numbered
+# as SQLite's (PostgreSQL runs DDL inside the transaction, so a failed step leaves nothing behind).
+PG_BASE = 6
+PG_STEPS: list[tuple[int, str, list[str]]] = []
+
 
 def schema_sql() -> str:
     """The LATEST schema, for a new database."""
     return resources.files("syncledger.ledger").joinpath("schema.sql").read_text()
 
 
-def version_of(db: sqlite3.Connection) -> int:
+def schema_pg_sql() -> str:
+    """The LATEST schema of a new PostgreSQL ledger."""
+    return resources.files("syncledger.ledger").joinpath("schema.pg.sql").read_text()
+
+
+def version_of(db: Any) -> int:
+    """The schema version of ``db`` (0: no ledger schema in it)."""
+    if isinstance(db, engine.PgConnection):
+        if db.execute("SELECT to_regclass('meta')").fetchone()[0] is None:
+            return 0
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
     return db.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(db: sqlite3.Connection, path: str = "the database") -> list[int]:
+def _newer(path: str, version: int) -> SchemaError:
+    return SchemaError(f"{path} has schema version {version}, newer than this syncledger understands "
+                       f"({LATEST}): run a newer syncledger")
+
+
+def migrate(db: Any, path: str = "the database") -> list[int]:
     """Bring ``db`` (autocommit mode) to LATEST; returns the steps applied ([] if it was current).
     A new, empty database gets schema.sql. Raises SchemaError for a database newer than this program."""
+    if isinstance(db, engine.PgConnection):
+        return _migrate_pg(db, path)
     version = version_of(db)
     if version > LATEST:
-        raise SchemaError(f"{path} has schema version {version}, newer than this syncledger understands "
-                          f"({LATEST}): run a newer syncledger")
+        raise _newer(path, version)
     if version == LATEST:
         return []
     if version == 0:
@@ -144,5 +170,39 @@ def migrate(db: sqlite3.Connection, path: str = "the database") -> list[int]:
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
+        raise
+    return applied
+
+
+def _migrate_pg(db: engine.PgConnection, path: str) -> list[int]:
+    """:func:`migrate` for PostgreSQL: one transaction, under a lock that serialises concurrent openers."""
+    if version_of(db) == LATEST:
+        return []
+    db.execute("BEGIN")
+    try:
+        db.execute("SELECT pg_advisory_xact_lock(hashtext('syncledger migrate'))")
+        version = version_of(db)  # again, under the lock: another process may have just migrated it
+        if version > LATEST:
+            raise _newer(path, version)
+        if version == 0:
+            if db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()").fetchone()[0]:
+                raise SchemaError(f"{path} is a PostgreSQL database whose schema holds tables, but not a syncledger "
+                                  "ledger")
+            db.script(schema_pg_sql())
+            applied = [LATEST]
+        else:
+            if version < PG_BASE:
+                raise SchemaError(f"{path} has schema version {version}, older than any PostgreSQL ledger")
+            applied = []
+            for step, _, statements in PG_STEPS:
+                if step > version:
+                    for statement in statements:
+                        db.execute(statement)
+                    applied.append(step)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(LATEST),))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
     return applied

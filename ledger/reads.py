@@ -1,5 +1,6 @@
-"""Reads of committed ledger state, as plain functions of an SQLite connection: the store runs them on its
-own connection, the server on read-only connections of their own (outside the writer's lock)."""
+"""Reads of committed ledger state, as plain functions of a connection (sqlite3, or ledger.engine's PostgreSQL
+one): the store runs them on its own connection, the server on read-only connections of their own (outside the
+writer's lock)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sqlite3
 
 import orjson
 
-from . import rules
+from . import engine, rules
 from .money import to_text
 from .rules import Event, Version
 
@@ -91,8 +92,9 @@ def find_accounts(db: sqlite3.Connection, text: str, from_login: int, limit: int
     if not text:
         return accounts(db, None, from_login, limit)
     like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    fold = "ILIKE" if isinstance(db, engine.PgConnection) else "LIKE"  # SQLite's LIKE ignores ASCII case
     rows = db.execute(f"{_ACCOUNT} WHERE a.login >= ? AND (CAST(a.login AS TEXT) LIKE ? ESCAPE '\\' "
-                      "OR a.name LIKE ? ESCAPE '\\') ORDER BY a.login LIMIT ?",
+                      f"OR a.name {fold} ? ESCAPE '\\') ORDER BY a.login LIMIT ?",
                       (from_login, like[1:], like, limit + 1)).fetchall()
     following = rows[limit][0] if len(rows) > limit else None
     return [_account_json(row) for row in rows[:limit]], following

@@ -1,4 +1,5 @@
-"""The ledger store: one SQLite connection, batches of commands in one transaction, hash-chained rows.
+"""The ledger store: one database connection (SQLite or PostgreSQL, see ledger/engine.py), batches of commands
+in one transaction, hash-chained rows.
 
 No Trio here; the caller serialises every call (the server's mainLoop owns the Store).
 """
@@ -16,12 +17,12 @@ from urllib.parse import quote
 
 import orjson
 
-from . import migrations, reads, rules
+from . import engine, migrations, reads, rules
 from .rules import Event, FinanceRequest, LedgerError, Version
 
 log = logging.getLogger("syncledger.ledger")
 SCHEMA_VERSION = migrations.LATEST
-MAX_ID = 2**63 - 1  # SQLite INTEGER: the largest login or order
+MAX_ID = 2**63 - 1  # SQLite INTEGER (PostgreSQL BIGINT): the largest login or order
 GENESIS = "0" * 64
 _ABSENT = object()  # in the undo log: the key was not in its mapping
 _KEYS_PER_QUERY = 900  # ext_ids per prefetch query (SQLite's smallest bound on variables is 999)
@@ -108,8 +109,9 @@ class _Isolate(Exception):
 
 class Unsure(Exception):
     """The store cannot know what the ledger file holds: a ROLLBACK failed, a failed COMMIT cannot be read
-    back with certainty, or the file was unlinked or replaced. Nothing it has in memory may be served; the
-    only safe move is to stop and let a restart read the truth from the file."""
+    back with certainty, or the file was unlinked or replaced (PostgreSQL: the connection was lost, or
+    another writer moved the ledger's head). Nothing it has in memory may be served; the only safe move is to
+    stop and let a restart read the truth from the ledger."""
 
 
 class LedgerOpenError(Exception):
@@ -126,6 +128,35 @@ class Store:
 
     def __init__(self, path: str, *, synchronous: str = "FULL", create: bool = True):
         self.path = path
+        # What differs by engine in a batch: how it begins; PostgreSQL also locks the head row first, and gives
+        # a command that runs SQL of its own a savepoint (a failed statement aborts the whole transaction).
+        self.postgres = engine.is_postgres(path)
+        self._begin = "BEGIN" if self.postgres else "BEGIN IMMEDIATE"
+        self._set_batch = engine.PG_SET_BATCH if self.postgres else "INSERT OR REPLACE INTO meta VALUES ('batch', ?)"
+        if self.postgres:
+            self.db = self._open_postgres(path, synchronous, create)
+        else:
+            self._open_sqlite(path, synchronous, create)
+        self._errors = engine.errors()  # the driver's errors (psycopg's are known once it is imported)
+        self._handlers: dict[type, Callable[[Any], Outcome]] = {
+            Finance: self._finance,
+            AddAccount: self._add_account,
+        }
+        self._undo: list[tuple[dict, Any, Any]] = []  # (mapping, key, old value or _ABSENT), undone by _revert
+        # Inside a batch: rows not yet written (finance, events, idempotency), the idempotency rows of the
+        # batch's keys (prefetched, then as the batch leaves them), the newest version of each order it wrote.
+        self._staged: tuple[list, list, list] = ([], [], [])
+        self._keys: dict[tuple[int, str], tuple] = {}
+        self._versions: dict[int, Version] = {}
+        self._reserved: list[int] = []  # order numbers the batch's commands took (a rerun takes them again)
+        self._replayed: list[int] = []
+        self._load()
+        self._check_files()
+        from . import wallet  # wallet commands build on this module
+
+        wallet.install(self)
+
+    def _open_sqlite(self, path: str, synchronous: str, create: bool) -> None:
         memory = path == ":memory:" or path.startswith("file::memory:")
         if not memory and not os.path.exists(path):
             if not create:
@@ -145,6 +176,7 @@ class Store:
             self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute("PRAGMA busy_timeout=5000")
+            self.created = migrations.version_of(self.db) == 0
             self.migrated = migrations.migrate(self.db, path)
         except sqlite3.DatabaseError as e:
             self.db.close()
@@ -154,23 +186,34 @@ class Store:
             raise
         # The files this connection writes, to notice one unlinked or replaced under it (None: in memory).
         self._files: dict[str, tuple[int, int] | None] | None = None if memory else {path: None, path + "-wal": None}
-        self._handlers: dict[type, Callable[[Any], Outcome]] = {
-            Finance: self._finance,
-            AddAccount: self._add_account,
-        }
-        self._undo: list[tuple[dict, Any, Any]] = []  # (mapping, key, old value or _ABSENT), undone by _revert
-        # Inside a batch: rows not yet written (finance, events, idempotency), the idempotency rows of the
-        # batch's keys (prefetched, then as the batch leaves them), the newest version of each order it wrote.
-        self._staged: tuple[list, list, list] = ([], [], [])
-        self._keys: dict[tuple[int, str], tuple] = {}
-        self._versions: dict[int, Version] = {}
-        self._reserved: list[int] = []  # order numbers the batch's commands took (a rerun takes them again)
-        self._replayed: list[int] = []
-        self._load()
-        self._check_files()
-        from . import wallet  # wallet commands build on this module
 
-        wallet.install(self)
+    def _open_postgres(self, url: str, synchronous: str, create: bool) -> engine.PgConnection:
+        """The ledger in the PostgreSQL database at ``url`` (its schema made there if ``create``). Durable
+        commits unless ``synchronous`` is OFF (tests, benchmarks): synchronous_commit is never left off."""
+        self._files = None  # no file of ours: the database server keeps its own
+        name = engine.shown(url)
+        try:
+            db = engine.connect_postgres(url)
+        except ImportError as e:
+            raise LedgerOpenError(f"cannot open ledger {name}: {e}") from None
+        except engine.errors() as e:
+            raise LedgerOpenError(f"cannot open ledger {name}: {engine.said(e)}") from None
+        try:
+            if synchronous.upper() == "OFF":
+                db.execute("SET synchronous_commit = off")
+            elif db.execute("SHOW synchronous_commit").fetchone()[0] == "off":
+                db.execute("SET synchronous_commit = on")
+            self.created = migrations.version_of(db) == 0
+            if self.created and not create:
+                raise LedgerOpenError(f"no ledger at {name}")
+            self.migrated = migrations.migrate(db, name)
+        except engine.errors() as e:
+            db.close()
+            raise LedgerOpenError(f"cannot use ledger {name}: {engine.said(e)}") from None
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _load(self) -> None:
         db = self.db
@@ -241,43 +284,52 @@ class Store:
         heads = self._mark()
         batch_no, start = self.batch_no, db.total_changes
         committing = False
-        db.execute("BEGIN IMMEDIATE")
+        savepoints = self.postgres
+        db.execute(self._begin)
         try:
+            if savepoints:
+                self._lock_head()
             self._prefetch_keys(commands)
             for command in commands:
                 if type(command) is not Finance:
                     self._write_staged()  # it may read rows back or reference them: they must be in SQL
                 mark = self._mark()
                 changes = db.total_changes
-                if isolate:
+                # PostgreSQL: a savepoint for every command that runs SQL of its own (a deferred Finance only reads)
+                guarded = isolate or (savepoints and (not defer or type(command) is not Finance))
+                if guarded:
                     db.execute("SAVEPOINT cmd")
                 try:
                     outcome = self._handlers[type(command)](command)
                     if not defer:
                         self._flush()
                 except Exception as error:
-                    if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.IntegrityError):
+                    if engine.fatal(error):
                         raise  # the database itself failed (disk, I/O, corruption): the whole batch fails
                     if isolate:
                         db.execute("ROLLBACK TO cmd")
                     elif db.total_changes != changes:
                         raise _Isolate() from error  # it wrote before failing: only a savepoint can undo that
+                    elif guarded:
+                        db.execute("ROLLBACK TO cmd")  # PostgreSQL: the failed statement aborted the transaction
+                    elif savepoints and isinstance(error, self._errors):
+                        raise _Isolate(unstaged=True) from error  # aborted with no savepoint: again, with them
                     self._revert(mark)  # its staged rows too: they were never written
                     if not isinstance(error, LedgerError):
-                        if not isinstance(error, sqlite3.IntegrityError):
+                        if not engine.integrity(error):
                             log.exception("command %r failed; the others in its batch go on", command)
                         error = LedgerError(500, "INTERNAL", f"ledger refused the command: {error}")
                     outcome = Outcome(error=error)
                     self._remember_failure(command, error)
                 if not defer:
                     self._flush()
-                if isolate:
+                if guarded:
                     db.execute("RELEASE cmd")
                 outcomes.append(outcome)
             self._write_staged()
             if db.total_changes != start:  # the batch's number, read back if its COMMIT fails
                 self.batch_no += 1
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('batch', ?)", (str(self.batch_no),))
+                db.execute(self._set_batch, (str(self.batch_no),))
             committing = True
             self._sql_commit()
         except BaseException as error:
@@ -302,6 +354,16 @@ class Store:
         except Exception as e:  # committed, yet the file cannot be checked: what it holds is unknown
             raise Unsure(f"the ledger file could not be checked after a commit ({e})") from e
         return outcomes
+
+    def _lock_head(self) -> None:
+        """PostgreSQL: lock the ledger's head row for this batch (batches serialise on it). It must hold this
+        store's last batch number: anything else means another writer moved the ledger, and a batch chained
+        to this store's heads would fork the hash chain."""
+        row = self.db.execute(engine.PG_LOCK_HEAD).fetchone()
+        found = int(row[0]) if row else None
+        if found != self.batch_no:
+            raise Unsure(f"the ledger's head is at batch {found}, not at this server's {self.batch_no}: another "
+                         "writer changed the ledger")
 
     def _prefetch_keys(self, commands: Sequence[Any]) -> None:
         """The idempotency rows of the batch's keyed commands: one primary-key query per manager (a row-value
@@ -338,7 +400,7 @@ class Store:
         try:
             self._flush()
         except Exception as error:
-            if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.IntegrityError):
+            if engine.fatal(error):
                 raise
             raise _Isolate(unstaged=True) from error
 
@@ -352,7 +414,7 @@ class Store:
         """Roll back the open transaction; a ROLLBACK that fails leaves the file's state unknown."""
         try:
             self._sql_rollback()
-        except sqlite3.Error as e:
+        except self._errors as e:
             raise Unsure(f"ROLLBACK failed ({e}): the ledger's state is unknown") from e
 
     def _landed(self, error: BaseException, before: int) -> bool:
@@ -361,6 +423,10 @@ class Store:
         if self.db.in_transaction:  # whatever failed, the transaction is still open: nothing is in the file
             self._rollback()
             return False
+        if self.postgres:  # the server answered the COMMIT with an error: rolled back; a lost connection: unknown
+            if engine.refused_commit(self.db, error):
+                return False
+            raise Unsure(f"COMMIT failed ({error}): whether the batch is in the ledger cannot be known")
         if getattr(error, "sqlite_errorcode", None) not in _READ_BACK:
             raise Unsure(f"COMMIT failed ({error}): whether the batch is in the ledger file cannot be known")
         try:

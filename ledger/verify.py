@@ -4,8 +4,9 @@ wallet transactions that match their records, accounts that every row and key na
 append-only triggers.
 
 Everything is read from ONE read transaction (``BEGIN`` ... ``ROLLBACK``): in WAL mode that is one snapshot
-of the file, so a server committing batches meanwhile cannot make verify see half of a batch (a finance row
-without its event, a total without its row) and report corruption that is not there.
+of the file (on PostgreSQL, a REPEATABLE READ transaction), so a server committing batches meanwhile cannot
+make verify see half of a batch (a finance row without its event, a total without its row) and report
+corruption that is not there.
 
 Verify streams: finance rows and events are read together in one pass in id/seq order (every append writes
 finance row N and event seq N together, so event seq k has record k), idempotency keys and wallet
@@ -24,17 +25,15 @@ rewritten at or before it). The same holds for a row edited with its whole chain
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterator
-from urllib.parse import quote
+from typing import Any, Iterator
 
 import orjson
 
-from . import migrations, rules
+from . import engine, migrations, rules
 from .rules import TS_DELETED, Version
 from .store import GENESIS, event_hash, finance_hash
 
@@ -88,17 +87,10 @@ def parse_anchor(text: str) -> tuple[int, str]:
     return int(seq), digest
 
 
-def _connect_ro(path: str) -> sqlite3.Connection:
-    """The ledger at ``path`` opened read-only; FileNotFoundError if there is none (nothing is created)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no ledger at {path}")
-    # Quote the path: a "?" or "#" in it would otherwise end the URI's path and open another file.
-    return sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None)
-
-
 def verify_path(path: str, anchor: str | tuple[int, str] | None = None) -> Report:
-    """Verify the ledger file at ``path``, opened read-only (it may be in use by a live server)."""
-    db = _connect_ro(path)
+    """Verify the ledger file (or PostgreSQL URL) at ``path``, opened read-only (it may be in use by a live
+    server)."""
+    db = engine.connect_ro(path)
     try:
         return verify(db, anchor)
     finally:
@@ -114,8 +106,8 @@ def head(db: sqlite3.Connection) -> str:
 
 
 def head_path(path: str) -> str:
-    """The head of the ledger file at ``path``, opened read-only."""
-    db = _connect_ro(path)
+    """The head of the ledger file (or PostgreSQL URL) at ``path``, opened read-only."""
+    db = engine.connect_ro(path)
     try:
         return head(db)
     finally:
@@ -133,7 +125,7 @@ def verify(db: sqlite3.Connection, anchor: str | tuple[int, str] | None = None) 
         anchor = parse_anchor(anchor)
     own = not db.in_transaction
     if own:
-        db.execute("BEGIN")
+        db.execute(engine.snapshot(db))
     try:
         return _Audit(db, anchor).run()
     finally:
@@ -149,19 +141,31 @@ def _expected_triggers() -> dict[str, str]:
     return {name: _normalise(re.sub(r"IF\s+NOT\s+EXISTS\s+", "", sql, count=1, flags=re.I)) for sql, name in found}
 
 
+@lru_cache(maxsize=1)
+def _expected_pg() -> tuple[dict[str, str], str]:
+    """PostgreSQL: name -> normalised definition of every trigger of schema.pg.sql, and the body of the
+    function they call."""
+    schema = migrations.schema_pg_sql()
+    found = re.findall(r"^(CREATE TRIGGER (\w+) .*?;)$", schema, flags=re.M)
+    body = re.search(r"CREATE FUNCTION syncledger_refuse\(\).*?AS \$\$(.*?)\$\$;", schema, flags=re.S)[1]
+    return {name: engine.normalise_trigger(sql) for sql, name in found}, " ".join(body.split())
+
+
 def _normalise(sql: str) -> str:
     return " ".join(sql.split()).rstrip(";").rstrip()
 
 
 class _Audit:
-    def __init__(self, db: sqlite3.Connection, anchor: tuple[int, str] | None):
+    def __init__(self, db: Any, anchor: tuple[int, str] | None):
         self.db, self.anchor = db, anchor
         self.counts = [0, 0, 0]
         self.head: str | None = None
-        self._cursors: list[sqlite3.Cursor] = []
+        self._cursors: list[Any] = []
+        # PostgreSQL: server-side cursors, so that rows stream in pages (sqlite3 steps its statements anyway)
+        self._execute = db.stream if isinstance(db, engine.PgConnection) else db.execute
 
-    def _query(self, sql: str, *args: object) -> sqlite3.Cursor:
-        cursor = self.db.execute(sql, args)
+    def _query(self, sql: str, *args: object) -> Any:
+        cursor = self._execute(sql, args)
         self._cursors.append(cursor)
         return cursor
 
@@ -206,6 +210,8 @@ class _Audit:
 
     def _triggers(self, version: int) -> list[str]:
         """Every append-only trigger of the schema is there, with its definition; no other trigger."""
+        if isinstance(self.db, engine.PgConnection):
+            return self._pg_triggers()
         stored = {name: (table, sql) for name, table, sql in self.db.execute(
             "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'")}
         problems = []
@@ -219,6 +225,32 @@ class _Audit:
                 problems.append(f"trigger {name} is not the schema's ({guards})")
         for name in sorted(set(stored) - set(_expected_triggers())):
             problems.append(f"trigger {name} on {stored[name][0]} is not part of the schema")
+        return problems
+
+    def _pg_triggers(self) -> list[str]:
+        """PostgreSQL: the same, and each trigger enabled, and the function they call the schema's."""
+        expected, body = _expected_pg()
+        stored = {name: (table, sql, enabled) for name, table, sql, enabled in self.db.execute(
+            "SELECT t.tgname, c.relname, pg_get_triggerdef(t.oid), t.tgenabled FROM pg_trigger t "
+            "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal "
+            "AND c.relnamespace = current_schema()::regnamespace")}
+        problems = []
+        for name, definition in expected.items():
+            guards = _TRIGGER_GUARDS.get(name, "the ledger is not protected")
+            if name not in stored:
+                problems.append(f"trigger {name} is missing ({guards})")
+            elif engine.normalise_trigger(stored[name][1]) != definition:
+                problems.append(f"trigger {name} is not the schema's ({guards})")
+            elif stored[name][2] not in ("O", "A"):
+                problems.append(f"trigger {name} is disabled ({guards})")
+        for name in sorted(set(stored) - set(expected)):
+            problems.append(f"trigger {name} on {stored[name][0]} is not part of the schema")
+        found = [" ".join(src.split()) for (src,) in self.db.execute(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'syncledger_refuse' "
+            "AND pronamespace = current_schema()::regnamespace")]
+        if found != [body]:
+            problems.append("function syncledger_refuse is not the schema's (the append-only triggers may let "
+                            "changes through)")
         return problems
 
     # ------------------------------------------------------------------ finance rows, events and their keys
@@ -360,7 +392,7 @@ class _Merge:
     """Rows (seq, a, key) in seq order, each naming the one finance row whose key it is, merged into the pass
     over finance rows."""
 
-    def __init__(self, cursor: sqlite3.Cursor, name: str, what: str):
+    def __init__(self, cursor: Any, name: str, what: str):
         self._rows: Iterator[tuple] = iter(cursor)
         self._name, self._what = name, what
         self._next()

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import ssl
 import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, NamedTuple
-from urllib.parse import quote
 
 import trio
 import trio.testing
 from trio_websocket import WebSocketServer
 
-from syncledger.ledger import Store
+from syncledger.ledger import Store, engine
 from syncledger.ledger.wallet import PruneSessions
 
 from . import admin, ws
@@ -90,7 +88,7 @@ class Ports(NamedTuple):
 class Server:
     def __init__(self, config: Config):
         self.config = config
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[Any] = []
         self._reads: ReadPool | None = None
         self._hashing = trio.CapacityLimiter(1)
         self.throttle = LoginThrottle(trio.current_time)
@@ -160,8 +158,7 @@ class Server:
 
     def store_writable(self) -> bool:
         """The ledger file is there and this process may write it (an in-memory ledger always is)."""
-        path = self.config.db
-        return path == ":memory:" or (os.path.exists(path) and os.access(path, os.W_OK))
+        return engine.writable(self.config.db)
 
     def _manager_keys(self) -> ManagerKeys:
         """Managers' key versions, read on a connection of the Trio thread's own (the writer's is the
@@ -170,13 +167,13 @@ class Server:
         path = self.config.db
         if path == ":memory:":
             return ManagerKeys(lambda: dict(self.store.db.execute(query)), lambda: False, trio.current_time)
-        reader = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, check_same_thread=False)
+        reader = engine.connect_ro(path)
         self._readers.append(reader)
         seen = [None]
 
         def changed() -> bool:
-            version = reader.execute("PRAGMA data_version").fetchone()[0]
-            changed, seen[0] = version != seen[0], version
+            version = engine.data_version(reader)  # None (PostgreSQL): unknown, read them again
+            changed, seen[0] = version is None or version != seen[0], version
             return changed
         return ManagerKeys(lambda: dict(reader.execute(query)), changed, trio.current_time)
 

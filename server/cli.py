@@ -10,31 +10,31 @@ import json
 import math
 import os
 import signal
-import sqlite3
 import sys
 import time
 import tomllib
 
 import trio
 
-from syncledger.ledger import Store, head_path, parse_anchor, verify_path
+from syncledger.ledger import Store, engine, head_path, parse_anchor, verify_path
 from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import LedgerOpenError
 
 from . import admin, logs, ops
-from .admin import SecretExposed
+from .admin import SecretExposed, SecretMissing
 from .app import Config, FailStop, ListenError, TlsError, serve
 from .auth import SESSIONS, Tokens
 from .lockfile import LedgerLocked
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
 # one line on stderr, exit 2
-UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, TlsError, ListenError)
+UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, SecretMissing, TlsError, ListenError)
 
 
 def _new_ledger_note(path: str) -> bool:
-    """Will opening ``path`` create a ledger? (said on stderr, so that a mistyped --db is noticed)"""
-    return path != ":memory:" and not os.path.exists(path)
+    """Will opening ``path`` create a ledger? (said on stderr, so that a mistyped --db is noticed; a PostgreSQL
+    database: the store says whether it made the schema)"""
+    return path != ":memory:" and not engine.is_postgres(path) and not os.path.exists(path)
 
 
 class _BadPassword(Exception):
@@ -62,8 +62,8 @@ def _manager_add(args: argparse.Namespace) -> int:
     password = _password(args)
     created = _new_ledger_note(args.db)
     store = Store(args.db)
-    if created:
-        print(f"created new ledger at {args.db}", file=sys.stderr)
+    if created or (store.created and engine.is_postgres(args.db)):
+        print(f"created new ledger at {engine.shown(args.db)}", file=sys.stderr)
     try:
         admin.add_manager(store.db, args.login, password, SESSIONS[args.session], int(time.time()))
     finally:
@@ -122,8 +122,8 @@ def _read_only(what: str, path: str, fn, *args):  # type: ignore[no-untyped-def]
         return fn(path, *args)
     except FileNotFoundError as e:
         raise _Unreadable(str(e)) from None
-    except (OSError, sqlite3.Error) as e:
-        raise _Unreadable(f"cannot {what} {path}: {e}") from None
+    except (OSError, ImportError, *engine.errors()) as e:  # (ImportError: psycopg is not installed)
+        raise _Unreadable(f"cannot {what} {engine.shown(path)}: {engine.said(e)}") from None
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -186,8 +186,8 @@ async def _serve_until_signalled(config: Config, stopped: list[bool], created: b
             gc.set_threshold(50_000, 20, 100)
             host = config.host
             ports = server.ports
-            if created:
-                print(f"created new ledger at {config.db}", file=sys.stderr, flush=True)
+            if created or (server.store.created and engine.is_postgres(config.db)):
+                print(f"created new ledger at {engine.shown(config.db)}", file=sys.stderr, flush=True)
             admin = f" admin={config.admin_host}:{ports.admin}" if ports.admin is not None else ""
             print(f"listening tcp={host}:{ports.tcp} ws={host}:{ports.ws} wallet={host}:{ports.wallet}{admin}",
                   flush=True)
@@ -269,7 +269,8 @@ def _currency(text: str) -> str:
 def _serve_options(p: argparse.ArgumentParser) -> None:
     """The options of ``serve`` (and of ``config show``); each can also come from ``--config FILE``."""
     p.add_argument("--config", metavar="FILE", help="a TOML file of these options (flags given here override it)")
-    p.add_argument("--db", default="syncledger.db")
+    p.add_argument("--db", default="syncledger.db", help="the ledger: an SQLite file (default syncledger.db) or a "
+                                                        "postgresql:// URL")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--tcp-port", type=int, default=7400)
     p.add_argument("--ws-port", type=int, default=7401)

@@ -1,12 +1,21 @@
 """One server per ledger: an exclusive ``flock`` on ``PATH.lock`` beside the database (the real path, so a
-symlink to the ledger finds the same lock), holding the pid."""
+symlink to the ledger finds the same lock), holding the pid; for PostgreSQL, a session advisory lock on the
+ledger's schema, held by a connection of its own."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
+from typing import Any
 
+from syncledger.ledger import engine
 from syncledger.ledger.store import LedgerOpenError
+
+# The advisory lock's keys: this constant ("SYNC") and hashtext(the ledger's schema), so that each ledger of a
+# database (one per schema) has its own.
+PG_LOCK_CLASS = 0x53594E43
+PG_LOCK_GRACE = 1.0  # seconds a held lock is tried again (the session of a server that just stopped may linger)
 
 
 class LedgerLocked(Exception):
@@ -20,10 +29,12 @@ class LedgerLock:
         self.fd, self.path = fd, path
 
     @classmethod
-    def acquire(cls, db: str) -> LedgerLock | None:
+    def acquire(cls, db: str) -> LedgerLock | PgLock | None:
         """Lock ``db`` for this process (None for an in-memory ledger); LedgerLocked names the holder."""
         if db == ":memory:" or db.startswith("file::memory:"):
             return None
+        if engine.is_postgres(db):
+            return PgLock.acquire(db)
         path = os.path.realpath(db) + ".lock"  # a symlink to the ledger finds the same lock
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -46,3 +57,53 @@ class LedgerLock:
         if self.fd >= 0:
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = -1
+
+
+class PgLock:
+    """A PostgreSQL ledger's server lock: ``pg_try_advisory_lock`` on a connection kept open for the server's
+    life (the database drops it when that connection ends, also when the process is killed). The connection's
+    application_name carries the pid, so a second server names the holder. A session that has just ended may
+    hold the lock a moment longer (its backend exits after its client): it is tried again for PG_LOCK_GRACE."""
+
+    def __init__(self, db: Any):
+        self.db = db
+
+    @classmethod
+    def acquire(cls, url: str) -> PgLock:
+        try:
+            db = engine.connect_postgres(url)
+        except (ImportError, *engine.errors()) as e:
+            raise LedgerOpenError(f"cannot open ledger {engine.shown(url)}: {engine.said(e)}") from None
+        try:
+            if db.execute("SELECT current_schema()").fetchone()[0] is None:
+                raise LedgerOpenError(f"cannot open ledger {engine.shown(url)}: the schema its search_path names "
+                                      "does not exist")
+            deadline = time.monotonic() + PG_LOCK_GRACE
+            while True:
+                if db.execute("SELECT pg_try_advisory_lock(?, hashtext(current_schema()))",
+                              (PG_LOCK_CLASS,)).fetchone()[0]:
+                    return cls(db)
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            row = db.execute(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database()) AND l.classid::bigint = ? "
+                "AND l.objid::bigint = hashtext(current_schema())::bigint & 4294967295", (PG_LOCK_CLASS,)).fetchone()
+        except BaseException:
+            db.close()
+            raise
+        db.close()
+        holder = row[0].removeprefix("syncledger pid ") if row and row[0].startswith("syncledger pid ") else "unknown"
+        raise LedgerLocked(f"{engine.shown(url)} is already served by another syncledger (pid {holder})")
+
+    def release(self) -> None:
+        if self.db is not None:
+            try:
+                self.db.execute("SELECT pg_advisory_unlock(?, hashtext(current_schema()))", (PG_LOCK_CLASS,))
+            except engine.errors():
+                pass  # the session is gone: so is its lock
+            finally:
+                self.db.close()
+                self.db = None

@@ -1,5 +1,6 @@
-"""An operator's commands on a ledger file, safe beside a running server: online backup (SQLite's backup
-API), restore, and export of a table as CSV, JSON or NDJSON (streamed, with sqlite-utils)."""
+"""An operator's commands on a ledger, safe beside a running server: online backup (SQLite's backup API),
+restore, and export of a table as CSV, JSON or NDJSON (streamed, with sqlite-utils; on PostgreSQL from one
+REPEATABLE READ snapshot). A PostgreSQL ledger is backed up and restored with PostgreSQL's own tools."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from urllib.parse import quote
 
 import sqlite_utils
 
-from syncledger.ledger import head, verify_path
+from syncledger.ledger import engine, head, verify_path
 
 from .lockfile import LedgerLock, LedgerLocked
 
@@ -38,9 +39,16 @@ def _open_ro(path: str) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
 
 
+def _not_postgres(db_path: str, tool: str) -> None:
+    if engine.is_postgres(db_path):
+        raise OpsError(f"a PostgreSQL ledger is {'backed up' if tool == 'pg_dump' else 'restored'} with PostgreSQL's "
+                       f"own tools: {tool} (then syncledger verify --db URL)")
+
+
 def backup(db_path: str, to: str) -> Copied:
     """A consistent copy of the ledger while it serves (SQLite's online backup API reads one snapshot in
     pages; the server's writes go on), written to ``to`` (mode 0600) and verified."""
+    _not_postgres(db_path, "pg_dump")
     if os.path.exists(to):
         raise OpsError(f"{to} exists: a backup never overwrites a file")
     started = time.monotonic()
@@ -78,6 +86,7 @@ def backup(db_path: str, to: str) -> Copied:
 def restore(backup_path: str, db_path: str) -> Copied:
     """Put a verified backup in place of the ledger at ``db_path``: refused while a server holds that
     ledger; the ledger it replaces (if any) is kept beside it as ``PATH.replaced-TIME``."""
+    _not_postgres(db_path, "pg_restore")
     started = time.monotonic()
     report = verify_path(backup_path) if os.path.exists(backup_path) else None
     if report is None:
@@ -133,12 +142,55 @@ FORMATS = ("csv", "json", "ndjson")
 
 def export_rows(db_path: str, what: str, since: int | None = None) -> Iterator[dict]:
     """The rows of ``what`` as dicts, streamed from one read snapshot. Money columns are micro-units."""
+    if engine.is_postgres(db_path):
+        yield from _export_pg(db_path, what, since)
+        return
     db = sqlite_utils.Database(_open_ro(db_path))
     try:
         db.execute("BEGIN")
         yield from db.query(EXPORTS[what], {"since": since})
     finally:
         db.conn.close()
+
+
+def _pg_query(what: str) -> str:
+    """An export's query in psycopg's notation (``:since`` is a typed parameter: NULL has no type of its own)."""
+    return EXPORTS[what].replace(":since", "%(since)s::bigint")
+
+
+def _export_pg(url: str, what: str, since: int | None) -> Iterator[dict]:
+    try:
+        db = engine.connect_ro(url)
+    except (ImportError, *engine.errors()) as e:
+        raise OpsError(f"cannot export from {engine.shown(url)}: {engine.said(e)}") from None
+    try:
+        db.execute(engine.PG_SNAPSHOT)
+        cursor = db.conn.cursor(name="syncledger_export")  # server-side: rows stream in pages
+        try:
+            cursor.execute(_pg_query(what), {"since": since})
+        except engine.errors() as e:  # not a ledger: no such table
+            raise OpsError(f"cannot export from {engine.shown(url)}: {engine.said(e)}") from None
+        names = None
+        for row in cursor:
+            names = names or [d[0] for d in cursor.description]
+            yield dict(zip(names, row))
+    finally:
+        db.close()
+
+
+def _columns(db_path: str, what: str, since: int | None) -> list[str]:
+    """The columns of an export (for the header of an empty CSV)."""
+    if engine.is_postgres(db_path):
+        db = engine.connect_ro(db_path)
+        try:
+            return [d[0] for d in db.conn.execute(_pg_query(what) + " LIMIT 0", {"since": since}).description]
+        finally:
+            db.close()
+    db = _open_ro(db_path)
+    try:
+        return [d[0] for d in db.execute(EXPORTS[what] + " LIMIT 0", {"since": since}).description]
+    finally:
+        db.close()
 
 
 def export(db_path: str, what: str, out: IO[str], fmt: str = "ndjson", since: int | None = None) -> int:
@@ -154,12 +206,7 @@ def export(db_path: str, what: str, out: IO[str], fmt: str = "ndjson", since: in
             writer.writerow(row)
             n += 1
         if writer is None:  # no rows: the header alone
-            db = _open_ro(db_path)
-            try:
-                columns = [d[0] for d in db.execute(EXPORTS[what] + " LIMIT 0", {"since": since}).description]
-            finally:
-                db.close()
-            csv.writer(out).writerow(columns)
+            csv.writer(out).writerow(_columns(db_path, what, since))
         return n
     if fmt == "json":
         out.write("[")

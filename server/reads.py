@@ -1,17 +1,17 @@
-"""Reads on read-only SQLite connections of their own, in worker threads: WAL gives each read one committed
-snapshot, and neither a slow read nor a slow reader ever holds the writer or waits for it."""
+"""Reads on read-only connections of their own, in worker threads: each read sees one committed snapshot (SQLite's
+WAL, PostgreSQL's REPEATABLE READ), and neither a slow read nor a slow reader ever holds the writer or waits for it."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, Callable
-from urllib.parse import quote
 
 import trio
 
+from syncledger.ledger import engine
 
-def _in_snapshot(fn: Callable[..., Any], db: sqlite3.Connection, *args: Any) -> Any:
-    db.execute("BEGIN")  # every query of fn reads the same snapshot
+
+def _in_snapshot(fn: Callable[..., Any], db: Any, *args: Any) -> Any:
+    db.execute(engine.snapshot(db))  # every query of fn reads the same snapshot
     try:
         return fn(db, *args)
     finally:
@@ -21,8 +21,7 @@ def _in_snapshot(fn: Callable[..., Any], db: sqlite3.Connection, *args: Any) -> 
 class ReadPool:
     def __init__(self, path: str, size: int = 2, *, threaded: bool = True):
         self.threaded = threaded  # False: on the Trio thread (the single-threaded mode the MockClock tests use)
-        self._free = [sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None,
-                                      check_same_thread=False) for _ in range(size)]
+        self._free = [engine.connect_ro(path) for _ in range(size)]
         self._all = list(self._free)
         self._limiter = trio.CapacityLimiter(size)
 

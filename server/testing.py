@@ -11,7 +11,6 @@ follow a mock clock.
 from __future__ import annotations
 
 import json
-import sqlite3
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any, AsyncIterator
@@ -19,7 +18,7 @@ from typing import Any, AsyncIterator
 import orjson
 import trio
 
-from syncledger.ledger import Report, verify
+from syncledger.ledger import Report, engine, verify
 
 from .app import Config, Server, serve
 from .auth import SESSION_ADMIN
@@ -98,11 +97,11 @@ class Harness:
 
 def add_test_manager(server: Server, login: int, session: int = SESSION_ADMIN) -> None:
     """Store a manager that can hold tokens but never log in (its password hash matches nothing)."""
-    sql = "INSERT OR IGNORE INTO managers (login, password_hash, session, created) VALUES (?, '!', ?, 0)"
+    sql = "INSERT INTO managers (login, password_hash, session, created) VALUES (?, '!', ?, 0) ON CONFLICT DO NOTHING"
     if server.config.db == ":memory:":  # single-threaded: between two batches, on the writer's connection
         server.store.db.execute(sql, (login, session))
     else:  # a connection of its own: the writer's may be inside a batch
-        db = sqlite3.connect(server.config.db, isolation_level=None)
+        db = engine.connect(server.config.db)
         try:
             db.execute(sql, (login, session))
         finally:

@@ -1,2 +1,3 @@
 """syncledger: a single-node wallet-ledger server. Its two packages are ``syncledger.ledger`` (the
-append-only SQLite ledger, no I/O beyond it) and ``syncledger.server`` (the Trio servers and the CLI)."""
+append-only ledger on SQLite or PostgreSQL, no I/O beyond it) and ``syncledger.server`` (the Trio servers
+and the CLI)."""

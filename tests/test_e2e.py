@@ -6,7 +6,6 @@ import gc
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 from contextlib import closing
@@ -15,7 +14,9 @@ from decimal import Decimal
 import pytest
 import trio
 
+from syncledger.ledger import engine
 from syncledger.server.client import Call, ConnectionLost, Reply, connect
+from tests.pgcluster import ledger_db, on_both, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 CLI = [sys.executable, "-m", "syncledger.server.cli"]
 
@@ -40,7 +41,8 @@ async def stop(proc: subprocess.Popen) -> int:
         return await trio.to_thread.run_sync(proc.wait)
 
 
-async def test_serve_credit_sync_sigterm_and_verify(tmp_path):
+@on_both
+async def test_serve_credit_sync_sigterm_and_verify(ledger_db):
     """The ``syncledger`` command on a ledger file and real sockets: a stored manager's token, AddUser,
     CreditInSync; then SIGTERM while a stream of pipelined BalanceIn is in flight (at most 500 unanswered
     at a time, sent until the server closes the connection; the signal goes once 200 are answered, so
@@ -49,8 +51,8 @@ async def test_serve_credit_sync_sigterm_and_verify(tmp_path):
     left unanswered (the server had stopped reading, or its answer was lost with the connection) may be
     either. After a restart, nothing acknowledged is lost: the balance is exactly what the ledger
     applied, and retrying every request with its extID applies each exactly once. No count of 200s or
-    503s is asserted: those depend on timing."""
-    db = str(tmp_path / "e2e.db")
+    503s is asserted: those depend on timing. On a ledger file and on PostgreSQL."""
+    db = ledger_db
     env = {**os.environ, "SYNCLEDGER_SECRET": "e2e-secret-e2e-secret-e2e-secret-e2e"}
     run_cli("manager", "add", "--db", db, "--login", "7", "--password", "pw-long-enough-1", "--session", "MANAGER", env=env)
     token = run_cli("token", "--db", db, "--login", "7", env=env)
@@ -100,7 +102,7 @@ async def test_serve_credit_sync_sigterm_and_verify(tmp_path):
     refused = {k for k, r in replies.items() if r is not None and not r.ok}
     out = run_cli("verify", "--db", db)
     assert out.startswith("ok:")
-    with closing(sqlite3.connect(db)) as ledger:
+    with closing(engine.connect_ro(db)) as ledger:
         applied = {row[0] for row in ledger.execute(
             "SELECT ext_id FROM finance WHERE login = ? AND ext_id LIKE 'b%'", (login,))}
     print(f"{len(replies)} sent: {len(acknowledged)} answered 200, {len(refused)} answered 503, "

@@ -9,6 +9,8 @@ import orjson
 
 from syncledger.server.app import serve
 from tests.conftest import add_account, admin_token, assert_ledger_ok, make_config, mem_client, tcp_client
+from tests.pgcluster import (ledger_db, mem_db, mem_on_both, mem_server, on_both, pg_cluster,  # noqa: F401
+                             pg_url)
 
 
 async def test_slow_subscriber_is_dropped_others_get_every_event_in_order(nursery, autojump_clock):
@@ -34,6 +36,7 @@ async def test_slow_subscriber_is_dropped_others_get_every_event_in_order(nurser
     await assert_ledger_ok(srv)
 
 
+@mem_on_both
 async def test_from_seq_replays_without_gap_or_duplicate_then_goes_live(mem_server, autojump_clock):
     async with mem_client(mem_server) as c:
         login = await add_account(c)
@@ -53,6 +56,7 @@ async def test_from_seq_replays_without_gap_or_duplicate_then_goes_live(mem_serv
     assert extra is None
 
 
+@mem_on_both
 async def test_replay_while_writes_continue_has_no_gap(mem_server, autojump_clock):
     from syncledger.server import broker as broker_module
 
@@ -145,8 +149,9 @@ async def test_websocket_slow_client_is_closed_with_1013(nursery, tmp_path):
     assert srv.broker.dropped >= 1
 
 
-async def test_from_seq_across_a_restart(nursery, tmp_path):
-    db = str(tmp_path / "restart.db")
+@on_both
+async def test_from_seq_across_a_restart(nursery, ledger_db):
+    db = ledger_db
     async with trio.open_nursery() as first:
         srv = await first.start(serve, make_config(db=db))
         async with tcp_client(srv) as c:

@@ -11,6 +11,7 @@ import trio
 from syncledger.server import protocol
 from syncledger.server.auth import SESSION_DEALER, SESSION_MANAGER, SESSION_USER, Tokens
 from tests.conftest import add_account, admin_token, assert_ledger_ok, event_count, mem_client
+from tests.pgcluster import ledger_db, mem_db, mem_on_both, mem_server, on_both, pg_cluster, pg_url  # noqa: F401
 
 
 class Raw:
@@ -160,6 +161,7 @@ async def test_401_for_missing_forged_or_expired_tokens(mem_server, login_1000, 
     assert await event_count(mem_server) == before
 
 
+@mem_on_both
 async def test_token_expires_on_the_server_clock(mem_server, login_1000, autojump_clock):
     """A token is good until its ``exp`` on the server's clock and refused from then on (MockClock: the
     minute passes instantly, and the two calls land just before and just after ``exp``)."""
@@ -173,6 +175,7 @@ async def test_token_expires_on_the_server_clock(mem_server, login_1000, autojum
     assert (reply.status, reply.error) == (401, "TOKEN_EXPIRED")
 
 
+@mem_on_both
 async def test_403_for_session_user_and_dealer_rights(mem_server, login_1000, autojump_clock):
     before = await event_count(mem_server)
     async with mem_client(mem_server, token=admin_token(mem_server, 5, SESSION_USER)) as user:
@@ -191,13 +194,14 @@ async def test_unknown_command_is_404(mem_server, login_1000, autojump_clock):
     assert (reply.status, reply.error) == (404, "UNKNOWN_COMMAND")
 
 
-async def test_login_with_stored_manager(nursery, tmp_path):
+@on_both
+async def test_login_with_stored_manager(nursery, ledger_db):
     from syncledger.ledger import Store
     from syncledger.server import admin
     from syncledger.server.app import serve
     from tests.conftest import make_config
 
-    db = str(tmp_path / "l.db")
+    db = ledger_db
     store = Store(db)
     admin.add_manager(store.db, 42, "s3cret", SESSION_MANAGER, 0)
     store.close()
@@ -213,6 +217,7 @@ async def test_login_with_stored_manager(nursery, tmp_path):
         assert (await c.call("Ping")).ok
 
 
+@mem_on_both
 async def test_accounts_and_reads(mem_server, login_1000, autojump_clock):
     async with mem_client(mem_server) as c:
         dup = await c.call("AddUser", {"login": 1000, "name": "again", "currency": "EUR"})
@@ -261,6 +266,7 @@ async def test_line_of_64k_plus_one_byte_ended_by_newline_is_too_long(mem_server
     assert (reply["status"], reply["error"]) == (400, "LINE_TOO_LONG")
 
 
+@mem_on_both
 async def test_get_trades_says_when_there_are_more(mem_server, login_1000, autojump_clock, monkeypatch):
     from syncledger.server import commands
 

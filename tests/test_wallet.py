@@ -12,6 +12,7 @@ import trio
 
 from syncledger.server.app import serve
 from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, tcp_client
+from tests.pgcluster import ledger_db, on_both, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 TOKEN = "provider-shared-token"
 
@@ -22,8 +23,9 @@ def dumps(body: dict) -> bytes:
 
 
 @pytest.fixture
-async def wallet_server(nursery, tmp_path):
-    return await nursery.start(serve, make_config(db=str(tmp_path / "wallet.db"), wallet_port=0,
+async def wallet_server(nursery, ledger_db):
+    """On a ledger file; a test marked ``on_both`` runs on PostgreSQL too."""
+    return await nursery.start(serve, make_config(db=ledger_db, wallet_port=0,
                                                   wallet_token=TOKEN, game_session_ttl=1))
 
 
@@ -86,6 +88,7 @@ async def provider(wallet_server):
     await assert_ledger_ok(wallet_server)
 
 
+@on_both
 async def test_full_round_debit_then_credit(provider):
     check = await provider.post("check", {"sid": provider.sid, "userId": str(provider.login), "uuid": "u0"})
     assert check == {"status": "OK", "sid": provider.sid, "uuid": "u0"}
@@ -112,11 +115,13 @@ async def expired_sid(srv, login: int) -> str:
     old = srv.now() - srv.config.game_session_ttl - 10
 
     def insert() -> None:
-        srv.store.db.execute("INSERT OR IGNORE INTO game_sessions VALUES (?,?,?,?)", (f"old-sid-{login}", login, old, old))
+        srv.store.db.execute("INSERT INTO game_sessions VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                             (f"old-sid-{login}", login, old, old))
     await srv.mainloop.read(insert)
     return f"old-sid-{login}"
 
 
+@on_both
 async def test_credit_accepted_after_sid_expiry_debit_refused(provider):
     await provider.debit("bet-3", 5)
     provider.sid = await expired_sid(provider.srv, provider.login)
@@ -127,6 +132,7 @@ async def test_credit_accepted_after_sid_expiry_debit_refused(provider):
     assert (win["status"], win["balance"]) == ("OK", Decimal(102))
 
 
+@on_both
 async def test_retries_never_move_money_twice(provider):
     srv = provider.srv
     first = await provider.debit("bet-5", 10)
@@ -151,6 +157,7 @@ async def test_retries_never_move_money_twice(provider):
     assert user.data["balance"] == Decimal(93)
 
 
+@on_both
 async def test_cancel_after_credit_and_credit_after_cancel(provider):
     await provider.debit("bet-7", 10)
     await provider.credit("win-7", "bet-7", 20)
@@ -163,6 +170,7 @@ async def test_cancel_after_credit_and_credit_after_cancel(provider):
     assert (late_credit["status"], late_credit["balance"]) == ("BET_ALREADY_SETTLED", Decimal(110))
 
 
+@on_both
 async def test_credit_or_cancel_before_debit_leaves_a_tombstone(provider):
     early = await provider.credit("win-9", "bet-9", 5)
     assert (early["status"], early["balance"]) == ("BET_DOES_NOT_EXIST", Decimal(100))
@@ -176,6 +184,7 @@ async def test_credit_or_cancel_before_debit_leaves_a_tombstone(provider):
         assert (await c.call("GetUser", {"login": provider.login})).data["balance"] == Decimal(100)
 
 
+@on_both
 async def test_insufficient_funds_stays_failed(provider):
     short = await provider.debit("bet-11", 1000)
     assert (short["status"], short["balance"]) == ("INSUFFICIENT_FUNDS", Decimal(100))
@@ -283,6 +292,7 @@ async def test_100_concurrent_credits_from_separate_clients_apply_once(provider,
     assert user.data["balance"] == Decimal(100 - 100 + 200)
 
 
+@on_both
 async def test_wallet_operations_are_trade_events(provider, wallet_server):
     async with tcp_client(wallet_server) as c:
         await c.call("Subscribe", {"chanels": ["trade:event"]})
@@ -296,6 +306,7 @@ async def test_wallet_operations_are_trade_events(provider, wallet_server):
     assert events[3]["data"]["state"] == 6 and events[3]["data"]["order"] == events[2]["data"]["order"]
 
 
+@on_both
 async def test_a_debit_whose_order_a_manager_deleted_is_settled(provider, wallet_server):
     bet = await provider.debit("bet-m", 10)
     async with tcp_client(wallet_server) as c:
@@ -392,6 +403,7 @@ RETRIED = {("debit", "OK"): "BET_ALREADY_EXIST", ("credit", "OK"): "BET_ALREADY_
            ("cancel", "OK"): "BET_ALREADY_SETTLED"}
 
 
+@on_both
 @pytest.mark.parametrize("flow", FLOWS)
 async def test_provider_flow(provider, flow):
     seq = await event_count(provider.srv)
@@ -483,6 +495,7 @@ async def test_sid_endpoint_only_for_test_environments(provider, nursery, tmp_pa
     await assert_ledger_ok(srv)
 
 
+@on_both
 async def test_players_sharing_a_round_and_its_ref_id_are_settled_apart(provider, wallet_server):
     """A live table: every player's debit carries the round's refId; rounds and tombstones are per account."""
     async with tcp_client(wallet_server) as c:

@@ -108,7 +108,7 @@ class Server:
                 self._reads = ReadPool(config.db, size=2, threaded=config.threaded)
             if config.writer == "process" and config.db != ":memory:":
                 self.writer = WriterProcess(config.db, config.log_format,
-                                            lock_fd=self._lock.fd if self._lock is not None else None)
+                                            lock_fd=getattr(self._lock, "fd", None))
         except BaseException:
             if self._reads is not None:
                 self._reads.close()

@@ -370,13 +370,20 @@ def print_header(width: int, title: str, *lines: str) -> None:
           f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}")
     for line in lines:
         print(line)
-    print("CPU: average cores used during the scenario by the process under test / the client / all other processes")
+    print("CPU: average cores used during the scenario by the process under test (with its child processes), "
+          "its CPU µs per request / the client / all other processes")
     print("-" * width)
 
 
+CPU_HEADER = f"{'CPU: tested':>11} {'µs/req':>6} {'client':>6} {'others':>6}"
+
+
 def cpu_columns(r: dict) -> str:
-    """A report row's CPU columns, and the failure if any."""
-    return (f"{num(r['target_cores']):>11} {num(r['client_cores']):>6} {num(r['other_cores']):>6}"
+    """A report row's CPU columns (cores, and CPU µs of the tested process and its children per request: the
+    figure that holds on a noisy machine), and the failure if any."""
+    cores, rate = r["target_cores"], r.get("rps")
+    per_request = "-" if _blank(cores) or not rate else f"{cores * 1e6 / rate:.0f}"
+    return (f"{num(cores):>11} {per_request:>6} {num(r['client_cores']):>6} {num(r['other_cores']):>6}"
             + (f"   FAILED: {r['failure']}" if r["failure"] else ""))
 
 

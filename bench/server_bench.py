@@ -34,7 +34,8 @@ import sys
 
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (BaseTally, Run, add_common_args, checked_call, cpu_columns, cpu_said, fmt_ms,  # noqa: E402
+from common import (CPU_HEADER, BaseTally, Run, add_common_args, checked_call, cpu_columns,  # noqa: E402
+                    cpu_said, fmt_ms,
                     percentile, print_footer, print_header, run_connections, run_role, say, split, summarize,
                     warn_busy)
 
@@ -334,7 +335,7 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
                  f"open loop: {args.rate:,.0f} requests/s offered for {args.rate_seconds:g} s",
                  "latency: closed loop from the send of each request's batch; open loop from its SCHEDULED send time")
     print(f"{'scenario':<30} {'requests':>9} {'errors':>6} {'offered/s':>10} {'achieved/s':>11} "
-          f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  {'CPU: tested':>11} {'client':>6} {'others':>6}")
+          f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  " + CPU_HEADER)
     print("-" * width)
     for r in results:
         offered = f"{r['offered']:,.0f}" if r["offered"] else "max"

@@ -49,7 +49,8 @@ for _p in (HERE, ROOT):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from common import (BaseTally, Run, add_common_args, checked_call, cpu_columns, cpu_said, fmt_ms,  # noqa: E402
+from common import (CPU_HEADER, BaseTally, Run, add_common_args, checked_call, cpu_columns,  # noqa: E402
+                    cpu_said, fmt_ms,
                     print_footer, print_header, run_connections, run_role, say, split, summarize, warn_busy)
 
 TARGET_CREDITS = 10_000  # credits/s over HTTP keep-alive
@@ -384,7 +385,7 @@ def print_report(out: dict, args: argparse.Namespace, server_exit: int | None, b
                  "not OK: calls not answered HTTP 200 status OK, or not answered; reconn: new connections after the "
                  "server's Connection: close")
     print(f"{'scenario':<28} {'requests':>9} {'not OK':>6} {'achieved/s':>11} {'calls/s':>8} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'reconn':>6}  {'CPU: tested':>11} {'client':>6} {'others':>6}")
+          f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'reconn':>6}  " + CPU_HEADER)
     print("-" * width)
     for r in results:
         bad = r["errors"] + (r["calls"] - r["ok"] - r["errors"])

@@ -1,5 +1,5 @@
 """The ``syncledger`` command: serve, manager add/remove, token, session open, verify, head, backup, restore,
-export."""
+export, migrate."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from syncledger.ledger import Store, engine, head_path, parse_anchor, verify_pat
 from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import LedgerOpenError
 
-from . import admin, logs, ops
+from . import admin, logs, migrate, ops
 from .admin import SecretExposed, SecretMissing
 from .app import Config, FailStop, ListenError, TlsError, serve
 from .auth import SESSIONS, Tokens
@@ -158,6 +158,15 @@ def _backup(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     restored = ops.restore(args.source, args.db)
     print(f"restored {args.source} to {restored.path}: head {restored.head} ({restored.report})")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    done = migrate.migrate(args.source, args.to)
+    copied = ", ".join(f"{n:,} {table}" for table, n in done.rows.items())
+    print(f"migrated {args.source} to {engine.shown(args.to)}: {copied}; both verify, head {done.head}")
+    print(f"tokens stay valid if the server signs with the same secret: SYNCLEDGER_SECRET=\"$(cat "
+          f"{admin.key_path(args.source)})\" (or the SYNCLEDGER_SECRET you served it with), the same on every node")
     return 0
 
 
@@ -415,6 +424,12 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--since", type=int, default=None, metavar="SEQ", help="only what came after this event seq")
     ex.set_defaults(run=_export)
 
+    mg = sub.add_parser("migrate", help="copy an SQLite ledger no server holds into a new PostgreSQL ledger, "
+                                        "verified on both sides")
+    mg.add_argument("--from", dest="source", required=True, metavar="PATH", help="the SQLite ledger file")
+    mg.add_argument("--to", required=True, metavar="URL", help="postgresql://... (a database or schema with no ledger)")
+    mg.set_defaults(run=_migrate)
+
     hd = sub.add_parser("head", help="print the ledger's head SEQ:HASH (keep it elsewhere, for verify --anchor)")
     hd.add_argument("--db", default="syncledger.db")
     hd.set_defaults(run=_head)
@@ -431,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             _apply_config(p.serve_options["config show"], argv[2:])  # type: ignore[attr-defined]
         args = p.parse_args(argv)
         return args.run(args)
-    except (*UNUSABLE, _Unreadable, _BadPassword, ops.OpsError, ConfigError) as e:  # one line, not a traceback
+    except (*UNUSABLE, _Unreadable, _BadPassword, ops.OpsError, ConfigError, migrate.MigrateError) as e:  # one line, not a traceback
         print(f"syncledger: {e}", file=sys.stderr)
         return 2
 

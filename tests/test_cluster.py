@@ -256,29 +256,37 @@ async def test_kill_9_of_one_node_while_the_other_serves(tmp_path, pg_url):
         sent: dict[str, int] = {}
         acked: dict[str, int] = {}
 
-        async def answered(call) -> None:
+        in_flight = {"a": 0, "b": 0}
+
+        async def answered(call, prefix: str) -> None:
             try:
                 reply = await call.reply()
             except ConnectionLost:
                 return
+            finally:
+                in_flight[prefix] -= 1
             assert reply.ok, reply
             acked[call.ext_id] = sent[call.ext_id]
 
         async def storm(client, prefix: str, n: int, pace: float) -> None:
+            """Up to ``n`` credits, 200 in flight at most, until the connection is cut."""
             async with trio.open_nursery() as replies:
                 for i in range(n):
+                    while in_flight[prefix] >= 200 and not client.closed.is_set():
+                        await trio.sleep(0.001)
                     if client.closed.is_set():
                         break
                     ext_id = f"{prefix}{i}"
                     sent[ext_id] = 1 + i % 5
+                    in_flight[prefix] += 1
                     replies.start_soon(answered, client.start(
-                        "CreditIn", {"login": login, "amount": sent[ext_id], "comment": "c"}, ext_id=ext_id))
+                        "CreditIn", {"login": login, "amount": sent[ext_id], "comment": "c"}, ext_id=ext_id), prefix)
                     if i % 10 == 9:
                         await trio.sleep(pace)
 
         async with connect("127.0.0.1", a.tcp, token) as on_a, connect("127.0.0.1", b.tcp, token) as on_b:
             async with trio.open_nursery() as load:
-                load.start_soon(storm, on_a, "a", 1500, 0)
+                load.start_soon(storm, on_a, "a", 100_000, 0)  # until the kill
                 load.start_soon(storm, on_b, "b", 400, 0.01)  # about 0.4 s: before, during and after the kill
                 with trio.fail_after(10):
                     while sum(e.startswith("a") for e in acked) < 100:  # A in the middle of its storm

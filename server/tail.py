@@ -24,7 +24,6 @@ class Tail:
     def __init__(self, url: str, mainloop: MainLoop, poll: float = TAIL_POLL):
         self.url, self.mainloop, self.poll = url, mainloop, poll
         self._wake = trio.Event()
-        self.woken = 0  # catch-ups asked of the mainLoop (tests, metrics)
 
     async def run(self) -> None:
         """Until the mainLoop takes no more jobs: listen, and have the mainLoop catch up when woken."""
@@ -39,7 +38,6 @@ class Tail:
             await self._wake.wait()
             self._wake = trio.Event()
             done = trio.Event()
-            self.woken += 1
             try:
                 await self.mainloop.submit(Job(CatchUp(), lambda _: done.set()))
             except ShuttingDown:

@@ -388,8 +388,10 @@ def check_journal(ledger: Ledger, journal: Journal, where: str) -> dict[int, tup
 # ============================================================================ the server process
 
 class ServerProcess:
-    def __init__(self, db: str, workdir: str, cycle: int, sync_timeout_ms: int = 5000, writer: str = "process"):
+    def __init__(self, db: str, workdir: str, cycle: int, sync_timeout_ms: int = 5000, writer: str = "process",
+                 cluster: bool = False):
         self.db, self.cycle, self.sync_timeout_ms, self.writer = db, cycle, sync_timeout_ms, writer
+        self.cluster = cluster  # one node of several on a PostgreSQL ledger (serve --cluster)
         self.log_path = os.path.join(workdir, f"server-{cycle:03d}.log")
         self.proc: subprocess.Popen | None = None
         self.tcp = self.ws = self.wallet = 0
@@ -399,7 +401,8 @@ class ServerProcess:
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [*CLI, "serve", "--db", self.db, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
-                 "--admin-port", "0", "--sync-timeout-ms", str(self.sync_timeout_ms), "--writer", self.writer],
+                 "--admin-port", "0", "--sync-timeout-ms", str(self.sync_timeout_ms), "--writer", self.writer,
+                 *(["--cluster"] if self.cluster else [])],
                 stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         with trio.fail_after(60):
             line = await trio.to_thread.run_sync(self.proc.stdout.readline)

@@ -11,7 +11,7 @@ import orjson
 
 from . import wallet
 from .rules import FinanceRequest, LedgerError
-from .store import AddAccount, Event, Finance, Outcome, Receipt
+from .store import AddAccount, CatchUp, Event, Finance, Outcome, Receipt
 
 _PLAIN = frozenset({int, str, bytes, bool, float, type(None)})
 
@@ -55,6 +55,7 @@ _register(wallet.WalletCall)
 _register(wallet.WalletResult)
 _register(wallet.OpenSession)
 _register(wallet.PruneSessions)
+_register(CatchUp, get=lambda c: ())
 
 
 def encode(value: Any) -> Any:

@@ -24,6 +24,12 @@ PG_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 # tells whether anyone else wrote since this store's last batch.
 PG_LOCK_HEAD = "SELECT value FROM meta WHERE key = 'batch' FOR UPDATE"
 PG_SET_BATCH = "UPDATE meta SET value = ? WHERE key = 'batch'"
+# A node of a cluster (several servers on one ledger) also keeps the next order number beside the head, and
+# tells the other nodes when its batch commits (payload: the schema, and the batch's last seq).
+PG_NEXT_ORDER = "SELECT value FROM meta WHERE key = 'order'"
+PG_SET_HEAD = "UPDATE meta SET value = CASE key WHEN 'batch' THEN ? ELSE ? END WHERE key IN ('batch', 'order')"
+PG_NOTIFY = "SELECT pg_notify('syncledger', ?)"
+PG_CHANNEL = "syncledger"
 
 
 def is_postgres(db: str) -> bool:

@@ -97,6 +97,13 @@ class AddAccount:
                              self.email, self.enable]).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """A node of a cluster (several servers on one PostgreSQL ledger) puts one first in every batch: its outcome
+    carries the events other nodes committed since this store last looked, to be published before the batch's
+    own. A batch of nothing else reads them from one snapshot, without the head lock."""
+
+
 class _Isolate(Exception):
     """Run the batch again, each command's rows written as it ends: a command failed after writing (then with
     a SAVEPOINT per command), or staged rows could not be written (``unstaged``: then the command they belong
@@ -126,13 +133,18 @@ _READ_BACK = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, s
 class Store:
     """Owns the ledger database. Every write goes through :meth:`apply_batch`."""
 
-    def __init__(self, path: str, *, synchronous: str = "FULL", create: bool = True):
+    def __init__(self, path: str, *, synchronous: str = "FULL", create: bool = True, cluster: bool = False):
+        """``cluster``: one node of several on a PostgreSQL ledger; each batch first takes in what the others
+        committed (see :meth:`_catch_up`) instead of stopping because another writer moved the head."""
         self.path = path
         # What differs by engine in a batch: how it begins; PostgreSQL also locks the head row first, and gives
         # a command that runs SQL of its own a savepoint (a failed statement aborts the whole transaction).
         self.postgres = engine.is_postgres(path)
         self._begin = "BEGIN" if self.postgres else "BEGIN IMMEDIATE"
         self._set_batch = engine.PG_SET_BATCH if self.postgres else "INSERT OR REPLACE INTO meta VALUES ('batch', ?)"
+        self.cluster = cluster
+        if cluster and not self.postgres:
+            raise LedgerOpenError(f"several servers cannot share the SQLite ledger {path}: a cluster needs PostgreSQL")
         if self.postgres:
             self.db = self._open_postgres(path, synchronous, create)
         else:
@@ -150,6 +162,7 @@ class Store:
         self._versions: dict[int, Version] = {}
         self._reserved: list[int] = []  # order numbers the batch's commands took (a rerun takes them again)
         self._replayed: list[int] = []
+        self._foreign: list[Event] = []  # a cluster's: events other nodes committed, for the next CatchUp outcome
         self._load()
         self._check_files()
         from . import wallet  # wallet commands build on this module
@@ -194,6 +207,10 @@ class Store:
         name = engine.shown(url)
         try:
             db = engine.connect_postgres(url)
+            # Plans made per execution: psycopg prepares a statement run five times, and PostgreSQL may then keep
+            # a generic plan chosen while the ledger was small (the key prefetch's became a sequential scan: a
+            # batch slowed in proportion to the ledger, 7,757 rows/s at 5,000 keys to 717 at 41,000).
+            db.conn.prepare_threshold = None
         except ImportError as e:
             raise LedgerOpenError(f"cannot open ledger {name}: {e}") from None
         except engine.errors() as e:
@@ -217,6 +234,11 @@ class Store:
 
     def _load(self) -> None:
         db = self.db
+        if self.cluster:  # the next order number is kept beside the head row, and the state read in one snapshot
+            db.execute("INSERT INTO meta SELECT 'order', (COALESCE(MAX(order_id), 0) + 1)::text FROM finance "
+                       "ON CONFLICT (key) DO NOTHING")
+            self._schema = db.execute("SELECT current_schema()").fetchone()[0]
+            db.execute(engine.PG_SNAPSHOT)  # (other nodes commit meanwhile)
         # login -> (currency, balance, credit); totals from each account's latest finance row.
         self.accounts: dict[int, tuple[str, int, int]] = {
             login: (currency, balance, credit)
@@ -233,6 +255,10 @@ class Store:
         max_order = db.execute("SELECT COALESCE(MAX(order_id), 0) FROM finance").fetchone()[0]
         self._orders = itertools.count(max_order + 1)  # only ever advanced: a number is never handed out twice
         self.batch_no = self._batch_in(db)
+        if self.cluster:
+            kept = int(db.execute("SELECT value FROM meta WHERE key = 'order'").fetchone()[0])
+            self._orders = itertools.count(max(max_order + 1, kept))
+            db.execute("COMMIT")
 
     @staticmethod
     def _batch_in(db: sqlite3.Connection) -> int:
@@ -248,7 +274,14 @@ class Store:
         return next(self._orders)
 
     def register(self, command_type: type, handler: Callable[[Any], Outcome]) -> None:
-        """Teach the store another command (used by ledger.wallet)."""
+        """Teach the store another command (used by ledger.wallet). On a node of a cluster, a command that names
+        an account (``login``) first has it read, should another node have made it (see :meth:`account`)."""
+        if self.cluster and "login" in getattr(command_type, "__dataclass_fields__", ()):
+            run = handler
+
+            def handler(c: Any) -> Outcome:
+                self.account(c.login)
+                return run(c)
         self._handlers[command_type] = handler
 
     # ------------------------------------------------------------------ batches
@@ -266,6 +299,8 @@ class Store:
         rare cases roll the batch back and run it again (see _Isolate), leaving the same rows and answers as
         writing every row at once would: staged rows that cannot be written (an order number already taken,
         a number beyond SQLite's INTEGER), and a command that fails after writing."""
+        if self.cluster and all(type(c) is CatchUp for c in commands):
+            return self._catch_up_only(len(commands))
         self._replayed = []  # order numbers a rerun's commands take again (popped: the next one last)
         defer, isolate = True, False
         while True:
@@ -289,8 +324,15 @@ class Store:
         try:
             if savepoints:
                 self._lock_head()
+                heads, batch_no = self._mark(), self.batch_no  # (a node of a cluster may have caught up)
+                next_order = self._peek_order() if self.cluster else 0
             self._prefetch_keys(commands)
+            foreign = self._foreign
             for command in commands:
+                if type(command) is CatchUp:  # the first one carries what other nodes committed
+                    outcomes.append(Outcome(events=foreign))
+                    foreign = []
+                    continue
                 if type(command) is not Finance:
                     self._write_staged()  # it may read rows back or reference them: they must be in SQL
                 mark = self._mark()
@@ -327,9 +369,15 @@ class Store:
                     db.execute("RELEASE cmd")
                 outcomes.append(outcome)
             self._write_staged()
-            if db.total_changes != start:  # the batch's number, read back if its COMMIT fails
+            # the batch's number, read back if its COMMIT fails (a node of a cluster: also when it took order
+            # numbers, so that no other node gives them again)
+            if db.total_changes != start or (self.cluster and self._peek_order() != next_order):
                 self.batch_no += 1
-                db.execute(self._set_batch, (str(self.batch_no),))
+                if self.cluster:  # the next order number too, and the other nodes are told (at COMMIT)
+                    db.execute(engine.PG_SET_HEAD, (str(self.batch_no), str(self._peek_order())))
+                    db.execute(engine.PG_NOTIFY, (f"{self._schema} {self.seq}",))
+                else:
+                    db.execute(self._set_batch, (str(self.batch_no),))
             committing = True
             self._sql_commit()
         except BaseException as error:
@@ -347,6 +395,8 @@ class Store:
             log.warning("COMMIT reported %r, but the batch is in the ledger file: it stands", error)
         self._undo.clear()
         self._keys, self._versions = {}, {}
+        if foreign is not self._foreign:  # published with this batch
+            self._foreign = []
         try:
             self._check_files()
         except Unsure:
@@ -358,12 +408,63 @@ class Store:
     def _lock_head(self) -> None:
         """PostgreSQL: lock the ledger's head row for this batch (batches serialise on it). It must hold this
         store's last batch number: anything else means another writer moved the ledger, and a batch chained
-        to this store's heads would fork the hash chain."""
+        to this store's heads would fork the hash chain. A node of a cluster takes in what the other nodes
+        committed instead (the lock is held: nobody commits meanwhile)."""
         row = self.db.execute(engine.PG_LOCK_HEAD).fetchone()
         found = int(row[0]) if row else None
-        if found != self.batch_no:
+        if self.cluster and found != self.batch_no:  # ('order' is written only under the head row's lock)
+            self._catch_up(found, int(self.db.execute(engine.PG_NEXT_ORDER).fetchone()[0]))
+        elif found != self.batch_no:
             raise Unsure(f"the ledger's head is at batch {found}, not at this server's {self.batch_no}: another "
                          "writer changed the ledger")
+
+    def _catch_up(self, batch: int, order: int) -> None:
+        """A node of a cluster: take in the rows other nodes committed after this store's heads (their batch
+        ``batch``, the next order number ``order``): totals of the accounts in memory (the others are read when
+        first needed, see :meth:`account`), both chain heads, seq, and the events, kept for the next CatchUp.
+        Memory changes only once everything was read."""
+        if batch < self.batch_no:
+            raise Unsure(f"the ledger's head went back from batch {self.batch_no} to {batch}: it was replaced")
+        db = self.db
+        rows = db.execute("SELECT id, order_id, login, balance, credit, hash FROM finance WHERE id > ? ORDER BY id",
+                          (self.finance_id,)).fetchall()
+        events = db.execute("SELECT e.seq, e.type, f.order_id, e.data, e.hash FROM events e JOIN finance f ON "
+                            "f.id = e.record_id WHERE e.seq > ? ORDER BY e.seq", (self.seq,)).fetchall()
+        if events and events[0][0] != self.seq + 1:
+            raise Unsure(f"the ledger's events go on at seq {events[0][0]}, not at {self.seq + 1}")
+        for _, _, login, balance, credit, _ in rows:
+            known = self.accounts.get(login)
+            if known is not None:
+                self.accounts[login] = (known[0], balance, credit)
+        if rows:
+            self.finance_id, self.finance_head = rows[-1][0], rows[-1][5]
+        if events:
+            self.seq, self.event_head = events[-1][0], events[-1][4]
+            self._foreign += [Event(s, t, o, rules.with_seq(data.encode(), s)) for s, t, o, data, _ in events]
+        self._orders = itertools.count(max(self._peek_order(), order))  # (no node gives a number below it)
+        used = {row[1] for row in rows}
+        self._replayed = [n for n in self._replayed if n not in used]  # a rerun's numbers nobody else took
+        self.batch_no = batch
+
+    def _catch_up_only(self, n: int) -> list[Outcome]:
+        """A batch of CatchUp commands alone (a node of a cluster with nothing else to do): what other nodes
+        committed, read from one snapshot without the head lock."""
+        db = self.db
+        db.execute(engine.PG_SNAPSHOT)
+        try:
+            head = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('batch', 'order')").fetchall())
+            if int(head["batch"]) != self.batch_no:
+                self._catch_up(int(head["batch"]), int(head["order"]))
+        finally:
+            db.execute("ROLLBACK")
+        foreign, self._foreign = self._foreign, []
+        return [Outcome(events=foreign)] + [Outcome() for _ in range(n - 1)]
+
+    def _peek_order(self) -> int:
+        """The order number :meth:`reserve_order` gives next (without taking it)."""
+        n = next(self._orders)
+        self._orders = itertools.count(n)
+        return n
 
     def _prefetch_keys(self, commands: Sequence[Any]) -> None:
         """The idempotency rows of the batch's keyed commands: one primary-key query per manager (a row-value
@@ -540,6 +641,8 @@ class Store:
         elif current is None and new_order is None:
             new_order = self._reserve()
         account = self.accounts.get(login)
+        if account is None and self.cluster:
+            account = self.account(login)
         if account is None and login is not None:
             raise LedgerError(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
         if login in self.disabled:
@@ -616,10 +719,12 @@ class Store:
                 return Outcome(data=self.get_account(login), replay=True)
         login = c.login
         if login is None:
-            login = max(max(self.accounts, default=999), 999) + 1  # from 1000, even after smaller explicit logins
+            top = self.db.execute("SELECT MAX(login) FROM accounts").fetchone()[0] if self.cluster else \
+                max(self.accounts, default=999)  # (a cluster's other nodes add accounts too)
+            login = max(top or 999, 999) + 1  # from 1000, even after smaller explicit logins
             if login > MAX_ID:
                 raise LedgerError(409, "NO_FREE_LOGIN", f"no login above {login - 1} is left: give one explicitly")
-        elif login in self.accounts:
+        elif self.account(login) is not None:
             raise LedgerError(409, "ACCOUNT_EXISTS", f"account {login} already exists")
         self.db.execute("INSERT INTO accounts VALUES (?,?,?,?,?,?,?,?,?)",
                         (login, c.name, c.group, c.currency, c.now, c.leverage, c.email, int(c.enable),
@@ -632,6 +737,21 @@ class Store:
         return Outcome(data=self.get_account(login))
 
     # ------------------------------------------------------------------ reads
+
+    def account(self, login: int | None) -> tuple[str, int, int] | None:
+        """(currency, balance, credit) of account ``login``, None if there is none. A node of a cluster reads an
+        account another node made when it is first needed (inside a batch: under the head lock)."""
+        found = self.accounts.get(login)
+        if found is None and self.cluster and login is not None and -MAX_ID <= login <= MAX_ID:
+            row = self.db.execute(
+                "SELECT a.currency, COALESCE(f.balance, 0), COALESCE(f.credit, 0), a.enable FROM accounts a LEFT "
+                "JOIN finance f ON f.id = (SELECT MAX(id) FROM finance WHERE login = a.login) WHERE a.login = ?",
+                (login,)).fetchone()
+            if row is not None:
+                found = self.accounts[login] = row[:3]
+                if not row[3]:
+                    self.disabled.add(login)
+        return found
 
     def current_version(self, order: int) -> Version | None:
         v = self._versions.get(order)  # written in this batch: maybe staged, not yet in SQL

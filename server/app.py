@@ -35,6 +35,7 @@ from .mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
 from .observe import AdminApp, AdminServer
 from .reads import ReadPool
+from .tail import Tail
 from .tcp import Connection
 from .timeouts import Timeouts
 
@@ -67,6 +68,7 @@ class Config:
     shutdown_grace: float = 10.0
     threaded: bool = True  # False: SQLite runs on the Trio thread (deterministic MockClock tests)
     writer: str = "thread"  # "process": batches are applied in a process of its own (a ledger file only)
+    cluster: bool = False  # one node of several serving one PostgreSQL ledger (each with its own clients)
     log_format: str = "text"  # of the writer process's log lines (see server.logs)
     epoch: float | None = None  # wall time at trio.current_time() == 0; None: the real clock
     secret: str | None = None  # token secret; None: SYNCLEDGER_SECRET or the one kept in the database
@@ -93,9 +95,9 @@ class Server:
         self._hashing = trio.CapacityLimiter(1)
         self.throttle = LoginThrottle(trio.current_time)
         self._tls = _tls_context(config)  # first: a wrong certificate stops it before anything is touched
-        self._lock = LedgerLock.acquire(config.db)  # before the file is touched: one server per ledger
+        self._lock = LedgerLock.acquire(config.db, config.cluster)  # before the file is touched: one server per ledger
         try:
-            self.store = Store(config.db)
+            self.store = Store(config.db, cluster=config.cluster)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -108,7 +110,7 @@ class Server:
                 self._reads = ReadPool(config.db, size=2, threaded=config.threaded)
             if config.writer == "process" and config.db != ":memory:":
                 self.writer = WriterProcess(config.db, config.log_format,
-                                            lock_fd=getattr(self._lock, "fd", None))
+                                            lock_fd=getattr(self._lock, "fd", None), cluster=config.cluster)
         except BaseException:
             if self._reads is not None:
                 self._reads.close()
@@ -119,8 +121,10 @@ class Server:
         self.broker = Broker()
         self.timeouts = Timeouts()
         self.mainloop = MainLoop(self.store, self.broker.publish, batch_max=config.batch_max,
-                                 inbox_size=config.inbox_size, threaded=config.threaded, writer=self.writer)
+                                 inbox_size=config.inbox_size, threaded=config.threaded, writer=self.writer,
+                                 cluster=config.cluster)
         self.mainloop.on_unsure = self.fail_stop
+        self.tail = Tail(config.db, self.mainloop) if config.cluster else None  # what the other nodes commit
         self.dispatcher = Dispatcher(self)
         self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"),
                                 config.wallet_test_endpoints)
@@ -203,6 +207,8 @@ class Server:
                 self._root, self._nursery = root.cancel_scope, root
                 await root.start(self.mainloop.run)
                 await root.start(self.timeouts.run)
+                if self.tail is not None:
+                    root.start_soon(self.tail.run)
                 tcp = await self._listen(self.config.tcp_port, self.config.host)
                 wsl = await self._listen(self.config.ws_port, self.config.host)
                 await root.start(self._serve_tcp, tcp)

@@ -216,7 +216,7 @@ def _serve(args: argparse.Namespace) -> int:
                     replay_stall=args.replay_stall, admin_host=args.admin_host,
                     admin_port=None if args.admin_port < 0 else args.admin_port, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, game_session_ttl=args.game_session_ttl, writer=args.writer,
-                    log_format=args.log_format)
+                    cluster=args.cluster, log_format=args.log_format)
     created = _new_ledger_note(args.db)
     stopped: list[bool] = []
     try:
@@ -296,6 +296,8 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--writer", choices=("process", "thread"), default="process",
                    help="where batches are applied: a process of its own (default: the server then uses a second "
                         "core) or a thread of the server (one process; see README, Benchmarks)")
+    p.add_argument("--cluster", action="store_true",
+                   help="one node of several serving one PostgreSQL ledger (each node takes its own clients)")
     p.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="close a connection that has not presented a valid token after this long (default 60)")
     p.add_argument("--max-connections", type=_positive, default=None, metavar="N",

@@ -1,6 +1,6 @@
 """One server per ledger: an exclusive ``flock`` on ``PATH.lock`` beside the database (the real path, so a
 symlink to the ledger finds the same lock), holding the pid; for PostgreSQL, a session advisory lock on the
-ledger's schema, held by a connection of its own."""
+ledger's schema, held by a connection of its own: exclusive for one server, shared by the nodes of a cluster."""
 
 from __future__ import annotations
 
@@ -29,12 +29,16 @@ class LedgerLock:
         self.fd, self.path = fd, path
 
     @classmethod
-    def acquire(cls, db: str) -> LedgerLock | PgLock | None:
-        """Lock ``db`` for this process (None for an in-memory ledger); LedgerLocked names the holder."""
+    def acquire(cls, db: str, cluster: bool = False) -> LedgerLock | PgLock | None:
+        """Lock ``db`` for this process (None for an in-memory ledger); LedgerLocked names the holder. With
+        ``cluster``, this server is one node of several on a PostgreSQL ledger: the lock is shared with the other
+        nodes, and still refused while a lone server holds the ledger (and the other way round)."""
         if db == ":memory:" or db.startswith("file::memory:"):
             return None
         if engine.is_postgres(db):
-            return PgLock.acquire(db)
+            return PgLock.acquire(db, shared=cluster)
+        if cluster:
+            raise LedgerOpenError(f"several servers cannot share the SQLite ledger {db}: a cluster needs PostgreSQL")
         path = os.path.realpath(db) + ".lock"  # a symlink to the ledger finds the same lock
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -63,13 +67,14 @@ class PgLock:
     """A PostgreSQL ledger's server lock: ``pg_try_advisory_lock`` on a connection kept open for the server's
     life (the database drops it when that connection ends, also when the process is killed). The connection's
     application_name carries the pid, so a second server names the holder. A session that has just ended may
-    hold the lock a moment longer (its backend exits after its client): it is tried again for PG_LOCK_GRACE."""
+    hold the lock a moment longer (its backend exits after its client): it is tried again for PG_LOCK_GRACE.
+    The nodes of a cluster hold it shared (``pg_try_advisory_lock_shared``)."""
 
-    def __init__(self, db: Any):
-        self.db = db
+    def __init__(self, db: Any, shared: bool = False):
+        self.db, self._kind = db, "_shared" if shared else ""
 
     @classmethod
-    def acquire(cls, url: str) -> PgLock:
+    def acquire(cls, url: str, shared: bool = False) -> PgLock:
         try:
             db = engine.connect_postgres(url)
         except (ImportError, *engine.errors()) as e:
@@ -80,9 +85,9 @@ class PgLock:
                                       "does not exist")
             deadline = time.monotonic() + PG_LOCK_GRACE
             while True:
-                if db.execute("SELECT pg_try_advisory_lock(?, hashtext(current_schema()))",
-                              (PG_LOCK_CLASS,)).fetchone()[0]:
-                    return cls(db)
+                if db.execute(f"SELECT pg_try_advisory_lock{'_shared' if shared else ''}(?, "
+                              "hashtext(current_schema()))", (PG_LOCK_CLASS,)).fetchone()[0]:
+                    return cls(db, shared)
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
@@ -96,12 +101,14 @@ class PgLock:
             raise
         db.close()
         holder = row[0].removeprefix("syncledger pid ") if row and row[0].startswith("syncledger pid ") else "unknown"
-        raise LedgerLocked(f"{engine.shown(url)} is already served by another syncledger (pid {holder})")
+        raise LedgerLocked(f"{engine.shown(url)} is already served by another syncledger (pid {holder})"
+                           + (": nodes of a cluster cannot join a lone server" if shared else ""))
 
     def release(self) -> None:
         if self.db is not None:
             try:
-                self.db.execute("SELECT pg_advisory_unlock(?, hashtext(current_schema()))", (PG_LOCK_CLASS,))
+                self.db.execute(f"SELECT pg_advisory_unlock{self._kind}(?, hashtext(current_schema()))",
+                                (PG_LOCK_CLASS,))
             except engine.errors():
                 pass  # the session is gone: so is its lock
             finally:

@@ -14,7 +14,7 @@ import trio
 from outcome import acapture, capture
 
 from syncledger.ledger import LedgerError, Outcome, Store
-from syncledger.ledger.store import Event, Unsure
+from syncledger.ledger.store import CatchUp, Event, Unsure
 from .writer import WriterProcess
 
 log = logging.getLogger("syncledger.mainloop")
@@ -41,9 +41,13 @@ class MainLoop:
     (ledger.writer.WriterProcess) applies the batches in a process of its own, ``store`` then only reads."""
 
     def __init__(self, store: Store, publish: Callable[[Event], None], *, batch_max: int = 1024,
-                 inbox_size: int = 8192, threaded: bool = True, writer: WriterProcess | None = None):
+                 inbox_size: int = 8192, threaded: bool = True, writer: WriterProcess | None = None,
+                 cluster: bool = False):
         self.store, self.publish, self.batch_max, self.threaded = store, publish, batch_max, threaded or writer is not None
         self.writer = writer
+        # A node of a cluster: each batch begins with a CatchUp, whose outcome carries the events other nodes
+        # committed since, published before the batch's own (one publisher, in seq order).
+        self._catch_up = [Job(CatchUp(), _ignore)] if cluster else []
         self._apply_batch = writer.apply_batch if writer is not None else store.apply_batch
         self._send, self._recv = trio.open_memory_channel[Job](inbox_size)
         self.lock = trio.Lock()  # held while the store is in use: batches and reads never overlap
@@ -181,6 +185,8 @@ class MainLoop:
     async def _apply(self, batch: list[Job]) -> None:
         """Apply ``batch`` (one commit) while the previous one is answered; this batch's answers wait in
         ``_committed`` for the next batch (or an empty inbox)."""
+        taken = len(batch)
+        batch = self._catch_up + batch
         commands = [job.command for job in batch]
         if not self.threaded or self.faults is not None:
             self._answer_committed()  # single-threaded, or under test faults: strictly one batch at a time
@@ -206,9 +212,9 @@ class MainLoop:
             log.exception("batch of %d commands failed to commit; none was applied", len(batch))
             outcomes = [COMMIT_FAILED] * len(batch)
         self.batches += 1
-        self.jobs += len(batch)
+        self.jobs += taken
         if self.metrics is not None:
-            self.metrics.batch_size.observe(len(batch))
+            self.metrics.batch_size.observe(taken)
             self.metrics.commit.observe(trio.current_time() - started)
         self._committed = (batch, outcomes)
         if not self.threaded or self.faults is not None:
@@ -301,3 +307,7 @@ class _StoreThread:
 
 def _no_handler(reason: str) -> None:
     raise Unsure(reason)
+
+
+def _ignore(outcome: Outcome) -> None:
+    pass

@@ -19,6 +19,7 @@ import trio.testing
 from trio_websocket import WebSocketServer
 
 from syncledger.ledger import Store, engine
+from syncledger.ledger.store import CatchUp
 from syncledger.ledger.wallet import PruneSessions
 
 from . import admin, ws
@@ -149,6 +150,16 @@ class Server:
         self._connections_done = trio.Event()
         self.stopping = False
         self.failure: str | None = None  # set by a fail-stop
+
+    async def newest_seq(self, wanted: int) -> int:
+        """The newest event this server has published. A node of a cluster that has published less than
+        ``wanted`` first takes in what the other nodes committed (a subscriber moving over from another node
+        names a seq of theirs, which this node's tail may not have brought yet)."""
+        if self.tail is not None and wanted > self.mainloop.committed_seq:
+            caught_up = trio.Event()
+            await self.mainloop.submit(Job(CatchUp(), lambda _: caught_up.set()))
+            await caught_up.wait()  # (answered after its events were published)
+        return self.mainloop.committed_seq
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(connection, *args)``, a function of ledger.reads, on committed state: on a read-only connection

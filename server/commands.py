@@ -196,9 +196,11 @@ class Dispatcher:
         known = [n for n in names if n in CHANNELS]
         unknown = [n for n in names if n not in CHANNELS]
         fresh = [n for n in dict.fromkeys(known) if n not in conn.channels]
-        newest = self.s.mainloop.committed_seq  # committed and published: it only grows
-        if data.from_seq is not None and fresh and data.from_seq > newest:
-            raise ProtocolError(400, "FROM_SEQ_AHEAD", f"from_seq {data.from_seq} is beyond the newest event {newest}")
+        if data.from_seq is not None and fresh:
+            newest = await self.s.newest_seq(data.from_seq)  # committed and published: it only grows
+            if data.from_seq > newest:
+                raise ProtocolError(400, "FROM_SEQ_AHEAD",
+                                    f"from_seq {data.from_seq} is beyond the newest event {newest}")
         conn.channels.update(fresh)
         pending.ok({"channels": sorted(conn.channels), "unknown": unknown,
                     "from_seq": data.from_seq if fresh else None})  # before a replay that may be long

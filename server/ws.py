@@ -12,6 +12,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from .auth import FINANCE_SESSIONS, AuthError
 from .limits import left_out
+from .mainloop import ShuttingDown
 
 if TYPE_CHECKING:
     from .app import Server
@@ -84,9 +85,6 @@ def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, bytes | 
         return 0, None
     if not from_seq.isascii() or not from_seq.isdigit() or len(from_seq) > 18:
         return _refusal(400, "INVALID_DATA", "from_seq must be a decimal number")
-    newest = server.mainloop.committed_seq
-    if int(from_seq) > newest:
-        return _refusal(400, "FROM_SEQ_AHEAD", f"from_seq {from_seq} is beyond the newest event {newest}")
     return 0, int(from_seq)
 
 
@@ -116,6 +114,13 @@ async def handle(server: Server, request: WebSocketRequest) -> None:
 
 async def _serve(server: Server, request: WebSocketRequest) -> None:
     refused, detail = _handshake(server, request)
+    if not refused and detail is not None:
+        try:
+            newest = await server.newest_seq(detail)
+        except ShuttingDown:
+            newest, refused, detail = 0, *_refusal(503, "SHUTTING_DOWN", "the server is shutting down")
+        if not refused and detail > newest:
+            refused, detail = _refusal(400, "FROM_SEQ_AHEAD", f"from_seq {detail} is beyond the newest event {newest}")
     if refused:
         await request.reject(refused, extra_headers=[(b"content-type", b"application/json")], body=detail)
         return

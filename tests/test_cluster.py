@@ -20,6 +20,7 @@ from syncledger.ledger.store import CatchUp, LedgerOpenError
 from syncledger.ledger.wallet import OpenSession
 from syncledger.server import lockfile
 from syncledger.server.app import serve
+from syncledger.server.tail import Tail
 from syncledger.server.auth import SESSION_MANAGER, Tokens
 from syncledger.server.client import ConnectionLost, connect
 from syncledger.server.lockfile import LedgerLock, LedgerLocked
@@ -231,6 +232,31 @@ async def test_two_servers_on_one_ledger(nursery, pg_url):
             assert user.data["credit"] == 60 * 2 + 7  # (1+2+3)*20 on B, and 7 on A
     report = verify_path(pg_url)
     assert report.ok, report
+    await a.shutdown()
+    await b.shutdown()
+
+
+async def test_a_subscriber_moving_over_names_a_seq_this_node_has_not_published_yet(nursery, pg_url, monkeypatch):
+    """A subscriber that saw seq N on node A reconnects to B with from_seq; B's tail has not brought N yet (here
+    it brings nothing): B catches up first, then replays, instead of answering FROM_SEQ_AHEAD."""
+    Store(pg_url).close()
+    a = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="thread"))
+
+    async def deaf(self) -> None:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(Tail, "run", deaf)  # B hears of A's batches only when it asks
+    b = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="thread"))
+    async with tcp_client(a, admin_token(a)) as ca, tcp_client(b, admin_token(b)) as sub:
+        login = await add_account(ca)
+        for amount in (1, 2, 3):
+            assert (await ca.call("CreditIn", {"login": login, "amount": amount, "comment": "c"})).ok
+        assert a.mainloop.committed_seq == 3 and b.mainloop.committed_seq == 0
+        reply = await sub.call("Subscribe", {"chanels": ["trade:event"], "from_seq": 1})
+        assert reply.ok, reply
+        assert [e["seq"] for e in await _events(sub, 2)] == [2, 3]
+        ahead = await sub.call("Subscribe", {"chanels": ["trade:event"], "from_seq": 4})
+        assert ahead.ok  # (already subscribed: nothing fresh, so nothing to check)
     await a.shutdown()
     await b.shutdown()
 

@@ -60,6 +60,12 @@ def bench_store(path: str, rows: int, size: int, accounts: int) -> float:
         store.close()
 
 
+def _plain_rows(rows: int) -> list[tuple]:
+    """Rows shaped like finance rows, for the bare baselines."""
+    return [(i + 1, i + 1, 1, 1000 + i % 100, 7, 3, 1_000_000 + i, 1_000_000 + i, 0, 1_000_000 * i, "bench",
+             NOW + i, NOW + i, "manager", None, NOW + i, f"{i:064x}") for i in range(rows)]
+
+
 def bench_bare(path: str, rows: int, size: int) -> float:
     """Seconds for the same number of equally-sized rows by executemany, one transaction per batch."""
     db = sqlite3.connect(path, isolation_level=None)
@@ -71,11 +77,7 @@ def bench_bare(path: str, rows: int, size: int) -> float:
             "cmd INTEGER, state INTEGER, amount INTEGER, delta INTEGER, balance INTEGER, credit INTEGER, "
             "comment TEXT, open_time INTEGER, close_time INTEGER, source TEXT, ext_id TEXT, created INTEGER, "
             "hash TEXT)")
-        data = [
-            (i + 1, i + 1, 1, 1000 + i % 100, 7, 3, 1_000_000 + i, 1_000_000 + i, 0, 1_000_000 * i, "bench",
-             NOW + i, NOW + i, "manager", None, NOW + i, f"{i:064x}")
-            for i in range(rows)
-        ]
+        data = _plain_rows(rows)
         assert len(data[0]) == FINANCE_COLUMNS
         batches = [data[i:i + size] for i in range(0, rows, size)]
         sql = f"INSERT INTO plain VALUES ({','.join('?' * FINANCE_COLUMNS)})"
@@ -118,11 +120,7 @@ def bench_bare_pg(url: str, rows: int, size: int) -> float:
             "CREATE TABLE plain (id BIGINT PRIMARY KEY, order_id BIGINT, version BIGINT, login BIGINT, cmd BIGINT, "
             "state BIGINT, amount BIGINT, delta BIGINT, balance BIGINT, credit BIGINT, comment TEXT, "
             "open_time BIGINT, close_time BIGINT, source TEXT, ext_id TEXT, created BIGINT, hash TEXT)")
-        data = [
-            (i + 1, i + 1, 1, 1000 + i % 100, 7, 3, 1_000_000 + i, 1_000_000 + i, 0, 1_000_000 * i, "bench",
-             NOW + i, NOW + i, "manager", None, NOW + i, f"{i:064x}")
-            for i in range(rows)
-        ]
+        data = _plain_rows(rows)
         sql = f"INSERT INTO plain VALUES ({','.join(['%s'] * FINANCE_COLUMNS)})"
         start = time.perf_counter()
         for i in range(0, rows, size):

@@ -176,6 +176,13 @@ def _outcome(o) -> tuple:
     return error, data, [dataclasses.astuple(e) for e in o.events], o.replay
 
 
+def _kinds(got: list[tuple] | str) -> set[str]:
+    """What a batch's answers were: error codes, "replay", "applied", or "crash" (the batch failed)."""
+    if not isinstance(got, list):
+        return {"crash"}
+    return {o[0][1] if o[0] else ("replay" if o[3] else "applied") for o in got}
+
+
 def _run(store, commands) -> list[tuple] | str:
     try:
         return [_outcome(o) for o in store.apply_batch(commands)]
@@ -213,8 +220,7 @@ def test_same_rows_hashes_and_answers_as_the_previous_store(tmp_path, seed):
             want = _run(old, [_command(previous, s) for s in specs])
             assert got == want, f"batch {n}: {specs}"
             assert _state(new) == _state(old), f"batch {n}: {specs}"
-            seen |= {o[0][1] if o[0] else ("replay" if o[3] else "applied") for o in got} if isinstance(got, list) \
-                else {"crash"}
+            seen |= _kinds(got)
         assert verify(new.db).ok
         # The batches did reach what they are meant to: replays, conflicts, refusals and the rare paths.
         assert {"applied", "replay", "IDEMPOTENCY_CONFLICT", "NO_MONEY", "ORDER_NOT_FOUND", "INTERNAL",

@@ -17,7 +17,7 @@ from syncledger.ledger import store as store_module
 from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import LedgerOpenError, Unsure
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
-from tests.test_batch_writer import NOW, TABLES, U, _command, _generator, _outcome, _setup
+from tests.test_batch_writer import NOW, TABLES, U, _command, _generator, _kinds, _outcome, _setup
 
 LEDGER_TABLES = tuple(t for t in TABLES if t != "meta")
 
@@ -62,8 +62,7 @@ def test_same_answers_events_rows_and_hashes_on_sqlite_and_postgresql(tmp_path, 
             assert got == want, f"batch {n}: {specs}"
             assert _state(pg) == _state(lite), f"batch {n}: {specs}"
             assert pg.reserve_order() == lite.reserve_order()
-            seen |= {o[0][1] if o[0] else ("replay" if o[3] else "applied") for o in got} if isinstance(got, list) \
-                else {"crash"}
+            seen |= _kinds(got)
         assert verify(pg.db).ok and verify(lite.db).ok
         assert verify(pg.db).head == verify(lite.db).head  # the same chain, to its last hash
         events = "SELECT seq, type, record_id, data, hash FROM events ORDER BY seq"

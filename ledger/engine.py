@@ -14,7 +14,7 @@ import os
 import re
 import sqlite3
 import sys
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import quote, urlsplit, urlunsplit
 
 # A read snapshot (every query of a read or an audit sees the same committed state).
@@ -22,7 +22,13 @@ SQLITE_SNAPSHOT = "BEGIN"
 PG_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 # A PostgreSQL batch locks the ledger's head row (meta 'batch') first: batches serialise on it, and it
 # tells whether anyone else wrote since this store's last batch.
-PG_LOCK_HEAD = "SELECT value FROM meta WHERE key = 'batch' FOR UPDATE"
+# It also gives the batch's transaction id: asked after a COMMIT whose answer was lost (txid_status).
+PG_LOCK_HEAD = "SELECT value, txid_current() FROM meta WHERE key = 'batch' FOR UPDATE"
+PG_XACT_STATUS = "SELECT txid_status(?)"
+# A session, known by its pid and start (a pid alone may be another's by now): the store's own, to end it
+# when its connection was lost but the database still keeps it (a cut it has not noticed yet).
+PG_SESSION = "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+PG_END_SESSION = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ? AND backend_start = ?"
 PG_SET_BATCH = "UPDATE meta SET value = ? WHERE key = 'batch'"
 # A node of a cluster (several servers on one ledger) also keeps the next order number beside the head, and
 # tells the other nodes when its batch commits (payload: the schema, and the batch's last seq).
@@ -79,10 +85,10 @@ class PgConnection:
     table (``INSERT INTO t VALUES (?, ...)``) given to :meth:`executemany` go in by COPY: 2-4x the rows/s of
     psycopg's pipelined executemany, in one round trip.
 
-    A read-only connection (``reopen`` given) that was lost between two statements (a database restart, an
-    idle connection cut) is opened again when the next statement outside a transaction finds it broken: the
-    readers beside the writer never stay broken. The writer's connection is never reopened behind the store's
-    back: its loss fails the batch, and the server stops (Unsure)."""
+    A connection with ``reopen`` (the readers, and the store's own) that was lost between two transactions (a
+    database restart, an idle connection cut) is opened again when the next statement outside a transaction
+    finds it lost, and the statement runs there: nothing of a transaction was sent yet. Inside a transaction
+    the loss is the caller's to judge (the store asks what became of its batch's COMMIT: ``Store._landed``)."""
 
     def __init__(self, conn: Any, reopen: Any = None):
         self.conn, self._reopen = conn, reopen
@@ -106,16 +112,24 @@ class PgConnection:
         try:
             cursor = self.conn.execute(text, tuple(params))
         except _psycopg().OperationalError:
-            if not (idle and self.conn.broken):  # (inside a transaction: its snapshot cannot be resumed)
+            if not (idle and lost(self)):  # (inside a transaction: its snapshot cannot be resumed)
                 raise
-            self.conn.close()
-            self.conn = self._reopen()
+            self.reopen()
             cursor = self.conn.execute(text, tuple(params))
         if writes:
             self.total_changes += max(cursor.rowcount, 0)
         elif text == "COMMIT" and cursor.statusmessage != "COMMIT":
             raise RolledBack("COMMIT was answered ROLLBACK: the transaction had failed")
         return cursor
+
+    def reopen(self) -> None:
+        """A new session in place of this one (which is closed). Should the database be out of reach, the
+        next statement outside a transaction tries again."""
+        try:
+            self.conn.close()
+        except _psycopg().Error:
+            pass
+        self.conn = self._reopen()
 
     def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> Any:
         copy = self._copy.get(sql, "")
@@ -149,6 +163,7 @@ class PgConnection:
         return self.conn.info.transaction_status != self._idle
 
     def close(self) -> None:
+        self._reopen = None
         self.conn.close()
 
 
@@ -169,16 +184,25 @@ def to_psycopg(sql: str) -> str:
     return "".join(out)
 
 
-def connect_postgres(url: str, *, read_only: bool = False) -> PgConnection:
-    """A connection to the PostgreSQL database at ``url`` (OperationalError if it cannot be reached)."""
+def connect_postgres(url: str, *, read_only: bool = False, on_open: Callable[[Any], None] | None = None
+                     ) -> PgConnection:
+    """A connection to the PostgreSQL database at ``url`` (OperationalError if it cannot be reached). A
+    read-only one, or one with ``on_open`` (run on each new session: the first and those that replace a lost
+    one), is opened again when lost between two transactions (see :class:`PgConnection`)."""
     psycopg = _psycopg()
 
     def connect() -> Any:
         conn = psycopg.connect(url, autocommit=True, application_name=f"syncledger pid {os.getpid()}")
-        if read_only:
-            conn.execute("SET default_transaction_read_only = on")
+        try:
+            if read_only:
+                conn.execute("SET default_transaction_read_only = on")
+            if on_open is not None:
+                on_open(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
-    return PgConnection(connect(), connect if read_only else None)
+    return PgConnection(connect(), connect if read_only or on_open is not None else None)
 
 
 def connect_ro(db: str) -> Any:
@@ -234,6 +258,16 @@ def integrity(error: BaseException) -> bool:
     """A constraint refused the statement's rows (a unique key, an append-only trigger)."""
     psycopg = sys.modules.get("psycopg")
     return isinstance(error, sqlite3.IntegrityError) or (psycopg is not None and isinstance(error, psycopg.IntegrityError))
+
+
+def pg_ok() -> int:
+    """libpq's status of a connection in order (ConnStatus.OK)."""
+    return _psycopg().pq.ConnStatus.OK
+
+
+def lost(db: PgConnection) -> bool:
+    """Is the connection gone (the server ended the session, or the network failed)?"""
+    return db.conn.closed or db.conn.broken
 
 
 def refused_commit(db: PgConnection, error: BaseException) -> bool:

@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 import sqlite3
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 from urllib.parse import quote
@@ -27,6 +28,7 @@ GENESIS = "0" * 64
 _ABSENT = object()  # in the undo log: the key was not in its mapping
 _KEYS_PER_QUERY = 900  # ext_ids per prefetch query (SQLite's smallest bound on variables is 999)
 _KEY_QUERY_SIZES = (1, 4, 16, 64, 256, _KEYS_PER_QUERY)
+PG_READ_BACK_WAIT = 10.0  # seconds a lost session may take to end before its batch is called unknowable
 
 
 def finance_hash(prev: str, row_id: int, v: Version, source: str, ext_id: str | None, created: int) -> str:
@@ -163,6 +165,7 @@ class Store:
         self._reserved: list[int] = []  # order numbers the batch's commands took (a rerun takes them again)
         self._replayed: list[int] = []
         self._foreign: list[Event] = []  # a cluster's: events other nodes committed, for the next CatchUp outcome
+        self._xid: int | None = None  # PostgreSQL: the id of the batch's transaction
         self._load()
         self._check_files()
         from . import wallet  # wallet commands build on this module
@@ -204,22 +207,15 @@ class Store:
         """The ledger in the PostgreSQL database at ``url`` (its schema made there if ``create``). Durable
         commits unless ``synchronous`` is OFF (tests, benchmarks): synchronous_commit is never left off."""
         self._files = None  # no file of ours: the database server keeps its own
+        self._synchronous, self._session = synchronous, None
         name = engine.shown(url)
         try:
-            db = engine.connect_postgres(url)
-            # Plans made per execution: psycopg prepares a statement run five times, and PostgreSQL may then keep
-            # a generic plan chosen while the ledger was small (the key prefetch's became a sequential scan: a
-            # batch slowed in proportion to the ledger, 7,757 rows/s at 5,000 keys to 717 at 41,000).
-            db.conn.prepare_threshold = None
+            db = engine.connect_postgres(url, on_open=self._opened)
         except ImportError as e:
             raise LedgerOpenError(f"cannot open ledger {name}: {e}") from None
         except engine.errors() as e:
             raise LedgerOpenError(f"cannot open ledger {name}: {engine.said(e)}") from None
         try:
-            if synchronous.upper() == "OFF":
-                db.execute("SET synchronous_commit = off")
-            elif db.execute("SHOW synchronous_commit").fetchone()[0] == "off":
-                db.execute("SET synchronous_commit = on")
             self.created = migrations.version_of(db) == 0
             if self.created and not create:
                 raise LedgerOpenError(f"no ledger at {name}")
@@ -231,6 +227,26 @@ class Store:
             db.close()
             raise
         return db
+
+    def _opened(self, conn: Any) -> None:
+        """Each new session of the store's PostgreSQL connection (psycopg's own): durable commits unless
+        ``synchronous`` is OFF (tests, benchmarks: synchronous_commit is never left off), plans made per
+        execution, and its identity kept. A session that replaces a lost one first ends the old, should the
+        database still keep it (a network cut it has not noticed): its open transaction, if any, rolls back
+        and lets go of the head row; it could never commit, its client being gone."""
+        # Plans made per execution: psycopg prepares a statement run five times, and PostgreSQL may then keep
+        # a generic plan chosen while the ledger was small (the key prefetch's became a sequential scan: a
+        # batch slowed in proportion to the ledger, 7,757 rows/s at 5,000 keys to 717 at 41,000).
+        conn.prepare_threshold = None
+        if self._synchronous.upper() == "OFF":
+            conn.execute("SET synchronous_commit = off")
+        elif conn.execute("SHOW synchronous_commit").fetchone()[0] == "off":
+            conn.execute("SET synchronous_commit = on")
+        session = tuple(conn.execute(engine.PG_SESSION).fetchone())
+        if self._session is not None:
+            conn.execute(engine.to_psycopg(engine.PG_END_SESSION), self._session)
+            log.warning("the ledger's database connection was lost; a new one is open")
+        self._session = session
 
     def _load(self) -> None:
         db = self.db
@@ -314,13 +330,13 @@ class Store:
 
     def _apply(self, commands: Sequence[Any], defer: bool, isolate: bool) -> list[Outcome]:
         db = self.db
+        db.execute(self._begin)  # (PostgreSQL: on a new session, should the store's have been lost)
         outcomes = []
         self._staged = ([], [], [])
         heads = self._mark()
         batch_no, start = self.batch_no, db.total_changes
         committing = False
         savepoints = self.postgres
-        db.execute(self._begin)
         try:
             if savepoints:
                 self._lock_head()
@@ -385,8 +401,8 @@ class Store:
                 landed = self._landed(error, batch_no)
             else:
                 landed = False
-                if db.in_transaction:
-                    self._rollback()
+                if db.in_transaction and not (self.postgres and engine.lost(db)):  # (a lost one is ended by
+                    self._rollback()                                                 # the database, unfinished)
             if not landed:
                 self.batch_no = batch_no
                 self._revert(heads)
@@ -411,7 +427,7 @@ class Store:
         to this store's heads would fork the hash chain. A node of a cluster takes in what the other nodes
         committed instead (the lock is held: nobody commits meanwhile)."""
         row = self.db.execute(engine.PG_LOCK_HEAD).fetchone()
-        found = int(row[0]) if row else None
+        found, self._xid = (int(row[0]), row[1]) if row else (None, None)
         if self.cluster and found != self.batch_no:  # ('order' is written only under the head row's lock)
             self._catch_up(found, int(self.db.execute(engine.PG_NEXT_ORDER).fetchone()[0]))
         elif found != self.batch_no:
@@ -456,7 +472,8 @@ class Store:
             if int(head["batch"]) != self.batch_no:
                 self._catch_up(int(head["batch"]), int(head["order"]))
         finally:
-            db.execute("ROLLBACK")
+            if not engine.lost(db):
+                db.execute("ROLLBACK")
         foreign, self._foreign = self._foreign, []
         return [Outcome(events=foreign)] + [Outcome() for _ in range(n - 1)]
 
@@ -521,13 +538,11 @@ class Store:
     def _landed(self, error: BaseException, before: int) -> bool:
         """After ``error`` in a batch: did the batch reach the file? Rolls back what is still open; raises
         Unsure when it cannot know."""
+        if self.postgres:
+            return self._landed_postgres(error)
         if self.db.in_transaction:  # whatever failed, the transaction is still open: nothing is in the file
             self._rollback()
             return False
-        if self.postgres:  # the server answered the COMMIT with an error: rolled back; a lost connection: unknown
-            if engine.refused_commit(self.db, error):
-                return False
-            raise Unsure(f"COMMIT failed ({error}): whether the batch is in the ledger cannot be known")
         if getattr(error, "sqlite_errorcode", None) not in _READ_BACK:
             raise Unsure(f"COMMIT failed ({error}): whether the batch is in the ledger file cannot be known")
         try:
@@ -540,6 +555,30 @@ class Store:
             return False
         raise Unsure(f"COMMIT failed ({error}) and the ledger file holds batch {found}, "
                      f"neither {before} nor {self.batch_no}")
+
+    def _landed_postgres(self, error: BaseException) -> bool:
+        """:meth:`_landed` on PostgreSQL. A COMMIT the server answered with an error (or ROLLBACK) applied
+        nothing; one whose answer never came (a lost connection) is asked about on a new connection, by the
+        batch's transaction id (txid_status), once the old session is gone."""
+        db = self.db
+        if not engine.lost(db):
+            if db.in_transaction:  # (the COMMIT was never sent)
+                self._rollback()
+                return False
+            if engine.refused_commit(db, error):
+                return False
+        deadline = time.monotonic() + PG_READ_BACK_WAIT
+        try:
+            db.reopen()
+            while (status := db.execute(engine.PG_XACT_STATUS, (self._xid,)).fetchone()[0]) == "in progress" \
+                    and time.monotonic() < deadline:
+                time.sleep(0.005)  # the old session, told to end, has not yet rolled back
+        except self._errors as e:
+            raise Unsure(f"COMMIT failed ({engine.said(error)}) and whether the batch is in the ledger cannot "
+                         f"be read back ({engine.said(e)})") from e
+        if status in ("committed", "aborted"):
+            return status == "committed"
+        raise Unsure(f"COMMIT failed ({engine.said(error)}) and the ledger says its transaction is {status!r}")
 
     def _read_back(self) -> int:
         """The last batch number in the file, through a connection of its own (memory: this one)."""

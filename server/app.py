@@ -31,7 +31,7 @@ from .commands import Dispatcher
 from .faults import Faults
 from .http import HttpServer, Limits
 from .limits import Gate, LineBudget, default_cap, peer_address, raise_descriptor_limit
-from .lockfile import LedgerLock
+from .lockfile import LedgerLock, PgLock
 from .mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
 from .observe import AdminApp, AdminServer
@@ -220,6 +220,8 @@ class Server:
                 await root.start(self.timeouts.run)
                 if self.tail is not None:
                     root.start_soon(self.tail.run)
+                if isinstance(self._lock, PgLock):
+                    root.start_soon(self._lock.keep, self.fail_stop)
                 tcp = await self._listen(self.config.tcp_port, self.config.host)
                 wsl = await self._listen(self.config.ws_port, self.config.host)
                 await root.start(self._serve_tcp, tcp)

@@ -5,15 +5,19 @@ ledger's schema, held by a connection of its own: exclusive for one server, shar
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
+
+import trio
 
 from syncledger.ledger import engine
 from syncledger.ledger.store import LedgerOpenError
 
 # The advisory lock's keys: this constant ("SYNC") and hashtext(the ledger's schema), so that each ledger of a
 # database (one per schema) has its own.
+log = logging.getLogger("syncledger.lock")
 PG_LOCK_CLASS = 0x53594E43
 PG_LOCK_GRACE = 1.0  # seconds a held lock is tried again (the session of a server that just stopped may linger)
 
@@ -70,8 +74,8 @@ class PgLock:
     hold the lock a moment longer (its backend exits after its client): it is tried again for PG_LOCK_GRACE.
     The nodes of a cluster hold it shared (``pg_try_advisory_lock_shared``)."""
 
-    def __init__(self, db: Any, shared: bool = False):
-        self.db, self._kind = db, "_shared" if shared else ""
+    def __init__(self, db: Any, url: str, shared: bool = False):
+        self.db, self.url, self.shared, self._kind = db, url, shared, "_shared" if shared else ""
 
     @classmethod
     def acquire(cls, url: str, shared: bool = False) -> PgLock:
@@ -85,9 +89,8 @@ class PgLock:
                                       "does not exist")
             deadline = time.monotonic() + PG_LOCK_GRACE
             while True:
-                if db.execute(f"SELECT pg_try_advisory_lock{'_shared' if shared else ''}(?, "
-                              "hashtext(current_schema()))", (PG_LOCK_CLASS,)).fetchone()[0]:
-                    return cls(db, shared)
+                if _try_lock(db, shared):
+                    return cls(db, url, shared)
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
@@ -104,6 +107,32 @@ class PgLock:
         raise LedgerLocked(f"{engine.shown(url)} is already served by another syncledger (pid {holder})"
                            + (": nodes of a cluster cannot join a lone server" if shared else ""))
 
+    async def keep(self, taken: Callable[[str], None]) -> None:
+        """Hold the lock for the server's life. Its session lost (a database restart, the session ended), the
+        lock is gone with it: take it again on a new connection (tried every second while the database cannot
+        be reached); should another server have taken it meanwhile, ``taken(reason)`` (the server stops)."""
+        while True:
+            conn = self.db.conn
+            await trio.lowlevel.wait_readable(conn.pgconn.socket)  # (a notice, or the session's end)
+            try:
+                conn.pgconn.consume_input()
+                if not conn.broken and conn.pgconn.status == engine.pg_ok():
+                    continue
+            except engine.errors():
+                pass
+            self.db.close()
+            log.warning("the ledger's lock was lost with its database session: taking it again")
+            while True:
+                try:
+                    self.db = await trio.to_thread.run_sync(engine.connect_postgres, self.url)
+                    break
+                except engine.errors():
+                    await trio.sleep(1)
+            if not await trio.to_thread.run_sync(_try_lock, self.db, self.shared):
+                taken("the ledger's lock was lost with its database session, and another server has taken it")
+                return
+            log.warning("the ledger's lock is held again")
+
     def release(self) -> None:
         if self.db is not None:
             try:
@@ -114,3 +143,9 @@ class PgLock:
             finally:
                 self.db.close()
                 self.db = None
+
+
+def _try_lock(db: Any, shared: bool) -> bool:
+    """Take the ledger's advisory lock on ``db``'s session, if no other session holds it (exclusively)."""
+    return db.execute(f"SELECT pg_try_advisory_lock{'_shared' if shared else ''}(?, hashtext(current_schema()))",
+                      (PG_LOCK_CLASS,)).fetchone()[0]

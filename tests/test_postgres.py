@@ -7,15 +7,20 @@ second writer from forking the chain, a refused or unknowable COMMIT, a lost con
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import sqlite3
 
 import psycopg
 import pytest
+import trio
 
 from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store, engine, migrations, verify, verify_path
 from syncledger.ledger import store as store_module
 from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import LedgerOpenError, Unsure
+from syncledger.server.lockfile import LedgerLock, LedgerLocked
+from syncledger.server.testing import running, test_config
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
 from tests.test_batch_writer import NOW, TABLES, U, _command, _generator, _kinds, _outcome, _setup
 
@@ -205,25 +210,128 @@ def test_a_commit_answered_rollback_applied_nothing(pg_url):
         store.close()
 
 
-def test_a_lost_connection_is_unsure(pg_url):
-    """The server ends the store's session mid-batch: nothing of the batch is in the database, but the
-    store can no longer know that from its connection; it says so (the server fail-stops and restarts)."""
+def _kill(url: str, pid: int) -> None:
+    """End the database session ``pid`` (as a database restart or a dropped connection would)."""
+    with psycopg.connect(url, autocommit=True) as killer:
+        killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def _events(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as db:
+        return db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+
+def _next_batch_is_whole(store: Store, url: str, seq: int) -> None:
+    """A batch after the loss: on a new connection, chained to the ledger's head; the ledger verifies."""
+    [ok] = store.apply_batch([Finance(FinanceRequest("BalanceIn", 1001, U), NOW)])
+    assert ok.error is None and ok.events[0].seq == seq == store.seq == _events(url), ok
+    assert verify_path(url).ok
+
+
+def test_a_connection_lost_between_batches_is_opened_again(pg_url, caplog):
+    """The database ends the store's idle session (a restart, an idle cut): the next batch finds it lost at
+    its BEGIN, before anything of it was sent, and runs whole on a new connection."""
     store = _setup(store_module, pg_url)
-    killer = psycopg.connect(pg_url, autocommit=True)
+    try:
+        old = store.db.conn.info.backend_pid
+        _kill(pg_url, old)
+        [ok] = store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, U), NOW)])
+        assert ok.error is None and ok.events[0].seq == 5 and store.db.conn.info.backend_pid != old
+        assert "connection was lost" in caplog.text
+        _next_batch_is_whole(store, pg_url, 6)
+    finally:
+        store.close()
+
+
+def test_a_connection_lost_mid_batch_fails_it_and_the_next_batch_reconnects(pg_url):
+    """The server ends the store's session mid-batch: the batch fails with the driver's error (not Unsure:
+    nothing of it can be in the database, its COMMIT was never sent), memory is as before it, and the next
+    batch runs on a new connection."""
+    store = _setup(store_module, pg_url)
     try:
         pid = store.db.conn.info.backend_pid
 
         def kill(c):
-            killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            _kill(pg_url, pid)
             return store._add_account(c)
         store.register(Kill, kill)
-        with pytest.raises(Unsure):
+        with pytest.raises(psycopg.OperationalError):
             store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, U), NOW), Kill("x", "EUR", NOW)])
-        assert killer.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 4
-        assert verify_path(pg_url).ok
+        assert _events(pg_url) == 4 and store.seq == 4 and store.accounts[1000][1] == 60 * U
+        _next_batch_is_whole(store, pg_url, 5)
     finally:
-        killer.close()
         store.close()
+
+
+@pytest.mark.parametrize("fate", ["committed", "aborted", "cut"])
+def test_a_commit_whose_answer_was_lost_is_read_back(pg_url, fate):
+    """The connection is lost at COMMIT; a new one asks the database what became of the batch's transaction
+    (txid_status). ``committed``: the COMMIT was done, its answer lost: the batch stands and is answered.
+    ``aborted``: the session ended before the COMMIT reached it: the batch fails, nothing applied. ``cut``:
+    the client's end of the connection is gone but the database still keeps the session, in its transaction
+    and holding the head row (a cut it has not noticed): the store ends that session, which rolls back."""
+    store = _setup(store_module, pg_url)
+    try:
+        pid = store.db.conn.info.backend_pid
+        lost = psycopg.OperationalError("server closed the connection unexpectedly (simulated)")
+
+        def commit() -> None:
+            del store._sql_commit
+            if fate == "committed":
+                store.db.execute("COMMIT")
+                _kill(pg_url, pid)
+                raise lost
+            if fate == "aborted":
+                _kill(pg_url, pid)
+                store.db.execute("COMMIT")
+            # cut: the client's descriptor now holds a socket whose far end is closed (the COMMIT goes nowhere),
+            # and a copy of the real one keeps the session open on the database's side
+            sock = store.db.conn.pgconn.socket
+            held.append(os.dup(sock))
+            ours, theirs = socket.socketpair()
+            os.dup2(ours.fileno(), sock)
+            ours.close()
+            theirs.close()
+            store.db.execute("COMMIT")
+        held: list[int] = []
+        store._sql_commit = commit
+        try:
+            if fate == "committed":
+                [ok] = store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, U), NOW)])
+                assert ok.error is None and ok.events[0].seq == 5 and store.accounts[1000][1] == 61 * U
+            else:
+                with pytest.raises(psycopg.OperationalError):
+                    store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, U), NOW)])
+                assert store.seq == 4 and store.accounts[1000][1] == 60 * U
+        finally:
+            for fd in held:
+                os.close(fd)
+        seq = 5 if fate == "committed" else 4
+        assert _events(pg_url) == seq and store.db.conn.info.backend_pid != pid
+        _next_batch_is_whole(store, pg_url, seq + 1)
+    finally:
+        store.close()
+
+
+def test_a_commit_that_cannot_be_read_back_is_unsure(pg_url, monkeypatch):
+    """Lost at COMMIT, and no new connection can be had (the database is down): the store cannot know."""
+    store = _setup(store_module, pg_url)
+    try:
+        def commit() -> None:
+            del store._sql_commit
+            store.db.conn.close()
+            monkeypatch.setattr(store.db, "_reopen", _refused)
+            raise psycopg.OperationalError("server closed the connection unexpectedly (simulated)")
+        store._sql_commit = commit
+        with pytest.raises(Unsure, match="cannot be read back"):
+            store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, U), NOW)])
+        assert _events(pg_url) == 4
+    finally:
+        store.close()
+
+
+def _refused():
+    raise psycopg.OperationalError("connection refused (simulated)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,3 +438,37 @@ def test_a_reader_whose_connection_was_cut_reconnects(pg_url):
     finally:
         reader.close()
         store.close()
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+async def test_a_server_whose_database_sessions_all_end_serves_on(pg_url, caplog, writer):
+    """Every session of the server's is ended at once, as a database restart does: the writer's, the readers'
+    and the lock's (the writer's in the server's process, or in its writer process). The next CreditIn commits
+    on a new connection, reads work, the lock is held again
+    (a second server is still refused) and the ledger verifies."""
+    async with running(test_config(db=pg_url, threaded=True, writer=writer)) as h:
+        async with h.client() as c:
+            login = await h.add_account(c)
+            ours = [f"syncledger pid {os.getpid()}"]
+            if h.server.writer is not None:
+                ours.append(f"syncledger pid {h.server.writer.process.pid}")
+            with psycopg.connect(pg_url, autocommit=True) as killer:
+                ended = killer.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                       "application_name = ANY(%s)", (ours,)).fetchall()
+                assert len(ended) >= 3  # (the writer's, a reader's, the lock's)
+                for _ in range(500):  # the lock taken again on a session of its own
+                    if killer.execute("SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE "
+                                      "l.locktype = 'advisory' AND l.granted AND a.application_name = %s",
+                                      (ours[0],)).fetchone()[0]:
+                        break
+                    await trio.sleep(0.01)
+                else:
+                    pytest.fail("the server did not take its lock again")
+            reply = await c.call("CreditIn", {"login": login, "amount": 5, "comment": "after the restart"})
+            assert reply.ok, reply
+            user = await c.call("GetUser", {"login": login})
+            assert user.ok and user.data["credit"] == 5, user
+            with pytest.raises(LedgerLocked):
+                LedgerLock.acquire(pg_url)
+        assert "lock is held again" in caplog.text
+        assert (await h.verify()).ok

@@ -28,6 +28,7 @@ GENESIS = "0" * 64
 _ABSENT = object()  # in the undo log: the key was not in its mapping
 _KEYS_PER_QUERY = 900  # ext_ids per prefetch query (SQLite's smallest bound on variables is 999)
 _KEY_QUERY_SIZES = (1, 4, 16, 64, 256, _KEYS_PER_QUERY)
+CATCH_UP_HELD = 10_000  # other nodes' events a node of a cluster holds to publish (more: its subscribers replay)
 PG_READ_BACK_WAIT = 10.0  # seconds a lost session may take to end before its batch is called unknowable
 
 
@@ -103,7 +104,8 @@ class AddAccount:
 class CatchUp:
     """A node of a cluster (several servers on one PostgreSQL ledger) puts one first in every batch: its outcome
     carries the events other nodes committed since this store last looked, to be published before the batch's
-    own. A batch of nothing else reads them from one snapshot, without the head lock."""
+    own (or, as its ``data``, the seq up to which they were too many to hold). A batch of nothing else reads
+    them from one snapshot, without the head lock."""
 
 
 class _Isolate(Exception):
@@ -165,6 +167,7 @@ class Store:
         self._reserved: list[int] = []  # order numbers the batch's commands took (a rerun takes them again)
         self._replayed: list[int] = []
         self._foreign: list[Event] = []  # a cluster's: events other nodes committed, for the next CatchUp outcome
+        self._skipped: int | None = None  # ... or the seq up to which they were too many to hold (see _catch_up)
         self._xid: int | None = None  # PostgreSQL: the id of the batch's transaction
         self._load()
         self._check_files()
@@ -346,7 +349,7 @@ class Store:
             foreign = self._foreign
             for command in commands:
                 if type(command) is CatchUp:  # the first one carries what other nodes committed
-                    outcomes.append(Outcome(events=foreign))
+                    outcomes.append(Outcome(data=self._skipped, events=foreign))
                     foreign = []
                     continue
                 if type(command) is not Finance:
@@ -412,7 +415,7 @@ class Store:
         self._undo.clear()
         self._keys, self._versions = {}, {}
         if foreign is not self._foreign:  # published with this batch
-            self._foreign = []
+            self._foreign, self._skipped = [], None
         try:
             self._check_files()
         except Unsure:
@@ -438,27 +441,41 @@ class Store:
         """A node of a cluster: take in the rows other nodes committed after this store's heads (their batch
         ``batch``, the next order number ``order``): totals of the accounts in memory (the others are read when
         first needed, see :meth:`account`), both chain heads, seq, and the events, kept for the next CatchUp.
-        Memory changes only once everything was read."""
+        More than CATCH_UP_HELD events are not held: the finance rows are streamed and the next CatchUp says
+        up to which seq it skipped publishing (the node's subscribers then replay from the ledger). Memory
+        changes only once everything was read."""
         if batch < self.batch_no:
             raise Unsure(f"the ledger's head went back from batch {self.batch_no} to {batch}: it was replaced")
         db = self.db
-        rows = db.execute("SELECT id, order_id, login, balance, credit, hash FROM finance WHERE id > ? ORDER BY id",
-                          (self.finance_id,)).fetchall()
         events = db.execute("SELECT e.seq, e.type, f.order_id, e.data, e.hash FROM events e JOIN finance f ON "
-                            "f.id = e.record_id WHERE e.seq > ? ORDER BY e.seq", (self.seq,)).fetchall()
+                            "f.id = e.record_id WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
+                            (self.seq, CATCH_UP_HELD + 1)).fetchall()
+        held = len(events) <= CATCH_UP_HELD
+        if not held:
+            events, head = [], tuple(db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone())
+        else:
+            head = (events[-1][0], events[-1][4]) if events else (self.seq, self.event_head)
         if events and events[0][0] != self.seq + 1:
             raise Unsure(f"the ledger's events go on at seq {events[0][0]}, not at {self.seq + 1}")
-        for _, _, login, balance, credit, _ in rows:
-            known = self.accounts.get(login)
-            if known is not None:
-                self.accounts[login] = (known[0], balance, credit)
-        if rows:
-            self.finance_id, self.finance_head = rows[-1][0], rows[-1][5]
-        if events:
-            self.seq, self.event_head = events[-1][0], events[-1][4]
-            self._foreign += [Event(s, t, o, rules.with_seq(data.encode(), s)) for s, t, o, data, _ in events]
+        sql, after = "SELECT id, order_id, login, balance, credit, hash FROM finance WHERE id > ? ORDER BY id", \
+            (self.finance_id,)
+        totals, last, replayed, used = {}, None, set(self._replayed), set()
+        for last in (db.execute(sql, after).fetchall() if held else db.stream(sql, after)):
+            if last[2] in self.accounts:
+                totals[last[2]] = last[3:5]
+            if last[1] in replayed:
+                used.add(last[1])
+        for login, (balance, credit) in totals.items():
+            self.accounts[login] = (self.accounts[login][0], balance, credit)
+        if last is not None:
+            self.finance_id, self.finance_head = last[0], last[5]
+        if head[0] > self.seq:
+            if held:
+                self._foreign += [Event(s, t, o, rules.with_seq(data.encode(), s)) for s, t, o, data, _ in events]
+            else:  # (with what was held before: the subscribers replay it all)
+                self._foreign, self._skipped = [], head[0]
+            self.seq, self.event_head = head
         self._orders = itertools.count(max(self._peek_order(), order))  # (no node gives a number below it)
-        used = {row[1] for row in rows}
         self._replayed = [n for n in self._replayed if n not in used]  # a rerun's numbers nobody else took
         self.batch_no = batch
 
@@ -474,8 +491,8 @@ class Store:
         finally:
             if not engine.lost(db):
                 db.execute("ROLLBACK")
-        foreign, self._foreign = self._foreign, []
-        return [Outcome(events=foreign)] + [Outcome() for _ in range(n - 1)]
+        foreign, skipped, self._foreign, self._skipped = self._foreign, self._skipped, [], None
+        return [Outcome(data=skipped, events=foreign)] + [Outcome() for _ in range(n - 1)]
 
     def _peek_order(self) -> int:
         """The order number :meth:`reserve_order` gives next (without taking it)."""

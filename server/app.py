@@ -125,6 +125,7 @@ class Server:
                                  inbox_size=config.inbox_size, threaded=config.threaded, writer=self.writer,
                                  cluster=config.cluster)
         self.mainloop.on_unsure = self.fail_stop
+        self.mainloop.on_skip = self.broker.skipped
         self.tail = Tail(config.db, self.mainloop) if config.cluster else None  # what the other nodes commit
         self.dispatcher = Dispatcher(self)
         self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"),

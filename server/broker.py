@@ -62,6 +62,14 @@ class Broker:
                 self.dropped += 1
                 sub.drop("subscriber too slow: events dropped; reconnect with from_seq")
 
+    def skipped(self, seq: int) -> None:
+        """A node of a cluster skipped publishing other nodes' events up to ``seq``, too many to hold: every
+        live subscriber is dropped, and replays them from the ledger when it reconnects with ``from_seq``."""
+        for sub in list(self.subscribers):
+            del self.subscribers[sub]
+            self.dropped += 1
+            sub.drop(f"this node fell behind the ledger (events up to seq {seq}); reconnect with from_seq")
+
     def remove(self, sub: Subscriber) -> None:
         self.subscribers.pop(sub, None)
 

@@ -61,6 +61,7 @@ class MainLoop:
         self.failure: str | None = None  # why the store's state became unknowable: nothing more is read either
         self.committed_seq = store.seq  # the newest event committed and published (store.seq runs ahead in a batch)
         self.on_unsure: Callable[[str], None] = _no_handler  # the server's fail-stop
+        self.on_skip: Callable[[int], None] = lambda seq: None  # a node of a cluster skipped publishing events up to a seq
         self.metrics: Any = None  # a server.metrics.Metrics
         self._committed: tuple[list[Job], list[Outcome]] | None = None  # a committed batch not yet answered
 
@@ -227,6 +228,9 @@ class MainLoop:
         """Publish a committed batch's events, then answer its jobs, in order."""
         for job, outcome in zip(batch, outcomes, strict=True):
             try:
+                if type(job.command) is CatchUp and outcome.data is not None:
+                    self.committed_seq = max(self.committed_seq, outcome.data)  # (too many to publish)
+                    self.on_skip(outcome.data)
                 for event in outcome.events:
                     if self.faults is None:
                         self.deliver(event, job.waiter)

@@ -356,3 +356,58 @@ async def test_kill_9_of_one_node_while_the_other_serves(tmp_path, pg_url):
 def _rows(url: str, sql: str, params: tuple) -> list[tuple]:
     with psycopg.connect(url) as db:
         return db.execute(sql, params).fetchall()
+
+
+def test_a_catch_up_too_long_to_hold_is_skipped_not_held(pg_url, monkeypatch):
+    """Node B, idle while node A commits more events than CATCH_UP_HELD (here 5): B's catch-up does not hold
+    them (its CatchUp says up to which seq it skipped, with no events) yet takes in every total and both
+    heads from the rows, streamed; B's next batch chains on and the ledger verifies. A shorter stretch is
+    still carried to be published."""
+    monkeypatch.setattr(store_module, "CATCH_UP_HELD", 5)
+    a = Node(pg_url)
+    for batch in _SETUP:
+        a.apply(batch)
+    b = Node(pg_url)
+    a.apply([Finance(FinanceRequest("CreditIn", 1000 + i % 4, (i + 1) * U), NOW) for i in range(3)])
+    [short] = b.store.apply_batch([CatchUp()])
+    assert short.data is None and [e.seq for e in short.events] == [5, 6, 7]
+    a.apply([Finance(FinanceRequest("CreditIn", 1000 + i % 4, (i + 1) * U), NOW) for i in range(8)])
+    [skipped] = b.store.apply_batch([CatchUp()])
+    assert skipped.data == 15 and skipped.events == []
+    assert b.store.accounts == a.store.accounts and (b.store.seq, b.store.event_head) == (a.store.seq, a.store.event_head)
+    assert (b.store.finance_id, b.store.finance_head) == (a.store.finance_id, a.store.finance_head)
+    [ok] = b.apply([Finance(FinanceRequest("BalanceIn", 1001, U), NOW)])
+    assert ok.error is None and ok.events[0].seq == 16
+    report = verify_path(pg_url)
+    assert report.ok, report
+
+
+async def test_a_node_too_far_behind_lets_its_subscribers_replay(nursery, pg_url, monkeypatch):
+    """Node B hears of A's batches only when it asks; A commits more events than B may hold (here 2). When B
+    catches up it publishes none of them: its live subscriber is dropped, told to reconnect with from_seq,
+    and the replay from the ledger brings every event, in order; B's totals are the ledger's."""
+    monkeypatch.setattr(store_module, "CATCH_UP_HELD", 2)
+    Store(pg_url).close()
+    a = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="thread"))
+
+    async def deaf(self) -> None:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(Tail, "run", deaf)
+    b = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="thread"))
+    async with tcp_client(a, admin_token(a)) as ca, tcp_client(b, admin_token(b)) as sub:
+        login = await add_account(ca)
+        assert (await sub.call("Subscribe", {"chanels": ["trade:event"]})).ok
+        for amount in range(1, 6):
+            assert (await ca.call("CreditIn", {"login": login, "amount": amount, "comment": "c"})).ok
+        assert await b.newest_seq(5) == 5
+        with trio.fail_after(5):
+            await sub.closed.wait()
+        with pytest.raises(trio.EndOfChannel):
+            sub.receive_event_nowait()  # (closed, with no event)
+    async with tcp_client(b, admin_token(b)) as again:
+        assert (await again.call("Subscribe", {"chanels": ["trade:event"], "from_seq": 0})).ok
+        assert [e["seq"] for e in await _events(again, 5)] == [1, 2, 3, 4, 5]
+        assert (await again.call("GetUser", {"login": login})).data["credit"] == 15
+    await a.shutdown()
+    await b.shutdown()

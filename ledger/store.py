@@ -137,16 +137,18 @@ _READ_BACK = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, s
 class Store:
     """Owns the ledger database. Every write goes through :meth:`apply_batch`."""
 
-    def __init__(self, path: str, *, synchronous: str = "FULL", create: bool = True, cluster: bool = False):
+    def __init__(self, path: str, *, synchronous: str = "FULL", create: bool = True, cluster: bool = False,
+                 node: str = ""):
         """``cluster``: one node of several on a PostgreSQL ledger; each batch first takes in what the others
-        committed (see :meth:`_catch_up`) instead of stopping because another writer moved the head."""
+        committed (see :meth:`_catch_up`) instead of stopping because another writer moved the head. ``node``
+        signs its notifications (its own tail leaves them alone)."""
         self.path = path
         # What differs by engine in a batch: how it begins; PostgreSQL also locks the head row first, and gives
         # a command that runs SQL of its own a savepoint (a failed statement aborts the whole transaction).
         self.postgres = engine.is_postgres(path)
         self._begin = "BEGIN" if self.postgres else "BEGIN IMMEDIATE"
         self._set_batch = engine.PG_SET_BATCH if self.postgres else "INSERT OR REPLACE INTO meta VALUES ('batch', ?)"
-        self.cluster = cluster
+        self.cluster, self.node = cluster, node
         if cluster and not self.postgres:
             raise LedgerOpenError(f"several servers cannot share the SQLite ledger {path}: a cluster needs PostgreSQL")
         if self.postgres:
@@ -394,7 +396,7 @@ class Store:
                 self.batch_no += 1
                 if self.cluster:  # the next order number too, and the other nodes are told (at COMMIT)
                     db.execute(engine.PG_SET_HEAD, (str(self.batch_no), str(self._peek_order())))
-                    db.execute(engine.PG_NOTIFY, (f"{self._schema} {self.seq}",))
+                    db.execute(engine.PG_NOTIFY, (f"{self._schema} {self.seq} {self.node}",))
                 else:
                     db.execute(self._set_batch, (str(self.batch_no),))
             committing = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import ssl
 import time
 from dataclasses import dataclass
@@ -98,7 +99,8 @@ class Server:
         self._tls = _tls_context(config)  # first: a wrong certificate stops it before anything is touched
         self._lock = LedgerLock.acquire(config.db, config.cluster)  # before the file is touched: one server per ledger
         try:
-            self.store = Store(config.db, cluster=config.cluster)
+            self.node = secrets.token_hex(4) if config.cluster else None  # signs this node's notifications
+            self.store = Store(config.db, cluster=config.cluster, node=self.node or "")
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -111,7 +113,7 @@ class Server:
                 self._reads = ReadPool(config.db, size=2, threaded=config.threaded)
             if config.writer == "process" and config.db != ":memory:":
                 self.writer = WriterProcess(config.db, config.log_format,
-                                            lock_fd=getattr(self._lock, "fd", None), cluster=config.cluster)
+                                            lock_fd=getattr(self._lock, "fd", None), node=self.node)
         except BaseException:
             if self._reads is not None:
                 self._reads.close()
@@ -126,7 +128,7 @@ class Server:
                                  cluster=config.cluster)
         self.mainloop.on_unsure = self.fail_stop
         self.mainloop.on_skip = self.broker.skipped
-        self.tail = Tail(config.db, self.mainloop) if config.cluster else None  # what the other nodes commit
+        self.tail = Tail(config.db, self.mainloop, self.node) if self.node else None  # what the other nodes commit
         self.dispatcher = Dispatcher(self)
         self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"),
                                 config.wallet_test_endpoints)

@@ -21,8 +21,9 @@ TAIL_POLL = 1.0  # seconds between two catch-ups when no notification came
 
 
 class Tail:
-    def __init__(self, url: str, mainloop: MainLoop, poll: float = TAIL_POLL):
-        self.url, self.mainloop, self.poll = url, mainloop, poll
+    def __init__(self, url: str, mainloop: MainLoop, node: str, poll: float = TAIL_POLL):
+        self.url, self.mainloop, self.node, self.poll = url, mainloop, node, poll
+        self.notes = self.woken = 0  # notifications of this ledger, and those that woke the pump
         self._wake = trio.Event()
 
     async def run(self) -> None:
@@ -72,8 +73,8 @@ class Tail:
         return db.conn
 
     async def _follow(self, conn: Any) -> None:
-        """Wake the pump for each notification of this ledger newer than what the node published, and every
-        ``poll`` seconds; returns only by an error (the connection lost)."""
+        """Wake the pump for each notification of this ledger from another node (``schema seq node``) newer than
+        what this node published, and every ``poll`` seconds; returns only by an error (the connection lost)."""
         pgconn = conn.pgconn
         while True:
             with trio.move_on_after(self.poll) as idle:
@@ -83,6 +84,10 @@ class Tail:
                 continue
             pgconn.consume_input()  # (raises OperationalError once the connection is lost)
             while (note := pgconn.notifies()) is not None:
-                schema, _, seq = note.extra.decode().rpartition(" ")
-                if schema == self._schema and int(seq) > self.mainloop.committed_seq:
+                schema, seq, node = note.extra.decode().rsplit(" ", 2)
+                if schema != self._schema:
+                    continue
+                self.notes += 1
+                if node != self.node and int(seq) > self.mainloop.committed_seq:
+                    self.woken += 1
                     self._wake.set()

@@ -26,10 +26,10 @@ class WriterFailed(Exception):
     """A batch failed in the writer process and nothing of it was applied (as Store.apply_batch raising)."""
 
 
-def _serve(path: str, conn: Connection, cluster: bool = False) -> None:
+def _serve(path: str, conn: Connection, node: str | None = None) -> None:
     """The writer process: open the ledger, then apply batches until asked to close or the server is gone."""
     try:
-        store = Store(path, create=False, cluster=cluster)
+        store = Store(path, create=False, cluster=node is not None, node=node or "")
     except BaseException as e:  # noqa: BLE001 - told to the server, which refuses to start
         conn.send_bytes(marshal.dumps((_FAILED, f"{e}")))
         return
@@ -75,14 +75,15 @@ def _apply_until_closed(store: Store, conn: Connection) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m syncledger.server.writer FD PATH LOG_FORMAT [cluster]``, started by :class:`WriterProcess`."""
+    """``python -m syncledger.server.writer FD PATH LOG_FORMAT [NODE]`` (NODE: a node of a cluster's name),
+    started by :class:`WriterProcess`."""
     # The server stops its writer itself, between two batches: a Ctrl-C or a service manager's SIGTERM to
     # the whole process group must not cut a batch in half.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd, path, log_format = int(argv[0]), argv[1], argv[2]
     logs.configure(log_format)
-    _serve(path, Connection(fd), cluster=argv[3:] == ["cluster"])
+    _serve(path, Connection(fd), node=argv[3] if len(argv) > 3 else None)
 
 
 class WriterProcess:
@@ -90,15 +91,15 @@ class WriterProcess:
     one thread at a time (the mainLoop's store thread). The process ends with :meth:`close`, or by itself
     when the server's process is gone (its end of the socket pair closes)."""
 
-    def __init__(self, path: str, log_format: str = "text", lock_fd: int | None = None, cluster: bool = False):
+    def __init__(self, path: str, log_format: str = "text", lock_fd: int | None = None, node: str | None = None):
         """Start the writer on ``path``. ``lock_fd``, the server's ledger lock, is inherited: the lock is held
         until both processes have ended, so a restarted server never meets a writer that outlived this one.
-        ``cluster``: its Store is one node of several (see Store)."""
+        ``node``: its Store is this node of a cluster (see Store)."""
         ours, theirs = socket.socketpair()
         with theirs:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "syncledger.server.writer", str(theirs.fileno()), path, log_format,
-                 *(["cluster"] if cluster else [])],
+                 *([node] if node is not None else [])],
                 pass_fds=(theirs.fileno(),) + ((lock_fd,) if lock_fd is not None else ()),
                 stdin=subprocess.DEVNULL)
         self._conn = Connection(ours.detach())

@@ -411,3 +411,27 @@ async def test_a_node_too_far_behind_lets_its_subscribers_replay(nursery, pg_url
         assert (await again.call("GetUser", {"login": login})).data["credit"] == 15
     await a.shutdown()
     await b.shutdown()
+
+
+async def test_a_node_is_not_woken_by_its_own_notifications(nursery, pg_url):
+    """Each batch tells the other nodes with NOTIFY, signed by its node: a node's tail hears its own batches'
+    notifications and leaves them alone (its mainLoop published those events already; a catch-up for each
+    would be a spare read per batch), and is woken by the other node's."""
+    Store(pg_url).close()
+    a = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="process"))
+    b = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="thread"))
+    async with tcp_client(a, admin_token(a)) as ca, tcp_client(b, admin_token(b)) as cb:
+        login = await add_account(ca)
+        for amount in range(1, 11):
+            assert (await ca.call("CreditIn", {"login": login, "amount": amount, "comment": "c"})).ok
+        with trio.fail_after(10):
+            while b.tail.woken == 0 or a.tail.notes < 10:
+                await trio.sleep(0.01)
+        assert a.tail.woken == 0
+        assert (await cb.call("CreditIn", {"login": login, "amount": 1, "comment": "c"})).ok
+        with trio.fail_after(10):
+            while a.tail.woken == 0:
+                await trio.sleep(0.01)
+        assert (await ca.call("GetUser", {"login": login})).data["credit"] == 56
+    await a.shutdown()
+    await b.shutdown()

@@ -109,8 +109,8 @@ class PgLock:
 
     async def keep(self, taken: Callable[[str], None]) -> None:
         """Hold the lock for the server's life. Its session lost (a database restart, the session ended), the
-        lock is gone with it: take it again on a new connection (tried every second while the database cannot
-        be reached); should another server have taken it meanwhile, ``taken(reason)`` (the server stops)."""
+        lock is gone with it: take it again on a new session (tried again, up to every second, while that
+        fails); should another server have taken it meanwhile, ``taken(reason)`` (the server stops)."""
         while True:
             conn = self.db.conn
             await trio.lowlevel.wait_readable(conn.pgconn.socket)  # (a notice, or the session's end)
@@ -120,18 +120,24 @@ class PgLock:
                     continue
             except engine.errors():
                 pass
-            self.db.close()
             log.warning("the ledger's lock was lost with its database session: taking it again")
+            pause = 0.0
             while True:
+                await trio.sleep(pause)
                 try:
-                    self.db = await trio.to_thread.run_sync(engine.connect_postgres, self.url)
+                    held = await trio.to_thread.run_sync(self._take_again)
                     break
                 except engine.errors():
-                    await trio.sleep(1)
-            if not await trio.to_thread.run_sync(_try_lock, self.db, self.shared):
+                    pause = min(1.0, pause * 2 or 0.05)
+            if not held:
                 taken("the ledger's lock was lost with its database session, and another server has taken it")
                 return
             log.warning("the ledger's lock is held again")
+
+    def _take_again(self) -> bool:
+        self.db.close()
+        self.db = engine.connect_postgres(self.url)
+        return _try_lock(self.db, self.shared)
 
     def release(self) -> None:
         if self.db is not None:

@@ -472,3 +472,58 @@ async def test_a_server_whose_database_sessions_all_end_serves_on(pg_url, caplog
                 LedgerLock.acquire(pg_url)
         assert "lock is held again" in caplog.text
         assert (await h.verify()).ok
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+async def test_sessions_ended_again_and_again_under_load_answer_truthfully(pg_url, writer):
+    """300 CreditIns in flight while the server's database sessions are ended again and again (each time 20
+    more answers came): each answer is true. Every 200 is in the ledger once; every 500 ("nothing was applied") is not there at all,
+    and its retry (same extID) applies it once; the total is the sum of the credits, and the ledger verifies."""
+    async with running(test_config(db=pg_url, threaded=True, writer=writer)) as h:
+        async with h.client() as c:
+            login = await h.add_account(c)
+            ours = [f"syncledger pid {os.getpid()}"]
+            if h.server.writer is not None:
+                ours.append(f"syncledger pid {h.server.writer.process.pid}")
+            replies: dict[str, object] = {}
+            ended = 0
+
+            async def credit(i: int) -> None:
+                replies[f"c{i}"] = await c.call("CreditIn", {"login": login, "amount": 1 + i % 5, "comment": "x"},
+                                                ext_id=f"c{i}")
+
+            async def end_sessions(done: trio.Event) -> None:
+                """End the server's sessions, then again each time 20 more answers came."""
+                nonlocal ended
+                with psycopg.connect(pg_url, autocommit=True) as killer:
+                    while not done.is_set():
+                        ended += len(killer.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                                    "WHERE application_name = ANY(%s)", (ours,)).fetchall())
+                        answered = len(replies)
+                        while len(replies) < answered + 20 and not done.is_set():
+                            await trio.sleep(0.001)
+
+            done = trio.Event()
+            async with trio.open_nursery() as load:
+                load.start_soon(end_sessions, done)
+                async with trio.open_nursery() as calls:
+                    for i in range(300):
+                        calls.start_soon(credit, i)
+                        if i % 10 == 9:
+                            await trio.sleep(0.002)
+                done.set()
+            failed = [k for k, r in replies.items() if not r.ok]
+            assert all((r.status, r.error) == (500, "INTERNAL") and "nothing was applied" in r.message
+                       for k, r in replies.items() if k in failed), {k: replies[k] for k in failed}
+            with psycopg.connect(pg_url, autocommit=True) as db:
+                rows = dict(db.execute("SELECT ext_id, COUNT(*) FROM finance WHERE ext_id IS NOT NULL GROUP BY "
+                                       "ext_id").fetchall())
+            assert {k for k, r in replies.items() if r.ok} == set(rows) and set(rows.values()) <= {1}
+            for k in failed:  # the retries, now that nothing ends the sessions
+                retry = await c.call("CreditIn", {"login": login, "amount": 1 + int(k[1:]) % 5, "comment": "x"},
+                                     ext_id=k)
+                assert retry.ok, retry
+            user = await c.call("GetUser", {"login": login})
+            assert user.data["credit"] == sum(1 + i % 5 for i in range(300)), user
+        assert ended > 0 and len(failed) < 300 and (await h.verify()).ok
+        print(f"{writer}: {ended} sessions ended, {len(failed)} of 300 answered 500 and retried")

@@ -440,22 +440,29 @@ def test_a_reader_whose_connection_was_cut_reconnects(pg_url):
         store.close()
 
 
+def _sessions(h) -> list[str]:
+    """The application names of a server's database sessions (its own process's, and its writer process's)."""
+    return [f"syncledger pid {pid}" for pid in (os.getpid(), h.server.writer and h.server.writer.process.pid) if pid]
+
+
+def _end_sessions(db, names: list[str]) -> int:
+    """End every session with one of these application names; how many there were."""
+    return len(db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+                          "ANY(%s)", (names,)).fetchall())
+
+
 @pytest.mark.parametrize("writer", ["thread", "process"])
 async def test_a_server_whose_database_sessions_all_end_serves_on(pg_url, caplog, writer):
     """Every session of the server's is ended at once, as a database restart does: the writer's, the readers'
     and the lock's (the writer's in the server's process, or in its writer process). The next CreditIn commits
-    on a new connection, reads work, the lock is held again
-    (a second server is still refused) and the ledger verifies."""
+    on a new connection, reads work, the lock is held again (a second server is still refused) and the ledger
+    verifies."""
     async with running(test_config(db=pg_url, threaded=True, writer=writer)) as h:
         async with h.client() as c:
             login = await h.add_account(c)
-            ours = [f"syncledger pid {os.getpid()}"]
-            if h.server.writer is not None:
-                ours.append(f"syncledger pid {h.server.writer.process.pid}")
+            ours = _sessions(h)
             with psycopg.connect(pg_url, autocommit=True) as killer:
-                ended = killer.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                                       "application_name = ANY(%s)", (ours,)).fetchall()
-                assert len(ended) >= 3  # (the writer's, a reader's, the lock's)
+                assert _end_sessions(killer, ours) >= 3  # (the writer's, a reader's, the lock's)
                 for _ in range(500):  # the lock taken again on a session of its own
                     if killer.execute("SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE "
                                       "l.locktype = 'advisory' AND l.granted AND a.application_name = %s",
@@ -477,14 +484,13 @@ async def test_a_server_whose_database_sessions_all_end_serves_on(pg_url, caplog
 @pytest.mark.parametrize("writer", ["thread", "process"])
 async def test_sessions_ended_again_and_again_under_load_answer_truthfully(pg_url, writer):
     """300 CreditIns in flight while the server's database sessions are ended again and again (each time 20
-    more answers came): each answer is true. Every 200 is in the ledger once; every 500 ("nothing was applied") is not there at all,
-    and its retry (same extID) applies it once; the total is the sum of the credits, and the ledger verifies."""
+    more answers came): each answer is true. Every 200 is in the ledger once; every 500 ("nothing was
+    applied") is not there at all, and its retry (same extID) applies it once; the total is the sum of the
+    credits, and the ledger verifies."""
     async with running(test_config(db=pg_url, threaded=True, writer=writer)) as h:
         async with h.client() as c:
             login = await h.add_account(c)
-            ours = [f"syncledger pid {os.getpid()}"]
-            if h.server.writer is not None:
-                ours.append(f"syncledger pid {h.server.writer.process.pid}")
+            ours = _sessions(h)
             replies: dict[str, object] = {}
             ended = 0
 
@@ -497,8 +503,7 @@ async def test_sessions_ended_again_and_again_under_load_answer_truthfully(pg_ur
                 nonlocal ended
                 with psycopg.connect(pg_url, autocommit=True) as killer:
                     while not done.is_set():
-                        ended += len(killer.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                                    "WHERE application_name = ANY(%s)", (ours,)).fetchall())
+                        ended += _end_sessions(killer, ours)
                         answered = len(replies)
                         while len(replies) < answered + 20 and not done.is_set():
                             await trio.sleep(0.001)

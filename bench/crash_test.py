@@ -38,6 +38,7 @@ restarted once more, checked, and stopped with SIGTERM (it must exit 0).
     python bench/crash_test.py                      # 20 cycles, random seed (printed)
     python bench/crash_test.py --cycles 50 --seed 7
     python bench/crash_test.py --keep               # keep the database, server logs and journal
+    python bench/crash_test.py --db URL --nodes 2   # two serve --cluster nodes on PostgreSQL: one killed a cycle
 
 The core is importable (``run_crash_test``): tests/test_crash.py runs a short version in CI.
 """
@@ -58,6 +59,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import httpx
@@ -199,6 +201,7 @@ class Ledger:
 def read_ledger(path: str) -> Ledger:
     db = engine.connect_ro(path)
     try:
+        db.execute(engine.snapshot(db))  # one snapshot: another node of a cluster may be committing meanwhile
         q = db.execute
         finance = {r[0]: r[1:] for r in q(
             "SELECT id, order_id, version, login, cmd, state, amount, delta, balance, credit, source, ext_id "
@@ -388,11 +391,11 @@ def check_journal(ledger: Ledger, journal: Journal, where: str) -> dict[int, tup
 # ============================================================================ the server process
 
 class ServerProcess:
-    def __init__(self, db: str, workdir: str, cycle: int, sync_timeout_ms: int = 5000, writer: str = "process",
+    def __init__(self, db: str, workdir: str, number: int, sync_timeout_ms: int = 5000, writer: str = "process",
                  cluster: bool = False):
-        self.db, self.cycle, self.sync_timeout_ms, self.writer = db, cycle, sync_timeout_ms, writer
+        self.db, self.sync_timeout_ms, self.writer = db, sync_timeout_ms, writer
         self.cluster = cluster  # one node of several on a PostgreSQL ledger (serve --cluster)
-        self.log_path = os.path.join(workdir, f"server-{cycle:03d}.log")
+        self.log_path = os.path.join(workdir, f"server-{number:03d}.log")  # (numbered in the order started)
         self.proc: subprocess.Popen | None = None
         self.tcp = self.ws = self.wallet = 0
 
@@ -481,8 +484,11 @@ class Stats:
 class CrashTest:
     def __init__(self, *, db: str, workdir: str, seed: int, load_seconds: tuple[float, float] = (0.3, 1.2),
                  retry_sample: int | None = None, log: Callable[[str], None] = print,
-                 sync_timeouts: Sequence[int] | None = None, storms: Sequence[bool] | None = None):
+                 sync_timeouts: Sequence[int] | None = None, storms: Sequence[bool] | None = None, nodes: int = 1):
         self.db, self.workdir, self.seed, self.log = db, workdir, seed, log
+        # the servers: one, or the nodes of a cluster (cycle i kills node i % nodes while the others serve)
+        self.nodes: list[ServerProcess | None] = [None] * nodes
+        self.starts = itertools.count()
         self.rng = random.Random(seed)
         self.load_seconds, self.retry_sample = load_seconds, retry_sample
         # per cycle (cycle i takes item i; no sequence or no item i: a random choice): the sync timeout in
@@ -510,6 +516,10 @@ class CrashTest:
     def fail(self, msg: str) -> None:
         raise CrashTestFailure(msg)
 
+    def node(self, i: int) -> ServerProcess:
+        """The server of the ``i``-th connection: the only one, or the nodes of a cluster by turns."""
+        return self.nodes[i % len(self.nodes)]
+
     # ---------------------------------------------------------------- setup
 
     def prepare(self) -> None:
@@ -519,8 +529,8 @@ class CrashTest:
         self.token = subprocess.run([*CLI, "token", "--db", self.db, "--login", str(MANAGER)], check=True,
                                     capture_output=True, text=True, env=env).stdout.strip()
 
-    async def setup_accounts(self, srv: ServerProcess) -> None:
-        async with connect("127.0.0.1", srv.tcp, self.token) as c:
+    async def setup_accounts(self) -> None:
+        async with connect("127.0.0.1", self.node(0).tcp, self.token) as c:
             for i in range(ACCOUNTS):
                 r = await c.call("AddUser", {"name": f"player-{i}", "currency": CURRENCY})
                 if not r.ok:
@@ -765,7 +775,9 @@ class CrashTest:
                     return
             await trio.sleep(rng.expovariate(1 / 0.003))
 
-    async def load_and_kill(self, srv: ServerProcess) -> None:
+    async def load_and_kill(self) -> None:
+        """Load on every node; the cycle's node is killed (the others serve on, and must answer after it)."""
+        srv, survivor = self.node(self.cycle), self.node(self.cycle + 1)
         duration = self.rng.uniform(*self.load_seconds)
         killed = trio.Event()
 
@@ -789,6 +801,11 @@ class CrashTest:
             srv.kill()
             killed.set()
             await srv.wait()
+            if survivor is not srv:  # a new request on the other node is answered
+                async with connect("127.0.0.1", survivor.tcp, self.token) as c:
+                    reply = await self.send_mgr(c, self.new_mgr_op(), "after the kill", sync=False)
+                if reply is None or reply[0] == "err" and reply[1] in TRANSIENT_STATUS:
+                    self.fail(f"the other node answered {reply} after the kill")
             await trio.sleep(0.5)  # let every client see its connection die
             n.cancel_scope.cancel()
 
@@ -800,7 +817,7 @@ class CrashTest:
             got: list[tuple[int, int, dict]] = []
             self.late.append((k, got))
             try:
-                async with connect("127.0.0.1", srv.tcp, self.token) as c:
+                async with connect("127.0.0.1", survivor.tcp, self.token) as c:
                     r = await c.call("Subscribe", {"chanels": ["trade:event"], "from_seq": k})
                     if not r.ok:
                         self.fail(f"Subscribe from_seq {k} under load: {r}")
@@ -810,17 +827,17 @@ class CrashTest:
                 pass  # the kill
 
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as http:
-            async with connect("127.0.0.1", srv.tcp, self.token) as c1, \
-                    connect("127.0.0.1", srv.tcp, self.token) as c2, \
-                    connect("127.0.0.1", srv.tcp, self.token) as c3, \
+            async with connect("127.0.0.1", self.node(0).tcp, self.token) as c1, \
+                    connect("127.0.0.1", self.node(1).tcp, self.token) as c2, \
+                    connect("127.0.0.1", self.node(2).tcp, self.token) as c3, \
                     connect("127.0.0.1", srv.tcp, self.token) as storm:
                 async with trio.open_nursery() as n:
                     n.start_soon(killer, n, storm)
                     n.start_soon(late_subscriber)
                     for c in (c1, c2, c3):
                         n.start_soon(self.manager_worker, c, 8)
-                    for _ in range(4):
-                        n.start_soon(self.wallet_worker, http, srv.wallet)
+                    for i in range(4):
+                        n.start_soon(self.wallet_worker, http, self.node(i).wallet)
         if not killed.is_set():
             self.fail("the load ended before the kill")
 
@@ -888,7 +905,7 @@ class CrashTest:
         self.late_checked += sum(len(got) for _, got in self.late)
         self.late.clear()
 
-    async def retry_everything(self, srv: ServerProcess) -> None:
+    async def retry_everything(self) -> None:
         """Resend every journaled request (or a sample of the older ones), same extID / transaction.id,
         then a few changed repeats of settled ones."""
         ops = list(self.journal.ops.values())
@@ -901,12 +918,12 @@ class CrashTest:
         wallet = [op for op in ops if op.kind != "mgr"]
         self.stats.retries += len(ops)
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=32)) as http:
-            async with connect("127.0.0.1", srv.tcp, self.token) as c1, \
-                    connect("127.0.0.1", srv.tcp, self.token) as c2:
+            async with connect("127.0.0.1", self.node(0).tcp, self.token) as c1, \
+                    connect("127.0.0.1", self.node(1).tcp, self.token) as c2:
                 async with trio.open_nursery() as n:
                     for i, c in enumerate((c1, c2)):
                         n.start_soon(self._pump_mgr, c, mgr[i::2], 64)
-                    n.start_soon(self._pump_wallet, http, srv.wallet, wallet, 16)
+                        n.start_soon(self._pump_wallet, http, self.node(i).wallet, wallet[i::2], 8)
                 # changed repeats of requests the ledger has an outcome for: refused, nothing applied
                 decided = [op for op in self.journal.ops.values() if op.truth is not None]
                 for op in self.rng.sample(decided, min(len(decided), 8)):
@@ -915,7 +932,7 @@ class CrashTest:
                         changed = {**op.data, "amount": op.amount + 1}
                         await self.send_mgr(c1, op, "probe", data=changed)
                     else:
-                        await self.send_wallet(http, srv.wallet, op, "probe", changed=True)
+                        await self.send_wallet(http, self.node(0).wallet, op, "probe", changed=True)
 
     async def _pump_mgr(self, client: Client, ops: list[Op], depth: int) -> None:
         room = trio.Semaphore(depth)
@@ -945,17 +962,18 @@ class CrashTest:
                 await room.acquire()
                 n.start_soon(one, op)
 
-    async def check_online(self, srv: ServerProcess, where: str) -> None:
-        """Quiescent: the journal against the ledger, GetUser against the journaled sums, the live
-        subscriber caught up with every event."""
+    async def check_online(self, where: str) -> None:
+        """Quiescent: the journal against the ledger, GetUser on every node against the journaled sums, the
+        live subscriber caught up with every event."""
         ledger = read_ledger(self.db)
         expected = check_journal(ledger, self.journal, where)
-        async with connect("127.0.0.1", srv.tcp, self.token) as c:
-            for login, (balance, credit) in expected.items():
-                r = await c.call("GetUser", {"login": login})
-                if not r.ok or (to_micro(r.data["balance"]), to_micro(r.data["credit"])) != (balance, credit):
-                    self.fail(f"{where}: GetUser {login} = {r.data if r.ok else r}, the journal says "
-                              f"balance {balance} credit {credit} (micro-units)")
+        for srv in self.nodes:
+            async with connect("127.0.0.1", srv.tcp, self.token) as c:
+                for login, (balance, credit) in expected.items():
+                    r = await c.call("GetUser", {"login": login})
+                    if not r.ok or (to_micro(r.data["balance"]), to_micro(r.data["credit"])) != (balance, credit):
+                        self.fail(f"{where}: GetUser {login} = {r.data if r.ok else r}, the journal says "
+                                  f"balance {balance} credit {credit} (micro-units)")
         n = len(ledger.events)
         with trio.move_on_after(20):
             while (self.seen[-1][0] if self.seen else 0) < n and not self.sub_problems:
@@ -965,7 +983,8 @@ class CrashTest:
             self.fail(f"{where}: the live subscriber saw {len(self.seen)} events, the ledger has {n}")
 
     def check_offline(self, where: str) -> Ledger:
-        """The dead server's files: verify, gap-free seq, the journal, what the subscriber saw."""
+        """The dead server's ledger (beside the other nodes, if any): verify, gap-free seq, the journal, what
+        the subscriber saw."""
         run_verify(self.db)
         ledger = read_ledger(self.db)
         check_journal(ledger, self.journal, where)
@@ -974,63 +993,80 @@ class CrashTest:
 
     # ---------------------------------------------------------------- cycles
 
+    async def cycle_once(self, cycle: int, cycles: int, ledger: Ledger | None) -> Ledger:
+        """Start what is not running (every node at first, then the one killed), resume, retry and check;
+        then load and a kill (the last round: SIGTERM to every node instead). The ledger as checked."""
+        self.cycle = cycle
+        t0 = time.perf_counter()
+        # now and then a sync timeout so short that …Sync requests answer 504 and are retried later
+        if self.sync_timeouts is not None and cycle < min(cycles, len(self.sync_timeouts)):
+            sync_ms = self.sync_timeouts[cycle]
+        else:
+            sync_ms = 5000 if cycle in (0, cycles) or self.rng.random() < 0.7 else 2
+        if cycle < cycles and sync_ms < 5000:
+            self.stats.short_sync_cycles += 1
+        try:
+            async with trio.open_nursery() as starting:  # (the nodes of a cluster at once)
+                for i, node in enumerate(self.nodes):
+                    if node is None or not node.alive():
+                        # the writer in its own process, then in a thread of the server, by turns (killed: only
+                        # the server)
+                        start = next(self.starts)
+                        writer = ("process", "thread")[start % 2]
+                        self.nodes[i] = node = ServerProcess(self.db, self.workdir, start, sync_ms, writer,
+                                                             cluster=len(self.nodes) > 1)
+                        starting.start_soon(node.start)
+            async with trio.open_nursery() as n:
+                await n.start(self.follow, self.node(cycle))  # on the node to be killed: it ends with it
+                if ledger is not None:
+                    await self.replay_from_random_seq(self.node(cycle - 1), ledger)  # the one restarted
+                    await self.retry_everything()
+                    await self.check_online(f"cycle {cycle}: after restart and retries")
+                else:
+                    await self.setup_accounts()
+                if cycle == cycles:
+                    for node in self.nodes:
+                        code = await node.stop()
+                        if code != 0:
+                            self.fail(f"SIGTERM: the server exited {code}\n{node.log_tail()}")
+                    ledger = self.check_offline("after the final SIGTERM")
+                    undecided = [op for op in self.journal.ops.values() if op.truth is None]
+                    if undecided:
+                        self.fail(f"{len(undecided)} requests still have no outcome after the final retries, "
+                                  f"e.g. {undecided[0].describe()}")
+                    return ledger
+                await self.load_and_kill()
+            ledger = self.check_offline(f"cycle {cycle}: after kill -9")
+        except BaseException as e:
+            failure = _failure_in(e)
+            if failure is None:
+                raise
+            logs = "".join(node.log_tail() for node in self.nodes if node is not None)
+            raise CrashTestFailure(f"{failure}\n(seed {self.seed}, cycle {cycle}; server log tail:\n{logs})") from None
+        self.stats.cycles += 1
+        # requests the kill left unanswered: committed before it (reply lost), or never applied
+        cut = [op for op in self.journal.ops.values()
+               if any(c == cycle and r is None for c, _, r in op.replies) and not op.answered()]
+        applied = sum(1 for op in cut if op.truth is not None)
+        self.stats.cut_applied += applied
+        self.stats.cut_lost += len(cut) - applied
+        self.log(f"cycle {cycle} (sync timeout {sync_ms} ms): {time.perf_counter() - t0:.1f} s, killed "
+                 f"with {self.stats.in_flight_at_kill[-1]} in flight, {len(cut)} left unanswered "
+                 f"({applied} of them committed); {len(ledger.events)} events, "
+                 f"{len(self.journal.ops)} keys: ledger ok")
+        return ledger
+
     async def run(self, cycles: int) -> Stats:
         started = time.perf_counter()
         self.prepare()
         ledger: Ledger | None = None
-        for cycle in range(cycles + 1):  # the last round only restarts, checks and stops cleanly
-            self.cycle = cycle
-            t0 = time.perf_counter()
-            # now and then a sync timeout so short that …Sync requests answer 504 and are retried later
-            if self.sync_timeouts is not None and cycle < min(cycles, len(self.sync_timeouts)):
-                sync_ms = self.sync_timeouts[cycle]
-            else:
-                sync_ms = 5000 if cycle in (0, cycles) or self.rng.random() < 0.7 else 2
-            if cycle < cycles and sync_ms < 5000:
-                self.stats.short_sync_cycles += 1
-            # the writer in its own process, then in a thread of the server, by turns (killed: only the server)
-            srv = ServerProcess(self.db, self.workdir, cycle, sync_ms, ("process", "thread")[cycle % 2])
-            try:
-                await srv.start()
-                async with trio.open_nursery() as n:
-                    await n.start(self.follow, srv)
-                    if ledger is not None:
-                        await self.replay_from_random_seq(srv, ledger)
-                        await self.retry_everything(srv)
-                        await self.check_online(srv, f"cycle {cycle}: after restart and retries")
-                    else:
-                        await self.setup_accounts(srv)
-                    if cycle == cycles:
-                        code = await srv.stop()
-                        if code != 0:
-                            self.fail(f"SIGTERM: the server exited {code}\n{srv.log_tail()}")
-                        ledger = self.check_offline("after the final SIGTERM")
-                        undecided = [op for op in self.journal.ops.values() if op.truth is None]
-                        if undecided:
-                            self.fail(f"{len(undecided)} requests still have no outcome after the final retries, "
-                                      f"e.g. {undecided[0].describe()}")
-                        break
-                    await self.load_and_kill(srv)
-                ledger = self.check_offline(f"cycle {cycle}: after kill -9")
-                self.stats.cycles += 1
-                # requests the kill left unanswered: committed before it (reply lost), or never applied
-                cut = [op for op in self.journal.ops.values()
-                       if any(c == cycle and r is None for c, _, r in op.replies) and not op.answered()]
-                applied = sum(1 for op in cut if op.truth is not None)
-                self.stats.cut_applied += applied
-                self.stats.cut_lost += len(cut) - applied
-                self.log(f"cycle {cycle} (sync timeout {sync_ms} ms): {time.perf_counter() - t0:.1f} s, killed "
-                         f"with {self.stats.in_flight_at_kill[-1]} in flight, {len(cut)} left unanswered "
-                         f"({applied} of them committed); {len(ledger.events)} events, "
-                         f"{len(self.journal.ops)} keys: ledger ok")
-            except BaseException as e:
-                failure = _failure_in(e)
-                if failure is None:
-                    raise
-                raise CrashTestFailure(f"{failure}\n(seed {self.seed}, cycle {cycle}; server log tail:\n"
-                                       f"{srv.log_tail()})") from None
-            finally:
-                srv.ensure_dead()
+        try:
+            for cycle in range(cycles + 1):  # the last round only restarts, checks and stops cleanly
+                ledger = await self.cycle_once(cycle, cycles, ledger)
+        finally:
+            for node in self.nodes:
+                if node is not None:
+                    node.ensure_dead()
         self.stats.events = len(ledger.events) if ledger else 0
         self.stats.keys = len(self.journal.ops)
         self.stats.late_events = self.late_checked
@@ -1048,12 +1084,13 @@ class CrashTest:
 async def run_crash_test(cycles: int = 20, seed: int | None = None, workdir: str | None = None,
                          db: str | None = None, keep: bool = False, load_seconds: tuple[float, float] = (0.3, 1.2),
                          retry_sample: int | None = None, log: Callable[[str], None] = print, *,
-                         sync_timeouts: Sequence[int] | None = None, storms: Sequence[bool] | None = None) -> Stats:
+                         sync_timeouts: Sequence[int] | None = None, storms: Sequence[bool] | None = None,
+                         nodes: int = 1) -> Stats:
     """Run ``cycles`` kill -9 / restart cycles on a new ledger; raises CrashTestFailure (naming the seed)
     on the first broken invariant. ``workdir`` (default: a temp dir, removed unless ``keep`` or a
     failure) holds the database, each server's log and, on failure, the journal (journal.json).
     ``sync_timeouts`` and ``storms`` fix, cycle by cycle, the sync timeout (ms) and whether the kill comes
-    mid-storm (default: random choices)."""
+    mid-storm (default: random choices). ``nodes`` > 1: that many ``serve --cluster`` nodes on a PostgreSQL ``db``."""
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
     own_dir = workdir is None
@@ -1063,7 +1100,7 @@ async def run_crash_test(cycles: int = 20, seed: int | None = None, workdir: str
         raise ValueError(f"{db} exists: the crash test needs a new ledger (every row must be journaled)")
     log(f"crash test: seed {seed}, {cycles} cycles, ledger {db}")
     test = CrashTest(db=db, workdir=workdir, seed=seed, load_seconds=load_seconds, retry_sample=retry_sample,
-                     log=log, sync_timeouts=sync_timeouts, storms=storms)
+                     log=log, sync_timeouts=sync_timeouts, storms=storms, nodes=nodes)
     failed = True
     try:
         stats = await test.run(cycles)
@@ -1088,6 +1125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="seed of the random choices (default: random, printed)")
     p.add_argument("--db", default=None, help="ledger path (must not exist; kept afterwards), or the URL of an empty "
                                              "PostgreSQL database")
+    p.add_argument("--nodes", type=int, default=1, help="servers: 2 or more are nodes of a cluster on a PostgreSQL "
+                                                       "--db, one killed each cycle while the others serve")
     p.add_argument("--keep", action="store_true", help="keep the work directory (ledger, server logs)")
     p.add_argument("--min-load", type=float, default=0.3, help="shortest load before a kill, seconds")
     p.add_argument("--max-load", type=float, default=1.2, help="longest load before a kill, seconds")
@@ -1097,8 +1136,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         db = args.db if args.db is None or engine.is_postgres(args.db) else os.path.abspath(args.db)
-        stats = trio.run(run_crash_test, args.cycles, args.seed, None, db,
-                         args.keep, (args.min_load, args.max_load), args.retry_sample)
+        stats = trio.run(partial(run_crash_test, args.cycles, args.seed, None, db, args.keep,
+                                 (args.min_load, args.max_load), args.retry_sample, nodes=args.nodes))
     except CrashTestFailure as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1

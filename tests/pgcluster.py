@@ -19,14 +19,16 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
+from dataclasses import replace
 
 import pytest
 
-from syncledger.server.app import serve
+from syncledger.server.app import Config, Server, serve
 from syncledger.server.testing import test_config
 
-BACKENDS = ("sqlite", "postgresql")
+BACKENDS = ("sqlite", "postgresql", "cluster")
 
 
 def find_binary(name: str) -> str | None:
@@ -138,30 +140,94 @@ def pg_url(pg_cluster) -> str:
     return pg_cluster.new_ledger()
 
 
-# Marks: run a test on each backend, SQLite then PostgreSQL (a test that takes ``ledger_db``, or ``mem_server``).
-on_both = pytest.mark.parametrize("ledger_db", BACKENDS, indirect=True)
-mem_on_both = pytest.mark.parametrize("mem_db", BACKENDS, indirect=True)
+# The mark: run a test on each backend (a test that takes ``ledger_db``, or ``mem_server``, or ``backend``).
+every_backend = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 
 
 @pytest.fixture
-def ledger_db(request, tmp_path) -> str:
-    """Where the test's ledger lives: a new SQLite file (the default), or, for a test marked :func:`on_both`,
-    a new SQLite file and then a fresh PostgreSQL database."""
-    if getattr(request, "param", "sqlite") == "postgresql":
-        return request.getfixturevalue("pg_url")
-    return str(tmp_path / "ledger.db")
+def backend(request) -> str:
+    """``sqlite`` (the default), or for a test marked :data:`every_backend`, each of :data:`BACKENDS` in turn:
+    ``postgresql`` is one server, ``cluster`` two nodes on one PostgreSQL ledger."""
+    return getattr(request, "param", "sqlite")
 
 
 @pytest.fixture
-def mem_db(request) -> str:
-    """conftest's ``:memory:``, or for a test marked :data:`mem_on_both`, a fresh PostgreSQL database."""
-    if getattr(request, "param", "sqlite") == "postgresql":
-        return request.getfixturevalue("pg_url")
-    return ":memory:"
+def ledger_db(request, backend, tmp_path) -> str:
+    """Where the test's ledger lives: a new SQLite file, or a fresh PostgreSQL ledger."""
+    return str(tmp_path / "ledger.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
-async def mem_server(nursery, mem_db):
+def mem_db(request, backend) -> str:
+    """conftest's ``:memory:``, or a fresh PostgreSQL ledger."""
+    return ":memory:" if backend == "sqlite" else request.getfixturevalue("pg_url")
+
+
+class Nodes:
+    """Two cluster nodes on one ledger, shown to a test as one server: each new connection (a memory stream, or a
+    port looked up) goes to the next node; reads through ``mainloop`` are made on the first node once it has
+    taken in what the other committed; anything else is the first node's (both share the secret and clock)."""
+
+    def __init__(self, nodes: list[Server]):
+        self.nodes = nodes
+        self._turns = itertools.cycle(nodes)
+        self.keys = _Keys(nodes)
+        self.mainloop = _MainLoops(nodes)
+
+    def __getattr__(self, name: str):
+        return getattr(self.nodes[0], name)
+
+    def connect_memory(self, lockstep: bool = False):
+        return next(self._turns).connect_memory(lockstep)
+
+    @property
+    def ports(self):
+        return next(self._turns).ports
+
+
+class _Keys:
+    """The managers' key versions: a test manager stored through one node is reloaded by both."""
+
+    def __init__(self, nodes: list[Server]):
+        self.nodes = nodes
+
+    @property
+    def versions(self) -> dict[int, int]:
+        return self.nodes[0].keys.versions
+
+    def reload(self) -> None:
+        for node in self.nodes:
+            node.keys.reload()
+
+
+class _MainLoops:
+    """Both nodes' mainLoops: paused and resumed together; a read sees every node's commits."""
+
+    def __init__(self, nodes: list[Server]):
+        self.nodes = nodes
+
+    async def read(self, fn, *args):
+        await self.nodes[0].newest_seq(sys.maxsize)  # (a catch-up first)
+        return await self.nodes[0].mainloop.read(fn, *args)
+
+    def pause(self) -> None:
+        for node in self.nodes:
+            node.mainloop.pause()
+
+    def resume(self) -> None:
+        for node in self.nodes:
+            node.mainloop.resume()
+
+
+async def serve_on(nursery, backend: str, config: Config) -> Server | Nodes:
+    """``serve(config)`` in ``nursery``; on the cluster backend, two nodes of ``config`` on its ledger."""
+    if backend != "cluster":
+        return await nursery.start(serve, config)
+    return Nodes([await nursery.start(serve, replace(config, cluster=True)) for _ in range(2)])
+
+
+@pytest.fixture
+async def mem_server(nursery, backend, mem_db):
     """conftest's ``mem_server`` (an importing module's own), on ``mem_db``: on PostgreSQL the store stays on the
     Trio thread as the in-memory one does (threaded=False), so MockClock still drives every timeout."""
-    return await nursery.start(serve, test_config(db=mem_db))
+    return await serve_on(nursery, backend, test_config(db=mem_db))

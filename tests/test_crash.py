@@ -10,14 +10,14 @@ from decimal import Decimal
 import pytest
 
 from bench.crash_test import MANAGER, CrashTestFailure, Journal, Op, check_journal, read_ledger, run_crash_test
-from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store, engine
-from tests.pgcluster import ledger_db, on_both, pg_cluster, pg_url  # noqa: F401  (fixtures)
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store
+from tests.pgcluster import backend, every_backend, ledger_db, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 SEED = int(os.environ.get("SYNCLEDGER_CRASH_SEED", "20240605"))
 
 
-@on_both
-async def test_kill_9_under_load_and_restart_3_cycles(tmp_path, ledger_db):
+@every_backend
+async def test_kill_9_under_load_and_restart_3_cycles(tmp_path, backend, ledger_db):
     """Three kill -9 cycles, one of each kind, then a restart, the final checks and a SIGTERM (exit 0):
 
     - cycle 0: the kill comes a few milliseconds into a storm of pipelined requests (mid group commit);
@@ -35,14 +35,16 @@ async def test_kill_9_under_load_and_restart_3_cycles(tmp_path, ledger_db):
     On a ledger file, and on PostgreSQL (where the kill leaves the database server running: what it committed
     is what the restarted server finds); there the first cycle only (the storm kill mid group commit, then the
     restart, the checks and the SIGTERM), to keep the suite within its two minutes: the other two cycles test
-    the mainLoop's sync timeouts and a twice-recovered ledger, which do not depend on the engine.
+    the mainLoop's sync timeouts and a twice-recovered ledger, which do not depend on the engine. And on two
+    ``serve --cluster`` nodes, the load spread over both: two cycles, each killing one node while the other
+    serves (and must answer a new request after the kill); the first cycles' kinds, so each node dies once.
 
     Longer runs: ``python bench/crash_test.py --cycles 50`` (random kinds and seed, printed), or
     ``SYNCLEDGER_CRASH_SEED=N pytest tests/test_crash.py`` for another seed here."""
-    cycles = 1 if engine.is_postgres(ledger_db) else 3
+    cycles = {"sqlite": 3, "postgresql": 1, "cluster": 2}[backend]
     stats = await run_crash_test(cycles=cycles, seed=SEED, workdir=str(tmp_path), db=ledger_db,
                                  load_seconds=(0.2, 0.7), sync_timeouts=[5000, 2, 5000][:cycles],
-                                 storms=[True, False, True][:cycles])
+                                 storms=[True, False, True][:cycles], nodes=2 if backend == "cluster" else 1)
     print(stats.summary())
     assert stats.cycles == cycles and len(stats.in_flight_at_kill) == cycles and min(stats.in_flight_at_kill) > 0
     assert stats.storm_kills == (cycles + 1) // 2 and stats.short_sync_cycles == cycles // 2

@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-from contextlib import closing
+from contextlib import AsyncExitStack, closing
 from decimal import Decimal
 
 import pytest
@@ -16,7 +16,7 @@ import trio
 
 from syncledger.ledger import engine
 from syncledger.server.client import Call, ConnectionLost, Reply, connect
-from tests.pgcluster import ledger_db, on_both, pg_cluster, pg_url  # noqa: F401  (fixtures)
+from tests.pgcluster import backend, every_backend, ledger_db, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 CLI = [sys.executable, "-m", "syncledger.server.cli"]
 
@@ -25,14 +25,26 @@ def run_cli(*args: str, env: dict | None = None) -> str:
     return subprocess.run([*CLI, *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
 
 
-async def start_server(db: str, env: dict) -> tuple[subprocess.Popen, int, int]:
+async def start_server(db: str, env: dict, cluster: bool = False) -> tuple[subprocess.Popen, int, int]:
     proc = subprocess.Popen([*CLI, "serve", "--db", db, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
-                             "--admin-port", "0"],
+                             "--admin-port", "0", *(["--cluster"] if cluster else [])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = await trio.to_thread.run_sync(proc.stdout.readline)
     match = re.fullmatch(r"listening tcp=127\.0\.0\.1:(\d+) ws=127\.0\.0\.1:(\d+) wallet=\S+ admin=127\.0\.0\.1:\d+\n", line)
     assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
     return proc, int(match[1]), int(match[2])
+
+
+async def start_servers(db: str, env: dict, nodes: int) -> list[tuple[subprocess.Popen, int, int]]:
+    """One server, or that many ``serve --cluster`` nodes started at once."""
+    servers: list[tuple[subprocess.Popen, int, int]] = []
+
+    async def one() -> None:
+        servers.append(await start_server(db, env, nodes > 1))
+    async with trio.open_nursery() as starting:
+        for _ in range(nodes):
+            starting.start_soon(one)
+    return servers
 
 
 async def stop(proc: subprocess.Popen) -> int:
@@ -41,8 +53,8 @@ async def stop(proc: subprocess.Popen) -> int:
         return await trio.to_thread.run_sync(proc.wait)
 
 
-@on_both
-async def test_serve_credit_sync_sigterm_and_verify(ledger_db):
+@every_backend
+async def test_serve_credit_sync_sigterm_and_verify(backend, ledger_db):
     """The ``syncledger`` command on a ledger file and real sockets: a stored manager's token, AddUser,
     CreditInSync; then SIGTERM while a stream of pipelined BalanceIn is in flight (at most 500 unanswered
     at a time, sent until the server closes the connection; the signal goes once 200 are answered, so
@@ -51,15 +63,20 @@ async def test_serve_credit_sync_sigterm_and_verify(ledger_db):
     left unanswered (the server had stopped reading, or its answer was lost with the connection) may be
     either. After a restart, nothing acknowledged is lost: the balance is exactly what the ledger
     applied, and retrying every request with its extID applies each exactly once. No count of 200s or
-    503s is asserted: those depend on timing. On a ledger file and on PostgreSQL."""
+    503s is asserted: those depend on timing. On a ledger file, on PostgreSQL, and on two ``serve --cluster``
+    nodes: a stream into each, the nodes stopped one after the other (the second serving on meanwhile), the
+    reads, the …Sync retry and half of the retries on the node that did not take them first."""
     db = ledger_db
+    nodes = 2 if backend == "cluster" else 1
     env = {**os.environ, "SYNCLEDGER_SECRET": "e2e-secret-e2e-secret-e2e-secret-e2e"}
     run_cli("manager", "add", "--db", db, "--login", "7", "--password", "pw-long-enough-1", "--session", "MANAGER", env=env)
     token = run_cli("token", "--db", db, "--login", "7", env=env)
-    proc, port, _ = await start_server(db, env)
+    servers = await start_servers(db, env, nodes)
     replies: dict[str, Reply | None] = {}  # extID -> its answer (None: none came before the close)
     try:
-        async with connect("127.0.0.1", port, token) as c:
+        async with AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(connect("127.0.0.1", port, token)) for _, port, _ in servers]
+            c = clients[0]
             login = (await c.call("AddUser", {"name": "e2e", "currency": "EUR"})).data["login"]
             sync = await c.call("CreditInSync", {"login": login, "amount": Decimal("300.0"),
                                                  "comment": "Promotion credit"}, ext_id="credit-req-1001")
@@ -76,26 +93,28 @@ async def test_serve_credit_sync_sigterm_and_verify(ledger_db):
                 if len(replies) >= 200:
                     busy.set()
 
-            async def send_until_closed() -> None:
+            async def send_until_closed(c, node: int) -> None:
                 window = trio.Semaphore(500)
                 async with trio.open_nursery() as waiting:
                     for i in range(1_000_000):
                         await window.acquire()
                         try:
-                            call = c.start("BalanceIn", {"login": login, "amount": 1}, ext_id=f"b{i}")
+                            call = c.start("BalanceIn", {"login": login, "amount": 1}, ext_id=f"b{node}.{i}")
                         except ConnectionLost:
                             return
                         waiting.start_soon(answer, call, window)
 
             with trio.fail_after(120):  # a guard against a hang, far above the run's ~1 s
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(send_until_closed)
+                    for node, client in enumerate(clients):
+                        nursery.start_soon(send_until_closed, client, node)
                     await busy.wait()
-                    code = await stop(proc)
+                    codes = [await stop(proc) for proc, _, _ in servers]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert code == 0, proc.stderr.read()
+        for proc, _, _ in servers:
+            if proc.poll() is None:
+                proc.kill()
+    assert codes == [0] * nodes, [proc.stderr.read() for proc, _, _ in servers]
     assert all(r is None or r.ok or (r.status, r.error) == (503, "SHUTTING_DOWN") for r in replies.values()), \
         {(r.status, r.error) for r in replies.values() if r is not None}
     acknowledged = {k for k, r in replies.items() if r is not None and r.ok}
@@ -111,20 +130,22 @@ async def test_serve_credit_sync_sigterm_and_verify(ledger_db):
     assert not refused & applied, f"answered 503 yet applied: {sorted(refused & applied)[:10]}"
     assert applied <= set(replies)
     # restart: what was acknowledged is there, exactly once; every request retried applies once in all
-    proc, port, _ = await start_server(db, env)
+    servers = await start_servers(db, env, nodes)
     try:
-        async with connect("127.0.0.1", port, token) as c:
-            user = await c.call("GetUser", {"login": login})
+        async with AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(connect("127.0.0.1", port, token)) for _, port, _ in servers]
+            user = await clients[-1].call("GetUser", {"login": login})
             assert user.data["balance"] == len(applied)
-            retry = await c.call("CreditInSync", {"login": login, "amount": Decimal("300.0"),
-                                                  "comment": "Promotion credit"}, ext_id="credit-req-1001")
+            retry = await clients[-1].call("CreditInSync", {"login": login, "amount": Decimal("300.0"),
+                                                            "comment": "Promotion credit"}, ext_id="credit-req-1001")
             assert retry.ok and retry.data["order"] == sync.data["order"]
-            calls = [c.start("BalanceIn", {"login": login, "amount": 1}, ext_id=k) for k in replies]
+            calls = [clients[i % nodes].start("BalanceIn", {"login": login, "amount": 1}, ext_id=k)
+                     for i, k in enumerate(replies)]
             assert all([(await call.reply()).ok for call in calls])
-            user = await c.call("GetUser", {"login": login})
+            user = await clients[0].call("GetUser", {"login": login})
             assert (user.data["credit"], user.data["balance"]) == (Decimal("300.0"), len(replies))
     finally:
-        assert await stop(proc) == 0
+        assert [await stop(proc) for proc, _, _ in servers] == [0] * nodes
 
 
 def test_verify_cli_names_a_tampered_row(tmp_path):

@@ -9,8 +9,8 @@ import orjson
 
 from syncledger.server.app import serve
 from tests.conftest import add_account, admin_token, assert_ledger_ok, make_config, mem_client, tcp_client
-from tests.pgcluster import (ledger_db, mem_db, mem_on_both, mem_server, on_both, pg_cluster,  # noqa: F401
-                             pg_url)
+from tests.pgcluster import (backend, every_backend, ledger_db, mem_db, mem_server, pg_cluster,  # noqa: F401
+                             pg_url, serve_on)
 
 
 async def test_slow_subscriber_is_dropped_others_get_every_event_in_order(nursery, autojump_clock):
@@ -36,7 +36,7 @@ async def test_slow_subscriber_is_dropped_others_get_every_event_in_order(nurser
     await assert_ledger_ok(srv)
 
 
-@mem_on_both
+@every_backend
 async def test_from_seq_replays_without_gap_or_duplicate_then_goes_live(mem_server, autojump_clock):
     async with mem_client(mem_server) as c:
         login = await add_account(c)
@@ -56,7 +56,7 @@ async def test_from_seq_replays_without_gap_or_duplicate_then_goes_live(mem_serv
     assert extra is None
 
 
-@mem_on_both
+@every_backend
 async def test_replay_while_writes_continue_has_no_gap(mem_server, autojump_clock):
     from syncledger.server import broker as broker_module
 
@@ -149,17 +149,17 @@ async def test_websocket_slow_client_is_closed_with_1013(nursery, tmp_path):
     assert srv.broker.dropped >= 1
 
 
-@on_both
-async def test_from_seq_across_a_restart(nursery, ledger_db):
+@every_backend
+async def test_from_seq_across_a_restart(nursery, backend, ledger_db):
     db = ledger_db
     async with trio.open_nursery() as first:
-        srv = await first.start(serve, make_config(db=db))
+        srv = await serve_on(first, backend, make_config(db=db))
         async with tcp_client(srv) as c:
             login = await add_account(c)
             for i in range(10):
                 await c.call("CreditIn", {"login": login, "amount": i + 1, "comment": "before"})
         first.cancel_scope.cancel()
-    srv = await nursery.start(serve, make_config(db=db))
+    srv = await serve_on(nursery, backend, make_config(db=db))
     async with tcp_client(srv) as c:
         await c.call("CreditIn", {"login": login, "amount": 1, "comment": "after"})
         assert (await c.call("Subscribe", {"chanels": ["trade:event"], "from_seq": 5})).ok

@@ -11,7 +11,7 @@ import trio
 from syncledger.server import protocol
 from syncledger.server.auth import SESSION_DEALER, SESSION_MANAGER, SESSION_USER, Tokens
 from tests.conftest import add_account, admin_token, assert_ledger_ok, event_count, mem_client
-from tests.pgcluster import ledger_db, mem_db, mem_on_both, mem_server, on_both, pg_cluster, pg_url  # noqa: F401
+from tests.pgcluster import backend, every_backend, ledger_db, mem_db, mem_server, pg_cluster, pg_url  # noqa: F401
 
 
 class Raw:
@@ -164,7 +164,7 @@ async def test_401_for_missing_forged_or_expired_tokens(mem_server, login_1000, 
     assert await event_count(mem_server) == before
 
 
-@mem_on_both
+@every_backend
 async def test_token_expires_on_the_server_clock(mem_server, login_1000, autojump_clock):
     """A token is good until its ``exp`` on the server's clock and refused from then on (MockClock: the
     minute passes instantly, and the two calls land just before and just after ``exp``)."""
@@ -178,7 +178,7 @@ async def test_token_expires_on_the_server_clock(mem_server, login_1000, autojum
     assert (reply.status, reply.error) == (401, "TOKEN_EXPIRED")
 
 
-@mem_on_both
+@every_backend
 async def test_403_for_session_user_and_dealer_rights(mem_server, login_1000, autojump_clock):
     before = await event_count(mem_server)
     async with mem_client(mem_server, token=admin_token(mem_server, 5, SESSION_USER)) as user:
@@ -197,18 +197,18 @@ async def test_unknown_command_is_404(mem_server, login_1000, autojump_clock):
     assert (reply.status, reply.error) == (404, "UNKNOWN_COMMAND")
 
 
-@on_both
-async def test_login_with_stored_manager(nursery, ledger_db):
+@every_backend
+async def test_login_with_stored_manager(nursery, backend, ledger_db):
     from syncledger.ledger import Store
     from syncledger.server import admin
-    from syncledger.server.app import serve
     from tests.conftest import make_config
+    from tests.pgcluster import serve_on
 
     db = ledger_db
     store = Store(db)
     admin.add_manager(store.db, 42, "s3cret", SESSION_MANAGER, 0)
     store.close()
-    srv = await nursery.start(serve, make_config(db=db))
+    srv = await serve_on(nursery, backend, make_config(db=db))
     async with mem_client(srv, token=None) as c:
         wrong = await c.call("Login", {"login": 42, "password": "nope"})
         unknown = await c.call("Login", {"login": 43, "password": "s3cret"})
@@ -218,9 +218,11 @@ async def test_login_with_stored_manager(nursery, ledger_db):
         good = await c.login(42, "s3cret")
         assert good.ok and good.data["session"] == SESSION_MANAGER and good.data["expires_at"] > 0
         assert (await c.call("Ping")).ok
+    async with mem_client(srv, token=good.data["token"]) as other:  # (on the cluster: the other node)
+        assert (await other.call("Ping")).ok
 
 
-@mem_on_both
+@every_backend
 async def test_accounts_and_reads(mem_server, login_1000, autojump_clock):
     async with mem_client(mem_server) as c:
         dup = await c.call("AddUser", {"login": 1000, "name": "again", "currency": "EUR"})
@@ -269,7 +271,7 @@ async def test_line_of_64k_plus_one_byte_ended_by_newline_is_too_long(mem_server
     assert (reply["status"], reply["error"]) == (400, "LINE_TOO_LONG")
 
 
-@mem_on_both
+@every_backend
 async def test_get_trades_says_when_there_are_more(mem_server, login_1000, autojump_clock, monkeypatch):
     from syncledger.server import commands
 

@@ -8,10 +8,10 @@ import trio
 
 from syncledger.ledger.rules import EV_RECORD_ADD, EV_RECORD_DELETE, EV_RECORD_UPDATE
 from tests.conftest import add_account, admin_token, assert_ledger_ok, event_count, mem_client
-from tests.pgcluster import mem_db, mem_on_both, mem_server, pg_cluster, pg_url  # noqa: F401  (fixtures)
+from tests.pgcluster import backend, every_backend, mem_db, mem_server, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 
-@mem_on_both
+@every_backend
 async def test_credit_in_sync_answers_with_the_event_data(mem_server, autojump_clock):
     async with mem_client(mem_server) as c:
         login = await add_account(c)
@@ -29,7 +29,7 @@ async def test_credit_in_sync_answers_with_the_event_data(mem_server, autojump_c
     await assert_ledger_ok(mem_server)
 
 
-@mem_on_both
+@every_backend
 async def test_update_and_delete_wait_for_their_event_types(mem_server, autojump_clock):
     async with mem_client(mem_server) as c:
         login = await add_account(c)
@@ -53,7 +53,7 @@ async def test_unknown_order_creates_a_new_one(mem_server, autojump_clock):
     assert reply.ok and reply.data["order"] != 999_999 and reply.data["version"] == 1
 
 
-@mem_on_both
+@every_backend
 async def test_sync_timeout_after_5000_ms_then_applied_and_replayed(mem_server, autojump_clock):
     async with mem_client(mem_server) as c:
         login = await add_account(c)
@@ -90,7 +90,7 @@ async def test_configured_sync_timeout(nursery, autojump_clock):
     assert reply.status == 504 and abs(trio.current_time() - start - 0.25) < 1e-6
 
 
-@mem_on_both
+@every_backend
 async def test_idempotency_conflict_and_failed_first_attempt(mem_server, autojump_clock):
     async with mem_client(mem_server) as c:
         login = await add_account(c)
@@ -123,7 +123,7 @@ async def test_client_disconnecting_while_waiting(mem_server, autojump_clock):
     await assert_ledger_ok(mem_server)
 
 
-@mem_on_both
+@every_backend
 async def test_1000_pipelined_sync_on_one_connection(mem_server, autojump_clock):
     async with mem_client(mem_server) as c:
         login = await add_account(c)

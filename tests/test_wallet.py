@@ -12,7 +12,7 @@ import trio
 
 from syncledger.server.app import serve
 from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, tcp_client
-from tests.pgcluster import ledger_db, on_both, pg_cluster, pg_url  # noqa: F401  (fixtures)
+from tests.pgcluster import backend, every_backend, ledger_db, pg_cluster, pg_url, serve_on  # noqa: F401  (fixtures)
 
 TOKEN = "provider-shared-token"
 
@@ -23,10 +23,10 @@ def dumps(body: dict) -> bytes:
 
 
 @pytest.fixture
-async def wallet_server(nursery, ledger_db):
-    """On a ledger file; a test marked ``on_both`` runs on PostgreSQL too."""
-    return await nursery.start(serve, make_config(db=ledger_db, wallet_port=0,
-                                                  wallet_token=TOKEN, game_session_ttl=1))
+async def wallet_server(nursery, backend, ledger_db):
+    """On a ledger file; a test marked ``every_backend`` runs on PostgreSQL and on two nodes (calls alternating)."""
+    return await serve_on(nursery, backend, make_config(db=ledger_db, wallet_port=0, wallet_token=TOKEN,
+                                                     game_session_ttl=1))
 
 
 class Provider:
@@ -88,7 +88,7 @@ async def provider(wallet_server):
     await assert_ledger_ok(wallet_server)
 
 
-@on_both
+@every_backend
 async def test_full_round_debit_then_credit(provider):
     check = await provider.post("check", {"sid": provider.sid, "userId": str(provider.login), "uuid": "u0"})
     assert check == {"status": "OK", "sid": provider.sid, "uuid": "u0"}
@@ -121,7 +121,7 @@ async def expired_sid(srv, login: int) -> str:
     return f"old-sid-{login}"
 
 
-@on_both
+@every_backend
 async def test_credit_accepted_after_sid_expiry_debit_refused(provider):
     await provider.debit("bet-3", 5)
     provider.sid = await expired_sid(provider.srv, provider.login)
@@ -132,7 +132,7 @@ async def test_credit_accepted_after_sid_expiry_debit_refused(provider):
     assert (win["status"], win["balance"]) == ("OK", Decimal(102))
 
 
-@on_both
+@every_backend
 async def test_retries_never_move_money_twice(provider):
     srv = provider.srv
     first = await provider.debit("bet-5", 10)
@@ -157,7 +157,7 @@ async def test_retries_never_move_money_twice(provider):
     assert user.data["balance"] == Decimal(93)
 
 
-@on_both
+@every_backend
 async def test_cancel_after_credit_and_credit_after_cancel(provider):
     await provider.debit("bet-7", 10)
     await provider.credit("win-7", "bet-7", 20)
@@ -170,7 +170,7 @@ async def test_cancel_after_credit_and_credit_after_cancel(provider):
     assert (late_credit["status"], late_credit["balance"]) == ("BET_ALREADY_SETTLED", Decimal(110))
 
 
-@on_both
+@every_backend
 async def test_credit_or_cancel_before_debit_leaves_a_tombstone(provider):
     early = await provider.credit("win-9", "bet-9", 5)
     assert (early["status"], early["balance"]) == ("BET_DOES_NOT_EXIST", Decimal(100))
@@ -184,7 +184,7 @@ async def test_credit_or_cancel_before_debit_leaves_a_tombstone(provider):
         assert (await c.call("GetUser", {"login": provider.login})).data["balance"] == Decimal(100)
 
 
-@on_both
+@every_backend
 async def test_insufficient_funds_stays_failed(provider):
     short = await provider.debit("bet-11", 1000)
     assert (short["status"], short["balance"]) == ("INSUFFICIENT_FUNDS", Decimal(100))
@@ -292,7 +292,7 @@ async def test_100_concurrent_credits_from_separate_clients_apply_once(provider,
     assert user.data["balance"] == Decimal(100 - 100 + 200)
 
 
-@on_both
+@every_backend
 async def test_wallet_operations_are_trade_events(provider, wallet_server):
     async with tcp_client(wallet_server) as c:
         await c.call("Subscribe", {"chanels": ["trade:event"]})
@@ -306,7 +306,7 @@ async def test_wallet_operations_are_trade_events(provider, wallet_server):
     assert events[3]["data"]["state"] == 6 and events[3]["data"]["order"] == events[2]["data"]["order"]
 
 
-@on_both
+@every_backend
 async def test_a_debit_whose_order_a_manager_deleted_is_settled(provider, wallet_server):
     bet = await provider.debit("bet-m", 10)
     async with tcp_client(wallet_server) as c:
@@ -403,7 +403,7 @@ RETRIED = {("debit", "OK"): "BET_ALREADY_EXIST", ("credit", "OK"): "BET_ALREADY_
            ("cancel", "OK"): "BET_ALREADY_SETTLED"}
 
 
-@on_both
+@every_backend
 @pytest.mark.parametrize("flow", FLOWS)
 async def test_provider_flow(provider, flow):
     seq = await event_count(provider.srv)
@@ -495,7 +495,7 @@ async def test_sid_endpoint_only_for_test_environments(provider, nursery, tmp_pa
     await assert_ledger_ok(srv)
 
 
-@on_both
+@every_backend
 async def test_players_sharing_a_round_and_its_ref_id_are_settled_apart(provider, wallet_server):
     """A live table: every player's debit carries the round's refId; rounds and tombstones are per account."""
     async with tcp_client(wallet_server) as c:

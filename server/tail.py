@@ -84,10 +84,20 @@ class Tail:
                 continue
             pgconn.consume_input()  # (raises OperationalError once the connection is lost)
             while (note := pgconn.notifies()) is not None:
-                schema, seq, node = note.extra.decode().rsplit(" ", 2)
-                if schema != self._schema:
+                schema, seq, node = parse_note(note.extra.decode())
+                if schema not in (self._schema, None):
                     continue
                 self.notes += 1
-                if node != self.node and int(seq) > self.mainloop.committed_seq:
+                if node != self.node and (seq is None or seq > self.mainloop.committed_seq):
                     self.woken += 1
                     self._wake.set()
+
+
+def parse_note(payload: str) -> tuple[str | None, int | None, str | None]:
+    """A notification's ``schema seq node`` (a schema name may hold spaces). Anything else (another release's
+    notification) gives Nones: the node catches up, which is never wrong."""
+    try:
+        schema, seq, node = payload.rsplit(" ", 2)
+        return schema, int(seq), node
+    except ValueError:
+        return None, None, None

@@ -20,7 +20,7 @@ from syncledger.ledger.store import CatchUp, LedgerOpenError
 from syncledger.ledger.wallet import OpenSession
 from syncledger.server import lockfile
 from syncledger.server.app import serve
-from syncledger.server.tail import Tail
+from syncledger.server.tail import Tail, parse_note
 from syncledger.server.auth import SESSION_MANAGER, Tokens
 from syncledger.server.client import ConnectionLost, connect
 from syncledger.server.lockfile import LedgerLock, LedgerLocked
@@ -435,3 +435,12 @@ async def test_a_node_is_not_woken_by_its_own_notifications(nursery, pg_url):
         assert (await ca.call("GetUser", {"login": login})).data["credit"] == 56
     await a.shutdown()
     await b.shutdown()
+
+
+def test_a_notification_is_read_whatever_its_form():
+    """``schema seq node``, a schema name with spaces, and anything else (an older release's ``schema seq``):
+    then Nones, and the tail catches up rather than fail."""
+    assert parse_note("ledger_7 42 n1a2b") == ("ledger_7", 42, "n1a2b")
+    assert parse_note("my ledger 42 ") == ("my ledger", 42, "")
+    assert parse_note("ledger_7 42") == (None, None, None)
+    assert parse_note("") == (None, None, None)

@@ -702,9 +702,10 @@ invalid_leverage = st.one_of(
     _data(st.sampled_from([0, -1, 1_000_001, 10**7, "100", Lit("1e2")])), _data(st.integers(max_value=0)),
     _data(st.integers(1_000_001, 10**30)), fractions, wrong_scalars, huge_ints, bad_literals,
 )
+# (1 and 0 are taken for true and false, as the PHP SDK's example sends them)
 invalid_enable = st.one_of(
-    _data(st.sampled_from([0, 1, "true", "false", "yes", [True], {}, Lit("1.0")])),
-    wrong_scalars.filter(lambda v: not isinstance(v[0], bool)), bad_literals,
+    _data(st.sampled_from([2, -1, "true", "false", "1", "yes", [True], {}, Lit("1.0")])),
+    wrong_scalars.filter(lambda v: not isinstance(v[0], bool) and v[0] not in (0, 1)), bad_literals,
 )
 invalid_from_login = st.one_of(
     _data(st.integers(max_value=-1)), _data(st.integers(MAX_ID + 1, 10**30)),

@@ -23,7 +23,7 @@ and sends a handful of generated inputs (``tests/strategies.py``). For every inp
   its data too (and a …Sync answer is exactly that data);
 * nothing is logged at ERROR, and at the end of the example a fresh connection still gets its Ping.
 
-Run: ``python -m pytest tests/test_fuzz.py`` (CI size: 300 + 150 examples, about 25 s). Long run:
+Run: ``python -m pytest tests/test_fuzz.py`` (CI size: 200 + 100 examples, about 18 s). Long run:
 ``SYNCLEDGER_FUZZ_EXAMPLES=10000 python -m pytest tests/test_fuzz.py -s`` (examples per fuzz
 test; an example holds 1 to 12 inputs; the input counts are printed). ``SYNCLEDGER_FUZZ_STRICT=1`` also
 generates the inputs of the bugs listed in ``strategies.OPEN_BUGS`` and expects the contract's answer to
@@ -1095,7 +1095,7 @@ def _scripted_examples() -> list[list[S.Case]]:
     return [events, accounts, raw]
 
 
-@fuzz_settings(300)
+@fuzz_settings(200)
 @given(S.manager_example())
 @example(_scripted_examples()[0])
 @example(_scripted_examples()[1])
@@ -1556,7 +1556,7 @@ async def wallet_example(cases: list[S.WalletCase]) -> None:
         errors.check()
 
 
-@fuzz_settings(150)
+@fuzz_settings(100)
 @given(S.wallet_example())
 def test_wallet_api_fuzz(cases):
     trio.run(wallet_example, cases)

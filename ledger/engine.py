@@ -36,6 +36,14 @@ PG_NEXT_ORDER = "SELECT value FROM meta WHERE key = 'order'"
 PG_SET_HEAD = "UPDATE meta SET value = CASE key WHEN 'batch' THEN ? ELSE ? END WHERE key IN ('batch', 'order')"
 PG_NOTIFY = "SELECT pg_notify('syncledger', ?)"
 PG_CHANNEL = "syncledger"
+# Every session's bounds against a network or a database that stalls (the URL's own settings win): a connect
+# that does not answer, and a connection that goes silent, fail within seconds instead of hanging a thread.
+PG_CONNECT_BOUNDS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "10",
+                     "keepalives_interval": "5", "keepalives_count": "3", "tcp_user_timeout": "20000"}
+# A server's sessions (the batch's, the readers'): a transaction whose client stalled (SIGSTOP, a cut) is
+# ended by the database after IDLE_IN_TRANSACTION, letting go of the head row it holds, and a batch waiting
+# for that row gives up after LOCK_WAIT (500: nothing applied). Settings of the database's own win.
+PG_SESSION_BOUNDS = {"idle_in_transaction_session_timeout": "5s", "lock_timeout": "2s"}
 
 
 def is_postgres(db: str) -> bool:
@@ -190,9 +198,11 @@ def connect_postgres(url: str, *, read_only: bool = False, on_open: Callable[[An
     read-only one, or one with ``on_open`` (run on each new session: the first and those that replace a lost
     one), is opened again when lost between two transactions (see :class:`PgConnection`)."""
     psycopg = _psycopg()
+    given = psycopg.conninfo.conninfo_to_dict(url)
+    bounds = {key: value for key, value in PG_CONNECT_BOUNDS.items() if key not in given}
 
     def connect() -> Any:
-        conn = psycopg.connect(url, autocommit=True, application_name=f"syncledger pid {os.getpid()}")
+        conn = psycopg.connect(url, autocommit=True, application_name=f"syncledger pid {os.getpid()}", **bounds)
         try:
             if read_only:
                 conn.execute("SET default_transaction_read_only = on")
@@ -205,11 +215,20 @@ def connect_postgres(url: str, *, read_only: bool = False, on_open: Callable[[An
     return PgConnection(connect(), connect if read_only or on_open is not None else None)
 
 
-def connect_ro(db: str) -> Any:
+def bound_session(conn: Any) -> None:
+    """Give a server's PostgreSQL session (psycopg's connection) PG_SESSION_BOUNDS, where the database's
+    own settings (the URL's options, the role's, the database's) leave them off."""
+    for name, value in PG_SESSION_BOUNDS.items():
+        if conn.execute(f"SHOW {name}").fetchone()[0] in ("0", "0ms"):
+            conn.execute(f"SET {name} = '{value}'")
+
+
+def connect_ro(db: str, on_open: Callable[[Any], None] | None = None) -> Any:
     """A read-only connection of its own to the ledger ``db`` (autocommit; open a snapshot with
-    :func:`snapshot`). FileNotFoundError if an SQLite ledger file is not there (nothing is created)."""
+    :func:`snapshot`). FileNotFoundError if an SQLite ledger file is not there (nothing is created).
+    ``on_open``: run on each new PostgreSQL session (see :func:`connect_postgres`)."""
     if is_postgres(db):
-        return connect_postgres(db, read_only=True)
+        return connect_postgres(db, read_only=True, on_open=on_open)
     if not os.path.isfile(db):
         raise FileNotFoundError(f"no ledger at {db}")
     # Quote the path: a "?" or "#" in it would otherwise end the URI's path and open another file.

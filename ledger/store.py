@@ -243,6 +243,7 @@ class Store:
         # a generic plan chosen while the ledger was small (the key prefetch's became a sequential scan: a
         # batch slowed in proportion to the ledger, 7,757 rows/s at 5,000 keys to 717 at 41,000).
         conn.prepare_threshold = None
+        engine.bound_session(conn)
         if self._synchronous.upper() == "OFF":
             conn.execute("SET synchronous_commit = off")
         elif conn.execute("SHOW synchronous_commit").fetchone()[0] == "off":

@@ -26,22 +26,24 @@ from syncledger.ledger.wallet import PruneSessions
 from . import admin, ws
 from .wallet import WalletApp
 from .writer import WriterProcess
-from .auth import LoginThrottle, ManagerKeys, Tokens
+from .auth import Claims, LoginThrottle, ManagerKeys, Tokens
 from .broker import Broker
 from .commands import Dispatcher
 from .faults import Faults
+from .health import Watch
 from .http import HttpServer, Limits
 from .limits import Gate, LineBudget, default_cap, peer_address, raise_descriptor_limit
 from .lockfile import LedgerLock, PgLock
 from .mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
 from .observe import AdminApp, AdminServer
-from .reads import ReadPool
+from .reads import READ_TIMEOUT, ReadPool
 from .tail import Tail
 from .tcp import Connection
 from .timeouts import Timeouts
 
 log = logging.getLogger("syncledger")
+KEYS_WAIT = 1.0  # seconds a request waits for the managers' key versions to be read again (see Server.authorize)
 
 
 @dataclass
@@ -68,6 +70,8 @@ class Config:
     default_currency: str = "USD"  # of an account that AddUser creates without one
     game_session_ttl: int = 1800  # idle seconds before a game session (sid) expires
     shutdown_grace: float = 10.0
+    read_timeout: float = READ_TIMEOUT  # seconds a read of the ledger may take before it is answered 503
+    stall_after: float = 5.0  # seconds a read or a batch may take before /readyz names it
     threaded: bool = True  # False: SQLite runs on the Trio thread (deterministic MockClock tests)
     writer: str = "thread"  # "process": batches are applied in a process of its own (a ledger file only)
     cluster: bool = False  # one node of several serving one PostgreSQL ledger (each with its own clients)
@@ -96,6 +100,7 @@ class Server:
         self._reads: ReadPool | None = None
         self._hashing = trio.CapacityLimiter(1)
         self.throttle = LoginThrottle(trio.current_time)
+        self.watch = Watch(trio.current_time, config.stall_after)  # blocking work in flight, for /readyz
         self._tls = _tls_context(config)  # first: a wrong certificate stops it before anything is touched
         self._lock = LedgerLock.acquire(config.db, config.cluster)  # before the file is touched: one server per ledger
         try:
@@ -110,10 +115,13 @@ class Server:
             self.tokens = Tokens(config.secret or admin.load_secret(config.db, self.store.db), clock=self.wall_time)
             self.keys = self._manager_keys()
             if config.db != ":memory:":
-                self._reads = ReadPool(config.db, size=2, threaded=config.threaded)
+                self._reads = ReadPool(config.db, size=2, threaded=config.threaded, timeout=config.read_timeout,
+                                       watch=self.watch)
             if config.writer == "process" and config.db != ":memory:":
                 self.writer = WriterProcess(config.db, config.log_format,
                                             lock_fd=getattr(self._lock, "fd", None), node=self.node)
+                if isinstance(self._lock, LedgerLock):
+                    self._lock.note_writer(self.writer.process.pid)
         except BaseException:
             if self._reads is not None:
                 self._reads.close()
@@ -126,7 +134,8 @@ class Server:
         self.mainloop = MainLoop(self.store, self.broker.publish, batch_max=config.batch_max,
                                  inbox_size=config.inbox_size, threaded=config.threaded, writer=self.writer,
                                  cluster=config.cluster)
-        self.mainloop.on_unsure = self.fail_stop
+        self.mainloop.fail_stop = self.fail_stop
+        self.mainloop.watch = self.watch
         self.mainloop.on_skip = self.broker.skipped
         self.tail = Tail(config.db, self.mainloop, self.node) if self.node else None  # what the other nodes commit
         self.dispatcher = Dispatcher(self)
@@ -179,21 +188,57 @@ class Server:
         return engine.writable(self.config.db)
 
     def _manager_keys(self) -> ManagerKeys:
-        """Managers' key versions, read on a connection of the Trio thread's own (the writer's is the
-        mainLoop's); an in-memory ledger changes only through this process."""
+        """Managers' key versions, read on a connection of their own (the writer's is the mainLoop's) and kept
+        with a function that tells whether the ledger changed since (an in-memory ledger changes only through
+        this process: never by itself)."""
         query = "SELECT login, key_version FROM managers WHERE removed = 0"
         path = self.config.db
         if path == ":memory:":
-            return ManagerKeys(lambda: dict(self.store.db.execute(query)), lambda: False, trio.current_time)
-        reader = engine.connect_ro(path)
-        self._readers.append(reader)
-        seen = [None]
+            self._keys_read, self._keys_changed = (lambda: dict(self.store.db.execute(query))), (lambda: False)
+        else:
+            reader = engine.connect_ro(path, on_open=engine.bound_session)
+            self._readers.append(reader)
+            seen = [engine.data_version(reader)]
 
-        def changed() -> bool:
-            version = engine.data_version(reader)  # None (PostgreSQL): unknown, read them again
-            changed, seen[0] = version is None or version != seen[0], version
-            return changed
-        return ManagerKeys(lambda: dict(reader.execute(query)), changed, trio.current_time)
+            def changed() -> bool:
+                version = engine.data_version(reader)  # None (PostgreSQL): unknown, read them again
+                changed, seen[0] = version is None or version != seen[0], version
+                return changed
+            self._keys_read, self._keys_changed = (lambda: dict(reader.execute(query))), changed
+        return ManagerKeys(self._keys_read(), trio.current_time)
+
+    async def authorize(self, claims: Claims) -> None:
+        """Refuse a revoked token (``ManagerKeys.check``), the managers' key versions read again first when
+        due: in a worker thread, waited for at most KEYS_WAIT seconds. A read that takes longer (a stalled
+        database) goes on alone, watched by /readyz; meanwhile the versions read last stand."""
+        keys = self.keys
+        if keys.due(claims):
+            if not self.config.threaded:
+                self._refresh_keys(None)
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()  # (from here on, the thread runs: it ends the read)
+                keys.reading = True
+                watched = self.watch.begin("a read of the managers' keys")
+                with trio.move_on_after(KEYS_WAIT):
+                    await trio.to_thread.run_sync(self._refresh_keys, watched, abandon_on_cancel=True)
+        keys.check(claims)
+
+    def _refresh_keys(self, watched: int | None) -> None:
+        """The managers' key versions read again if the ledger changed (in a worker thread, unless
+        single-threaded); a database that fails the read leaves the versions read last."""
+        try:
+            if self._keys_changed():
+                self.keys.versions = self._keys_read()
+        except engine.errors() as e:
+            log.warning("the managers' keys could not be read again (%s): the ones read last stand", engine.said(e))
+        finally:
+            self.keys.reading = False
+            if watched is not None:
+                self.watch.end(watched)
+
+    def reload_keys(self) -> None:
+        """Read the managers' key versions now, on this thread (for tests and the testing harness)."""
+        self.keys.versions = self._keys_read()
 
     # ---- time: everything follows Trio's clock, so MockClock drives sync timeouts and expiries
 
@@ -225,6 +270,8 @@ class Server:
                     root.start_soon(self.tail.run)
                 if isinstance(self._lock, PgLock):
                     root.start_soon(self._lock.keep, self.fail_stop)
+                if self.writer is not None:
+                    root.start_soon(self._watch_writer)
                 tcp = await self._listen(self.config.tcp_port, self.config.host)
                 wsl = await self._listen(self.config.ws_port, self.config.host)
                 await root.start(self._serve_tcp, tcp)
@@ -249,7 +296,8 @@ class Server:
                 self._reads.close()
             if self.writer is not None:
                 self.writer.close()  # (already closed by the mainLoop, unless it never ran)
-            self.store.close()
+            if not self.mainloop.abandoned:  # (else its thread may still be using it)
+                self.store.close()
             if self._lock is not None:
                 self._lock.release()
         if self.failure is not None:
@@ -264,6 +312,13 @@ class Server:
         if self._tls is None:
             return listeners
         return [trio.SSLListener(listener, self._tls, https_compatible=https) for listener in listeners]
+
+    async def _watch_writer(self) -> None:
+        """The writer process's end, seen at once. With no batch in it, nothing more can be applied: fail-stop,
+        saying so (a batch in it tells its own fate: Unsure, or WriterEnded if it never reached the writer)."""
+        how = await _ended(self.writer)
+        if not (self.stopping or self.mainloop.applying or self.mainloop.stopped.is_set()):
+            self.fail_stop(f"the writer process ended ({how}) with no batch in it: nothing acknowledged was lost")
 
     async def _prune_game_sessions(self) -> None:
         """Forget game sessions idle for longer than the ttl (they can no longer be used), every minute."""
@@ -345,7 +400,15 @@ class Server:
         with trio.move_on_after(grace):
             await self.mainloop.stopped.wait()
         self.mainloop.drop_queued()  # what is left is answered 503 and not applied
-        await self.mainloop.stopped.wait()  # the batch being committed, if any, is answered by its outcome
+        with trio.move_on_after(grace):
+            await self.mainloop.stopped.wait()  # the batch being committed, if any, is answered by its outcome
+        if not self.mainloop.stopped.is_set():  # that batch does not answer: its fate cannot be known here
+            self.mainloop.abandon(f"the shutdown's grace ran out ({grace:g} s) with a batch in the ledger's writer "
+                                  "that has not answered (a stalled database or disk, or a stopped writer process): "
+                                  "whether it was committed is unknown")
+            await self.mainloop.stopped.wait()
+        if self.failure is not None:
+            return  # (the fail-stop ends the server)
         log.info("stopped; ledger head %d:%s", *self.mainloop.head())
         for conn in list(self.connections):
             for pending in list(conn.pending):
@@ -389,6 +452,21 @@ class Server:
             await self._connections_done.wait()
         if self._root is not None:
             self._root.cancel()
+
+
+async def _ended(writer: WriterProcess) -> str:
+    """Wait until the writer process ends (a pidfd: seen at once), then say how it did."""
+    try:
+        fd = os.pidfd_open(writer.process.pid)
+    except (AttributeError, OSError):  # no pidfd (not Linux 5.3+): look every second
+        while writer.process.poll() is None:
+            await trio.sleep(1)
+        return writer.ended()
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
+    return writer.ended()
 
 
 def _port(listeners: list) -> int:

@@ -103,30 +103,29 @@ class Tokens:
 
 class ManagerKeys:
     """The key version of every manager, so that a token of a removed or re-added manager (or of one that
-    never existed) is refused at once, across restarts. Cached: read again when the ledger changed, at most
-    every ``every`` seconds, so the hot path stays one dict lookup."""
+    never existed) is refused at once, across restarts. Cached, and read again by the server (off the event
+    loop, see ``Server.authorize``) when :meth:`due`: at most every ``every`` seconds, never two reads at once,
+    so the hot path stays one dict lookup."""
 
-    def __init__(self, read: Callable[[], dict[int, int]], changed: Callable[[], bool],
-                 clock: Callable[[], float], every: float = 0.25):
-        self._read, self._changed, self._clock, self._every = read, changed, clock, every
-        self.versions = read()
+    def __init__(self, versions: dict[int, int], clock: Callable[[], float], every: float = 0.25):
+        self.versions, self._clock, self._every = versions, clock, every
         self._next = clock() + every
+        self.reading = False  # a read of the versions is under way (perhaps stalled: its callers did not wait)
 
-    def reload(self) -> None:
-        self.versions = self._read()
-        self._next = self._clock() + self._every
+    def due(self, claims: Claims) -> bool:
+        """Should the versions be read again before ``claims`` is checked? (USER tokens, whose sessions can do
+        nothing but Ping, are not looked up.)"""
+        if claims.session == SESSION_USER or self.reading:
+            return False
+        now = self._clock()
+        if now < self._next:
+            return False
+        self._next = now + self._every
+        return True
 
     def check(self, claims: Claims) -> None:
-        """Refuse a manager's token whose key version is not the manager's now (USER tokens, whose sessions
-        can do nothing but Ping, are not looked up)."""
-        if claims.session == SESSION_USER:
-            return
-        now = self._clock()
-        if now >= self._next:
-            self._next = now + self._every
-            if self._changed():
-                self.versions = self._read()
-        if self.versions.get(claims.login) != claims.kv:
+        """Refuse a manager's token whose key version is not the manager's now."""
+        if claims.session != SESSION_USER and self.versions.get(claims.login) != claims.kv:
             raise AuthError("TOKEN_REVOKED", "this token was revoked (its manager was removed or changed): log in "
                                              "again")
 

@@ -21,6 +21,7 @@ from . import models, protocol
 from .auth import (FINANCE_SESSIONS, SESSION_ADMIN, SESSION_MANAGER, SESSION_USER, AuthError, Claims,
                    check_password, hash_password)
 from .mainloop import Job, ShuttingDown
+from .reads import ReadStalled
 from .pending import Pending
 from .protocol import ProtocolError, Request, quoted
 
@@ -91,7 +92,7 @@ class Dispatcher:
                 raise ProtocolError(404, "UNKNOWN_COMMAND", f"unknown command {quoted(req.command)}")
             handler, sessions = entry
             claims = self.s.tokens.verify(req.token)
-            self.s.keys.check(claims)
+            await self.s.authorize(claims)
             conn.authenticated = True
             if claims.session not in sessions:
                 raise ProtocolError(403, "FORBIDDEN", f"{req.command} is not allowed for session type {claims.session}")
@@ -104,6 +105,8 @@ class Dispatcher:
             pending.error(400, "INVALID_DATA", models.describe(e))
         except ShuttingDown:
             pending.error(503, "SHUTTING_DOWN", "the server is shutting down")
+        except ReadStalled as e:
+            pending.error(503, "LEDGER_UNAVAILABLE", f"{e}; nothing was changed: try again")
         except Exception:  # a bug or a failing read: this request alone fails
             log.exception("%s failed", req.command)
             pending.error(500, "INTERNAL", f"{req.command} failed inside the server; nothing was changed")

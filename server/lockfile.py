@@ -51,9 +51,9 @@ class LedgerLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = os.pread(fd, 64, 0).decode(errors="replace")
             os.close(fd)
-            raise LedgerLocked(f"{db} is already served by another syncledger (pid {holder})") from None
+            raise LedgerLocked(_held_by(db, holder)) from None
         except BaseException:
             os.close(fd)
             raise
@@ -61,10 +61,38 @@ class LedgerLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(fd, path)
 
+    def note_writer(self, pid: int) -> None:
+        """Name the writer process beside the server: it holds the lock too (inherited) until it ends."""
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()} {pid}\n".encode(), 0)
+
     def release(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = -1
+
+
+def _held_by(db: str, holder: str) -> str:
+    """Why ``db`` cannot be locked, from the lock file's ``SERVER_PID [WRITER_PID]``: a writer process that
+    outlived its server (killed while the writer was in a batch) is named as the holder it is."""
+    pids = [int(p) for p in holder.split() if p.isdigit()]
+    if len(pids) < 2:
+        return f"{db} is already served by another syncledger (pid {pids[0] if pids else 'unknown'})"
+    server, writer = pids[:2]
+    if _alive(server):
+        return f"{db} is already served by another syncledger (pid {server}, its writer process pid {writer})"
+    return (f"{db} is still held by the writer process (pid {writer}) of a syncledger that has ended (pid {server}): "
+            f"it ends by itself once its batch does; if it does not, stop it (kill {writer})")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class PgLock:
@@ -75,7 +103,7 @@ class PgLock:
     The nodes of a cluster hold it shared (``pg_try_advisory_lock_shared``)."""
 
     def __init__(self, db: Any, url: str, shared: bool = False):
-        self.db, self.url, self.shared, self._kind = db, url, shared, "_shared" if shared else ""
+        self.db, self.url, self.shared = db, url, shared
 
     @classmethod
     def acquire(cls, url: str, shared: bool = False) -> PgLock:
@@ -140,15 +168,11 @@ class PgLock:
         return _try_lock(self.db, self.shared)
 
     def release(self) -> None:
+        """Let go of the lock by ending its session (the database drops a session's advisory locks with it):
+        no statement to wait for, should the database have stalled."""
         if self.db is not None:
-            try:
-                self.db.execute(f"SELECT pg_advisory_unlock{self._kind}(?, hashtext(current_schema()))",
-                                (PG_LOCK_CLASS,))
-            except engine.errors():
-                pass  # the session is gone: so is its lock
-            finally:
-                self.db.close()
-                self.db = None
+            self.db.close()
+            self.db = None
 
 
 def _try_lock(db: Any, shared: bool) -> bool:

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import trio
-from outcome import acapture, capture
+from outcome import Error, acapture, capture
 
 from syncledger.ledger import LedgerError, Outcome, Store
 from syncledger.ledger.store import CatchUp, Event, Unsure
-from .writer import WriterProcess
+from .health import Watch
+from .writer import WriterEnded, WriterProcess
 
 log = logging.getLogger("syncledger.mainloop")
 
@@ -60,9 +61,13 @@ class MainLoop:
         self.dropping = False  # queued jobs are answered NOT_APPLIED instead of applied (shutdown, fail-stop)
         self.failure: str | None = None  # why the store's state became unknowable: nothing more is read either
         self.committed_seq = store.seq  # the newest event committed and published (store.seq runs ahead in a batch)
-        self.on_unsure: Callable[[str], None] = _no_handler  # the server's fail-stop
+        self.fail_stop: Callable[[str], None] = _no_handler  # the server's fail-stop (the file's state unknown, or
+        # nothing more can be applied to it)
         self.on_skip: Callable[[int], None] = lambda seq: None  # a node of a cluster skipped publishing events up to a seq
         self.metrics: Any = None  # a server.metrics.Metrics
+        self.watch: Watch | None = None  # where a batch in the writer is noted while it runs (for /readyz)
+        self.applying = False  # a batch is in the writer (its fate, should the writer end, is the batch's to tell)
+        self.abandoned = False  # a batch in the writer was given up (see abandon): the store is not ours to close
         self._committed: tuple[list[Job], list[Outcome]] | None = None  # a committed batch not yet answered
 
     def head(self) -> tuple[int, str]:
@@ -124,6 +129,15 @@ class MainLoop:
         self.dropping = True
         self.resume()
 
+    def abandon(self, reason: str) -> None:
+        """Give up the batch in the writer that does not answer (a stalled database or disk, a stopped writer
+        process): it is Unsure (the server fail-stops), and the store thread is left to finish alone."""
+        if self._thread is not None and self.applying:
+            self.abandoned = True
+            if self.writer is not None:
+                self.writer.interrupt()
+            self._thread.abandon(Unsure(reason))
+
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
@@ -132,7 +146,7 @@ class MainLoop:
             if self._thread is not None:
                 self._thread.close()
             if self.writer is not None:
-                self.writer.close()  # no batch is in it: the store thread has ended
+                self.writer.close()  # no batch is in it (the store thread has ended), or it was abandoned
             self.stopped.set()
 
     async def _loop(self) -> None:
@@ -194,12 +208,19 @@ class MainLoop:
         if self.faults is not None:
             commands = await self.faults.before_commit(commands)
         started = trio.current_time()
-        if self._committed is None:
-            result = await acapture(self.call, self._apply_batch, commands)
-        else:
-            async with trio.open_nursery() as answering:
-                answering.start_soon(self._answer_soon)  # runs while the SQLite thread works
+        watched = self.watch.begin("a batch in the ledger's writer") if self.watch is not None else None
+        self.applying = True
+        try:
+            if self._committed is None:
                 result = await acapture(self.call, self._apply_batch, commands)
+            else:
+                async with trio.open_nursery() as answering:
+                    answering.start_soon(self._answer_soon)  # runs while the SQLite thread works
+                    result = await acapture(self.call, self._apply_batch, commands)
+        finally:
+            self.applying = False
+            if watched is not None:
+                self.watch.end(watched)
         try:
             outcomes = result.unwrap()
         except Unsure as e:
@@ -207,7 +228,12 @@ class MainLoop:
             # applied, and the server stops so that a restart reads the truth from the file.
             self.failure = str(e)
             self.dropping = True
-            self.on_unsure(self.failure)
+            self.fail_stop(self.failure)
+            return
+        except WriterEnded as e:  # the batch never reached the writer: known unapplied, and nothing more can be
+            self.dropping = True
+            self.fail_stop(str(e))
+            self._answer(batch, [Outcome(error=LedgerError(503, "SHUTTING_DOWN", f"{e}; the server stops"))] * len(batch))
             return
         except Exception:
             log.exception("batch of %d commands failed to commit; none was applied", len(batch))
@@ -255,26 +281,43 @@ class _StoreThread:
         self._guard = threading.Lock()
         self._alive = False
         self._thread: threading.Thread | None = None
+        self._waiting: set[trio.lowlevel.Task] = set()  # callers not yet answered (Trio thread only)
+        self.abandoned = False  # see abandon()
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on the thread; once started it is waited for, whatever cancels the caller."""
+        """``fn(*args)`` on the thread; once started it is waited for, whatever cancels the caller (unless
+        :meth:`abandon`)."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        task = trio.lowlevel.current_task()
         with self._guard:
-            self._jobs.put((fn, args, trio.lowlevel.current_task(), trio.lowlevel.current_trio_token()))
+            self._jobs.put((fn, args, task, trio.lowlevel.current_trio_token()))
             if not self._alive:
                 self._alive = True
                 self._thread = threading.Thread(target=self._work, name="syncledger store", daemon=True)
                 self._thread.start()
+        self._waiting.add(task)
         return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)  # the outcome's value
+
+    def _answer(self, task: trio.lowlevel.Task, result: Any) -> None:
+        if task in self._waiting:  # (not if abandoned)
+            self._waiting.discard(task)
+            trio.lowlevel.reschedule(task, result)
+
+    def abandon(self, error: Exception) -> None:
+        """Stop waiting for the call in hand (the shutdown's last resort, when it has not answered): its
+        caller gets ``error`` now, and the thread, left to finish alone, is never waited for again."""
+        self.abandoned = True
+        for task in list(self._waiting):
+            self._answer(task, Error(error))
 
     def close(self) -> None:
         """End the thread once the calls queued before this are done, and wait for it (nothing outlives
-        the mainLoop). A later call starts a new thread."""
+        the mainLoop, unless abandoned). A later call starts a new thread."""
         with self._guard:
             thread = self._thread if self._alive else None
             if thread is not None:
                 self._jobs.put(None)
-        if thread is not None:
+        if thread is not None and not self.abandoned:
             thread.join()
 
     def _work(self) -> None:
@@ -299,8 +342,8 @@ class _StoreThread:
                 result = capture(fn, *args)
                 del fn, args
                 try:
-                    token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-                except trio.RunFinishedError:  # the caller's run is gone (it cannot be: it waits for this)
+                    token.run_sync_soon(self._answer, task, result)
+                except trio.RunFinishedError:  # the caller's run is gone (abandoned, and ended since)
                     pass
                 del task, token, result
         finally:

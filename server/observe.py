@@ -22,6 +22,7 @@ from .auth import FINANCE_SESSIONS, SESSION_ADMIN, SESSIONS, AuthError, Claims
 from .http import HttpServer, Response
 from .limits import peer_address
 from .mainloop import ShuttingDown
+from .reads import ReadStalled
 from .metrics import History
 from .pending import Pending
 
@@ -138,6 +139,13 @@ class AdminApp:
             problems.append("the mainLoop is not running")
         if not s.store_writable():
             problems.append("the ledger file is not writable")
+        if s.writer is not None and not s.mainloop.stopped.is_set():
+            state = s.writer.state()
+            if state in (None, "Z", "X"):
+                problems.append("the writer process has ended")
+            elif state in ("T", "t"):
+                problems.append("the writer process is stopped (SIGSTOP or a debugger): no batch can be applied")
+        problems += s.watch.stalled()
         return problems
 
     # ---- the back-office page's JSON API: the manager API's tokens, session types, reads and answers
@@ -163,6 +171,11 @@ class AdminApp:
         claims = self._claims(request, API[path][1])  # again: it may have expired while the body came
         if isinstance(claims, Response):
             return claims
+        if claims is not None:
+            try:
+                await self.s.authorize(claims)  # (the managers' keys read again, if due)
+            except AuthError as e:
+                return _error(401, e.code, e.message)
         try:
             if self.s.stopping:
                 raise ShuttingDown()
@@ -174,6 +187,8 @@ class AdminApp:
             return _error(400, "INVALID_DATA", str(e))
         except ShuttingDown:
             return _error(503, "SHUTTING_DOWN", "the server is shutting down")
+        except ReadStalled as e:
+            return _error(503, "LEDGER_UNAVAILABLE", f"{e}; nothing was changed: try again")
         except Exception:
             log.exception("%s failed", path.decode())
             return _error(500, "INTERNAL", f"{path.decode()} failed inside the server; nothing was changed")

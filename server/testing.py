@@ -106,7 +106,7 @@ def add_test_manager(server: Server, login: int, session: int = SESSION_ADMIN) -
             db.execute(sql, (login, session))
         finally:
             db.close()
-    server.keys.reload()
+    server.reload_keys()
 
 
 @asynccontextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import marshal
+import os
 import signal
 import socket
 import subprocess
@@ -24,6 +25,11 @@ _CLOSE = b""  # asks the writer to close its store and end
 
 class WriterFailed(Exception):
     """A batch failed in the writer process and nothing of it was applied (as Store.apply_batch raising)."""
+
+
+class WriterEnded(Exception):
+    """The writer process had ended before a batch reached it: nothing of the batch was applied, and nothing
+    more can be."""
 
 
 def _serve(path: str, conn: Connection, node: str | None = None) -> None:
@@ -104,6 +110,7 @@ class WriterProcess:
                 stdin=subprocess.DEVNULL)
         self._conn = Connection(ours.detach())
         self.head: tuple[int, str] | None = None  # (seq, hash) of the newest event, as the writer closed
+        self._interrupted = False
         try:
             status, detail = marshal.loads(self._conn.recv_bytes())
         except EOFError:
@@ -114,13 +121,21 @@ class WriterProcess:
             raise LedgerOpenError(detail)
 
     def apply_batch(self, commands: Sequence[Any]) -> list[Outcome]:
-        """Send a batch and wait for its outcomes (once committed), as Store.apply_batch. A writer that ends
-        during the batch leaves the batch unknowable: Unsure."""
+        """Send a batch and wait for its outcomes (once committed), as Store.apply_batch. A writer that had
+        ended before the batch was whole in its socket never saw it: WriterEnded. One that ends after leaves the
+        batch unknowable: Unsure."""
+        data = codec.dumps(commands)
         try:
-            self._conn.send_bytes(codec.dumps(commands))
+            if self.process.poll() is not None:
+                raise BrokenPipeError
+            self._conn.send_bytes(data)  # (a writer applies only a whole message: one it closed on is unseen)
+        except OSError:
+            raise WriterEnded(f"the writer process ended ({self.ended()}) before a batch was sent to it: nothing "
+                              "of that batch was applied") from None
+        try:
             status, detail = marshal.loads(self._conn.recv_bytes())
         except (EOFError, OSError):
-            raise Unsure(f"the writer process ended during a batch (exit code {self._wait(5)}): whether the "
+            raise Unsure(f"the writer process ended during a batch ({self.ended()}): whether the "
                          f"batch was committed is unknown") from None
         if status == _OK:
             return codec.decode(detail)
@@ -128,9 +143,44 @@ class WriterProcess:
             raise Unsure(detail)
         raise WriterFailed(f"in the writer process:\n{detail}")
 
+    def ended(self) -> str:
+        """How the writer process ended, in words (its exit code, or the signal that killed it)."""
+        code = self._wait(5)
+        if code is not None and code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+    def state(self) -> str | None:
+        """The writer process's state as the kernel tells it (``R``, ``S``, ``D``, ``T`` stopped, ``Z`` ended:
+        see proc(5)), None once it has been waited for."""
+        if self.process.returncode is not None:
+            return None
+        try:
+            with open(f"/proc/{self.process.pid}/stat", "rb") as f:
+                return f.read().rpartition(b")")[2].split()[0].decode()
+        except (OSError, IndexError):
+            return None
+
+    def interrupt(self) -> None:
+        """End the server's side of the socket pair, from any thread: a batch waiting for its answer is
+        woken (Unsure), and the writer ends once its batch does (its answer finds no one). Closed after."""
+        self._interrupted = True
+        try:
+            with socket.socket(fileno=os.dup(self._conn.fileno())) as ours:  # (a shutdown is the socket's, not the fd's)
+                ours.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def close(self, timeout: float = 10.0) -> None:
-        """Ask the writer to close its store and end; wait for it (kill it after ``timeout`` seconds)."""
+        """Ask the writer to close its store and end; wait for it (kill it after ``timeout`` seconds). An
+        interrupted writer is left to end by itself (it holds the ledger lock until it does)."""
         if self._conn.closed:
+            return
+        if self._interrupted:
+            self._conn.close()
             return
         try:
             self._conn.send_bytes(_CLOSE)

@@ -63,7 +63,7 @@ def _refusal(status: int, code: str, message: str) -> tuple[int, bytes]:
     return status, b'{"error":"%s","message":"%s"}' % (code.encode(), message.encode())
 
 
-def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, bytes | int | None]:
+async def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, bytes | int | None]:
     """(0, from_seq) for an upgrade request to accept, or (HTTP status, JSON error body) to refuse."""
     url = urlsplit(request.path)
     if url.path != "/events":
@@ -75,7 +75,7 @@ def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, bytes | 
         token = auth[7:].strip()
     try:
         claims = server.tokens.verify(token)
-        server.keys.check(claims)
+        await server.authorize(claims)
     except AuthError as e:
         return _refusal(401, e.code, "a valid manager token is required")
     if claims.session not in FINANCE_SESSIONS:
@@ -113,7 +113,7 @@ async def handle(server: Server, request: WebSocketRequest) -> None:
 
 
 async def _serve(server: Server, request: WebSocketRequest) -> None:
-    refused, detail = _handshake(server, request)
+    refused, detail = await _handshake(server, request)
     if not refused and detail is not None:
         try:
             newest = await server.newest_seq(detail)

@@ -180,13 +180,18 @@ class Nodes:
     def connect_memory(self, lockstep: bool = False):
         return next(self._turns).connect_memory(lockstep)
 
+    def reload_keys(self) -> None:
+        """A test manager stored through one node is read again by both."""
+        for node in self.nodes:
+            node.reload_keys()
+
     @property
     def ports(self):
         return next(self._turns).ports
 
 
 class _Keys:
-    """The managers' key versions: a test manager stored through one node is reloaded by both."""
+    """The managers' key versions (as the first node holds them)."""
 
     def __init__(self, nodes: list[Server]):
         self.nodes = nodes
@@ -194,10 +199,6 @@ class _Keys:
     @property
     def versions(self) -> dict[int, int]:
         return self.nodes[0].keys.versions
-
-    def reload(self) -> None:
-        for node in self.nodes:
-            node.keys.reload()
 
 
 class _MainLoops:

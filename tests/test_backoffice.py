@@ -35,7 +35,7 @@ def add_manager(srv, login: int, session: int = SESSION_ADMIN, password: str = P
         admin.add_manager(db, login, password, session, int(time.time()))
     finally:
         db.close()
-    srv.keys.reload()
+    srv.reload_keys()
 
 
 def http(srv, token: str | None = None) -> httpx.AsyncClient:
@@ -83,7 +83,7 @@ async def test_session_types_rule_as_in_the_manager_api(server):
     db = sqlite3.connect(server.config.db, isolation_level=None, timeout=10)
     admin.remove_manager(db, 2)
     db.close()
-    server.keys.reload()
+    server.reload_keys()
     async with http(server, dealer) as h:  # a removed manager's token: refused by the same check as on TCP
         r = await h.get("/api/head")
     assert (r.status_code, r.json()["error"]) == (401, "TOKEN_REVOKED")

@@ -993,7 +993,7 @@ async def seed_manager_world(h: ManagerHarness) -> None:
         h.srv.store.db.execute("UPDATE accounts SET enable = 0 WHERE login = ?", (S.DISABLED,))
         h.srv.store.disabled.add(S.DISABLED)
     await h.srv.mainloop.read(add_managers)
-    h.srv.keys.reload()
+    h.srv.reload_keys()
     with trio.fail_after(READ_TIMEOUT):
         async with open_client(h.srv.connect_memory(), S.ADMIN.raw) as client:
             calls = [client.start(command, data, ext_id=ext) for command, data, ext in SEED_MANAGER]

@@ -21,7 +21,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CLI = [sys.executable, "-m", "syncledger.server.cli"]
+CLI = [sys.executable, "-P", "-m", "syncledger.server.cli"]  # -P: the current folder never shadows the package
 MANAGER_LOGIN = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -213,7 +213,7 @@ def run_cli(*args: str, env: dict) -> str:
     """Run ``python -m syncledger.server.cli ARGS``; -> its stdout (exit on failure)."""
     r = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=ROOT)
     if r.returncode != 0:
-        raise SystemExit(f"{shlex.join(['python', '-m', 'syncledger.server.cli', *args])} failed ({r.returncode}):\n"
+        raise SystemExit(f"{shlex.join([*CLI, *args])} failed ({r.returncode}):\n"
                          f"{r.stdout}{r.stderr}")
     return r.stdout.strip()
 
@@ -304,7 +304,7 @@ class Run:
         """Start ``syncledger serve`` on the run's database (under cProfile if asked)."""
         serve = [*CLI, "serve", "--db", self.db, "--writer", self.args.writer, *options]
         if self.args.cprofile:
-            serve = [sys.executable, "-m", "cProfile", "-o", os.path.abspath(self.args.cprofile), *serve[1:]]
+            serve = [sys.executable, "-P", "-m", "cProfile", "-o", os.path.abspath(self.args.cprofile), *serve[2:]]
         return start_process(serve, self.env, os.path.join(self.tmp, "server.log"), "server")
 
     def start_listener(self, script: str, flag: str, name: str, what: str) -> tuple[subprocess.Popen, dict[str, int]]:

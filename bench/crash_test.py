@@ -70,7 +70,7 @@ from syncledger.ledger import engine
 from syncledger.ledger.money import to_micro
 from syncledger.server.client import Client, ConnectionLost, connect
 
-CLI = [sys.executable, "-m", "syncledger.server.cli"]
+CLI = [sys.executable, "-P", "-m", "syncledger.server.cli"]  # -P: the current folder never shadows the package
 SECRET = "crash-test-secret-of-at-least-32-bytes!"
 WALLET_TOKEN = "crash-test-provider-token"
 MANAGER = 7  # the manager login: idempotency keys are per (manager, extID)

@@ -239,7 +239,7 @@ def bench_verify(args: argparse.Namespace) -> int:
             print(f"built {written:,} finance rows (+ their events) in {built:.1f} s "
                   f"({written / built:,.0f} rows/s, synchronous=OFF); file "
                   f"{os.path.getsize(path) / 2**20:,.0f} MiB", flush=True)
-        child = subprocess.run([sys.executable, "-c", _VERIFY_CHILD, path], capture_output=True, text=True,
+        child = subprocess.run([sys.executable, "-P", "-c", _VERIFY_CHILD, path], capture_output=True, text=True,
                                check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         result = json.loads(child.stdout)
         print(result["report"])

@@ -9,6 +9,8 @@ from typing import Callable
 
 import trio
 
+from .logs import LineBudget  # noqa: F401  (the connection lines' budget: tcp, app)
+
 log = logging.getLogger("syncledger.limits")
 
 
@@ -83,26 +85,6 @@ class Gate:
 
     def leave(self) -> None:
         self.open -= 1
-
-
-class LineBudget:
-    """At most ``per_second`` lines a second of one kind; the next line let through says how many were left
-    out (``take()`` -> None: leave this one out; else the count left out since the last one)."""
-
-    def __init__(self, per_second: int, clock: Callable[[], float]):
-        self.per_second, self._clock = per_second, clock
-        self._window, self._used, self._left_out = -1.0, 0, 0
-
-    def take(self) -> int | None:
-        now = self._clock()
-        if now - self._window >= 1.0:
-            self._window, self._used = now, 0
-        if self._used >= self.per_second:
-            self._left_out += 1
-            return None
-        self._used += 1
-        left_out, self._left_out = self._left_out, 0
-        return left_out
 
 
 def left_out(count: int) -> str:

@@ -18,7 +18,7 @@ from syncledger.ledger import engine
 from syncledger.server.client import Call, ConnectionLost, Reply, connect
 from tests.pgcluster import backend, every_backend, ledger_db, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
-CLI = [sys.executable, "-m", "syncledger.server.cli"]
+CLI = [sys.executable, "-P", "-m", "syncledger.server.cli"]  # -P: the current folder never shadows the package
 
 
 def run_cli(*args: str, env: dict | None = None) -> str:

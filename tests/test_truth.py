@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import sys
 from decimal import Decimal
 
 import httpx
@@ -187,7 +188,7 @@ async def test_fail_stop_exits_the_command_non_zero(tmp_path):
         f"sys.exit(cli.main(['serve', '--db', {path!r}, '--tcp-port', '0', '--ws-port', '0', '--wallet-port', '0', '--admin-port', '0']))\n"
     )
     with trio.fail_after(30):
-        result = await trio.run_process(["python", "-c", script], capture_stdout=True, capture_stderr=True,
+        result = await trio.run_process([sys.executable, "-P", "-c", script], capture_stdout=True, capture_stderr=True,
                                         check=False)
     err = result.stderr.decode()
     assert result.returncode == 3, err

@@ -210,6 +210,25 @@ async def test_wrong_currency_and_wrong_user(provider, wallet_server):
     assert await event_count(wallet_server) == before + 1
 
 
+@pytest.mark.parametrize("user", ["0{login}", "00{login}", " {login}", "{login} ", "+{login}", "{login}\n",
+                                  "{thousands}", "\uff11{login}"])
+async def test_user_id_names_an_account_only_as_issued(provider, wallet_server, user):
+    """Only the login's canonical decimal form names it: "01003" is not the account "1003" was issued for
+    (nor are int()'s other spellings); it is answered as an unknown userId is, and nothing moves."""
+    login = str(provider.login)
+    user = user.format(login=login, thousands=f"{login[0]}_{login[1:]}")
+    before = await event_count(wallet_server)
+    for action, body in (("debit", provider.body("D-u", 1, userId=user)),
+                         ("credit", provider.body("C-u", 1, "R-u", userId=user)),
+                         ("cancel", provider.body("D-u", userId=user)),
+                         ("balance", {"sid": provider.sid, "userId": user, "currency": "EUR"}),
+                         ("check", {"sid": provider.sid, "userId": user})):
+        reply = await provider.post(action, body)
+        assert (reply["status"], "balance" in reply) == ("INVALID_PARAMETER", False), (action, user, reply)
+    assert await event_count(wallet_server) == before
+    assert (await provider.debit("D-u", 1))["status"] == "OK"  # the id as issued; nothing was tombstoned
+
+
 @pytest.mark.parametrize("body", [
     b"{not json",
     b"[]",

@@ -18,6 +18,7 @@ from syncledger.ledger import Outcome, to_text
 from syncledger.ledger import wallet as w
 
 from .http import Response
+from .limits import LineBudget, left_out
 from .mainloop import Job, ShuttingDown
 from .models import WalletMove, WalletSession, WalletUser
 from .protocol import decode_json, invalid_value
@@ -29,6 +30,12 @@ log = logging.getLogger("syncledger.wallet")
 ACTIONS = ("check", "balance", "debit", "credit", "cancel")
 TEST_ACTIONS = ("sid",)  # only with serve --wallet-test-endpoints
 INVALID_TOKEN_ID, TEMPORARY_ERROR, UNKNOWN_ERROR = "INVALID_TOKEN_ID", "TEMPORARY_ERROR", "UNKNOWN_ERROR"
+
+
+# What a call that met a round already settled did (else: what it was answered).
+_CLOSED_ROUND = {("debit", "OK"): "taken (its own credit settles it, or its cancel refunds it)",
+                 ("credit", "OK"): "settled the debits taken since the round's earlier credit",
+                 ("cancel", "OK"): "refunded a debit taken after the round was settled"}
 
 
 class _Invalid(Exception):
@@ -94,6 +101,7 @@ class WalletApp:
         self.s = server
         self._token = token.encode() if token else None
         self.routes = {f"/v1/{action}".encode(): action for action in ACTIONS + (TEST_ACTIONS if test_endpoints else ())}
+        self._closed_lines = LineBudget(20, trio.current_time)  # closed-round warnings a second (each is counted)
 
     # ---- server.http's App: the head is checked before the body is read
 
@@ -142,7 +150,20 @@ class WalletApp:
         if outcome.error is not None:  # the ledger could not commit: nothing happened, retry
             return self._render(action, TEMPORARY_ERROR if outcome.error.status >= 500 else UNKNOWN_ERROR, uuid)
         r: w.WalletResult = outcome.data
+        if r.closed_round:
+            self._closed_round(call, r.status)
         return self._render(action, r.status, uuid, call.sid, r.balance, r.bonus, r.retransmission)
+
+    def _closed_round(self, call: w.WalletCall, status: str) -> None:
+        """Warn of, and count, a call that met a round already settled: an integration that reuses game.id
+        shows on its first day."""
+        self.s.metrics.closed_round.labels(call.action).inc()
+        skipped = self._closed_lines.take()
+        if skipped is None:
+            return
+        what = _CLOSED_ROUND.get((call.action, status), f"answered {status}")
+        log.warning("%s met a round already settled: login=%d game.id=%s transaction.id=%s: %s%s", call.action,
+                    call.login, call.game_id, call.txid, what, left_out(skipped))
 
     async def _new_sid(self, obj: dict, uuid: Any) -> bytes:
         """``/v1/sid``: a fresh game session for an existing account (providers' test suites ask for one)."""

@@ -18,7 +18,6 @@ from syncledger.ledger import Outcome, to_text
 from syncledger.ledger import wallet as w
 
 from .http import Response
-from .limits import LineBudget, left_out
 from .mainloop import Job, ShuttingDown
 from .models import WalletMove, WalletSession, WalletUser
 from .protocol import decode_json, invalid_value
@@ -101,7 +100,6 @@ class WalletApp:
         self.s = server
         self._token = token.encode() if token else None
         self.routes = {f"/v1/{action}".encode(): action for action in ACTIONS + (TEST_ACTIONS if test_endpoints else ())}
-        self._closed_lines = LineBudget(20, trio.current_time)  # closed-round warnings a second (each is counted)
 
     # ---- server.http's App: the head is checked before the body is read
 
@@ -158,12 +156,8 @@ class WalletApp:
         """Warn of, and count, a call that met a round already settled: an integration that reuses game.id
         shows on its first day."""
         self.s.metrics.closed_round.labels(call.action).inc()
-        skipped = self._closed_lines.take()
-        if skipped is None:
-            return
-        what = _CLOSED_ROUND.get((call.action, status), f"answered {status}")
-        log.warning("%s met a round already settled: login=%d game.id=%s transaction.id=%s: %s%s", call.action,
-                    call.login, call.game_id, call.txid, what, left_out(skipped))
+        log.warning("%s met a round already settled: login=%d game.id=%s transaction.id=%s: %s", call.action,
+                    call.login, call.game_id, call.txid, _CLOSED_ROUND.get((call.action, status), f"answered {status}"))
 
     async def _new_sid(self, obj: dict, uuid: Any) -> bytes:
         """``/v1/sid``: a fresh game session for an existing account (providers' test suites ask for one)."""

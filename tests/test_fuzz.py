@@ -1142,7 +1142,8 @@ REFUSED = Ans()
 
 class WalletModel:
     """The wallet contract (section 3): rounds are (login, game.id), settled by one accepted credit (and a debit
-    taken after that by its own credit); debits found by refId (a debit's id or its own refId); idempotency by transaction.id; tombstones.
+    taken after that by its own credit); debits found by refId (a debit's id or its own refId); idempotency by
+    transaction.id; tombstones.
 
     When the contract leaves an answer open the model answers ANY and marks the ids and games involved as
     vague: any later call that touches them is ANY too (its answer is only checked for shape and effect)."""

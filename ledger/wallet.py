@@ -59,12 +59,14 @@ class WalletCall:
 @dataclass(frozen=True, slots=True)
 class WalletResult:
     """``balance``/``bonus`` are the account's balance and credit (micro-units), None if it is unknown;
-    ``retransmission`` marks the answer to a transaction.id seen before."""
+    ``retransmission`` marks the answer to a transaction.id seen before; ``closed_round`` a new debit, credit or
+    cancel whose round a credit had already settled (the server warns: a reused game.id?)."""
 
     status: str
     balance: int | None = None
     bonus: int | None = None
     retransmission: bool = False
+    closed_round: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +114,10 @@ class _Wallet:
             return self._result(c.login, OK if self._session_ok(c) else INVALID_SID)
         return getattr(self, c.action)(c)
 
-    def _result(self, login: int, status: str, events: list | None = None, retransmission: bool = False) -> Outcome:
+    def _result(self, login: int, status: str, events: list | None = None, retransmission: bool = False,
+                closed: bool = False) -> Outcome:
         _, balance, credit = self.store.accounts[login]
-        return Outcome(data=WalletResult(status, balance, credit, retransmission), events=events or [])
+        return Outcome(data=WalletResult(status, balance, credit, retransmission, closed), events=events or [])
 
     def _session_ok(self, c: WalletCall) -> bool:
         """The sid belongs to the user and has not been idle too long; activity renews it."""
@@ -146,10 +149,10 @@ class _Wallet:
                         (kind, txid or c.txid, c.login, ref_id or c.ref_id, game_id or c.game_id, c.amount,
                          c.payload, status, order, seq, c.now))
 
-    def _answer(self, kind: str, c: WalletCall, status: str, **recorded: object) -> Outcome:
+    def _answer(self, kind: str, c: WalletCall, status: str, closed: bool = False, **recorded: object) -> Outcome:
         """Record a refusal under the transaction.id (a retry gets the same answer) and answer it."""
         self._record(kind, c, status, **recorded)  # type: ignore[arg-type]
-        return self._result(c.login, status)
+        return self._result(c.login, status, closed=closed)
 
     def _repeat(self, seen: _Tx, c: WalletCall, repeated_ok: str) -> Outcome:
         """A transaction.id seen before: a changed request is INVALID_PARAMETER; a retry of one that
@@ -165,10 +168,10 @@ class _Wallet:
             self._record("tombstone", c, c.action, txid=txid, ref_id=c.txid)
 
     def _move(self, kind: str, c: WalletCall, request: FinanceRequest, ref_id: str | None = None,
-              game_id: str | None = None) -> Outcome:
+              game_id: str | None = None, closed: bool = False) -> Outcome:
         _, event = self.store.apply_finance(request, c.now, "wallet", c.txid)
         self._record(kind, c, OK, ref_id=ref_id, game_id=game_id, order=event.order, seq=event.seq)
-        return self._result(c.login, OK, [event])
+        return self._result(c.login, OK, [event], closed=closed)
 
     # ---- rounds
 
@@ -199,6 +202,11 @@ class _Wallet:
         """Not cancelled and its order not deleted by a manager."""
         return self.store.current_version(debit.order).state != TS_DELETED
 
+    def _settled(self, debit: _Tx) -> bool:
+        """Cancelled, deleted, or settled by a credit of its round accepted after it (a credit settles the
+        debits its round had then, not one taken later)."""
+        return not self._live(debit) or self._round_credit(debit.login, debit.game_id, _refs(debit), debit.seq)
+
     # ---- the three moves
 
     def debit(self, c: WalletCall) -> Outcome:
@@ -208,40 +216,40 @@ class _Wallet:
             return self._repeat(seen, c, BET_ALREADY_EXIST)
         if "credit" in known:  # a transaction.id names one transaction
             return self._result(c.login, INVALID_PARAMETER)
+        # A debit in a round already settled is taken like any other (the provider follows it with a cancel,
+        # or its own credit settles it), and flagged.
+        closed = self._round_credit(c.login, c.game_id, _refs(c))
         if self._tombstoned(c.login, c.txid) or self._tombstoned(c.login, c.ref_id):
-            return self._answer("debit", c, FINAL_ERROR_ACTION_FAILED)
+            return self._answer("debit", c, FINAL_ERROR_ACTION_FAILED, closed)
         if not self._session_ok(c):
-            return self._result(c.login, INVALID_SID)
-        # A debit in a round already settled is taken like any other: the provider follows it with a cancel.
+            return self._result(c.login, INVALID_SID, closed=closed)
         request = FinanceRequest("BalanceOut", c.login, c.amount, _comment(c))
         try:
-            return self._move("debit", c, request)
+            return self._move("debit", c, request, closed=closed)
         except LedgerError as e:
             if e.code != "NO_MONEY":
                 raise
-        return self._answer("debit", c, INSUFFICIENT_FUNDS)
+        return self._answer("debit", c, INSUFFICIENT_FUNDS, closed)
 
     def credit(self, c: WalletCall) -> Outcome:
-        """Settle the round (win, or a loss with amount 0); the round is closed by it."""
+        """Settle the round (win, or a loss with amount 0): every debit of it taken so far. A round already
+        settled is closed, except to the credit of a debit taken since (a late debit is settled by its own)."""
         known = self._txs(("credit", "debit"), c.txid)
         seen = known.get("credit")
         if seen is not None:
             return self._repeat(seen, c, BET_ALREADY_SETTLED)
         if "debit" in known:
             return self._result(c.login, INVALID_PARAMETER)
-        if c.game_id is not None and self._round_credit(c.login, c.game_id, set()):
-            return self._answer("credit", c, BET_ALREADY_SETTLED)
         debits = self._debits(c.login, c.ref_id, c.game_id)
-        if not debits:
+        round_id = c.game_id if c.game_id is not None or not debits else debits[0].game_id
+        closed = self._round_credit(c.login, round_id, {c.ref_id}.union(*map(_refs, debits)))
+        if not debits:  # and a debit that comes later with that id or refId is refused, never left unsettleable
             self._tombstone(c.ref_id, c)
-            return self._answer("credit", c, BET_DOES_NOT_EXIST)
-        round_id = c.game_id if c.game_id is not None else debits[0].game_id
-        refs = {c.ref_id} | {d.txid for d in debits} | {d.ref_id for d in debits if d.ref_id}
-        if (c.game_id is None and self._round_credit(c.login, round_id, refs)) or \
-                not any(self._live(d) for d in debits):
-            return self._answer("credit", c, BET_ALREADY_SETTLED, game_id=round_id)
+            return self._answer("credit", c, BET_ALREADY_SETTLED if closed else BET_DOES_NOT_EXIST, closed)
+        if all(self._settled(d) for d in debits):
+            return self._answer("credit", c, BET_ALREADY_SETTLED, closed, game_id=round_id)
         request = FinanceRequest("BalanceIn", c.login, c.amount, _comment(c, round_id), allow_zero=True)
-        return self._move("credit", c, request, game_id=round_id)
+        return self._move("credit", c, request, game_id=round_id, closed=closed)
 
     def cancel(self, c: WalletCall) -> Outcome:
         """Reverse the debit whose transaction.id the cancel carries, unless its round's credit came after it."""
@@ -254,11 +262,16 @@ class _Wallet:
                 (c.game_id is not None and debit.game_id != c.game_id):
             self._tombstone(c.txid, c)
             return self._answer("cancel", c, BET_DOES_NOT_EXIST, ref_id=c.txid)
-        refs = {debit.txid} | ({debit.ref_id} if debit.ref_id else set())
-        if not self._live(debit) or self._round_credit(c.login, debit.game_id, refs, after_seq=debit.seq):
-            return self._answer("cancel", c, BET_ALREADY_SETTLED, ref_id=c.txid, game_id=debit.game_id)
+        closed = self._round_credit(c.login, debit.game_id, _refs(debit))
+        if self._settled(debit):
+            return self._answer("cancel", c, BET_ALREADY_SETTLED, closed, ref_id=c.txid, game_id=debit.game_id)
         return self._move("cancel", c, FinanceRequest("DeleteBalance", order=debit.order), ref_id=c.txid,
-                          game_id=debit.game_id)
+                          game_id=debit.game_id, closed=closed)
+
+
+def _refs(debit: _Tx | WalletCall) -> set[str]:
+    """The ids a credit may name a debit by: its transaction.id and its own refId."""
+    return {debit.txid} | ({debit.ref_id} if debit.ref_id else set())
 
 
 def _comment(c: WalletCall, round_id: str | None = None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Awaitable, Protocol
 
 import h11
@@ -142,7 +143,8 @@ class HttpConnection:
         size = sum(map(len, chunks))
         if not complete and self.h11.client_is_waiting_for_100_continue:  # "Expect: 100-continue"
             try:
-                await self.stream.send_all(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+                await self.stream.send_all(self.h11.send(h11.InformationalResponse(status_code=100, headers=[],
+                                                                                    reason=_reason(100))))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise _Closed() from None
         try:
@@ -210,7 +212,8 @@ class HttpConnection:
         if close:
             headers.append((b"connection", b"close"))
         data = b"".join(self.h11.send(event) or b"" for event in (
-            h11.Response(status_code=answer.status, headers=headers), h11.Data(data=answer.body), h11.EndOfMessage()))
+            h11.Response(status_code=answer.status, headers=headers, reason=_reason(answer.status)),
+            h11.Data(data=answer.body), h11.EndOfMessage()))
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -224,6 +227,12 @@ class HttpConnection:
                 await self._send_response(Response(status, body), close=True)
             except (h11.LocalProtocolError, _Closed):
                 pass
+
+
+def _reason(status: int) -> bytes:
+    """The standard reason phrase of ``status`` (strict clients such as h2load count an answer without one as
+    failed)."""
+    return HTTPStatus(status).phrase.encode()
 
 
 def _content_length(request: h11.Request) -> int | None:

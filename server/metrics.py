@@ -33,6 +33,9 @@ class Metrics:
                                      registry=r)
         self.wallet = Counter("syncledger_wallet_answers", "Game-wallet answers, by action and status",
                               ["action", "status"], registry=r)
+        self.closed_round = Counter("syncledger_wallet_closed_round",
+                                    "Wallet debits, credits and cancels that met a round already settled (a game.id "
+                                    "reused by the integration?)", ["call"], registry=r)
         self.inbox = Gauge("syncledger_inbox_depth", "Commands queued for the mainLoop", registry=r)
         self.connections = Gauge("syncledger_connections", "Open connections, by listener", ["listener"],
                                  registry=r)

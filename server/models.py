@@ -136,8 +136,12 @@ WalletAmount = Annotated[int, BeforeValidator(_wallet_micro), Field(ge=0)]
 Currency = Annotated[str, Field(strict=True, pattern=r"^[A-Z]{3}$")]
 
 
+_LOGIN_TEXT = re.compile(r"[1-9][0-9]{0,17}")
+
+
 def _user_id(value: Any) -> int:
-    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 18:
+    """The login as it was issued: its canonical decimal form only ("01003", "+1003" or "1_003" name no account)."""
+    if not isinstance(value, str) or not _LOGIN_TEXT.fullmatch(value):
         raise ValueError("userId must be the account login as a decimal string")
     return int(value)
 

@@ -31,6 +31,12 @@ TEST_ACTIONS = ("sid",)  # only with serve --wallet-test-endpoints
 INVALID_TOKEN_ID, TEMPORARY_ERROR, UNKNOWN_ERROR = "INVALID_TOKEN_ID", "TEMPORARY_ERROR", "UNKNOWN_ERROR"
 
 
+# What a call that met a round already settled did (else: what it was answered).
+_CLOSED_ROUND = {("debit", "OK"): "taken (its own credit settles it, or its cancel refunds it)",
+                 ("credit", "OK"): "settled the debits taken since the round's earlier credit",
+                 ("cancel", "OK"): "refunded a debit taken after the round was settled"}
+
+
 class _Invalid(Exception):
     """The request is malformed: INVALID_PARAMETER, nothing written."""
 
@@ -142,7 +148,16 @@ class WalletApp:
         if outcome.error is not None:  # the ledger could not commit: nothing happened, retry
             return self._render(action, TEMPORARY_ERROR if outcome.error.status >= 500 else UNKNOWN_ERROR, uuid)
         r: w.WalletResult = outcome.data
+        if r.closed_round:
+            self._closed_round(call, r.status)
         return self._render(action, r.status, uuid, call.sid, r.balance, r.bonus, r.retransmission)
+
+    def _closed_round(self, call: w.WalletCall, status: str) -> None:
+        """Warn of, and count, a call that met a round already settled: an integration that reuses game.id
+        shows on its first day."""
+        self.s.metrics.closed_round.labels(call.action).inc()
+        log.warning("%s met a round already settled: login=%d game.id=%s transaction.id=%s: %s", call.action,
+                    call.login, call.game_id, call.txid, _CLOSED_ROUND.get((call.action, status), f"answered {status}"))
 
     async def _new_sid(self, obj: dict, uuid: Any) -> bytes:
         """``/v1/sid``: a fresh game session for an existing account (providers' test suites ask for one)."""

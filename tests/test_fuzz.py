@@ -1141,8 +1141,9 @@ REFUSED = Ans()
 
 
 class WalletModel:
-    """The wallet contract (section 3): rounds are (login, game.id), settled by one accepted credit; debits
-    found by refId (a debit's id or its own refId); idempotency by transaction.id; tombstones.
+    """The wallet contract (section 3): rounds are (login, game.id), settled by one accepted credit (and a debit
+    taken after that by its own credit); debits found by refId (a debit's id or its own refId); idempotency by
+    transaction.id; tombstones.
 
     When the contract leaves an answer open the model answers ANY and marks the ids and games involved as
     vague: any later call that touches them is ANY too (its answer is only checked for shape and effect)."""
@@ -1241,18 +1242,17 @@ class WalletModel:
     def credit(self, r: S.WalletReq, acc: Account, payload: tuple, sid_ok: bool) -> dict[str, Ans]:
         if ("debit", r.txid) in self.txs:
             return {"INVALID_PARAMETER": REFUSED}
-        if r.game_id is not None and self._settled(r.login, r.game_id, set()):  # the round is closed
-            return {"BET_ALREADY_SETTLED": Ans(update=self._record(r, payload, "BET_ALREADY_SETTLED", game=r.game_id),
-                                               why="round-closed")}
         # a round is the account's: another player's debit with that id or refId is not this one's
         named = [d for d in self._debits() if r.ref_id in (d.txid, d.ref_id) and d.login == r.login]
         if self._vague([i for d in named for i in (d.txid, d.ref_id)], [d.game for d in named]):
             return {ANY: Ans(update=self._blur([r.txid, r.ref_id] + [d.txid for d in named], [r.game_id]),
                              why="vague-debits")}
         debits = [d for d in named if d.status == "OK" and (r.game_id is None or d.game == r.game_id)]
-        if not debits:
-            return {"BET_DOES_NOT_EXIST": Ans(update=self._record(r, payload, "BET_DOES_NOT_EXIST", game=r.game_id,
-                                                                  tombstone=r.ref_id))}
+        if not debits:  # its refId is tombstoned: a debit with it, coming later, is refused (never unsettleable)
+            status = "BET_ALREADY_SETTLED" if r.game_id is not None and self._settled(r.login, r.game_id, set()) \
+                else "BET_DOES_NOT_EXIST"
+            return {status: Ans(update=self._record(r, payload, status, game=r.game_id, tombstone=r.ref_id),
+                                why="round-closed-no-debit" if status == "BET_ALREADY_SETTLED" else "no-debit")}
         games = {d.game for d in debits}
         if r.game_id is None and len(games) > 1:  # debits of several rounds: the contract does not say which
             return {ANY: Ans(update=self._blur([r.txid, r.ref_id] + [i for d in debits for i in (d.txid, d.ref_id)],
@@ -1260,13 +1260,17 @@ class WalletModel:
         game = r.game_id if r.game_id is not None else games.pop()
         refs = {r.ref_id} | {d.txid for d in debits} | {d.ref_id for d in debits if d.ref_id is not None}
         closed = self._settled(r.login, game, refs)
-        if closed or not any(d.live for d in debits):
+        # a debit is settled when cancelled, or by a credit of its round accepted after it (a late debit, taken
+        # after its round was settled, is settled by its own credit)
+        if not any(d.live and not self._settled(r.login, d.game, {d.txid, d.ref_id} - {None}, after=d.at)
+                   for d in debits):
             return {"BET_ALREADY_SETTLED": Ans(update=self._record(r, payload, "BET_ALREADY_SETTLED", game=game),
                                                why="round-closed" if closed else "no-live-debit")}
         if r.amount > 0 and acc.balance + r.amount > MAX_TOTAL:  # beyond what the ledger keeps: nothing moves
             blur = Ans(update=self._blur([r.txid, r.ref_id], [game]))
             return {"UNKNOWN_ERROR": blur, "INVALID_PARAMETER": blur}
-        why = "split-win" if len(debits) > 1 else "shared-ref-win" if r.ref_id != debits[0].txid else "win"
+        why = "late-win" if closed else "split-win" if len(debits) > 1 else \
+            "shared-ref-win" if r.ref_id != debits[0].txid else "win"
         return {"OK": Ans(("credit", r.amount), self._record(r, payload, "OK", game=game),
                           why=why + ("-no-game" if r.game_id is None else ""))}
 

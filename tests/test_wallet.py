@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from decimal import Decimal
 
 import httpx
@@ -10,6 +11,8 @@ import orjson
 import pytest
 import trio
 
+from syncledger.ledger import codec
+from syncledger.ledger.wallet import WalletResult
 from syncledger.server.app import serve
 from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, tcp_client
 from tests.pgcluster import backend, every_backend, ledger_db, pg_cluster, pg_url, serve_on  # noqa: F401  (fixtures)
@@ -210,6 +213,24 @@ async def test_wrong_currency_and_wrong_user(provider, wallet_server):
     assert await event_count(wallet_server) == before + 1
 
 
+async def test_user_id_names_an_account_only_as_issued(provider, wallet_server):
+    """Only the login's canonical decimal form names it: "01003" is not the account "1003" was issued for
+    (nor are int()'s other spellings); each is answered as an unknown userId is, and nothing moves."""
+    login = str(provider.login)
+    before = await event_count(wallet_server)
+    for user in ("0" + login, "00" + login, f" {login}", f"{login} ", "+" + login, login + "\n",
+                 f"{login[0]}_{login[1:]}", "\uff11" + login):
+        for action, body in (("debit", provider.body("D-u", 1, userId=user)),
+                             ("credit", provider.body("C-u", 1, "R-u", userId=user)),
+                             ("cancel", provider.body("D-u", userId=user)),
+                             ("balance", {"sid": provider.sid, "userId": user, "currency": "EUR"}),
+                             ("check", {"sid": provider.sid, "userId": user})):
+            reply = await provider.post(action, body)
+            assert (reply["status"], "balance" in reply) == ("INVALID_PARAMETER", False), (action, user, reply)
+    assert await event_count(wallet_server) == before
+    assert (await provider.debit("D-u", 1))["status"] == "OK"  # the id as issued; nothing was tombstoned
+
+
 @pytest.mark.parametrize("body", [
     b"{not json",
     b"[]",
@@ -398,6 +419,22 @@ FLOWS = {
         ("credit", "C2", "D1", None, 3, "BET_ALREADY_SETTLED", 93),
         ("credit", "C3", "R1", "G1", 3, "BET_ALREADY_SETTLED", 93),
     ],
+    "a game.id reused by the next round: each round's credit settles its own debit": [
+        ("debit", "D1", "R1", "G1", 10, "OK", 90),
+        ("credit", "C1", "R1", "G1", 20, "OK", 110),
+        ("debit", "D2", "R2", "G1", 5, "OK", 105),  # the round was settled: taken, and warned
+        ("credit", "C2", "R2", "G1", 7, "OK", 112),  # settles D2, the debit C1 could not have settled
+        ("credit", "C3", "R1", "G1", 1, "BET_ALREADY_SETTLED", 112),
+        ("credit", "C4", "D2", "G1", 1, "BET_ALREADY_SETTLED", 112),
+        ("cancel", "D2", None, "G1", None, "BET_ALREADY_SETTLED", 112),
+    ],
+    "a credit in a settled round naming no debit: that debit, coming later, is refused": [
+        ("debit", "D1", "R1", "G1", 10, "OK", 90),
+        ("credit", "C1", "R1", "G1", 20, "OK", 110),
+        ("credit", "C2", "R2", "G1", 5, "BET_ALREADY_SETTLED", 110),
+        ("debit", "D2", "R2", "G1", 5, "FINAL_ERROR_ACTION_FAILED", 110),  # never taken and then unsettleable
+        ("debit", "R2", "R3", "G1", 5, "FINAL_ERROR_ACTION_FAILED", 110),
+    ],
 }
 RETRIED = {("debit", "OK"): "BET_ALREADY_EXIST", ("credit", "OK"): "BET_ALREADY_SETTLED",
            ("cancel", "OK"): "BET_ALREADY_SETTLED"}
@@ -513,3 +550,57 @@ async def test_players_sharing_a_round_and_its_ref_id_are_settled_apart(provider
     assert early["status"] == "BET_DOES_NOT_EXIST"
     assert (await provider.debit("A-bet-8", 1, "table-8", "round-8"))["status"] == "OK"  # A is not affected
     assert (await b.debit("B-bet-8", 1, "table-8", "round-8"))["status"] == "FINAL_ERROR_ACTION_FAILED"
+
+
+def closed_round_calls(srv, call: str) -> float:
+    """syncledger_wallet_closed_round_total{call}, over the server's nodes."""
+    return sum(node.metrics.registry.get_sample_value("syncledger_wallet_closed_round_total", {"call": call}) or 0
+               for node in getattr(srv, "nodes", [srv]))
+
+
+def closed_round_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "syncledger.wallet" and r.levelno == logging.WARNING]
+
+
+@every_backend
+async def test_rounds_reusing_a_game_id_pay_every_win(provider, caplog):
+    """An integration that sends its game code as game.id: each round after the first meets a round already
+    settled. Its debit is taken, and its own credit settles it (116 owed after three rounds; 110 were left
+    when every later credit was answered BET_ALREADY_SETTLED); each such call is warned and counted."""
+    caplog.set_level(logging.WARNING, "syncledger.wallet")
+    srv = provider.srv
+    for n, win in enumerate((25, 3, 3), 1):
+        assert (await provider.debit(f"D{n}", 5, "slot-7", f"R{n}"))["status"] == "OK"
+        credit = await provider.credit(f"C{n}", f"R{n}", win, "slot-7")
+        assert (n, credit["status"]) == (n, "OK")
+    assert await provider.balance() == 116
+    again = await provider.credit("C3b", "R3", 3, "slot-7")  # a new credit for a debit already settled
+    assert (again["status"], again["balance"]) == ("BET_ALREADY_SETTLED", 116)
+    assert (await provider.credit("C3", "R3", 3, "slot-7"))["retransmission"]  # a retry is not one more warning
+    assert (await provider.debit("D4", 5, "slot-7", "R4"))["status"] == "OK"
+    refund = await provider.cancel("D4", "slot-7")  # a late debit the provider takes back
+    assert (refund["status"], refund["balance"]) == ("OK", 116)
+    assert [closed_round_calls(srv, call) for call in ("debit", "credit", "cancel")] == [3, 3, 1]
+    lines = closed_round_lines(caplog)
+    assert len(lines) == 7 and all(f"login={provider.login} game.id=slot-7 " in line for line in lines), lines
+    assert "transaction.id=D2" in lines[0] and "transaction.id=C2" in lines[1]
+    assert "transaction.id=C3b" in lines[4] and "BET_ALREADY_SETTLED" in lines[4]
+
+
+async def test_a_closed_round_is_flagged_through_the_writer_process(nursery, tmp_path, caplog):
+    """The wallet rules run where the writer runs: the flag comes back through ledger/codec.py."""
+    assert codec.loads(codec.dumps(WalletResult("OK", 1, 0, False, True))) == WalletResult("OK", 1, 0, False, True)
+    caplog.set_level(logging.WARNING, "syncledger.wallet")
+    srv = await nursery.start(serve, make_config(db=str(tmp_path / "w.db"), wallet_port=0, wallet_token=TOKEN,
+                                                 writer="process"))
+    async with tcp_client(srv) as c:
+        login = await add_account(c)
+        assert (await c.call("BalanceIn", {"login": login, "amount": 100})).ok
+        sid = (await c.call("OpenGameSession", {"login": login})).data["sid"]
+    async with httpx.AsyncClient(timeout=30) as http:
+        player = Provider(srv, http, login, sid)
+        for n in (1, 2):
+            assert (await player.debit(f"D{n}", 5, "slot-7", f"R{n}"))["status"] == "OK"
+            assert (await player.credit(f"C{n}", f"R{n}", 6, "slot-7"))["status"] == "OK"
+    assert [closed_round_calls(srv, call) for call in ("debit", "credit")] == [1, 1]
+    assert len(closed_round_lines(caplog)) == 2

@@ -288,6 +288,7 @@ class Server:
                     admin_port = _port(admin)
                 self.ports = Ports(_port(tcp), _port(wsl), _port(http), admin_port)
                 root.start_soon(self._prune_game_sessions)
+                root.start_soon(self.broker.trim.run)
                 task_status.started(self)
         finally:
             for reader in self._readers:

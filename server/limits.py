@@ -1,8 +1,10 @@
-"""Per-listener connection caps (a connection over the cap is closed at once) and log budgets: refusals and
-connection lines are logged at a bounded rate, so that a flood of connections does not flood the log too."""
+"""Per-listener connection caps (a connection over the cap is closed at once), log budgets (refusals and
+connection lines are logged at a bounded rate, so that a flood of connections does not flood the log too),
+and giving freed memory back to the system."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import resource
 from typing import Callable
@@ -12,6 +14,18 @@ import trio
 from .logs import LineBudget  # noqa: F401  (the connection lines' budget: tcp, app)
 
 log = logging.getLogger("syncledger.limits")
+TRIM_AFTER = 16 << 20  # unsent bytes left by closing connections that make the heap be trimmed
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``; None with another C library."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
 
 
 def peer_address(stream: trio.abc.Stream) -> str:
@@ -85,6 +99,33 @@ class Gate:
 
     def leave(self) -> None:
         self.open -= 1
+
+
+class HeapTrim:
+    """Hands the C heap's free memory back to the system (glibc's ``malloc_trim``) a moment after connections
+    that held TRIM_AFTER unsent bytes in all have closed: glibc keeps freed memory otherwise, and the server's
+    RSS stays at its peak. One trim, in a worker thread, for a whole wave of closes; never on the mainLoop's
+    path."""
+
+    def __init__(self, delay: float = 1.0):
+        self.delay = delay
+        self._freed = 0  # unsent bytes of the connections closed since the last trim
+        self._wanted = trio.Event()
+        self.trims = 0
+
+    def freed(self, held: int) -> None:
+        """A connection closed with ``held`` bytes unsent."""
+        self._freed += held
+        if self._freed >= TRIM_AFTER and MALLOC_TRIM is not None:
+            self._wanted.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            await trio.sleep(self.delay)  # the rest of the wave closes meanwhile
+            self._wanted, self._freed = trio.Event(), 0
+            await trio.to_thread.run_sync(MALLOC_TRIM, 0)
+            self.trims += 1
 
 
 def left_out(count: int) -> str:

@@ -287,7 +287,7 @@ async def test_a_client_that_pipelines_reads_without_reading_is_dropped_at_a_byt
             await trio.sleep(0.01)
         await trio.sleep(1)
         conns = [c for c in srv.connections if c.closed_reason is None]
-        assert all(c._buffered <= c.outbox_bytes for c in srv.connections)
+        assert all(c.outbox.buffered <= c.outbox_bytes for c in srv.connections)
         assert "too many unread bytes" in caplog.text and not conns
         nursery.cancel_scope.cancel()
 
@@ -322,11 +322,12 @@ async def test_a_replaying_subscriber_that_takes_nothing_is_dropped(autojump_clo
 
 
 async def test_a_replay_holds_little_memory_for_a_client_that_does_not_read(autojump_clock, monkeypatch):
-    """Replayed events wait in the outbox only up to REPLAY_BYTES, however large the outbox may grow for
-    replies: two hundred stalled replays hold 200 x REPLAY_BYTES, not 200 x half the outbox."""
-    from syncledger.server import tcp
+    """Replayed events wait in the outbox only up to REPLAY_BYTES (and one piece of 100 lines), however large
+    the outbox may grow for replies: two hundred stalled replays hold 200 x REPLAY_BYTES (and the rest of the
+    page each is at), not 200 x half the outbox."""
+    from syncledger.server import broker
     from syncledger.server.testing import Harness, test_config
-    monkeypatch.setattr(tcp, "REPLAY_BYTES", 20_000)
+    monkeypatch.setattr(broker, "REPLAY_BYTES", 200_000)
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, test_config(outbox_bytes=16 << 20, replay_stall=30))
         await _account_with_trades(srv, 2000)
@@ -335,7 +336,7 @@ async def test_a_replay_holds_little_memory_for_a_client_that_does_not_read(auto
                                     "s"))
         await trio.sleep(5)  # the replay has filled what it may, and waits
         (conn,) = [c for c in srv.connections if c.channels]
-        assert 10_000 < conn._buffered < 20_000 + 2_000  # at most one line past the bound
+        assert 100_000 < conn.outbox.buffered < 200_000 + 50_000  # at most one piece (100 lines) past the bound
         nursery.cancel_scope.cancel()
 
 

@@ -32,7 +32,7 @@ from .commands import Dispatcher
 from .faults import Faults
 from .health import Watch
 from .http import HttpServer, Limits
-from .limits import Gate, LineBudget, default_cap, peer_address, raise_descriptor_limit
+from .limits import Gate, LineBudget, SubscriberCap, default_cap, peer_address, raise_descriptor_limit
 from .lockfile import LedgerLock, PgLock
 from .mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
@@ -63,6 +63,8 @@ class Config:
     idle_timeout: float = 60.0  # seconds a connection may stay open without presenting a valid token
     max_connections: int | None = None  # per listener; None: sized to the open-file limit
     max_connect_rate: float | None = 200.0  # new connections a second from one address, after 1,000 at once
+    max_subscribers_per_login: int = 16  # trade:event subscribers (TCP and WebSocket) of one manager login
+    max_subscribers_per_address: int = 64  # and from one address; each holds ~1.2 MB at most while it lags
     admin_host: str = "127.0.0.1"  # health, metrics (and the back-office page): loopback unless asked
     tls_cert: str | None = None  # PEM certificate chain: TLS on every listener (with tls_key)
     tls_key: str | None = None
@@ -129,7 +131,7 @@ class Server:
             if self._lock is not None:
                 self._lock.release()
             raise
-        self.broker = Broker()
+        self.broker = Broker(SubscriberCap(config.max_subscribers_per_login, config.max_subscribers_per_address))
         self.timeouts = Timeouts()
         self.mainloop = MainLoop(self.store, self.broker.publish, batch_max=config.batch_max,
                                  inbox_size=config.inbox_size, threaded=config.threaded, writer=self.writer,

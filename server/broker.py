@@ -17,7 +17,7 @@ from syncledger.ledger import reads
 from syncledger.ledger.store import Event
 
 from . import protocol
-from .limits import HeapTrim
+from .limits import HeapTrim, SubscriberCap
 
 if TYPE_CHECKING:
     from .mainloop import MainLoop
@@ -100,9 +100,10 @@ def split_lines(piece: bytes) -> list[bytes]:
 
 
 class Broker:
-    def __init__(self, replay_slots: int = 2) -> None:
+    def __init__(self, cap: SubscriberCap | None = None, replay_slots: int = 2) -> None:
         self.subscribers: dict[Subscriber, int] = {}  # subscriber -> seq of the last event it was given
         self.dropped = 0
+        self.cap = cap or SubscriberCap()  # (no cap unless one is given)
         self.trim = HeapTrim()
         # pages read at once, by all replays together: many replaying subscribers share the CPU that a
         # replay costs instead of multiplying it (a slot is never held while waiting for a client)
@@ -134,9 +135,10 @@ class Broker:
             sub.drop(f"this node fell behind the ledger (events up to seq {seq}); reconnect with from_seq")
 
     def remove(self, sub: Subscriber, held: int = 0) -> None:
-        """``sub`` is no longer subscribed; ``held``: the bytes its connection left unsent, if it closed
-        (see HeapTrim)."""
+        """``sub`` is no longer subscribed (its slot under the cap is free again); ``held``: the bytes its
+        connection left unsent, if it closed (see HeapTrim)."""
         self.subscribers.pop(sub, None)
+        self.cap.leave(sub)
         self.trim.freed(held)
 
     async def subscribe(self, sub: Subscriber, mainloop: MainLoop, from_seq: int | None = None,

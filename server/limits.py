@@ -1,13 +1,14 @@
-"""Per-listener connection caps (a connection over the cap is closed at once), log budgets (refusals and
-connection lines are logged at a bounded rate, so that a flood of connections does not flood the log too),
-and giving freed memory back to the system."""
+"""Per-listener connection caps (a connection over the cap is closed at once), caps on event subscribers,
+log budgets (refusals and connection lines are logged at a bounded rate, so that a flood of connections does
+not flood the log too), and giving freed memory back to the system."""
 
 from __future__ import annotations
 
 import ctypes
 import logging
 import resource
-from typing import Callable
+from collections import Counter
+from typing import Callable, Hashable
 
 import trio
 
@@ -99,6 +100,46 @@ class Gate:
 
     def leave(self) -> None:
         self.open -= 1
+
+
+class SubscriberCap:
+    """At most ``per_login`` trade:event subscribers (TCP and WebSocket together) for one manager login,
+    whatever tokens it holds, and ``per_address`` from one address (None: no cap). A refusal is logged once a
+    second at most."""
+
+    def __init__(self, per_login: int | None = None, per_address: int | None = None):
+        self.per_login, self.per_address = per_login, per_address
+        self._held: dict[Hashable, tuple[int, str]] = {}  # subscriber -> (login, address)
+        self._logins: Counter[int] = Counter()
+        self._addresses: Counter[str] = Counter()
+        self._lines = LineBudget(1, trio.current_time)
+
+    def enter(self, sub: Hashable, login: int, address: str) -> str | None:
+        """Take a slot for ``sub`` (one, however often asked); None, or why there is none left."""
+        if sub in self._held:
+            return None
+        if self.per_login is not None and self._logins[login] >= self.per_login:
+            refusal = f"manager login {login} already has {self.per_login} event subscribers, the most it may have"
+        elif self.per_address is not None and self._addresses[address] >= self.per_address:
+            refusal = f"{address} already has {self.per_address} event subscribers, the most one address may have"
+        else:
+            self._held[sub] = (login, address)
+            self._logins[login] += 1
+            self._addresses[address] += 1
+            return None
+        if (skipped := self._lines.take()) is not None:
+            log.warning("refused a subscriber: %s (--max-subscribers-per-login, --max-subscribers-per-address)%s",
+                        refusal, left_out(skipped))
+        return refusal
+
+    def leave(self, sub: Hashable) -> None:
+        """Free the slot of ``sub``, if it holds one."""
+        held = self._held.pop(sub, None)
+        if held is not None:
+            for count, key in ((self._logins, held[0]), (self._addresses, held[1])):
+                count[key] -= 1
+                if not count[key]:
+                    del count[key]
 
 
 class HeapTrim:

@@ -53,8 +53,9 @@ def _refusal(status: int, code: str, message: str) -> tuple[int, bytes]:
     return status, b'{"error":"%s","message":"%s"}' % (code.encode(), message.encode())
 
 
-async def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, bytes | int | None]:
-    """(0, from_seq) for an upgrade request to accept, or (HTTP status, JSON error body) to refuse."""
+async def _handshake(server: Server, request: WebSocketRequest, sub: WsSubscriber) -> tuple[int, bytes | int | None]:
+    """(0, from_seq) for an upgrade request to accept, ``sub`` holding a slot under the subscriber cap, or
+    (HTTP status, JSON error body) to refuse."""
     url = urlsplit(request.path)
     if url.path != "/events":
         return _refusal(404, "NOT_FOUND", "the event stream is at /events")
@@ -71,11 +72,11 @@ async def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, by
     if claims.session not in FINANCE_SESSIONS:
         return _refusal(403, "FORBIDDEN", "the event stream is for manager, dealer and admin sessions")
     from_seq = (query.get("from_seq") or [None])[0]
-    if from_seq is None:
-        return 0, None
-    if not from_seq.isascii() or not from_seq.isdigit() or len(from_seq) > 18:
+    if from_seq is not None and (not from_seq.isascii() or not from_seq.isdigit() or len(from_seq) > 18):
         return _refusal(400, "INVALID_DATA", "from_seq must be a decimal number")
-    return 0, int(from_seq)
+    if refusal := server.broker.cap.enter(sub, claims.login, _remote_address(request)):
+        return _refusal(429, "TOO_MANY_SUBSCRIBERS", refusal)
+    return 0, None if from_seq is None else int(from_seq)
 
 
 def _remote_address(request: WebSocketRequest) -> str:
@@ -103,20 +104,27 @@ async def handle(server: Server, request: WebSocketRequest) -> None:
 
 
 async def _serve(server: Server, request: WebSocketRequest) -> None:
-    refused, detail = await _handshake(server, request)
-    if not refused and detail is not None:
-        try:
-            newest = await server.newest_seq(detail)
-        except ShuttingDown:
-            newest, refused, detail = 0, *_refusal(503, "SHUTTING_DOWN", "the server is shutting down")
-        if not refused and detail > newest:
-            refused, detail = _refusal(400, "FROM_SEQ_AHEAD", f"from_seq {detail} is beyond the newest event {newest}")
-    if refused:
-        await request.reject(refused, extra_headers=[(b"content-type", b"application/json")], body=detail)
-        return
-    from_seq = detail
-    ws = await request.accept()
     sub = WsSubscriber(server.config.outbox_size, server.config.outbox_bytes, server.config.replay_stall)
+    try:
+        refused, detail = await _handshake(server, request, sub)
+        if not refused and detail is not None:
+            try:
+                newest = await server.newest_seq(detail)
+            except ShuttingDown:
+                newest, refused, detail = 0, *_refusal(503, "SHUTTING_DOWN", "the server is shutting down")
+            if not refused and detail > newest:
+                refused, detail = _refusal(400, "FROM_SEQ_AHEAD",
+                                           f"from_seq {detail} is beyond the newest event {newest}")
+        if refused:
+            await request.reject(refused, extra_headers=[(b"content-type", b"application/json")], body=detail)
+            return
+        await _stream(server, await request.accept(), sub, detail)
+    finally:
+        server.broker.remove(sub, held=sub.outbox.buffered)
+
+
+async def _stream(server: Server, ws: WebSocketConnection, sub: WsSubscriber, from_seq: int | None) -> None:
+    """Replayed, then live events until the client goes; one dropped as too slow is closed with 1013."""
     started = trio.current_time()
     try:
         with sub.scope:
@@ -126,7 +134,6 @@ async def _serve(server: Server, request: WebSocketRequest) -> None:
                 await _send_events(ws, sub)
                 nursery.cancel_scope.cancel()
     finally:
-        server.broker.remove(sub, held=sub.outbox.buffered)
         if sub.reason is not None and not sub.scope.cancelled_caught:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await ws.aclose(CLOSE_TRY_AGAIN_LATER, sub.reason[:120])

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import calendar
 import logging
 import os
 import secrets
@@ -103,7 +104,8 @@ class Server:
         self._hashing = trio.CapacityLimiter(1)
         self.throttle = LoginThrottle(trio.current_time)
         self.watch = Watch(trio.current_time, config.stall_after)  # blocking work in flight, for /readyz
-        self._tls = _tls_context(config)  # first: a wrong certificate stops it before anything is touched
+        # first: a wrong certificate stops it before anything is touched
+        self._tls, self.tls_not_after = _tls_context(config)
         self._lock = LedgerLock.acquire(config.db, config.cluster)  # before the file is touched: one server per ledger
         try:
             self.node = secrets.token_hex(4) if config.cluster else None  # signs this node's notifications
@@ -477,9 +479,11 @@ def _port(listeners: list) -> int:
     return (listener.transport_listener if isinstance(listener, trio.SSLListener) else listener).socket.getsockname()[1]
 
 
-def _tls_context(config: Config) -> ssl.SSLContext | None:
+def _tls_context(config: Config) -> tuple[ssl.SSLContext | None, float | None]:
+    """The listeners' TLS context (None: no TLS) and the certificate's notAfter (Unix time). A certificate
+    that has expired or is not yet valid is served all the same, with a WARNING (README, TLS)."""
     if config.tls_cert is None and config.tls_key is None:
-        return None
+        return None, None
     if config.tls_cert is None or config.tls_key is None:
         raise TlsError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -487,7 +491,58 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
         context.load_cert_chain(config.tls_cert, config.tls_key)
     except (OSError, ssl.SSLError) as e:
         raise TlsError(f"cannot use the TLS certificate {config.tls_cert} and key {config.tls_key}: {e}") from None
-    return context
+    try:
+        not_before, not_after = certificate_validity(config.tls_cert)
+    except (OSError, ValueError, IndexError):
+        log.warning("cannot read the validity dates of the TLS certificate %s", config.tls_cert)
+        return context, None
+    now, shown = time.time(), "%Y-%m-%d %H:%M UTC"
+    if now >= not_after:
+        log.warning("the TLS certificate %s expired on %s (%s ago): clients that verify it refuse every "
+                    "connection; renew it and restart syncledger", config.tls_cert,
+                    time.strftime(shown, time.gmtime(not_after)), _span(now - not_after))
+    elif now < not_before:
+        log.warning("the TLS certificate %s is not valid before %s (in %s): clients that verify it refuse every "
+                    "connection until then", config.tls_cert, time.strftime(shown, time.gmtime(not_before)),
+                    _span(not_before - now))
+    return context, not_after
+
+
+def certificate_validity(path: str) -> tuple[int, int]:
+    """(notBefore, notAfter) of the first certificate of a PEM file, in Unix seconds: read from its DER as
+    RFC 5280 lays it out (the standard library's ssl module decodes only a peer's verified certificate)."""
+    with open(path, encoding="ascii", errors="replace") as f:
+        pem = f.read()
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    der = ssl.PEM_cert_to_DER_cert(pem[pem.index(begin):pem.index(end) + len(end)])
+    at = _der(der, _der(der, 0)[1])[1]  # inside the tbsCertificate, inside the Certificate
+    if der[at] == 0xA0:  # version
+        at = _der(der, at)[2]
+    for _ in range(3):  # serialNumber, signature, issuer
+        at = _der(der, at)[2]
+    at = _der(der, at)[1]  # inside the validity
+    times = []
+    for _ in range(2):
+        tag, start, at = _der(der, at)
+        text = der[start:at].decode("ascii")
+        if tag == 0x17:  # UTCTime, YYMMDDHHMMSSZ: 50-99 are 19YY
+            text = ("19" if text[:2] >= "50" else "20") + text
+        times.append(calendar.timegm(time.strptime(text, "%Y%m%d%H%M%SZ")))
+    return times[0], times[1]
+
+
+def _der(data: bytes, at: int) -> tuple[int, int, int]:
+    """(tag, where its content starts, where it ends) of the DER element at ``at``."""
+    tag, length, at = data[at], data[at + 1], at + 2
+    if length & 0x80:
+        size = length & 0x7F
+        length, at = int.from_bytes(data[at:at + size], "big"), at + size
+    return tag, at, at + length
+
+
+def _span(seconds: float) -> str:
+    days = round(seconds / 86400)
+    return f"{days} days" if days >= 2 else f"{round(seconds / 3600)} hours"
 
 
 class TlsError(Exception):

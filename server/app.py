@@ -61,7 +61,8 @@ class Config:
     outbox_bytes: int = 16 << 20  # unsent bytes per connection, likewise (an answer over half of it is refused)
     replay_stall: float = 30.0  # seconds a replaying subscriber may take nothing before it is dropped
     max_inflight: int = 8192  # unanswered requests per connection before 429
-    idle_timeout: float = 60.0  # seconds a connection may stay open without presenting a valid token
+    idle_timeout: float = 60.0  # seconds from its first byte a connection has to present a valid token
+    silent_timeout: float = 3600.0  # seconds a connection may stay open having sent nothing at all
     max_connections: int | None = None  # per listener; None: sized to the open-file limit
     max_connect_rate: float | None = 200.0  # new connections a second from one address, after 1,000 at once
     max_subscribers_per_login: int = 16  # trade:event subscribers (TCP and WebSocket) of one manager login
@@ -369,7 +370,7 @@ class Server:
         conn = Connection(stream, self.dispatcher, self.broker, lines=self.connection_lines,
                           outbox_size=self.config.outbox_size,
                           outbox_bytes=self.config.outbox_bytes, stall=self.config.replay_stall,
-                          idle_timeout=self.config.idle_timeout,
+                          idle_timeout=self.config.idle_timeout, silent_timeout=self.config.silent_timeout,
                           answer_grace=self.config.sync_timeout_ms / 1000 + 1, peer=peer)
         self.connections.add(conn)
         try:

@@ -211,6 +211,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = Config(db=args.db, host=args.host, tcp_port=args.tcp_port, ws_port=args.ws_port,
                     wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms,
                     wallet_test_endpoints=args.wallet_test_endpoints, idle_timeout=args.idle_timeout,
+                    silent_timeout=args.silent_timeout,
                     default_currency=args.default_currency, max_connections=args.max_connections,
                     max_connect_rate=args.max_connect_rate or None,
                     max_subscribers_per_login=args.max_subscribers_per_login,
@@ -302,6 +303,9 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
                    help="one node of several serving one PostgreSQL ledger (each node takes its own clients)")
     p.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="close a connection that has not presented a valid token after this long (default 60)")
+    p.add_argument("--silent-timeout", type=_seconds, default=Config.silent_timeout, metavar="SECONDS",
+                   help="close a manager connection that has sent nothing at all after this long (default "
+                        "%(default)g; the SDKs connect long before their first request)")
     p.add_argument("--max-connections", type=_positive, default=None, metavar="N",
                    help="connections per listener (default: sized to the open-file limit, which serve raises "
                         "to its hard limit)")

@@ -30,14 +30,14 @@ class Connection:
 
     def __init__(self, stream: trio.abc.Stream, dispatcher: Dispatcher, broker: Broker, *,
                  outbox_size: int = 16384, outbox_bytes: int = 16 << 20, stall: float = 30.0,
-                 idle_timeout: float = math.inf, answer_grace: float = 5.0,
+                 idle_timeout: float = math.inf, silent_timeout: float = math.inf, answer_grace: float = 5.0,
                  peer: trio.abc.Stream | None = None, lines: LineBudget | None = None):
         self.id = next(self._ids)
         self.lines = lines or LineBudget(20, trio.current_time)  # budget for the opened/closed log lines
         self.peer = peer  # the client's end, for in-memory connections
         self.address = peer_address(stream)  # the peer's IP address ("memory" in-process), for logs and throttling
         self.stream, self.dispatcher, self.broker = stream, dispatcher, broker
-        self.idle_timeout, self.answer_grace = idle_timeout, answer_grace
+        self.idle_timeout, self.silent_timeout, self.answer_grace = idle_timeout, silent_timeout, answer_grace
         self.outbox = Outbox(outbox_size, outbox_bytes, stall)
         self.outbox_bytes, self.stall = outbox_bytes, stall
         self.max_reply = outbox_bytes // 2  # a larger answer is refused (REPLY_TOO_LARGE)
@@ -124,10 +124,12 @@ class Connection:
 
     async def _reader(self) -> bool:
         """Read and dispatch lines until EOF (True: answer what is pending) or lost framing (False). A
-        connection that has not presented a valid token within idle_timeout is closed, whatever bytes it
-        sent; one that has is never closed for idleness (the SDKs send no heartbeat)."""
+        connection that has sent nothing is closed after silent_timeout (the SDKs connect in their
+        constructors, long before a first request may come); one that has sent bytes but no valid token,
+        idle_timeout after its first byte, whatever it sends; one that has presented a valid token is never
+        closed for idleness (the SDKs send no heartbeat)."""
         lines = protocol.LineBuffer()
-        deadline = trio.current_time() + self.idle_timeout
+        deadline, heard = trio.current_time() + self.silent_timeout, False
         while True:
             with trio.CancelScope(deadline=math.inf if self.authenticated else deadline) as idle:
                 try:
@@ -136,11 +138,14 @@ class Connection:
                     self.closed_reason = "connection reset by the peer"
                     return False
             if idle.cancelled_caught:
-                self.closed_reason = f"no valid token within {self.idle_timeout:g} s"
+                self.closed_reason = (f"no valid token within {self.idle_timeout:g} s" if heard else
+                                      f"nothing received within {self.silent_timeout:g} s")
                 return False
             if not data:
                 self.closed_reason = "closed by the peer"
                 return True
+            if not heard:
+                deadline, heard = trio.current_time() + self.idle_timeout, True
             lines.feed(data)
             try:
                 for line in lines:

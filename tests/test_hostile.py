@@ -419,3 +419,31 @@ def test_new_connections_from_one_address_are_rate_limited(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and "1 over 2 a second from one address" in lines[0]  # once a second at most:
     assert "2 over 2 a second" in lines[1]  # the next line counts what came between
+
+
+# ---- a connection that has sent nothing yet (the SDKs connect in their constructors)
+
+
+async def test_a_silent_connection_is_kept_longer_than_one_that_sends_bytes_without_a_token(autojump_clock,
+                                                                                          caplog):
+    """An application builds its SDK client at start-up and makes its first call minutes later: a connection
+    that has sent nothing is closed only at the silent timeout, and its first request, when it comes, is
+    answered. One that sends bytes (here a partial line) and no valid token is closed at the idle timeout."""
+    caplog.set_level("INFO", logger="syncledger")
+    from syncledger.server.testing import Harness, test_config
+    async with trio.open_nursery() as nursery:
+        srv = await nursery.start(serve, test_config(idle_timeout=60, silent_timeout=600))
+        talking, late, mute = srv.connect_memory(), srv.connect_memory(), srv.connect_memory()
+        start = trio.current_time()
+        await talking.send_all(b'{"command":"Ping","data":{')
+        assert await talking.receive_some(100) == b""
+        assert 60 <= trio.current_time() - start < 61
+        await trio.sleep(240)  # past the idle timeout: the silent ones are still open
+        async with open_client(late, Harness(srv).token) as client:
+            assert (await client.call("Ping")).ok
+            assert await mute.receive_some(100) == b""  # closed at its own deadline
+            assert 600 <= trio.current_time() - start < 601
+            await trio.sleep(3600)
+            assert (await client.call("Ping")).ok  # (a valid token: never closed for idleness)
+        nursery.cancel_scope.cancel()
+    assert "no valid token within 60 s" in caplog.text and "nothing received within 600 s" in caplog.text

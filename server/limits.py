@@ -21,9 +21,11 @@ TRIM_AFTER = 16 << 20  # unsent bytes left by closing connections that make the 
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``; None with another C library."""
     try:
-        return ctypes.CDLL(None).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError, TypeError):
         return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 MALLOC_TRIM = _malloc_trim()

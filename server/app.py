@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import calendar
 import logging
 import os
 import secrets
@@ -32,7 +33,7 @@ from .commands import Dispatcher
 from .faults import Faults
 from .health import Watch
 from .http import HttpServer, Limits
-from .limits import Gate, LineBudget, default_cap, peer_address, raise_descriptor_limit
+from .limits import Gate, LineBudget, SubscriberCap, default_cap, peer_address, raise_descriptor_limit
 from .lockfile import LedgerLock, PgLock
 from .mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
@@ -60,9 +61,12 @@ class Config:
     outbox_bytes: int = 16 << 20  # unsent bytes per connection, likewise (an answer over half of it is refused)
     replay_stall: float = 30.0  # seconds a replaying subscriber may take nothing before it is dropped
     max_inflight: int = 8192  # unanswered requests per connection before 429
-    idle_timeout: float = 60.0  # seconds a connection may stay open without presenting a valid token
+    idle_timeout: float = 60.0  # seconds from its first byte a connection has to present a valid token
+    silent_timeout: float = 3600.0  # seconds a connection may stay open having sent nothing at all
     max_connections: int | None = None  # per listener; None: sized to the open-file limit
     max_connect_rate: float | None = 200.0  # new connections a second from one address, after 1,000 at once
+    max_subscribers_per_login: int = 16  # trade:event subscribers (TCP and WebSocket) of one manager login
+    max_subscribers_per_address: int = 64  # and from one address; each holds ~1.2 MB at most while it lags
     admin_host: str = "127.0.0.1"  # health, metrics (and the back-office page): loopback unless asked
     tls_cert: str | None = None  # PEM certificate chain: TLS on every listener (with tls_key)
     tls_key: str | None = None
@@ -101,7 +105,8 @@ class Server:
         self._hashing = trio.CapacityLimiter(1)
         self.throttle = LoginThrottle(trio.current_time)
         self.watch = Watch(trio.current_time, config.stall_after)  # blocking work in flight, for /readyz
-        self._tls = _tls_context(config)  # first: a wrong certificate stops it before anything is touched
+        # first: a wrong certificate stops it before anything is touched
+        self._tls, self.tls_not_after = _tls_context(config)
         self._lock = LedgerLock.acquire(config.db, config.cluster)  # before the file is touched: one server per ledger
         try:
             self.node = secrets.token_hex(4) if config.cluster else None  # signs this node's notifications
@@ -129,7 +134,7 @@ class Server:
             if self._lock is not None:
                 self._lock.release()
             raise
-        self.broker = Broker()
+        self.broker = Broker(SubscriberCap(config.max_subscribers_per_login, config.max_subscribers_per_address))
         self.timeouts = Timeouts()
         self.mainloop = MainLoop(self.store, self.broker.publish, batch_max=config.batch_max,
                                  inbox_size=config.inbox_size, threaded=config.threaded, writer=self.writer,
@@ -288,6 +293,7 @@ class Server:
                     admin_port = _port(admin)
                 self.ports = Ports(_port(tcp), _port(wsl), _port(http), admin_port)
                 root.start_soon(self._prune_game_sessions)
+                root.start_soon(self.broker.trim.run)
                 task_status.started(self)
         finally:
             for reader in self._readers:
@@ -364,7 +370,7 @@ class Server:
         conn = Connection(stream, self.dispatcher, self.broker, lines=self.connection_lines,
                           outbox_size=self.config.outbox_size,
                           outbox_bytes=self.config.outbox_bytes, stall=self.config.replay_stall,
-                          idle_timeout=self.config.idle_timeout,
+                          idle_timeout=self.config.idle_timeout, silent_timeout=self.config.silent_timeout,
                           answer_grace=self.config.sync_timeout_ms / 1000 + 1, peer=peer)
         self.connections.add(conn)
         try:
@@ -474,9 +480,11 @@ def _port(listeners: list) -> int:
     return (listener.transport_listener if isinstance(listener, trio.SSLListener) else listener).socket.getsockname()[1]
 
 
-def _tls_context(config: Config) -> ssl.SSLContext | None:
+def _tls_context(config: Config) -> tuple[ssl.SSLContext | None, float | None]:
+    """The listeners' TLS context (None: no TLS) and the certificate's notAfter (Unix time). A certificate
+    that has expired or is not yet valid is served all the same, with a WARNING (README, TLS)."""
     if config.tls_cert is None and config.tls_key is None:
-        return None
+        return None, None
     if config.tls_cert is None or config.tls_key is None:
         raise TlsError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -484,7 +492,58 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
         context.load_cert_chain(config.tls_cert, config.tls_key)
     except (OSError, ssl.SSLError) as e:
         raise TlsError(f"cannot use the TLS certificate {config.tls_cert} and key {config.tls_key}: {e}") from None
-    return context
+    try:
+        not_before, not_after = certificate_validity(config.tls_cert)
+    except (OSError, ValueError, IndexError):
+        log.warning("cannot read the validity dates of the TLS certificate %s", config.tls_cert)
+        return context, None
+    now, shown = time.time(), "%Y-%m-%d %H:%M UTC"
+    if now >= not_after:
+        log.warning("the TLS certificate %s expired on %s (%s ago): clients that verify it refuse every "
+                    "connection; renew it and restart syncledger", config.tls_cert,
+                    time.strftime(shown, time.gmtime(not_after)), _span(now - not_after))
+    elif now < not_before:
+        log.warning("the TLS certificate %s is not valid before %s (in %s): clients that verify it refuse every "
+                    "connection until then", config.tls_cert, time.strftime(shown, time.gmtime(not_before)),
+                    _span(not_before - now))
+    return context, not_after
+
+
+def certificate_validity(path: str) -> tuple[int, int]:
+    """(notBefore, notAfter) of the first certificate of a PEM file, in Unix seconds: read from its DER as
+    RFC 5280 lays it out (the standard library's ssl module decodes only a peer's verified certificate)."""
+    with open(path, encoding="ascii", errors="replace") as f:
+        pem = f.read()
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    der = ssl.PEM_cert_to_DER_cert(pem[pem.index(begin):pem.index(end) + len(end)])
+    at = _der(der, _der(der, 0)[1])[1]  # inside the tbsCertificate, inside the Certificate
+    if der[at] == 0xA0:  # version
+        at = _der(der, at)[2]
+    for _ in range(3):  # serialNumber, signature, issuer
+        at = _der(der, at)[2]
+    at = _der(der, at)[1]  # inside the validity
+    times = []
+    for _ in range(2):
+        tag, start, at = _der(der, at)
+        text = der[start:at].decode("ascii")
+        if tag == 0x17:  # UTCTime, YYMMDDHHMMSSZ: 50-99 are 19YY
+            text = ("19" if text[:2] >= "50" else "20") + text
+        times.append(calendar.timegm(time.strptime(text, "%Y%m%d%H%M%SZ")))
+    return times[0], times[1]
+
+
+def _der(data: bytes, at: int) -> tuple[int, int, int]:
+    """(tag, where its content starts, where it ends) of the DER element at ``at``."""
+    tag, length, at = data[at], data[at + 1], at + 2
+    if length & 0x80:
+        size = length & 0x7F
+        length, at = int.from_bytes(data[at:at + size], "big"), at + size
+    return tag, at, at + length
+
+
+def _span(seconds: float) -> str:
+    days = round(seconds / 86400)
+    return f"{days} days" if days >= 2 else f"{round(seconds / 3600)} hours"
 
 
 class TlsError(Exception):

@@ -1,7 +1,10 @@
 """Fan-out of committed trade:events to subscribers, and replay from the ledger with ``from_seq``.
 
-Each subscriber owns a bounded buffer; one that cannot take the next event is dropped at once, so a
-slow or dead subscriber never slows the mainLoop or anyone else. It reconnects with ``from_seq``.
+Each subscriber owns a bounded buffer (an :class:`Outbox`); one that cannot take the next event is dropped
+at once, so a slow or dead subscriber never slows the mainLoop or anyone else. It reconnects with
+``from_seq``. A live event is encoded once and the same bytes are buffered for every subscriber; a replay
+buffers its events in pieces of REPLAY_TURN lines, so that what a stalled replay holds is a few large
+allocations, which the C allocator can give back (see limits.HeapTrim), not thousands of small ones.
 """
 
 from __future__ import annotations
@@ -14,33 +17,94 @@ from syncledger.ledger import reads
 from syncledger.ledger.store import Event
 
 from . import protocol
+from .limits import HeapTrim, SubscriberCap
 
 if TYPE_CHECKING:
     from .mainloop import MainLoop
 
 REPLAY_PAGE = 1000
-REPLAY_TURN = 100  # replayed events between two checkpoints of the replaying task
+REPLAY_TURN = 100  # replayed events in one buffered piece (between two checkpoints of the replaying task)
+REPLAY_BYTES = 256 << 10  # replayed bytes a subscriber holds before its replay waits for the client
 
 
 class Subscriber(Protocol):
     def offer(self, line: bytes) -> bool:
-        """Buffer an event line without waiting; False if the buffer is full."""
+        """Buffer event lines without waiting; False if the buffer is full."""
 
-    async def put(self, line: bytes) -> None:
-        """Buffer an event line, waiting for room (replay only, never from the mainLoop)."""
+    async def put(self, lines: bytes) -> None:
+        """Buffer event lines, waiting for room (replay only, never from the mainLoop)."""
 
     def drop(self, reason: str) -> None:
         """Disconnect: the subscriber could not keep up."""
+
+
+class Outbox:
+    """A connection's bounded buffer of unsent bytes (answers, event lines, replayed pieces): at most ``size``
+    pieces and ``limit`` bytes. ``offer`` never waits; ``put`` (a replay) waits while REPLAY_BYTES or half
+    the pieces are buffered, so that the rest stays free for answers and a stalled replay holds little."""
+
+    def __init__(self, size: int, limit: int, stall: float):
+        self._send, self.receive = trio.open_memory_channel[bytes](size)
+        self.size, self.limit, self.stall = size, limit, stall
+        self.buffered = 0  # bytes in the buffer and in the write under way
+        self._drained: trio.Event | None = None
+
+    def offer(self, data: bytes) -> bool:
+        """Buffer ``data`` without waiting; False if the buffer is full (once closed, it is dropped)."""
+        if self.buffered + len(data) > self.limit:
+            return False
+        try:
+            self._send.send_nowait(data)
+        except trio.WouldBlock:
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return True
+        self.buffered += len(data)
+        return True
+
+    async def put(self, data: bytes) -> bool:
+        """Buffer ``data`` once there is room for a replay; False if nothing was sent for ``stall`` seconds."""
+        while self.buffered >= min(self.limit // 2, REPLAY_BYTES) or \
+                self._send.statistics().current_buffer_used >= self.size // 2:
+            self._drained = trio.Event()
+            with trio.move_on_after(self.stall) as waited:
+                await self._drained.wait()
+            if waited.cancelled_caught:
+                return False
+        self.offer(data)
+        return True
+
+    def sent(self, size: int) -> None:
+        """``size`` bytes taken from the buffer are sent."""
+        self.buffered -= size
+        if self._drained is not None:
+            self._drained.set()
+
+    def close(self) -> None:
+        """Take nothing more; what is buffered can still be received."""
+        self._send.close()
 
 
 def event_line(event: Event) -> bytes:
     return protocol.event_json(event.seq, event.type, event.data) + protocol.CRLF
 
 
+def pieces(events: list[Event]) -> list[bytes]:
+    """The lines of ``events``, joined REPLAY_TURN at a time."""
+    return [b"".join(map(event_line, events[i:i + REPLAY_TURN])) for i in range(0, len(events), REPLAY_TURN)]
+
+
+def split_lines(piece: bytes) -> list[bytes]:
+    """The event messages (without line ends) of a buffered piece of one or more lines."""
+    return piece[:-2].split(protocol.CRLF)
+
+
 class Broker:
-    def __init__(self, replay_slots: int = 2) -> None:
+    def __init__(self, cap: SubscriberCap | None = None, replay_slots: int = 2) -> None:
         self.subscribers: dict[Subscriber, int] = {}  # subscriber -> seq of the last event it was given
         self.dropped = 0
+        self.cap = cap or SubscriberCap()  # (no cap unless one is given)
+        self.trim = HeapTrim()
         # pages read at once, by all replays together: many replaying subscribers share the CPU that a
         # replay costs instead of multiplying it (a slot is never held while waiting for a client)
         self._replay_slots = trio.CapacityLimiter(replay_slots)
@@ -70,8 +134,12 @@ class Broker:
             self.dropped += 1
             sub.drop(f"this node fell behind the ledger (events up to seq {seq}); reconnect with from_seq")
 
-    def remove(self, sub: Subscriber) -> None:
+    def remove(self, sub: Subscriber, held: int = 0) -> None:
+        """``sub`` is no longer subscribed (its slot under the cap is free again); ``held``: the bytes its
+        connection left unsent, if it closed (see HeapTrim)."""
         self.subscribers.pop(sub, None)
+        self.cap.leave(sub)
+        self.trim.freed(held)
 
     async def subscribe(self, sub: Subscriber, mainloop: MainLoop, from_seq: int | None = None,
                         read: Callable[..., Awaitable[Any]] | None = None) -> None:
@@ -84,22 +152,23 @@ class Broker:
                 async with self._replay_slots:
                     page = await (read(reads.events_after, last, REPLAY_PAGE) if read is not None else
                                   mainloop.read(mainloop.store.events_after, last, REPLAY_PAGE))
-                for i, event in enumerate(page, 1):
-                    await sub.put(event_line(event))
-                    if i % REPLAY_TURN == 0:
-                        await trio.lowlevel.checkpoint()  # a page is ~5 ms of Python: others get turns
-                if page:
-                    last = page[-1].seq
-                if len(page) < REPLAY_PAGE:
+                count, last, replayed = len(page), page[-1].seq if page else last, []
+                for i in range(0, count, REPLAY_TURN):
+                    replayed += pieces(page[i:i + REPLAY_TURN])
+                    await trio.lowlevel.checkpoint()  # a page is ~3 ms of Python: others get turns
+                page = []  # its many small objects are not held while the client is waited for
+                for piece in replayed:
+                    await sub.put(piece)
+                if count < REPLAY_PAGE:
                     break
             async with mainloop.lock:  # between two batches: nothing is committed meanwhile
                 tail = [] if last is None else await mainloop.call(mainloop.store.events_after, last, REPLAY_PAGE)
                 if len(tail) < REPLAY_PAGE:  # caught up: deliver the tail and go live, still under the lock
-                    for event in tail:
-                        if not sub.offer(event_line(event)):
+                    for piece in pieces(tail):
+                        if not sub.offer(piece):
                             sub.drop("subscriber too slow during replay; reconnect with from_seq")
                             return
-                        last = event.seq
+                    last = tail[-1].seq if tail else last
                     self.subscribers[sub] = mainloop.committed_seq if last is None else last
                     return
             # a whole page was committed while this subscriber was replaying: page on, outside the lock

@@ -211,8 +211,11 @@ def _serve(args: argparse.Namespace) -> int:
     config = Config(db=args.db, host=args.host, tcp_port=args.tcp_port, ws_port=args.ws_port,
                     wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms,
                     wallet_test_endpoints=args.wallet_test_endpoints, idle_timeout=args.idle_timeout,
+                    silent_timeout=args.silent_timeout,
                     default_currency=args.default_currency, max_connections=args.max_connections,
                     max_connect_rate=args.max_connect_rate or None,
+                    max_subscribers_per_login=args.max_subscribers_per_login,
+                    max_subscribers_per_address=args.max_subscribers_per_address,
                     replay_stall=args.replay_stall, admin_host=args.admin_host,
                     admin_port=None if args.admin_port < 0 else args.admin_port, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, game_session_ttl=args.game_session_ttl, writer=args.writer,
@@ -300,12 +303,20 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
                    help="one node of several serving one PostgreSQL ledger (each node takes its own clients)")
     p.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
                    help="close a connection that has not presented a valid token after this long (default 60)")
+    p.add_argument("--silent-timeout", type=_seconds, default=Config.silent_timeout, metavar="SECONDS",
+                   help="close a manager connection that has sent nothing at all after this long (default "
+                        "%(default)g; the SDKs connect long before their first request)")
     p.add_argument("--max-connections", type=_positive, default=None, metavar="N",
                    help="connections per listener (default: sized to the open-file limit, which serve raises "
                         "to its hard limit)")
     p.add_argument("--max-connect-rate", type=_rate, default=200, metavar="N",
                    help="new connections a second from one address on each listener, after a first 1,000 "
                         "(default 200; 0: no limit, e.g. behind a proxy that keeps its connections open)")
+    p.add_argument("--max-subscribers-per-login", type=_positive, default=Config.max_subscribers_per_login,
+                   metavar="N", help="trade:event subscribers (TCP and WebSocket together) of one manager login, "
+                                     "whatever tokens it holds (default %(default)s)")
+    p.add_argument("--max-subscribers-per-address", type=_positive, default=Config.max_subscribers_per_address,
+                   metavar="N", help="trade:event subscribers from one address (default %(default)s)")
     p.add_argument("--replay-stall", type=_seconds, default=30.0, metavar="SECONDS",
                    help="drop a replaying subscriber that takes nothing for this long (default 30); it resumes "
                         "with from_seq")

@@ -193,7 +193,8 @@ class Dispatcher:
 
     async def subscribe(self, conn: Connection, pending: Pending, req: Request, claims: Claims) -> None:
         """Add channels, as the platform does: naming one already subscribed is no error, and a channel this
-        server does not publish (a quote symbol) is reported in ``unknown`` rather than refused."""
+        server does not publish (a quote symbol) is reported in ``unknown`` rather than refused. A manager
+        login (or an address) with all its subscriber slots taken is refused 429."""
         data = models.SubscribeData.model_validate(req.data)
         names = data.names()
         known = [n for n in names if n in CHANNELS]
@@ -204,6 +205,8 @@ class Dispatcher:
             if data.from_seq > newest:
                 raise ProtocolError(400, "FROM_SEQ_AHEAD",
                                     f"from_seq {data.from_seq} is beyond the newest event {newest}")
+        if "trade:event" in fresh and (refusal := self.s.broker.cap.enter(conn, claims.login, conn.address)):
+            raise ProtocolError(429, "TOO_MANY_SUBSCRIBERS", refusal)
         conn.channels.update(fresh)
         pending.ok({"channels": sorted(conn.channels), "unknown": unknown,
                     "from_seq": data.from_seq if fresh else None})  # before a replay that may be long

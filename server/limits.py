@@ -1,17 +1,34 @@
-"""Per-listener connection caps (a connection over the cap is closed at once) and log budgets: refusals and
-connection lines are logged at a bounded rate, so that a flood of connections does not flood the log too."""
+"""Per-listener connection caps (a connection over the cap is closed at once), caps on event subscribers,
+log budgets (refusals and connection lines are logged at a bounded rate, so that a flood of connections does
+not flood the log too), and giving freed memory back to the system."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import resource
-from typing import Callable
+from collections import Counter
+from typing import Callable, Hashable
 
 import trio
 
 from .logs import LineBudget  # noqa: F401  (the connection lines' budget: tcp, app)
 
 log = logging.getLogger("syncledger.limits")
+TRIM_AFTER = 16 << 20  # unsent bytes left by closing connections that make the heap be trimmed
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``; None with another C library."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+MALLOC_TRIM = _malloc_trim()
 
 
 def peer_address(stream: trio.abc.Stream) -> str:
@@ -85,6 +102,73 @@ class Gate:
 
     def leave(self) -> None:
         self.open -= 1
+
+
+class SubscriberCap:
+    """At most ``per_login`` trade:event subscribers (TCP and WebSocket together) for one manager login,
+    whatever tokens it holds, and ``per_address`` from one address (None: no cap). A refusal is logged once a
+    second at most."""
+
+    def __init__(self, per_login: int | None = None, per_address: int | None = None):
+        self.per_login, self.per_address = per_login, per_address
+        self._held: dict[Hashable, tuple[int, str]] = {}  # subscriber -> (login, address)
+        self._logins: Counter[int] = Counter()
+        self._addresses: Counter[str] = Counter()
+        self._lines = LineBudget(1, trio.current_time)
+
+    def enter(self, sub: Hashable, login: int, address: str) -> str | None:
+        """Take a slot for ``sub`` (one, however often asked); None, or why there is none left."""
+        if sub in self._held:
+            return None
+        if self.per_login is not None and self._logins[login] >= self.per_login:
+            refusal = f"manager login {login} already has {self.per_login} event subscribers, the most it may have"
+        elif self.per_address is not None and self._addresses[address] >= self.per_address:
+            refusal = f"{address} already has {self.per_address} event subscribers, the most one address may have"
+        else:
+            self._held[sub] = (login, address)
+            self._logins[login] += 1
+            self._addresses[address] += 1
+            return None
+        if (skipped := self._lines.take()) is not None:
+            log.warning("refused a subscriber: %s (--max-subscribers-per-login, --max-subscribers-per-address)%s",
+                        refusal, left_out(skipped))
+        return refusal
+
+    def leave(self, sub: Hashable) -> None:
+        """Free the slot of ``sub``, if it holds one."""
+        held = self._held.pop(sub, None)
+        if held is not None:
+            for count, key in ((self._logins, held[0]), (self._addresses, held[1])):
+                count[key] -= 1
+                if not count[key]:
+                    del count[key]
+
+
+class HeapTrim:
+    """Hands the C heap's free memory back to the system (glibc's ``malloc_trim``) a moment after connections
+    that held TRIM_AFTER unsent bytes in all have closed: glibc keeps freed memory otherwise, and the server's
+    RSS stays at its peak. One trim, in a worker thread, for a whole wave of closes; never on the mainLoop's
+    path."""
+
+    def __init__(self, delay: float = 1.0):
+        self.delay = delay
+        self._freed = 0  # unsent bytes of the connections closed since the last trim
+        self._wanted = trio.Event()
+        self.trims = 0
+
+    def freed(self, held: int) -> None:
+        """A connection closed with ``held`` bytes unsent."""
+        self._freed += held
+        if self._freed >= TRIM_AFTER and MALLOC_TRIM is not None:
+            self._wanted.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            await trio.sleep(self.delay)  # the rest of the wave closes meanwhile
+            self._wanted, self._freed = trio.Event(), 0
+            await trio.to_thread.run_sync(MALLOC_TRIM, 0)
+            self.trims += 1
 
 
 def left_out(count: int) -> str:

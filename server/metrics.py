@@ -54,6 +54,9 @@ class Metrics:
             self.connections.labels(name).set_function(lambda gate=gate: gate.open)
         self.subscribers.set_function(lambda: len(server.broker.subscribers))
         self.seq.set_function(lambda: server.mainloop.committed_seq)
+        if server.tls_not_after is not None:  # (no series without TLS: an alert on it would fire at once)
+            Gauge("syncledger_tls_cert_not_after_seconds", "When the TLS certificate expires (notAfter, Unix time)",
+                  registry=self.registry).set(server.tls_not_after)
 
     def wallet_answer(self, action: str, status: str) -> None:
         child = self._wallet.get((action, status))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from . import protocol
+from .broker import Outbox
 from .limits import LineBudget, left_out, peer_address
 from .pending import Pending
 
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("syncledger.tcp")
 RECEIVE_SIZE = 64 * 1024
 MAX_WRITE = 1 << 20
-REPLAY_BYTES = 1 << 20  # replayed events a connection holds before its replay waits for the client
 
 
 class Connection:
@@ -30,20 +30,17 @@ class Connection:
 
     def __init__(self, stream: trio.abc.Stream, dispatcher: Dispatcher, broker: Broker, *,
                  outbox_size: int = 16384, outbox_bytes: int = 16 << 20, stall: float = 30.0,
-                 idle_timeout: float = math.inf, answer_grace: float = 5.0,
+                 idle_timeout: float = math.inf, silent_timeout: float = math.inf, answer_grace: float = 5.0,
                  peer: trio.abc.Stream | None = None, lines: LineBudget | None = None):
         self.id = next(self._ids)
         self.lines = lines or LineBudget(20, trio.current_time)  # budget for the opened/closed log lines
         self.peer = peer  # the client's end, for in-memory connections
         self.address = peer_address(stream)  # the peer's IP address ("memory" in-process), for logs and throttling
         self.stream, self.dispatcher, self.broker = stream, dispatcher, broker
-        self.idle_timeout, self.answer_grace = idle_timeout, answer_grace
-        self._out, self._out_recv = trio.open_memory_channel[bytes](outbox_size)
-        self._out_size = outbox_size
+        self.idle_timeout, self.silent_timeout, self.answer_grace = idle_timeout, silent_timeout, answer_grace
+        self.outbox = Outbox(outbox_size, outbox_bytes, stall)
         self.outbox_bytes, self.stall = outbox_bytes, stall
         self.max_reply = outbox_bytes // 2  # a larger answer is refused (REPLY_TOO_LARGE)
-        self._buffered = 0  # bytes in the outbox and in the write under way
-        self._drained: trio.Event | None = None  # set by the writer after each write
         self.pending: set[Pending] = set()
         self._all_answered: trio.Event | None = None
         self.scope = trio.CancelScope()  # the whole connection
@@ -70,31 +67,14 @@ class Connection:
 
     def offer(self, line: bytes) -> bool:
         """Buffer a message without waiting; False if the outbox is full (in messages or in bytes)."""
-        if self._buffered + len(line) > self.outbox_bytes:
-            return False
-        try:
-            self._out.send_nowait(line)
-        except trio.WouldBlock:
-            return False
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return True
-        self._buffered += len(line)
-        return True
+        return self.outbox.offer(line)
 
-    async def put(self, line: bytes) -> None:
-        """Buffer a replayed event, waiting while the outbox holds REPLAY_BYTES (or is half full): the
-        rest stays free for replies, so a client that reads at its own pace is never dropped for its own
-        replay, and many replays at once hold little. One that takes nothing for ``stall`` seconds is
+    async def put(self, lines: bytes) -> None:
+        """Buffer replayed events once the outbox has room for them (Outbox.put): a client that reads at its
+        own pace is never dropped for its own replay; one that takes nothing for ``stall`` seconds is
         dropped (it resumes with from_seq)."""
-        while self._buffered >= min(self.outbox_bytes // 2, REPLAY_BYTES) or \
-                self._out.statistics().current_buffer_used >= self._out_size // 2:
-            self._drained = trio.Event()
-            with trio.move_on_after(self.stall) as waited:
-                await self._drained.wait()
-            if waited.cancelled_caught:
-                self.drop(f"no progress for {self.stall:g} s while replaying: reconnect with from_seq")
-                return
-        self.offer(line)
+        if not await self.outbox.put(lines):
+            self.drop(f"no progress for {self.stall:g} s while replaying: reconnect with from_seq")
 
     def drop(self, reason: str) -> None:
         """Close now (the close is logged with ``reason``)."""
@@ -129,9 +109,9 @@ class Connection:
                         keep_answering = await self._reader()
                     if keep_answering:
                         await self._wait_answered()
-                    self._out.close()  # the writer sends what is buffered, then ends
+                    self.outbox.close()  # the writer sends what is buffered, then ends
         finally:
-            self.broker.remove(self)
+            self.broker.remove(self, held=self.outbox.buffered)
             for pending in list(self.pending):
                 pending.abandon()
             self.pending.clear()
@@ -144,10 +124,12 @@ class Connection:
 
     async def _reader(self) -> bool:
         """Read and dispatch lines until EOF (True: answer what is pending) or lost framing (False). A
-        connection that has not presented a valid token within idle_timeout is closed, whatever bytes it
-        sent; one that has is never closed for idleness (the SDKs send no heartbeat)."""
+        connection that has sent nothing is closed after silent_timeout (the SDKs connect in their
+        constructors, long before a first request may come); one that has sent bytes but no valid token,
+        idle_timeout after its first byte, whatever it sends; one that has presented a valid token is never
+        closed for idleness (the SDKs send no heartbeat)."""
         lines = protocol.LineBuffer()
-        deadline = trio.current_time() + self.idle_timeout
+        deadline, heard = trio.current_time() + self.silent_timeout, False
         while True:
             with trio.CancelScope(deadline=math.inf if self.authenticated else deadline) as idle:
                 try:
@@ -156,11 +138,14 @@ class Connection:
                     self.closed_reason = "connection reset by the peer"
                     return False
             if idle.cancelled_caught:
-                self.closed_reason = f"no valid token within {self.idle_timeout:g} s"
+                self.closed_reason = (f"no valid token within {self.idle_timeout:g} s" if heard else
+                                      f"nothing received within {self.silent_timeout:g} s")
                 return False
             if not data:
                 self.closed_reason = "closed by the peer"
                 return True
+            if not heard:
+                deadline, heard = trio.current_time() + self.idle_timeout, True
             lines.feed(data)
             try:
                 for line in lines:
@@ -178,12 +163,13 @@ class Connection:
                 await self._all_answered.wait()
 
     async def _writer(self) -> None:
-        async with self._out_recv:
-            async for first in self._out_recv:
+        receive = self.outbox.receive
+        async with receive:
+            async for first in receive:
                 chunks, size = [first], len(first)
                 while size < MAX_WRITE:
                     try:
-                        chunk = self._out_recv.receive_nowait()
+                        chunk = receive.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                     chunks.append(chunk)
@@ -193,6 +179,4 @@ class Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self.drop("peer closed the connection")
                     return
-                self._buffered -= size
-                if self._drained is not None:
-                    self._drained.set()
+                self.outbox.sent(size)

@@ -11,6 +11,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from .auth import FINANCE_SESSIONS, AuthError
+from .broker import Outbox, split_lines
 from .limits import left_out
 from .mainloop import ShuttingDown
 
@@ -23,39 +24,28 @@ DROP_GRACE = 5.0
 
 
 class WsSubscriber:
-    """A WebSocket client's bounded buffer of event lines."""
+    """A WebSocket client's bounded buffer of event lines (in pieces and in bytes, as a TCP connection's)."""
 
-    def __init__(self, size: int, stall: float = 30.0):
-        self._send, self.lines = trio.open_memory_channel[bytes](size)
+    def __init__(self, size: int, limit: int, stall: float = 30.0):
+        self.outbox = Outbox(size, limit, stall)
         self.stall = stall
         self.scope = trio.CancelScope()
         self.reason: str | None = None
 
-    def offer(self, line: bytes) -> bool:
-        try:
-            self._send.send_nowait(line)
-        except trio.WouldBlock:
-            return False
-        except trio.ClosedResourceError:
-            pass
-        return True
+    def offer(self, lines: bytes) -> bool:
+        return self.outbox.offer(lines)
 
-    async def put(self, line: bytes) -> None:
-        """Buffer a replayed event, waiting for room; a client that takes nothing for ``stall`` seconds
-        is dropped (it resumes with from_seq)."""
-        try:
-            with trio.move_on_after(self.stall) as waited:
-                await self._send.send(line)
-        except trio.ClosedResourceError:
-            return  # dropped while replaying
-        if waited.cancelled_caught:
+    async def put(self, lines: bytes) -> None:
+        """Buffer replayed events once there is room (Outbox.put); a client that takes nothing for
+        ``stall`` seconds is dropped (it resumes with from_seq)."""
+        if self.reason is None and not await self.outbox.put(lines):
             self.drop(f"no progress for {self.stall:g} s while replaying: reconnect with from_seq")
 
     def drop(self, reason: str) -> None:
         """Queue nothing more and close with 1013 once the frame being sent is out; a peer that does
         not take even that within DROP_GRACE seconds is cut off (a cancelled send breaks framing)."""
-        self.reason = reason
-        self._send.close()
+        self.reason = self.reason or reason
+        self.outbox.close()
         self.scope.deadline = min(self.scope.deadline, trio.current_time() + DROP_GRACE)
 
 
@@ -63,8 +53,9 @@ def _refusal(status: int, code: str, message: str) -> tuple[int, bytes]:
     return status, b'{"error":"%s","message":"%s"}' % (code.encode(), message.encode())
 
 
-async def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, bytes | int | None]:
-    """(0, from_seq) for an upgrade request to accept, or (HTTP status, JSON error body) to refuse."""
+async def _handshake(server: Server, request: WebSocketRequest, sub: WsSubscriber) -> tuple[int, bytes | int | None]:
+    """(0, from_seq) for an upgrade request to accept, ``sub`` holding a slot under the subscriber cap, or
+    (HTTP status, JSON error body) to refuse."""
     url = urlsplit(request.path)
     if url.path != "/events":
         return _refusal(404, "NOT_FOUND", "the event stream is at /events")
@@ -81,11 +72,11 @@ async def _handshake(server: Server, request: WebSocketRequest) -> tuple[int, by
     if claims.session not in FINANCE_SESSIONS:
         return _refusal(403, "FORBIDDEN", "the event stream is for manager, dealer and admin sessions")
     from_seq = (query.get("from_seq") or [None])[0]
-    if from_seq is None:
-        return 0, None
-    if not from_seq.isascii() or not from_seq.isdigit() or len(from_seq) > 18:
+    if from_seq is not None and (not from_seq.isascii() or not from_seq.isdigit() or len(from_seq) > 18):
         return _refusal(400, "INVALID_DATA", "from_seq must be a decimal number")
-    return 0, int(from_seq)
+    if refusal := server.broker.cap.enter(sub, claims.login, _remote_address(request)):
+        return _refusal(429, "TOO_MANY_SUBSCRIBERS", refusal)
+    return 0, None if from_seq is None else int(from_seq)
 
 
 def _remote_address(request: WebSocketRequest) -> str:
@@ -113,33 +104,36 @@ async def handle(server: Server, request: WebSocketRequest) -> None:
 
 
 async def _serve(server: Server, request: WebSocketRequest) -> None:
-    refused, detail = await _handshake(server, request)
-    if not refused and detail is not None:
-        try:
-            newest = await server.newest_seq(detail)
-        except ShuttingDown:
-            newest, refused, detail = 0, *_refusal(503, "SHUTTING_DOWN", "the server is shutting down")
-        if not refused and detail > newest:
-            refused, detail = _refusal(400, "FROM_SEQ_AHEAD", f"from_seq {detail} is beyond the newest event {newest}")
-    if refused:
-        await request.reject(refused, extra_headers=[(b"content-type", b"application/json")], body=detail)
-        return
-    from_seq = detail
-    ws = await request.accept()
-    sub = WsSubscriber(server.config.outbox_size, server.config.replay_stall)
+    sub = WsSubscriber(server.config.outbox_size, server.config.outbox_bytes, server.config.replay_stall)
+    try:
+        refused, detail = await _handshake(server, request, sub)
+        if not refused and detail is not None:
+            try:
+                newest = await server.newest_seq(detail)
+            except ShuttingDown:
+                newest, refused, detail = 0, *_refusal(503, "SHUTTING_DOWN", "the server is shutting down")
+            if not refused and detail > newest:
+                refused, detail = _refusal(400, "FROM_SEQ_AHEAD",
+                                           f"from_seq {detail} is beyond the newest event {newest}")
+        if refused:
+            await request.reject(refused, extra_headers=[(b"content-type", b"application/json")], body=detail)
+            return
+        await _stream(server, await request.accept(), sub, detail)
+    finally:
+        server.broker.remove(sub, held=sub.outbox.buffered)
+
+
+async def _stream(server: Server, ws: WebSocketConnection, sub: WsSubscriber, from_seq: int | None) -> None:
+    """Replayed, then live events until the client goes; one dropped as too slow is closed with 1013."""
     started = trio.current_time()
     try:
         with sub.scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_read_until_closed, ws, nursery.cancel_scope)
                 nursery.start_soon(server.broker.subscribe, sub, server.mainloop, from_seq, server.read)
-                async for line in sub.lines:
-                    if sub.reason is not None:
-                        break  # dropped: what is buffered is for the from_seq replay of its next connection
-                    await ws.send_message(line[:-2].decode())
+                await _send_events(ws, sub)
                 nursery.cancel_scope.cancel()
     finally:
-        server.broker.remove(sub)
         if sub.reason is not None and not sub.scope.cancelled_caught:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await ws.aclose(CLOSE_TRY_AGAIN_LATER, sub.reason[:120])
@@ -147,6 +141,17 @@ async def _serve(server: Server, request: WebSocketRequest) -> None:
         if (skipped := server.connection_lines.take()) is not None:
             log.info("websocket client closed after %.1f s: %s%s", trio.current_time() - started, reason,
                      left_out(skipped))
+
+
+async def _send_events(ws: WebSocketConnection, sub: WsSubscriber) -> None:
+    """One text frame per buffered event, until the buffer ends or ``sub`` is dropped (what is left is for
+    the from_seq replay of its next connection)."""
+    async for lines in sub.outbox.receive:
+        for message in split_lines(lines):
+            if sub.reason is not None:
+                return
+            await ws.send_message(message.decode())
+        sub.outbox.sent(len(lines))
 
 
 async def _read_until_closed(ws: WebSocketConnection, scope: trio.CancelScope) -> None:

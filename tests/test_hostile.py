@@ -287,7 +287,7 @@ async def test_a_client_that_pipelines_reads_without_reading_is_dropped_at_a_byt
             await trio.sleep(0.01)
         await trio.sleep(1)
         conns = [c for c in srv.connections if c.closed_reason is None]
-        assert all(c._buffered <= c.outbox_bytes for c in srv.connections)
+        assert all(c.outbox.buffered <= c.outbox_bytes for c in srv.connections)
         assert "too many unread bytes" in caplog.text and not conns
         nursery.cancel_scope.cancel()
 
@@ -322,11 +322,12 @@ async def test_a_replaying_subscriber_that_takes_nothing_is_dropped(autojump_clo
 
 
 async def test_a_replay_holds_little_memory_for_a_client_that_does_not_read(autojump_clock, monkeypatch):
-    """Replayed events wait in the outbox only up to REPLAY_BYTES, however large the outbox may grow for
-    replies: two hundred stalled replays hold 200 x REPLAY_BYTES, not 200 x half the outbox."""
-    from syncledger.server import tcp
+    """Replayed events wait in the outbox only up to REPLAY_BYTES (and one piece of 100 lines), however large
+    the outbox may grow for replies: two hundred stalled replays hold 200 x REPLAY_BYTES (and the rest of the
+    page each is at), not 200 x half the outbox."""
+    from syncledger.server import broker
     from syncledger.server.testing import Harness, test_config
-    monkeypatch.setattr(tcp, "REPLAY_BYTES", 20_000)
+    monkeypatch.setattr(broker, "REPLAY_BYTES", 200_000)
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, test_config(outbox_bytes=16 << 20, replay_stall=30))
         await _account_with_trades(srv, 2000)
@@ -335,7 +336,7 @@ async def test_a_replay_holds_little_memory_for_a_client_that_does_not_read(auto
                                     "s"))
         await trio.sleep(5)  # the replay has filled what it may, and waits
         (conn,) = [c for c in srv.connections if c.channels]
-        assert 10_000 < conn._buffered < 20_000 + 2_000  # at most one line past the bound
+        assert 100_000 < conn.outbox.buffered < 200_000 + 50_000  # at most one piece (100 lines) past the bound
         nursery.cancel_scope.cancel()
 
 
@@ -418,3 +419,31 @@ def test_new_connections_from_one_address_are_rate_limited(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and "1 over 2 a second from one address" in lines[0]  # once a second at most:
     assert "2 over 2 a second" in lines[1]  # the next line counts what came between
+
+
+# ---- a connection that has sent nothing yet (the SDKs connect in their constructors)
+
+
+async def test_a_silent_connection_is_kept_longer_than_one_that_sends_bytes_without_a_token(autojump_clock,
+                                                                                          caplog):
+    """An application builds its SDK client at start-up and makes its first call minutes later: a connection
+    that has sent nothing is closed only at the silent timeout, and its first request, when it comes, is
+    answered. One that sends bytes (here a partial line) and no valid token is closed at the idle timeout."""
+    caplog.set_level("INFO", logger="syncledger")
+    from syncledger.server.testing import Harness, test_config
+    async with trio.open_nursery() as nursery:
+        srv = await nursery.start(serve, test_config(idle_timeout=60, silent_timeout=600))
+        talking, late, mute = srv.connect_memory(), srv.connect_memory(), srv.connect_memory()
+        start = trio.current_time()
+        await talking.send_all(b'{"command":"Ping","data":{')
+        assert await talking.receive_some(100) == b""
+        assert 60 <= trio.current_time() - start < 61
+        await trio.sleep(240)  # past the idle timeout: the silent ones are still open
+        async with open_client(late, Harness(srv).token) as client:
+            assert (await client.call("Ping")).ok
+            assert await mute.receive_some(100) == b""  # closed at its own deadline
+            assert 600 <= trio.current_time() - start < 601
+            await trio.sleep(3600)
+            assert (await client.call("Ping")).ok  # (a valid token: never closed for idleness)
+        nursery.cancel_scope.cancel()
+    assert "no valid token within 60 s" in caplog.text and "nothing received within 600 s" in caplog.text

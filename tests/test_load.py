@@ -125,7 +125,7 @@ async def test_dead_subscriber_is_dropped_while_events_flow(nursery, autojump_cl
 
 
 async def test_silent_connections_are_closed_after_the_idle_timeout(nursery, autojump_clock):
-    srv = await nursery.start(serve, make_config(db=":memory:", threaded=False, idle_timeout=30))
+    srv = await nursery.start(serve, make_config(db=":memory:", threaded=False, idle_timeout=30, silent_timeout=30))
     streams = [srv.connect_memory() for _ in range(50)]
     await trio.sleep(1)
     assert len(srv.connections) == 50

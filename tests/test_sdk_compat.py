@@ -179,8 +179,8 @@ async def test_an_unauthenticated_connection_is_closed_after_the_idle_timeout(au
         stream = srv.connect_memory()
         start = trio.current_time()
         for _ in range(10):  # bytes are no activity: only a valid token is
-            await trio.sleep(5)
             await stream.send_all(b"\n")
+            await trio.sleep(5)
         assert await stream.receive_some(100) == b""
         assert 60 <= trio.current_time() - start < 61
         nursery.cancel_scope.cancel()

@@ -3,6 +3,7 @@ pruning of expired game sessions."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import ssl
@@ -18,6 +19,8 @@ from syncledger.server.app import serve
 from syncledger.server.client import open_client
 from syncledger.server.testing import Harness
 from tests.conftest import make_config
+
+DAY = datetime.timedelta(days=1)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,30 @@ async def test_tls_on_every_listener_and_plain_refused(tls_server, ca):
     async with httpx.AsyncClient(timeout=10) as http:
         with pytest.raises(httpx.HTTPError):
             await http.post(f"http://127.0.0.1:{srv.ports.wallet}/v1/check", content=b"{}")
+
+
+@pytest.mark.parametrize("validity", ["expired", "not yet valid", "valid"])
+async def test_a_certificate_out_of_its_validity_is_a_warning_at_start(nursery, tmp_path, ca, caplog, validity):
+    """Served anyway (refusing would take down the listeners whose clients do not verify, at a restart), with a
+    WARNING line, and its notAfter as a metric for an alert."""
+    caplog.set_level("WARNING", logger="syncledger")
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    not_before, not_after = {"expired": (now - DAY * 90, now - DAY * 3), "not yet valid": (now + DAY * 2, now + DAY * 90),
+                             "valid": (now - DAY, now + DAY * 90)}[validity]
+    cert = ca.issue_cert("127.0.0.1", not_before=not_before, not_after=not_after)
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    srv = await nursery.start(serve, make_config(db=str(tmp_path / "t.db"), tls_cert=str(tmp_path / "cert.pem"),
+                                                 tls_key=str(tmp_path / "key.pem")))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "certificate" in r.getMessage()]
+    if validity == "expired":
+        assert len(warnings) == 1 and f"expired on {not_after:%Y-%m-%d %H:%M} UTC (3 days ago)" in warnings[0]
+    elif validity == "not yet valid":
+        assert len(warnings) == 1 and f"not valid before {not_before:%Y-%m-%d %H:%M} UTC (in 2 days)" in warnings[0]
+    else:
+        assert warnings == []
+    assert "cert.pem" in "".join(warnings) or validity == "valid"
+    assert srv.metrics.registry.get_sample_value("syncledger_tls_cert_not_after_seconds") == not_after.timestamp()
 
 
 def test_a_wrong_certificate_is_one_line(tmp_path, capsys):

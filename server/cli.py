@@ -302,7 +302,8 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", action="store_true",
                    help="one node of several serving one PostgreSQL ledger (each node takes its own clients)")
     p.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
-                   help="close a connection that has not presented a valid token after this long (default 60)")
+                   help="close a connection that has not presented a valid token this long after its first byte "
+                        "(default 60)")
     p.add_argument("--silent-timeout", type=_seconds, default=Config.silent_timeout, metavar="SECONDS",
                    help="close a manager connection that has sent nothing at all after this long (default "
                         "%(default)g; the SDKs connect long before their first request)")

@@ -156,8 +156,13 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    restored = ops.restore(args.source, args.db)
-    print(f"restored {args.source} to {restored.path}: head {restored.head} ({restored.report})")
+    restored = ops.restore(args.source, args.db, args.force)
+    kept = "" if restored.kept is None else f"; the ledger it replaced is kept as {restored.kept}"
+    if restored.lost is None:
+        kept = f"; the ledger it replaced could not be read: it is kept as it was, as {restored.kept}"
+    elif restored.lost:
+        kept = f"; {restored.lost} events rolled back: they are in the ledger it replaced, kept as {restored.kept}"
+    print(f"restored {args.source} to {restored.path}: head {restored.head} ({restored.report}){kept}")
     return 0
 
 
@@ -418,6 +423,9 @@ def parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("restore", help="put a verified backup in place of a ledger no server holds")
     rs.add_argument("--from", dest="source", required=True, metavar="FILE")
     rs.add_argument("--db", default="syncledger.db")
+    rs.add_argument("--force", action="store_true",
+                    help="restore even a backup that lacks events the ledger holds (they are rolled back), or over "
+                         "a ledger that cannot be read; the ledger replaced is kept beside it, whole")
     rs.set_defaults(run=_restore)
     ex = sub.add_parser("export", help="stream a table as CSV, JSON or NDJSON (read-only, one snapshot)")
     ex.add_argument("what", choices=sorted(ops.EXPORTS))

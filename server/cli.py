@@ -13,12 +13,13 @@ import signal
 import sys
 import time
 import tomllib
+from typing import Callable, NoReturn
 
 import trio
 
 from syncledger.ledger import Store, engine, head_path, parse_anchor, verify_path
 from syncledger.ledger.migrations import SchemaError
-from syncledger.ledger.store import LedgerOpenError
+from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
 from . import admin, logs, migrate, ops
 from .admin import SecretExposed, SecretMissing
@@ -27,6 +28,7 @@ from .auth import SESSIONS, Tokens
 from .lockfile import LedgerLocked
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
+MAX_TTL = 366 * 24 * 3600  # the longest a token from `syncledger token` may last (a year, leap day included)
 # one line on stderr, exit 2
 UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, SecretMissing, TlsError, ListenError)
 
@@ -176,7 +178,20 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    ops.export(args.db, args.what, sys.stdout, args.format, args.since)
+    """A closed pipe (``| head``) ends it quietly with status 141 (128 + SIGPIPE, as a program SIGPIPE ends);
+    an output that cannot be written (a full disk) is one line on stderr, exit 2."""
+    try:
+        ops.export(args.db, args.what, sys.stdout, args.format, args.since)
+        sys.stdout.flush()
+    except OSError as e:
+        # What is still buffered can never be written: standard output becomes /dev/null, so that Python's flush
+        # at exit has nothing to complain about (the recipe of the signal module's documentation).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        if isinstance(e, BrokenPipeError):
+            return 128 + signal.SIGPIPE
+        raise ops.OpsError(f"cannot write the export: {e.strerror}; the export is incomplete") from None
     return 0
 
 
@@ -248,6 +263,22 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
     return error
+
+
+def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type: ``what``, an integer from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} from {low} to {high}")
+        return value
+    return parse
+
+
+_login = _int_in(1, MAX_ID, "a login")  # as the schema's INTEGER and the TCP API take them
 
 
 def _positive(text: str) -> int:
@@ -338,11 +369,12 @@ def _apply_config(p: argparse.ArgumentParser, argv: list[str]) -> None:
         action = actions.get(key.replace("-", "_"))
         if action is None:
             raise ConfigError(f"{known.config}: unknown option {key} (see syncledger serve --help)")
+        kinds, wanted = _toml_type(action)
+        if not isinstance(value, kinds) or isinstance(value, bool) != (kinds == (bool,)):
+            raise ConfigError(f"{known.config}: {key} = {value!s}: wants {wanted}, not "
+                              f"{_TOML_NAMES.get(type(value), type(value).__name__)}")
         try:
-            if isinstance(action, argparse._StoreTrueAction):
-                if not isinstance(value, bool):
-                    raise ValueError("true or false")
-            elif action.type is not None:
+            if action.type is not None:
                 value = action.type(str(value))
             if action.choices is not None and value not in action.choices:
                 raise ValueError(f"one of {', '.join(action.choices)}")
@@ -356,19 +388,41 @@ class ConfigError(Exception):
     """A config file that cannot be used (one line, exit 2)."""
 
 
+_TOML_NAMES = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
+               dict: "a table"}
+
+
+def _toml_type(action: argparse.Action) -> tuple[tuple[type, ...], str]:
+    """The TOML types a config value for ``action`` may have, and what to call them."""
+    if isinstance(action, argparse._StoreTrueAction):
+        return (bool,), "true or false"
+    if action.type is _seconds:
+        return (int, float), "a number"
+    if action.type in (int, _positive, _rate):
+        return (int,), "an integer"
+    return (str,), "a string"
+
+
 def _config_show(args: argparse.Namespace) -> int:
     """The effective options as TOML, and whether the secrets from the environment are set (never them)."""
     for key, value in sorted(vars(args).items()):
         if key in ("run", "command", "action", "config") or value is None:
             continue
-        print(f"{key.replace('_', '-')} = {json.dumps(value)}")
+        print(f"{key.replace('_', '-')} = {json.dumps(engine.shown(value) if key == 'db' else value)}")
     for name in ("SYNCLEDGER_SECRET", "SYNCLEDGER_WALLET_TOKEN"):
         print(f"# {name}: {'set (hidden)' if os.environ.get(name) else 'not set'}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's, but a bad flag is one line on stderr and exit 2, as every other refusal (not the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="syncledger", description=__doc__)
+    p = _Parser(prog="syncledger", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     srv = sub.add_parser("serve", help="run the server (Ctrl-C or SIGTERM stops it cleanly)")
@@ -383,7 +437,7 @@ def parser() -> argparse.ArgumentParser:
     manager = sub.add_parser("manager", help="manage manager accounts").add_subparsers(dest="action", required=True)
     add = manager.add_parser("add", help="store a manager and its password")
     add.add_argument("--db", default="syncledger.db")
-    add.add_argument("--login", type=int, required=True)
+    add.add_argument("--login", type=_login, required=True)
     given = add.add_mutually_exclusive_group()
     given.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     given.add_argument("--password", help="the password on the command line (visible to other users in ps: "
@@ -392,20 +446,21 @@ def parser() -> argparse.ArgumentParser:
     add.set_defaults(run=_manager_add)
     remove = manager.add_parser("remove", help="remove a manager; its tokens are refused at once")
     remove.add_argument("--db", default="syncledger.db")
-    remove.add_argument("--login", type=int, required=True)
+    remove.add_argument("--login", type=_login, required=True)
     remove.set_defaults(run=_manager_remove)
 
     token = sub.add_parser("token", help="print a token for a stored manager")
     token.add_argument("--db", default="syncledger.db")
-    token.add_argument("--login", type=int, required=True)
-    token.add_argument("--ttl", type=int, default=None, help="seconds (default 24h)")
+    token.add_argument("--login", type=_login, required=True)
+    token.add_argument("--ttl", type=_int_in(1, MAX_TTL, "a number of seconds"), default=None, metavar="SECONDS",
+                       help=f"how long the token is good for: from 1 to {MAX_TTL} (366 days; default 24 h)")
     token.set_defaults(run=_token)
 
     session = sub.add_parser("session", help="game sessions for the wallet API").add_subparsers(
         dest="action", required=True)
     opened = session.add_parser("open", help="print a new sid for an account")
     opened.add_argument("--db", default="syncledger.db")
-    opened.add_argument("--login", type=int, required=True)
+    opened.add_argument("--login", type=_login, required=True)
     opened.set_defaults(run=_session_open)
 
     ver = sub.add_parser("verify", help="check the hash chains, that totals equal their rows, keys and triggers "
@@ -431,7 +486,8 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("what", choices=sorted(ops.EXPORTS))
     ex.add_argument("--db", default="syncledger.db")
     ex.add_argument("--format", choices=ops.FORMATS, default="ndjson")
-    ex.add_argument("--since", type=int, default=None, metavar="SEQ", help="only what came after this event seq")
+    ex.add_argument("--since", type=_int_in(0, MAX_ID, "an event seq"), default=None, metavar="SEQ",
+                    help="only what came after this event seq")
     ex.set_defaults(run=_export)
 
     mg = sub.add_parser("migrate", help="copy an SQLite ledger no server holds into a new PostgreSQL ledger, "

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import sqlite_utils
 
-from syncledger.ledger import engine, head, verify_path
+from syncledger.ledger import engine, head, migrations, verify_path
 
 from .lockfile import LedgerLock, LedgerLocked
 
@@ -244,8 +244,15 @@ def export_rows(db_path: str, what: str, since: int | None = None) -> Iterator[d
         return
     db = sqlite_utils.Database(_open_ro(db_path))
     try:
+        version = migrations.version_of(db.conn)
+        if 0 < version < migrations.LATEST:  # (export reads only: it never migrates a ledger)
+            raise OpsError(f"{db_path} has schema version {version}, older than this syncledger's "
+                           f"({migrations.LATEST}): run syncledger serve on it once (it brings the ledger up to date), "
+                           "then export")
         db.execute("BEGIN")
         yield from db.query(EXPORTS[what], {"since": since})
+    except sqlite3.Error as e:  # not a ledger
+        raise OpsError(f"cannot export from {db_path}: {engine.said(e)}") from None
     finally:
         db.conn.close()
 

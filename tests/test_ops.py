@@ -8,12 +8,15 @@ import csv
 import io
 import json
 import os
+import resource
 import sqlite3
+import sys
+from contextlib import contextmanager
 
 import pytest
 import trio
 
-from syncledger.ledger import verify_path
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store, verify_path
 from syncledger.server import ops
 from syncledger.server.app import serve
 from syncledger.server.cli import main
@@ -238,3 +241,56 @@ def test_restore_over_an_unreadable_ledger_needs_force_and_keeps_it_as_it_was(tm
     [kept] = _kept(path)
     assert kept in capsys.readouterr().out and verify_path(path).ok
     assert open(kept, "rb").read() == open(kept + "-wal", "rb").read() == b"not a database" * 300
+
+
+# ---- a full disk, a closed pipe (issue 21)
+
+
+@contextmanager
+def _disk_full_beyond(size: int):
+    """No file this process writes can grow beyond ``size`` bytes: the write fails (EFBIG) as it would on a full
+    disk (ENOSPC). RLIMIT_FSIZE needs no privilege; Python ignores SIGXFSZ, so the call fails, not the process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.fixture
+def small_ledger(tmp_path):
+    """A ledger of 512-byte pages (under 24 KiB: smaller than a -shm) with 20 events, open as a server keeps it
+    (its -wal and -shm exist, so a reader beside it makes no file)."""
+    path = str(tmp_path / "small.db")
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA page_size = 512")
+    db.execute("VACUUM")
+    db.close()
+    store = Store(path)
+    login = store.apply_batch([AddAccount("a", "EUR", 1)])[0].data["login"]
+    store.apply_batch([Finance(FinanceRequest("BalanceIn", login, 1_000_000), 1) for _ in range(20)])
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert os.path.getsize(path) < 24576
+    yield path
+    store.close()
+
+
+@pytest.mark.parametrize("limit", [4096, 24576])  # the copy does not fit; it fits, but its side files do not
+def test_a_backup_to_a_full_disk_is_one_line_and_leaves_nothing(small_ledger, tmp_path, capsys, limit):
+    (tmp_path / "full").mkdir()
+    to = str(tmp_path / "full" / "b.sqlite")
+    with _disk_full_beyond(limit):
+        assert main(["backup", "--db", small_ledger, "--to", to]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"syncledger: cannot copy {small_ledger} to {to}.partial-")
+    assert os.listdir(tmp_path / "full") == []
+
+
+def test_an_export_to_a_full_disk_is_one_line(small_ledger, tmp_path, monkeypatch, capsys):
+    out = open(tmp_path / "e.ndjson", "w")
+    monkeypatch.setattr(sys, "stdout", out)
+    with _disk_full_beyond(2048):
+        assert main(["export", "events", "--db", small_ledger]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the export is incomplete" in err

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import sqlite_utils
 
 from syncledger.ledger import engine, head, migrations, verify_path
+from syncledger.ledger.store import make_private
 
 from .lockfile import LedgerLock, LedgerLocked
 
@@ -150,6 +151,7 @@ def _checkpoint(db_path: str) -> None:
     """Move the ledger's write-ahead log into its file, which alone is then the whole ledger: the log that a
     crash left holds every commit since the last checkpoint, and a copy of the file without it would lose
     them (so would the file with its log deleted)."""
+    make_private(db_path)
     db = sqlite3.connect(db_path, isolation_level=None)
     try:
         busy, logged, moved = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

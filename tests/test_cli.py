@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store
+from syncledger.server import admin
 from syncledger.server.cli import main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v1.sqlite"
@@ -180,3 +181,50 @@ def test_syncledger_export_into_head_is_quiet(long_ledger):
     export.stdout.close()  # head -1 is done
     assert export.wait(timeout=30) == 141
     assert export.stderr.read() == b""
+
+
+# ---- an older release's ledger made private; its moved-out secret leaves no copy
+
+
+def _mode(path: str) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+def test_an_older_releases_ledger_and_its_side_files_become_0600_on_open(v1, capsys):
+    os.close(os.open(v1 + ".lock", os.O_CREAT | os.O_WRONLY, 0o644))
+    os.close(os.open(v1 + "-journal", os.O_CREAT | os.O_WRONLY, 0o644))  # (empty: not a hot journal)
+    os.chmod(v1 + ".lock", 0o644)
+    os.chmod(v1 + "-journal", 0o644)
+    old = sqlite3.connect(v1)  # a connection of the older release: its -wal and -shm exist, mode 0644
+    old.execute("SELECT count(*) FROM accounts").fetchone()
+    sides = [v1 + s for s in ("-wal", "-shm", "-journal", ".lock")]
+    assert _mode(v1) == 0o644 and all(_mode(p) == 0o644 for p in sides)
+    assert main(["session", "open", "--db", v1, "--login", "1000"]) == 0
+    assert _mode(v1) == 0o600 and all(_mode(p) == 0o600 for p in sides)
+    old.close()
+
+
+def test_a_ledger_file_that_cannot_be_made_private_is_a_warning(v1, capsys, caplog, monkeypatch):
+    def refuse(path, mode):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "chmod", refuse)
+    with caplog.at_level(logging.WARNING):
+        assert main(["session", "open", "--db", v1, "--login", "1000"]) == 0
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert v1 in warning and "644" in warning and "\n" not in warning
+
+
+def test_the_secret_moved_out_of_an_older_ledger_is_not_left_in_its_pages(v1):
+    """Its bytes are in neither the file nor its -wal once moved out, while the ledger is still open (as the
+    server keeps it), also where SQLite is built without SQLITE_SECURE_DELETE (its own default; Debian's build
+    turns it on): the connection starts with secure_delete off."""
+    assert FIXTURE_SECRET in open(v1, "rb").read()
+    store = Store(v1)
+    try:
+        store.db.execute("PRAGMA secure_delete = OFF")
+        assert admin.load_secret(v1, store.db) == FIXTURE_SECRET.decode()
+        for name in (v1, v1 + "-wal"):
+            if os.path.exists(name):
+                assert FIXTURE_SECRET not in open(name, "rb").read(), name
+    finally:
+        store.close()

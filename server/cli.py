@@ -279,6 +279,8 @@ def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
 
 
 _login = _int_in(1, MAX_ID, "a login")  # as the schema's INTEGER and the TCP API take them
+_port = _int_in(0, 65535, "a port (0: a free one)")
+_admin_port = _int_in(-1, 65535, "a port (0: a free one; -1: none)")
 
 
 def _positive(text: str) -> int:
@@ -317,11 +319,11 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default="syncledger.db", help="the ledger: an SQLite file (default syncledger.db) or a "
                                                         "postgresql:// URL")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--tcp-port", type=int, default=7400)
-    p.add_argument("--ws-port", type=int, default=7401)
-    p.add_argument("--wallet-port", type=int, default=7402)
+    p.add_argument("--tcp-port", type=_port, default=7400)
+    p.add_argument("--ws-port", type=_port, default=7401)
+    p.add_argument("--wallet-port", type=_port, default=7402)
     p.add_argument("--sync-timeout-ms", type=_positive, default=5000)
-    p.add_argument("--admin-port", type=int, default=7403,
+    p.add_argument("--admin-port", type=_admin_port, default=7403,
                    help="health (/healthz, /readyz) and metrics (/metrics); -1: none (default 7403)")
     p.add_argument("--admin-host", default="127.0.0.1", help="the admin listener's address (default loopback)")
     p.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain: TLS on every listener")
@@ -398,7 +400,7 @@ def _toml_type(action: argparse.Action) -> tuple[tuple[type, ...], str]:
         return (bool,), "true or false"
     if action.type is _seconds:
         return (int, float), "a number"
-    if action.type in (int, _positive, _rate):
+    if action.type in (_port, _admin_port, _positive, _rate):
         return (int,), "an integer"
     return (str,), "a string"
 

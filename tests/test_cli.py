@@ -84,6 +84,13 @@ def test_an_export_since_out_of_range_is_one_line(ledger, capsys, since):
     assert "--since" in refused(capsys, "export", "events", "--db", ledger, "--since", since)
 
 
+@pytest.mark.parametrize("option, value", [("--tcp-port", "70000"), ("--ws-port", HUGE), ("--wallet-port", "-1"),
+                                           ("--admin-port", "-2"), ("--admin-port", "65536")])
+def test_a_port_out_of_range_is_one_line(capsys, option, value):
+    """(``serve --tcp-port 70000`` listened on port 4464, and said so; 2**70 was a traceback)"""
+    assert option in refused(capsys, "config", "show", option, value)
+
+
 # ---- the config file: every value of the wrong TOML type
 
 
@@ -91,6 +98,7 @@ def test_an_export_since_out_of_range_is_one_line(ledger, capsys, since):
     ("host = 127", "a string"), ("db = 5", "a string"), ("tls-cert = [1]", "a string"),
     ("log-format = 1", "a string"), ("default-currency = 840", "a string"),
     ("tcp-port = \"7400\"", "an integer"), ("admin-port = 1.5", "an integer"), ("ws-port = true", "an integer"),
+    ("wallet-port = 70000", "a port"),
     ("idle-timeout = true", "a number"), ("idle-timeout = \"60\"", "a number"),
     ("wallet-test-endpoints = \"yes\"", "true or false"), ("cluster = 1", "true or false"),
 ])

@@ -183,7 +183,7 @@ def test_an_export_into_a_closed_pipe_ends_quietly_141(long_ledger, monkeypatch,
 
 def test_syncledger_export_into_head_is_quiet(long_ledger):
     """The one subprocess: what Python flushes at exit must not complain either."""
-    export = subprocess.Popen([sys.executable, "-m", "syncledger.server.cli", "export", "finance", "--db",
+    export = subprocess.Popen([sys.executable, "-P", "-m", "syncledger.server.cli", "export", "finance", "--db",
                                long_ledger], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert export.stdout.readline().startswith(b'{"id": 1,')
     export.stdout.close()  # head -1 is done

@@ -179,8 +179,9 @@ async def test_restore_after_a_crash_keeps_every_acknowledged_row_of_the_wal(tmp
                  "--session", "ADMIN"]) == 0
     assert main(["token", "--db", path, "--login", "1"]) == 0
     token = capsys.readouterr().out.split()[-1]
-    proc = subprocess.Popen([sys.executable, "-m", "syncledger.server.cli", "serve", "--db", path, "--tcp-port", "0",
-                             "--ws-port", "0", "--wallet-port", "0", "--admin-port", "-1", "--writer", "process"],
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "syncledger.server.cli", "serve", "--db", path,
+                             "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0", "--admin-port", "-1",
+                             "--writer", "process"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         line = await trio.to_thread.run_sync(proc.stdout.readline)

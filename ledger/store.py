@@ -6,6 +6,7 @@ No Trio here; the caller serialises every call (the server's mainLoop owns the S
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import logging
@@ -129,6 +130,26 @@ class LedgerOpenError(Exception):
     """The ledger file cannot be opened or created (a missing directory, no permission, not a database)."""
 
 
+def make_private(path: str) -> None:
+    """Make the ledger file at ``path`` and its side files the owner's alone (0600: an older release left them
+    0644), before it is opened to write: the -wal, -shm and -journal SQLite makes then take the file's mode. A
+    file this process cannot change (another user's) stays as it is, with a warning."""
+    real = os.path.realpath(path)
+    for name in (real, real + "-wal", real + "-shm", real + "-journal", real + ".lock"):
+        try:
+            st = os.stat(name)
+        except OSError:  # not there (a file that cannot be reached fails the open itself)
+            continue
+        mode = st.st_mode & 0o777
+        if mode & 0o077:
+            try:
+                if st.st_uid != os.geteuid():
+                    raise PermissionError(errno.EPERM, "owned by another user")
+                os.chmod(name, mode & 0o700)
+            except OSError as e:
+                log.warning("%s stays readable by other users (mode %o): %s", name, mode, e.strerror)
+
+
 # A failed COMMIT with one of these did not reach the file, or did so completely (it is read back); any
 # other error (an I/O error: the fsync may have failed) leaves the file's content unknowable.
 _READ_BACK = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_NOMEM}
@@ -188,6 +209,8 @@ class Store:
                 pass
             except OSError as e:
                 raise LedgerOpenError(f"cannot create ledger {path}: {e.strerror}") from None
+        if not memory:
+            make_private(path)
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:

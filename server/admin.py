@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -10,6 +11,8 @@ from typing import Any
 from syncledger.ledger import engine
 
 from .auth import hash_password
+
+log = logging.getLogger("syncledger.admin")
 
 
 class SecretExposed(Exception):
@@ -56,7 +59,17 @@ def load_secret(db_path: str, db: Any) -> str:
     with open(path) as f:
         secret = f.read().strip()
     if row is not None:  # moved out of the database (which any reader of the file could see)
+        # secure_delete overwrites the row's bytes in its page (SQLite's own default leaves them in the free
+        # space); the checkpoint then writes that page over the old one in the file and empties the -wal, which
+        # may hold other copies of it.
+        was = db.execute("PRAGMA secure_delete").fetchone()[0]
+        db.execute("PRAGMA secure_delete = ON")
         db.execute("DELETE FROM meta WHERE key = 'secret'")
+        db.execute(f"PRAGMA secure_delete = {was}")
+        busy, logged, moved = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy or logged != moved:
+            log.warning("the token secret moved out of %s may still be read in its -wal until its next checkpoint "
+                        "(another process has the ledger open)", db_path)
     return secret
 
 

@@ -13,12 +13,13 @@ import signal
 import sys
 import time
 import tomllib
+from typing import Callable, NoReturn
 
 import trio
 
 from syncledger.ledger import Store, engine, head_path, parse_anchor, verify_path
 from syncledger.ledger.migrations import SchemaError
-from syncledger.ledger.store import LedgerOpenError
+from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
 from . import admin, logs, migrate, ops
 from .admin import SecretExposed, SecretMissing
@@ -27,6 +28,7 @@ from .auth import SESSIONS, Tokens
 from .lockfile import LedgerLocked
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
+MAX_TTL = 366 * 24 * 3600  # the longest a token from `syncledger token` may last (a year, leap day included)
 # one line on stderr, exit 2
 UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, SecretMissing, TlsError, ListenError)
 
@@ -156,8 +158,13 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    restored = ops.restore(args.source, args.db)
-    print(f"restored {args.source} to {restored.path}: head {restored.head} ({restored.report})")
+    restored = ops.restore(args.source, args.db, args.force)
+    kept = "" if restored.kept is None else f"; the ledger it replaced is kept as {restored.kept}"
+    if restored.lost is None:
+        kept = f"; the ledger it replaced could not be read: it is kept as it was, as {restored.kept}"
+    elif restored.lost:
+        kept = f"; {restored.lost} events rolled back: they are in the ledger it replaced, kept as {restored.kept}"
+    print(f"restored {args.source} to {restored.path}: head {restored.head} ({restored.report}){kept}")
     return 0
 
 
@@ -171,7 +178,20 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    ops.export(args.db, args.what, sys.stdout, args.format, args.since)
+    """A closed pipe (``| head``) ends it quietly with status 141 (128 + SIGPIPE, as a program SIGPIPE ends);
+    an output that cannot be written (a full disk) is one line on stderr, exit 2."""
+    try:
+        ops.export(args.db, args.what, sys.stdout, args.format, args.since)
+        sys.stdout.flush()
+    except OSError as e:
+        # What is still buffered can never be written: standard output becomes /dev/null, so that Python's flush
+        # at exit has nothing to complain about (the recipe of the signal module's documentation).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        if isinstance(e, BrokenPipeError):
+            return 128 + signal.SIGPIPE
+        raise ops.OpsError(f"cannot write the export: {e.strerror}; the export is incomplete") from None
     return 0
 
 
@@ -248,6 +268,24 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     return error
 
 
+def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type: ``what``, an integer from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} from {low} to {high}")
+        return value
+    return parse
+
+
+_login = _int_in(1, MAX_ID, "a login")  # as the schema's INTEGER and the TCP API take them
+_port = _int_in(0, 65535, "a port (0: a free one)")
+_admin_port = _int_in(-1, 65535, "a port (0: a free one; -1: none)")
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -284,11 +322,11 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default="syncledger.db", help="the ledger: an SQLite file (default syncledger.db) or a "
                                                         "postgresql:// URL")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--tcp-port", type=int, default=7400)
-    p.add_argument("--ws-port", type=int, default=7401)
-    p.add_argument("--wallet-port", type=int, default=7402)
+    p.add_argument("--tcp-port", type=_port, default=7400)
+    p.add_argument("--ws-port", type=_port, default=7401)
+    p.add_argument("--wallet-port", type=_port, default=7402)
     p.add_argument("--sync-timeout-ms", type=_positive, default=5000)
-    p.add_argument("--admin-port", type=int, default=7403,
+    p.add_argument("--admin-port", type=_admin_port, default=7403,
                    help="health (/healthz, /readyz) and metrics (/metrics); -1: none (default 7403)")
     p.add_argument("--admin-host", default="127.0.0.1", help="the admin listener's address (default loopback)")
     p.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain: TLS on every listener")
@@ -345,11 +383,12 @@ def _apply_config(p: argparse.ArgumentParser, argv: list[str]) -> None:
         action = actions.get(key.replace("-", "_"))
         if action is None:
             raise ConfigError(f"{known.config}: unknown option {key} (see syncledger serve --help)")
+        kinds, wanted = _toml_type(action)
+        if not isinstance(value, kinds) or isinstance(value, bool) != (kinds == (bool,)):
+            raise ConfigError(f"{known.config}: {key} = {value!s}: wants {wanted}, not "
+                              f"{_TOML_NAMES.get(type(value), type(value).__name__)}")
         try:
-            if isinstance(action, argparse._StoreTrueAction):
-                if not isinstance(value, bool):
-                    raise ValueError("true or false")
-            elif action.type is not None:
+            if action.type is not None:
                 value = action.type(str(value))
             if action.choices is not None and value not in action.choices:
                 raise ValueError(f"one of {', '.join(action.choices)}")
@@ -363,19 +402,41 @@ class ConfigError(Exception):
     """A config file that cannot be used (one line, exit 2)."""
 
 
+_TOML_NAMES = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
+               dict: "a table"}
+
+
+def _toml_type(action: argparse.Action) -> tuple[tuple[type, ...], str]:
+    """The TOML types a config value for ``action`` may have, and what to call them."""
+    if isinstance(action, argparse._StoreTrueAction):
+        return (bool,), "true or false"
+    if action.type is _seconds:
+        return (int, float), "a number"
+    if action.type in (_port, _admin_port, _positive, _rate):
+        return (int,), "an integer"
+    return (str,), "a string"
+
+
 def _config_show(args: argparse.Namespace) -> int:
     """The effective options as TOML, and whether the secrets from the environment are set (never them)."""
     for key, value in sorted(vars(args).items()):
         if key in ("run", "command", "action", "config") or value is None:
             continue
-        print(f"{key.replace('_', '-')} = {json.dumps(value)}")
+        print(f"{key.replace('_', '-')} = {json.dumps(engine.shown(value) if key == 'db' else value)}")
     for name in ("SYNCLEDGER_SECRET", "SYNCLEDGER_WALLET_TOKEN"):
         print(f"# {name}: {'set (hidden)' if os.environ.get(name) else 'not set'}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's, but a bad flag is one line on stderr and exit 2, as every other refusal (not the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="syncledger", description=__doc__)
+    p = _Parser(prog="syncledger", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     srv = sub.add_parser("serve", help="run the server (Ctrl-C or SIGTERM stops it cleanly)")
@@ -390,7 +451,7 @@ def parser() -> argparse.ArgumentParser:
     manager = sub.add_parser("manager", help="manage manager accounts").add_subparsers(dest="action", required=True)
     add = manager.add_parser("add", help="store a manager and its password")
     add.add_argument("--db", default="syncledger.db")
-    add.add_argument("--login", type=int, required=True)
+    add.add_argument("--login", type=_login, required=True)
     given = add.add_mutually_exclusive_group()
     given.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     given.add_argument("--password", help="the password on the command line (visible to other users in ps: "
@@ -399,20 +460,21 @@ def parser() -> argparse.ArgumentParser:
     add.set_defaults(run=_manager_add)
     remove = manager.add_parser("remove", help="remove a manager; its tokens are refused at once")
     remove.add_argument("--db", default="syncledger.db")
-    remove.add_argument("--login", type=int, required=True)
+    remove.add_argument("--login", type=_login, required=True)
     remove.set_defaults(run=_manager_remove)
 
     token = sub.add_parser("token", help="print a token for a stored manager")
     token.add_argument("--db", default="syncledger.db")
-    token.add_argument("--login", type=int, required=True)
-    token.add_argument("--ttl", type=int, default=None, help="seconds (default 24h)")
+    token.add_argument("--login", type=_login, required=True)
+    token.add_argument("--ttl", type=_int_in(1, MAX_TTL, "a number of seconds"), default=None, metavar="SECONDS",
+                       help=f"how long the token is good for: from 1 to {MAX_TTL} (366 days; default 24 h)")
     token.set_defaults(run=_token)
 
     session = sub.add_parser("session", help="game sessions for the wallet API").add_subparsers(
         dest="action", required=True)
     opened = session.add_parser("open", help="print a new sid for an account")
     opened.add_argument("--db", default="syncledger.db")
-    opened.add_argument("--login", type=int, required=True)
+    opened.add_argument("--login", type=_login, required=True)
     opened.set_defaults(run=_session_open)
 
     ver = sub.add_parser("verify", help="check the hash chains, that totals equal their rows, keys and triggers "
@@ -430,12 +492,16 @@ def parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("restore", help="put a verified backup in place of a ledger no server holds")
     rs.add_argument("--from", dest="source", required=True, metavar="FILE")
     rs.add_argument("--db", default="syncledger.db")
+    rs.add_argument("--force", action="store_true",
+                    help="restore even a backup that lacks events the ledger holds (they are rolled back), or over "
+                         "a ledger that cannot be read; the ledger replaced is kept beside it, whole")
     rs.set_defaults(run=_restore)
     ex = sub.add_parser("export", help="stream a table as CSV, JSON or NDJSON (read-only, one snapshot)")
     ex.add_argument("what", choices=sorted(ops.EXPORTS))
     ex.add_argument("--db", default="syncledger.db")
     ex.add_argument("--format", choices=ops.FORMATS, default="ndjson")
-    ex.add_argument("--since", type=int, default=None, metavar="SEQ", help="only what came after this event seq")
+    ex.add_argument("--since", type=_int_in(0, MAX_ID, "an event seq"), default=None, metavar="SEQ",
+                    help="only what came after this event seq")
     ex.set_defaults(run=_export)
 
     mg = sub.add_parser("migrate", help="copy an SQLite ledger no server holds into a new PostgreSQL ledger, "

@@ -8,12 +8,15 @@ import csv
 import io
 import json
 import os
+import resource
 import sqlite3
+import sys
+from contextlib import contextmanager
 
 import pytest
 import trio
 
-from syncledger.ledger import verify_path
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store, verify_path
 from syncledger.server import ops
 from syncledger.server.app import serve
 from syncledger.server.cli import main
@@ -121,3 +124,174 @@ async def test_export_since_a_seq(busy_ledger):
     out = io.StringIO()
     ops.export(busy_ledger, "events", out, "ndjson", since=2)
     assert [json.loads(line)["seq"] for line in out.getvalue().splitlines()] == [3]
+
+
+# ---- restore keeps everything it replaces (issue 21)
+
+
+def _kept(path: str) -> list[str]:
+    """The ledgers a restore kept beside ``path`` (their side files left out), oldest first."""
+    folder, name = os.path.split(path)
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if f.startswith(name + ".replaced-") and not f.endswith(("-wal", "-shm")))
+
+
+def _keyed(path: str) -> set[str]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {ext for (ext,) in db.execute("SELECT ext_id FROM idempotency WHERE seq IS NOT NULL")}
+    finally:
+        db.close()
+
+
+def _unlocked(path: str) -> None:
+    """Wait until no process holds the ledger's lock (a killed writer's descriptor closes as it dies)."""
+    import fcntl
+    import time
+    fd = os.open(path + ".lock", os.O_RDWR)
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the killed server's lock is still held"
+                time.sleep(0.01)
+    finally:
+        os.close(fd)
+
+
+async def test_restore_after_a_crash_keeps_every_acknowledged_row_of_the_wal(tmp_path, monkeypatch, capsys):
+    """The real server (writer in its own process) takes 50 keyed credits, all answered 200, and is killed
+    with SIGKILL together with its writer: the acknowledged rows are in the -wal only. A restore of a backup
+    taken before them is refused, naming the 50 events it would roll back; forced, it keeps them all in the
+    ledger it sets aside, which verifies."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    from syncledger.server.client import connect
+
+    monkeypatch.setenv("SYNCLEDGER_SECRET", "restore-test-secret-restore-test-secret")
+    path, older = str(tmp_path / "ledger.db"), str(tmp_path / "older.sqlite")
+    assert main(["manager", "add", "--db", path, "--login", "1", "--password", "pw-long-enough-1",
+                 "--session", "ADMIN"]) == 0
+    assert main(["token", "--db", path, "--login", "1"]) == 0
+    token = capsys.readouterr().out.split()[-1]
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "syncledger.server.cli", "serve", "--db", path,
+                             "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0", "--admin-port", "-1",
+                             "--writer", "process"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        line = await trio.to_thread.run_sync(proc.stdout.readline)
+        port = int(re.match(r"listening tcp=127\.0\.0\.1:(\d+) ", line)[1])
+        async with connect("127.0.0.1", port, token) as c:
+            added = await c.call("AddUser", {"name": "p", "currency": "EUR"})
+            assert added.ok, added
+            login = added.data["login"]
+            await trio.to_thread.run_sync(ops.backup, path, older)  # before the credits
+            acknowledged = set()
+            for call in [c.start("BalanceIn", {"login": login, "amount": 1}, ext_id=f"c{i}") for i in range(50)]:
+                reply = await call.reply()
+                assert reply.ok, reply
+                acknowledged.add(call.ext_id)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the server and its writer, at once
+        proc.wait()
+    _unlocked(path)
+    assert os.path.getsize(path + "-wal") > 0  # never checkpointed: the acknowledged work is in the WAL
+
+    assert main(["restore", "--from", older, "--db", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "roll back 50 acknowledged events" in err and "--force" in err
+    assert _kept(path) == [] and _keyed(path) == acknowledged  # refused: nothing changed
+
+    assert main(["restore", "--from", older, "--db", path, "--force"]) == 0
+    out = capsys.readouterr().out
+    [kept] = _kept(path)
+    assert kept in out and "50 events rolled back" in out
+    assert re.fullmatch(r".*\.replaced-\d{8}T\d{6}\.\d{6}Z", kept)
+    assert _keyed(kept) == acknowledged and verify_path(kept).ok  # every acknowledged row, in the kept copy
+    assert _keyed(path) == set() and verify_path(path).ok  # the backup's state
+
+
+def test_two_restores_in_one_second_keep_both_ledgers_they_replace(tmp_path, capsys):
+    path, copy = str(tmp_path / "l.db"), str(tmp_path / "b.sqlite")
+    assert main(["manager", "add", "--db", path, "--login", "1", "--password", "pw-long-enough-1"]) == 0
+    ops.backup(path, copy)
+    assert main(["manager", "add", "--db", path, "--login", "2", "--password", "pw-long-enough-1"]) == 0
+    assert main(["restore", "--from", copy, "--db", path]) == 0  # no event rolled back: not refused
+    assert main(["restore", "--from", copy, "--db", path]) == 0
+    first, second = _kept(path)
+    managers = [sqlite3.connect(p).execute("SELECT count(*) FROM managers").fetchone()[0] for p in (first, second)]
+    assert managers == [2, 1]  # the first kept copy is the ledger with manager 2, not written over
+
+
+def test_restore_over_an_unreadable_ledger_needs_force_and_keeps_it_as_it_was(tmp_path, capsys):
+    path, copy = str(tmp_path / "l.db"), str(tmp_path / "b.sqlite")
+    assert main(["manager", "add", "--db", path, "--login", "1", "--password", "pw-long-enough-1"]) == 0
+    ops.backup(path, copy)
+    for name in (path, path + "-wal"):
+        with open(name, "wb") as f:
+            f.write(b"not a database" * 300)
+    capsys.readouterr()
+    assert main(["restore", "--from", copy, "--db", path]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and _kept(path) == []
+    assert main(["restore", "--from", copy, "--db", path, "--force"]) == 0
+    [kept] = _kept(path)
+    assert kept in capsys.readouterr().out and verify_path(path).ok
+    assert open(kept, "rb").read() == open(kept + "-wal", "rb").read() == b"not a database" * 300
+
+
+# ---- a full disk, a closed pipe (issue 21)
+
+
+@contextmanager
+def _disk_full_beyond(size: int):
+    """No file this process writes can grow beyond ``size`` bytes: the write fails (EFBIG) as it would on a full
+    disk (ENOSPC). RLIMIT_FSIZE needs no privilege; Python ignores SIGXFSZ, so the call fails, not the process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.fixture
+def small_ledger(tmp_path):
+    """A ledger of 512-byte pages (under 24 KiB: smaller than a -shm) with 20 events, open as a server keeps it
+    (its -wal and -shm exist, so a reader beside it makes no file)."""
+    path = str(tmp_path / "small.db")
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA page_size = 512")
+    db.execute("VACUUM")
+    db.close()
+    store = Store(path)
+    login = store.apply_batch([AddAccount("a", "EUR", 1)])[0].data["login"]
+    store.apply_batch([Finance(FinanceRequest("BalanceIn", login, 1_000_000), 1) for _ in range(20)])
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert os.path.getsize(path) < 24576
+    yield path
+    store.close()
+
+
+@pytest.mark.parametrize("limit", [4096, 24576])  # the copy does not fit; it fits, but its side files do not
+def test_a_backup_to_a_full_disk_is_one_line_and_leaves_nothing(small_ledger, tmp_path, capsys, limit):
+    (tmp_path / "full").mkdir()
+    to = str(tmp_path / "full" / "b.sqlite")
+    with _disk_full_beyond(limit):
+        assert main(["backup", "--db", small_ledger, "--to", to]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"syncledger: cannot copy {small_ledger} to {to}.partial-")
+    assert os.listdir(tmp_path / "full") == []
+
+
+def test_an_export_to_a_full_disk_is_one_line(small_ledger, tmp_path, monkeypatch, capsys):
+    out = open(tmp_path / "e.ndjson", "w")
+    monkeypatch.setattr(sys, "stdout", out)
+    with _disk_full_beyond(2048):
+        assert main(["export", "events", "--db", small_ledger]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the export is incomplete" in err

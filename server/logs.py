@@ -143,3 +143,11 @@ def configure(fmt: str = "text", level: int = logging.INFO, clock: Callable[[], 
     root.setLevel(level)
     for h in earlier:
         h.close()
+
+
+def reset() -> None:
+    """Remove (and close) the handler :func:`configure` installed, if any: its untold counts are told now."""
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, _Stderr)]:
+        root.removeHandler(h)
+        h.close()

@@ -16,6 +16,7 @@ import pytest
 from syncledger.ledger import verify
 from syncledger.server.app import Config, Server, serve
 from syncledger.server.auth import SESSION_ADMIN
+from syncledger.server import logs
 from syncledger.server.client import Client
 from syncledger.server.testing import Harness, test_config
 
@@ -33,6 +34,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail(f"{item.nodeid}: a fixture requests {wanted[0]!r} but the test function does not; "
                     f"pytest-trio would ignore that clock and run the test on the real clock. Add "
                     f"{wanted[0]!r} to the test's own arguments.", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _log_handler_left_behind():
+    """A test that configured syncledger's log (``cli.main(["serve", ...])``) leaves no handler for the
+    next one: its counts of left-out lines are told in its own output, not in a later test's stderr."""
+    yield
+    logs.reset()
 
 
 def make_config(**kw) -> Config:

@@ -396,13 +396,12 @@ class WalletRoundsMachine(RuleBasedStateMachine):
             return self._repeat(c.payload, seen, "BET_ALREADY_SETTLED")
         if c.txid in self.debits:
             return "INVALID_PARAMETER", False, None
-        if (c.login, c.game_id) in self.closed:
-            return "BET_ALREADY_SETTLED", False, self._settle_record(c, "BET_ALREADY_SETTLED")
         named = [d for i, d in self.debits.items() if d.status == "OK" and d.login == c.login
                  and (i == c.ref_id or d.ref == c.ref_id) and d.game == c.game_id]
-        if not named:
-            return "BET_DOES_NOT_EXIST", False, self._settle_record(c, "BET_DOES_NOT_EXIST", tombstone=c.ref_id)
-        if not any(d.live for d in named):
+        if not named:  # remembered, in a settled round too: a debit that comes later with its id is refused
+            status = "BET_ALREADY_SETTLED" if (c.login, c.game_id) in self.closed else "BET_DOES_NOT_EXIST"
+            return status, False, self._settle_record(c, status, tombstone=c.ref_id)
+        if all(self._settled(d) for d in named):  # (a debit taken after its round's credit is not: a late one)
             return "BET_ALREADY_SETTLED", False, self._settle_record(c, "BET_ALREADY_SETTLED")
 
         def pay():
@@ -418,7 +417,7 @@ class WalletRoundsMachine(RuleBasedStateMachine):
         d = self.debits.get(c.txid)
         if d is None or d.status != "OK" or d.game != c.game_id or d.login != c.login:
             return "BET_DOES_NOT_EXIST", False, self._settle_record(c, "BET_DOES_NOT_EXIST", tombstone=c.txid)
-        if not d.live or self.closed.get((d.login, d.game), 0) > d.at:
+        if self._settled(d):
             return "BET_ALREADY_SETTLED", False, self._settle_record(c, "BET_ALREADY_SETTLED")
 
         def refund():
@@ -426,6 +425,10 @@ class WalletRoundsMachine(RuleBasedStateMachine):
             self.balance[c.login] += d.amount
             self._moved("cancel", c.txid)
         return "OK", False, self._settle_record(c, "OK", then=refund)
+
+    def _settled(self, d):
+        """Cancelled, deleted, or settled by a credit of its round accepted after it was taken."""
+        return not d.live or self.closed.get((d.login, d.game), 0) > d.at
 
     def _moved(self, kind, txid):
         self.moved[(kind, txid)] = self.moved.get((kind, txid), 0) + 1

@@ -237,7 +237,7 @@ async def test_memory_of_subscribers_that_never_read_comes_back_when_they_go(nur
     mb = 1 << 20
     print(f"RSS {before / mb:.0f} MB, {peak / mb:.0f} MB with 200 subscribers holding {held / mb:.0f} MB unsent, "
           f"{after / mb:.0f} MB once they have gone")
-    assert held > 200 * 100_000  # they did hold memory
+    assert held > 200 * 50_000  # they did hold memory (about 100 kB each when measured; up to REPLAY_BYTES)
     assert after - before < 30 * mb
 
 

@@ -7,106 +7,31 @@ No Trio here; the caller serialises every call (the server's mainLoop owns the S
 from __future__ import annotations
 
 import errno
-import hashlib
 import itertools
 import logging
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
 import orjson
 
-from . import engine, migrations, reads, rules
+from . import engine, migrations, reads, rules, wallet
+from .chain import GENESIS, event_hash, finance_hash
+from .commands import AddAccount, CatchUp, Finance, Outcome, Receipt
+from .errors import LedgerOpenError, Unsure
 from .rules import Event, FinanceRequest, LedgerError, Version
 
 log = logging.getLogger("syncledger.ledger")
 SCHEMA_VERSION = migrations.LATEST
 MAX_ID = 2**63 - 1  # SQLite INTEGER (PostgreSQL BIGINT): the largest login or order
-GENESIS = "0" * 64
 _ABSENT = object()  # in the undo log: the key was not in its mapping
 _KEYS_PER_QUERY = 900  # ext_ids per prefetch query (SQLite's smallest bound on variables is 999)
 _KEY_QUERY_SIZES = (1, 4, 16, 64, 256, _KEYS_PER_QUERY)
 CATCH_UP_HELD = 10_000  # other nodes' events a node of a cluster holds to publish (more: its subscribers replay)
 PG_READ_BACK_WAIT = 10.0  # seconds a lost session may take to end before its batch is called unknowable
-
-
-def finance_hash(prev: str, row_id: int, v: Version, source: str, ext_id: str | None, created: int) -> str:
-    """SHA-256 of a finance row's content chained to the previous row's hash."""
-    return hashlib.sha256(orjson.dumps([
-        prev, row_id, v.order, v.version, v.login, v.cmd, v.state, v.amount, v.delta, v.balance,
-        v.credit, v.comment, v.open_time, v.close_time, source, ext_id, created,
-    ])).hexdigest()
-
-
-def event_hash(prev: str, seq: int, type_: int, record_id: int, data: bytes) -> str:
-    """SHA-256 of an event chained to the previous event's hash."""
-    return hashlib.sha256(orjson.dumps([prev, seq, type_, record_id]) + data).hexdigest()
-
-
-@dataclass(slots=True)
-class Receipt:
-    """What a finance command did: enough to answer both the plain and the ``…Sync`` form."""
-
-    order: int
-    login: int
-    cmd: int
-    amount: int
-    type: int  # event type; its acceptance state is rules.ACCEPT_STATE[type]
-    record: bytes  # the trade record JSON (the event's data)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """One command's result: an error, or data (command specific) and the events it committed."""
-
-    error: LedgerError | None = None
-    data: Any = None
-    events: list[Event] = field(default_factory=list)
-    replay: bool = False  # answered from an idempotency key, nothing new written
-
-
-@dataclass(slots=True)
-class Finance:
-    """A finance request with its context: time, idempotency scope and a reserved order number."""
-
-    request: FinanceRequest
-    now: int
-    manager: int | None = None  # idempotency is per (manager, ext_id)
-    ext_id: str | None = None
-    new_order: int | None = None  # order number to use if a new order is created
-    source: str = "manager"
-
-
-@dataclass(frozen=True, slots=True)
-class AddAccount:
-    name: str
-    currency: str
-    now: int
-    group: str = "default"
-    login: int | None = None  # None: the next free login
-    manager: int | None = None  # idempotency, as for finance: per (manager, ext_id)
-    ext_id: str | None = None
-    leverage: int = 100
-    email: str = ""
-    enable: bool = True
-    password_hash: str | None = None  # hashed by the caller (slow, salted): never compared on a retry
-
-    def payload(self) -> str:
-        """Canonical text of what the request asks, for idempotency comparison (the password left out:
-        its hash is salted, so a retry could never match it)."""
-        return orjson.dumps(["AddUser", self.name, self.currency, self.group, self.login, self.leverage,
-                             self.email, self.enable]).decode()
-
-
-@dataclass(frozen=True, slots=True)
-class CatchUp:
-    """A node of a cluster (several servers on one PostgreSQL ledger) puts one first in every batch: its outcome
-    carries the events other nodes committed since this store last looked, to be published before the batch's
-    own (or, as its ``data``, the seq up to which they were too many to hold). A batch of nothing else reads
-    them from one snapshot, without the head lock."""
 
 
 class _Isolate(Exception):
@@ -119,15 +44,8 @@ class _Isolate(Exception):
         self.unstaged = unstaged
 
 
-class Unsure(Exception):
-    """The store cannot know what the ledger file holds: a ROLLBACK failed, a failed COMMIT cannot be read
-    back with certainty, or the file was unlinked or replaced (PostgreSQL: the connection was lost, or
-    another writer moved the ledger's head). Nothing it has in memory may be served; the only safe move is to
-    stop and let a restart read the truth from the ledger."""
 
 
-class LedgerOpenError(Exception):
-    """The ledger file cannot be opened or created (a missing directory, no permission, not a database)."""
 
 
 def make_private(path: str) -> None:
@@ -194,8 +112,6 @@ class Store:
         self._xid: int | None = None  # PostgreSQL: the id of the batch's transaction
         self._load()
         self._check_files()
-        from . import wallet  # wallet commands build on this module
-
         wallet.install(self)
 
     def _open_sqlite(self, path: str, synchronous: str, create: bool) -> None:

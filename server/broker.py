@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import trio
 
-from syncledger.ledger import reads
-from syncledger.ledger.store import Event
+from syncledger.ledger import Event, reads
 
 from . import protocol
 from .limits import HeapTrim, SubscriberCap

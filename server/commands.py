@@ -13,9 +13,7 @@ import orjson
 import trio
 from pydantic import BaseModel, ValidationError
 
-from syncledger.ledger import AddAccount, Finance, FinanceRequest, Outcome, to_text
-from syncledger.ledger import reads, rules
-from syncledger.ledger.wallet import OpenSession
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, OpenSession, Outcome, reads, rules, to_text
 
 from . import models, protocol
 from .auth import (FINANCE_SESSIONS, SESSION_ADMIN, SESSION_MANAGER, SESSION_USER, AuthError, Claims,

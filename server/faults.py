@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
-from syncledger.ledger.store import Event, Outcome
+from syncledger.ledger import Event, Outcome
 
 from .ws import WsSubscriber
 

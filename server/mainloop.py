@@ -13,8 +13,7 @@ from typing import Any, Callable
 import trio
 from outcome import Error, acapture, capture
 
-from syncledger.ledger import LedgerError, Outcome, Store
-from syncledger.ledger.store import CatchUp, Event, Unsure
+from syncledger.ledger import CatchUp, Event, LedgerError, Outcome, Store, Unsure
 from .health import Watch
 from .writer import WriterEnded, WriterProcess
 

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from syncledger.ledger import Outcome
-from syncledger.ledger.store import Event
+from syncledger.ledger import Event, Outcome
 
 from . import protocol
 

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from syncledger.ledger import engine
-from syncledger.ledger.store import CatchUp
+from syncledger.ledger import CatchUp, engine
 
 from .mainloop import Job, ShuttingDown
 

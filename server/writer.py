@@ -14,8 +14,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Sequence
 
-from syncledger.ledger import codec
-from syncledger.ledger.store import LedgerOpenError, Outcome, Store, Unsure
+from syncledger.ledger import LedgerOpenError, Outcome, Store, Unsure, codec
 
 from . import logs
 

@@ -17,7 +17,8 @@ import re
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = {"syncledger.ledger": ROOT / "ledger", "syncledger.server": ROOT / "server"}
 
-LEDGER_ORDER = ["money", "rules", "engine", "migrations", "reads", "store", "wallet", "verify", "codec", "__init__"]
+LEDGER_ORDER = ["errors", "money", "rules", "chain", "engine", "migrations", "reads", "commands", "wallet", "store",
+                "verify", "codec", "__init__"]
 ADAPTERS = ("manager", "wallet", "events", "admin")
 RANK = {"ledger": 0, "leaf": 1, "core": 2, **{a: 3 for a in ADAPTERS}, "app": 4, "cli": 5, "ops": 5, "testing": 5}
 LEAVES = {"auth", "limits", "logs", "metrics", "http", "client", "health", "config", "services", "wire", "listen",
@@ -46,7 +47,6 @@ ALLOWED = {
     ("server.observe", "server.pending"),  # the login's fake connection: Dispatcher.answer_line
     ("server.wallet", "server.models"),  # its own models.py
     ("server.wallet", "server.protocol"),  # decode_json: wire.py
-    ("ledger.store", "ledger.wallet"),  # inside Store.__init__: the store <-> wallet cycle
 }
 
 

@@ -15,7 +15,7 @@ import trio
 
 from syncledger.ledger import Event, reads
 
-from . import protocol
+from . import wire
 from .limits import HeapTrim, SubscriberCap
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class Outbox:
 
 
 def event_line(event: Event) -> bytes:
-    return protocol.event_json(event.seq, event.type, event.data) + protocol.CRLF
+    return wire.event_json(event.seq, event.type, event.data) + wire.CRLF
 
 
 def pieces(events: list[Event]) -> list[bytes]:
@@ -95,7 +95,7 @@ def pieces(events: list[Event]) -> list[bytes]:
 
 def split_lines(piece: bytes) -> list[bytes]:
     """The event messages (without line ends) of a buffered piece of one or more lines."""
-    return piece[:-2].split(protocol.CRLF)
+    return piece[:-2].split(wire.CRLF)
 
 
 class Broker:

@@ -21,7 +21,8 @@ from .auth import (FINANCE_SESSIONS, SESSION_ADMIN, SESSION_MANAGER, SESSION_USE
 from .mainloop import Job, ShuttingDown
 from .reads import ReadStalled
 from .pending import Pending
-from .protocol import ProtocolError, Request, quoted
+from .protocol import ProtocolError, Request
+from .wire import quoted
 
 if TYPE_CHECKING:
     from .app import Server

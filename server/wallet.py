@@ -20,7 +20,7 @@ from syncledger.ledger import wallet as w
 from .http import Response
 from .mainloop import Job, ShuttingDown
 from .models import WalletMove, WalletSession, WalletUser
-from .protocol import decode_json, invalid_value
+from .wire import decode_json, invalid_value
 
 if TYPE_CHECKING:
     from .app import Server

@@ -150,7 +150,7 @@ class Broker:
             while last is not None:
                 async with self._replay_slots:
                     page = await (read(reads.events_after, last, REPLAY_PAGE) if read is not None else
-                                  mainloop.read(mainloop.store.events_after, last, REPLAY_PAGE))
+                                  mainloop.read(reads.events_after, mainloop.store.db, last, REPLAY_PAGE))
                 count, last, replayed = len(page), page[-1].seq if page else last, []
                 for i in range(0, count, REPLAY_TURN):
                     replayed += pieces(page[i:i + REPLAY_TURN])
@@ -161,7 +161,8 @@ class Broker:
                 if count < REPLAY_PAGE:
                     break
             async with mainloop.lock:  # between two batches: nothing is committed meanwhile
-                tail = [] if last is None else await mainloop.call(mainloop.store.events_after, last, REPLAY_PAGE)
+                tail = [] if last is None else await mainloop.call(reads.events_after, mainloop.store.db, last,
+                                                              REPLAY_PAGE)
                 if len(tail) < REPLAY_PAGE:  # caught up: deliver the tail and go live, still under the lock
                     for piece in pieces(tail):
                         if not sub.offer(piece):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import string
 import time
@@ -49,24 +48,6 @@ MAX_LINE = 64 * 1024
 MAX_EXT_ID = 256
 U = 1_000_000  # micro-units per unit
 MAX_UNITS = 10**12
-
-# Server bugs still open, each pinned by a strict xfail test at the end of test_fuzz.py: the fuzzer does
-# not generate the inputs of a crashing bug and tolerates the documented wrong answer of the others, for
-# exactly the bugs named here; SYNCLEDGER_FUZZ_STRICT=1 fuzzes them all anyway. When a fix lands (its
-# xfail test then XPASSes), delete its name here and its marker there. Names the code knows:
-#   "surrogates"     a lone surrogate (\ud800) in a JSON string (see text())
-#   "huge-exponent"  a number like 1e99999999999999999999 (big_exponents)
-#   "line-64k+1"     a line of 65,537 bytes ended by a bare \n (case_boundary)
-#   "no-free-login"  AddUser without a login after login 2**63-1 (test_fuzz.ManagerOracle.cmd_AddUser)
-#   "cancel-game-of-a-game-less-debit"  a cancel naming a game.id reversed a debit that had no game.id
-#                    (the contract finds a debit "within the same game.id when one is given")
-#   "wallet-uuid-unauthenticated"  a wallet call refused as INVALID_TOKEN_ID answered "uuid": null (the token
-#                    is checked from the head; the body that came with it is now read for its uuid)
-# All six were found by this fuzzer and are fixed; the regression tests are at the end of test_fuzz.py.
-OPEN_BUGS: set[str] = set()
-STRICT = os.environ.get("SYNCLEDGER_FUZZ_STRICT", "") == "1"
-if STRICT:
-    OPEN_BUGS = set()
 
 
 # ---------------------------------------------------------------------------------------------- JSON text
@@ -126,10 +107,9 @@ def enc(value: Any, *, ascii_only: bool = True, compact: bool = True) -> str:
 
 @cache
 def text(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
-    """Any Unicode text, lone surrogates included (unless "surrogates" is in OPEN_BUGS): a request that holds
-    one in a string is refused as INVALID_DATA naming where (see :func:`protocol_expect`)."""
-    chars = st.characters(exclude_categories=["Cs"]) if "surrogates" in OPEN_BUGS else st.characters()
-    return st.text(chars, min_size=min_size, max_size=max_size)
+    """Any Unicode text, lone surrogates included: a request that holds one in a string is refused as
+    INVALID_DATA naming where (see :func:`protocol_expect`)."""
+    return st.text(st.characters(), min_size=min_size, max_size=max_size)
 
 
 # What the official SDKs' users type: non-ASCII text and apostrophes (the server writes them as \uXXXX escapes).
@@ -360,10 +340,10 @@ huge_ints = st.one_of(
 bad_literals = _json(st.sampled_from(NOT_JSON_NUMBERS).map(Lit))
 # Exponents up to 18 digits parse as a Decimal; longer ones are beyond Decimal (found by this fuzzer: the
 # parser raised decimal.InvalidOperation; test_number_with_a_huge_exponent_gets_an_error_reply).
-big_exponents = _data(st.builds(lambda sign, n: Lit(f"1e{sign}{_digits(n)}"), st.sampled_from(["", "+", "-"]),
-                                st.integers(3, 18)))
-if "huge-exponent" not in OPEN_BUGS:  # beyond a decimal: protocol_expect also allows INVALID_JSON
-    big_exponents = big_exponents | _data(st.builds(lambda n: Lit(f"1e{_digits(n)}"), st.integers(19, 60)))
+# (Beyond a decimal, protocol_expect also allows INVALID_JSON.)
+big_exponents = (_data(st.builds(lambda sign, n: Lit(f"1e{sign}{_digits(n)}"), st.sampled_from(["", "+", "-"]),
+                                 st.integers(3, 18)))
+                 | _data(st.builds(lambda n: Lit(f"1e{_digits(n)}"), st.integers(19, 60))))
 wrong_scalars = _data(st.one_of(text(max_size=12), st.booleans(), st.lists(json_values, max_size=3),
                                 st.dictionaries(text(max_size=5), json_values, max_size=3)))
 fractions = _data(st.sampled_from(["1000.0", "1e3", "1E3", "1000.5", "0.5", "-0.0", "1.0e3", "2.5E-1"]).map(Lit))
@@ -1084,10 +1064,6 @@ def case_boundary(draw: st.DrawFn) -> Case:
         expect = Expect([Oracle(PING_CALL, "edge")])
     else:
         expect = Expect([Closed()])
-        if size == MAX_LINE + 1 and end == b"\n" and "line-64k+1" in OPEN_BUGS:
-            # only while that bug is open (test_line_of_64k_plus_one_with_bare_newline_is_too_long):
-            # LineBuffer allowed one byte for a "\r" that was not there.
-            expect.alts.append(Oracle(PING_CALL, "edge"))
     return Case(line, end, expect, draw(_cuts(len(line) + len(end))), f"boundary:{size - MAX_LINE}")
 
 

@@ -25,10 +25,8 @@ and sends a handful of generated inputs (``tests/strategies.py``). For every inp
 
 Run: ``python -m pytest tests/test_fuzz.py`` (CI size: 200 + 100 examples, about 18 s). Long run:
 ``SYNCLEDGER_FUZZ_EXAMPLES=10000 python -m pytest tests/test_fuzz.py -s`` (examples per fuzz
-test; an example holds 1 to 12 inputs; the input counts are printed). ``SYNCLEDGER_FUZZ_STRICT=1`` also
-generates the inputs of the bugs listed in ``strategies.OPEN_BUGS`` and expects the contract's answer to
-them (one at the moment: a wallet call refused as INVALID_TOKEN_ID answers "uuid": null). Regression tests
-of the bugs the fuzzer found are at the end of this file.
+test; an example holds 1 to 12 inputs; the input counts are printed). Regression tests of the bugs the
+fuzzer found are at the end of this file.
 """
 
 from __future__ import annotations
@@ -415,7 +413,6 @@ class Pred:
     check: Callable[[Any, Snap, Snap], None] | None = None
     deltas: dict = field(default_factory=dict)
     commit: Callable[[Any, Snap], None] | None = None
-    tolerated: tuple = ()  # (status, code) of a bug in OPEN_BUGS, accepted with an unchanged ledger
 
 
 def payload_of(op: str, f: dict) -> tuple:
@@ -935,11 +932,6 @@ class ManagerHarness:
                 assert_unchanged(before, await self.snapshot())
                 event("answer:LINE_TOO_LONG")
                 return
-        if pred is not None and (status, code) in pred.tolerated:
-            check_echo(reply, oracle.echo)
-            assert_unchanged(before, await self.snapshot())
-            event("tolerated-open-bug")
-            return
         want = [(pred.status, pred.code)] if pred else []
         want += [(a.status, a.code) for a in case.expect.alts if isinstance(a, S.Fixed)]
         want += ["LINE_TOO_LONG+close" for a in case.expect.alts if isinstance(a, S.Closed)]
@@ -1281,17 +1273,9 @@ class WalletModel:
         missing = Ans(update=self._record(r, payload, "BET_DOES_NOT_EXIST", game=r.game_id, tombstone=r.txid))
         if debit is None or debit.status != "OK" or debit.login != r.login:  # not this account's debit
             return {"BET_DOES_NOT_EXIST": missing}
-        open_bug = False
         if r.game_id is not None and r.game_id != debit.game:  # not that round's debit
-            if debit.game is not None or "cancel-game-of-a-game-less-debit" not in S.OPEN_BUGS:
-                return {"BET_DOES_NOT_EXIST": missing}
-            open_bug = True  # tolerated: the answer of the same cancel without its game.id
-        answers = self._reverse(r, payload, debit)
-        if open_bug:
-            answers = {status: replace(ans, why="open-bug:cancel-game-of-a-game-less-debit")
-                       for status, ans in answers.items()}
-            answers["BET_DOES_NOT_EXIST"] = missing
-        return answers
+            return {"BET_DOES_NOT_EXIST": missing}
+        return self._reverse(r, payload, debit)
 
     def _reverse(self, r: S.WalletReq, payload: tuple, debit: Tx) -> dict[str, Ans]:
         """A cancel of ``debit``, an accepted debit of the cancel's account and round."""
@@ -1576,8 +1560,7 @@ def report_counts():
 
 # ---------------------------------------------------------------------------------------------- bugs found
 # Regression tests of what the fuzzer found (each bug below crashed a connection, answered HTTP 500, sank a
-# batch or let an oversized line through). A bug still open gets a strict xfail marker here and its name in
-# OPEN_BUGS (tests/strategies.py), so that the fuzzer avoids or tolerates exactly that bug.
+# batch, let an oversized line through or broke the wallet contract).
 
 
 @asynccontextmanager

@@ -3,7 +3,7 @@
 Each hypothesis example starts a fresh in-process server (in-memory ledger, ``threaded=False``: a couple of
 milliseconds), seeds a small world (accounts, one added as the SDKs send AddUser and logging in with a
 password, one disabled with orders; orders, refused keyed requests, managers, game sessions, wallet rounds)
-and sends a handful of generated inputs (``tests/strategies.py``). For every input:
+and sends a handful of generated inputs (``tests/fuzz/strategies/``). For every input:
 
 * it gets exactly one well-formed reply (manager: one ``\\r\\n``-terminated JSON object with ``status`` and,
   for errors, ``error`` + ``message``, in plain ASCII with no apostrophe (``\\uXXXX`` escapes), the
@@ -55,8 +55,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 
 from syncledger.ledger import verify
 from syncledger.server.app import Config, serve
-from tests import strategies as S
-from tests.strategies import SECRET
+from tests.fuzz import strategies as S
+from tests.fuzz.strategies import SECRET
 
 EXAMPLES = int(os.environ.get("SYNCLEDGER_FUZZ_EXAMPLES", "0") or 0)
 READ_TIMEOUT = 10.0  # seconds for any one reply (the sync timeout is 5 s)

@@ -1,0 +1,1 @@
+"""The fuzz suite of the manager TCP API and the game-wallet HTTP API: the workload (``strategies/``)."""

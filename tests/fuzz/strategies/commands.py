@@ -21,7 +21,7 @@ ALLOWED["Ping"] = frozenset(range(4))
 FIELD_NAMES = {"login", "amount", "comment", "order", "open_time", "close_time", "password", "name", "currency",
                "group", "from", "to", "chanels", "channels", "from_seq", "leverage", "email", "enable", "from_login",
                "limit"}
-# Logins and orders that exist in the seeded world of each example (see test_fuzz.seed_manager_world): 1003 was
+# Logins and orders that exist in the seeded world of each example (see harness.manager.seed_manager_world): 1003 was
 # added as the SDKs send AddUser and logs in with a password; 1004 has orders and is disabled.
 ACCOUNTS = [1000, 1001, 1002, 1003, 1004]
 ACCOUNT_PASSWORDS = {1003: "pw-1003"}

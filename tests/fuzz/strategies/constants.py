@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# The fuzz servers' own secrets (tests/test_fuzz.py passes them in the Config).
+# The fuzz servers' own secrets (tests/fuzz/harness/server.py passes them in the Config).
 SECRET = "syncledger-fuzz-secret-long-enough-for-hs256-and-hs384!"
 WALLET_TOKEN = "provider-shared-token-for-fuzzing"
 MAX_ID = 2**63 - 1

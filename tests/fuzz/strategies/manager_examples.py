@@ -65,7 +65,7 @@ def settle(case: Case) -> Case:
 
 def scripted(command: str, data: Any = MISSING, ext: Any = MISSING, tok: Tok = ADMIN, level: str | None = None,
              where: tuple = (), style: tuple = (False, True)) -> Case:
-    """One input written out (the explicit examples of tests/test_fuzz.py): ``data`` valid unless ``level``
+    """One input written out (the explicit examples of tests/fuzz/test_manager_fuzz.py): ``data`` valid unless ``level``
     says how it is not (then ``where`` is the field its refusal names)."""
     draft = draft_of(command, data if isinstance(data, dict) else {}) if level is None else Draft({}, {})
     call = make_call(command, draft, tok, ext if isinstance(ext, str) else None)

@@ -130,7 +130,7 @@ valid_amount = st.one_of(
     st.sampled_from([1, U // 2, U, MAX_UNITS * U, MAX_UNITS * U - 1, 10**11 * U]),
     st.integers(1, MAX_UNITS * U),
 ).flatmap(_amount_forms)
-# Mostly the seeded accounts and orders (tests/test_fuzz.py: SEED_MANAGER), sometimes anything.
+# Mostly the seeded accounts and orders (tests/fuzz/harness/manager.py: SEED_MANAGER), sometimes anything.
 @st.composite
 def _mostly(draw: st.DrawFn, common: tuple, other: st.SearchStrategy) -> Any:
     """One of ``common`` (None: a draw from ``other``)."""
@@ -181,7 +181,7 @@ FROM_SEQS = _opt(st.one_of(st.integers(0, 40), st.sampled_from([MAX_ID]), st.int
 CHANNEL_NAMES = st.one_of(st.sampled_from([TRADE_EVENT] * 5 + ["EURUSD", "GBPUSD", "XAUUSD", "orders", "Trade:Event",
                                                                "trade:event ", "", "O'Brien\u20ac"]),
                           text(max_size=12))
-# AddUser as the seeds send it (tests/test_fuzz.py): (extID, data). An input may repeat one (a replay of the
+# AddUser as the seeds send it (tests/fuzz/harness/manager.py): (extID, data). An input may repeat one (a replay of the
 # seed's idempotency key when it also carries its extID and the admin's token).
 SEED_ADD_USERS = [
     ("seed-u1", {"login": 1000, "name": "alice", "currency": "EUR"}),

@@ -23,7 +23,7 @@ WALLET_USERS = st.sampled_from(["1000"] * 7 + ["1001", "1002", "1003", "99999999
 OWN_CURRENCY = {"1000": "EUR", "1001": "USD", "1002": "EUR"}
 MOVES = ("debit", "credit", "cancel")
 # Small pools of transaction ids, refIds and games, so that rounds link up within a few calls (debits, credits,
-# cancels, retries, tombstones). The seed-* ids and the games g1..g4 are played by tests/test_fuzz.py
+# cancels, retries, tombstones). The seed-* ids and the games g1..g4 are played by tests/fuzz/harness/wallet.py
 # (SEED_WALLET) before the generated calls: g1 an open split round (seed-bet-1 and seed-bet-5 share refId r1),
 # g2 settled, g3 a credit before its debit (seed-bet-3 tombstoned), g4 its only debit cancelled.
 DEBIT_IDS = ["seed-bet-1", "seed-bet-2", "seed-bet-3", "seed-bet-4", "seed-bet-5", "seed-bet-6", "t1", "t2", "t3",

@@ -578,6 +578,30 @@ def test_failed_commit_rolls_back_the_whole_batch(store, path):
         s.close()
 
 
+def test_a_failed_commit_that_may_have_reached_the_disk_is_never_guessed(tmp_path):
+    """With WAL, COMMIT can fail (an I/O error) after its frame is written: the store cannot know whether
+    the batch is durable, so it raises Unsure (the server fail-stops) instead of believing memory or the
+    file; a fresh open reads the truth. (It used to reload memory from the file and go on.)"""
+    from syncledger.ledger.store import Unsure
+    from syncledger.server.faults import _error
+
+    db = str(tmp_path / "c.db")
+    store = Store(db)
+    store.apply_batch([AddAccount("a", "EUR", 0)])
+
+    def commit_then_fail() -> None:
+        store.db.execute("COMMIT")
+        raise _error(sqlite3.SQLITE_IOERR, "COMMIT")
+    store._sql_commit = commit_then_fail
+    with pytest.raises(Unsure, match="cannot be known"):
+        store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, 5_000_000), now=1)])
+    store.close()
+    restarted = Store(db)
+    assert restarted.seq == 1 and restarted.accounts[1000][1] == 5_000_000  # what the file holds
+    assert verify(restarted.db).ok
+    restarted.close()
+
+
 @dataclass(frozen=True)
 class TwoStep:
     """A command that appends a record and then fails, as a multi-step (wallet) handler may."""

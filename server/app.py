@@ -173,9 +173,7 @@ class Server:
         ``wanted`` first takes in what the other nodes committed (a subscriber moving over from another node
         names a seq of theirs, which this node's tail may not have brought yet)."""
         if self.tail is not None and wanted > self.mainloop.committed_seq:
-            caught_up = trio.Event()
-            await self.mainloop.submit(Job(CatchUp(), lambda _: caught_up.set()))
-            await caught_up.wait()  # (answered after its events were published)
+            await self.mainloop.run_command(CatchUp())  # (answered after its events were published)
         return self.mainloop.committed_seq
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -105,6 +105,19 @@ class MainLoop:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ShuttingDown() from None
 
+    async def run_command(self, command: Any) -> Outcome:
+        """Submit ``command`` and wait for its outcome (once its batch is committed and its events published)."""
+        done = trio.Event()
+        box: list[Outcome] = []
+
+        def finished(outcome: Outcome) -> None:
+            box.append(outcome)
+            done.set()
+
+        await self.submit(Job(command, finished))
+        await done.wait()
+        return box[0]
+
     @property
     def queued(self) -> int:
         """Jobs waiting in the inbox."""

@@ -30,7 +30,6 @@ from .writer import WriterProcess
 from .auth import Claims, LoginThrottle, ManagerKeys, Tokens
 from .broker import Broker
 from .commands import Dispatcher
-from .faults import Faults
 from .health import Watch
 from .http import HttpServer, Limits
 from .limits import Gate, LineBudget, SubscriberCap, default_cap, peer_address, raise_descriptor_limit
@@ -163,7 +162,7 @@ class Server:
         self._root: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._conns: trio.Nursery | None = None
-        self._faults: Faults | None = None
+        self._faults: Any = None  # see faults
         self._connections_done = trio.Event()
         self.stopping = False
         self.failure: str | None = None  # set by a fail-stop
@@ -386,9 +385,11 @@ class Server:
         return client
 
     @property
-    def faults(self) -> Faults:
+    def faults(self) -> Any:
         """The fault-injection switches (created on first use; off until switched)."""
         if self._faults is None:
+            from .testing.faults import Faults  # (the toolkit, imported only by a test that uses it)
+
             self._faults = self.mainloop.faults = Faults(self)
         return self._faults
 

@@ -583,7 +583,7 @@ def test_a_failed_commit_that_may_have_reached_the_disk_is_never_guessed(tmp_pat
     the batch is durable, so it raises Unsure (the server fail-stops) instead of believing memory or the
     file; a fresh open reads the truth. (It used to reload memory from the file and go on.)"""
     from syncledger.ledger.store import Unsure
-    from syncledger.server.faults import _error
+    from syncledger.server.testing.faults import _error
 
     db = str(tmp_path / "c.db")
     store = Store(db)

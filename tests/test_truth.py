@@ -343,7 +343,7 @@ async def test_released_events_reach_a_from_seq_subscriber_once_in_order(mem_ser
 
 def test_order_numbers_are_never_handed_out_twice(tmp_path):
     from syncledger.ledger import AddAccount, Finance, FinanceRequest
-    from syncledger.server.faults import _error
+    from syncledger.server.testing.faults import _error
     store = Store(str(tmp_path / "o.db"))
     store.apply_batch([AddAccount("a", "EUR", 0)])
     seen = {store.reserve_order()}

@@ -23,10 +23,10 @@ import trio
 
 from syncledger.ledger import Event, Outcome
 
-from .ws import WsSubscriber
+from ..ws import WsSubscriber
 
 if TYPE_CHECKING:
-    from .app import Server
+    from ..app import Server
 
 
 class DiskFailure:

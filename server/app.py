@@ -26,21 +26,21 @@ from syncledger.ledger.wallet import PruneSessions
 
 from . import admin, ws
 from .wallet import WalletApp
-from .writer import WriterProcess
+from .core.writer import WriterProcess
 from .auth import Claims, LoginThrottle, ManagerKeys, Tokens
-from .broker import Broker
+from .core.broker import Broker
 from .commands import Dispatcher
 from .health import Watch
 from .http import HttpServer, Limits
 from .limits import Gate, LineBudget, SubscriberCap, default_cap, peer_address, raise_descriptor_limit
-from .lockfile import LedgerLock, PgLock
-from .mainloop import Job, MainLoop, ShuttingDown
+from .core.lockfile import LedgerLock, PgLock
+from .core.mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
 from .observe import AdminApp, AdminServer
-from .reads import READ_TIMEOUT, ReadPool
-from .tail import Tail
+from .core.readpool import READ_TIMEOUT, ReadPool
+from .core.tail import Tail
 from .tcp import Connection
-from .timeouts import Timeouts
+from .core.timeouts import Timeouts
 
 log = logging.getLogger("syncledger")
 KEYS_WAIT = 1.0  # seconds a request waits for the managers' key versions to be read again (see Server.authorize)

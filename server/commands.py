@@ -18,8 +18,8 @@ from syncledger.ledger import AddAccount, Finance, FinanceRequest, OpenSession, 
 from . import models, protocol
 from .auth import (FINANCE_SESSIONS, SESSION_ADMIN, SESSION_MANAGER, SESSION_USER, AuthError, Claims,
                    check_password, hash_password)
-from .mainloop import Job, ShuttingDown
-from .reads import ReadStalled
+from .core.mainloop import Job, ShuttingDown
+from .core.readpool import ReadStalled
 from .pending import Pending
 from .protocol import ProtocolError, Request
 from .wire import quoted

@@ -19,7 +19,7 @@ import sqlite_utils
 
 from syncledger.ledger import engine, head, make_private, migrations, verify_path
 
-from .lockfile import LedgerLock, LedgerLocked
+from .core.lockfile import LedgerLock, LedgerLocked
 
 
 class OpsError(Exception):

@@ -13,7 +13,7 @@ from . import protocol
 
 if TYPE_CHECKING:
     from .metrics import Metrics
-    from .timeouts import Timeouts
+    from .core.timeouts import Timeouts
 
 
 class Replies(Protocol):

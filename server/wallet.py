@@ -17,7 +17,7 @@ from syncledger.ledger import Outcome, to_text
 from syncledger.ledger import wallet as w
 
 from .http import Response
-from .mainloop import ShuttingDown
+from .core.mainloop import ShuttingDown
 from .models import WalletMove, WalletSession, WalletUser
 from .wire import decode_json, invalid_value
 

@@ -65,7 +65,7 @@ async def test_from_seq_replays_without_gap_or_duplicate_then_goes_live(mem_serv
 
 @every_backend
 async def test_replay_while_writes_continue_has_no_gap(mem_server, autojump_clock):
-    from syncledger.server import broker as broker_module
+    from syncledger.server.core import broker as broker_module
 
     broker_module_page = broker_module.REPLAY_PAGE
     broker_module.REPLAY_PAGE = 7  # many pages, with writes landing between them

@@ -27,8 +27,6 @@ BESIDE = {("cli", "ops"), ("testing", "client")}  # the top rank's arrows betwee
 LEAVES = {"auth", "limits", "logs", "metrics", "http", "health", "config", "services", "wire", "listen", "__init__"}
 # Modules of server/ not yet in a subpackage of their concern: where each belongs.
 FLAT = {
-    "mainloop": "core", "timeouts": "core", "broker": "core", "writer": "core", "tail": "core", "reads": "core",
-    "lockfile": "core",
     "protocol": "manager", "models": "manager", "commands": "manager", "pending": "manager", "tcp": "manager",
     "wallet": "wallet", "ws": "events", "observe": "admin",
     "ops": "ops", "migrate": "ops", "admin": "ops",

@@ -17,7 +17,7 @@ import trio
 from syncledger.ledger import Store, verify_path
 from syncledger.server.app import FailStop, serve
 from syncledger.server.client import open_client
-from syncledger.server.lockfile import LedgerLocked
+from syncledger.server.core.lockfile import LedgerLocked
 from syncledger.server.testing import Harness, test_config
 from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, mem_client, tcp_client
 
@@ -179,7 +179,7 @@ async def test_fail_stop_exits_the_command_non_zero(tmp_path):
         "        await trio.sleep(0.2)\n"
         "        os.unlink(self.config.db + '-wal')\n"
         "        from syncledger.ledger import AddAccount\n"
-        "        from syncledger.server.mainloop import Job\n"
+        "        from syncledger.server.core.mainloop import Job\n"
         "        await self.mainloop.submit(Job(AddAccount('x', 'EUR', 0), lambda o: None))\n"
         "    async with trio.open_nursery() as n:\n"
         "        n.start_soon(unlink)\n"

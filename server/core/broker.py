@@ -15,8 +15,8 @@ import trio
 
 from syncledger.ledger import Event, reads
 
-from . import wire
-from .limits import HeapTrim, SubscriberCap
+from .. import wire
+from ..limits import HeapTrim, SubscriberCap
 
 if TYPE_CHECKING:
     from .mainloop import MainLoop

@@ -14,7 +14,7 @@ import trio
 from outcome import Error, acapture, capture
 
 from syncledger.ledger import CatchUp, Event, LedgerError, Outcome, Store, Unsure
-from .health import Watch
+from ..health import Watch
 from .writer import WriterEnded, WriterProcess
 
 log = logging.getLogger("syncledger.mainloop")

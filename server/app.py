@@ -25,7 +25,7 @@ from syncledger.ledger.store import CatchUp
 from syncledger.ledger.wallet import PruneSessions
 
 from . import admin, ws
-from .wallet import WalletApp
+from .wallet.app import WalletApp
 from .core.writer import WriterProcess
 from .auth import Claims, LoginThrottle, ManagerKeys, Tokens
 from .core.broker import Broker

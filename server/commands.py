@@ -22,6 +22,7 @@ from .core.mainloop import Job, ShuttingDown
 from .core.readpool import ReadStalled
 from .pending import Pending
 from .protocol import ProtocolError, Request
+from .fields import describe
 from .wire import quoted
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ class Dispatcher:
         except AuthError as e:
             pending.error(401, e.code, e.message)
         except ValidationError as e:
-            pending.error(400, "INVALID_DATA", models.describe(e))
+            pending.error(400, "INVALID_DATA", describe(e))
         except ShuttingDown:
             pending.error(503, "SHUTTING_DOWN", "the server is shutting down")
         except ReadStalled as e:

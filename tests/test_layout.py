@@ -24,11 +24,12 @@ ADAPTERS = ("manager", "wallet", "events", "admin")
 RANK = {"ledger": 0, "leaf": 1, "core": 2, **{a: 3 for a in ADAPTERS}, "app": 4, "cli": 5, "ops": 5, "testing": 5,
         "client": 5}
 BESIDE = {("cli", "ops"), ("testing", "client")}  # the top rank's arrows between packages
-LEAVES = {"auth", "limits", "logs", "metrics", "http", "health", "config", "services", "wire", "listen", "__init__"}
+LEAVES = {"auth", "limits", "logs", "metrics", "http", "health", "config", "services", "wire", "fields", "listen",
+          "__init__"}
 # Modules of server/ not yet in a subpackage of their concern: where each belongs.
 FLAT = {
     "protocol": "manager", "models": "manager", "commands": "manager", "pending": "manager", "tcp": "manager",
-    "wallet": "wallet", "ws": "events", "observe": "admin",
+    "ws": "events", "observe": "admin",
     "ops": "ops", "migrate": "ops", "admin": "ops",
     "scenario": "testing",  # (python -m syncledger.server.scenario: the toolkit's runner)
     "app": "app", "cli": "cli", "client": "client",
@@ -40,10 +41,9 @@ ALLOWED = {
     ("server.commands", "server.app"),  # type-only: services.py Protocols
     ("server.metrics", "server.app"),
     ("server.observe", "server.app"),
-    ("server.wallet", "server.app"),
+    ("server.wallet.app", "server.app"),
     ("server.ws", "server.app"),
     ("server.observe", "server.pending"),  # the login's fake connection: Dispatcher.answer_line
-    ("server.wallet", "server.models"),  # its own models.py
 }
 
 

@@ -13,7 +13,7 @@ from syncledger.ledger import Store, migrations, verify_path
 from syncledger.ledger.store import LedgerOpenError
 from syncledger.ledger.wallet import WalletCall
 from syncledger.server.cli import main
-from syncledger.server.wallet import wallet_call
+from syncledger.server.wallet.app import wallet_call
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v1.sqlite"
 NOW = 1_764_000_100

@@ -16,13 +16,13 @@ from pydantic import ValidationError
 from syncledger.ledger import Outcome, to_text
 from syncledger.ledger import wallet as w
 
-from .http import Response
-from .core.mainloop import ShuttingDown
+from ..core.mainloop import ShuttingDown
+from ..http import Response
+from ..wire import decode_json, invalid_value
 from .models import WalletMove, WalletSession, WalletUser
-from .wire import decode_json, invalid_value
 
 if TYPE_CHECKING:
-    from .app import Server
+    from ..app import Server
 
 log = logging.getLogger("syncledger.wallet")
 ACTIONS = ("check", "balance", "debit", "credit", "cancel")

@@ -62,8 +62,8 @@ class Config:
     max_inflight: int = 8192  # unanswered requests per connection before 429
     idle_timeout: float = 60.0  # seconds from its first byte a connection has to present a valid token
     silent_timeout: float = 3600.0  # seconds a connection may stay open having sent nothing at all
-    max_connections: int | None = None  # per listener but the admin one; None: sized to the open-file limit
-    admin_max_connections: int = 64  # the admin listener's (probes, scrapes and a few operators' pages)
+    max_connections: int | None = None  # per listener; None: sized to the open-file limit
+    admin_max_connections: int = 64  # the admin listener's at most (probes, scrapes, a few operators' pages)
     max_connect_rate: float | None = 200.0  # new connections a second from one address, after 1,000 at once
     max_subscribers_per_login: int = 16  # trade:event subscribers (TCP and WebSocket) of one manager login
     max_subscribers_per_address: int = 64  # and from one address; each holds ~1.2 MB at most while it lags
@@ -307,10 +307,12 @@ class Server:
                      "wallet": (config.host, config.wallet_port)}
         if config.admin_port is not None:
             addresses["admin"] = (config.admin_host, config.admin_port)
-        cap = config.max_connections or default_cap(raise_descriptor_limit(), reserve=200 + config.admin_max_connections)
-        return {name: Listener(name, host, port, Gate(name, config.admin_max_connections if name == "admin" else cap,
-                                                      trio.current_time, rate=config.max_connect_rate),
-                               self._tls, https=name in ("wallet", "admin"), handshakes=config.tls_handshakes,
+        admin_cap = config.admin_max_connections
+        cap = config.max_connections or default_cap(raise_descriptor_limit(), reserve=200 + admin_cap)
+        caps = {"admin": min(cap, admin_cap)}
+        return {name: Listener(name, host, port, Gate(name, caps.get(name, cap), trio.current_time,
+                                                      rate=config.max_connect_rate), self._tls,
+                               https=name in ("wallet", "admin"), handshakes=config.tls_handshakes,
                                handshake_timeout=config.tls_handshake_timeout)
                 for name, (host, port) in addresses.items()}
 

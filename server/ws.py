@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import trio
@@ -90,15 +90,33 @@ def _remote_address(request: WebSocketRequest) -> str:
 
 
 async def serve_stream(server: Server, stream: trio.abc.Stream) -> None:
-    """One connection its listener admitted: its upgrade request within CONNECT_TIMEOUT (else it is closed),
-    then ``handle``."""
+    """One connection its listener admitted: its upgrade request within CONNECT_TIMEOUT (else it is closed, as
+    it is at once when the peer goes first), then ``handle``."""
     async with trio.open_nursery() as nursery:
         request = None
-        with trio.move_on_after(CONNECT_TIMEOUT):
-            request = await wrap_server_stream(nursery, stream, message_queue_size=MESSAGE_QUEUE_SIZE)
+        with trio.move_on_after(CONNECT_TIMEOUT) as waiting:
+            request = await wrap_server_stream(_Reader(nursery, waiting), stream,
+                                               message_queue_size=MESSAGE_QUEUE_SIZE)
         if request is not None:
             await handle(server, request)
         nursery.cancel_scope.cancel()  # (its reader task)
+
+
+class _Reader:
+    """The nursery wrap_server_stream starts the connection's reader task in: when that task ends (the peer
+    closed), the wait for an upgrade request ends too (trio-websocket's would wait on)."""
+
+    def __init__(self, nursery: trio.Nursery, waiting: trio.CancelScope):
+        self.nursery, self.waiting = nursery, waiting
+
+    def start_soon(self, task: Callable[[], Awaitable[None]]) -> None:
+        self.nursery.start_soon(self._run, task)
+
+    async def _run(self, task: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await task()
+        finally:
+            self.waiting.cancel()
 
 
 async def handle(server: Server, request: WebSocketRequest) -> None:

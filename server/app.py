@@ -72,6 +72,7 @@ class Config:
     tls_key: str | None = None
     tls_handshakes: int = 2  # TLS handshake steps that take their CPU at once, per listener
     tls_handshake_timeout: float = 10.0  # seconds from a connection's admission to the end of its TLS handshake
+    tls_handshake_rate: float | None = 100.0  # new TLS connections a second per listener (None: no limit)
     admin_port: int | None = 7403  # None: no admin listener
     default_currency: str = "USD"  # of an account that AddUser creates without one
     game_session_ttl: int = 1800  # idle seconds before a game session (sid) expires
@@ -313,7 +314,8 @@ class Server:
         return {name: Listener(name, host, port, Gate(name, caps.get(name, cap), trio.current_time,
                                                       rate=config.max_connect_rate), self._tls,
                                https=name in ("wallet", "admin"), handshakes=config.tls_handshakes,
-                               handshake_timeout=config.tls_handshake_timeout)
+                               handshake_timeout=config.tls_handshake_timeout,
+                               handshake_rate=config.tls_handshake_rate)
                 for name, (host, port) in addresses.items()}
 
     async def _watch_writer(self) -> None:

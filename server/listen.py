@@ -1,12 +1,13 @@
 """The one guarded way to listen: every listener of the server is a :class:`Listener`, through which each of
 its connections passes before its protocol driver sees it: the connection cap and the per-address connect
-rate (a Gate), then TLS, whose handshake has a deadline and takes its CPU a few handshakes at a time.
-Refusals and failed handshakes are logged at most once a second. The protocol's own deadlines are its
+rate (a Gate), then TLS, whose handshake has a deadline and computes its costly step in a worker thread, a
+few at a time. Refusals and failed handshakes are logged at most once a second. The protocol's own deadlines are its
 driver's (http.Limits; tcp.Connection's idle and silent timeouts; ws.CONNECT_TIMEOUT)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 from functools import partial
 from typing import Any, Awaitable, Callable
@@ -26,13 +27,14 @@ class ListenError(Exception):
 
 class Listener:
     """One listening address (``port`` 0: a free one) and the guards of its connections: ``gate`` (cap and
-    connect rate), and with ``tls`` a handshake that must end within ``handshake_timeout`` seconds, its CPU
-    taken ``handshakes`` at a time (see _Metered)."""
+    connect rate), and with ``tls`` a handshake that must end within ``handshake_timeout`` seconds, its costly
+    step computed ``handshakes`` at a time (see _handshake)."""
 
     def __init__(self, name: str, host: str, port: int, gate: Gate, tls: ssl.SSLContext | None, *,
-                 https: bool, handshakes: int, handshake_timeout: float):
+                 https: bool, handshakes: int, handshake_timeout: float, handshake_rate: float | None):
         self.name, self.host, self.port, self.gate = name, host, port, gate
         self.tls, self.https, self.handshake_timeout = tls, https, handshake_timeout
+        self.pace = _Pace(handshake_rate) if tls is not None and handshake_rate else None
         self.handshakes = trio.CapacityLimiter(handshakes)
         self.failed = self.late = 0  # handshakes that failed / did not end in time, since last logged
         self._lines = LineBudget(1, trio.current_time)
@@ -49,8 +51,9 @@ class Listener:
             raise ListenError(f"cannot listen on {self.host}:{self.port}: {e.strerror or e}") from None
         self.port, self.serving = sockets[0].socket.getsockname()[1], True
         task_status.started(self.port)  # (connections wait in the listen backlog meanwhile)
+        paced = sockets if self.pace is None else [_Paced(socket, self.pace) for socket in sockets]
         with self._accepting:
-            await trio.serve_listeners(partial(self.admit, handler=handler), sockets, handler_nursery=connections)
+            await trio.serve_listeners(partial(self.admit, handler=handler), paced, handler_nursery=connections)
 
     def stop(self) -> None:
         """Stop accepting (connections already admitted go on)."""
@@ -96,6 +99,36 @@ class Listener:
                         self.late, self.handshake_timeout)
             self.failed = self.late = 0
         return None
+
+
+class _Pace:
+    """At most ``rate`` a second, after a first ``rate`` at once (a virtual schedule: each take is given the
+    next free time, and waits for it)."""
+
+    def __init__(self, rate: float):
+        self.rate, self.next = rate, -math.inf
+
+    async def take(self) -> None:
+        now = trio.current_time()
+        at = max(self.next, now - 1.0)  # (at most a second's worth saved up)
+        self.next = at + 1 / self.rate
+        await trio.sleep_until(at)
+
+
+class _Paced(trio.abc.Listener[trio.SocketStream]):
+    """A TLS listener's socket that accepts connections at its listener's pace: a flood of them waits in the
+    kernel's listen backlog, at no cost, and takes no more of the event loop than the pace allows (their
+    handshakes, their protocol's first steps); connections already admitted are served meanwhile."""
+
+    def __init__(self, socket: trio.SocketListener, pace: _Pace):
+        self.socket, self.pace = socket, pace
+
+    async def accept(self) -> trio.SocketStream:
+        await self.pace.take()
+        return await self.socket.accept()
+
+    async def aclose(self) -> None:
+        await self.socket.aclose()
 
 
 class _Context:

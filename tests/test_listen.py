@@ -214,6 +214,7 @@ async def test_a_flood_of_handshakes_waits_for_the_slots_of_its_listener(nursery
 
     async def one() -> None:
         stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", srv.ports.tcp, ssl_context=context)
+        await stream.do_handshake()
         await stream.aclose()
     async with trio.open_nursery() as clients:
         clients.start_soon(tick)
@@ -225,3 +226,30 @@ async def test_a_flood_of_handshakes_waits_for_the_slots_of_its_listener(nursery
         clients.cancel_scope.cancel()
     assert len(seen) == 20 and max(seen) == 2 and took >= 20 / 2 * 0.05
     assert len(ticks) >= took / 0.01 / 2  # (inline, the loop would have stood still for 20 x 50 ms)
+
+
+async def test_new_tls_connections_are_accepted_at_the_listeners_pace(nursery, tmp_path, ca):
+    """A flood of handshakes waits in the kernel's listen backlog beyond the pace (here 10 a second after 10
+    at once), where it costs nothing, while an established connection is answered at once; every one of the
+    flood ends its handshake in its turn."""
+    srv = await nursery.start(serve, _tls_config(tmp_path, ca, tls_handshake_rate=10))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    ended = []
+
+    async def one() -> None:
+        stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", srv.ports.wallet, ssl_context=context)
+        await stream.do_handshake()
+        ended.append(trio.current_time() - start)
+        await stream.aclose()
+    stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", srv.ports.tcp, ssl_context=context)
+    async with open_client(stream, Harness(srv).token) as c:
+        start = trio.current_time()
+        async with trio.open_nursery() as flood:
+            for _ in range(30):
+                flood.start_soon(one)
+            await trio.sleep(0.5)
+            with trio.fail_after(0.5):
+                assert (await c.call("Ping")).ok
+    ended.sort()
+    assert len(ended) == 30 and ended[9] < 1 and 1.8 <= ended[-1] < 4, ended

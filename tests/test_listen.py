@@ -154,7 +154,8 @@ async def test_a_handshake_that_never_ends_is_closed_at_its_deadline_on_every_li
                     pass
             await stream.aclose()
         assert 0.9 <= trio.current_time() - start < 3, port
-    assert any("did not end within 1 s" in r.getMessage() for r in caplog.records)
+    lines = [r.getMessage() for r in caplog.records if "TLS handshake" in r.getMessage()]
+    assert 1 <= len(lines) <= 5 and any("did not end within 1 s" in line for line in lines)  # (once a second)
 
 
 async def test_stalled_handshakes_hold_no_other_beyond_the_bound(nursery, tmp_path, ca, monkeypatch):

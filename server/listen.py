@@ -75,6 +75,8 @@ class Listener:
             log.exception("%s: a connection from %s failed", self.name, address)
         finally:
             self.gate.leave()
+            if isinstance(stream, trio.SSLStream):
+                _uncycle(stream)
 
     async def _handshake(self, stream: trio.abc.Stream) -> trio.SSLStream | None:
         """The TLS stream of ``stream`` once its handshake is done; None (it is closed) if it failed or did not
@@ -92,6 +94,7 @@ class Listener:
             except (ssl.SSLError, ssl.CertificateError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
         await trio.aclose_forcefully(stream)
+        _uncycle(tls)
         self.late += deadline.cancelled_caught
         self.failed += not deadline.cancelled_caught
         if self._lines.take() is not None:
@@ -99,6 +102,13 @@ class Listener:
                         self.late, self.handshake_timeout)
             self.failed = self.late = 0
         return None
+
+
+def _uncycle(tls: trio.SSLStream) -> None:
+    """Break the cycle a trio SSLStream is (its handshake's _Once holds a method of it) once it is done with,
+    so that it and its SSL object are freed at once: else the garbage collector frees them, hundreds of
+    connections at once in one pause (tens of milliseconds of the event loop)."""
+    vars(tls).pop("_handshook", None)
 
 
 class _Pace:
@@ -143,6 +153,16 @@ class _Context:
         self.made = self.context.wrap_bio(incoming, outgoing, **options)
         return self.made
 
+    def step(self) -> bool:
+        """One step of the handshake: whether it is done. (SSLWantReadError stays here: raised across the
+        thread, it would tie its traceback, the frames and this SSL object into a cycle, freed only by a
+        collection of the garbage collector, hundreds of handshakes at once.)"""
+        try:
+            self.made.do_handshake()
+            return True
+        except ssl.SSLWantReadError:
+            return False
+
     async def handshake(self, transport: trio.abc.Stream, limiter: trio.CapacityLimiter) -> None:
         """Drive the handshake until the SSL object has done its part; what it wrote last (a TLS 1.3 server's
         session tickets) stays in its BIO for the SSLStream to send. The step that answers the ClientHello,
@@ -150,15 +170,12 @@ class _Context:
         sends its hello a byte at a time costs no thread hop for each)."""
         header, received, costly = b"", 0, True  # the first record's header (type, version, length), bytes in
         while True:
-            try:
-                if costly and len(header) == 5 and received >= 5 + int.from_bytes(header[3:], "big"):
-                    costly = False
-                    await trio.to_thread.run_sync(self.made.do_handshake, limiter=limiter)
-                else:
-                    self.made.do_handshake()
+            if costly and len(header) == 5 and received >= 5 + int.from_bytes(header[3:], "big"):
+                costly = False
+                if await trio.to_thread.run_sync(self.step, limiter=limiter):
+                    return
+            elif self.step():
                 return
-            except ssl.SSLWantReadError:
-                pass
             if data := self.outgoing.read():
                 await transport.send_all(data)
             if data := await transport.receive_some():

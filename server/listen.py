@@ -1,8 +1,9 @@
 """The one guarded way to listen: every listener of the server is a :class:`Listener`, through which each of
-its connections passes before its protocol driver sees it: the connection cap and the per-address connect
-rate (a Gate), then TLS, whose handshake has a deadline and computes its costly step in a worker thread, a
-few at a time. Refusals and failed handshakes are logged at most once a second. The protocol's own deadlines are its
-driver's (http.Limits; tcp.Connection's idle and silent timeouts; ws.CONNECT_TIMEOUT)."""
+its connections passes before its protocol driver sees it: with TLS, a pace of new connections; the
+connection cap and the per-address connect rate (a Gate); then the TLS handshake, with a deadline, its
+costly step in a worker thread, a few at a time. Refusals and failed handshakes are logged at most once a
+second. The protocol's own deadlines are its driver's (http.Limits; tcp.Connection's idle and silent
+timeouts; ws.CONNECT_TIMEOUT)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ class ListenError(Exception):
 
 class Listener:
     """One listening address (``port`` 0: a free one) and the guards of its connections: ``gate`` (cap and
-    connect rate), and with ``tls`` a handshake that must end within ``handshake_timeout`` seconds, its costly
-    step computed ``handshakes`` at a time (see _handshake)."""
+    connect rate), and with ``tls`` at most ``handshake_rate`` new connections a second (None: no limit), each
+    handshake ended within ``handshake_timeout`` seconds, its costly step computed ``handshakes`` at a time."""
 
     def __init__(self, name: str, host: str, port: int, gate: Gate, tls: ssl.SSLContext | None, *,
                  https: bool, handshakes: int, handshake_timeout: float, handshake_rate: float | None):
@@ -81,7 +82,7 @@ class Listener:
     async def _handshake(self, stream: trio.abc.Stream) -> trio.SSLStream | None:
         """The TLS stream of ``stream`` once its handshake is done; None (it is closed) if it failed or did not
         end within the deadline. The handshake's costly step, the answer to the ClientHello (a key exchange
-        and a signature: about 0.4 ms of CPU with an ECDSA key, several with RSA), runs in a worker thread,
+        and a signature: 0.3-0.4 ms of CPU here, with an ECDSA or an RSA key), runs in a worker thread,
         ``handshakes`` at a time for the listener: OpenSSL releases the interpreter lock meanwhile, so it is
         off the event loop, whose connections are served in the meantime."""
         made = _Context(self.tls)

@@ -1169,10 +1169,13 @@ def orchestrate(args: argparse.Namespace) -> int:
         lines.next(40)
         sampler = Sampler(b.server.pid)
         fds_idle = count_fds(b.server.pid)
-        wanted = [a for a in ATTACKS if not args.only or a in args.only.split(",")]
+        wanted = [a for a in ATTACKS if a in args.only.split(",")] if args.only else \
+            [a for a in ATTACKS if a != "tls" or args.tls]  # (the TLS flood: in a --tls run only)
         unknown = set(args.only.split(",")) - set(ATTACKS) if args.only else set()
         if unknown:
             raise SystemExit(f"unknown attack(s) {sorted(unknown)}: choose among {', '.join(ATTACKS)}")
+        if "tls" in wanted and not args.tls:
+            raise SystemExit("attack tls (the TLS handshake flood) needs --tls")
         plan = [("base", None, "0 no attack")] + [(a, a, ATTACKS[a][0]) for a in wanted] + \
                [("base-end", None, "0 no attack (end)")]
         for name, attack, label in plan:

@@ -65,7 +65,7 @@ class Listener:
         limited and has no TLS), else its TLS handshake, then ``handler``; whatever fails ends it alone."""
         address = peer_address(stream)
         if not self.gate.enter(None if address == "memory" else address):
-            await trio.aclose_forcefully(stream)
+            await stream.aclose()  # (at once: nothing was sent; aclose_forcefully would cost a Cancelled)
             return
         try:
             if self.tls is not None and address != "memory":
@@ -94,7 +94,7 @@ class Listener:
                 return tls
             except (ssl.SSLError, ssl.CertificateError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
-        await trio.aclose_forcefully(stream)
+        await stream.aclose()  # (the transport: at once)
         _uncycle(tls)
         self.late += deadline.cancelled_caught
         self.failed += not deadline.cancelled_caught

@@ -1174,8 +1174,6 @@ def orchestrate(args: argparse.Namespace) -> int:
         unknown = set(args.only.split(",")) - set(ATTACKS) if args.only else set()
         if unknown:
             raise SystemExit(f"unknown attack(s) {sorted(unknown)}: choose among {', '.join(ATTACKS)}")
-        if "tls" in wanted and not args.tls:
-            raise SystemExit("attack tls (the TLS handshake flood) needs --tls")
         plan = [("base", None, "0 no attack")] + [(a, a, ATTACKS[a][0]) for a in wanted] + \
                [("base-end", None, "0 no attack (end)")]
         for name, attack, label in plan:
@@ -1231,6 +1229,8 @@ def main() -> int:
     role = run_role(args, client_main, None, False)
     if role is not None:
         return role
+    if args.only and "tls" in args.only.split(",") and not args.tls:
+        p.error("attack tls (the TLS handshake flood) needs --tls")
     if args.seconds is None:
         args.seconds = 1.5 if args.quick else 10.0
     if args.records is None:

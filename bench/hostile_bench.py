@@ -48,6 +48,12 @@ close what the attacker left before the next phase. The attacks:
   6  16 DEALER connections looping ``GetTrades`` on the big account, reading every answer;
   7  HTTP/2 prior knowledge on the wallet port: 16 workers, each connection sends the preface, a SETTINGS
      frame and 100 HEADERS+RST_STREAM pairs, and reads the answer (505 expected at once).
+  8  (with ``--tls``) full TLS handshakes on the manager port from 4 source addresses (127.0.0.2-5), 170 a
+     second from each (680 in all, each address under the connect rate), 32 at once per address: connect,
+     handshake, close.
+
+``--tls [ecdsa|rsa]`` serves TLS on every listener (a trustme certificate): the well-behaved client, its
+probes and every attacker then connect over TLS.
 
 Every child (the server too, started through ``--exec-child``) gets ``PR_SET_PDEATHSIG``: none outlives the
 orchestrator, even one killed with SIGKILL; on an error or a signal the orchestrator stops them all, prints
@@ -59,6 +65,7 @@ well-behaved request fails. A PASS/FAIL is printed for each attack against that.
     python bench/hostile_bench.py                 # full run (about 2.5 minutes)
     python bench/hostile_bench.py --quick         # smoke test (about 35 s)
     python bench/hostile_bench.py --only flood,h2 --seconds 5
+    python bench/hostile_bench.py --tls --only tls     # the TLS handshake flood (every connection TLS)
 """
 
 from __future__ import annotations
@@ -105,6 +112,8 @@ ATTACKS: dict[str, tuple[str, dict, dict]] = {
     "subscribers": ("5 replaying subs no read", {"conns": 200}, {"conns": 50}),
     "gettrades": ("6 GetTrades loops", {"conns": 16}, {"conns": 4}),
     "h2": ("7 HTTP/2 prior knowledge", {"conns": 16, "streams": 100}, {"conns": 8, "streams": 100}),
+    "tls": ("8 TLS handshakes 4 addrs", {"addresses": 4, "rate": 170, "workers": 32},
+            {"addresses": 4, "rate": 170, "workers": 8}),
 }
 
 
@@ -131,8 +140,19 @@ def wallet_request(path: str, body: bytes, token: str, close: bool = True) -> by
                                                  b"Connection: close\r\n" if close else b"", body))
 
 
+TLS: list = [None]  # the client side's ssl.SSLContext in a --tls run (set by each role from cfg["tls_ca"])
+
+
+def use_tls(ca_path: str | None) -> None:
+    """Make every connection of this process TLS, trusting ``ca_path`` (None: plain TCP)."""
+    import ssl
+
+    TLS[0] = ssl.create_default_context(cafile=ca_path) if ca_path else None
+
+
 async def raw_connect(host: str, port: int, local: str | None = None):
-    """A Trio SocketStream to (host, port), from ``local`` if given (no resolver, no happy eyeballs)."""
+    """A Trio stream to (host, port), from ``local`` if given (no resolver, no happy eyeballs); in a --tls run
+    a TLS stream, its (full) handshake done: a failed one is a ConnectionError."""
     import trio
 
     sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
@@ -143,7 +163,19 @@ async def raw_connect(host: str, port: int, local: str | None = None):
     except BaseException:
         sock.close()
         raise
-    return trio.SocketStream(sock)
+    stream = trio.SocketStream(sock)
+    if TLS[0] is None:
+        return stream
+    tls = trio.SSLStream(stream, TLS[0], server_hostname=host, https_compatible=True)  # (an HTTPS server's end)
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError as e:
+        await trio.aclose_forcefully(stream)
+        raise ConnectionError(f"TLS handshake failed: {e.__cause__ or e}") from None
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return tls
 
 
 # ============================================================================ the well-behaved client (--client)
@@ -327,6 +359,7 @@ async def client_main(cfg: dict) -> dict:
     import trio
 
     die_with_parent()
+    use_tls(cfg.get("tls_ca"))
     wb = WellBehaved(cfg)
     async with trio.open_nursery() as nursery:
         for c in range(len(wb.streams)):
@@ -680,9 +713,44 @@ async def attack_h2(cfg: dict, st: Stats) -> None:
         st["answer_p99_ms"] = round(percentile(lat, 0.99) * 1e3, 2) if lat else None
 
 
+async def attack_tls(cfg: dict, st: Stats) -> None:
+    """Full TLS handshakes on the manager port from ``addresses`` source addresses, each at ``rate`` a second
+    (under the server's per-address connect rate), ``workers`` at once per address: connect, handshake, close."""
+    import trio
+    from time import perf_counter
+
+    if TLS[0] is None:
+        raise SystemExit("the TLS handshake flood needs a --tls run")
+    lat: list[float] = []
+
+    async def worker(bucket: Bucket, local: str) -> None:
+        while True:
+            await bucket.take()
+            t = perf_counter()
+            try:
+                s = await raw_connect(cfg["host"], cfg["tcp_port"], local)
+            except OSError:
+                st.add("handshakes_failed")
+                continue
+            lat.append(perf_counter() - t)
+            st.add("handshakes")
+            await trio.aclose_forcefully(s)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for a in range(cfg["addresses"]):
+                bucket = Bucket(cfg["rate"])
+                for _ in range(cfg["workers"]):
+                    nursery.start_soon(worker, bucket, f"127.0.0.{2 + a}")
+    finally:
+        lat.sort()
+        st["handshake_p50_ms"] = round(percentile(lat, 0.5) * 1e3, 2) if lat else None
+        st["handshake_p99_ms"] = round(percentile(lat, 0.99) * 1e3, 2) if lat else None
+
+
 ATTACK_FUNCS = {"login": attack_login, "login-many": attack_login, "flood": attack_flood,
                 "slowloris": attack_slowloris, "pipeline": attack_pipeline, "subscribers": attack_subscribers,
-                "gettrades": attack_gettrades, "h2": attack_h2}
+                "gettrades": attack_gettrades, "h2": attack_h2, "tls": attack_tls}
 
 
 async def attack_main(cfg: dict) -> Stats:
@@ -715,6 +783,7 @@ def attacker_role(cfg: dict) -> int:
     import trio
 
     die_with_parent()
+    use_tls(cfg.get("tls_ca"))
     os.nice(cfg.get("nice", 10))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -857,9 +926,9 @@ class Bench:
 async def seed(host: str, port: int, token: str, records: int) -> dict:
     """Accounts of the well-behaved client, the big account with ``records`` trade records, a game session."""
     import trio
-    from syncledger.server.client import connect
+    from syncledger.server.client import open_client
 
-    async with connect(host, port, token) as c:
+    async with open_client(await raw_connect(host, port), token) as c:
         logins = []
         for i in range(ACCOUNTS + 1):
             reply = await c.call("AddUser", {"name": f"hostile-{i}", "currency": CURRENCY})
@@ -881,6 +950,21 @@ async def seed(host: str, port: int, token: str, records: int) -> dict:
             raise SystemExit(f"OpenGameSession failed: {reply}")
         await trio.sleep(0)
         return {"logins": logins, "big_login": big, "sid": reply.data["sid"]}
+
+
+def make_certificate(tmp: str, key_type: str) -> tuple[str, str, str]:
+    """A CA and a certificate for 127.0.0.1 that it signed (trustme), written in ``tmp``: -> (CA, chain, key)."""
+    import trustme
+
+    kind = trustme.KeyType[key_type.upper()]
+    ca = trustme.CA(key_type=kind)
+    cert = ca.issue_cert("127.0.0.1", key_type=kind)
+    paths = tuple(os.path.join(tmp, name) for name in ("ca.pem", "cert.pem", "key.pem"))
+    ca.cert_pem.write_to_path(paths[0])
+    for i, blob in enumerate(cert.cert_chain_pems):
+        blob.write_to_path(paths[1], append=i > 0)
+    cert.private_key_pem.write_to_path(paths[2])
+    return paths
 
 
 def cpu_figures(before: dict | None, after: dict | None) -> dict:
@@ -970,7 +1054,7 @@ def print_report(rows: list[dict], b: Bench, server_exit: int | None, verify_out
     width = 150
     print_header(width, "syncledger hostile-traffic benchmark",
                  f"CPU model: {cpu_model()}; server --max-connections {args.max_connections} --idle-timeout "
-                 f"{args.idle_timeout:g}; {setup}",
+                 f"{args.idle_timeout:g}{f'; TLS ({args.tls} certificate)' if args.tls else ''}; {setup}",
                  f"well-behaved: CreditInSync open loop at {RATE:,.0f}/s on 2 connections for {args.seconds:g} s per "
                  f"phase, latency from the SCHEDULED send; a failure = not 200, or no answer within "
                  f"{ANSWER_LIMIT:g} s",
@@ -1050,6 +1134,10 @@ def orchestrate(args: argparse.Namespace) -> int:
         dealer_token = run_cli("token", "--db", run.db, "--login", str(DEALER_LOGIN), env=run.env)
         options = ["--host", args.host, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
                    "--idle-timeout", f"{args.idle_timeout:g}", "--max-connections", str(args.max_connections)]
+        if args.tls:
+            ca, cert, key = make_certificate(run.tmp, args.tls)
+            options += ["--tls-cert", cert, "--tls-key", key]
+            use_tls(ca)  # (this process seeds the ledger)
         if "--admin-port" in run_cli("serve", "--help", env=run.env):
             options += ["--admin-port", "0"]  # (its default is a fixed port: never collide with another run)
         if args.cprofile:
@@ -1068,7 +1156,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         run.start_py_spy(b.server.pid)
         base_cfg = {"host": args.host, "tcp_port": ports["tcp"], "wallet_port": ports["wallet"],
                     "token": run.token, "dealer_token": dealer_token, "wallet_token": wallet_token,
-                    "admin_login": 1, "big_login": seeded["big_login"], "nice": args.attacker_nice}
+                    "admin_login": 1, "big_login": seeded["big_login"], "nice": args.attacker_nice,
+                    "tls_ca": ca if args.tls else None}
         b.client = b.spawn("--client", {**base_cfg, "connections": 2, "logins": seeded["logins"],
                                         "probe_login": seeded["logins"][0], "sid": seeded["sid"]},
                            "client.log", stdin=True)
@@ -1080,7 +1169,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         lines.next(40)
         sampler = Sampler(b.server.pid)
         fds_idle = count_fds(b.server.pid)
-        wanted = [a for a in ATTACKS if not args.only or a in args.only.split(",")]
+        wanted = [a for a in ATTACKS if a in args.only.split(",")] if args.only else \
+            [a for a in ATTACKS if a != "tls" or args.tls]  # (the TLS flood: in a --tls run only)
         unknown = set(args.only.split(",")) - set(ATTACKS) if args.only else set()
         if unknown:
             raise SystemExit(f"unknown attack(s) {sorted(unknown)}: choose among {', '.join(ATTACKS)}")
@@ -1128,6 +1218,9 @@ def main() -> int:
                    help="serve --max-connections (default 4000; 400 with --quick)")
     p.add_argument("--idle-timeout", type=float, default=5.0, help="serve --idle-timeout (default 5)")
     p.add_argument("--attacker-nice", type=int, default=10, help="niceness of the attacker processes (default 10)")
+    p.add_argument("--tls", nargs="?", const="ecdsa", choices=("ecdsa", "rsa"),
+                   help="serve TLS (a certificate of this key type, default ecdsa, made with trustme): every "
+                        "connection of the run, the well-behaved client's too, is TLS")
     add_common_args(p)
     p.add_argument("--attack", metavar="JSON", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -1136,6 +1229,8 @@ def main() -> int:
     role = run_role(args, client_main, None, False)
     if role is not None:
         return role
+    if args.only and "tls" in args.only.split(",") and not args.tls:
+        p.error("attack tls (the TLS handshake flood) needs --tls")
     if args.seconds is None:
         args.seconds = 1.5 if args.quick else 10.0
     if args.records is None:

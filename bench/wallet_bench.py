@@ -335,17 +335,20 @@ async def bare_main(host: str) -> None:
     import trio
 
     from syncledger.server.http import HttpServer
+    from syncledger.server.limits import Gate
+    from syncledger.server.listen import Listener
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     http = HttpServer(BareApp())
-    listeners = await trio.open_tcp_listeners(0, host=host)
+    listener = Listener("bare", host, 0, Gate("bare", 100_000, trio.current_time), None, https=False, handshakes=1,
+                        handshake_timeout=10, handshake_rate=None)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial(http.serve, listeners, connections=nursery))
+            port = await nursery.start(partial(http.serve, listener, connections=nursery))
             gc.collect()  # as `syncledger serve` does
             gc.freeze()
             gc.set_threshold(50_000, 20, 100)
-            print(f"listening tcp={host}:{listeners[0].socket.getsockname()[1]}", flush=True)
+            print(f"listening tcp={host}:{port}", flush=True)
             async for _ in signals:
                 http.stop()
                 nursery.cancel_scope.cancel()

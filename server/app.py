@@ -18,7 +18,6 @@ from typing import Any, Callable, NamedTuple
 
 import trio
 import trio.testing
-from trio_websocket import WebSocketServer
 
 from syncledger.ledger import Store, engine
 from syncledger.ledger.store import CatchUp
@@ -32,7 +31,8 @@ from .core.broker import Broker
 from .commands import Dispatcher
 from .health import Watch
 from .http import HttpServer, Limits
-from .limits import Gate, LineBudget, SubscriberCap, default_cap, peer_address, raise_descriptor_limit
+from .limits import Gate, LineBudget, SubscriberCap, default_cap, raise_descriptor_limit
+from .listen import ListenError, Listener  # noqa: F401  (ListenError: for cli)
 from .core.lockfile import LedgerLock, PgLock
 from .core.mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
@@ -63,12 +63,16 @@ class Config:
     idle_timeout: float = 60.0  # seconds from its first byte a connection has to present a valid token
     silent_timeout: float = 3600.0  # seconds a connection may stay open having sent nothing at all
     max_connections: int | None = None  # per listener; None: sized to the open-file limit
+    admin_max_connections: int = 64  # the admin listener's at most (probes, scrapes, a few operators' pages)
     max_connect_rate: float | None = 200.0  # new connections a second from one address, after 1,000 at once
     max_subscribers_per_login: int = 16  # trade:event subscribers (TCP and WebSocket) of one manager login
     max_subscribers_per_address: int = 64  # and from one address; each holds ~1.2 MB at most while it lags
     admin_host: str = "127.0.0.1"  # health, metrics (and the back-office page): loopback unless asked
     tls_cert: str | None = None  # PEM certificate chain: TLS on every listener (with tls_key)
     tls_key: str | None = None
+    tls_handshakes: int = 2  # TLS handshake steps that take their CPU at once, per listener
+    tls_handshake_timeout: float = 10.0  # seconds from a connection's admission to the end of its TLS handshake
+    tls_handshake_rate: float | None = 100.0  # new TLS connections a second per listener (None: no limit)
     admin_port: int | None = 7403  # None: no admin listener
     default_currency: str = "USD"  # of an account that AddUser creates without one
     game_session_ttl: int = 1800  # idle seconds before a game session (sid) expires
@@ -145,20 +149,19 @@ class Server:
         self.dispatcher = Dispatcher(self)
         self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"),
                                 config.wallet_test_endpoints)
-        cap = config.max_connections or default_cap(raise_descriptor_limit())
-        self.gates = {name: Gate(name, cap, trio.current_time, rate=config.max_connect_rate)
-                      for name in ("tcp", "ws", "wallet")}
+        self.listeners = self._listeners(config)
+        self.gates = {name: listener.gate for name, listener in self.listeners.items()}
         self.connection_lines = LineBudget(20, trio.current_time)  # "opened"/"closed" lines a second, in all
-        self._http = HttpServer(self.wallet, Limits(untrusted_idle=config.idle_timeout), gate=self.gates["wallet"])
+        http_limits = Limits(untrusted_idle=config.idle_timeout)
+        self._http = HttpServer(self.wallet, http_limits)
         self.metrics = Metrics()
         self.mainloop.metrics = self.metrics
         self.metrics.bind(self)
-        self._admin = AdminServer(AdminApp(self))
+        self._admin = AdminServer(AdminApp(self), http_limits)
         self._wallet_done = trio.Event()
         self.connections: set[Connection] = set()
         self.ports: Ports | None = None
         self._epoch = config.epoch
-        self._accepting: list[trio.CancelScope] = []
         self._root: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._conns: trio.Nursery | None = None
@@ -274,21 +277,14 @@ class Server:
                     root.start_soon(self._lock.keep, self.fail_stop)
                 if self.writer is not None:
                     root.start_soon(self._watch_writer)
-                tcp = await self._listen(self.config.tcp_port, self.config.host)
-                wsl = await self._listen(self.config.ws_port, self.config.host)
-                await root.start(self._serve_tcp, tcp)
-                ws_server = WebSocketServer(partial(ws.handle, self), wsl, handler_nursery=root,
-                                            message_queue_size=4, connect_timeout=10, disconnect_timeout=5)
-                await root.start(self._accept, ws_server.run)
-                http = await self._listen(self.config.wallet_port, self.config.host, https=True)
-                await root.start(self._serve_wallet, http)
-                admin_port = None
-                if self.config.admin_port is not None:
-                    admin = await self._listen(self.config.admin_port, self.config.admin_host, https=True)
+                await root.start(self._serve_tcp)
+                await root.start(partial(self.listeners["ws"].serve, partial(ws.serve_stream, self), connections=root))
+                await root.start(self._serve_wallet)
+                if "admin" in self.listeners:
                     # (not stopped with the others at shutdown: /readyz says "not ready" until the very end)
-                    await root.start(partial(self._admin.serve, admin, connections=root))
-                    admin_port = _port(admin)
-                self.ports = Ports(_port(tcp), _port(wsl), _port(http), admin_port)
+                    await root.start(partial(self._admin.serve, self.listeners["admin"], connections=root))
+                self.ports = Ports(*(self.listeners[name].port if name in self.listeners else None
+                                     for name in Ports._fields))
                 root.start_soon(self._prune_game_sessions)
                 root.start_soon(self.broker.trim.run)
                 task_status.started(self)
@@ -306,15 +302,21 @@ class Server:
         if self.failure is not None:
             raise FailStop(self.failure)
 
-    async def _listen(self, port: int, host: str, https: bool = False) -> list:
-        """TCP listeners on (host, port), behind TLS when the config names a certificate."""
-        try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
-        except OSError as e:
-            raise ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-        if self._tls is None:
-            return listeners
-        return [trio.SSLListener(listener, self._tls, https_compatible=https) for listener in listeners]
+    def _listeners(self, config: Config) -> dict[str, Listener]:
+        """Every listener of the server, each with its cap, its connect rate and TLS (see server.listen)."""
+        addresses = {"tcp": (config.host, config.tcp_port), "ws": (config.host, config.ws_port),
+                     "wallet": (config.host, config.wallet_port)}
+        if config.admin_port is not None:
+            addresses["admin"] = (config.admin_host, config.admin_port)
+        admin_cap = config.admin_max_connections
+        cap = config.max_connections or default_cap(raise_descriptor_limit(), reserve=200 + admin_cap)
+        caps = {"admin": min(cap, admin_cap)}
+        return {name: Listener(name, host, port, Gate(name, caps.get(name, cap), trio.current_time,
+                                                      rate=config.max_connect_rate), self._tls,
+                               https=name in ("wallet", "admin"), handshakes=config.tls_handshakes,
+                               handshake_timeout=config.tls_handshake_timeout,
+                               handshake_rate=config.tls_handshake_rate)
+                for name, (host, port) in addresses.items()}
 
     async def _watch_writer(self) -> None:
         """The writer process's end, seen at once. With no batch in it, nothing more can be applied: fail-stop,
@@ -332,36 +334,25 @@ class Server:
             except ShuttingDown:
                 return
 
-    async def _serve_wallet(self, listeners: list, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
+    async def _serve_wallet(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """The wallet's HTTP/1.1 connections; at shutdown, accepting stops, calls in flight are answered and
         connections waiting for their next request close."""
         async with trio.open_nursery() as calls:
-            await calls.start(self._accept, partial(self._http.serve, listeners, connections=calls))
+            await calls.start(partial(self._http.serve, self.listeners["wallet"], connections=calls))
             task_status.started()
         self._wallet_done.set()
 
-    async def _accept(self, run: Callable[..., Any], *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
-        with trio.CancelScope() as scope:
-            self._accepting.append(scope)
-            await run(task_status=task_status)
-
-    async def _serve_tcp(self, listeners: list, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED):
+    async def _serve_tcp(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as conns:
             self._conns = conns  # manager connections, socket or in-memory: shutdown waits for all of them
-            await conns.start(self._accept, partial(trio.serve_listeners, self._tcp_connection, listeners,
-                                                    handler_nursery=conns))
+            await conns.start(partial(self.listeners["tcp"].serve, partial(self._serve_connection, peer=None),
+                                      connections=conns))
             task_status.started()
         self._connections_done.set()
 
     async def _tcp_connection(self, stream: trio.abc.Stream, peer: trio.abc.Stream | None = None) -> None:
-        gate = self.gates["tcp"]
-        if not gate.enter(None if peer is not None else peer_address(stream)):
-            await stream.aclose()
-            return
-        try:
-            await self._serve_connection(stream, peer)
-        finally:
-            gate.leave()
+        """An in-process manager connection (``peer``: the client's end), admitted as the TCP listener's are."""
+        await self.listeners["tcp"].admit(stream, partial(self._serve_connection, peer=peer))
 
     async def _serve_connection(self, stream: trio.abc.Stream, peer: trio.abc.Stream | None) -> None:
         conn = Connection(stream, self.dispatcher, self.broker, lines=self.connection_lines,
@@ -427,8 +418,8 @@ class Server:
 
     def _stop_taking_work(self) -> None:
         self.stopping = True
-        for scope in self._accepting:
-            scope.cancel()
+        for name in ("tcp", "ws", "wallet"):
+            self.listeners[name].stop()
         self._http.stop()  # wallet connections finish the call in flight, then close
         self.mainloop.resume()
         self.mainloop.close()
@@ -472,11 +463,6 @@ async def _ended(writer: WriterProcess) -> str:
     finally:
         os.close(fd)
     return writer.ended()
-
-
-def _port(listeners: list) -> int:
-    listener = listeners[0]
-    return (listener.transport_listener if isinstance(listener, trio.SSLListener) else listener).socket.getsockname()[1]
 
 
 def _tls_context(config: Config) -> tuple[ssl.SSLContext | None, float | None]:
@@ -547,10 +533,6 @@ def _span(seconds: float) -> str:
 
 class TlsError(Exception):
     """The TLS certificate or key cannot be used (one line, exit 2)."""
-
-
-class ListenError(Exception):
-    """A port cannot be listened on, e.g. another program holds it (one line, exit 2)."""
 
 
 def _ignore(outcome: Any) -> None:

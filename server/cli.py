@@ -233,6 +233,8 @@ def _serve(args: argparse.Namespace) -> int:
                     wallet_test_endpoints=args.wallet_test_endpoints, idle_timeout=args.idle_timeout,
                     silent_timeout=args.silent_timeout,
                     default_currency=args.default_currency, max_connections=args.max_connections,
+                    admin_max_connections=args.admin_max_connections,
+                    tls_handshake_rate=args.max_handshake_rate or None,
                     max_connect_rate=args.max_connect_rate or None,
                     max_subscribers_per_login=args.max_subscribers_per_login,
                     max_subscribers_per_address=args.max_subscribers_per_address,
@@ -348,9 +350,14 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-connections", type=_positive, default=None, metavar="N",
                    help="connections per listener (default: sized to the open-file limit, which serve raises "
                         "to its hard limit)")
+    p.add_argument("--admin-max-connections", type=_positive, default=Config.admin_max_connections, metavar="N",
+                   help="connections to the admin listener (default %(default)s; at most --max-connections)")
     p.add_argument("--max-connect-rate", type=_rate, default=200, metavar="N",
                    help="new connections a second from one address on each listener, after a first 1,000 "
                         "(default 200; 0: no limit, e.g. behind a proxy that keeps its connections open)")
+    p.add_argument("--max-handshake-rate", type=_rate, default=Config.tls_handshake_rate, metavar="N",
+                   help="with TLS, new connections a second on each listener, after a first N at once; the rest "
+                        "wait for their turn (default %(default)g; 0: no limit)")
     p.add_argument("--max-subscribers-per-login", type=_positive, default=Config.max_subscribers_per_login,
                    metavar="N", help="trade:event subscribers (TCP and WebSocket together) of one manager login, "
                                      "whatever tokens it holds (default %(default)s)")

@@ -13,7 +13,7 @@ import h11
 import orjson
 import trio
 
-from .limits import Gate, peer_address
+from .listen import Listener
 
 log = logging.getLogger("syncledger.wallet.http")
 READ_SIZE = 64 * 1024
@@ -243,31 +243,25 @@ def _content_length(request: h11.Request) -> int | None:
 
 
 class HttpServer:
-    """The listener side: accepts connections and, at shutdown, stops them cleanly (a call in flight is
-    answered, with ``Connection: close``; a connection waiting for its next request is closed at once)."""
+    """The listener side: serves the connections a Listener admits and, at shutdown, stops them cleanly (a
+    call in flight is answered, with ``Connection: close``; a connection waiting for its next request is
+    closed at once)."""
 
-    def __init__(self, app: App, limits: Limits | None = None, gate: Gate | None = None):
-        self.app, self.limits, self.gate = app, limits or Limits(), gate
+    def __init__(self, app: App, limits: Limits | None = None):
+        self.app, self.limits = app, limits or Limits()
         self.stopping = trio.Event()
         self._idle: set[trio.CancelScope] = set()
 
-    async def serve(self, listeners: list[trio.SocketListener], *, connections: trio.Nursery,
+    async def serve(self, listener: Listener, *, connections: trio.Nursery,
                     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        """Accept on ``listeners`` (until cancelled) and serve each connection in ``connections``."""
-        await trio.serve_listeners(self._connection, listeners, handler_nursery=connections, task_status=task_status)
+        """Accept on ``listener`` (until it stops) and serve each connection in ``connections``."""
+        await listener.serve(self._connection, connections=connections, task_status=task_status)
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
-        if self.gate is not None and not self.gate.enter(peer_address(stream)):
-            await stream.aclose()
-            return
         started = trio.current_time()
         try:
             await HttpConnection(stream, self.app, self.limits, self.stopping, self._idle).run()
-        except Exception:  # one connection's failure ends that connection only
-            log.exception("wallet HTTP connection failed")
         finally:
-            if self.gate is not None:
-                self.gate.leave()
             log.debug("HTTP connection closed after %.1f s", trio.current_time() - started)
 
     def stop(self) -> None:

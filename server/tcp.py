@@ -30,7 +30,7 @@ class Connection:
 
     def __init__(self, stream: trio.abc.Stream, dispatcher: Dispatcher, broker: Broker, *,
                  outbox_size: int = 16384, outbox_bytes: int = 16 << 20, stall: float = 30.0,
-                 idle_timeout: float = math.inf, silent_timeout: float = math.inf, answer_grace: float = 5.0,
+                 idle_timeout: float, silent_timeout: float, answer_grace: float = 5.0,
                  peer: trio.abc.Stream | None = None, lines: LineBudget | None = None):
         self.id = next(self._ids)
         self.lines = lines or LineBudget(20, trio.current_time)  # budget for the opened/closed log lines

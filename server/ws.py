@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_server_stream
 
 from .auth import FINANCE_SESSIONS, AuthError
 from .core.broker import Outbox, split_lines
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("syncledger.ws")
 CLOSE_TRY_AGAIN_LATER = 1013
 DROP_GRACE = 5.0
+CONNECT_TIMEOUT = 10.0  # seconds from a connection's admission to its upgrade request
+DISCONNECT_TIMEOUT = 5.0  # seconds a closing handshake may take
+MESSAGE_QUEUE_SIZE = 4  # client messages buffered (they are read and ignored)
 
 
 class WsSubscriber:
@@ -86,12 +89,38 @@ def _remote_address(request: WebSocketRequest) -> str:
         return "unknown"
 
 
+async def serve_stream(server: Server, stream: trio.abc.Stream) -> None:
+    """One connection its listener admitted: its upgrade request within CONNECT_TIMEOUT (else it is closed, as
+    it is at once when the peer goes first), then ``handle``."""
+    async with trio.open_nursery() as nursery:
+        request = None
+        with trio.move_on_after(CONNECT_TIMEOUT) as waiting:
+            request = await wrap_server_stream(_Reader(nursery, waiting), stream,
+                                               message_queue_size=MESSAGE_QUEUE_SIZE)
+        if request is not None:
+            await handle(server, request)
+        nursery.cancel_scope.cancel()  # (its reader task)
+
+
+class _Reader:
+    """The nursery wrap_server_stream starts the connection's reader task in: when that task ends (the peer
+    closed), the wait for an upgrade request ends too (trio-websocket's would wait on)."""
+
+    def __init__(self, nursery: trio.Nursery, waiting: trio.CancelScope):
+        self.nursery, self.waiting = nursery, waiting
+
+    def start_soon(self, task: Callable[[], Awaitable[None]]) -> None:
+        self.nursery.start_soon(self._run, task)
+
+    async def _run(self, task: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await task()
+        finally:
+            self.waiting.cancel()
+
+
 async def handle(server: Server, request: WebSocketRequest) -> None:
     """One client: whatever goes wrong with it ends it alone, never the server."""
-    gate = server.gates["ws"]
-    if not gate.enter(_remote_address(request)):
-        await request.reject(503, body=b'{"error":"TOO_MANY_CONNECTIONS"}')
-        return
     try:
         await _serve(server, request)
     except Exception as exc:
@@ -99,8 +128,6 @@ async def handle(server: Server, request: WebSocketRequest) -> None:
             isinstance(exc, BaseExceptionGroup) and exc.split(ConnectionClosed)[1] is None)
         if not closed:
             log.exception("websocket client failed")
-    finally:
-        gate.leave()
 
 
 async def _serve(server: Server, request: WebSocketRequest) -> None:
@@ -134,13 +161,16 @@ async def _stream(server: Server, ws: WebSocketConnection, sub: WsSubscriber, fr
                 await _send_events(ws, sub)
                 nursery.cancel_scope.cancel()
     finally:
-        if sub.reason is not None and not sub.scope.cancelled_caught:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await ws.aclose(CLOSE_TRY_AGAIN_LATER, sub.reason[:120])
         reason = sub.reason or (f"closed by the peer ({ws.closed.code})" if ws.closed else "closed by the server")
         if (skipped := server.connection_lines.take()) is not None:
             log.info("websocket client closed after %.1f s: %s%s", trio.current_time() - started, reason,
                      left_out(skipped))
+        if sub.reason is None:
+            with trio.move_on_after(DISCONNECT_TIMEOUT):
+                await ws.aclose()
+        elif not sub.scope.cancelled_caught:  # (else a frame was cut: nothing more can be sent)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await ws.aclose(CLOSE_TRY_AGAIN_LATER, sub.reason[:120])
 
 
 async def _send_events(ws: WebSocketConnection, sub: WsSubscriber) -> None:

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from syncledger.server import admin
-from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER
+from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER, LoginThrottle
 from syncledger.server.metrics import History, Metrics
 from tests.conftest import add_account, admin_token, tcp_client
 
@@ -109,6 +109,35 @@ async def test_login_is_the_manager_apis_login_throttle_included(server):
         assert (r.status_code, r.json()["error"]) == (429, "TOO_MANY_REQUESTS")
     async with tcp_client(server, None) as c:  # the same address, the same throttle
         assert (await c.login(7, PASSWORD)).status == 429
+
+
+async def test_one_logins_failures_lock_out_no_other_login(server):
+    """The throttle counts per (address, login): a page that fails login 7 again and again (or any local
+    process) leaves manager 8 free to log in from the same address; a spray over many logins still waits."""
+    add_manager(server, 7)
+    add_manager(server, 8)
+    async with http(server) as h:
+        for _ in range(12):
+            await h.post("/api/login", json={"login": 7, "password": "wrong password"})
+        r = await h.post("/api/login", json={"login": 7, "password": PASSWORD})
+        assert (r.status_code, r.json()["error"]) == (429, "TOO_MANY_REQUESTS")
+        r = await h.post("/api/login", json={"login": 8, "password": PASSWORD})
+        assert r.status_code == 200 and r.json()["data"]["session"] == SESSION_ADMIN
+    async with tcp_client(server, None) as c:  # the TCP API's Login shares the throttle: 8 is free there too
+        assert (await c.login(8, PASSWORD)).ok and (await c.login(7, PASSWORD)).status == 429
+
+
+def test_the_throttle_bounds_an_address_that_sprays_many_logins():
+    now = [0.0]
+    t = LoginThrottle(lambda: now[0], free=2, spray=5)
+    assert [t.attempt("a", 1) for _ in range(3)] == [0, 0, 1.0]  # login 1: two free, then it waits
+    assert t.attempt("a", 2) == 0 and t.attempt("b", 1) == 0  # another login, another address: free
+    assert [t.attempt("a", login) for login in range(3, 6)] == [0, 0, 1.0]  # the address's bound: 5 in all
+    now[0] = 1.0
+    t.succeeded("a", 3)  # a success clears that login's count, not the address's
+    assert t.attempt("a", 6) == 0 and t.attempt("a", 7) == 2.0
+    now[0] = 2000.0  # past the window: all forgotten
+    assert t.attempt("a", 1) == 0 and t.attempt("a", 7) == 0
 
 
 async def test_accounts_history_and_order_versions(server):

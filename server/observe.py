@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import logging
 from functools import lru_cache
 from importlib import resources
@@ -52,6 +53,8 @@ API: dict[bytes, tuple[bytes, frozenset[int] | None]] = {
 SESSION_NAMES = {number: name for name, number in SESSIONS.items()}
 MAX_PAGE = 1000
 PEER: contextvars.ContextVar[str] = contextvars.ContextVar("admin_peer", default="admin")
+# The Host values that name the listener on this connection (None: an in-process stream, no address to check)
+OWN: contextvars.ContextVar[frozenset[bytes] | None] = contextvars.ContextVar("admin_own", default=None)
 
 
 class Refused(Exception):
@@ -80,6 +83,7 @@ class AdminApp:
     def __init__(self, server: Server):
         self.s = server
         self.history = History(server.metrics, server.wall_time)
+        self.names = frozenset(name.lower() for name in server.config.admin_names)
         self.last_verify: dict | None = None
         self._verifying: trio.Event | None = None
         self.api: dict[bytes, Callable[[dict[str, list[str]], bytes, Claims | None], Awaitable[Any]]] = {
@@ -90,12 +94,24 @@ class AdminApp:
 
     def head(self, request: h11.Request, arrived: bytes | None) -> Response | None:
         path = request.target.partition(b"?")[0]
+        headers = dict(request.headers)
+        if not self._own(headers.get(b"host", b"")):
+            return _error(421, "MISDIRECTED_REQUEST", "this is not a name of the admin listener: use its address "
+                                                      "(or give the name with --admin-names)")
         if path in API:
             method, sessions = API[path]
             if request.method != method:
                 refusal = _error(405, "METHOD_NOT_ALLOWED", f"use {method.decode()}")
                 refusal.headers += ((b"allow", method),)
                 return refusal
+            origin = headers.get(b"origin")
+            scheme = b"https://" if self.s.config.tls_cert is not None else b"http://"
+            if origin is not None and not (origin.startswith(scheme) and self._own(origin[len(scheme):])):
+                return _error(403, "CROSS_ORIGIN", "a request from another site's page (its Origin is not this "
+                                                   "listener's)")
+            if method == b"POST" and headers.get(b"content-type", b"").partition(b";")[0].strip().lower() != \
+                    b"application/json":
+                return _error(415, "UNSUPPORTED_MEDIA_TYPE", "the body must be sent as Content-Type: application/json")
             claims = self._claims(request, sessions)
             return claims if isinstance(claims, Response) else None
         if path not in OPS and path not in PAGE:
@@ -103,6 +119,16 @@ class AdminApp:
         if request.method not in (b"GET", b"HEAD"):
             return Response(405, b'{"error":"use GET"}', ((b"allow", b"GET"),))
         return None
+
+    def _own(self, host: bytes) -> bool:
+        """Whether a Host (or an Origin's host) names this listener: its address and port as bound on this
+        connection (``localhost`` too on loopback), or a name of ``admin_names`` with any port."""
+        own = OWN.get()
+        if own is None:
+            return True
+        host = host.lower()
+        name = host.rpartition(b":")[0] if host.rpartition(b":")[2].isdigit() and not host.endswith(b"]") else host
+        return host in own or name.decode("latin-1") in self.names
 
     def too_large(self, request: h11.Request) -> Response:
         return _error(413, "INVALID_DATA", "the request body is too large")
@@ -344,9 +370,27 @@ class AdminServer(HttpServer):
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
         PEER.set(_peer(stream))
+        OWN.set(_own_hosts(stream, self.app.s.config.tls_cert is not None))
         await super()._connection(stream)
 
 
 def _peer(stream: trio.abc.Stream) -> str:
     address = peer_address(stream)
     return "admin" if address == "memory" else address
+
+
+def _own_hosts(stream: trio.abc.Stream, tls: bool) -> frozenset[bytes] | None:
+    """The Host values that name the listener's end of ``stream``: ``IP:PORT`` as bound (IP alone on the
+    scheme's default port), and ``localhost:PORT`` on loopback. None: not a socket."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    try:
+        address, port = stream.socket.getsockname()[:2]  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError, TypeError):
+        return None
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    ips = [ip, ip.ipv4_mapped] if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else [ip]
+    names = [f"[{a}]" if a.version == 6 else str(a) for a in ips] + (["localhost"] if ip.is_loopback else [])
+    default = port == (443 if tls else 80)
+    return frozenset(f"{name}:{port}".encode() for name in names) | frozenset(
+        name.encode() for name in names if default)

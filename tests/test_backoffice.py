@@ -13,13 +13,15 @@ from decimal import Decimal
 from functools import partial
 
 import httpx
+import orjson
 import pytest
 import trio
 
 from syncledger.server import admin
+from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER, LoginThrottle
 from syncledger.server.metrics import History, Metrics
-from tests.conftest import add_account, admin_token, tcp_client
+from tests.conftest import add_account, admin_token, make_config, tcp_client
 
 PASSWORD = "correct horse battery staple"
 CHROMIUM = shutil.which("chromium")
@@ -53,12 +55,55 @@ async def test_every_api_call_needs_a_valid_manager_token(server):
             assert (r.status_code, r.json()["error"]) == (401, "UNAUTHORIZED"), path
             r = await h.get(path, headers={"authorization": "Bearer not-a-token"})
             assert (r.status_code, r.json()["error"]) == (401, "INVALID_TOKEN"), path
-        r = await h.post("/api/verify")
+        r = await h.post("/api/verify", json={})
         assert (r.status_code, r.json()["error"]) == (401, "UNAUTHORIZED")
         assert r.headers["cache-control"] == "no-store"
         assert (await h.post("/api/accounts")).status_code == 405
         assert (await h.get("/api/verify")).status_code == 405
         assert (await h.get("/api/nothing")).status_code == 404
+
+
+async def test_a_page_of_another_site_gets_nothing(server):
+    """DNS rebinding (a name of the attacker's that resolves to loopback) and cross-site requests (a form or a
+    fetch of another page, which cannot set Content-Type: application/json without CORS): refused before any
+    token, password or ledger is looked at, and the connection goes on."""
+    add_manager(server, 7)
+    port = server.ports.admin
+    own = {"login": 7, "password": "wrong password"}
+    async with http(server) as h:
+        for host in (f"evil.example:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}", f"localhost.evil.example:{port}"):
+            for path in ("/metrics", "/healthz", "/", "/api/head"):
+                r = await h.get(path, headers={"host": host})
+                assert (r.status_code, r.json()["error"]) == (421, "MISDIRECTED_REQUEST"), (host, path)
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):  # its own address, loopback
+            assert (await h.get("/metrics", headers={"host": host})).status_code == 200, host
+        r = await h.post("/api/login", content=orjson.dumps(own), headers={"content-type": "text/plain"})
+        assert (r.status_code, r.json()["error"]) == (415, "UNSUPPORTED_MEDIA_TYPE")
+        r = await h.post("/api/login", content=orjson.dumps(own))  # no Content-Type at all
+        assert r.status_code == 415
+        for origin in ("http://evil.example", "null", f"https://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"):
+            r = await h.post("/api/login", json=own, headers={"origin": origin})
+            assert (r.status_code, r.json()["error"]) == (403, "CROSS_ORIGIN"), origin
+            r = await h.get("/api/head", headers={"origin": origin, "authorization": f"Bearer {admin_token(server)}"})
+            assert r.status_code == 403, origin
+        # nothing of those counted as a failed login: manager 7 is not throttled
+        for _ in range(4):  # (the fifth failure would be the last free one)
+            r = await h.post("/api/login", json=own, headers={"origin": f"http://localhost:{port}"})
+            assert r.status_code == 401
+        r = await h.post("/api/login", json={"login": 7, "password": PASSWORD},
+                         headers={"content-type": "application/json; charset=utf-8"})
+        assert r.status_code == 200
+
+
+async def test_names_the_listener_is_reached_by_can_be_configured(nursery, tmp_path):
+    srv = await nursery.start(serve, make_config(db=str(tmp_path / "n.db"), admin_names=("ledger.example",)))
+    async with http(srv) as h:
+        for host in ("ledger.example", "ledger.example:8443", f"LEDGER.example:{srv.ports.admin}"):
+            assert (await h.get("/healthz", headers={"host": host})).status_code == 200, host
+        r = await h.get("/api/head", headers={"host": "ledger.example", "origin": "http://ledger.example:8443",
+                                              "authorization": f"Bearer {admin_token(srv)}"})
+        assert r.status_code == 200
+        assert (await h.get("/healthz", headers={"host": "other.example"})).status_code == 421
 
 
 async def test_session_types_rule_as_in_the_manager_api(server):
@@ -74,10 +119,10 @@ async def test_session_types_rule_as_in_the_manager_api(server):
         async with http(server, token) as h:
             for path in GETS[:2] + [f"/api/history?login={login}", "/api/head", "/api/metrics"]:
                 assert (await h.get(path)).status_code == 200, path
-            r = await h.post("/api/verify")  # a whole-ledger audit: ADMIN only
+            r = await h.post("/api/verify", json={})  # a whole-ledger audit: ADMIN only
             assert (r.status_code, r.json()["error"]) == (403, "FORBIDDEN") and "ADMIN" in r.json()["message"]
     async with http(server, admin_) as h:
-        assert (await h.post("/api/verify")).json()["data"]["ok"] is True
+        assert (await h.post("/api/verify", json={})).json()["data"]["ok"] is True
         config = (await h.get("/api/config")).json()["data"]
     assert config["ws_port"] == server.ports.ws and (config["login"], config["session"]) == (4, "ADMIN")
     db = sqlite3.connect(server.config.db, isolation_level=None, timeout=10)
@@ -96,7 +141,7 @@ async def test_login_is_the_manager_apis_login_throttle_included(server):
         assert r.status_code == 200 and r.json()["data"]["session"] == SESSION_ADMIN
         token = r.json()["data"]["token"]
         assert (await h.get("/api/head", headers={"authorization": f"Bearer {token}"})).status_code == 200
-        r = await h.post("/api/login", content=b"not json")
+        r = await h.post("/api/login", content=b"not json", headers={"content-type": "application/json"})
         assert (r.status_code, r.json()["error"]) == (400, "INVALID_JSON")
         r = await h.post("/api/login", json={"login": 7})
         assert (r.status_code, r.json()["error"]) == (400, "INVALID_DATA") and "password" in r.json()["message"]
@@ -196,7 +241,7 @@ async def test_verify_runs_on_a_snapshot_of_its_own_beside_the_writer(server):
         answers = []
 
         async def verify() -> None:
-            answers.append((await h.post("/api/verify")).json()["data"])
+            answers.append((await h.post("/api/verify", json={})).json()["data"])
         async with trio.open_nursery() as nursery:  # two at once (one joins the other if it is still running)
             nursery.start_soon(verify)
             nursery.start_soon(verify)

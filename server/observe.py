@@ -52,6 +52,7 @@ API: dict[bytes, tuple[bytes, frozenset[int] | None]] = {
 }
 SESSION_NAMES = {number: name for name, number in SESSIONS.items()}
 MAX_PAGE = 1000
+METRICS_EVERY = 1.0  # seconds one rendering of /metrics is served for
 PEER: contextvars.ContextVar[str] = contextvars.ContextVar("admin_peer", default="admin")
 # The Host values that name the listener on this connection (None: an in-process stream, no address to check)
 OWN: contextvars.ContextVar[frozenset[bytes] | None] = contextvars.ContextVar("admin_own", default=None)
@@ -85,6 +86,8 @@ class AdminApp:
         self.history = History(server.metrics, server.wall_time)
         self.names = frozenset(name.lower() for name in server.config.admin_names)
         self.last_verify: dict | None = None
+        self._scraped: tuple[float, bytes] | None = None  # (when, the Prometheus text rendered then)
+        self._rendering: trio.Event | None = None
         self._verifying: trio.Event | None = None
         self.api: dict[bytes, Callable[[dict[str, list[str]], bytes, Claims | None], Awaitable[Any]]] = {
             b"/api/login": self.login, b"/api/config": self.config, b"/api/accounts": self.accounts,
@@ -147,12 +150,29 @@ class AdminApp:
             name, content_type = PAGE[path]
             return Response(200, page_file(name), PAGE_HEADERS, content_type=content_type)
         if path == b"/metrics":
-            return Response(200, generate_latest(self.s.metrics.registry), content_type=CONTENT_TYPE_LATEST.encode())
+            return Response(200, await self._metrics(), content_type=CONTENT_TYPE_LATEST.encode())
         if path == b"/healthz":
             return Response(200, b'{"status":"ok"}')
         problems = self.not_ready()
         return Response(503 if problems else 200,
                         orjson.dumps({"status": "not ready" if problems else "ready", "problems": problems}))
+
+    async def _metrics(self) -> bytes:
+        """The Prometheus text, rendered in a worker thread at most once every METRICS_EVERY seconds (a scrape
+        that comes while a rendering runs waits for it): a flood of scrapes costs one rendering a second."""
+        while self._scraped is None or trio.current_time() - self._scraped[0] >= METRICS_EVERY:
+            if self._rendering is not None:
+                await self._rendering.wait()
+                continue
+            self._rendering = done = trio.Event()
+            try:
+                text = await trio.to_thread.run_sync(generate_latest, self.s.metrics.registry)
+                self._scraped = (trio.current_time(), text)
+                return text
+            finally:
+                self._rendering = None
+                done.set()
+        return self._scraped[1]
 
     def not_ready(self) -> list[str]:
         """Why the server would not take work now (empty: it would)."""

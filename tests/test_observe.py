@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 import trio
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from syncledger.server import observe
 from syncledger.server.app import serve
 from tests.conftest import add_account, make_config, tcp_client
 
@@ -18,7 +22,8 @@ async def scrape(srv) -> dict[tuple, float]:
             for family in text_string_to_metric_families(r.text) for s in family.samples}
 
 
-async def test_metrics_move_after_a_credit(server):
+async def test_metrics_move_after_a_credit(server, monkeypatch):
+    monkeypatch.setattr(observe, "METRICS_EVERY", 0.0)  # every scrape rendered anew
     async with tcp_client(server) as c:
         login = await add_account(c)
         before = await scrape(server)
@@ -65,3 +70,27 @@ async def test_health_and_readiness(tmp_path):
                 await trio.sleep(0.2)
                 during = await http.get(base + "/readyz")
             assert during.status_code == 503 and "shutting down" in during.json()["problems"]
+
+
+async def test_metrics_are_rendered_at_most_once_a_second_off_the_event_loop(server, monkeypatch):
+    """A flood of scrapes costs one rendering per second (in a worker thread, never on the Trio thread)."""
+    renders = []
+
+    def render(registry) -> bytes:
+        renders.append(threading.current_thread())
+        return generate_latest(registry)
+    monkeypatch.setattr(observe, "generate_latest", render)
+    monkeypatch.setattr(observe, "METRICS_EVERY", 60.0, raising=False)  # (a slow machine's scrapes all within it)
+    async with httpx.AsyncClient(timeout=30) as http:
+        url = f"http://127.0.0.1:{server.ports.admin}/metrics"
+        bodies = []
+
+        async def scrape_once() -> None:
+            bodies.append((await http.get(url)).content)
+        async with trio.open_nursery() as nursery:  # at once: the later ones wait for the first one's render
+            for _ in range(10):
+                nursery.start_soon(scrape_once)
+        for _ in range(10):  # then one after another
+            await scrape_once()
+    assert len(renders) == 1 and renders[0] is not threading.main_thread()
+    assert len(set(bodies)) == 1 and b"syncledger_ledger_seq" in bodies[0]

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sqlite3
+import sys
 import time
 from decimal import Decimal
 from functools import partial
@@ -17,7 +18,7 @@ import orjson
 import pytest
 import trio
 
-from syncledger.server import admin
+from syncledger.server import admin, observe
 from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER, LoginThrottle
 from syncledger.server.metrics import History, Metrics
@@ -233,7 +234,7 @@ async def test_verify_runs_on_a_snapshot_of_its_own_beside_the_writer(server):
         assert (await c.call("CreditInSync", {"login": login, "amount": 7, "comment": "x"})).ok
         head = (await h.get("/api/head")).json()["data"]
         assert head["seq"] == 1 and head["verify"] is None
-        server.faults.delay_commit(1.0)  # the writer holds its next batch (and its lock) for a second
+        server.faults.delay_commit(3.0)  # the writer holds its next batch (and its lock) for 3 s
         held = c.start("BalanceIn", {"login": login, "amount": 1})
         with trio.fail_after(10):
             while not server.mainloop.lock.locked():
@@ -251,6 +252,31 @@ async def test_verify_runs_on_a_snapshot_of_its_own_beside_the_writer(server):
         assert (await held.reply()).ok
         after = (await h.get("/api/head")).json()["data"]
         assert after["seq"] == 2 and after["verify"] in answers
+
+
+async def test_verify_runs_in_a_process_of_its_own(server, monkeypatch):
+    """Never in the server's interpreter (its worker threads share the GIL with the event loop): a process,
+    given the ledger's path on stdin (a PostgreSQL URL's password never on a command line), with a deadline."""
+    def in_the_server(*args, **kwargs):
+        raise AssertionError("verify ran inside the server's process")
+    monkeypatch.setattr(observe, "verify_path", in_the_server, raising=False)
+    commands = []
+    run_process = trio.run_process
+
+    async def spy(command, **kwargs):
+        commands.append(command)
+        return await run_process(command, **kwargs)
+    monkeypatch.setattr(trio, "run_process", spy)
+    async with tcp_client(server) as c, http(server, admin_token(server)) as h:
+        login = await add_account(c)
+        assert (await c.call("CreditInSync", {"login": login, "amount": 7, "comment": "x"})).ok
+        done = (await h.post("/api/verify", json={})).json()["data"]
+        assert done["ok"] is True and done["text"].startswith("ok: 1 finance rows, 1 events, 1 accounts"), done
+        assert done["head"].startswith("1:") and done["by"] == 1
+        assert len(commands) == 1 and commands[0][0] == sys.executable and server.config.db not in commands[0]
+        monkeypatch.setattr(observe, "VERIFY_TIMEOUT", 0.0, raising=False)  # one that runs too long: a true answer
+        late = (await h.post("/api/verify", json={})).json()["data"]
+        assert late["ok"] is False and "did not finish within" in late["text"] and late["head"] is None
 
 
 async def test_the_page_and_its_files_are_served(server):

@@ -202,8 +202,9 @@ async def test_accounts_history_and_order_versions(server):
         found = await get("/api/accounts?q=ALICE")
         assert [a["login"] for a in found["accounts"]] == [alice] and found["seq"] == 3
         assert [a["login"] for a in (await get(f"/api/accounts?q={bob}"))["accounts"]] == [bob]  # login prefix
-        assert [a["login"] for a in (await get("/api/accounts?q=%25"))["accounts"]] == [bob]  # % is a character
-        assert [a["login"] for a in (await get("/api/accounts?q=e_e"))["accounts"]] == []  # and so is _
+        assert [a["login"] for a in (await get("/api/accounts?q=bob_100%25"))["accounts"]] == [bob]  # % and _ are
+        assert [a["login"] for a in (await get("/api/accounts?q=b%25"))["accounts"]] == []  # characters
+        assert [a["login"] for a in (await get("/api/accounts?q=example"))["accounts"]] == []  # a prefix, not a part
         page = await get("/api/accounts?limit=1")
         assert [a["login"] for a in page["accounts"]] == [alice] and page["next_from_login"] == bob
         r = await h.get("/api/accounts?q=alice")

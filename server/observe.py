@@ -91,6 +91,7 @@ class AdminApp:
         self.last_verify: dict | None = None
         self._scraped: tuple[float, bytes] | None = None  # (when, the Prometheus text rendered then)
         self._rendering: trio.Event | None = None
+        self._reading = trio.CapacityLimiter(1)
         self._verifying: trio.Event | None = None
         self.api: dict[bytes, Callable[[dict[str, list[str]], bytes, Claims | None], Awaitable[Any]]] = {
             b"/api/login": self.login, b"/api/config": self.config, b"/api/accounts": self.accounts,
@@ -242,6 +243,12 @@ class AdminApp:
             log.exception("%s failed", path.decode())
             return _error(500, "INTERNAL", f"{path.decode()} failed inside the server; nothing was changed")
 
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A read of the ledger for the page, one at a time: however many requests come, they hold one read
+        connection (and one worker thread beside the event loop), the other stays the manager API's."""
+        async with self._reading:
+            return await self.s.read(fn, *args)
+
     async def login(self, args: dict, body: bytes, claims: None) -> Response:
         """The manager API's own Login (throttle by address, scrypt, logging), answered as JSON."""
         answer = _Answer(PEER.get())
@@ -266,27 +273,27 @@ class AdminApp:
 
     async def accounts(self, args: dict, body: bytes, claims: Claims) -> Response:
         text = _text(args, "q", 100)
-        users, following, seq = await self.s.read(_accounts_page, text, _int(args, "from_login", 0),
-                                                  _int(args, "limit", 100, 1, MAX_PAGE))
+        users, following, seq = await self._read(_accounts_page, text, _int(args, "from_login", 0),
+                                                 _int(args, "limit", 100, 1, MAX_PAGE))
         return _ok({"accounts": users, "next_from_login": following, "seq": seq})
 
     async def account_history(self, args: dict, body: bytes, claims: Claims) -> Response:
         login = _int(args, "login")
-        account, records, older = await self.s.read(_history_page, login, _int(args, "before", None, 1),
-                                                    _int(args, "limit", 50, 1, MAX_PAGE))
+        account, records, older = await self._read(_history_page, login, _int(args, "before", None, 1),
+                                                   _int(args, "limit", 50, 1, MAX_PAGE))
         if account is None:
             raise Refused(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
         return _ok({"account": account, "records": records, "older": older})
 
     async def order(self, args: dict, body: bytes, claims: Claims) -> Response:
         order = _int(args, "order")
-        found = await self.s.read(reads.versions, order)
+        found = await self._read(reads.versions, order)
         if not found:
             raise Refused(404, "ORDER_NOT_FOUND", f"no order {order}")
         return _ok({"order": order, "versions": found})
 
     async def head_and_verify(self, args: dict, body: bytes, claims: Claims) -> Response:
-        now = await self.s.read(head)
+        now = await self._read(head)
         return _ok({"head": now, "seq": int(now.partition(":")[0]), "verify": self.last_verify,
                     "verifying": self._verifying is not None})
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import sqlite3
 import sys
+import threading
 import time
 from decimal import Decimal
 from functools import partial
@@ -227,6 +228,41 @@ async def test_accounts_history_and_order_versions(server):
                                    ("/api/accounts?limit=0", 400, "INVALID_DATA")]:
             r = await h.get(path)
             assert (r.status_code, r.json()["error"]) == (status, code), path
+
+
+async def test_the_pages_reads_run_one_at_a_time(server, monkeypatch):
+    """However many requests the admin listener gets, its reads take one of the two read connections (and one
+    worker thread beside the event loop) at a time: the other stays free for the manager API."""
+    running, most = [0], [0]
+    lock = threading.Lock()
+    history_page = observe._history_page
+
+    def watched(*args):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return history_page(*args)
+    monkeypatch.setattr(observe, "_history_page", watched)
+    async with tcp_client(server) as c:
+        login = await add_account(c)
+    done = []
+    async with http(server, admin_token(server)) as h, tcp_client(server) as c:
+        async def one() -> None:
+            assert (await h.get(f"/api/history?login={login}")).status_code == 200
+            done.append("history")
+
+        async def manager() -> None:  # meanwhile the manager API's reads have a connection of their own
+            await trio.sleep(0.1)
+            assert (await c.call("GetUser", {"login": login})).ok
+            done.append("GetUser")
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(one)
+            nursery.start_soon(manager)
+    assert most[0] == 1 and done.index("GetUser") < 7
 
 
 async def test_verify_runs_on_a_snapshot_of_its_own_beside_the_writer(server):

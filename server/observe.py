@@ -59,6 +59,8 @@ VERIFY_TIMEOUT = 600.0  # seconds the page's verify may take
 PEER: contextvars.ContextVar[str] = contextvars.ContextVar("admin_peer", default="admin")
 # The Host values that name the listener on this connection (None: an in-process stream, no address to check)
 OWN: contextvars.ContextVar[frozenset[bytes] | None] = contextvars.ContextVar("admin_own", default=None)
+# When the /metrics rendering this connection was last given was made (None: none yet)
+SCRAPED: contextvars.ContextVar[float | None] = contextvars.ContextVar("admin_scraped", default=None)
 
 
 class Refused(Exception):
@@ -162,20 +164,26 @@ class AdminApp:
                         orjson.dumps({"status": "not ready" if problems else "ready", "problems": problems}))
 
     async def _metrics(self) -> bytes:
-        """The Prometheus text, rendered in a worker thread at most once every METRICS_EVERY seconds (a scrape
-        that comes while a rendering runs waits for it): a flood of scrapes costs one rendering a second."""
-        while self._scraped is None or trio.current_time() - self._scraped[0] >= METRICS_EVERY:
-            if self._rendering is not None:
+        """The Prometheus text, rendered in a worker thread at most once every METRICS_EVERY seconds: a scrape
+        that comes while a rendering runs waits for it, and one whose connection has had this rendering already
+        waits for the next. A flood of scrapes costs one rendering a second, and one answer a second a connection."""
+        while True:
+            if self._scraped is not None and trio.current_time() < self._scraped[0] + METRICS_EVERY:
+                if self._scraped[0] != SCRAPED.get():
+                    break
+                await trio.sleep_until(self._scraped[0] + METRICS_EVERY)
+            elif self._rendering is not None:
                 await self._rendering.wait()
-                continue
-            self._rendering = done = trio.Event()
-            try:
-                text = await trio.to_thread.run_sync(generate_latest, self.s.metrics.registry)
-                self._scraped = (trio.current_time(), text)
-                return text
-            finally:
-                self._rendering = None
-                done.set()
+            else:
+                self._rendering = done = trio.Event()
+                try:
+                    text = await trio.to_thread.run_sync(generate_latest, self.s.metrics.registry)
+                    self._scraped = (trio.current_time(), text)
+                finally:
+                    self._rendering = None
+                    done.set()
+                break
+        SCRAPED.set(self._scraped[0])  # (this connection's task: the next scrape on it sees it)
         return self._scraped[1]
 
     def not_ready(self) -> list[str]:
@@ -250,7 +258,7 @@ class AdminApp:
             return await self.s.read(fn, *args)
 
     async def login(self, args: dict, body: bytes, claims: None) -> Response:
-        """The manager API's own Login (throttle by address, scrypt, logging), answered as JSON."""
+        """The manager API's own Login (throttle by address and login, scrypt, logging), answered as JSON."""
         answer = _Answer(PEER.get())
         try:
             data = orjson.loads(body)

@@ -75,12 +75,17 @@ def call(action: str, txid: str, ref: str | None, game: str, amount=None) -> Wal
     return wallet_call(action, body, NOW, 1800)
 
 
-def test_fixture_is_a_version_1_ledger_that_verifies(pristine):
-    db = sqlite3.connect(f"file:{pristine}?mode=ro", uri=True)
+def version_at(path: str) -> int:
+    """The schema version of the ledger file at ``path``, read without changing it."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        assert migrations.version_of(db) == 1
+        return migrations.version_of(db)
     finally:
         db.close()
+
+
+def test_fixture_is_a_version_1_ledger_that_verifies(pristine):
+    assert version_at(pristine) == 1
     assert verify_path(pristine).ok
 
 
@@ -190,12 +195,7 @@ def found(db, text: str, from_login: int, limit: int) -> tuple[list[int], int | 
 def test_the_previous_release_opens_migrates_verifies_and_is_searched_by_prefix(tmp_path):
     path = str(tmp_path / "v6.db")
     shutil.copyfile(PREVIOUS, path)
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        assert migrations.version_of(db) == 6
-    finally:
-        db.close()
-    assert verify_path(path).ok
+    assert version_at(path) == 6 and verify_path(path).ok
     store = Store(path)
     try:
         assert store.migrated == [7] and migrations.version_of(store.db) == migrations.LATEST

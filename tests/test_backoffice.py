@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from syncledger.server import admin, observe
+from syncledger.ledger import reads
 from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER, LoginThrottle
 from syncledger.server.metrics import History, Metrics
@@ -230,39 +231,35 @@ async def test_accounts_history_and_order_versions(server):
             assert (r.status_code, r.json()["error"]) == (status, code), path
 
 
-async def test_the_pages_reads_run_one_at_a_time(server, monkeypatch):
-    """However many requests the admin listener gets, its reads take one of the two read connections (and one
-    worker thread beside the event loop) at a time: the other stays free for the manager API."""
-    running, most = [0], [0]
-    lock = threading.Lock()
-    history_page = observe._history_page
-
-    def watched(*args):
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
-        return history_page(*args)
-    monkeypatch.setattr(observe, "_history_page", watched)
+async def test_the_pages_reads_run_in_a_process_of_its_own(server, monkeypatch):
+    """Neither the SQL of the page's reads nor the Python that turns their rows into JSON runs in the server's
+    interpreter (whose worker threads share its lock with the event loop): one process, one read at a time,
+    while the manager API's reads keep the server's read connections."""
+    def in_the_server(*args, **kwargs):
+        raise AssertionError("a page read ran inside the server's process")
     async with tcp_client(server) as c:
-        login = await add_account(c)
-    done = []
+        login = (await c.call("AddUser", {"name": "Alice Example"})).data["login"]
+        order = (await c.call("CreditInSync", {"login": login, "amount": 5, "comment": "x"})).data["order"]
+    for name in ("find_accounts", "history", "versions"):  # (the manager API reads accounts itself)
+        monkeypatch.setattr(reads, name, in_the_server)
     async with http(server, admin_token(server)) as h, tcp_client(server) as c:
-        async def one() -> None:
-            assert (await h.get(f"/api/history?login={login}")).status_code == 200
-            done.append("history")
-
-        async def manager() -> None:  # meanwhile the manager API's reads have a connection of their own
-            await trio.sleep(0.1)
-            assert (await c.call("GetUser", {"login": login})).ok
-            done.append("GetUser")
+        async def one(path: str) -> None:
+            assert (await h.get(path)).status_code == 200, path
         async with trio.open_nursery() as nursery:
-            for _ in range(8):
-                nursery.start_soon(one)
-            nursery.start_soon(manager)
-    assert most[0] == 1 and done.index("GetUser") < 7
+            for _ in range(4):
+                for path in (f"/api/history?login={login}", "/api/accounts?q=ali", f"/api/order?order={order}"):
+                    nursery.start_soon(one, path)
+            nursery.start_soon(partial(c.call, "GetUser", {"login": login}))
+        assert (await h.get("/api/history?login=999")).status_code == 404
+        assert (await c.call("GetUser", {"login": login})).ok
+    reader = server._admin.app.reader
+    assert reader._process.pid != os.getpid() and reader._process.poll() is None
+    process = reader._process
+    await server.shutdown()
+    with trio.fail_after(10):  # ended with the server
+        while reader._process is not None:
+            await trio.sleep(0.01)
+    assert process.poll() is not None
 
 
 async def test_verify_runs_on_a_snapshot_of_its_own_beside_the_writer(server):

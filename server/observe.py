@@ -8,6 +8,7 @@ import dataclasses
 import ipaddress
 import logging
 import marshal
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +61,7 @@ SESSION_NAMES = {number: name for name, number in SESSIONS.items()}
 MAX_PAGE = 1000
 METRICS_EVERY = 1.0  # seconds one rendering of /metrics is served for
 VERIFY_TIMEOUT = 600.0  # seconds the page's verify may take
+VERIFY_REST = 3.0  # the next verify starts no sooner than this many times the last one's length after it ended
 PEER: contextvars.ContextVar[str] = contextvars.ContextVar("admin_peer", default="admin")
 # The Host values that name the listener on this connection (None: an in-process stream, no address to check)
 OWN: contextvars.ContextVar[frozenset[bytes] | None] = contextvars.ContextVar("admin_own", default=None)
@@ -102,6 +104,7 @@ class AdminApp:
         self.reader = PageReader(config.db, config.read_timeout) if config.threaded and config.db != ":memory:" \
             else None
         self._verifying: trio.Event | None = None
+        self._verify_free = 0.0  # (Trio time) when the next verify may start
         self.api: dict[bytes, Callable[[dict[str, list[str]], bytes, Claims | None], Awaitable[Any]]] = {
             b"/api/login": self.login, b"/api/config": self.config, b"/api/accounts": self.accounts,
             b"/api/history": self.account_history, b"/api/order": self.order, b"/api/head": self.head_and_verify,
@@ -320,14 +323,18 @@ class AdminApp:
                     "points": h.points()})
 
     async def verify(self, args: dict, body: bytes, claims: Claims) -> Response:
-        """Audit the ledger on a snapshot of its own; a request that comes while one runs gets that one's
-        result."""
+        """Audit the ledger on a snapshot of its own; a request that comes while one runs (or waits for its
+        turn) gets that one's result. A verify starts no sooner than VERIFY_REST times the last one's length
+        after it ended: a loop of them keeps a verify process busy at most a quarter of the time."""
         if self._verifying is not None:
             await self._verifying.wait()
             return _ok(self.last_verify)
         self._verifying = done = trio.Event()
         try:
+            await trio.sleep_until(self._verify_free)
+            started = trio.current_time()
             self.last_verify = await self._audit(claims.login)
+            self._verify_free = trio.current_time() + VERIFY_REST * (trio.current_time() - started)
         finally:
             self._verifying = None
             done.set()
@@ -452,6 +459,7 @@ class PageReader:
 def _page_reads(fd: int) -> None:
     """The reader process: the ledger's path first, then each (read, args) answered (True, result) or (False,
     what failed), each read in a snapshot of its own, until the server's end closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # (a ^C in the server's terminal is the server's to handle)
     conn = Connection(fd)
     path, db = conn.recv_bytes().decode(), None
     while True:
@@ -463,8 +471,17 @@ def _page_reads(fd: int) -> None:
             db = db or engine.connect_ro(path, on_open=engine.bound_session)
             conn.send_bytes(marshal.dumps((True, _in_snapshot(PAGE_READS[name], db, *args))))
         except Exception as e:  # the connection is opened again for the next read
-            db = None
+            db = _closed(db)
             conn.send_bytes(marshal.dumps((False, f"{type(e).__name__}: {e}")))
+
+
+def _closed(db: Any) -> None:
+    """Close ``db`` (if any) whatever state it is in."""
+    try:
+        if db is not None:
+            db.close()
+    except Exception:
+        pass
 
 
 def _text(args: dict[str, list[str]], name: str, longest: int) -> str:

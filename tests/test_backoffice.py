@@ -309,8 +309,30 @@ async def test_verify_runs_in_a_process_of_its_own(server, monkeypatch):
         assert done["head"].startswith("1:") and done["by"] == 1
         assert len(commands) == 1 and commands[0][0] == sys.executable and server.config.db not in commands[0]
         monkeypatch.setattr(observe, "VERIFY_TIMEOUT", 0.0, raising=False)  # one that runs too long: a true answer
+        monkeypatch.setattr(observe, "VERIFY_REST", 0.0, raising=False)  # (and at once)
         late = (await h.post("/api/verify", json={})).json()["data"]
         assert late["ok"] is False and "did not finish within" in late["text"] and late["head"] is None
+
+
+async def test_a_loop_of_verifies_keeps_a_verify_process_busy_a_quarter_of_the_time(server, monkeypatch):
+    """A verify starts no sooner than three times the last one's length after it ended (a request meanwhile
+    waits for it, and is given a verify that started after it asked)."""
+    runs = []
+
+    async def audit(path: str) -> dict:
+        start = trio.current_time()
+        await trio.sleep(0.1)
+        runs.append((start, trio.current_time()))
+        return {"ok": True, "text": "ok: stand-in", "problem": None, "head": "0:0", "finance_rows": 0, "events": 0,
+                "accounts": 0}
+    monkeypatch.setattr(observe, "_verify_process", audit)
+    async with http(server, admin_token(server)) as h:
+        for _ in range(3):
+            asked = trio.current_time()
+            assert (await h.post("/api/verify", json={})).json()["data"]["ok"] is True
+            assert runs[-1][0] >= asked  # its own run, not an earlier one's result
+    for (_, ended), (started, _) in zip(runs, runs[1:]):
+        assert started - ended >= 3 * 0.1 - 0.01
 
 
 async def test_the_page_and_its_files_are_served(server):

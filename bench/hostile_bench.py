@@ -65,7 +65,7 @@ what it measured and keeps the temp dir (logs). ``--quick``: 1.5 s phases, small
 Goal (issue 12): under every attack the well-behaved p99 stays within 3x its no-attack p99 and no
 well-behaved request fails. A PASS/FAIL is printed for each attack against that.
 
-    python bench/hostile_bench.py                 # full run (about 2.5 minutes)
+    python bench/hostile_bench.py                 # full run (about 5 minutes)
     python bench/hostile_bench.py --quick         # smoke test (about 35 s)
     python bench/hostile_bench.py --only flood,h2 --seconds 5
 """

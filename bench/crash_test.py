@@ -82,6 +82,9 @@ HUGE = Decimal(10) ** 9  # more than any account ever holds: a sure NO_MONEY / I
 TRANSIENT_STATUS = {429, 500, 503, 504}
 # Wallet statuses that are not recorded (nothing written; a retry may still apply).
 TRANSIENT_WALLET = {"TEMPORARY_ERROR", "UNKNOWN_ERROR"}
+# What the load must have had answered before the first kill (it waits for them, at most 10 s after its time):
+# every kind applied, and the refusal that must stay refused.
+MIX = frozenset({"BalanceIn", "CreditIn", "BalanceOut", "debit", "credit", "cancel", "BalanceOut:NO_MONEY"})
 ALREADY = {"debit": "BET_ALREADY_EXIST", "credit": "BET_ALREADY_SETTLED", "cancel": "BET_ALREADY_SETTLED"}
 WALLET_REFUSALS = {"debit": {"INSUFFICIENT_FUNDS", "FINAL_ERROR_ACTION_FAILED"},
                    "credit": {"BET_DOES_NOT_EXIST", "BET_ALREADY_SETTLED"},
@@ -491,6 +494,7 @@ class CrashTest:
         self.starts = itertools.count()
         self.rng = random.Random(seed)
         self.load_seconds, self.retry_sample = load_seconds, retry_sample
+        self.answered_kinds: set[str] = set()  # what has been answered so far: see MIX
         # per cycle (cycle i takes item i; no sequence or no item i: a random choice): the sync timeout in
         # ms, and whether the kill comes mid-storm. A short test can then be sure to cover each kind of cycle.
         self.sync_timeouts, self.storms = sync_timeouts, storms
@@ -590,6 +594,7 @@ class CrashTest:
             reply = await call.reply()
             norm = mgr_norm(reply, sync)
             self.stats.answered += 1
+            self.answered_kinds.add(op.command if norm[0] == "ok" else f"{op.command}:{norm[2]}")
             if norm[0] == "err" and norm[1] in TRANSIENT_STATUS:
                 self.stats.transient[norm[2]] = self.stats.transient.get(norm[2], 0) + 1
         except ConnectionLost:
@@ -639,6 +644,8 @@ class CrashTest:
                 self.fail(f"{op.describe()}: HTTP {r.status_code} {r.text[:200]}")
             status = json.loads(r.content, parse_float=Decimal)["status"]
             self.stats.answered += 1
+            if status == "OK" and not changed:
+                self.answered_kinds.add(op.kind)
             if status in TRANSIENT_WALLET:
                 self.stats.transient[status] = self.stats.transient.get(status, 0) + 1
         except httpx.HTTPError:
@@ -783,6 +790,9 @@ class CrashTest:
 
         async def killer(n: trio.Nursery, storm: Client) -> None:
             await trio.sleep(duration)
+            with trio.move_on_after(10):  # a loaded machine answers less in the same time: wait for the mix
+                while not MIX <= self.answered_kinds:
+                    await trio.sleep(0.01)
             mid_storm = self.rng.random() < 0.5
             if self.storms is not None and self.cycle < len(self.storms):
                 mid_storm = self.storms[self.cycle]

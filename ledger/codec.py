@@ -9,9 +9,10 @@ from typing import Any, Callable
 
 import orjson
 
-from . import wallet
-from .rules import FinanceRequest, LedgerError
-from .store import AddAccount, CatchUp, Event, Finance, Outcome, Receipt
+from .commands import (AddAccount, CatchUp, Event, Finance, OpenSession, Outcome, PruneSessions, Receipt, WalletCall,
+                       WalletResult)
+from .errors import LedgerError
+from .rules import FinanceRequest
 
 _PLAIN = frozenset({int, str, bytes, bool, float, type(None)})
 
@@ -51,10 +52,10 @@ _register(Event)
 _register(Receipt)
 _register(LedgerError, ("status", "code", "message"))
 _register(orjson.Fragment, get=lambda f: (orjson.dumps(f),))  # exact money, already JSON (reads.account)
-_register(wallet.WalletCall)
-_register(wallet.WalletResult)
-_register(wallet.OpenSession)
-_register(wallet.PruneSessions)
+_register(WalletCall)
+_register(WalletResult)
+_register(OpenSession)
+_register(PruneSessions)
 _register(CatchUp, get=lambda c: ())
 
 

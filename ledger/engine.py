@@ -17,6 +17,8 @@ import sys
 from typing import Any, Callable, Iterable
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from .errors import RolledBack
+
 # A read snapshot (every query of a read or an audit sees the same committed state).
 SQLITE_SNAPSHOT = "BEGIN"
 PG_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -82,8 +84,6 @@ def _psycopg() -> Any:
     return psycopg
 
 
-class RolledBack(Exception):
-    """PostgreSQL answered a COMMIT with ROLLBACK: the transaction had failed, nothing of it was written."""
 
 
 class PgConnection:

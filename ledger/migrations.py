@@ -12,10 +12,9 @@ from importlib import resources
 from typing import Any
 
 from . import engine
+from .errors import SchemaError
 
 
-class SchemaError(RuntimeError):
-    """The database cannot be used by this program (newer than it, or not a syncledger ledger)."""
 
 
 # (version it brings the database to, what it does, its SQL statements in order)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from .errors import LedgerError
 from .money import MAX_MICRO, to_text
 
 # Operation codes (platform SDK numbering).
@@ -35,20 +36,6 @@ DELETES = {"DeleteBalance": BALANCE_CMDS, "DeleteCredit": CREDIT_CMDS}
 MAX_TOTAL = 9 * 10**18
 
 
-class LedgerError(Exception):
-    """A typed refusal: ``status`` (HTTP-like), ``code`` (wire error) and a readable message."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, LedgerError) and (self.status, self.code) == (other.status, other.code)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"LedgerError({self.status}, {self.code!r}, {self.message!r})"
 
 
 def no_money(what: str, login: int) -> LedgerError:

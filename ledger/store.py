@@ -7,106 +7,30 @@ No Trio here; the caller serialises every call (the server's mainLoop owns the S
 from __future__ import annotations
 
 import errno
-import hashlib
 import itertools
 import logging
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
-import orjson
 
-from . import engine, migrations, reads, rules
+from . import engine, migrations, reads, rules, wallet
+from .chain import GENESIS, event_hash, finance_hash
+from .commands import AddAccount, CatchUp, Finance, Outcome, Receipt
+from .errors import LedgerOpenError, Unsure
 from .rules import Event, FinanceRequest, LedgerError, Version
 
 log = logging.getLogger("syncledger.ledger")
 SCHEMA_VERSION = migrations.LATEST
 MAX_ID = 2**63 - 1  # SQLite INTEGER (PostgreSQL BIGINT): the largest login or order
-GENESIS = "0" * 64
 _ABSENT = object()  # in the undo log: the key was not in its mapping
 _KEYS_PER_QUERY = 900  # ext_ids per prefetch query (SQLite's smallest bound on variables is 999)
 _KEY_QUERY_SIZES = (1, 4, 16, 64, 256, _KEYS_PER_QUERY)
 CATCH_UP_HELD = 10_000  # other nodes' events a node of a cluster holds to publish (more: its subscribers replay)
 PG_READ_BACK_WAIT = 10.0  # seconds a lost session may take to end before its batch is called unknowable
-
-
-def finance_hash(prev: str, row_id: int, v: Version, source: str, ext_id: str | None, created: int) -> str:
-    """SHA-256 of a finance row's content chained to the previous row's hash."""
-    return hashlib.sha256(orjson.dumps([
-        prev, row_id, v.order, v.version, v.login, v.cmd, v.state, v.amount, v.delta, v.balance,
-        v.credit, v.comment, v.open_time, v.close_time, source, ext_id, created,
-    ])).hexdigest()
-
-
-def event_hash(prev: str, seq: int, type_: int, record_id: int, data: bytes) -> str:
-    """SHA-256 of an event chained to the previous event's hash."""
-    return hashlib.sha256(orjson.dumps([prev, seq, type_, record_id]) + data).hexdigest()
-
-
-@dataclass(slots=True)
-class Receipt:
-    """What a finance command did: enough to answer both the plain and the ``…Sync`` form."""
-
-    order: int
-    login: int
-    cmd: int
-    amount: int
-    type: int  # event type; its acceptance state is rules.ACCEPT_STATE[type]
-    record: bytes  # the trade record JSON (the event's data)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """One command's result: an error, or data (command specific) and the events it committed."""
-
-    error: LedgerError | None = None
-    data: Any = None
-    events: list[Event] = field(default_factory=list)
-    replay: bool = False  # answered from an idempotency key, nothing new written
-
-
-@dataclass(slots=True)
-class Finance:
-    """A finance request with its context: time, idempotency scope and a reserved order number."""
-
-    request: FinanceRequest
-    now: int
-    manager: int | None = None  # idempotency is per (manager, ext_id)
-    ext_id: str | None = None
-    new_order: int | None = None  # order number to use if a new order is created
-    source: str = "manager"
-
-
-@dataclass(frozen=True, slots=True)
-class AddAccount:
-    name: str
-    currency: str
-    now: int
-    group: str = "default"
-    login: int | None = None  # None: the next free login
-    manager: int | None = None  # idempotency, as for finance: per (manager, ext_id)
-    ext_id: str | None = None
-    leverage: int = 100
-    email: str = ""
-    enable: bool = True
-    password_hash: str | None = None  # hashed by the caller (slow, salted): never compared on a retry
-
-    def payload(self) -> str:
-        """Canonical text of what the request asks, for idempotency comparison (the password left out:
-        its hash is salted, so a retry could never match it)."""
-        return orjson.dumps(["AddUser", self.name, self.currency, self.group, self.login, self.leverage,
-                             self.email, self.enable]).decode()
-
-
-@dataclass(frozen=True, slots=True)
-class CatchUp:
-    """A node of a cluster (several servers on one PostgreSQL ledger) puts one first in every batch: its outcome
-    carries the events other nodes committed since this store last looked, to be published before the batch's
-    own (or, as its ``data``, the seq up to which they were too many to hold). A batch of nothing else reads
-    them from one snapshot, without the head lock."""
 
 
 class _Isolate(Exception):
@@ -119,15 +43,8 @@ class _Isolate(Exception):
         self.unstaged = unstaged
 
 
-class Unsure(Exception):
-    """The store cannot know what the ledger file holds: a ROLLBACK failed, a failed COMMIT cannot be read
-    back with certainty, or the file was unlinked or replaced (PostgreSQL: the connection was lost, or
-    another writer moved the ledger's head). Nothing it has in memory may be served; the only safe move is to
-    stop and let a restart read the truth from the ledger."""
 
 
-class LedgerOpenError(Exception):
-    """The ledger file cannot be opened or created (a missing directory, no permission, not a database)."""
 
 
 def make_private(path: str) -> None:
@@ -194,8 +111,6 @@ class Store:
         self._xid: int | None = None  # PostgreSQL: the id of the batch's transaction
         self._load()
         self._check_files()
-        from . import wallet  # wallet commands build on this module
-
         wallet.install(self)
 
     def _open_sqlite(self, path: str, synchronous: str, create: bool) -> None:
@@ -358,86 +273,104 @@ class Store:
                 defer, isolate = False, not rerun.unstaged
 
     def _apply(self, commands: Sequence[Any], defer: bool, isolate: bool) -> list[Outcome]:
+        """One run of a batch, in phases: begin (PostgreSQL: lock the head), execute each command, write what
+        is staged, stamp the batch's number, commit, and settle its fate; asserts at the phase boundaries."""
         db = self.db
         db.execute(self._begin)  # (PostgreSQL: on a new session, should the store's have been lost)
-        outcomes = []
         self._staged = ([], [], [])
-        heads = self._mark()
-        batch_no, start = self.batch_no, db.total_changes
+        heads, batch_no, start = self._mark(), self.batch_no, db.total_changes
         committing = False
-        savepoints = self.postgres
         try:
-            if savepoints:
+            if self.postgres:
                 self._lock_head()
                 heads, batch_no = self._mark(), self.batch_no  # (a node of a cluster may have caught up)
-                next_order = self._peek_order() if self.cluster else 0
+            next_order = self._peek_order() if self.cluster else 0
             self._prefetch_keys(commands)
-            foreign = self._foreign
-            for command in commands:
-                if type(command) is CatchUp:  # the first one carries what other nodes committed
-                    outcomes.append(Outcome(data=self._skipped, events=foreign))
-                    foreign = []
-                    continue
-                if type(command) is not Finance:
-                    self._write_staged()  # it may read rows back or reference them: they must be in SQL
-                mark = self._mark()
-                changes = db.total_changes
-                # PostgreSQL: a savepoint for every command that runs SQL of its own (a deferred Finance only reads)
-                guarded = isolate or (savepoints and (not defer or type(command) is not Finance))
-                if guarded:
-                    db.execute("SAVEPOINT cmd")
-                try:
-                    outcome = self._handlers[type(command)](command)
-                    if not defer:
-                        self._flush()
-                except Exception as error:
-                    if engine.fatal(error):
-                        raise  # the database itself failed (disk, I/O, corruption): the whole batch fails
-                    if isolate:
-                        db.execute("ROLLBACK TO cmd")
-                    elif db.total_changes != changes:
-                        raise _Isolate() from error  # it wrote before failing: only a savepoint can undo that
-                    elif guarded:
-                        db.execute("ROLLBACK TO cmd")  # PostgreSQL: the failed statement aborted the transaction
-                    elif savepoints and isinstance(error, self._errors):
-                        raise _Isolate(unstaged=True) from error  # aborted with no savepoint: again, with them
-                    self._revert(mark)  # its staged rows too: they were never written
-                    if not isinstance(error, LedgerError):
-                        if not engine.integrity(error):
-                            log.exception("command %r failed; the others in its batch go on", command)
-                        error = LedgerError(500, "INTERNAL", f"ledger refused the command: {error}")
-                    outcome = Outcome(error=error)
-                    self._remember_failure(command, error)
-                if not defer:
-                    self._flush()
-                if guarded:
-                    db.execute("RELEASE cmd")
-                outcomes.append(outcome)
+            outcomes, foreign = self._execute(commands, defer, isolate)
             self._write_staged()
-            # the batch's number, read back if its COMMIT fails (a node of a cluster: also when it took order
-            # numbers, so that no other node gives them again)
-            if db.total_changes != start or (self.cluster and self._peek_order() != next_order):
-                self.batch_no += 1
-                if self.cluster:  # the next order number too, and the other nodes are told (at COMMIT)
-                    db.execute(engine.PG_SET_HEAD, (str(self.batch_no), str(self._peek_order())))
-                    db.execute(engine.PG_NOTIFY, (f"{self._schema} {self.seq} {self.node}",))
-                else:
-                    db.execute(self._set_batch, (str(self.batch_no),))
+            own = sum(len(o.events) for c, o in zip(commands, outcomes, strict=True) if type(c) is not CatchUp)
+            assert self.seq == heads[3] + own and self.finance_id == heads[1] + own, "seq and ids: one each per event"
+            self._stamp(db.total_changes != start or (self.cluster and self._peek_order() != next_order))
+            assert self._staged == ([], [], []), "nothing is left staged at COMMIT"
             committing = True
             self._sql_commit()
         except BaseException as error:
-            if committing:
-                landed = self._landed(error, batch_no)
-            else:
-                landed = False
-                if db.in_transaction and not (self.postgres and engine.lost(db)):  # (a lost one is ended by
-                    self._rollback()                                                 # the database, unfinished)
+            landed = committing and self._landed(error, batch_no)
+            if not committing and db.in_transaction and not (self.postgres and engine.lost(db)):
+                self._rollback()  # (a lost session's transaction is ended by the database, unfinished)
             if not landed:
                 self.batch_no = batch_no
                 self._revert(heads)
                 self._keys, self._versions = {}, {}
                 raise
             log.warning("COMMIT reported %r, but the batch is in the ledger file: it stands", error)
+        self._settle(foreign)
+        return outcomes
+
+    def _execute(self, commands: Sequence[Any], defer: bool, isolate: bool) -> tuple[list[Outcome], list[Event]]:
+        """Each command's outcome, one failure never sinking the others (a failure that only a rerun can
+        undo raises _Isolate); also the other nodes' events, if no CatchUp took them."""
+        db = self.db
+        outcomes, foreign = [], self._foreign
+        savepoints = self.postgres
+        for command in commands:
+            if type(command) is CatchUp:  # the first one carries what other nodes committed
+                outcomes.append(Outcome(data=self._skipped, events=foreign))
+                foreign = []
+                continue
+            if type(command) is not Finance:
+                self._write_staged()  # it may read rows back or reference them: they must be in SQL
+            mark = self._mark()
+            changes = db.total_changes
+            # PostgreSQL: a savepoint for every command that runs SQL of its own (a deferred Finance only reads)
+            guarded = isolate or (savepoints and (not defer or type(command) is not Finance))
+            if guarded:
+                db.execute("SAVEPOINT cmd")
+            try:
+                outcome = self._handlers[type(command)](command)
+                if not defer:
+                    self._flush()
+            except Exception as error:
+                if engine.fatal(error):
+                    raise  # the database itself failed (disk, I/O, corruption): the whole batch fails
+                if isolate:
+                    db.execute("ROLLBACK TO cmd")
+                elif db.total_changes != changes:
+                    raise _Isolate() from error  # it wrote before failing: only a savepoint can undo that
+                elif guarded:
+                    db.execute("ROLLBACK TO cmd")  # PostgreSQL: the failed statement aborted the transaction
+                elif savepoints and isinstance(error, self._errors):
+                    raise _Isolate(unstaged=True) from error  # aborted with no savepoint: again, with them
+                self._revert(mark)  # its staged rows too: they were never written
+                if not isinstance(error, LedgerError):
+                    if not engine.integrity(error):
+                        log.exception("command %r failed; the others in its batch go on", command)
+                    error = LedgerError(500, "INTERNAL", f"ledger refused the command: {error}")
+                outcome = Outcome(error=error)
+                self._remember_failure(command, error)
+            if not defer:
+                self._flush()
+            if guarded:
+                db.execute("RELEASE cmd")
+            outcomes.append(outcome)
+        assert len(outcomes) == len(commands), "one outcome per command"
+        return outcomes, foreign
+
+    def _stamp(self, wrote: bool) -> None:
+        """Leave the batch's number in the ledger if it wrote anything, to be read back should its COMMIT fail
+        (a node of a cluster: also the next order number, and a notification to the other nodes at COMMIT)."""
+        if not wrote:
+            return
+        self.batch_no += 1
+        if self.cluster:
+            self.db.execute(engine.PG_SET_HEAD, (str(self.batch_no), str(self._peek_order())))
+            self.db.execute(engine.PG_NOTIFY, (f"{self._schema} {self.seq} {self.node}",))
+        else:
+            self.db.execute(self._set_batch, (str(self.batch_no),))
+
+    def _settle(self, foreign: list[Event]) -> None:
+        """After a batch is in the ledger: nothing to undo, and the file checked (what it holds is unknown if
+        it cannot be)."""
         self._undo.clear()
         self._keys, self._versions = {}, {}
         if foreign is not self._foreign:  # published with this batch
@@ -448,7 +381,6 @@ class Store:
             raise
         except Exception as e:  # committed, yet the file cannot be checked: what it holds is unknown
             raise Unsure(f"the ledger file could not be checked after a commit ({e})") from e
-        return outcomes
 
     def _lock_head(self) -> None:
         """PostgreSQL: lock the ledger's head row for this batch (batches serialise on it). It must hold this
@@ -798,7 +730,7 @@ class Store:
                 status, error, message, _, login, _ = seen
                 if login is None:
                     return Outcome(error=LedgerError(status, error, message), replay=True)
-                return Outcome(data=self.get_account(login), replay=True)
+                return Outcome(data=reads.account(self.db, login), replay=True)
         login = c.login
         if login is None:
             top = self.db.execute("SELECT MAX(login) FROM accounts").fetchone()[0] if self.cluster else \
@@ -816,7 +748,7 @@ class Store:
         if keyed:
             self._stage_key(c, c.payload(), 200, login=login)
         self._set(self.accounts, login, (c.currency, 0, 0))
-        return Outcome(data=self.get_account(login))
+        return Outcome(data=reads.account(self.db, login))
 
     # ------------------------------------------------------------------ reads
 
@@ -838,28 +770,3 @@ class Store:
     def current_version(self, order: int) -> Version | None:
         v = self._versions.get(order)  # written in this batch: maybe staged, not yet in SQL
         return v if v is not None else reads.current_version(self.db, order)
-
-    # Reads of committed state: the functions of ledger.reads on this connection (the server also runs them
-    # on read-only connections of their own, outside the writer's lock).
-
-    def get_account(self, login: int) -> dict | None:
-        return reads.account(self.db, login)
-
-    def get_accounts(self, group: str | None, from_login: int, limit: int) -> tuple[list[dict], int | None]:
-        return reads.accounts(self.db, group, from_login, limit)
-
-    def account_password(self, login: int) -> str | None:
-        return reads.account_password(self.db, login)
-
-    def get_record(self, order: int) -> bytes | None:
-        return reads.record(self.db, order)
-
-    def get_records(self, login: int, start: int | None = None, end: int | None = None,
-                    limit: int = 10_000) -> list[bytes]:
-        return reads.records(self.db, login, start, end, limit)
-
-    def events_after(self, seq: int, limit: int = 1000) -> list[Event]:
-        return reads.events_after(self.db, seq, limit)
-
-    def get_manager(self, login: int) -> tuple[str, int, int] | None:
-        return reads.manager(self.db, login)

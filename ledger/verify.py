@@ -35,7 +35,7 @@ import orjson
 
 from . import engine, migrations, rules
 from .rules import TS_DELETED, Version
-from .store import GENESIS, event_hash, finance_hash
+from .chain import GENESIS, event_hash, finance_hash
 
 # Triggers of schema.sql that a ledger of an earlier schema version does not have yet (version they came in).
 _TRIGGER_SINCE = {"accounts_no_delete": 3, "accounts_fixed": 3}

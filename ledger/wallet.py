@@ -4,13 +4,10 @@ round (``game.id``), idempotent by ``transaction.id``, with tombstones for a cre
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from .rules import TS_DELETED, FinanceRequest, LedgerError
-from .store import Outcome
-
-if TYPE_CHECKING:
-    from .store import Store
+from .commands import Host, OpenSession, Outcome, PruneSessions, WalletCall, WalletResult
+from .errors import LedgerError
+from .rules import TS_DELETED, FinanceRequest
 
 # Wallet status strings (the provider's).
 OK = "OK"
@@ -22,51 +19,6 @@ INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
 BET_ALREADY_EXIST = "BET_ALREADY_EXIST"
 BET_ALREADY_SETTLED = "BET_ALREADY_SETTLED"
 FINAL_ERROR_ACTION_FAILED = "FINAL_ERROR_ACTION_FAILED"
-
-
-@dataclass(frozen=True, slots=True)
-class OpenSession:
-    login: int
-    sid: str
-    now: int
-    ttl: int  # idle seconds before the sid expires
-
-
-@dataclass(frozen=True, slots=True)
-class PruneSessions:
-    """Forget the game sessions last seen before ``before`` (expired: they can no longer be used)."""
-
-    before: int
-
-
-@dataclass(slots=True)
-class WalletCall:
-    """One provider call. ``payload`` is the canonical content compared on a repeated transaction.id."""
-
-    action: str  # check | balance | debit | credit | cancel
-    login: int
-    now: int
-    ttl: int  # idle seconds before a sid expires
-    sid: str | None = None
-    currency: str | None = None
-    txid: str | None = None
-    ref_id: str | None = None
-    game_id: str | None = None  # the round
-    amount: int = 0
-    payload: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class WalletResult:
-    """``balance``/``bonus`` are the account's balance and credit (micro-units), None if it is unknown;
-    ``retransmission`` marks the answer to a transaction.id seen before; ``closed_round`` a new debit, credit or
-    cancel whose round a credit had already settled (the server warns: a reused game.id?)."""
-
-    status: str
-    balance: int | None = None
-    bonus: int | None = None
-    retransmission: bool = False
-    closed_round: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +40,7 @@ _TX = "SELECT kind, txid, login, ref_id, game_id, payload, status, order_id, seq
 
 
 class _Wallet:
-    def __init__(self, store: Store):
+    def __init__(self, store: Host):
         self.store, self.db = store, store.db
 
     def open_session(self, c: OpenSession) -> Outcome:
@@ -285,7 +237,7 @@ def _comment(c: WalletCall, round_id: str | None = None) -> str:
     return text[:255]
 
 
-def install(store: Store) -> None:
+def install(store: Host) -> None:
     """Teach ``store`` the wallet commands."""
     wallet = _Wallet(store)
     store.register(OpenSession, wallet.open_session)

@@ -26,22 +26,21 @@ from syncledger.ledger.wallet import PruneSessions
 
 from . import admin, ws
 from .wallet import WalletApp
-from .writer import WriterProcess
+from .core.writer import WriterProcess
 from .auth import Claims, LoginThrottle, ManagerKeys, Tokens
-from .broker import Broker
+from .core.broker import Broker
 from .commands import Dispatcher
-from .faults import Faults
 from .health import Watch
 from .http import HttpServer, Limits
 from .limits import Gate, LineBudget, SubscriberCap, default_cap, peer_address, raise_descriptor_limit
-from .lockfile import LedgerLock, PgLock
-from .mainloop import Job, MainLoop, ShuttingDown
+from .core.lockfile import LedgerLock, PgLock
+from .core.mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
 from .observe import AdminApp, AdminServer
-from .reads import READ_TIMEOUT, ReadPool
-from .tail import Tail
+from .core.readpool import READ_TIMEOUT, ReadPool
+from .core.tail import Tail
 from .tcp import Connection
-from .timeouts import Timeouts
+from .core.timeouts import Timeouts
 
 log = logging.getLogger("syncledger")
 KEYS_WAIT = 1.0  # seconds a request waits for the managers' key versions to be read again (see Server.authorize)
@@ -164,7 +163,7 @@ class Server:
         self._root: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._conns: trio.Nursery | None = None
-        self._faults: Faults | None = None
+        self._faults: Any = None  # see faults
         self._connections_done = trio.Event()
         self.stopping = False
         self.failure: str | None = None  # set by a fail-stop
@@ -174,9 +173,7 @@ class Server:
         ``wanted`` first takes in what the other nodes committed (a subscriber moving over from another node
         names a seq of theirs, which this node's tail may not have brought yet)."""
         if self.tail is not None and wanted > self.mainloop.committed_seq:
-            caught_up = trio.Event()
-            await self.mainloop.submit(Job(CatchUp(), lambda _: caught_up.set()))
-            await caught_up.wait()  # (answered after its events were published)
+            await self.mainloop.run_command(CatchUp())  # (answered after its events were published)
         return self.mainloop.committed_seq
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -389,9 +386,11 @@ class Server:
         return client
 
     @property
-    def faults(self) -> Faults:
+    def faults(self) -> Any:
         """The fault-injection switches (created on first use; off until switched)."""
         if self._faults is None:
+            from .testing.faults import Faults  # (the toolkit, imported only by a test that uses it)
+
             self._faults = self.mainloop.faults = Faults(self)
         return self._faults
 

@@ -25,7 +25,7 @@ from . import admin, logs, migrate, ops
 from .admin import SecretExposed, SecretMissing
 from .app import Config, FailStop, ListenError, TlsError, serve
 from .auth import SESSIONS, Tokens
-from .lockfile import LedgerLocked
+from .core.lockfile import LedgerLocked
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
 MAX_TTL = 366 * 24 * 3600  # the longest a token from `syncledger token` may last (a year, leap day included)

@@ -13,17 +13,16 @@ import orjson
 import trio
 from pydantic import BaseModel, ValidationError
 
-from syncledger.ledger import AddAccount, Finance, FinanceRequest, Outcome, to_text
-from syncledger.ledger import reads, rules
-from syncledger.ledger.wallet import OpenSession
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, OpenSession, Outcome, reads, rules, to_text
 
 from . import models, protocol
 from .auth import (FINANCE_SESSIONS, SESSION_ADMIN, SESSION_MANAGER, SESSION_USER, AuthError, Claims,
                    check_password, hash_password)
-from .mainloop import Job, ShuttingDown
-from .reads import ReadStalled
+from .core.mainloop import Job, ShuttingDown
+from .core.readpool import ReadStalled
 from .pending import Pending
-from .protocol import ProtocolError, Request, quoted
+from .protocol import ProtocolError, Request
+from .wire import quoted
 
 if TYPE_CHECKING:
     from .app import Server

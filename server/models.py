@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from syncledger.ledger.money import MoneyError, to_micro
-from syncledger.ledger.store import MAX_ID
+from syncledger.ledger import MAX_ID
 
 
 def _micro(value: Any) -> int:

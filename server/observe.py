@@ -30,8 +30,8 @@ from syncledger.ledger.verify import head
 from .auth import FINANCE_SESSIONS, SESSION_ADMIN, SESSIONS, AuthError, Claims
 from .http import HttpServer, Response
 from .limits import peer_address
-from .mainloop import ShuttingDown
-from .reads import ReadStalled, _in_snapshot
+from .core.mainloop import ShuttingDown
+from .core.readpool import ReadStalled, _in_snapshot
 from .metrics import History
 from .pending import Pending
 

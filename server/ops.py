@@ -17,10 +17,9 @@ from urllib.parse import quote
 
 import sqlite_utils
 
-from syncledger.ledger import engine, head, migrations, verify_path
-from syncledger.ledger.store import make_private
+from syncledger.ledger import engine, head, make_private, migrations, verify_path
 
-from .lockfile import LedgerLock, LedgerLocked
+from .core.lockfile import LedgerLock, LedgerLocked
 
 
 class OpsError(Exception):

@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from syncledger.ledger import Outcome
-from syncledger.ledger.store import Event
+from syncledger.ledger import Event, Outcome
 
 from . import protocol
 
 if TYPE_CHECKING:
     from .metrics import Metrics
-    from .timeouts import Timeouts
+    from .core.timeouts import Timeouts
 
 
 class Replies(Protocol):

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 import trio
 
 from . import protocol
-from .broker import Outbox
+from .core.broker import Outbox
 from .limits import LineBudget, left_out, peer_address
 from .pending import Pending
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from .core.broker import Broker
     from .metrics import Metrics
     from .commands import Dispatcher
 

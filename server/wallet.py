@@ -11,16 +11,15 @@ from urllib.parse import parse_qs
 
 import h11
 import orjson
-import trio
 from pydantic import ValidationError
 
 from syncledger.ledger import Outcome, to_text
 from syncledger.ledger import wallet as w
 
 from .http import Response
-from .mainloop import Job, ShuttingDown
+from .core.mainloop import ShuttingDown
 from .models import WalletMove, WalletSession, WalletUser
-from .protocol import decode_json, invalid_value
+from .wire import decode_json, invalid_value
 
 if TYPE_CHECKING:
     from .app import Server
@@ -193,13 +192,4 @@ class WalletApp:
         return ok
 
     async def _run(self, call: w.WalletCall | w.OpenSession) -> Outcome:
-        done = trio.Event()
-        box: list[Outcome] = []
-
-        def finished(outcome: Outcome) -> None:
-            box.append(outcome)
-            done.set()
-
-        await self.s.mainloop.submit(Job(call, finished))
-        await done.wait()
-        return box[0]
+        return await self.s.mainloop.run_command(call)

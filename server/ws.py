@@ -11,9 +11,9 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from .auth import FINANCE_SESSIONS, AuthError
-from .broker import Outbox, split_lines
+from .core.broker import Outbox, split_lines
 from .limits import left_out
-from .mainloop import ShuttingDown
+from .core.mainloop import ShuttingDown
 
 if TYPE_CHECKING:
     from .app import Server

@@ -18,12 +18,12 @@ from syncledger.ledger import Finance, FinanceRequest, Store, verify, verify_pat
 from syncledger.ledger import store as store_module
 from syncledger.ledger.store import CatchUp, LedgerOpenError
 from syncledger.ledger.wallet import OpenSession
-from syncledger.server import lockfile
+from syncledger.server.core import lockfile
 from syncledger.server.app import serve
-from syncledger.server.tail import Tail, parse_note
+from syncledger.server.core.tail import Tail, parse_note
 from syncledger.server.auth import SESSION_MANAGER, Tokens
 from syncledger.server.client import ConnectionLost, connect
-from syncledger.server.lockfile import LedgerLock, LedgerLocked
+from syncledger.server.core.lockfile import LedgerLock, LedgerLocked
 from tests.conftest import add_account, admin_token, make_config, tcp_client
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
 from tests.test_batch_writer import NOW, U, Crash, _command, _generator, _outcome

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import struct
 
 import pytest
 import trio
@@ -64,7 +65,7 @@ async def test_from_seq_replays_without_gap_or_duplicate_then_goes_live(mem_serv
 
 @every_backend
 async def test_replay_while_writes_continue_has_no_gap(mem_server, autojump_clock):
-    from syncledger.server import broker as broker_module
+    from syncledger.server.core import broker as broker_module
 
     broker_module_page = broker_module.REPLAY_PAGE
     broker_module.REPLAY_PAGE = 7  # many pages, with writes landing between them
@@ -81,6 +82,21 @@ async def test_replay_while_writes_continue_has_no_gap(mem_server, autojump_cloc
     finally:
         broker_module.REPLAY_PAGE = broker_module_page
     assert seqs == list(range(1, 81))
+
+
+async def test_replay_never_drops_a_client_that_reads(nursery, autojump_clock):
+    srv = await nursery.start(serve, make_config(db=":memory:", threaded=False, outbox_size=64))
+    async with mem_client(srv) as c:
+        login = await add_account(c)
+        for chunk in range(10):
+            calls = [c.start("BalanceIn", {"login": login, "amount": 1}) for _ in range(20)]
+            for call in calls:
+                await call.reply()
+        sync = c.start("CreditInSync", {"login": login, "amount": 1, "comment": "x"})
+        sub = c.start("Subscribe", {"chanels": ["trade:event"], "from_seq": 0})
+        assert (await sync.reply()).ok and (await sub.reply()).ok
+        seqs = [(await c.receive_event())["seq"] for _ in range(201)]
+    assert seqs == list(range(1, 202))
 
 
 async def test_unsubscribe_stops_events(mem_server, autojump_clock):
@@ -153,6 +169,41 @@ async def test_websocket_slow_client_is_closed_with_1013(nursery, tmp_path):
                     code = closed.reason.code
     assert code == 1013
     assert srv.broker.dropped >= 1
+
+
+async def _reset(sock: trio.socket.SocketType) -> None:
+    """Close with RST, the way a crashed client goes away."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def test_a_websocket_client_resetting_mid_handshake_does_not_stop_the_server(server):
+    for _ in range(3):
+        sock = trio.socket.socket()
+        await sock.connect(("127.0.0.1", server.ports.ws))
+        await sock.send(b"GET /events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        await _reset(sock)
+    await trio.sleep(0.2)
+    async with tcp_client(server) as c:
+        assert (await c.call("Ping")).ok
+
+
+async def test_a_websocket_subscriber_resetting_while_events_flow_does_not_stop_the_server(server):
+    async with tcp_client(server) as c:
+        login = await add_account(c)
+        sock = trio.socket.socket()
+        await sock.connect(("127.0.0.1", server.ports.ws))
+        await sock.send(f"GET /events?token={admin_token(server)} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        await sock.recv(4096)  # the 101 answer
+        calls = [c.start("BalanceIn", {"login": login, "amount": 1}) for _ in range(200)]
+        await _reset(sock)
+        for call in calls:
+            assert (await call.reply()).ok
+        await trio.sleep(0.2)
+        assert (await c.call("Ping")).ok
 
 
 @every_backend

@@ -325,7 +325,7 @@ async def test_a_replay_holds_little_memory_for_a_client_that_does_not_read(auto
     """Replayed events wait in the outbox only up to REPLAY_BYTES (and one piece of 100 lines), however large
     the outbox may grow for replies: two hundred stalled replays hold 200 x REPLAY_BYTES (and the rest of the
     page each is at), not 200 x half the outbox."""
-    from syncledger.server import broker
+    from syncledger.server.core import broker
     from syncledger.server.testing import Harness, test_config
     monkeypatch.setattr(broker, "REPLAY_BYTES", 200_000)
     async with trio.open_nursery() as nursery:
@@ -341,7 +341,7 @@ async def test_a_replay_holds_little_memory_for_a_client_that_does_not_read(auto
 
 
 async def test_a_replay_overtaken_by_new_events_pages_on_and_misses_nothing(autojump_clock, monkeypatch):
-    from syncledger.server import broker
+    from syncledger.server.core import broker
     from syncledger.server.testing import Harness, test_config
     monkeypatch.setattr(broker, "REPLAY_PAGE", 10)
     async with trio.open_nursery() as nursery:

@@ -9,8 +9,9 @@ import pytest
 import trio
 
 from syncledger.server import protocol
+from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_DEALER, SESSION_MANAGER, SESSION_USER, Tokens
-from tests.conftest import add_account, admin_token, assert_ledger_ok, event_count, mem_client
+from tests.conftest import add_account, admin_token, assert_ledger_ok, event_count, make_config, mem_client
 from tests.pgcluster import backend, every_backend, ledger_db, mem_db, mem_server, pg_cluster, pg_url  # noqa: F401
 
 
@@ -197,6 +198,13 @@ async def test_unknown_command_is_404(mem_server, login_1000, autojump_clock):
     assert (reply.status, reply.error) == (404, "UNKNOWN_COMMAND")
 
 
+async def test_empty_ext_id_is_refused(mem_server, autojump_clock):
+    async with mem_client(mem_server) as c:
+        login = await add_account(c)
+        reply = await c.call("CreditIn", {"login": login, "amount": 1, "comment": "x"}, ext_id="")
+    assert (reply.status, reply.error) == (400, "INVALID_REQUEST")
+
+
 @every_backend
 async def test_login_with_stored_manager(nursery, backend, ledger_db):
     from syncledger.ledger import Store
@@ -283,3 +291,15 @@ async def test_get_trades_says_when_there_are_more(mem_server, login_1000, autoj
         full = await c.call("GetTrades", {"login": 1000})
     assert len(first.data["trades"]) == 1 and first.data["more"] is False
     assert len(full.data["trades"]) == 2 and full.data["more"] is True
+
+
+async def test_shutdown_answers_and_flushes_every_request_it_read(nursery, autojump_clock):
+    srv = await nursery.start(serve, make_config(db=":memory:", threaded=False))
+    async with mem_client(srv) as c:
+        login = await add_account(c)
+        srv.faults.pause()
+        calls = [c.start("BalanceIn", {"login": login, "amount": 1}) for _ in range(20)]
+        await trio.sleep(0.01)
+        nursery.start_soon(srv.shutdown)
+        replies = [await call.reply() for call in calls]  # ConnectionLost if a reply was not flushed
+    assert all(r.ok for r in replies)

@@ -11,7 +11,7 @@ import pytest
 from syncledger.ledger import Finance, FinanceRequest, Store, engine, verify_path
 from syncledger.ledger import store as store_module
 from syncledger.server.cli import main
-from syncledger.server.lockfile import LedgerLock
+from syncledger.server.core.lockfile import LedgerLock
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
 from tests.test_batch_writer import NOW, U, _command, _generator, _outcome, _setup
 

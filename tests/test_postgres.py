@@ -19,7 +19,7 @@ from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store, engine
 from syncledger.ledger import store as store_module
 from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import LedgerOpenError, Unsure
-from syncledger.server.lockfile import LedgerLock, LedgerLocked
+from syncledger.server.core.lockfile import LedgerLock, LedgerLocked
 from syncledger.server.testing import running, test_config
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
 from tests.test_batch_writer import NOW, TABLES, U, _command, _generator, _kinds, _outcome, _setup
@@ -345,8 +345,8 @@ def test_one_server_per_ledger_and_one_lock_per_schema(pg_cluster, pg_url, monke
     another schema of the same database has its own lock; a released lock is free at once."""
     import os
 
-    from syncledger.server import lockfile
-    from syncledger.server.lockfile import LedgerLock, LedgerLocked
+    from syncledger.server.core import lockfile
+    from syncledger.server.core.lockfile import LedgerLock, LedgerLocked
 
     monkeypatch.setattr(lockfile, "PG_LOCK_GRACE", 0.1)
 

@@ -23,9 +23,9 @@ from syncledger.server import app as app_module
 from syncledger.server import cli
 from syncledger.server.app import FailStop, serve
 from syncledger.server.client import ConnectionLost
-from syncledger.server.lockfile import LedgerLock, LedgerLocked
+from syncledger.server.core.lockfile import LedgerLock, LedgerLocked
 from syncledger.server.testing import SECRET
-from syncledger.server.writer import WriterEnded, WriterProcess
+from syncledger.server.core.writer import WriterEnded, WriterProcess
 from tests.conftest import add_account, make_config, tcp_client
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from syncledger.ledger import AddAccount, Finance, FinanceRequest, LedgerError, Receipt, Store, verify, verify_path
-from syncledger.ledger import rules
+from syncledger.ledger import (AddAccount, Event, Finance, FinanceRequest, LedgerError, Outcome, Receipt, Store, verify,
+                               verify_path)
+from syncledger.ledger import reads, rules
 from syncledger.ledger.store import GENESIS, SCHEMA_VERSION, finance_hash
 
 U = 1_000_000
@@ -119,10 +120,28 @@ def test_failing_command_in_the_middle_of_a_batch(store, path):
     assert verify_path(path).ok
 
 
+@dataclass(frozen=True)
+class Claims:
+    """A command whose handler claims an event it never appended (a bug the phase asserts are there for)."""
+
+
+def test_a_batch_whose_events_do_not_match_its_rows_is_refused_whole(store, path):
+    """The assert between execute and stamp (seq and ids advanced by exactly the batch's events): a handler
+    that answers an event it never staged fails the whole batch, and nothing of it is written."""
+    [a] = new_accounts(store, 1)
+    before = (store.seq, store.finance_id, count(store.db, "finance"))
+    store.register(Claims, lambda c: Outcome(events=[Event(store.seq + 1, 0, 1, b"{}")]))
+    with pytest.raises(AssertionError, match="seq and ids"):
+        store.apply_batch([fin("BalanceIn", a, U), Claims()])
+    assert (store.seq, store.finance_id, count(store.db, "finance")) == before
+    assert store.apply_batch([fin("BalanceIn", a, U)])[0].error is None  # the next batch goes on
+    assert verify_path(path).ok
+
+
 def test_outcome_events_are_the_committed_events(store):
     [a] = new_accounts(store, 1)
     outcomes = store.apply_batch([fin("BalanceIn", a, U), fin("CreditIn", a, 2 * U)])
-    committed = store.events_after(0)
+    committed = reads.events_after(store.db, 0)
     assert [e for o in outcomes for e in o.events] == committed
     assert [o.data.record for o in outcomes] == [e.data for e in committed]
     assert orjson.loads(committed[1].data)["credit"] == 2.0
@@ -431,7 +450,7 @@ def test_seq_gap_free_and_balances_across_restarts(path):
             s.close()
     s = Store(path)
     try:
-        seqs = [e.seq for e in s.events_after(0, limit=10_000)]
+        seqs = [e.seq for e in reads.events_after(s.db, 0, limit=10_000)]
         assert seqs == list(range(1, expected_seq + 1))
         assert s.seq == expected_seq
         assert [i for (i,) in s.db.execute("SELECT id FROM finance ORDER BY id")] == seqs
@@ -559,6 +578,30 @@ def test_failed_commit_rolls_back_the_whole_batch(store, path):
         s.close()
 
 
+def test_a_failed_commit_that_may_have_reached_the_disk_is_never_guessed(tmp_path):
+    """With WAL, COMMIT can fail (an I/O error) after its frame is written: the store cannot know whether
+    the batch is durable, so it raises Unsure (the server fail-stops) instead of believing memory or the
+    file; a fresh open reads the truth. (It used to reload memory from the file and go on.)"""
+    from syncledger.ledger.store import Unsure
+    from syncledger.server.testing.faults import _error
+
+    db = str(tmp_path / "c.db")
+    store = Store(db)
+    store.apply_batch([AddAccount("a", "EUR", 0)])
+
+    def commit_then_fail() -> None:
+        store.db.execute("COMMIT")
+        raise _error(sqlite3.SQLITE_IOERR, "COMMIT")
+    store._sql_commit = commit_then_fail
+    with pytest.raises(Unsure, match="cannot be known"):
+        store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, 5_000_000), now=1)])
+    store.close()
+    restarted = Store(db)
+    assert restarted.seq == 1 and restarted.accounts[1000][1] == 5_000_000  # what the file holds
+    assert verify(restarted.db).ok
+    restarted.close()
+
+
 @dataclass(frozen=True)
 class TwoStep:
     """A command that appends a record and then fails, as a multi-step (wallet) handler may."""
@@ -619,11 +662,11 @@ def test_add_account(store, path):
     assert one(store, AddAccount("carol", "USD", NOW, login=5000)).data["login"] == 5000
     assert one(store, AddAccount("dave", "USD", NOW)).data["login"] == 5001
     assert err(one(store, AddAccount("again", "USD", NOW, login=1001))) == (409, "ACCOUNT_EXISTS")
-    assert store.get_account(1001)["name"] == "bob"  # unchanged
-    assert orjson.loads(orjson.dumps(store.get_account(1001))) == {
+    assert reads.account(store.db, 1001)["name"] == "bob"  # unchanged
+    assert orjson.loads(orjson.dumps(reads.account(store.db, 1001))) == {
         "login": 1001, "name": "bob", "group": "vip", "currency": "EUR", "created": NOW,
         "leverage": 100, "email": "", "enable": True, "balance": 0.0, "credit": 0.0}
-    assert store.get_account(4242) is None
+    assert reads.account(store.db, 4242) is None
     store.close()
     s = Store(path)
     try:
@@ -642,9 +685,9 @@ def test_auto_login_starts_at_1000_even_after_a_small_explicit_one(store):
 def test_get_account_shows_totals(store):
     [a] = new_accounts(store, 1)
     store.apply_batch([fin("BalanceIn", a, 1_556_179), fin("CreditIn", a, 300 * U), fin("BalanceOut", a, 1)])
-    acc = orjson.loads(orjson.dumps(store.get_account(a)))
+    acc = orjson.loads(orjson.dumps(reads.account(store.db, a)))
     assert (acc["balance"], acc["credit"]) == (1.556178, 300.0)
-    assert b'"balance":1.556178,"credit":300.0' in orjson.dumps(store.get_account(a))
+    assert b'"balance":1.556178,"credit":300.0' in orjson.dumps(reads.account(store.db, a))
 
 
 def test_get_records_and_record(store):
@@ -657,7 +700,7 @@ def test_get_records_and_record(store):
     ok(store, fin("DeleteCredit", order=o2))
 
     def records(*args, **kw):
-        return [orjson.loads(r) for r in store.get_records(*args, **kw)]
+        return [orjson.loads(r) for r in reads.records(store.db, *args, **kw)]
 
     recs = records(a)
     assert [(r["order"], r["version"], r["state"], r["profit"]) for r in recs] == [
@@ -668,9 +711,9 @@ def test_get_records_and_record(store):
     assert [r["order"] for r in records(a, start=101, end=299)] == [o2]
     assert records(a, limit=1) == recs[:1]
     assert records(4242) == []
-    assert store.get_record(o1) == store.get_records(a)[0]
-    assert orjson.loads(store.get_record(o2))["state"] == rules.TS_DELETED
-    assert store.get_record(987_654) is None
+    assert reads.record(store.db, o1) == reads.records(store.db, a)[0]
+    assert orjson.loads(reads.record(store.db, o2))["state"] == rules.TS_DELETED
+    assert reads.record(store.db, 987_654) is None
 
 
 def test_events_after(store):
@@ -678,13 +721,13 @@ def test_events_after(store):
     order = ok(store, fin("BalanceIn", a, 5 * U)).data.order
     ok(store, fin("BalanceIn", a, 6 * U, order=order))
     ok(store, fin("DeleteBalance", order=order))
-    events = store.events_after(0)
+    events = reads.events_after(store.db, 0)
     assert [(e.seq, e.type, e.order) for e in events] == [
         (1, rules.EV_RECORD_ADD, order), (2, rules.EV_RECORD_UPDATE, order), (3, rules.EV_RECORD_DELETE, order)]
     assert [orjson.loads(e.data)["version"] for e in events] == [1, 2, 3]
-    assert store.events_after(1) == events[1:]
-    assert store.events_after(1, limit=1) == events[1:2]
-    assert store.events_after(3) == []
+    assert reads.events_after(store.db, 1) == events[1:]
+    assert reads.events_after(store.db, 1, limit=1) == events[1:2]
+    assert reads.events_after(store.db, 3) == []
     assert isinstance(events[0].data, bytes)
 
 

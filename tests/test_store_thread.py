@@ -8,7 +8,7 @@ import time
 import pytest
 import trio
 
-from syncledger.server.mainloop import _StoreThread
+from syncledger.server.core.mainloop import _StoreThread
 
 
 async def test_calls_run_in_order_on_one_thread_off_the_trio_thread():

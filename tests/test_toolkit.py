@@ -10,6 +10,7 @@ import trio
 from syncledger.server.commands import Dispatcher
 from syncledger.server.scenario import run
 from syncledger.server.testing import Harness
+from tests.conftest import mem_client
 
 
 async def _events_now(client) -> list[dict]:
@@ -57,6 +58,16 @@ async def test_pause_and_resume(syncledger: Harness, syncledger_client, autojump
     assert not call._done.is_set() and syncledger.server.store.seq == 0
     syncledger.faults.resume()
     assert (await call.reply()).ok and syncledger.server.store.seq == 1
+
+
+async def test_pausing_twice_then_resuming_runs_again(mem_server, autojump_clock):
+    async with mem_client(mem_server) as c:
+        mem_server.faults.pause()
+        mem_server.faults.pause()
+        call = c.start("AddUser", {"name": "x", "currency": "EUR"})
+        await trio.sleep(1)
+        mem_server.faults.resume()
+        assert (await call.reply()).ok
 
 
 async def test_delay_commit_delays_only_the_next_batch(syncledger: Harness, syncledger_client, autojump_clock):

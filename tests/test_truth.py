@@ -17,7 +17,7 @@ import trio
 from syncledger.ledger import Store, verify_path
 from syncledger.server.app import FailStop, serve
 from syncledger.server.client import open_client
-from syncledger.server.lockfile import LedgerLocked
+from syncledger.server.core.lockfile import LedgerLocked
 from syncledger.server.testing import Harness, test_config
 from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, mem_client, tcp_client
 
@@ -179,7 +179,7 @@ async def test_fail_stop_exits_the_command_non_zero(tmp_path):
         "        await trio.sleep(0.2)\n"
         "        os.unlink(self.config.db + '-wal')\n"
         "        from syncledger.ledger import AddAccount\n"
-        "        from syncledger.server.mainloop import Job\n"
+        "        from syncledger.server.core.mainloop import Job\n"
         "        await self.mainloop.submit(Job(AddAccount('x', 'EUR', 0), lambda o: None))\n"
         "    async with trio.open_nursery() as n:\n"
         "        n.start_soon(unlink)\n"
@@ -343,7 +343,7 @@ async def test_released_events_reach_a_from_seq_subscriber_once_in_order(mem_ser
 
 def test_order_numbers_are_never_handed_out_twice(tmp_path):
     from syncledger.ledger import AddAccount, Finance, FinanceRequest
-    from syncledger.server.faults import _error
+    from syncledger.server.testing.faults import _error
     store = Store(str(tmp_path / "o.db"))
     store.apply_batch([AddAccount("a", "EUR", 0)])
     seen = {store.reserve_order()}

@@ -228,6 +228,8 @@ async def test_user_id_names_an_account_only_as_issued(provider, wallet_server):
             reply = await provider.post(action, body)
             assert (reply["status"], "balance" in reply) == ("INVALID_PARAMETER", False), (action, user, reply)
     assert await event_count(wallet_server) == before
+    async with tcp_client(wallet_server) as c:  # (40 calls may take longer than the 1 s the sid lives)
+        provider.sid = (await c.call("OpenGameSession", {"login": provider.login})).data["sid"]
     assert (await provider.debit("D-u", 1))["status"] == "OK"  # the id as issued; nothing was tombstoned
 
 
@@ -339,6 +341,25 @@ async def test_a_debit_whose_order_a_manager_deleted_is_settled(provider, wallet
     assert (cancel["status"], cancel["balance"]) == ("BET_ALREADY_SETTLED", bet["balance"] + 10)
     credit = await provider.credit("win-m", "bet-m", 50)
     assert (credit["status"], credit["balance"]) == ("BET_ALREADY_SETTLED", bet["balance"] + 10)
+
+
+async def test_a_wallet_transaction_id_names_one_transaction(mem_server, autojump_clock):
+    from syncledger.server.testing import Harness
+
+    h = Harness(mem_server)
+    async with h.client() as c:
+        login = await h.add_account(c, balance=100)
+        sid = (await c.call("OpenGameSession", {"login": login})).data["sid"]
+    base = {"sid": sid, "userId": str(login), "currency": "EUR"}
+    assert (await h.wallet("debit", {**base, "transaction": {"id": "T1", "amount": 5}}))["status"] == "OK"
+    assert (await h.wallet("credit", {**base, "transaction": {"id": "T9", "refId": "T1", "amount": 0}}))[
+        "status"] == "OK"
+    reused = await h.wallet("debit", {**base, "transaction": {"id": "T9", "amount": 7}})
+    assert (reused["status"], reused["balance"]) == ("INVALID_PARAMETER", Decimal(95))
+    await h.wallet("debit", {**base, "transaction": {"id": "T2", "amount": 1}})
+    clash = await h.wallet("credit", {**base, "transaction": {"id": "T2", "refId": "T2", "amount": 3}})
+    assert clash["status"] == "INVALID_PARAMETER"
+    await assert_ledger_ok(mem_server)
 
 
 # ---- the provider's flows, as providers send them (CONTRACT.md section 3)

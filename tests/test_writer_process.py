@@ -18,7 +18,7 @@ from syncledger.ledger.store import Event, LedgerOpenError, Outcome, Receipt
 from syncledger.ledger.wallet import OpenSession, PruneSessions, WalletCall, WalletResult
 from syncledger.server.app import serve
 from syncledger.server.testing import Harness
-from syncledger.server.writer import WriterProcess
+from syncledger.server.core.writer import WriterProcess
 from tests.conftest import add_account, make_config, tcp_client
 from tests.test_batch_writer import NOW, TABLES, U, _command, _generator, _outcome
 from tests.test_truth import _assert_truthful, _fail_stop_run
@@ -163,7 +163,7 @@ async def test_fail_stop_with_the_writer_process(tmp_path, fault):
 def test_the_writer_holds_the_ledger_lock_until_it_ends(tmp_path):
     """The writer inherits the server's lock: a server killed with kill -9 cannot be followed by a new one
     while its writer still finishes a batch (two writers would each believe their own head)."""
-    from syncledger.server.lockfile import LedgerLock, LedgerLocked
+    from syncledger.server.core.lockfile import LedgerLock, LedgerLocked
 
     path = str(tmp_path / "ledger.db")
     Store(path).close()

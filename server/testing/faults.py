@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
-from syncledger.ledger.store import Event, Outcome
+from syncledger.ledger import Event, Outcome
 
-from .ws import WsSubscriber
+from ..ws import WsSubscriber
 
 if TYPE_CHECKING:
-    from .app import Server
+    from ..app import Server
 
 
 class DiskFailure:

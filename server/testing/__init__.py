@@ -20,9 +20,9 @@ import trio
 
 from syncledger.ledger import Report, engine, verify
 
-from .app import Config, Server, serve
-from .auth import SESSION_ADMIN
-from .client import Client, connect, open_client
+from ..app import Config, Server, serve
+from ..auth import SESSION_ADMIN
+from ..client import Client, connect, open_client
 
 SECRET = "syncledger-test-secret-of-32-bytes-or-more"
 WALLET_TOKEN = "syncledger-test-wallet-token"

@@ -13,7 +13,7 @@ import trio
 
 from syncledger.ledger import engine
 
-from .health import Watch
+from ..health import Watch
 
 READ_TIMEOUT = 10.0  # seconds a read of the ledger may take before its caller is answered without it
 

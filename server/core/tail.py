@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from syncledger.ledger import engine
-from syncledger.ledger.store import CatchUp
+from syncledger.ledger import CatchUp, engine
 
-from .mainloop import Job, ShuttingDown
+from .mainloop import ShuttingDown
 
 if TYPE_CHECKING:
     from .mainloop import MainLoop
@@ -38,12 +37,10 @@ class Tail:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            done = trio.Event()
             try:
-                await self.mainloop.submit(Job(CatchUp(), lambda _: done.set()))
+                await self.mainloop.run_command(CatchUp())
             except ShuttingDown:
                 return
-            await done.wait()
 
     async def _listen(self) -> None:
         """LISTEN on a connection of its own; a lost connection is opened again (meanwhile the poll goes on)."""

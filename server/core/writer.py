@@ -14,10 +14,9 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Sequence
 
-from syncledger.ledger import codec
-from syncledger.ledger.store import LedgerOpenError, Outcome, Store, Unsure
+from syncledger.ledger import LedgerOpenError, Outcome, Store, Unsure, codec
 
-from . import logs
+from .. import logs
 
 _OK, _FAILED, _UNSURE = 0, 1, 2
 _CLOSE = b""  # asks the writer to close its store and end
@@ -81,7 +80,7 @@ def _apply_until_closed(store: Store, conn: Connection) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """``python -P -m syncledger.server.writer FD PATH LOG_FORMAT [NODE]`` (NODE: a node of a cluster's name),
+    """``python -P -m syncledger.server.core.writer FD PATH LOG_FORMAT [NODE]`` (NODE: a node of a cluster's name),
     started by :class:`WriterProcess`."""
     # The server stops its writer itself, between two batches: a Ctrl-C or a service manager's SIGTERM to
     # the whole process group must not cut a batch in half.
@@ -104,7 +103,7 @@ class WriterProcess:
         ours, theirs = socket.socketpair()
         with theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-P", "-m", "syncledger.server.writer", str(theirs.fileno()), path, log_format,
+                [sys.executable, "-P", "-m", "syncledger.server.core.writer", str(theirs.fileno()), path, log_format,
                  *([node] if node is not None else [])],
                 pass_fds=(theirs.fileno(),) + ((lock_fd,) if lock_fd is not None else ()),
                 stdin=subprocess.DEVNULL)

@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import trio
 
-from syncledger.ledger import reads
-from syncledger.ledger.store import Event
+from syncledger.ledger import Event, reads
 
-from . import protocol
-from .limits import HeapTrim, SubscriberCap
+from .. import wire
+from ..limits import HeapTrim, SubscriberCap
 
 if TYPE_CHECKING:
     from .mainloop import MainLoop
@@ -86,7 +85,7 @@ class Outbox:
 
 
 def event_line(event: Event) -> bytes:
-    return protocol.event_json(event.seq, event.type, event.data) + protocol.CRLF
+    return wire.event_json(event.seq, event.type, event.data) + wire.CRLF
 
 
 def pieces(events: list[Event]) -> list[bytes]:
@@ -96,7 +95,7 @@ def pieces(events: list[Event]) -> list[bytes]:
 
 def split_lines(piece: bytes) -> list[bytes]:
     """The event messages (without line ends) of a buffered piece of one or more lines."""
-    return piece[:-2].split(protocol.CRLF)
+    return piece[:-2].split(wire.CRLF)
 
 
 class Broker:
@@ -151,7 +150,7 @@ class Broker:
             while last is not None:
                 async with self._replay_slots:
                     page = await (read(reads.events_after, last, REPLAY_PAGE) if read is not None else
-                                  mainloop.read(mainloop.store.events_after, last, REPLAY_PAGE))
+                                  mainloop.read(reads.events_after, mainloop.store.db, last, REPLAY_PAGE))
                 count, last, replayed = len(page), page[-1].seq if page else last, []
                 for i in range(0, count, REPLAY_TURN):
                     replayed += pieces(page[i:i + REPLAY_TURN])
@@ -162,7 +161,8 @@ class Broker:
                 if count < REPLAY_PAGE:
                     break
             async with mainloop.lock:  # between two batches: nothing is committed meanwhile
-                tail = [] if last is None else await mainloop.call(mainloop.store.events_after, last, REPLAY_PAGE)
+                tail = [] if last is None else await mainloop.call(reads.events_after, mainloop.store.db, last,
+                                                              REPLAY_PAGE)
                 if len(tail) < REPLAY_PAGE:  # caught up: deliver the tail and go live, still under the lock
                     for piece in pieces(tail):
                         if not sub.offer(piece):

@@ -16,9 +16,9 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from .app import Config, serve
-from .client import Client
-from .testing import Harness, test_config
+from ..app import Config, serve
+from ..client import Client
+from . import Harness, test_config
 
 
 @pytest.fixture

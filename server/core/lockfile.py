@@ -12,8 +12,7 @@ from typing import Any, Callable
 
 import trio
 
-from syncledger.ledger import engine
-from syncledger.ledger.store import LedgerOpenError
+from syncledger.ledger import LedgerOpenError, engine
 
 # The advisory lock's keys: this constant ("SYNC") and hashtext(the ledger's schema), so that each ledger of a
 # database (one per schema) has its own.

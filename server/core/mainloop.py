@@ -13,9 +13,8 @@ from typing import Any, Callable
 import trio
 from outcome import Error, acapture, capture
 
-from syncledger.ledger import LedgerError, Outcome, Store
-from syncledger.ledger.store import CatchUp, Event, Unsure
-from .health import Watch
+from syncledger.ledger import CatchUp, Event, LedgerError, Outcome, Store, Unsure
+from ..health import Watch
 from .writer import WriterEnded, WriterProcess
 
 log = logging.getLogger("syncledger.mainloop")
@@ -105,6 +104,19 @@ class MainLoop:
                 await self._send.send(job)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ShuttingDown() from None
+
+    async def run_command(self, command: Any) -> Outcome:
+        """Submit ``command`` and wait for its outcome (once its batch is committed and its events published)."""
+        done = trio.Event()
+        box: list[Outcome] = []
+
+        def finished(outcome: Outcome) -> None:
+            box.append(outcome)
+            done.set()
+
+        await self.submit(Job(command, finished))
+        await done.wait()
+        return box[0]
 
     @property
     def queued(self) -> int:

@@ -1,4 +1,4 @@
--- syncledger schema, version 6 (tracked in PRAGMA user_version): the whole schema of a new ledger.
+-- syncledger schema, version 7 (tracked in PRAGMA user_version): the whole schema of a new ledger.
 -- An older ledger is brought here by the numbered steps of ledger/migrations.py.
 -- Money columns hold signed integer micro-units (1 unit = 1_000_000).
 -- Ledger tables (finance, events, idempotency, wallet_tx) are append-only:
@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     enable   INTEGER NOT NULL DEFAULT 1,
     password_hash TEXT
 );
+-- The back-office page's search by name prefix (lower() folds ASCII letters only).
+CREATE INDEX IF NOT EXISTS accounts_name ON accounts (lower(name), login);
 
 -- A manager's tokens carry its key_version: re-adding it (new password or
 -- session type) or removing it bumps the version, and older tokens are refused.
@@ -139,4 +141,4 @@ BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS wallet_tx_no_delete BEFORE DELETE ON wallet_tx
 BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 
-PRAGMA user_version = 6;
+PRAGMA user_version = 7;

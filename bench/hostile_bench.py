@@ -48,7 +48,16 @@ close what the attacker left before the next phase. The attacks:
   6  16 DEALER connections looping ``GetTrades`` on the big account, reading every answer;
   7  HTTP/2 prior knowledge on the wallet port: 16 workers, each connection sends the preface, a SETTINGS
      frame and 100 HEADERS+RST_STREAM pairs, and reads the answer (505 expected at once).
-  8  (with ``--tls``) full TLS handshakes on the manager port from 4 source addresses (127.0.0.2-5), 170 a
+  8  ``GET /metrics`` flood on the admin listener: 16 kept-alive connections, no credentials, closed loop;
+  9  account search: 16 DEALER connections looping ``GET /api/accounts?q=…&limit=100`` over ``--accounts``
+     accounts (20,000), each q three letters and digits that match next to nothing (a scan, where search is one);
+ 10  history: 16 DEALER connections paging ``GET /api/history?login=BIG&limit=1000`` through the big account;
+ 11  verify: 2 ADMIN connections looping ``POST /api/verify`` (a second call joins the one running);
+ 12  cross-site login lockout: what a page the operator visits can send, 8 connections of ``POST /api/login``
+     with ``Content-Type: text/plain``, ``Origin: http://evil.example`` and a wrong password for manager 1;
+     once a second the attacker logs in as the DEALER (another manager) with its right password, as the page
+     would, and counts the answers (``other_login_429``: every manager locked out).
+  13 (with ``--tls``) full TLS handshakes on the manager port from 4 source addresses (127.0.0.2-5), 170 a
      second from each (680 in all, each address under the connect rate), 32 at once per address: connect,
      handshake, close.
 
@@ -62,7 +71,7 @@ what it measured and keeps the temp dir (logs). ``--quick``: 1.5 s phases, small
 Goal (issue 12): under every attack the well-behaved p99 stays within 3x its no-attack p99 and no
 well-behaved request fails. A PASS/FAIL is printed for each attack against that.
 
-    python bench/hostile_bench.py                 # full run (about 2.5 minutes)
+    python bench/hostile_bench.py                 # full run (about 5 minutes)
     python bench/hostile_bench.py --quick         # smoke test (about 35 s)
     python bench/hostile_bench.py --only flood,h2 --seconds 5
     python bench/hostile_bench.py --tls --only tls     # the TLS handshake flood (every connection TLS)
@@ -97,6 +106,7 @@ ANSWER_LIMIT = 5.0  # seconds: a request not answered within this is a failure
 ACCOUNTS = 5
 CURRENCY = "EUR"
 DEALER_LOGIN = 2
+DEALER_PASSWORD = "dealer-password-1"
 TARGET_P99_RATIO = 3.0
 RAMP = 1.0  # seconds an attack runs before the measurement starts
 SETTLE_MAX = 10.0  # seconds the server gets to close what an attacker left
@@ -112,9 +122,15 @@ ATTACKS: dict[str, tuple[str, dict, dict]] = {
     "subscribers": ("5 replaying subs no read", {"conns": 200}, {"conns": 50}),
     "gettrades": ("6 GetTrades loops", {"conns": 16}, {"conns": 4}),
     "h2": ("7 HTTP/2 prior knowledge", {"conns": 16, "streams": 100}, {"conns": 8, "streams": 100}),
-    "tls": ("8 TLS handshakes 4 addrs", {"addresses": 4, "rate": 170, "workers": 32},
+    "metrics": ("8 /metrics flood", {"conns": 16}, {"conns": 4}),
+    "search": ("9 account search loops", {"conns": 16}, {"conns": 4}),
+    "history": ("10 history loops", {"conns": 16}, {"conns": 4}),
+    "verify": ("11 verify loop", {"conns": 2}, {"conns": 2}),
+    "xsite": ("12 cross-site lockout", {"conns": 8}, {"conns": 4}),
+    "tls": ("13 TLS handshakes 4 addrs", {"addresses": 4, "rate": 170, "workers": 32},
             {"addresses": 4, "rate": 170, "workers": 8}),
 }
+ADMIN_ATTACKS = ("metrics", "search", "history", "verify", "xsite")  # on the admin listener
 
 
 def die_with_parent() -> None:
@@ -630,32 +646,39 @@ async def attack_gettrades(cfg: dict, st: Stats) -> None:
     line = (b'{"command":"GetTrades","extID":"G","data":{"login":%d},"__token":"%s"}\r\n'
             % (cfg["big_login"], cfg["dealer_token"].encode()))
 
-    async def conn() -> None:
+    async def session(s) -> None:
+        buf = b""
         while True:
-            try:
-                s = await raw_connect(cfg["host"], cfg["tcp_port"])
-            except OSError:
-                st.add("connect_failed")
-                await trio.sleep(0.5)
-                continue
-            buf = b""
-            try:
-                while True:
-                    await s.send_all(line)
-                    reply, buf = await read_line(s, buf)
-                    if reply is None:
-                        break
-                    st.add("answers_200" if reply.startswith(b'{"extID":"G","status":200') else "answers_other")
-                    st.add("answer_MB", len(reply) / 1e6)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
-            st.add("closed_by_server")
-            await s.aclose()
-            await trio.sleep(0.5)
+            await s.send_all(line)
+            reply, buf = await read_line(s, buf)
+            if reply is None:
+                return
+            st.add("answers_200" if reply.startswith(b'{"extID":"G","status":200') else "answers_other")
+            st.add("answer_MB", len(reply) / 1e6)
 
     async with trio.open_nursery() as nursery:
         for _ in range(cfg["conns"]):
-            nursery.start_soon(conn)
+            nursery.start_soon(reconnecting, cfg, st, cfg["tcp_port"], session)
+
+
+async def reconnecting(cfg: dict, st: Stats, port: int, session) -> None:
+    """``session(stream)`` on a connection to ``port``, again on a new one (0.5 s later) whenever it ends."""
+    import trio
+
+    while True:
+        try:
+            s = await raw_connect(cfg["host"], port)
+        except OSError:
+            st.add("connect_failed")
+            await trio.sleep(0.5)
+            continue
+        try:
+            await session(s)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        st.add("closed_by_server")
+        await s.aclose()
+        await trio.sleep(0.5)
 
 
 def h2_preface(streams: int) -> bytes:
@@ -748,9 +771,121 @@ async def attack_tls(cfg: dict, st: Stats) -> None:
         st["handshake_p99_ms"] = round(percentile(lat, 0.99) * 1e3, 2) if lat else None
 
 
+def admin_request(cfg: dict, method: str, target: str, token: str | None = None, body: bytes = b"",
+                  extra: str = "") -> bytes:
+    """An HTTP/1.1 request to the admin listener, kept alive, as the page (or a script) sends it."""
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    kind = "Content-Type: application/json\r\n" if body and "Content-Type" not in extra else ""
+    return (f"{method} {target} HTTP/1.1\r\nHost: {cfg['host']}:{cfg['admin_port']}\r\n{auth}{kind}{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def http_exchange(s, request: bytes, buf: bytes) -> tuple[int | None, bytes, bytes]:
+    """One request on a kept-alive connection; -> (status, body, what came after it); status None at EOF."""
+    await s.send_all(request)
+    while b"\r\n\r\n" not in buf:
+        data = await s.receive_some(1 << 16)
+        if not data:
+            return None, b"", buf
+        buf += data
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    length = next((int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")), 0)
+    while len(buf) < length:
+        data = await s.receive_some(1 << 16)
+        if not data:
+            return None, b"", buf
+        buf += data
+    return int(head[9:12]), buf[:length], buf[length:]
+
+
+async def admin_loops(cfg: dict, st: Stats, next_request) -> None:
+    """``conns`` closed loops on the admin listener: ``next_request(i, n, last_body)`` gives connection
+    ``i``'s ``n``-th request; answers counted by status (reconnects when closed)."""
+    import trio
+
+    def loop(i: int):
+        state = [0, b""]  # requests answered on connection i, and the last answer's body (across reconnects)
+
+        async def session(s) -> None:
+            buf = b""
+            while True:
+                status, state[1], buf = await http_exchange(s, next_request(i, *state), buf)
+                if status is None:
+                    return
+                state[0] += 1
+                st.add(f"answer_{status}")
+                st.add("answer_MB", len(state[1]) / 1e6)
+        return session
+
+    async with trio.open_nursery() as nursery:
+        for i in range(cfg["conns"]):
+            nursery.start_soon(reconnecting, cfg, st, cfg["admin_port"], loop(i))
+
+
+async def attack_metrics(cfg: dict, st: Stats) -> None:
+    """Unauthenticated GET /metrics, closed loop."""
+    request = admin_request(cfg, "GET", "/metrics")
+    await admin_loops(cfg, st, lambda i, n, body: request)
+
+
+async def attack_search(cfg: dict, st: Stats) -> None:
+    """DEALER account searches for text that matches next to nothing (a page of 100 asked)."""
+    letters = "bcdfghjklmnpqrstvwxz0123456789"
+
+    def request(i: int, n: int, body: bytes) -> bytes:
+        q = "".join(letters[(i * 7919 + n * 31 + k * 13) % len(letters)] for k in range(3))
+        return admin_request(cfg, "GET", f"/api/accounts?q={q}&limit=100", cfg["dealer_token"])
+    await admin_loops(cfg, st, request)
+
+
+async def attack_history(cfg: dict, st: Stats) -> None:
+    """DEALER history pages of 1,000 rows through the big account, newest first, then again."""
+    import orjson
+
+    def request(i: int, n: int, body: bytes) -> bytes:
+        older = (orjson.loads(body).get("data") or {}).get("older") if body else None
+        before = f"&before={older}" if older else ""
+        return admin_request(cfg, "GET", f"/api/history?login={cfg['big_login']}&limit=1000{before}",
+                             cfg["dealer_token"])
+    await admin_loops(cfg, st, request)
+
+
+async def attack_verify(cfg: dict, st: Stats) -> None:
+    """ADMIN POST /api/verify, closed loop."""
+    request = admin_request(cfg, "POST", "/api/verify", cfg["token"], b"{}")
+    await admin_loops(cfg, st, lambda i, n, body: request)
+
+
+async def attack_xsite(cfg: dict, st: Stats) -> None:
+    """What a cross-site page can send: text/plain Login POSTs with a wrong password for manager 1; beside
+    them, once a second, the DEALER logs in with its right password (every manager locked out: 429)."""
+    import trio
+
+    forged = admin_request(cfg, "POST", "/api/login", body=b'{"login":%d,"password":"wrong-password"}'
+                           % cfg["admin_login"], extra="Content-Type: text/plain\r\nOrigin: http://evil.example\r\n")
+    honest = admin_request(cfg, "POST", "/api/login", body=b'{"login":%d,"password":"%s"}'
+                           % (DEALER_LOGIN, DEALER_PASSWORD.encode()))
+
+    async def other_manager() -> None:
+        while True:
+            await trio.sleep(1.0)
+            try:
+                s = await raw_connect(cfg["host"], cfg["admin_port"])
+                async with s:
+                    status, _, _ = await http_exchange(s, honest, b"")
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                status = None
+            st.add(f"other_login_{status}")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_manager)
+        await admin_loops(cfg, st, lambda i, n, body: forged)
+
+
 ATTACK_FUNCS = {"login": attack_login, "login-many": attack_login, "flood": attack_flood,
                 "slowloris": attack_slowloris, "pipeline": attack_pipeline, "subscribers": attack_subscribers,
-                "gettrades": attack_gettrades, "h2": attack_h2, "tls": attack_tls}
+                "gettrades": attack_gettrades, "h2": attack_h2, "metrics": attack_metrics, "search": attack_search,
+                "history": attack_history, "verify": attack_verify, "xsite": attack_xsite, "tls": attack_tls}
 
 
 async def attack_main(cfg: dict) -> Stats:
@@ -967,6 +1102,20 @@ def make_certificate(tmp: str, key_type: str) -> tuple[str, str, str]:
     return paths
 
 
+async def seed_accounts(host: str, port: int, token: str, n: int) -> None:
+    """``n`` accounts for the search attack, named in vowels only (no consonant or digit in any name)."""
+    from syncledger.server.client import connect
+
+    async with connect(host, port, token) as c:
+        for first in range(0, n, 2000):
+            calls = [c.start("AddUser", {"name": "".join("aeiou"[(i // 5 ** k) % 5] for k in range(8)),
+                                         "currency": CURRENCY}) for i in range(first, min(n, first + 2000))]
+            for call in calls:
+                reply = await call.reply()
+                if not reply.ok:
+                    raise SystemExit(f"AddUser failed: {reply}")
+
+
 def cpu_figures(before: dict | None, after: dict | None) -> dict:
     """Cores used in a window by the server, the well-behaved client, the attacker and everything else."""
     if not before or not after or after["wall"] - before["wall"] < 0.5:
@@ -1129,7 +1278,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     failure = None
     try:
         b.run = run = Run(args, "syncledger-hostile-", SYNCLEDGER_WALLET_TOKEN=wallet_token)
-        run_cli("manager", "add", "--db", run.db, "--login", str(DEALER_LOGIN), "--password", "dealer-password-1",
+        run_cli("manager", "add", "--db", run.db, "--login", str(DEALER_LOGIN), "--password", DEALER_PASSWORD,
                 "--session", "DEALER", env=run.env)
         dealer_token = run_cli("token", "--db", run.db, "--login", str(DEALER_LOGIN), env=run.env)
         options = ["--host", args.host, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
@@ -1152,12 +1301,16 @@ def orchestrate(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         seeded = trio.run(seed, args.host, ports["tcp"], run.token, args.records)
         setup = f"big account {seeded['big_login']}: {args.records:,} records (seeded in {time.monotonic() - t0:.1f} s)"
+        if not args.only or "search" in args.only.split(","):
+            t0 = time.monotonic()
+            trio.run(seed_accounts, args.host, ports["tcp"], run.token, args.accounts)
+            setup += f"; {args.accounts:,} more accounts for the search (seeded in {time.monotonic() - t0:.1f} s)"
         print(f"[bench] {setup}", flush=True)
         run.start_py_spy(b.server.pid)
         base_cfg = {"host": args.host, "tcp_port": ports["tcp"], "wallet_port": ports["wallet"],
                     "token": run.token, "dealer_token": dealer_token, "wallet_token": wallet_token,
                     "admin_login": 1, "big_login": seeded["big_login"], "nice": args.attacker_nice,
-                    "tls_ca": ca if args.tls else None}
+                    "tls_ca": ca if args.tls else None, "admin_port": ports.get("admin")}
         b.client = b.spawn("--client", {**base_cfg, "connections": 2, "logins": seeded["logins"],
                                         "probe_login": seeded["logins"][0], "sid": seeded["sid"]},
                            "client.log", stdin=True)
@@ -1214,6 +1367,8 @@ def main() -> int:
     p.add_argument("--only", metavar="NAMES", help=f"only these attacks, comma-separated: {', '.join(ATTACKS)}")
     p.add_argument("--records", type=int, default=None,
                    help="trade records of the big account (default 5000; 1000 with --quick)")
+    p.add_argument("--accounts", type=int, default=None,
+                   help="accounts seeded for the search attack (default 20000; 2000 with --quick)")
     p.add_argument("--max-connections", type=int, default=None,
                    help="serve --max-connections (default 4000; 400 with --quick)")
     p.add_argument("--idle-timeout", type=float, default=5.0, help="serve --idle-timeout (default 5)")
@@ -1235,6 +1390,8 @@ def main() -> int:
         args.seconds = 1.5 if args.quick else 10.0
     if args.records is None:
         args.records = 1000 if args.quick else 5000
+    if args.accounts is None:
+        args.accounts = 2000 if args.quick else 20_000
     if args.max_connections is None:
         args.max_connections = 400 if args.quick else 4000
     return orchestrate(args)

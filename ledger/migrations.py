@@ -1,9 +1,9 @@
 """Numbered schema migrations: a database at version N is brought to LATEST by steps N+1.., in one transaction.
 
 A new database gets ``schema.sql`` (always the LATEST schema) in one go; tests check that both paths
-give the same schema. To change the schema: edit ``schema.sql`` and append one step here; and the same for
-PostgreSQL: edit ``schema.pg.sql`` and append the step, in its dialect, to PG_STEPS (a test checks that
-both engines reach LATEST).
+give the same schema. To change the schema: edit ``schema.sql`` and append one step here; and for
+PostgreSQL append the step, in its dialect, to PG_STEPS: a new PostgreSQL ledger is born at PG_BASE
+(``schema.pg.sql``) and takes the steps as an older one does (a test checks that both engines reach LATEST).
 """
 
 from __future__ import annotations
@@ -107,13 +107,20 @@ STEPS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE managers ADD COLUMN key_version INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE managers ADD COLUMN removed INTEGER NOT NULL DEFAULT 0",
     ]),
+    (7, "accounts searched by name prefix through an index (ASCII letters folded, as lower() does)", [
+        "CREATE INDEX accounts_name ON accounts (lower(name), login)",
+    ]),
 ]
 LATEST = STEPS[-1][0]
 
 # PostgreSQL: a ledger there is born at PG_BASE (schema.pg.sql) and brought to LATEST by these steps, numbered
 # as SQLite's (PostgreSQL runs DDL inside the transaction, so a failed step leaves nothing behind).
 PG_BASE = 6
-PG_STEPS: list[tuple[int, str, list[str]]] = []
+PG_STEPS: list[tuple[int, str, list[str]]] = [
+    (7, "accounts searched by name prefix through an index (lower() folds ASCII letters only under COLLATE \"C\")", [
+        "CREATE INDEX accounts_name ON accounts (lower(name), login)",
+    ]),
+]
 
 
 def schema_sql() -> str:
@@ -122,7 +129,8 @@ def schema_sql() -> str:
 
 
 def schema_pg_sql() -> str:
-    """The LATEST schema of a new PostgreSQL ledger."""
+    """The schema of a new PostgreSQL ledger at PG_BASE, which PG_STEPS then bring to LATEST (a new ledger and
+    an upgraded one go the same way)."""
     return resources.files("syncledger.ledger").joinpath("schema.pg.sql").read_text()
 
 
@@ -187,21 +195,19 @@ def _migrate_pg(db: engine.PgConnection, path: str) -> list[int]:
             if db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()").fetchone()[0]:
                 raise SchemaError(f"{path} is a PostgreSQL database whose schema holds tables, but not a syncledger "
                                   "ledger")
-            db.script(schema_pg_sql())
-            applied = [LATEST]
-        else:
-            if version < PG_BASE:
-                raise SchemaError(f"{path} has schema version {version}, older than any PostgreSQL ledger")
-            applied = []
-            for step, _, statements in PG_STEPS:
-                if step > version:
-                    for statement in statements:
-                        db.execute(statement)
-                    applied.append(step)
-            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(LATEST),))
+            db.script(schema_pg_sql())  # born at PG_BASE, then the steps as for an older ledger
+        elif version < PG_BASE:
+            raise SchemaError(f"{path} has schema version {version}, older than any PostgreSQL ledger")
+        created, version, applied = version == 0, max(version, PG_BASE), []
+        for step, _, statements in PG_STEPS:
+            if step > version:
+                for statement in statements:
+                    db.execute(statement)
+                applied.append(step)
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(LATEST),))
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return applied
+    return [LATEST] if created else applied

@@ -5,10 +5,11 @@ writer's lock)."""
 from __future__ import annotations
 
 import sqlite3
+import string
 
 import orjson
 
-from . import engine, rules
+from . import rules
 from .money import to_text
 from .rules import Event, Version
 
@@ -43,9 +44,8 @@ def accounts(db: sqlite3.Connection, group: str | None, from_login: int, limit: 
     where, args = "a.login >= ?", [from_login]
     if group is not None:
         where, args = where + ' AND a."group" = ?', args + [group]
-    rows = db.execute(f"{_ACCOUNT} WHERE {where} ORDER BY a.login LIMIT ?", (*args, limit + 1)).fetchall()
-    following = rows[limit][0] if len(rows) > limit else None
-    return [_account_json(row) for row in rows[:limit]], following
+    return _page(db.execute(f"{_ACCOUNT} WHERE {where} ORDER BY a.login LIMIT ?", (*args, limit + 1)).fetchall(),
+                 limit)
 
 
 def account_password(db: sqlite3.Connection, login: int) -> str | None:
@@ -86,16 +86,60 @@ def manager(db: sqlite3.Connection, login: int) -> tuple[str, int, int] | None:
                       (login,)).fetchone()
 
 
+MAX_LOGIN = 2**63 - 1  # the schema's INTEGER
+MAX_NAME = 128  # characters of an account's name (AddUser's bound)
+# SQLite's lower() folds ASCII letters only, as PostgreSQL's does under COLLATE "C": the search folds its text alike
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def find_accounts(db: sqlite3.Connection, text: str, from_login: int, limit: int) -> tuple[list[dict], int | None]:
-    """A page of accounts by login, from ``from_login`` on, whose login starts with ``text`` or whose name
-    contains it (ASCII letters in any case; empty: every account), and the login the next page starts from."""
+    """A page of accounts by login, from ``from_login`` on, whose login or name starts with ``text`` (ASCII
+    letters in any case; empty: every account), and the login the next page starts from."""
     if not text:
         return accounts(db, None, from_login, limit)
-    like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    fold = "ILIKE" if isinstance(db, engine.PgConnection) else "LIKE"  # SQLite's LIKE ignores ASCII case
-    rows = db.execute(f"{_ACCOUNT} WHERE a.login >= ? AND (CAST(a.login AS TEXT) LIKE ? ESCAPE '\\' "
-                      f"OR a.name {fold} ? ESCAPE '\\') ORDER BY a.login LIMIT ?",
-                      (from_login, like[1:], like, limit + 1)).fetchall()
+    return _page(db.execute(*account_search(text, from_login, limit + 1)).fetchall(), limit)
+
+
+def account_search(text: str, from_login: int, limit: int) -> tuple[str, list]:
+    """The statement of :func:`find_accounts` and its arguments, every part of it bounded by an index: the
+    names' prefix range on accounts_name (``+login``: never a walk of the whole key instead), and at most 19
+    key ranges of logins, ``limit`` rows of each; then the first ``limit`` accounts found, by key."""
+    folded = text.translate(_ASCII_LOWER)
+    parts = ["SELECT login FROM accounts WHERE lower(name) >= ? AND lower(name) < ? AND +login >= ?"]
+    args: list = [folded, _prefix_end(folded), from_login]
+    for low, high in _login_ranges(text):
+        if high >= from_login:
+            parts.append(f"SELECT login FROM (SELECT login FROM accounts WHERE login BETWEEN ? AND ? ORDER BY login "
+                         f"LIMIT ?) AS r{len(parts)}")
+            args += [max(low, from_login), high, limit]
+    found = " UNION ".join(parts) + " ORDER BY login LIMIT ?"
+    return f"{_ACCOUNT} WHERE a.login IN ({found}) ORDER BY a.login", [*args, limit]
+
+
+def _prefix_end(text: str) -> str:
+    """The least string above every string that starts with ``text``, in code point order (that of UTF-8
+    bytes: SQLite's BINARY and PostgreSQL's "C"); for a text of U+10FFFF alone, above every such name of up to
+    MAX_NAME characters."""
+    if not text.rstrip("\U0010ffff"):
+        return text + "\U0010ffff" * MAX_NAME
+    text = text.rstrip("\U0010ffff")
+    following = ord(text[-1]) + 1
+    return text[:-1] + chr(0xE000 if 0xD800 <= following < 0xE000 else following)  # (no surrogate in UTF-8)
+
+
+def _login_ranges(text: str) -> list[tuple[int, int]]:
+    """The ranges of logins (1 to MAX_LOGIN) whose decimal form starts with ``text``, in order."""
+    if not (text.isascii() and text.isdigit()) or text[0] == "0":
+        return []
+    first, ranges, scale = int(text), [], 1
+    while first * scale <= MAX_LOGIN:
+        ranges.append((first * scale, min((first + 1) * scale - 1, MAX_LOGIN)))
+        scale *= 10
+    return ranges
+
+
+def _page(rows: list[tuple], limit: int) -> tuple[list[dict], int | None]:
+    """Up to ``limit`` accounts of ``rows`` (``limit + 1`` asked), and the login the next page starts from."""
     following = rows[limit][0] if len(rows) > limit else None
     return [_account_json(row) for row in rows[:limit]], following
 

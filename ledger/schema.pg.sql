@@ -1,7 +1,7 @@
 -- syncledger schema for PostgreSQL, version 6 (meta 'schema_version'): the same tables, columns and
 -- append-only triggers as schema.sql (SQLite), in PostgreSQL's dialect, so that both engines hold the same
--- rows and hash chains. A PostgreSQL ledger is born at version 6; later versions come by the numbered steps
--- of ledger/migrations.py (PG_STEPS), beside SQLite's.
+-- rows and hash chains. A PostgreSQL ledger is born at version 6, a new one too; later versions come by the
+-- numbered steps of ledger/migrations.py (PG_STEPS), beside SQLite's (the index accounts_name: step 7).
 -- Integers are BIGINT (SQLite's INTEGER is 64-bit); text compares byte by byte (COLLATE "C", as SQLite's
 -- BINARY), so that every ORDER BY gives the same order on both engines.
 -- Money columns hold signed integer micro-units (1 unit = 1_000_000).

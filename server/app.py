@@ -68,6 +68,7 @@ class Config:
     max_subscribers_per_login: int = 16  # trade:event subscribers (TCP and WebSocket) of one manager login
     max_subscribers_per_address: int = 64  # and from one address; each holds ~1.2 MB at most while it lags
     admin_host: str = "127.0.0.1"  # health, metrics (and the back-office page): loopback unless asked
+    admin_names: tuple[str, ...] = ()  # names (lower case) the admin listener is reached by, beside its address
     tls_cert: str | None = None  # PEM certificate chain: TLS on every listener (with tls_key)
     tls_key: str | None = None
     tls_handshakes: int = 2  # TLS handshake steps that take their CPU at once, per listener

@@ -8,7 +8,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Hashable
 
 import jwt
 
@@ -131,46 +131,55 @@ class ManagerKeys:
 
 
 class LoginThrottle:
-    """Failed logins by address: after ``free`` failures an address waits before its next try, twice as
-    long after each further failure (at most ``longest`` seconds); forgotten ``window`` seconds after its
-    last failure. Pure bookkeeping on the caller's clock (no I/O)."""
+    """Failed logins by (address, login) and by address: after ``free`` failures of one login from an address
+    (or ``spray`` failures of any logins from it) the next try waits, twice as long after each further failure
+    (at most ``longest`` seconds); forgotten ``window`` seconds after the last failure. One login's failures
+    count against its address only up to ``free``, so they never lock out another login. Pure bookkeeping on
+    the caller's clock (no I/O)."""
 
-    def __init__(self, clock: Callable[[], float], *, free: int = 5, longest: float = 300.0,
+    def __init__(self, clock: Callable[[], float], *, free: int = 5, spray: int = 50, longest: float = 300.0,
                  window: float = 900.0, size: int = 100_000):
-        self._clock, self.free, self.longest, self.window, self.size = clock, free, longest, window, size
-        self._failures: dict[str, tuple[int, float]] = {}  # address -> (failures, time of the last)
+        self._clock, self.free, self.spray, self.longest = clock, free, spray, longest
+        self.window, self.size = window, size
+        self._failures: dict[Hashable, tuple[int, float]] = {}  # key -> (failures, time of the last)
 
-    def wait(self, address: str) -> float:
-        """Seconds ``address`` must still wait before it may try again (0: it may now)."""
-        entry = self._failures.get(address)
+    def wait(self, key: Hashable, free: int | None = None) -> float:
+        """Seconds ``key`` (an address, or an (address, login) pair) must still wait before it may try again
+        (0: it may now), once it has failed more than ``free`` (default: the throttle's) times."""
+        entry = self._failures.get(key)
         if entry is None:
             return 0.0
         failures, last = entry
         now = self._clock()
         if now - last > self.window:
-            del self._failures[address]
+            del self._failures[key]
             return 0.0
-        if failures < self.free:
+        free = self.free if free is None else free
+        if failures < free:
             return 0.0
-        return max(0.0, last + min(2.0 ** (failures - self.free), self.longest) - now)
+        return max(0.0, last + min(2.0 ** (failures - free), self.longest) - now)
 
-    def attempt(self, address: str) -> float:
-        """Begin a login from ``address``: the seconds it must still wait (nothing recorded), or 0 and the
-        attempt counted as a failure until ``succeeded`` says otherwise, so that many concurrent tries from
-        one address cannot all pass before the first of them fails."""
-        wait = self.wait(address)
+    def attempt(self, address: str, login: int) -> float:
+        """Begin a login to ``login`` from ``address``: the seconds it must still wait (nothing recorded), or 0
+        and the attempt counted as a failure until ``succeeded`` says otherwise, so that many concurrent tries
+        cannot all pass before the first of them fails."""
+        pair = (address, login)
+        wait = max(self.wait(pair), self.wait(address, self.spray))
         if wait == 0.0:
-            self.failed(address)
+            if self._failures.get(pair, (0, 0.0))[0] < self.free:
+                self.failed(address)
+            self.failed(pair)
         return wait
 
-    def failed(self, address: str) -> None:
+    def failed(self, key: Hashable) -> None:
         now = self._clock()
-        if len(self._failures) >= self.size and address not in self._failures:  # bounded: forget the oldest
+        if len(self._failures) >= self.size and key not in self._failures:  # bounded: forget the oldest
             for old in [a for a, (_, t) in self._failures.items() if now - t > self.window] or \
                     [min(self._failures, key=lambda a: self._failures[a][1])]:
                 del self._failures[old]
-        failures, _ = self._failures.get(address, (0, now))
-        self._failures[address] = (failures + 1, now)
+        failures, _ = self._failures.get(key, (0, now))
+        self._failures[key] = (failures + 1, now)
 
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
+    def succeeded(self, address: str, login: int) -> None:
+        """A login that passed: its own failures are forgotten (the address's stay, against a spray)."""
+        self._failures.pop((address, login), None)

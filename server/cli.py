@@ -239,6 +239,7 @@ def _serve(args: argparse.Namespace) -> int:
                     max_subscribers_per_login=args.max_subscribers_per_login,
                     max_subscribers_per_address=args.max_subscribers_per_address,
                     replay_stall=args.replay_stall, admin_host=args.admin_host,
+                    admin_names=tuple(name.strip() for name in args.admin_names.split(",") if name.strip()),
                     admin_port=None if args.admin_port < 0 else args.admin_port, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, game_session_ttl=args.game_session_ttl, writer=args.writer,
                     cluster=args.cluster, log_format=args.log_format)
@@ -331,6 +332,9 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--admin-port", type=_admin_port, default=7403,
                    help="health (/healthz, /readyz) and metrics (/metrics); -1: none (default 7403)")
     p.add_argument("--admin-host", default="127.0.0.1", help="the admin listener's address (default loopback)")
+    p.add_argument("--admin-names", default="", metavar="NAMES",
+                   help="comma-separated host names the admin listener is reached by (a proxy's, a DNS name): it "
+                        "answers only requests whose Host is its own address or one of these (421 otherwise)")
     p.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain: TLS on every listener")
     p.add_argument("--tls-key", metavar="PATH", help="its private key")
     p.add_argument("--game-session-ttl", type=_positive, default=1800, metavar="SECONDS",

@@ -236,7 +236,7 @@ class Dispatcher:
         """A manager's login, or an account's (with the password AddUser gave it) as a USER session. An
         address that keeps failing waits longer and longer (429); every failure is logged with it."""
         data = models.LoginData.model_validate(req.data)
-        wait = self.s.throttle.attempt(conn.address)
+        wait = self.s.throttle.attempt(conn.address, data.login)
         if wait > 0:
             if not conn.authenticated:
                 conn.stop_reading()  # answered, then closed: a throttled address gets no free connection either
@@ -252,7 +252,7 @@ class Dispatcher:
         if not good or session is None:  # already counted by attempt()
             log.warning("failed login for %s from %s", data.login, conn.address)
             raise ProtocolError(401, "INVALID_CREDENTIALS", "wrong login or password")
-        self.s.throttle.succeeded(conn.address)
+        self.s.throttle.succeeded(conn.address, data.login)
         token, expires_at = self.s.tokens.issue(data.login, session, kv=kv)
         conn.authenticated = True
         pending.ok({"token": token, "session": session, "expires_at": expires_at})

@@ -4,8 +4,17 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
+import ipaddress
 import logging
+import marshal
+import os
+import signal
+import socket
+import subprocess
+import sys
 from functools import lru_cache
+from multiprocessing.connection import Connection
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import parse_qs
@@ -15,14 +24,15 @@ import orjson
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from syncledger.ledger import reads, verify, verify_path
+from syncledger.ledger import engine, reads, verify
 from syncledger.ledger.verify import head
 
 from .auth import FINANCE_SESSIONS, SESSION_ADMIN, SESSIONS, AuthError, Claims
 from .http import HttpServer, Response
 from .limits import peer_address
+from .listen import Listener
 from .core.mainloop import ShuttingDown
-from .core.readpool import ReadStalled
+from .core.readpool import ReadStalled, _in_snapshot
 from .metrics import History
 from .pending import Pending
 
@@ -51,7 +61,14 @@ API: dict[bytes, tuple[bytes, frozenset[int] | None]] = {
 }
 SESSION_NAMES = {number: name for name, number in SESSIONS.items()}
 MAX_PAGE = 1000
+METRICS_EVERY = 1.0  # seconds one rendering of /metrics is served for
+VERIFY_TIMEOUT = 600.0  # seconds the page's verify may take
+VERIFY_REST = 3.0  # the next verify starts no sooner than this many times the last one's length after it ended
 PEER: contextvars.ContextVar[str] = contextvars.ContextVar("admin_peer", default="admin")
+# The Host values that name the listener on this connection (None: an in-process stream, no address to check)
+OWN: contextvars.ContextVar[frozenset[bytes] | None] = contextvars.ContextVar("admin_own", default=None)
+# When the /metrics rendering this connection was last given was made (None: none yet)
+SCRAPED: contextvars.ContextVar[float | None] = contextvars.ContextVar("admin_scraped", default=None)
 
 
 class Refused(Exception):
@@ -80,8 +97,16 @@ class AdminApp:
     def __init__(self, server: Server):
         self.s = server
         self.history = History(server.metrics, server.wall_time)
+        self.names = frozenset(name.lower() for name in server.config.admin_names)
         self.last_verify: dict | None = None
+        self._scraped: tuple[float, bytes] | None = None  # (when, the Prometheus text rendered then)
+        self._rendering: trio.Event | None = None
+        self._reading = trio.CapacityLimiter(1)
+        config = server.config
+        self.reader = PageReader(config.db, config.read_timeout) if config.threaded and config.db != ":memory:" \
+            else None
         self._verifying: trio.Event | None = None
+        self._verify_free = 0.0  # (Trio time) when the next verify may start
         self.api: dict[bytes, Callable[[dict[str, list[str]], bytes, Claims | None], Awaitable[Any]]] = {
             b"/api/login": self.login, b"/api/config": self.config, b"/api/accounts": self.accounts,
             b"/api/history": self.account_history, b"/api/order": self.order, b"/api/head": self.head_and_verify,
@@ -90,12 +115,24 @@ class AdminApp:
 
     def head(self, request: h11.Request, arrived: bytes | None) -> Response | None:
         path = request.target.partition(b"?")[0]
+        headers = dict(request.headers)
+        if not self._own(headers.get(b"host", b"")):
+            return _error(421, "MISDIRECTED_REQUEST", "this is not a name of the admin listener: use its address "
+                                                      "(or give the name with --admin-names)")
         if path in API:
             method, sessions = API[path]
             if request.method != method:
                 refusal = _error(405, "METHOD_NOT_ALLOWED", f"use {method.decode()}")
                 refusal.headers += ((b"allow", method),)
                 return refusal
+            origin = headers.get(b"origin")
+            scheme = b"https://" if self.s.config.tls_cert is not None else b"http://"
+            if origin is not None and not (origin.startswith(scheme) and self._own(origin[len(scheme):])):
+                return _error(403, "CROSS_ORIGIN", "a request from another site's page (its Origin is not this "
+                                                   "listener's)")
+            if method == b"POST" and headers.get(b"content-type", b"").partition(b";")[0].strip().lower() != \
+                    b"application/json":
+                return _error(415, "UNSUPPORTED_MEDIA_TYPE", "the body must be sent as Content-Type: application/json")
             claims = self._claims(request, sessions)
             return claims if isinstance(claims, Response) else None
         if path not in OPS and path not in PAGE:
@@ -103,6 +140,16 @@ class AdminApp:
         if request.method not in (b"GET", b"HEAD"):
             return Response(405, b'{"error":"use GET"}', ((b"allow", b"GET"),))
         return None
+
+    def _own(self, host: bytes) -> bool:
+        """Whether a Host (or an Origin's host) names this listener: its address and port as bound on this
+        connection (``localhost`` too on loopback), or a name of ``admin_names`` with any port."""
+        own = OWN.get()
+        if own is None:
+            return True
+        host = host.lower()
+        name = host.rpartition(b":")[0] if host.rpartition(b":")[2].isdigit() and not host.endswith(b"]") else host
+        return host in own or name.decode("latin-1") in self.names
 
     def too_large(self, request: h11.Request) -> Response:
         return _error(413, "INVALID_DATA", "the request body is too large")
@@ -121,12 +168,35 @@ class AdminApp:
             name, content_type = PAGE[path]
             return Response(200, page_file(name), PAGE_HEADERS, content_type=content_type)
         if path == b"/metrics":
-            return Response(200, generate_latest(self.s.metrics.registry), content_type=CONTENT_TYPE_LATEST.encode())
+            return Response(200, await self._metrics(), content_type=CONTENT_TYPE_LATEST.encode())
         if path == b"/healthz":
             return Response(200, b'{"status":"ok"}')
         problems = self.not_ready()
         return Response(503 if problems else 200,
                         orjson.dumps({"status": "not ready" if problems else "ready", "problems": problems}))
+
+    async def _metrics(self) -> bytes:
+        """The Prometheus text, rendered in a worker thread at most once every METRICS_EVERY seconds: a scrape
+        that comes while a rendering runs waits for it, and one whose connection has had this rendering already
+        waits for the next. A flood of scrapes costs one rendering a second, and one answer a second a connection."""
+        while True:
+            if self._scraped is not None and trio.current_time() < self._scraped[0] + METRICS_EVERY:
+                if self._scraped[0] != SCRAPED.get():
+                    break
+                await trio.sleep_until(self._scraped[0] + METRICS_EVERY)
+            elif self._rendering is not None:
+                await self._rendering.wait()
+            else:
+                self._rendering = done = trio.Event()
+                try:
+                    text = await trio.to_thread.run_sync(generate_latest, self.s.metrics.registry)
+                    self._scraped = (trio.current_time(), text)
+                finally:
+                    self._rendering = None
+                    done.set()
+                break
+        SCRAPED.set(self._scraped[0])  # (this connection's task: the next scrape on it sees it)
+        return self._scraped[1]
 
     def not_ready(self) -> list[str]:
         """Why the server would not take work now (empty: it would)."""
@@ -193,8 +263,18 @@ class AdminApp:
             log.exception("%s failed", path.decode())
             return _error(500, "INTERNAL", f"{path.decode()} failed inside the server; nothing was changed")
 
+    async def _read(self, name: str, *args: Any) -> Any:
+        """A read of PAGE_READS for the page, one at a time: in the reader process (a ledger file or URL), else
+        on the server's own reads (an in-memory ledger, or one kept on the Trio thread)."""
+        if self.s.mainloop.failure is not None:
+            raise ShuttingDown()
+        if self.reader is None:
+            async with self._reading:
+                return await self.s.read(PAGE_READS[name], *args)
+        return await self.reader(name, *args)
+
     async def login(self, args: dict, body: bytes, claims: None) -> Response:
-        """The manager API's own Login (throttle by address, scrypt, logging), answered as JSON."""
+        """The manager API's own Login (throttle by address and login, scrypt, logging), answered as JSON."""
         answer = _Answer(PEER.get())
         try:
             data = orjson.loads(body)
@@ -217,27 +297,25 @@ class AdminApp:
 
     async def accounts(self, args: dict, body: bytes, claims: Claims) -> Response:
         text = _text(args, "q", 100)
-        users, following, seq = await self.s.read(_accounts_page, text, _int(args, "from_login", 0),
-                                                  _int(args, "limit", 100, 1, MAX_PAGE))
-        return _ok({"accounts": users, "next_from_login": following, "seq": seq})
+        page = await self._read("accounts", text, _int(args, "from_login", 0), _int(args, "limit", 100, 1, MAX_PAGE))
+        return _ok(orjson.Fragment(page))
 
     async def account_history(self, args: dict, body: bytes, claims: Claims) -> Response:
         login = _int(args, "login")
-        account, records, older = await self.s.read(_history_page, login, _int(args, "before", None, 1),
-                                                    _int(args, "limit", 50, 1, MAX_PAGE))
-        if account is None:
+        page = await self._read("history", login, _int(args, "before", None, 1), _int(args, "limit", 50, 1, MAX_PAGE))
+        if page is None:
             raise Refused(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
-        return _ok({"account": account, "records": records, "older": older})
+        return _ok(orjson.Fragment(page))
 
     async def order(self, args: dict, body: bytes, claims: Claims) -> Response:
         order = _int(args, "order")
-        found = await self.s.read(reads.versions, order)
-        if not found:
+        page = await self._read("versions", order)
+        if page is None:
             raise Refused(404, "ORDER_NOT_FOUND", f"no order {order}")
-        return _ok({"order": order, "versions": found})
+        return _ok(orjson.Fragment(page))
 
     async def head_and_verify(self, args: dict, body: bytes, claims: Claims) -> Response:
-        now = await self.s.read(head)
+        now = await self._read("head")
         return _ok({"head": now, "seq": int(now.partition(":")[0]), "verify": self.last_verify,
                     "verifying": self._verifying is not None})
 
@@ -247,14 +325,18 @@ class AdminApp:
                     "points": h.points()})
 
     async def verify(self, args: dict, body: bytes, claims: Claims) -> Response:
-        """Audit the ledger on a snapshot of its own; a request that comes while one runs gets that one's
-        result."""
+        """Audit the ledger on a snapshot of its own; a request that comes while one runs (or waits for its
+        turn) gets that one's result. A verify starts no sooner than VERIFY_REST times the last one's length
+        after it ended: a loop of them keeps a verify process busy at most a quarter of the time."""
         if self._verifying is not None:
             await self._verifying.wait()
             return _ok(self.last_verify)
         self._verifying = done = trio.Event()
         try:
+            await trio.sleep_until(self._verify_free)
+            started = trio.current_time()
             self.last_verify = await self._audit(claims.login)
+            self._verify_free = trio.current_time() + VERIFY_REST * (trio.current_time() - started)
         finally:
             self._verifying = None
             done.set()
@@ -265,27 +347,144 @@ class AdminApp:
         path = self.s.config.db
         try:
             if path == ":memory:":  # no file to open: between two batches, on the writer's connection
-                report = await self.s.mainloop.read(verify, self.s.store.db)
-            else:  # its own read-only connection, in a worker thread: the writer never waits for it
-                report = await trio.to_thread.run_sync(verify_path, path, abandon_on_cancel=True)
-            result = {"ok": report.ok, "text": str(report), "problem": report.problem, "head": report.head,
-                      "finance_rows": report.finance_rows, "events": report.events, "accounts": report.accounts}
+                done = await self.s.mainloop.read(verify, self.s.store.db)
+                report = {**dataclasses.asdict(done), "text": str(done)}
+            else:  # a read-only snapshot, in a process of its own: neither the writer nor the event loop waits
+                report = await _verify_process(path)
+            result = {key: report[key] for key in ("ok", "text", "problem", "head", "finance_rows", "events",
+                                                   "accounts")}
         except ShuttingDown:
             raise
-        except Exception as e:  # not a ledger this program reads, the file vanished, ...
+        except Exception as e:  # not a ledger this program reads, the file vanished, too slow, ...
             result = {"ok": False, "text": f"FAILED: verify could not run: {e}", "problem": str(e), "head": None,
                       "finance_rows": 0, "events": 0, "accounts": 0}
         log.info("verify from the back-office page (manager %d): %s", login, result["text"])
         return {**result, "at": int(at), "seconds": round(trio.current_time() - started, 3), "by": login}
 
 
-def _accounts_page(db: Any, text: str, from_login: int, limit: int) -> tuple[list[dict], int | None, int]:
-    """A page of accounts and the seq of the snapshot they were read in (events after it are newer)."""
-    return (*reads.find_accounts(db, text, from_login, limit), reads.last_seq(db))
+# The verify process: the ledger's path on stdin (a command line would show a PostgreSQL URL's password to
+# ps), its report as JSON on stdout; at nice 10, behind the server and its writer.
+_VERIFY = ("import dataclasses, os, sys, orjson\nos.nice(10)\nfrom syncledger.ledger import verify_path\n"
+           "r = verify_path(sys.stdin.read())\n"
+           "sys.stdout.buffer.write(orjson.dumps({**dataclasses.asdict(r), 'text': str(r)}))\n")
 
 
-def _history_page(db: Any, login: int, before: int | None, limit: int) -> tuple[dict | None, list[dict], int | None]:
-    return (reads.account(db, login), *reads.history(db, login, before, limit))
+async def _verify_process(path: str) -> dict:
+    """``verify_path(path)`` in a child process, within VERIFY_TIMEOUT seconds."""
+    with trio.move_on_after(VERIFY_TIMEOUT):
+        done = await trio.run_process([sys.executable, "-P", "-c", _VERIFY], stdin=path.encode(),
+                                      capture_stdout=True, capture_stderr=True, check=False)
+        if done.returncode != 0:
+            lines = done.stderr.decode(errors="replace").strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else f"the verify process ended with {done.returncode}")
+        return orjson.loads(done.stdout)
+    raise RuntimeError(f"it did not finish within {VERIFY_TIMEOUT:g} s (the ledger may be too large to verify "
+                       "from the page: run syncledger verify)")
+
+
+def _accounts_page(db: Any, text: str, from_login: int, limit: int) -> bytes:
+    """A page of accounts and the seq of the snapshot they were read in (events after it are newer), as JSON."""
+    users, following = reads.find_accounts(db, text, from_login, limit)
+    return orjson.dumps({"accounts": users, "next_from_login": following, "seq": reads.last_seq(db)})
+
+
+def _history_page(db: Any, login: int, before: int | None, limit: int) -> bytes | None:
+    """An account and a page of its history, as JSON (None: no such account)."""
+    account = reads.account(db, login)
+    if account is None:
+        return None
+    records, older = reads.history(db, login, before, limit)
+    return orjson.dumps({"account": account, "records": records, "older": older})
+
+
+def _versions_page(db: Any, order: int) -> bytes | None:
+    """Every version of an order, as JSON (None: no such order)."""
+    found = reads.versions(db, order)
+    return orjson.dumps({"order": order, "versions": found}) if found else None
+
+
+PAGE_READS: dict[str, Callable[..., Any]] = {"accounts": _accounts_page, "history": _history_page,
+                                             "versions": _versions_page, "head": head}
+
+
+class PageReader:
+    """The page's reads of a ledger file (or PostgreSQL URL), one at a time, in a process of its own that keeps
+    a read-only connection (python -m syncledger.server.observe): neither their SQL nor the Python that turns
+    rows into JSON runs in the server's interpreter, whose threads share one lock with the event loop. Each
+    read gives JSON bytes or a head; one that takes longer than ``timeout`` is answered ReadStalled, as the
+    read pool's are, and the process replaced."""
+
+    def __init__(self, path: str, timeout: float):
+        self.path, self.timeout = path, timeout
+        self._limit = trio.CapacityLimiter(1)
+        self._process: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+
+    async def __call__(self, name: str, *args: Any) -> Any:
+        async with self._limit:
+            try:
+                with trio.fail_after(self.timeout):
+                    if self._conn is None:
+                        await trio.to_thread.run_sync(self._start)
+                    self._conn.send_bytes(marshal.dumps((name, args)))  # type: ignore[union-attr]
+                    ok, value = marshal.loads(await trio.to_thread.run_sync(self._conn.recv_bytes,  # type: ignore
+                                                                            abandon_on_cancel=True))
+            except BaseException as e:
+                self.close()  # (its answer may be on its way: the next read gets a new process)
+                if isinstance(e, trio.TooSlowError):
+                    raise ReadStalled(f"the ledger did not answer a read within {self.timeout:g} s") from None
+                if isinstance(e, (EOFError, OSError)):
+                    raise RuntimeError("the back-office page's reader process ended") from None
+                raise
+        if not ok:
+            raise RuntimeError(f"in the page's reader process: {value}")
+        return value
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._process = subprocess.Popen([sys.executable, "-P", "-m", "syncledger.server.observe",
+                                              str(theirs.fileno())], pass_fds=(theirs.fileno(),),
+                                             stdin=subprocess.DEVNULL)
+        self._conn = Connection(ours.detach())
+        self._conn.send_bytes(self.path.encode())  # (never on its command line: a PostgreSQL URL's password)
+
+    def close(self) -> None:
+        """End the process (it also ends by itself when the server's end of its socket closes)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            # (its socket is closed when nothing holds it: a thread abandoned in recv_bytes may, until it sees EOF)
+            self._process = self._conn = None
+
+
+def _page_reads(fd: int) -> None:
+    """The reader process: the ledger's path first, then each (read, args) answered (True, result) or (False,
+    what failed), each read in a snapshot of its own, until the server's end closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # (a ^C in the server's terminal is the server's to handle)
+    os.nice(10)  # behind the server and its writer, as the verify process
+    conn = Connection(fd)
+    path, db = conn.recv_bytes().decode(), None
+    while True:
+        try:
+            name, args = marshal.loads(conn.recv_bytes())
+        except EOFError:
+            return
+        try:
+            db = db or engine.connect_ro(path, on_open=engine.bound_session)
+            conn.send_bytes(marshal.dumps((True, _in_snapshot(PAGE_READS[name], db, *args))))
+        except Exception as e:  # the connection is opened again for the next read
+            db = _closed(db)
+            conn.send_bytes(marshal.dumps((False, f"{type(e).__name__}: {e}")))
+
+
+def _closed(db: Any) -> None:
+    """Close ``db`` (if any) whatever state it is in."""
+    try:
+        if db is not None:
+            db.close()
+    except Exception:
+        pass
 
 
 def _text(args: dict[str, list[str]], name: str, longest: int) -> str:
@@ -337,16 +536,42 @@ class AdminServer(HttpServer):
     """The admin listener: the HTTP driver, each connection's peer address known to Login's throttle, and
     the sampler of the page's chart running beside it."""
 
-    async def serve(self, listeners: list[trio.SocketListener], *, connections: trio.Nursery,
+    async def serve(self, listener: Listener, *, connections: trio.Nursery,
                     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         connections.start_soon(self.app.history.run)
-        await super().serve(listeners, connections=connections, task_status=task_status)
+        try:
+            await super().serve(listener, connections=connections, task_status=task_status)
+        finally:
+            if self.app.reader is not None:
+                self.app.reader.close()
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
         PEER.set(_peer(stream))
+        OWN.set(_own_hosts(stream, self.app.s.config.tls_cert is not None))
         await super()._connection(stream)
 
 
 def _peer(stream: trio.abc.Stream) -> str:
     address = peer_address(stream)
     return "admin" if address == "memory" else address
+
+
+def _own_hosts(stream: trio.abc.Stream, tls: bool) -> frozenset[bytes] | None:
+    """The Host values that name the listener's end of ``stream``: ``IP:PORT`` as bound (IP alone on the
+    scheme's default port), and ``localhost:PORT`` on loopback. None: not a socket."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    try:
+        address, port = stream.socket.getsockname()[:2]  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError, TypeError):
+        return None
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    ips = [ip, ip.ipv4_mapped] if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else [ip]
+    names = [f"[{a}]" if a.version == 6 else str(a) for a in ips] + (["localhost"] if ip.is_loopback else [])
+    default = port == (443 if tls else 80)
+    return frozenset(f"{name}:{port}".encode() for name in names) | frozenset(
+        name.encode() for name in names if default)
+
+
+if __name__ == "__main__":  # the page's reader process (PageReader)
+    _page_reads(int(sys.argv[1]))

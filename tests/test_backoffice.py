@@ -8,18 +8,23 @@ import os
 import re
 import shutil
 import sqlite3
+import sys
+import threading
 import time
 from decimal import Decimal
 from functools import partial
 
 import httpx
+import orjson
 import pytest
 import trio
 
-from syncledger.server import admin
-from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER
+from syncledger.server import admin, observe
+from syncledger.ledger import reads
+from syncledger.server.app import serve
+from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER, LoginThrottle
 from syncledger.server.metrics import History, Metrics
-from tests.conftest import add_account, admin_token, tcp_client
+from tests.conftest import add_account, admin_token, make_config, tcp_client
 
 PASSWORD = "correct horse battery staple"
 CHROMIUM = shutil.which("chromium")
@@ -53,12 +58,55 @@ async def test_every_api_call_needs_a_valid_manager_token(server):
             assert (r.status_code, r.json()["error"]) == (401, "UNAUTHORIZED"), path
             r = await h.get(path, headers={"authorization": "Bearer not-a-token"})
             assert (r.status_code, r.json()["error"]) == (401, "INVALID_TOKEN"), path
-        r = await h.post("/api/verify")
+        r = await h.post("/api/verify", json={})
         assert (r.status_code, r.json()["error"]) == (401, "UNAUTHORIZED")
         assert r.headers["cache-control"] == "no-store"
         assert (await h.post("/api/accounts")).status_code == 405
         assert (await h.get("/api/verify")).status_code == 405
         assert (await h.get("/api/nothing")).status_code == 404
+
+
+async def test_a_page_of_another_site_gets_nothing(server):
+    """DNS rebinding (a name of the attacker's that resolves to loopback) and cross-site requests (a form or a
+    fetch of another page, which cannot set Content-Type: application/json without CORS): refused before any
+    token, password or ledger is looked at, and the connection goes on."""
+    add_manager(server, 7)
+    port = server.ports.admin
+    own = {"login": 7, "password": "wrong password"}
+    async with http(server) as h:
+        for host in (f"evil.example:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}", f"localhost.evil.example:{port}"):
+            for path in ("/metrics", "/healthz", "/", "/api/head"):
+                r = await h.get(path, headers={"host": host})
+                assert (r.status_code, r.json()["error"]) == (421, "MISDIRECTED_REQUEST"), (host, path)
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):  # its own address, loopback
+            assert (await h.get("/metrics", headers={"host": host})).status_code == 200, host
+        r = await h.post("/api/login", content=orjson.dumps(own), headers={"content-type": "text/plain"})
+        assert (r.status_code, r.json()["error"]) == (415, "UNSUPPORTED_MEDIA_TYPE")
+        r = await h.post("/api/login", content=orjson.dumps(own))  # no Content-Type at all
+        assert r.status_code == 415
+        for origin in ("http://evil.example", "null", f"https://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"):
+            r = await h.post("/api/login", json=own, headers={"origin": origin})
+            assert (r.status_code, r.json()["error"]) == (403, "CROSS_ORIGIN"), origin
+            r = await h.get("/api/head", headers={"origin": origin, "authorization": f"Bearer {admin_token(server)}"})
+            assert r.status_code == 403, origin
+        # nothing of those counted as a failed login: manager 7 is not throttled
+        for _ in range(4):  # (the fifth failure would be the last free one)
+            r = await h.post("/api/login", json=own, headers={"origin": f"http://localhost:{port}"})
+            assert r.status_code == 401
+        r = await h.post("/api/login", json={"login": 7, "password": PASSWORD},
+                         headers={"content-type": "application/json; charset=utf-8"})
+        assert r.status_code == 200
+
+
+async def test_names_the_listener_is_reached_by_can_be_configured(nursery, tmp_path):
+    srv = await nursery.start(serve, make_config(db=str(tmp_path / "n.db"), admin_names=("ledger.example",)))
+    async with http(srv) as h:
+        for host in ("ledger.example", "ledger.example:8443", f"LEDGER.example:{srv.ports.admin}"):
+            assert (await h.get("/healthz", headers={"host": host})).status_code == 200, host
+        r = await h.get("/api/head", headers={"host": "ledger.example", "origin": "http://ledger.example:8443",
+                                              "authorization": f"Bearer {admin_token(srv)}"})
+        assert r.status_code == 200
+        assert (await h.get("/healthz", headers={"host": "other.example"})).status_code == 421
 
 
 async def test_session_types_rule_as_in_the_manager_api(server):
@@ -74,10 +122,10 @@ async def test_session_types_rule_as_in_the_manager_api(server):
         async with http(server, token) as h:
             for path in GETS[:2] + [f"/api/history?login={login}", "/api/head", "/api/metrics"]:
                 assert (await h.get(path)).status_code == 200, path
-            r = await h.post("/api/verify")  # a whole-ledger audit: ADMIN only
+            r = await h.post("/api/verify", json={})  # a whole-ledger audit: ADMIN only
             assert (r.status_code, r.json()["error"]) == (403, "FORBIDDEN") and "ADMIN" in r.json()["message"]
     async with http(server, admin_) as h:
-        assert (await h.post("/api/verify")).json()["data"]["ok"] is True
+        assert (await h.post("/api/verify", json={})).json()["data"]["ok"] is True
         config = (await h.get("/api/config")).json()["data"]
     assert config["ws_port"] == server.ports.ws and (config["login"], config["session"]) == (4, "ADMIN")
     db = sqlite3.connect(server.config.db, isolation_level=None, timeout=10)
@@ -96,7 +144,7 @@ async def test_login_is_the_manager_apis_login_throttle_included(server):
         assert r.status_code == 200 and r.json()["data"]["session"] == SESSION_ADMIN
         token = r.json()["data"]["token"]
         assert (await h.get("/api/head", headers={"authorization": f"Bearer {token}"})).status_code == 200
-        r = await h.post("/api/login", content=b"not json")
+        r = await h.post("/api/login", content=b"not json", headers={"content-type": "application/json"})
         assert (r.status_code, r.json()["error"]) == (400, "INVALID_JSON")
         r = await h.post("/api/login", json={"login": 7})
         assert (r.status_code, r.json()["error"]) == (400, "INVALID_DATA") and "password" in r.json()["message"]
@@ -109,6 +157,35 @@ async def test_login_is_the_manager_apis_login_throttle_included(server):
         assert (r.status_code, r.json()["error"]) == (429, "TOO_MANY_REQUESTS")
     async with tcp_client(server, None) as c:  # the same address, the same throttle
         assert (await c.login(7, PASSWORD)).status == 429
+
+
+async def test_one_logins_failures_lock_out_no_other_login(server):
+    """The throttle counts per (address, login): a page that fails login 7 again and again (or any local
+    process) leaves manager 8 free to log in from the same address; a spray over many logins still waits."""
+    add_manager(server, 7)
+    add_manager(server, 8)
+    async with http(server) as h:
+        for _ in range(12):
+            await h.post("/api/login", json={"login": 7, "password": "wrong password"})
+        r = await h.post("/api/login", json={"login": 7, "password": PASSWORD})
+        assert (r.status_code, r.json()["error"]) == (429, "TOO_MANY_REQUESTS")
+        r = await h.post("/api/login", json={"login": 8, "password": PASSWORD})
+        assert r.status_code == 200 and r.json()["data"]["session"] == SESSION_ADMIN
+    async with tcp_client(server, None) as c:  # the TCP API's Login shares the throttle: 8 is free there too
+        assert (await c.login(8, PASSWORD)).ok and (await c.login(7, PASSWORD)).status == 429
+
+
+def test_the_throttle_bounds_an_address_that_sprays_many_logins():
+    now = [0.0]
+    t = LoginThrottle(lambda: now[0], free=2, spray=5)
+    assert [t.attempt("a", 1) for _ in range(3)] == [0, 0, 1.0]  # login 1: two free, then it waits
+    assert t.attempt("a", 2) == 0 and t.attempt("b", 1) == 0  # another login, another address: free
+    assert [t.attempt("a", login) for login in range(3, 6)] == [0, 0, 1.0]  # the address's bound: 5 in all
+    now[0] = 1.0
+    t.succeeded("a", 3)  # a success clears that login's count, not the address's
+    assert t.attempt("a", 6) == 0 and t.attempt("a", 7) == 2.0
+    now[0] = 2000.0  # past the window: all forgotten
+    assert t.attempt("a", 1) == 0 and t.attempt("a", 7) == 0
 
 
 async def test_accounts_history_and_order_versions(server):
@@ -127,8 +204,9 @@ async def test_accounts_history_and_order_versions(server):
         found = await get("/api/accounts?q=ALICE")
         assert [a["login"] for a in found["accounts"]] == [alice] and found["seq"] == 3
         assert [a["login"] for a in (await get(f"/api/accounts?q={bob}"))["accounts"]] == [bob]  # login prefix
-        assert [a["login"] for a in (await get("/api/accounts?q=%25"))["accounts"]] == [bob]  # % is a character
-        assert [a["login"] for a in (await get("/api/accounts?q=e_e"))["accounts"]] == []  # and so is _
+        assert [a["login"] for a in (await get("/api/accounts?q=bob_100%25"))["accounts"]] == [bob]  # % and _ are
+        assert [a["login"] for a in (await get("/api/accounts?q=b%25"))["accounts"]] == []  # characters
+        assert [a["login"] for a in (await get("/api/accounts?q=example"))["accounts"]] == []  # a prefix, not a part
         page = await get("/api/accounts?limit=1")
         assert [a["login"] for a in page["accounts"]] == [alice] and page["next_from_login"] == bob
         r = await h.get("/api/accounts?q=alice")
@@ -153,13 +231,44 @@ async def test_accounts_history_and_order_versions(server):
             assert (r.status_code, r.json()["error"]) == (status, code), path
 
 
+async def test_the_pages_reads_run_in_a_process_of_its_own(server, monkeypatch):
+    """Neither the SQL of the page's reads nor the Python that turns their rows into JSON runs in the server's
+    interpreter (whose worker threads share its lock with the event loop): one process, one read at a time,
+    while the manager API's reads keep the server's read connections."""
+    def in_the_server(*args, **kwargs):
+        raise AssertionError("a page read ran inside the server's process")
+    async with tcp_client(server) as c:
+        login = (await c.call("AddUser", {"name": "Alice Example"})).data["login"]
+        order = (await c.call("CreditInSync", {"login": login, "amount": 5, "comment": "x"})).data["order"]
+    for name in ("find_accounts", "history", "versions"):  # (the manager API reads accounts itself)
+        monkeypatch.setattr(reads, name, in_the_server)
+    async with http(server, admin_token(server)) as h, tcp_client(server) as c:
+        async def one(path: str) -> None:
+            assert (await h.get(path)).status_code == 200, path
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                for path in (f"/api/history?login={login}", "/api/accounts?q=ali", f"/api/order?order={order}"):
+                    nursery.start_soon(one, path)
+            nursery.start_soon(partial(c.call, "GetUser", {"login": login}))
+        assert (await h.get("/api/history?login=999")).status_code == 404
+        assert (await c.call("GetUser", {"login": login})).ok
+    reader = server._admin.app.reader
+    assert reader._process.pid != os.getpid() and reader._process.poll() is None
+    process = reader._process
+    await server.shutdown()
+    with trio.fail_after(10):  # ended with the server
+        while reader._process is not None:
+            await trio.sleep(0.01)
+    assert process.poll() is not None
+
+
 async def test_verify_runs_on_a_snapshot_of_its_own_beside_the_writer(server):
     async with tcp_client(server) as c, http(server, admin_token(server)) as h:
         login = await add_account(c)
         assert (await c.call("CreditInSync", {"login": login, "amount": 7, "comment": "x"})).ok
         head = (await h.get("/api/head")).json()["data"]
         assert head["seq"] == 1 and head["verify"] is None
-        server.faults.delay_commit(1.0)  # the writer holds its next batch (and its lock) for a second
+        server.faults.delay_commit(3.0)  # the writer holds its next batch (and its lock) for 3 s
         held = c.start("BalanceIn", {"login": login, "amount": 1})
         with trio.fail_after(10):
             while not server.mainloop.lock.locked():
@@ -167,7 +276,7 @@ async def test_verify_runs_on_a_snapshot_of_its_own_beside_the_writer(server):
         answers = []
 
         async def verify() -> None:
-            answers.append((await h.post("/api/verify")).json()["data"])
+            answers.append((await h.post("/api/verify", json={})).json()["data"])
         async with trio.open_nursery() as nursery:  # two at once (one joins the other if it is still running)
             nursery.start_soon(verify)
             nursery.start_soon(verify)
@@ -177,6 +286,53 @@ async def test_verify_runs_on_a_snapshot_of_its_own_beside_the_writer(server):
         assert (await held.reply()).ok
         after = (await h.get("/api/head")).json()["data"]
         assert after["seq"] == 2 and after["verify"] in answers
+
+
+async def test_verify_runs_in_a_process_of_its_own(server, monkeypatch):
+    """Never in the server's interpreter (its worker threads share the GIL with the event loop): a process,
+    given the ledger's path on stdin (a PostgreSQL URL's password never on a command line), with a deadline."""
+    def in_the_server(*args, **kwargs):
+        raise AssertionError("verify ran inside the server's process")
+    monkeypatch.setattr(observe, "verify_path", in_the_server, raising=False)
+    commands = []
+    run_process = trio.run_process
+
+    async def spy(command, **kwargs):
+        commands.append(command)
+        return await run_process(command, **kwargs)
+    monkeypatch.setattr(trio, "run_process", spy)
+    async with tcp_client(server) as c, http(server, admin_token(server)) as h:
+        login = await add_account(c)
+        assert (await c.call("CreditInSync", {"login": login, "amount": 7, "comment": "x"})).ok
+        done = (await h.post("/api/verify", json={})).json()["data"]
+        assert done["ok"] is True and done["text"].startswith("ok: 1 finance rows, 1 events, 1 accounts"), done
+        assert done["head"].startswith("1:") and done["by"] == 1
+        assert len(commands) == 1 and commands[0][0] == sys.executable and server.config.db not in commands[0]
+        monkeypatch.setattr(observe, "VERIFY_TIMEOUT", 0.0, raising=False)  # one that runs too long: a true answer
+        monkeypatch.setattr(observe, "VERIFY_REST", 0.0, raising=False)  # (and at once)
+        late = (await h.post("/api/verify", json={})).json()["data"]
+        assert late["ok"] is False and "did not finish within" in late["text"] and late["head"] is None
+
+
+async def test_a_loop_of_verifies_keeps_a_verify_process_busy_a_quarter_of_the_time(server, monkeypatch):
+    """A verify starts no sooner than three times the last one's length after it ended (a request meanwhile
+    waits for it, and is given a verify that started after it asked)."""
+    runs = []
+
+    async def audit(path: str) -> dict:
+        start = trio.current_time()
+        await trio.sleep(0.1)
+        runs.append((start, trio.current_time()))
+        return {"ok": True, "text": "ok: stand-in", "problem": None, "head": "0:0", "finance_rows": 0, "events": 0,
+                "accounts": 0}
+    monkeypatch.setattr(observe, "_verify_process", audit)
+    async with http(server, admin_token(server)) as h:
+        for _ in range(3):
+            asked = trio.current_time()
+            assert (await h.post("/api/verify", json={})).json()["data"]["ok"] is True
+            assert runs[-1][0] >= asked  # its own run, not an earlier one's result
+    for (_, ended), (started, _) in zip(runs, runs[1:]):
+        assert started - ended >= 3 * 0.1 - 0.01
 
 
 async def test_the_page_and_its_files_are_served(server):

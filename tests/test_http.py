@@ -313,7 +313,8 @@ async def test_every_answer_has_its_reason_phrase(syncledger):
         (wallet, b"GET /v1/credit HTTP/1.1\r\nHost: t\r\n\r\n", b"HTTP/1.1 405 Method Not Allowed"),
         (wallet, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"HTTP/1.1 505 HTTP Version Not Supported"),
         (wallet, b"POST /v1/check HTTP/1.1\r\nContent-Length: x\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
-        (admin, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", b"HTTP/1.1 200 OK"),
-        (admin, b"GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n", b"HTTP/1.1 404 Not Found"),
+        (admin, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % admin, b"HTTP/1.1 200 OK"),
+        (admin, b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % admin, b"HTTP/1.1 404 Not Found"),
+        (admin, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", b"HTTP/1.1 421 Misdirected Request"),  # not its name
     ]
     assert [await _status_line(port, request) for port, request, _ in cases] == [line for _, _, line in cases]

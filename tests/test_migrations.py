@@ -1,5 +1,7 @@
 """Upgrades keep data: the schema-version-1 fixture ledger (tests/fixtures) migrates in place, in one
-transaction, verifies before and after, and its open wallet round settles as a provider would settle it."""
+transaction, verifies before and after, and its open wallet round settles as a provider would settle it; the
+previous release's ledger (version 6) gains the index of the account search, on SQLite and PostgreSQL, and the
+back-office page's reads go by index (their query plans)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from syncledger.ledger import Store, migrations, verify_path
+from syncledger.ledger import AddAccount, Store, engine, migrations, reads, verify_path
 from syncledger.ledger.store import LedgerOpenError
 from syncledger.ledger.wallet import WalletCall
 from syncledger.server.cli import main
 from syncledger.server.wallet.app import wallet_call
+from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v1.sqlite"
+PREVIOUS = Path(__file__).parent / "fixtures" / "ledger-v6.sqlite"  # the release before the search index
 NOW = 1_764_000_100
 
 
@@ -71,12 +75,17 @@ def call(action: str, txid: str, ref: str | None, game: str, amount=None) -> Wal
     return wallet_call(action, body, NOW, 1800)
 
 
-def test_fixture_is_a_version_1_ledger_that_verifies(pristine):
-    db = sqlite3.connect(f"file:{pristine}?mode=ro", uri=True)
+def version_at(path: str) -> int:
+    """The schema version of the ledger file at ``path``, read without changing it."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        assert migrations.version_of(db) == 1
+        return migrations.version_of(db)
     finally:
         db.close()
+
+
+def test_fixture_is_a_version_1_ledger_that_verifies(pristine):
+    assert version_at(pristine) == 1
     assert verify_path(pristine).ok
 
 
@@ -163,3 +172,80 @@ def test_a_foreign_sqlite_file_is_not_taken_for_a_ledger(tmp_path):
     db.close()
     with pytest.raises(migrations.SchemaError, match="not a syncledger ledger"):
         Store(str(path))
+
+
+# ---- the previous release (schema version 6) and the account search by index
+
+SEARCHES = [  # (text, from_login, limit) -> the logins found, and the next page's from_login
+    (("ali", 0, 100), ([1000, 1001], None)), (("ALICE t", 0, 100), ([1001], None)),
+    (("100", 0, 100), ([1000, 1001, 1002, 1003, 1004], None)), (("100", 1001, 2), ([1001, 1002], 1003)),
+    (("1003", 0, 100), ([1003], None)), (("b", 0, 100), ([1002], None)), (("bob_100%", 0, 100), ([1002], None)),
+    (("z", 0, 100), ([1004], None)), (("ÉMILE", 0, 100), ([1003], None)), (("émile", 0, 100), ([], None)),
+    (("lice", 0, 100), ([], None)), (("%", 0, 100), ([], None)), (("_", 0, 100), ([], None)),
+    (("0100", 0, 100), ([], None)), (("99999999999999999999", 0, 100), ([], None)),
+    (("\U0010ffff", 0, 100), ([], None)), (("", 1003, 100), ([1003, 1004], None)),
+]
+
+
+def found(db, text: str, from_login: int, limit: int) -> tuple[list[int], int | None]:
+    page, following = reads.find_accounts(db, text, from_login, limit)
+    return [a["login"] for a in page], following
+
+
+def test_the_previous_release_opens_migrates_verifies_and_is_searched_by_prefix(tmp_path):
+    path = str(tmp_path / "v6.db")
+    shutil.copyfile(PREVIOUS, path)
+    assert version_at(path) == 6 and verify_path(path).ok
+    store = Store(path)
+    try:
+        assert store.migrated == [7] and migrations.version_of(store.db) == migrations.LATEST
+        assert store.accounts[1000][1:] == (75_000_000, 0) and store.accounts[1001][1:] == (0, 5_000_000)
+        for args, want in SEARCHES:
+            assert found(store.db, *args) == want, args
+    finally:
+        store.close()
+    assert verify_path(path).ok
+
+
+def plans(db, sql: str, args) -> list[str]:
+    if isinstance(db, engine.PgConnection):
+        return [row[0] for row in db.execute("EXPLAIN " + sql, args).fetchall()]
+    return [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()]
+
+
+def test_the_pages_reads_go_by_index_on_sqlite(tmp_path):
+    store = Store(str(tmp_path / "new.db"))
+    try:
+        for text in ("ali", "100", "\U0010ffff"):
+            plan = plans(store.db, *reads.account_search(text, 0, 101))
+            assert not [p for p in plan if p.startswith(("SCAN a", "SCAN finance"))], plan  # no table read whole
+            assert any("accounts_name" in p for p in plan), plan
+            if text == "100":
+                assert any("PRIMARY KEY (rowid>? AND rowid<?)" in p for p in plan), plan
+        plan = plans(store.db, reads._ROW + " WHERE login = ? AND id < ? ORDER BY id DESC LIMIT ?", (1000, 2**62, 51))
+        assert plan == ["SEARCH finance USING INDEX finance_login (login=? AND id<?)"]  # reads.history's
+    finally:
+        store.close()
+
+
+def test_postgresql_ledgers_old_and_new_get_the_index_and_search_alike(pg_url):
+    raw = engine.connect(pg_url)
+    try:
+        raw.script(migrations.schema_pg_sql())  # a ledger of the previous release: version 6
+        assert migrations.version_of(raw) == 6
+    finally:
+        raw.close()
+    store = Store(pg_url)
+    try:
+        assert not store.created and store.migrated == [7] and migrations.version_of(store.db) == 7
+        names = [("Alice Example", "EUR"), ("alice Two", "USD"), ("Bob_100%", "USD"), ("ÉMILE Zola", "EUR"),
+                 ("Zed", "USD")]
+        store.apply_batch([AddAccount(name, currency, NOW + i) for i, (name, currency) in enumerate(names)])
+        for args, want in SEARCHES:  # the same answers as the SQLite ledger of the same accounts
+            assert found(store.db, *args) == want, args
+        store.db.execute("SET enable_seqscan = off")  # (a table this small is read whole otherwise)
+        plan = " ".join(plans(store.db, *reads.account_search("ali", 0, 101)))
+        assert "accounts_name" in plan and "Seq Scan" not in plan, plan
+    finally:
+        store.close()
+    assert verify_path(pg_url).ok

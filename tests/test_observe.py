@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import httpx
 import trio
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from syncledger.server import observe
 from syncledger.server.app import serve
 from tests.conftest import add_account, make_config, tcp_client
 
@@ -18,7 +23,8 @@ async def scrape(srv) -> dict[tuple, float]:
             for family in text_string_to_metric_families(r.text) for s in family.samples}
 
 
-async def test_metrics_move_after_a_credit(server):
+async def test_metrics_move_after_a_credit(server, monkeypatch):
+    monkeypatch.setattr(observe, "METRICS_EVERY", 0.0)  # every scrape rendered anew
     async with tcp_client(server) as c:
         login = await add_account(c)
         before = await scrape(server)
@@ -65,3 +71,29 @@ async def test_health_and_readiness(tmp_path):
                 await trio.sleep(0.2)
                 during = await http.get(base + "/readyz")
             assert during.status_code == 503 and "shutting down" in during.json()["problems"]
+
+
+async def test_metrics_are_rendered_at_most_once_a_second_off_the_event_loop(server, monkeypatch):
+    """A flood of scrapes costs one rendering a second (in a worker thread, never on the Trio thread), and a
+    connection that scrapes again before the next one is due waits for it (one answer a second a connection)."""
+    renders = []
+
+    def render(registry) -> bytes:
+        renders.append((threading.current_thread(), time.monotonic()))
+        return generate_latest(registry)
+    monkeypatch.setattr(observe, "generate_latest", render)
+    monkeypatch.setattr(observe, "METRICS_EVERY", 0.25, raising=False)
+    async with httpx.AsyncClient(timeout=30) as http:
+        url = f"http://127.0.0.1:{server.ports.admin}/metrics"
+        bodies = []
+
+        async def scrape_once() -> None:
+            bodies.append((await http.get(url)).content)
+        async with trio.open_nursery() as nursery:  # ten connections at once: one rendering for all
+            for _ in range(10):
+                nursery.start_soon(scrape_once)
+        assert len(renders) == 1 and len(set(bodies)) == 1 and b"syncledger_ledger_seq" in bodies[0]
+        for _ in range(2):  # again on a connection that has had it: each waits for the next rendering
+            await scrape_once()
+    assert len(renders) == 3 and all(thread is not threading.main_thread() for thread, _ in renders)
+    assert renders[2][1] - renders[1][1] >= 0.25 and renders[1][1] - renders[0][1] >= 0.25

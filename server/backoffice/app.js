@@ -168,9 +168,11 @@
 
   // ---- accounts
 
+  // As the server searches: a login or a name that starts with the text, ASCII letters in any case.
+  const asciiLower = (text) => text.replace(/[A-Z]+/g, (letters) => letters.toLowerCase());
   function matches(account) {
-    const q = state.query.toLowerCase();
-    return !q || String(account.login).startsWith(q) || account.name.toLowerCase().includes(q);
+    const q = asciiLower(state.query);
+    return !q || String(account.login).startsWith(q) || asciiLower(account.name).startsWith(q);
   }
 
   function accountRow(account) {

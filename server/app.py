@@ -23,7 +23,7 @@ from syncledger.ledger import Store, engine
 from syncledger.ledger.store import CatchUp
 from syncledger.ledger.wallet import PruneSessions
 
-from . import admin, ws
+from . import auth, ws
 from .wallet.app import WalletApp
 from .core.writer import WriterProcess
 from .auth import Claims, LoginThrottle, ManagerKeys, Tokens
@@ -32,7 +32,7 @@ from .commands import Dispatcher
 from .health import Watch
 from .http import HttpServer, Limits
 from .limits import Gate, LineBudget, SubscriberCap, default_cap, raise_descriptor_limit
-from .listen import ListenError, Listener  # noqa: F401  (ListenError: for cli)
+from .listen import Listener
 from .core.lockfile import LedgerLock, PgLock
 from .core.mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
@@ -121,7 +121,7 @@ class Server:
             raise
         self.writer: WriterProcess | None = None
         try:
-            self.tokens = Tokens(config.secret or admin.load_secret(config.db, self.store.db), clock=self.wall_time)
+            self.tokens = Tokens(config.secret or auth.load_secret(config.db, self.store.db), clock=self.wall_time)
             self.keys = self._manager_keys()
             if config.db != ":memory:":
                 self._reads = ReadPool(config.db, size=2, threaded=config.threaded, timeout=config.read_timeout,

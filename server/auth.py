@@ -5,12 +5,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
 
 import jwt
+
+from syncledger.ledger import engine
+
+log = logging.getLogger("syncledger.admin")  # (the key file's lines: their logger's name of old)
 
 SESSION_USER, SESSION_MANAGER, SESSION_DEALER, SESSION_ADMIN = 0, 1, 2, 3
 SESSIONS = {"USER": SESSION_USER, "MANAGER": SESSION_MANAGER, "DEALER": SESSION_DEALER, "ADMIN": SESSION_ADMIN}
@@ -183,3 +189,63 @@ class LoginThrottle:
     def succeeded(self, address: str, login: int) -> None:
         """A login that passed: its own failures are forgotten (the address's stay, against a spray)."""
         self._failures.pop((address, login), None)
+
+
+# ---- the token secret's key file
+
+class SecretExposed(Exception):
+    """The token-signing key file can be read by other users: anyone of them could mint an ADMIN token."""
+
+
+class SecretMissing(Exception):
+    """A PostgreSQL ledger has no file to keep a secret beside: SYNCLEDGER_SECRET must be set."""
+
+
+def key_path(db_path: str) -> str:
+    """Where the token-signing secret of a ledger is kept: beside it, mode 0600."""
+    return os.path.realpath(db_path) + ".key"
+
+
+def load_secret(db_path: str, db: Any) -> str:
+    """``SYNCLEDGER_SECRET`` if set; else the key file beside the ledger (made on first use, 0600, and
+    refused if others can read it); a secret that an earlier release kept in the database is moved there
+    once. An in-memory ledger gets a secret for this process only; a PostgreSQL ledger needs the variable
+    (every node of it signs with the same secret, and the database is no place for it)."""
+    secret = os.environ.get("SYNCLEDGER_SECRET")
+    if secret:
+        return secret
+    if db_path == ":memory:":
+        return secrets.token_hex(32)
+    if engine.is_postgres(db_path):
+        raise SecretMissing("a PostgreSQL ledger signs tokens with SYNCLEDGER_SECRET: set it (the same on every "
+                            "node), e.g. to the output of: openssl rand -hex 32")
+    path = key_path(db_path)
+    row = db.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write((row[0] if row else secrets.token_hex(32)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    mode = os.stat(path).st_mode
+    if mode & 0o077:
+        raise SecretExposed(f"{path} holds the token secret but others may read it (mode {mode & 0o777:o}): "
+                            f"chmod 600 {path}")
+    with open(path) as f:
+        secret = f.read().strip()
+    if row is not None:  # moved out of the database (which any reader of the file could see)
+        # secure_delete overwrites the row's bytes in its page (SQLite's own default leaves them in the free
+        # space); the checkpoint then writes that page over the old one in the file and empties the -wal, which
+        # may hold other copies of it.
+        was = db.execute("PRAGMA secure_delete").fetchone()[0]
+        db.execute("PRAGMA secure_delete = ON")
+        db.execute("DELETE FROM meta WHERE key = 'secret'")
+        db.execute(f"PRAGMA secure_delete = {was}")
+        busy, logged, moved = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy or logged != moved:
+            log.warning("the token secret moved out of %s may still be read in its -wal until its next checkpoint "
+                        "(another process has the ledger open)", db_path)
+    return secret

@@ -21,11 +21,11 @@ from syncledger.ledger import Store, engine, head_path, parse_anchor, verify_pat
 from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
-from . import admin, logs, migrate, ops
-from .admin import SecretExposed, SecretMissing
-from .app import Config, FailStop, ListenError, TlsError, serve
-from .auth import SESSIONS, Tokens
+from . import admin, auth, logs, migrate, ops
+from .app import Config, FailStop, TlsError, serve
+from .auth import SESSIONS, SecretExposed, SecretMissing, Tokens
 from .core.lockfile import LedgerLocked
+from .listen import ListenError
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
 MAX_TTL = 366 * 24 * 3600  # the longest a token from `syncledger token` may last (a year, leap day included)
@@ -94,7 +94,7 @@ def _token(args: argparse.Namespace) -> int:
         if manager is None:
             print(f"no manager {args.login} in {args.db}", file=sys.stderr)
             return 1
-        token, _ = Tokens(admin.load_secret(args.db, store.db)).issue(
+        token, _ = Tokens(auth.load_secret(args.db, store.db)).issue(
             args.login, manager["session"], args.ttl, kv=manager["key_version"])
     finally:
         store.close()
@@ -173,7 +173,7 @@ def _migrate(args: argparse.Namespace) -> int:
     copied = ", ".join(f"{n:,} {table}" for table, n in done.rows.items())
     print(f"migrated {args.source} to {engine.shown(args.to)}: {copied}; both verify, head {done.head}")
     print(f"tokens stay valid if the server signs with the same secret: SYNCLEDGER_SECRET=\"$(cat "
-          f"{admin.key_path(args.source)})\" (or the SYNCLEDGER_SECRET you served it with), the same on every node")
+          f"{auth.key_path(args.source)})\" (or the SYNCLEDGER_SECRET you served it with), the same on every node")
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store
-from syncledger.server import admin
+from syncledger.server import auth
 from syncledger.server.cli import main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v1.sqlite"
@@ -230,7 +230,7 @@ def test_the_secret_moved_out_of_an_older_ledger_is_not_left_in_its_pages(v1):
     store = Store(v1)
     try:
         store.db.execute("PRAGMA secure_delete = OFF")
-        assert admin.load_secret(v1, store.db) == FIXTURE_SECRET.decode()
+        assert auth.load_secret(v1, store.db) == FIXTURE_SECRET.decode()
         for name in (v1, v1 + "-wal"):
             if os.path.exists(name):
                 assert FIXTURE_SECRET not in open(name, "rb").read(), name

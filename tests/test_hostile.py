@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from syncledger.ledger import Store
-from syncledger.server import admin
+from syncledger.server import admin, auth
 from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER
 from syncledger.server.cli import main
@@ -50,10 +50,10 @@ def test_a_secret_an_older_release_kept_in_the_database_moves_out_once(tmp_path,
     path = str(tmp_path / "old.db")
     store = Store(path)
     store.db.execute("INSERT INTO meta VALUES ('secret', 'the-old-secret-from-the-database-0123456')")
-    assert admin.load_secret(path, store.db) == "the-old-secret-from-the-database-0123456"  # tokens stay valid
+    assert auth.load_secret(path, store.db) == "the-old-secret-from-the-database-0123456"  # tokens stay valid
     assert store.db.execute("SELECT count(*) FROM meta WHERE key = 'secret'").fetchone()[0] == 0
-    assert open(admin.key_path(path)).read().strip() == "the-old-secret-from-the-database-0123456"
-    assert admin.load_secret(path, store.db) == "the-old-secret-from-the-database-0123456"
+    assert open(auth.key_path(path)).read().strip() == "the-old-secret-from-the-database-0123456"
+    assert auth.load_secret(path, store.db) == "the-old-secret-from-the-database-0123456"
     store.close()
 
 
@@ -62,9 +62,9 @@ def test_serve_refuses_a_key_file_others_can_read(tmp_path, monkeypatch, capsys)
     path = str(tmp_path / "l.db")
     store = Store(path)
     admin.add_manager(store.db, 1, "a-good-password-1", SESSION_ADMIN, 0)
-    admin.load_secret(path, store.db)
+    auth.load_secret(path, store.db)
     store.close()
-    os.chmod(admin.key_path(path), 0o644)
+    os.chmod(auth.key_path(path), 0o644)
     assert main(["serve", "--db", path, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
                  "--admin-port", "0"]) == 2
     assert main(["token", "--db", path, "--login", "1"]) == 2

@@ -35,7 +35,6 @@ FLAT = {
     "app": "app", "cli": "cli", "client": "client",
 }
 ALLOWED = {
-    ("server.app", "server.admin"),  # load_secret: to auth.py
     ("server.app", "server.testing.faults"),  # the fault switches (a function-level import): to testing/
     ("server.app", "trio.testing"),  # connect_memory: to testing/
     ("server.commands", "server.app"),  # type-only: services.py Protocols

@@ -12,9 +12,8 @@ import os
 import secrets
 import ssl
 import time
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import trio
 import trio.testing
@@ -29,6 +28,7 @@ from .core.writer import WriterProcess
 from .auth import Claims, LoginThrottle, ManagerKeys, Tokens
 from .core.broker import Broker
 from .commands import Dispatcher
+from .config import Config, Ports
 from .health import Watch
 from .http import HttpServer, Limits
 from .limits import Gate, LineBudget, SubscriberCap, default_cap, raise_descriptor_limit
@@ -37,7 +37,7 @@ from .core.lockfile import LedgerLock, PgLock
 from .core.mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
 from .observe import AdminApp, AdminServer
-from .core.readpool import READ_TIMEOUT, ReadPool
+from .core.readpool import ReadPool
 from .core.tail import Tail
 from .tcp import Connection
 from .core.timeouts import Timeouts
@@ -46,59 +46,8 @@ log = logging.getLogger("syncledger")
 KEYS_WAIT = 1.0  # seconds a request waits for the managers' key versions to be read again (see Server.authorize)
 
 
-@dataclass
-class Config:
-    db: str = "syncledger.db"
-    host: str = "127.0.0.1"
-    tcp_port: int = 7400
-    ws_port: int = 7401
-    wallet_port: int = 7402
-    sync_timeout_ms: int = 5000
-    batch_max: int = 1024  # commands per group commit at most
-    inbox_size: int = 8192  # queued commands before submitters wait
-    outbox_size: int = 16384  # unsent messages per connection before it is dropped as too slow
-    outbox_bytes: int = 16 << 20  # unsent bytes per connection, likewise (an answer over half of it is refused)
-    replay_stall: float = 30.0  # seconds a replaying subscriber may take nothing before it is dropped
-    max_inflight: int = 8192  # unanswered requests per connection before 429
-    idle_timeout: float = 60.0  # seconds from its first byte a connection has to present a valid token
-    silent_timeout: float = 3600.0  # seconds a connection may stay open having sent nothing at all
-    max_connections: int | None = None  # per listener; None: sized to the open-file limit
-    admin_max_connections: int = 64  # the admin listener's at most (probes, scrapes, a few operators' pages)
-    max_connect_rate: float | None = 200.0  # new connections a second from one address, after 1,000 at once
-    max_subscribers_per_login: int = 16  # trade:event subscribers (TCP and WebSocket) of one manager login
-    max_subscribers_per_address: int = 64  # and from one address; each holds ~1.2 MB at most while it lags
-    admin_host: str = "127.0.0.1"  # health, metrics (and the back-office page): loopback unless asked
-    admin_names: tuple[str, ...] = ()  # names (lower case) the admin listener is reached by, beside its address
-    tls_cert: str | None = None  # PEM certificate chain: TLS on every listener (with tls_key)
-    tls_key: str | None = None
-    tls_handshakes: int = 2  # TLS handshake steps that take their CPU at once, per listener
-    tls_handshake_timeout: float = 10.0  # seconds from a connection's admission to the end of its TLS handshake
-    tls_handshake_rate: float | None = 100.0  # new TLS connections a second per listener (None: no limit)
-    admin_port: int | None = 7403  # None: no admin listener
-    default_currency: str = "USD"  # of an account that AddUser creates without one
-    game_session_ttl: int = 1800  # idle seconds before a game session (sid) expires
-    shutdown_grace: float = 10.0
-    read_timeout: float = READ_TIMEOUT  # seconds a read of the ledger may take before it is answered 503
-    stall_after: float = 5.0  # seconds a read or a batch may take before /readyz names it
-    threaded: bool = True  # False: SQLite runs on the Trio thread (deterministic MockClock tests)
-    writer: str = "thread"  # "process": batches are applied in a process of its own (a ledger file only)
-    cluster: bool = False  # one node of several serving one PostgreSQL ledger (each with its own clients)
-    log_format: str = "text"  # of the writer process's log lines (see server.logs)
-    epoch: float | None = None  # wall time at trio.current_time() == 0; None: the real clock
-    secret: str | None = None  # token secret; None: SYNCLEDGER_SECRET or the one kept in the database
-    wallet_token: str | None = None  # provider's shared token; None: SYNCLEDGER_WALLET_TOKEN (unset: refuse all)
-    wallet_test_endpoints: bool = False  # POST /v1/sid, for providers' test environments only
-
-
 class FailStop(Exception):
     """The server stopped because it could not know what the ledger file holds (logged at CRITICAL)."""
-
-
-class Ports(NamedTuple):
-    tcp: int
-    ws: int
-    wallet: int
-    admin: int | None = None
 
 
 class Server:

@@ -7,13 +7,11 @@ import argparse
 import gc
 import getpass
 import json
-import math
 import os
 import signal
 import sys
 import time
-import tomllib
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 import trio
 
@@ -22,8 +20,9 @@ from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
 from . import admin, auth, logs, migrate, ops
-from .app import Config, FailStop, TlsError, serve
+from .app import FailStop, TlsError, serve
 from .auth import SESSIONS, SecretExposed, SecretMissing, Tokens
+from .config import DEFAULT_DB, OPTIONS, Config, ConfigError, from_toml, int_in
 from .core.lockfile import LedgerLocked
 from .listen import ListenError
 
@@ -228,21 +227,7 @@ async def _serve_until_signalled(config: Config, stopped: list[bool], created: b
 
 def _serve(args: argparse.Namespace) -> int:
     logs.configure(args.log_format)
-    config = Config(db=args.db, host=args.host, tcp_port=args.tcp_port, ws_port=args.ws_port,
-                    wallet_port=args.wallet_port, sync_timeout_ms=args.sync_timeout_ms,
-                    wallet_test_endpoints=args.wallet_test_endpoints, idle_timeout=args.idle_timeout,
-                    silent_timeout=args.silent_timeout,
-                    default_currency=args.default_currency, max_connections=args.max_connections,
-                    admin_max_connections=args.admin_max_connections,
-                    tls_handshake_rate=args.max_handshake_rate or None,
-                    max_connect_rate=args.max_connect_rate or None,
-                    max_subscribers_per_login=args.max_subscribers_per_login,
-                    max_subscribers_per_address=args.max_subscribers_per_address,
-                    replay_stall=args.replay_stall, admin_host=args.admin_host,
-                    admin_names=tuple(name.strip() for name in args.admin_names.split(",") if name.strip()),
-                    admin_port=None if args.admin_port < 0 else args.admin_port, tls_cert=args.tls_cert,
-                    tls_key=args.tls_key, game_session_ttl=args.game_session_ttl, writer=args.writer,
-                    cluster=args.cluster, log_format=args.log_format)
+    config = Config(**{f.name: getattr(args, f.name) for f, _ in OPTIONS})
     created = _new_ledger_note(args.db)
     stopped: list[bool] = []
     try:
@@ -271,169 +256,51 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     return error
 
 
-def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
-    """An argparse type: ``what``, an integer from ``low`` to ``high``."""
-    def parse(text: str) -> int:
+def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a config parse (its ValueError is what argparse says)."""
+    def typed(text: str) -> Any:
         try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} from {low} to {high}")
-        return value
-    return parse
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return typed
 
 
-_login = _int_in(1, MAX_ID, "a login")  # as the schema's INTEGER and the TCP API take them
-_port = _int_in(0, 65535, "a port (0: a free one)")
-_admin_port = _int_in(-1, 65535, "a port (0: a free one; -1: none)")
+_login = _typed(int_in(1, MAX_ID, "a login"))  # as the schema's INTEGER and the TCP API take them
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return value
-
-
-def _rate(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (no limit) or more")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (0 < value < math.inf):
-        raise argparse.ArgumentTypeError("a number of seconds greater than 0")
-    return value
-
-
-def _currency(text: str) -> str:
-    if len(text) != 3 or not text.isascii() or not text.isupper() or not text.isalpha():
-        raise argparse.ArgumentTypeError("a three-letter ISO 4217 code such as USD")
-    return text
+def _db_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=DEFAULT_DB, help=f"the ledger (default {DEFAULT_DB}; or a postgresql:// URL)")
 
 
 def _serve_options(p: argparse.ArgumentParser) -> None:
-    """The options of ``serve`` (and of ``config show``); each can also come from ``--config FILE``."""
+    """The options of ``serve`` (and of ``config show``), made from the Config's; each can also come from
+    ``--config FILE``."""
     p.add_argument("--config", metavar="FILE", help="a TOML file of these options (flags given here override it)")
-    p.add_argument("--db", default="syncledger.db", help="the ledger: an SQLite file (default syncledger.db) or a "
-                                                        "postgresql:// URL")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--tcp-port", type=_port, default=7400)
-    p.add_argument("--ws-port", type=_port, default=7401)
-    p.add_argument("--wallet-port", type=_port, default=7402)
-    p.add_argument("--sync-timeout-ms", type=_positive, default=5000)
-    p.add_argument("--admin-port", type=_admin_port, default=7403,
-                   help="health (/healthz, /readyz) and metrics (/metrics); -1: none (default 7403)")
-    p.add_argument("--admin-host", default="127.0.0.1", help="the admin listener's address (default loopback)")
-    p.add_argument("--admin-names", default="", metavar="NAMES",
-                   help="comma-separated host names the admin listener is reached by (a proxy's, a DNS name): it "
-                        "answers only requests whose Host is its own address or one of these (421 otherwise)")
-    p.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain: TLS on every listener")
-    p.add_argument("--tls-key", metavar="PATH", help="its private key")
-    p.add_argument("--game-session-ttl", type=_positive, default=1800, metavar="SECONDS",
-                   help="idle time after which a game session (sid) expires and is forgotten (default 1800)")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--writer", choices=("process", "thread"), default="process",
-                   help="where batches are applied: a process of its own (default: the server then uses a second "
-                        "core) or a thread of the server (one process; see README, Benchmarks)")
-    p.add_argument("--cluster", action="store_true",
-                   help="one node of several serving one PostgreSQL ledger (each node takes its own clients)")
-    p.add_argument("--idle-timeout", type=_seconds, default=60.0, metavar="SECONDS",
-                   help="close a connection that has not presented a valid token this long after its first byte "
-                        "(default 60)")
-    p.add_argument("--silent-timeout", type=_seconds, default=Config.silent_timeout, metavar="SECONDS",
-                   help="close a manager connection that has sent nothing at all after this long (default "
-                        "%(default)g; the SDKs connect long before their first request)")
-    p.add_argument("--max-connections", type=_positive, default=None, metavar="N",
-                   help="connections per listener (default: sized to the open-file limit, which serve raises "
-                        "to its hard limit)")
-    p.add_argument("--admin-max-connections", type=_positive, default=Config.admin_max_connections, metavar="N",
-                   help="connections to the admin listener (default %(default)s; at most --max-connections)")
-    p.add_argument("--max-connect-rate", type=_rate, default=200, metavar="N",
-                   help="new connections a second from one address on each listener, after a first 1,000 "
-                        "(default 200; 0: no limit, e.g. behind a proxy that keeps its connections open)")
-    p.add_argument("--max-handshake-rate", type=_rate, default=Config.tls_handshake_rate, metavar="N",
-                   help="with TLS, new connections a second on each listener, after a first N at once; the rest "
-                        "wait for their turn (default %(default)g; 0: no limit)")
-    p.add_argument("--max-subscribers-per-login", type=_positive, default=Config.max_subscribers_per_login,
-                   metavar="N", help="trade:event subscribers (TCP and WebSocket together) of one manager login, "
-                                     "whatever tokens it holds (default %(default)s)")
-    p.add_argument("--max-subscribers-per-address", type=_positive, default=Config.max_subscribers_per_address,
-                   metavar="N", help="trade:event subscribers from one address (default %(default)s)")
-    p.add_argument("--replay-stall", type=_seconds, default=30.0, metavar="SECONDS",
-                   help="drop a replaying subscriber that takes nothing for this long (default 30); it resumes "
-                        "with from_seq")
-    p.add_argument("--default-currency", default="USD", type=_currency,
-                   help="currency of an account AddUser creates without one (default USD)")
-    p.add_argument("--wallet-test-endpoints", action="store_true",
-                   help="serve POST /v1/sid (a fresh sid for an account) for a provider's test suite; "
-                        "never in production")
+    for f, option in OPTIONS:
+        if option.kind == "boolean":
+            p.add_argument(f"--{option.name(f)}", dest=f.name, action="store_true", help=option.help)
+            continue
+        p.add_argument(f"--{option.name(f)}", dest=f.name, default=f.default, help=option.help,
+                       type=_typed(option.parse) if option.parse else None, metavar=option.metavar,
+                       choices=option.choices)
 
 
 def _apply_config(p: argparse.ArgumentParser, argv: list[str]) -> None:
-    """Make the options in ``--config FILE`` (TOML: ``tcp-port = 7400`` or ``tcp_port = 7400``) the defaults
-    of ``p``, checked as the flags are; flags on the command line still win."""
+    """Make the options in ``--config FILE`` the defaults of ``p``; flags on the command line still win."""
     known, _ = p.parse_known_args(argv)
-    if not getattr(known, "config", None):
-        return
-    try:
-        with open(known.config, "rb") as f:
-            values = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"cannot read {known.config}: {e}") from None
-    actions = {a.dest: a for a in p._actions if a.dest not in ("help", "config")}
-    defaults = {}
-    for key, value in values.items():
-        action = actions.get(key.replace("-", "_"))
-        if action is None:
-            raise ConfigError(f"{known.config}: unknown option {key} (see syncledger serve --help)")
-        kinds, wanted = _toml_type(action)
-        if not isinstance(value, kinds) or isinstance(value, bool) != (kinds == (bool,)):
-            raise ConfigError(f"{known.config}: {key} = {value!s}: wants {wanted}, not "
-                              f"{_TOML_NAMES.get(type(value), type(value).__name__)}")
-        try:
-            if action.type is not None:
-                value = action.type(str(value))
-            if action.choices is not None and value not in action.choices:
-                raise ValueError(f"one of {', '.join(action.choices)}")
-        except (ValueError, argparse.ArgumentTypeError) as e:
-            raise ConfigError(f"{known.config}: {key} = {value!s}: {e}") from None
-        defaults[action.dest] = value
-    p.set_defaults(**defaults)
-
-
-class ConfigError(Exception):
-    """A config file that cannot be used (one line, exit 2)."""
-
-
-_TOML_NAMES = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
-               dict: "a table"}
-
-
-def _toml_type(action: argparse.Action) -> tuple[tuple[type, ...], str]:
-    """The TOML types a config value for ``action`` may have, and what to call them."""
-    if isinstance(action, argparse._StoreTrueAction):
-        return (bool,), "true or false"
-    if action.type is _seconds:
-        return (int, float), "a number"
-    if action.type in (_port, _admin_port, _positive, _rate):
-        return (int,), "an integer"
-    return (str,), "a string"
+    if getattr(known, "config", None):
+        p.set_defaults(**from_toml(known.config))
 
 
 def _config_show(args: argparse.Namespace) -> int:
     """The effective options as TOML, and whether the secrets from the environment are set (never them)."""
-    for key, value in sorted(vars(args).items()):
-        if key in ("run", "command", "action", "config") or value is None:
+    for f, option in sorted(OPTIONS, key=lambda fo: fo[1].name(fo[0])):
+        value = getattr(args, f.name)
+        if value is None:
             continue
-        print(f"{key.replace('_', '-')} = {json.dumps(engine.shown(value) if key == 'db' else value)}")
+        value = option.text(value)
+        print(f"{option.name(f)} = {json.dumps(engine.shown(value) if f.name == 'db' else value)}")
     for name in ("SYNCLEDGER_SECRET", "SYNCLEDGER_WALLET_TOKEN"):
         print(f"# {name}: {'set (hidden)' if os.environ.get(name) else 'not set'}")
     return 0
@@ -461,7 +328,7 @@ def parser() -> argparse.ArgumentParser:
 
     manager = sub.add_parser("manager", help="manage manager accounts").add_subparsers(dest="action", required=True)
     add = manager.add_parser("add", help="store a manager and its password")
-    add.add_argument("--db", default="syncledger.db")
+    _db_option(add)
     add.add_argument("--login", type=_login, required=True)
     given = add.add_mutually_exclusive_group()
     given.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
@@ -470,48 +337,48 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--session", choices=["MANAGER", "DEALER", "ADMIN"], default="MANAGER")
     add.set_defaults(run=_manager_add)
     remove = manager.add_parser("remove", help="remove a manager; its tokens are refused at once")
-    remove.add_argument("--db", default="syncledger.db")
+    _db_option(remove)
     remove.add_argument("--login", type=_login, required=True)
     remove.set_defaults(run=_manager_remove)
 
     token = sub.add_parser("token", help="print a token for a stored manager")
-    token.add_argument("--db", default="syncledger.db")
+    _db_option(token)
     token.add_argument("--login", type=_login, required=True)
-    token.add_argument("--ttl", type=_int_in(1, MAX_TTL, "a number of seconds"), default=None, metavar="SECONDS",
+    token.add_argument("--ttl", type=_typed(int_in(1, MAX_TTL, "a number of seconds")), default=None, metavar="SECONDS",
                        help=f"how long the token is good for: from 1 to {MAX_TTL} (366 days; default 24 h)")
     token.set_defaults(run=_token)
 
     session = sub.add_parser("session", help="game sessions for the wallet API").add_subparsers(
         dest="action", required=True)
     opened = session.add_parser("open", help="print a new sid for an account")
-    opened.add_argument("--db", default="syncledger.db")
+    _db_option(opened)
     opened.add_argument("--login", type=_login, required=True)
     opened.set_defaults(run=_session_open)
 
     ver = sub.add_parser("verify", help="check the hash chains, that totals equal their rows, keys and triggers "
                                         "(read-only, one snapshot: safe beside a live server)")
-    ver.add_argument("--db", default="syncledger.db")
+    _db_option(ver)
     ver.add_argument("--anchor", type=_anchor, default=None, metavar="SEQ:HASH",
                      help="a head printed earlier by `syncledger head`: fail if that event is no longer in the "
                           "chain (the newest rows removed, or the ledger rewritten)")
     ver.set_defaults(run=_verify)
 
     bk = sub.add_parser("backup", help="a consistent, verified copy of the ledger, safe while the server runs")
-    bk.add_argument("--db", default="syncledger.db")
+    _db_option(bk)
     bk.add_argument("--to", required=True, metavar="FILE", help="the copy (never overwritten)")
     bk.set_defaults(run=_backup)
     rs = sub.add_parser("restore", help="put a verified backup in place of a ledger no server holds")
     rs.add_argument("--from", dest="source", required=True, metavar="FILE")
-    rs.add_argument("--db", default="syncledger.db")
+    _db_option(rs)
     rs.add_argument("--force", action="store_true",
                     help="restore even a backup that lacks events the ledger holds (they are rolled back), or over "
                          "a ledger that cannot be read; the ledger replaced is kept beside it, whole")
     rs.set_defaults(run=_restore)
     ex = sub.add_parser("export", help="stream a table as CSV, JSON or NDJSON (read-only, one snapshot)")
     ex.add_argument("what", choices=sorted(ops.EXPORTS))
-    ex.add_argument("--db", default="syncledger.db")
+    _db_option(ex)
     ex.add_argument("--format", choices=ops.FORMATS, default="ndjson")
-    ex.add_argument("--since", type=_int_in(0, MAX_ID, "an event seq"), default=None, metavar="SEQ",
+    ex.add_argument("--since", type=_typed(int_in(0, MAX_ID, "an event seq")), default=None, metavar="SEQ",
                     help="only what came after this event seq")
     ex.set_defaults(run=_export)
 
@@ -522,7 +389,7 @@ def parser() -> argparse.ArgumentParser:
     mg.set_defaults(run=_migrate)
 
     hd = sub.add_parser("head", help="print the ledger's head SEQ:HASH (keep it elsewhere, for verify --anchor)")
-    hd.add_argument("--db", default="syncledger.db")
+    _db_option(hd)
     hd.set_defaults(run=_head)
     return p
 

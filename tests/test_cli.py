@@ -17,7 +17,7 @@ import pytest
 
 from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store
 from syncledger.server import auth
-from syncledger.server.cli import main
+from syncledger.server.cli import main, parser
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v1.sqlite"
 FIXTURE_SECRET = b"fixture-secret-not-for-production"
@@ -236,3 +236,26 @@ def test_the_secret_moved_out_of_an_older_ledger_is_not_left_in_its_pages(v1):
                 assert FIXTURE_SECRET not in open(name, "rb").read(), name
     finally:
         store.close()
+
+
+# ---- one definition of every option (server/config.py)
+
+
+def test_serve_with_no_flags_runs_on_the_configs_own_defaults():
+    """The flags' defaults are the Config's (the writer's disagreed: thread in Config, process in the CLI)."""
+    from syncledger.server.config import OPTIONS, Config
+    args = parser().parse_args(["serve"])
+    assert Config(**{f.name: getattr(args, f.name) for f, _ in OPTIONS}) == Config()
+    assert Config().writer == "process"
+
+
+def test_a_relative_path_in_a_config_file_is_the_files_folders(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    config = folder / "syncledger.toml"
+    config.write_text('db = "ledger.db"\ntls-cert = "certs/chain.pem"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "show", "--config", str(config), "--tls-key", "key.pem"]) == 0
+    out = capsys.readouterr().out
+    assert f'db = "{folder / "ledger.db"}"' in out and f'tls-cert = "{folder / "certs" / "chain.pem"}"' in out
+    assert 'tls-key = "key.pem"' in out  # (a flag's path is the shell's: relative to where it runs)

@@ -15,8 +15,6 @@ from syncledger.ledger import engine
 
 from ..health import Watch
 
-READ_TIMEOUT = 10.0  # seconds a read of the ledger may take before its caller is answered without it
-
 
 class ReadStalled(Exception):
     """A read of the ledger did not answer within its bound: nothing was changed, and it may be asked again."""
@@ -39,7 +37,7 @@ class _Lent:
 
 
 class ReadPool:
-    def __init__(self, path: str, size: int = 2, *, threaded: bool = True, timeout: float = READ_TIMEOUT,
+    def __init__(self, path: str, size: int = 2, *, threaded: bool = True, timeout: float,
                  watch: Watch | None = None):
         self.path, self.timeout, self.threaded = path, timeout, threaded  # threaded False: on the Trio thread
         self.watch = watch or Watch(trio.current_time)

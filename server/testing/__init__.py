@@ -20,7 +20,8 @@ import trio
 
 from syncledger.ledger import Report, engine, verify
 
-from ..app import Config, Server, serve
+from ..app import Server, serve
+from ..config import Config
 from ..auth import SESSION_ADMIN
 from ..client import Client, connect, open_client
 
@@ -31,8 +32,8 @@ EPOCH = 1_700_000_000  # wall time at trio.current_time() == 0: timestamps repea
 
 def test_config(**overrides: Any) -> Config:
     """An in-memory, single-threaded, deterministic server on free ports."""
-    base: dict[str, Any] = dict(db=":memory:", threaded=False, tcp_port=0, ws_port=0, wallet_port=0, admin_port=0,
-                                secret=SECRET, wallet_token=WALLET_TOKEN, epoch=EPOCH)
+    base: dict[str, Any] = dict(db=":memory:", threaded=False, writer="thread", tcp_port=0, ws_port=0, wallet_port=0,
+                                admin_port=0, secret=SECRET, wallet_token=WALLET_TOKEN, epoch=EPOCH)
     base.update(overrides)
     return Config(**base)
 

@@ -16,7 +16,8 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from ..app import Config, serve
+from ..app import serve
+from ..config import Config
 from ..client import Client
 from . import Harness, test_config
 

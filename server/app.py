@@ -106,8 +106,10 @@ class Server:
         self._http = HttpServer(self.wallet, http_limits)
         self.metrics = Metrics()
         self.mainloop.metrics = self.metrics
-        self.metrics.bind(self)
-        self._admin = AdminServer(AdminApp(self), http_limits)
+        self.metrics.bind(queued=lambda: self.mainloop.queued, gates=self.gates,
+                          subscribers=lambda: len(self.broker.subscribers), seq=lambda: self.mainloop.committed_seq,
+                          tls_not_after=self.tls_not_after)
+        self._admin = AdminServer(AdminApp(self, self.dispatcher.answer_line), http_limits)
         self._wallet_done = trio.Event()
         self.connections: set[Connection] = set()
         self.ports: Ports | None = None

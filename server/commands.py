@@ -7,7 +7,7 @@ import logging
 import math
 import secrets
 from functools import partial
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import orjson
 import trio
@@ -26,7 +26,7 @@ from .fields import describe
 from .wire import quoted
 
 if TYPE_CHECKING:
-    from .app import Server
+    from .services import Services
     from .tcp import Connection
 
 log = logging.getLogger("syncledger.commands")
@@ -49,7 +49,7 @@ _DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAA
 
 
 class Dispatcher:
-    def __init__(self, server: Server):
+    def __init__(self, server: Services):
         self.s = server
         self.commands: dict[str, tuple[Handler, frozenset[int]]] = {
             "Ping": (self.ping, ANY_SESSION),
@@ -65,6 +65,12 @@ class Dispatcher:
         for name in FINANCE_MODELS:
             self.commands[name] = (partial(self.finance, name, False), FINANCE_SESSIONS)
             self.commands[name + "Sync"] = (partial(self.finance, name, True), FINANCE_SESSIONS)
+
+    async def answer_line(self, line: bytes, address: str) -> bytes | None:
+        """The answer to one request line from ``address``, as a connection of its own would get it."""
+        one = _OneLine(address)
+        await self.handle(one, line)
+        return one.line
 
     async def handle(self, conn: Connection, line: bytes) -> None:
         """Answer one request line (now, or later through its Pending). Whatever goes wrong in one request
@@ -270,3 +276,28 @@ def _accepted(pending: Pending, outcome: Outcome) -> None:
     r = outcome.data
     pending.ok({"accepted": True, "order": r.order, "state": rules.ACCEPT_STATE[r.type], "login": r.login,
                 "cmd": r.cmd, "amount": orjson.Fragment(to_text(r.amount))})
+
+
+class _OneLine:
+    """Stands in for a manager connection, so that a request from elsewhere (the admin page's Login) runs the
+    Dispatcher's own code (authentication, login throttle, validation, metrics) and its one answer line is
+    kept."""
+
+    max_reply = 8 << 20
+
+    def __init__(self, address: str):
+        self.address, self.authenticated, self.pending, self.line = address, False, set(), None
+
+    def open_pending(self, ext_id: str | None, command: str = "", metrics: Any = None) -> Pending:
+        pending = Pending(self, ext_id, command, metrics)
+        self.pending.add(pending)
+        return pending
+
+    def send(self, line: bytes) -> None:
+        self.line = line
+
+    def answered(self, pending: Pending) -> None:
+        self.pending.discard(pending)
+
+    def stop_reading(self) -> None:
+        """(A throttled address's TCP connection is closed; an HTTP answer ends the exchange anyway.)"""

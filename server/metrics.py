@@ -5,13 +5,11 @@ minutes of credits and commit times for the back-office page's chart."""
 from __future__ import annotations
 
 from array import array
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-if TYPE_CHECKING:
-    from .app import Server
 
 LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -47,16 +45,18 @@ class Metrics:
         self._plain, self._sync = self.latency.labels("plain"), self.latency.labels("sync")
         self.wake: Callable[[], None] | None = None  # called (once) at the next answer: see History.run
 
-    def bind(self, server: Server) -> None:
-        """Gauges that read the server's state when scraped."""
-        self.inbox.set_function(lambda: server.mainloop.queued)
-        for name, gate in server.gates.items():
+    def bind(self, *, queued: Callable[[], int], gates: dict[str, Any], subscribers: Callable[[], int],
+             seq: Callable[[], int], tls_not_after: float | None) -> None:
+        """Gauges that read the server's state when scraped: the inbox's depth, each listener's Gate, the
+        subscribers, the newest seq, and the TLS certificate's notAfter (no series without TLS)."""
+        self.inbox.set_function(queued)
+        for name, gate in gates.items():
             self.connections.labels(name).set_function(lambda gate=gate: gate.open)
-        self.subscribers.set_function(lambda: len(server.broker.subscribers))
-        self.seq.set_function(lambda: server.mainloop.committed_seq)
-        if server.tls_not_after is not None:  # (no series without TLS: an alert on it would fire at once)
+        self.subscribers.set_function(subscribers)
+        self.seq.set_function(seq)
+        if tls_not_after is not None:  # (an alert on a missing series would fire at once)
             Gauge("syncledger_tls_cert_not_after_seconds", "When the TLS certificate expires (notAfter, Unix time)",
-                  registry=self.registry).set(server.tls_not_after)
+                  registry=self.registry).set(tls_not_after)
 
     def wallet_answer(self, action: str, status: str) -> None:
         child = self._wallet.get((action, status))

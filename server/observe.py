@@ -34,10 +34,9 @@ from .listen import Listener
 from .core.mainloop import ShuttingDown
 from .core.readpool import ReadStalled, _in_snapshot
 from .metrics import History
-from .pending import Pending
 
 if TYPE_CHECKING:
-    from .app import Server
+    from .services import Services
 
 log = logging.getLogger("syncledger.admin")
 OPS = (b"/metrics", b"/healthz", b"/readyz")
@@ -94,8 +93,10 @@ def page_file(name: str) -> bytes:
 
 
 class AdminApp:
-    def __init__(self, server: Server):
-        self.s = server
+    def __init__(self, server: Services, answer_line: Callable[[bytes, str], Awaitable[bytes | None]]):
+        """``answer_line``: the manager API's answer to one request line from an address (its Login, with
+        its throttle, scrypt and logging: Dispatcher.answer_line)."""
+        self.s, self.answer_line = server, answer_line
         self.history = History(server.metrics, server.wall_time)
         self.names = frozenset(name.lower() for name in server.config.admin_names)
         self.last_verify: dict | None = None
@@ -275,16 +276,14 @@ class AdminApp:
 
     async def login(self, args: dict, body: bytes, claims: None) -> Response:
         """The manager API's own Login (throttle by address and login, scrypt, logging), answered as JSON."""
-        answer = _Answer(PEER.get())
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise Refused(400, "INVALID_JSON", "the body must be a JSON object {login, password}") from None
-        line = orjson.dumps({"command": "Login", "data": data})
-        await self.s.dispatcher.handle(answer, line)
-        if answer.line is None:
+        answer = await self.answer_line(orjson.dumps({"command": "Login", "data": data}), PEER.get())
+        if answer is None:
             raise Refused(500, "INTERNAL", "Login gave no answer")
-        reply = orjson.loads(answer.line)
+        reply = orjson.loads(answer)
         reply.pop("extID", None)
         return Response(reply["status"], orjson.dumps(reply), API_HEADERS)
 
@@ -506,30 +505,6 @@ def _int(args: dict[str, list[str]], name: str, default: Any = _MISSING, low: in
     if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
         raise Refused(400, "INVALID_DATA", f"{name} must be a whole number from {low} to {high}")
     return int(value)
-
-
-class _Answer:
-    """Stands in for a manager connection, so that a request of the page runs the Dispatcher's own code
-    (authentication, login throttle, validation, metrics) and its one answer line is kept."""
-
-    max_reply = 8 << 20
-
-    def __init__(self, address: str):
-        self.address, self.authenticated, self.pending, self.line = address, False, set(), None
-
-    def open_pending(self, ext_id: str | None, command: str = "", metrics: Any = None) -> Pending:
-        pending = Pending(self, ext_id, command, metrics)
-        self.pending.add(pending)
-        return pending
-
-    def send(self, line: bytes) -> None:
-        self.line = line
-
-    def answered(self, pending: Pending) -> None:
-        self.pending.discard(pending)
-
-    def stop_reading(self) -> None:
-        """(A throttled address's TCP connection is closed; an HTTP answer ends the exchange anyway.)"""
 
 
 class AdminServer(HttpServer):

@@ -16,7 +16,7 @@ from .limits import left_out
 from .core.mainloop import ShuttingDown
 
 if TYPE_CHECKING:
-    from .app import Server
+    from .services import Services
 
 log = logging.getLogger("syncledger.ws")
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -56,7 +56,7 @@ def _refusal(status: int, code: str, message: str) -> tuple[int, bytes]:
     return status, b'{"error":"%s","message":"%s"}' % (code.encode(), message.encode())
 
 
-async def _handshake(server: Server, request: WebSocketRequest, sub: WsSubscriber) -> tuple[int, bytes | int | None]:
+async def _handshake(server: Services, request: WebSocketRequest, sub: WsSubscriber) -> tuple[int, bytes | int | None]:
     """(0, from_seq) for an upgrade request to accept, ``sub`` holding a slot under the subscriber cap, or
     (HTTP status, JSON error body) to refuse."""
     url = urlsplit(request.path)
@@ -89,7 +89,7 @@ def _remote_address(request: WebSocketRequest) -> str:
         return "unknown"
 
 
-async def serve_stream(server: Server, stream: trio.abc.Stream) -> None:
+async def serve_stream(server: Services, stream: trio.abc.Stream) -> None:
     """One connection its listener admitted: its upgrade request within CONNECT_TIMEOUT (else it is closed, as
     it is at once when the peer goes first), then ``handle``."""
     async with trio.open_nursery() as nursery:
@@ -119,7 +119,7 @@ class _Reader:
             self.waiting.cancel()
 
 
-async def handle(server: Server, request: WebSocketRequest) -> None:
+async def handle(server: Services, request: WebSocketRequest) -> None:
     """One client: whatever goes wrong with it ends it alone, never the server."""
     try:
         await _serve(server, request)
@@ -130,7 +130,7 @@ async def handle(server: Server, request: WebSocketRequest) -> None:
             log.exception("websocket client failed")
 
 
-async def _serve(server: Server, request: WebSocketRequest) -> None:
+async def _serve(server: Services, request: WebSocketRequest) -> None:
     sub = WsSubscriber(server.config.outbox_size, server.config.outbox_bytes, server.config.replay_stall)
     try:
         refused, detail = await _handshake(server, request, sub)
@@ -150,7 +150,7 @@ async def _serve(server: Server, request: WebSocketRequest) -> None:
         server.broker.remove(sub, held=sub.outbox.buffered)
 
 
-async def _stream(server: Server, ws: WebSocketConnection, sub: WsSubscriber, from_seq: int | None) -> None:
+async def _stream(server: Services, ws: WebSocketConnection, sub: WsSubscriber, from_seq: int | None) -> None:
     """Replayed, then live events until the client goes; one dropped as too slow is closed with 1013."""
     started = trio.current_time()
     try:

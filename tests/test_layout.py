@@ -24,7 +24,7 @@ ADAPTERS = ("manager", "wallet", "events", "admin")
 RANK = {"ledger": 0, "leaf": 1, "core": 2, **{a: 3 for a in ADAPTERS}, "app": 4, "cli": 5, "ops": 5, "testing": 5,
         "client": 5}
 BESIDE = {("cli", "ops"), ("testing", "client")}  # the top rank's arrows between packages
-LEAVES = {"auth", "limits", "logs", "metrics", "http", "health", "config", "services", "wire", "fields", "listen",
+LEAVES = {"auth", "limits", "logs", "metrics", "http", "health", "config", "wire", "fields", "listen",
           "__init__"}
 # Modules of server/ not yet in a subpackage of their concern: where each belongs.
 FLAT = {
@@ -32,17 +32,12 @@ FLAT = {
     "ws": "events", "observe": "admin",
     "ops": "ops", "migrate": "ops", "admin": "ops",
     "scenario": "testing",  # (python -m syncledger.server.scenario: the toolkit's runner)
+    "services": "core",  # (the Protocol the adapters see: it names core types)
     "app": "app", "cli": "cli", "client": "client",
 }
 ALLOWED = {
     ("server.app", "server.testing.faults"),  # the fault switches (a function-level import): to testing/
     ("server.app", "trio.testing"),  # connect_memory: to testing/
-    ("server.commands", "server.app"),  # type-only: services.py Protocols
-    ("server.metrics", "server.app"),
-    ("server.observe", "server.app"),
-    ("server.wallet.app", "server.app"),
-    ("server.ws", "server.app"),
-    ("server.observe", "server.pending"),  # the login's fake connection: Dispatcher.answer_line
 }
 
 

@@ -22,7 +22,7 @@ from ..wire import decode_json, invalid_value
 from .models import WalletMove, WalletSession, WalletUser
 
 if TYPE_CHECKING:
-    from ..app import Server
+    from ..services import Services
 
 log = logging.getLogger("syncledger.wallet")
 ACTIONS = ("check", "balance", "debit", "credit", "cancel")
@@ -95,7 +95,7 @@ def render(action: str, status: str, uuid: Any, sid: str | None = None, balance:
 class WalletApp:
     """The wallet's answers; ``token`` is the provider's shared token (None: every call is INVALID_TOKEN_ID)."""
 
-    def __init__(self, server: Server, token: str | None, test_endpoints: bool = False):
+    def __init__(self, server: Services, token: str | None, test_endpoints: bool = False):
         self.s = server
         self._token = token.encode() if token else None
         self.routes = {f"/v1/{action}".encode(): action for action in ACTIONS + (TEST_ACTIONS if test_endpoints else ())}

@@ -16,7 +16,6 @@ from functools import partial
 from typing import Any, Callable
 
 import trio
-import trio.testing
 
 from syncledger.ledger import Store, engine
 from syncledger.ledger.store import CatchUp
@@ -117,7 +116,6 @@ class Server:
         self._root: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._conns: trio.Nursery | None = None
-        self._faults: Any = None  # see faults
         self._connections_done = trio.Event()
         self.stopping = False
         self.failure: str | None = None  # set by a fail-stop
@@ -320,21 +318,10 @@ class Server:
         finally:
             self.connections.discard(conn)
 
-    def connect_memory(self, lockstep: bool = False) -> trio.abc.Stream:
-        """A manager connection over an in-memory stream (no socket): returns the client's end. With
-        ``lockstep``, the server's writes wait until the client reads them, as a full socket would."""
-        client, server = (trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair)()
-        self._conns.start_soon(self._tcp_connection, server, client)
-        return client
-
-    @property
-    def faults(self) -> Any:
-        """The fault-injection switches (created on first use; off until switched)."""
-        if self._faults is None:
-            from .testing.faults import Faults  # (the toolkit, imported only by a test that uses it)
-
-            self._faults = self.mainloop.faults = Faults(self)
-        return self._faults
+    def serve_stream(self, stream: trio.abc.Stream, peer: trio.abc.Stream) -> None:
+        """Serve ``stream`` as a manager connection from within this process (no socket; ``peer``: the client's
+        end, see testing.connect_memory)."""
+        self._conns.start_soon(self._tcp_connection, stream, peer)
 
     async def shutdown(self) -> None:
         """Stop accepting and reading; apply what is queued within the grace period and answer it, answer

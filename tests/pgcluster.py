@@ -177,8 +177,8 @@ class Nodes:
     def __getattr__(self, name: str):
         return getattr(self.nodes[0], name)
 
-    def connect_memory(self, lockstep: bool = False):
-        return next(self._turns).connect_memory(lockstep)
+    def serve_stream(self, stream, peer) -> None:
+        next(self._turns).serve_stream(stream, peer)
 
     def reload_keys(self) -> None:
         """A test manager stored through one node is read again by both."""

@@ -24,6 +24,7 @@ from syncledger.ledger import reads
 from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER, LoginThrottle
 from syncledger.server.metrics import History, Metrics
+from syncledger.server.testing import faults_of
 from tests.conftest import add_account, admin_token, make_config, tcp_client
 
 PASSWORD = "correct horse battery staple"
@@ -268,7 +269,7 @@ async def test_verify_runs_on_a_snapshot_of_its_own_beside_the_writer(server):
         assert (await c.call("CreditInSync", {"login": login, "amount": 7, "comment": "x"})).ok
         head = (await h.get("/api/head")).json()["data"]
         assert head["seq"] == 1 and head["verify"] is None
-        server.faults.delay_commit(3.0)  # the writer holds its next batch (and its lock) for 3 s
+        faults_of(server).delay_commit(3.0)  # the writer holds its next batch (and its lock) for 3 s
         held = c.start("BalanceIn", {"login": login, "amount": 1})
         with trio.fail_after(10):
             while not server.mainloop.lock.locked():
@@ -492,7 +493,7 @@ async def test_the_page_in_headless_chromium(server, tmp_path):
         shot = tmp_path / "backoffice.png"
         seen = await trio.to_thread.run_sync(partial(
             browse, f"http://127.0.0.1:{server.ports.admin}/", login, str(shot), call,
-            lambda: trio.from_thread.run_sync(server.faults.drop_websockets)))
+            lambda: trio.from_thread.run_sync(faults_of(server).drop_websockets)))
     assert shot.stat().st_size > 10_000
     if os.environ.get("SYNCLEDGER_SCREENSHOT"):  # how the README's picture is made
         shutil.copyfile(shot, os.environ["SYNCLEDGER_SCREENSHOT"])

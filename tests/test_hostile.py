@@ -17,6 +17,7 @@ from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER
 from syncledger.server.cli import main
 from syncledger.server.client import ConnectionLost, open_client
+from syncledger.server.testing import connect_memory
 from tests.conftest import make_config
 
 
@@ -90,7 +91,7 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
 
 
 async def _call(srv, token: str) -> tuple[int, str | None]:
-    async with open_client(srv.connect_memory(), token) as c:
+    async with open_client(connect_memory(srv), token) as c:
         reply = await c.call("GetUsers", {})
     return reply.status, reply.error
 
@@ -101,21 +102,21 @@ async def test_tokens_are_revoked_at_once_when_a_manager_changes_or_goes(nursery
     admin.add_manager(store.db, 7, "first-password-7", SESSION_ADMIN, 0)
     store.close()
     srv = await nursery.start(serve, make_config(db=path, threaded=False))
-    async with open_client(srv.connect_memory()) as c:
+    async with open_client(connect_memory(srv)) as c:
         admin_token = (await c.login(7, "first-password-7")).data["token"]
     assert await _call(srv, admin_token) == (200, None)
     db = sqlite3.connect(path, isolation_level=None)  # the operator's CLI, another process
     admin.add_manager(db, 7, "second-password-7", SESSION_DEALER, 1)  # re-added as DEALER
     await trio.sleep(0.3)  # within the keys' refresh period
     assert await _call(srv, admin_token) == (401, "TOKEN_REVOKED")
-    async with open_client(srv.connect_memory()) as c:
+    async with open_client(connect_memory(srv)) as c:
         assert (await c.login(7, "first-password-7")).status == 401
         dealer_token = (await c.login(7, "second-password-7")).data["token"]
     assert await _call(srv, dealer_token) == (200, None)
     assert admin.remove_manager(db, 7) and not admin.remove_manager(db, 7)
     await trio.sleep(0.3)
     assert await _call(srv, dealer_token) == (401, "TOKEN_REVOKED")
-    async with open_client(srv.connect_memory()) as c:
+    async with open_client(connect_memory(srv)) as c:
         assert (await c.login(7, "second-password-7")).status == 401  # a removed manager cannot log in
     forged = srv.tokens.issue(99, SESSION_ADMIN)[0]  # signed with the secret, for no manager at all
     assert await _call(srv, forged) == (401, "TOKEN_REVOKED")
@@ -159,7 +160,7 @@ def test_passwords_come_from_stdin_or_a_prompt_and_are_long(tmp_path, monkeypatc
 
 
 async def _login(srv, password: str):
-    async with open_client(srv.connect_memory()) as c:
+    async with open_client(connect_memory(srv)) as c:
         return await c.call("Login", {"login": 1, "password": password}, token=None)
 
 
@@ -167,7 +168,7 @@ async def test_failed_logins_are_throttled_and_logged(mem_server, autojump_clock
     caplog.set_level("WARNING", logger="syncledger")
     from syncledger.server.testing import add_test_manager
     add_test_manager(mem_server, 1)
-    async with open_client(mem_server.connect_memory()) as c:
+    async with open_client(connect_memory(mem_server)) as c:
         answers = [(await c.call("Login", {"login": 1, "password": f"guess-{i}"}, token=None)) for i in range(6)]
         assert [a.status for a in answers] == [401] * 5 + [429]  # the sixth try waits
         assert "retry in 1 s" in answers[5].message
@@ -278,7 +279,7 @@ async def test_a_client_that_pipelines_reads_without_reading_is_dropped_at_a_byt
         srv = await nursery.start(serve, test_config(outbox_bytes=1 << 20))
         login = await _account_with_trades(srv, 500)  # GetTrades answers ~190 KB
         token = Harness(srv).token
-        stream = srv.connect_memory(lockstep=True)  # the server's writes wait for reads that never come
+        stream = connect_memory(srv, lockstep=True)  # the server's writes wait for reads that never come
         for i in range(200):
             try:
                 await stream.send_all(_line("GetTrades", {"login": login}, token, f"t{i}"))
@@ -310,7 +311,7 @@ async def test_a_replaying_subscriber_that_takes_nothing_is_dropped(autojump_clo
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, test_config(outbox_bytes=100_000, replay_stall=30))
         await _account_with_trades(srv, 2000)
-        stream = srv.connect_memory(lockstep=True)
+        stream = connect_memory(srv, lockstep=True)
         await stream.send_all(_line("Subscribe", {"chanels": ["trade:event"], "from_seq": 0}, Harness(srv).token,
                                     "s"))
         start = trio.current_time()
@@ -331,7 +332,7 @@ async def test_a_replay_holds_little_memory_for_a_client_that_does_not_read(auto
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, test_config(outbox_bytes=16 << 20, replay_stall=30))
         await _account_with_trades(srv, 2000)
-        stream = srv.connect_memory(lockstep=True)
+        stream = connect_memory(srv, lockstep=True)
         await stream.send_all(_line("Subscribe", {"chanels": ["trade:event"], "from_seq": 0}, Harness(srv).token,
                                     "s"))
         await trio.sleep(5)  # the replay has filled what it may, and waits
@@ -433,7 +434,7 @@ async def test_a_silent_connection_is_kept_longer_than_one_that_sends_bytes_with
     from syncledger.server.testing import Harness, test_config
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, test_config(idle_timeout=60, silent_timeout=600))
-        talking, late, mute = srv.connect_memory(), srv.connect_memory(), srv.connect_memory()
+        talking, late, mute = connect_memory(srv), connect_memory(srv), connect_memory(srv)
         start = trio.current_time()
         await talking.send_all(b'{"command":"Ping","data":{')
         assert await talking.receive_some(100) == b""

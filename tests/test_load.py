@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from syncledger.server.app import serve
+from syncledger.server.testing import connect_memory
 from tests.conftest import add_account, assert_ledger_ok, make_config, mem_client, tcp_client
 
 CONNECTIONS = 1000
@@ -126,7 +127,7 @@ async def test_dead_subscriber_is_dropped_while_events_flow(nursery, autojump_cl
 
 async def test_silent_connections_are_closed_after_the_idle_timeout(nursery, autojump_clock):
     srv = await nursery.start(serve, make_config(db=":memory:", threaded=False, idle_timeout=30, silent_timeout=30))
-    streams = [srv.connect_memory() for _ in range(50)]
+    streams = [connect_memory(srv) for _ in range(50)]
     await trio.sleep(1)
     assert len(srv.connections) == 50
     async with mem_client(srv) as busy:  # a connection that keeps talking stays

@@ -11,6 +11,7 @@ import trio
 from syncledger.server import protocol
 from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_DEALER, SESSION_MANAGER, SESSION_USER, Tokens
+from syncledger.server.testing import connect_memory, faults_of
 from tests.conftest import add_account, admin_token, assert_ledger_ok, event_count, make_config, mem_client
 from tests.pgcluster import backend, every_backend, ledger_db, mem_db, mem_server, pg_cluster, pg_url  # noqa: F401
 
@@ -77,7 +78,7 @@ BAD_LINES = [
 @pytest.mark.parametrize("raw, status, code", BAD_LINES)
 async def test_bad_lines_get_an_error_and_change_nothing(mem_server, login_1000, autojump_clock, raw, status, code):
     before = await event_count(mem_server)
-    conn = Raw(mem_server.connect_memory())
+    conn = Raw(connect_memory(mem_server))
     reply = await conn.ask(raw)
     assert (reply["status"], reply["error"]) == (status, code)
     assert reply["message"]
@@ -109,7 +110,7 @@ BAD_DATA = [
 @pytest.mark.parametrize("command, data", BAD_DATA)
 async def test_bad_data_is_400_and_changes_nothing(mem_server, login_1000, autojump_clock, command, data):
     before = await event_count(mem_server)
-    conn = Raw(mem_server.connect_memory())
+    conn = Raw(connect_memory(mem_server))
     reply = await conn.ask(line({"command": command, "extID": "e", "data": data,
                                  "__token": admin_token(mem_server)}))
     assert (reply["status"], reply["error"], reply["extID"]) == (400, "INVALID_DATA", "e")
@@ -118,7 +119,7 @@ async def test_bad_data_is_400_and_changes_nothing(mem_server, login_1000, autoj
 
 
 async def test_line_too_long_closes_the_connection(mem_server, login_1000, autojump_clock):
-    conn = Raw(mem_server.connect_memory())
+    conn = Raw(connect_memory(mem_server))
     await conn.send(b'{"command": "Ping", "pad": "' + b"x" * (70 * 1024))
     reply = await conn.reply()
     assert (reply["status"], reply["error"]) == (400, "LINE_TOO_LONG")
@@ -127,7 +128,7 @@ async def test_line_too_long_closes_the_connection(mem_server, login_1000, autoj
 
 
 async def test_exactly_64k_line_is_accepted(mem_server, login_1000, autojump_clock):
-    conn = Raw(mem_server.connect_memory())
+    conn = Raw(connect_memory(mem_server))
     head = b'{"command": "Ping", "extID": "big", "__token": "' + admin_token(mem_server).encode() + b'", "pad": "'
     tail = b'"}'
     body = head + b"x" * (protocol.MAX_LINE - len(head) - len(tail)) + tail
@@ -137,7 +138,7 @@ async def test_exactly_64k_line_is_accepted(mem_server, login_1000, autojump_clo
 
 
 async def test_newline_only_framing_and_pipelined_lines_in_one_packet(mem_server, login_1000, autojump_clock):
-    conn = Raw(mem_server.connect_memory())
+    conn = Raw(connect_memory(mem_server))
     tok = admin_token(mem_server)
     await conn.send(b"".join(json.dumps({"command": "Ping", "extID": f"p{i}", "__token": tok}).encode() + b"\n"
                              for i in range(50)))
@@ -266,7 +267,7 @@ async def test_accounts_and_reads(mem_server, login_1000, autojump_clock):
      "INVALID_JSON"),
 ])
 async def test_undecodable_strings_and_numbers_are_refused(mem_server, login_1000, autojump_clock, raw, code):
-    conn = Raw(mem_server.connect_memory())
+    conn = Raw(connect_memory(mem_server))
     reply = await conn.ask(raw.replace(b"TOKEN", admin_token(mem_server).encode()))
     assert (reply["status"], reply["error"]) == (400, code) and "extID" not in reply
     assert (await conn.ask(line({"command": "Ping", "extID": "p", "__token": admin_token(mem_server)})))["status"] \
@@ -274,7 +275,7 @@ async def test_undecodable_strings_and_numbers_are_refused(mem_server, login_100
 
 
 async def test_line_of_64k_plus_one_byte_ended_by_newline_is_too_long(mem_server, login_1000, autojump_clock):
-    conn = Raw(mem_server.connect_memory())
+    conn = Raw(connect_memory(mem_server))
     reply = await conn.ask(b"x" * (protocol.MAX_LINE + 1) + b"\n")
     assert (reply["status"], reply["error"]) == (400, "LINE_TOO_LONG")
 
@@ -297,7 +298,7 @@ async def test_shutdown_answers_and_flushes_every_request_it_read(nursery, autoj
     srv = await nursery.start(serve, make_config(db=":memory:", threaded=False))
     async with mem_client(srv) as c:
         login = await add_account(c)
-        srv.faults.pause()
+        faults_of(srv).pause()
         calls = [c.start("BalanceIn", {"login": login, "amount": 1}) for _ in range(20)]
         await trio.sleep(0.01)
         nursery.start_soon(srv.shutdown)

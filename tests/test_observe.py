@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from syncledger.server import observe
 from syncledger.server.app import serve
+from syncledger.server.testing import faults_of
 from tests.conftest import add_account, make_config, tcp_client
 
 
@@ -64,7 +65,7 @@ async def test_health_and_readiness(tmp_path):
             assert (await http.get(base + "/nothing")).status_code == 404
             async with tcp_client(srv) as c:
                 login = await add_account(c)
-                srv.faults.delay_commit(1.0)  # a batch still committing holds the shutdown for a second
+                faults_of(srv).delay_commit(1.0)  # a batch still committing holds the shutdown for a second
                 c.start("BalanceIn", {"login": login, "amount": 1})
                 await trio.sleep(0.1)
                 nursery.start_soon(srv.shutdown)

@@ -13,7 +13,7 @@ import trio
 
 from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_USER
-from syncledger.server.testing import Harness, test_config
+from syncledger.server.testing import Harness, connect_memory, test_config
 from tests.conftest import add_account, assert_ledger_ok, mem_client, tcp_client
 
 NAMES = ["O'Brien deposit", "Zoë's bonus €5", "中文 comment", "emoji 😀 credit", "it's 'quoted'", "a,} b,] c, ]"]
@@ -71,7 +71,7 @@ class SdkLike:
 @pytest.fixture
 async def sdk(mem_server):
     h = Harness(mem_server)
-    return SdkLike(mem_server.connect_memory(), h.token)
+    return SdkLike(connect_memory(mem_server), h.token)
 
 
 async def test_text_survives_every_split_and_the_apostrophe_rewrite(mem_server, sdk, autojump_clock):
@@ -140,14 +140,14 @@ async def test_subscriptions_are_additive_as_on_the_platform(mem_server, sdk, au
 
 async def test_an_sdk_user_resumes_from_the_seq_inside_data(mem_server, autojump_clock):
     h = Harness(mem_server)
-    first = SdkLike(mem_server.connect_memory(), h.token)
+    first = SdkLike(connect_memory(mem_server), h.token)
     login = (await first.call("AddUser", {"name": "p"}))["data"]["login"]
     await first.call("Subscribe", {"chanels": ["trade:event"]})
     for i in range(3):
         await first.call("BalanceIn", {"login": login, "amount": i + 1})
     data = (await first.event())["data"]  # an SDK hands its user this, and nothing else
     await first.stream.aclose()
-    resumed = SdkLike(mem_server.connect_memory(), h.token)
+    resumed = SdkLike(connect_memory(mem_server), h.token)
     await resumed.call("Subscribe", {"chanels": ["trade:event"], "from_seq": data["seq"]})
     got = [(await resumed.event())["data"]["seq"] for _ in range(2)]
     assert got == [data["seq"] + 1, data["seq"] + 2]
@@ -176,7 +176,7 @@ async def test_an_unauthenticated_connection_is_closed_after_the_idle_timeout(au
     caplog.set_level("INFO", logger="syncledger")
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, test_config(idle_timeout=60))
-        stream = srv.connect_memory()
+        stream = connect_memory(srv)
         start = trio.current_time()
         for _ in range(10):  # bytes are no activity: only a valid token is
             await stream.send_all(b"\n")

@@ -9,7 +9,7 @@ import trio
 
 from syncledger.server.commands import Dispatcher
 from syncledger.server.scenario import run
-from syncledger.server.testing import Harness
+from syncledger.server.testing import Harness, faults_of
 from tests.conftest import mem_client
 
 
@@ -62,11 +62,11 @@ async def test_pause_and_resume(syncledger: Harness, syncledger_client, autojump
 
 async def test_pausing_twice_then_resuming_runs_again(mem_server, autojump_clock):
     async with mem_client(mem_server) as c:
-        mem_server.faults.pause()
-        mem_server.faults.pause()
+        faults_of(mem_server).pause()
+        faults_of(mem_server).pause()
         call = c.start("AddUser", {"name": "x", "currency": "EUR"})
         await trio.sleep(1)
-        mem_server.faults.resume()
+        faults_of(mem_server).resume()
         assert (await call.reply()).ok
 
 

@@ -18,7 +18,7 @@ from syncledger.ledger import Store, verify_path
 from syncledger.server.app import FailStop, serve
 from syncledger.server.client import open_client
 from syncledger.server.core.lockfile import LedgerLocked
-from syncledger.server.testing import Harness, test_config
+from syncledger.server.testing import Harness, faults_of, test_config
 from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, mem_client, tcp_client
 
 
@@ -33,7 +33,7 @@ async def test_a_commit_refused_before_the_file_is_500_and_nothing_was_applied(m
     async with mem_client(mem_server) as c:
         login = await add_account(c)
         seq = await event_count(mem_server)
-        mem_server.faults.fail_commit(landed=False, code=sqlite3.SQLITE_BUSY)
+        faults_of(mem_server).fail_commit(landed=False, code=sqlite3.SQLITE_BUSY)
         failed = await c.call("BalanceIn", {"login": login, "amount": 5})
         assert (failed.status, failed.error) == (500, "INTERNAL") and "nothing was applied" in failed.message
         assert await event_count(mem_server) == seq  # true: nothing
@@ -48,7 +48,7 @@ async def test_a_commit_that_reached_the_file_is_answered_and_broadcast(mem_serv
         login = await add_account(c)
         await _subscribed(watcher)
         await c.call("BalanceIn", {"login": login, "amount": 1})
-        mem_server.faults.fail_commit(landed=True, code=sqlite3.SQLITE_BUSY)
+        faults_of(mem_server).fail_commit(landed=True, code=sqlite3.SQLITE_BUSY)
         plain = c.start("BalanceIn", {"login": login, "amount": 2}, ext_id="no-retry-needed")
         sync = c.start("BalanceInSync", {"login": login, "amount": 3})
         plain, sync = await plain.reply(), await sync.reply()
@@ -66,7 +66,7 @@ async def test_a_wallet_debit_whose_commit_reached_the_file_answers_ok(mem_serve
     async with mem_client(mem_server) as c:
         login = await h.add_account(c, balance=10)
         sid = (await c.call("OpenGameSession", {"login": login})).data["sid"]
-    mem_server.faults.fail_commit(landed=True, code=sqlite3.SQLITE_BUSY)
+    faults_of(mem_server).fail_commit(landed=True, code=sqlite3.SQLITE_BUSY)
     body = {"sid": sid, "userId": str(login), "currency": "EUR", "game": {"id": "g"},
             "transaction": {"id": "d1", "amount": 4}, "uuid": "u1"}
     reply = await h.wallet("debit", body)
@@ -143,10 +143,10 @@ async def test_fail_stop(tmp_path, fault):
 
     def break_it(srv) -> None:
         if fault == "commit-io-error-after-landing":
-            srv.faults.fail_commit(landed=True, code=sqlite3.SQLITE_IOERR)
+            faults_of(srv).fail_commit(landed=True, code=sqlite3.SQLITE_IOERR)
         elif fault == "rollback-fails":
-            srv.faults.fail_next_batch()
-            srv.faults.fail_rollback()
+            faults_of(srv).fail_next_batch()
+            faults_of(srv).fail_rollback()
         elif fault == "wal-unlinked":
             os.unlink(path + "-wal")
         elif fault == "db-unlinked":
@@ -204,10 +204,10 @@ async def test_shutdown_under_a_burst_never_answers_503_for_applied_work(tmp_pat
         srv = await nursery.start(serve, test_config(db=path, batch_max=10, shutdown_grace=3.5))
         async with mem_client(srv) as c:
             login = await add_account(c)
-            srv.faults.pause()
+            faults_of(srv).pause()
             calls = [c.start("BalanceIn", {"login": login, "amount": 1}, ext_id=f"b{i}") for i in range(100)]
             await trio.sleep(0.1)  # all read and queued
-            srv.faults.delay_commit(1.0, batches=100)  # each batch of 10 takes a second
+            faults_of(srv).delay_commit(1.0, batches=100)  # each batch of 10 takes a second
             await srv.shutdown()
             answers = {call.ext_id: (await call.reply()).status for call in calls}
         held = _in_ledger(path)
@@ -328,12 +328,12 @@ async def test_the_client_refuses_nan_and_infinity_before_sending(mem_server, au
 async def test_released_events_reach_a_from_seq_subscriber_once_in_order(mem_server, autojump_clock):
     async with mem_client(mem_server) as c, mem_client(mem_server) as late:
         login = await add_account(c)
-        mem_server.faults.hold_events()
+        faults_of(mem_server).hold_events()
         for _ in range(3):
             await c.call("BalanceIn", {"login": login, "amount": 1})
         assert (await late.call("Subscribe", {"chanels": ["trade:event"], "from_seq": 0})).ok
         replayed = [(await late.receive_event())["seq"] for _ in range(3)]
-        mem_server.faults.release_events()
+        faults_of(mem_server).release_events()
         await c.call("BalanceIn", {"login": login, "amount": 1})
         live = (await late.receive_event())["seq"]
         assert replayed + [live] == [1, 2, 3, 4]
@@ -411,9 +411,9 @@ async def test_nothing_is_read_from_memory_once_it_may_not_match_the_file(tmp_pa
             async with mem_client(srv) as c:
                 login = await add_account(c)
                 await c.call("BalanceIn", {"login": login, "amount": 10})
-                srv.faults.delay_commit(1.0)
-                srv.faults.fail_next_batch()
-                srv.faults.fail_rollback()
+                faults_of(srv).delay_commit(1.0)
+                faults_of(srv).fail_next_batch()
+                faults_of(srv).fail_rollback()
                 credit = c.start("BalanceIn", {"login": login, "amount": 5})
                 await trio.sleep(0.5)  # the batch is waiting to commit; the read does not wait for it
                 read = await c.call("GetUser", {"login": login})

@@ -17,11 +17,13 @@ from typing import Any, AsyncIterator
 
 import orjson
 import trio
+import trio.testing
 
 from syncledger.ledger import Report, engine, verify
 
 from ..app import Server, serve
 from ..config import Config
+from .faults import Faults
 from ..auth import SESSION_ADMIN
 from ..client import Client, connect, open_client
 
@@ -36,6 +38,23 @@ def test_config(**overrides: Any) -> Config:
                                 admin_port=0, secret=SECRET, wallet_token=WALLET_TOKEN, epoch=EPOCH)
     base.update(overrides)
     return Config(**base)
+
+
+def faults_of(server: Any) -> Faults:
+    """The fault-injection switches of ``server`` (of a cluster fixture's: its first node's), made on first use;
+    off until switched."""
+    server = getattr(server, "nodes", [server])[0]
+    if server.mainloop.faults is None:
+        server.mainloop.faults = Faults(server)
+    return server.mainloop.faults
+
+
+def connect_memory(server: Any, lockstep: bool = False) -> trio.abc.Stream:
+    """A manager connection to ``server`` over an in-memory stream (no socket): the client's end. With
+    ``lockstep``, the server's writes wait until the client reads them, as a full socket would."""
+    client, end = (trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair)()
+    server.serve_stream(end, client)
+    return client
 
 
 test_config.__test__ = False  # type: ignore[attr-defined]  # not a test, despite its name
@@ -53,8 +72,8 @@ class Harness:
         return self.server.ports
 
     @property
-    def faults(self) -> Any:
-        return self.server.faults
+    def faults(self) -> Faults:
+        return faults_of(self.server)
 
     def token_for(self, login: int, session: int = SESSION_ADMIN, ttl: int | None = None) -> str:
         """A token for manager ``login`` (stored first, with no usable password, if it is not yet)."""
@@ -65,7 +84,7 @@ class Harness:
     @asynccontextmanager
     async def client(self, token: str | None = "admin") -> AsyncIterator[Client]:
         """A client on an in-memory connection (deterministic under MockClock)."""
-        async with open_client(self.server.connect_memory(), self.token if token == "admin" else token) as c:
+        async with open_client(connect_memory(self.server), self.token if token == "admin" else token) as c:
             yield c
 
     @asynccontextmanager

@@ -20,7 +20,7 @@ import trio.testing
 
 from ..app import Server
 from ..client import Call, Client
-from . import Harness, running, test_config
+from . import Harness, faults_of, running, test_config
 
 CREATES = ("BalanceIn", "CreditIn", "BalanceOut", "CreditOut")
 
@@ -68,7 +68,7 @@ async def run_scenario(harness: Harness, seed: int, *, clients: int = 4, steps: 
             group = rng.randint(1, 8)
             hold = rng.random() < 0.5  # let the group build up into one batch, or let it flow
             if hold:
-                server.faults.pause()
+                faults_of(server).pause()
             pending = []
             for _ in range(min(group, steps - sent)):
                 who = rng.randrange(len(workers))
@@ -87,7 +87,7 @@ async def run_scenario(harness: Harness, seed: int, *, clients: int = 4, steps: 
                 pending.append(_Sent(who, command, data, ext_id, call))
                 sent += 1
             if hold:
-                server.faults.resume()
+                faults_of(server).resume()
             for item in pending:
                 reply = await item.call.reply()
                 _note(item, reply, orders, result)

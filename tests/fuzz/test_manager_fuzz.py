@@ -11,6 +11,7 @@ import trio
 import trio.testing
 from hypothesis import event, example, given
 
+from syncledger.server.testing import connect_memory
 from tests.fuzz import strategies as S
 from tests.fuzz.connection import Conn
 from tests.fuzz.harness.manager import ManagerHarness, seed_manager_world
@@ -101,7 +102,7 @@ def raw_line(command: str, data: Any = None, ext: str = '"e"', token: str = S.AD
 
 
 async def ask(srv: Any, line: bytes) -> dict | None:
-    conn = Conn(srv.connect_memory())
+    conn = Conn(connect_memory(srv))
     await conn.send(line)
     return await conn.reply()
 
@@ -110,7 +111,7 @@ async def test_ext_id_with_a_lone_surrogate_gets_an_error_reply():
     """An extID holding a lone surrogate (\\ud800) killed the connection without a reply:
     parse_request accepted it and orjson could not encode the reply that echoes it."""
     async with fuzz_server() as srv:
-        conn = Conn(srv.connect_memory())
+        conn = Conn(connect_memory(srv))
         await conn.send(raw_line("Ping", ext='"\\ud800"'))
         reply = await conn.reply()
         assert reply is not None and reply["status"] == 400, reply
@@ -123,7 +124,7 @@ async def test_lone_surrogate_ext_id_does_not_sink_the_batch():
     itself was never answered."""
     async with fuzz_server() as srv:
         assert (await ask(srv, raw_line("AddUser", '{"login":1000,"name":"a","currency":"EUR"}')))["status"] == 200
-        first, good, bad = (Conn(srv.connect_memory()) for _ in range(3))
+        first, good, bad = (Conn(connect_memory(srv)) for _ in range(3))
         srv.mainloop.pause()
         await first.send(raw_line("BalanceIn", '{"login":1000,"amount":1}', ext='"first"'))
         await trio.testing.wait_all_tasks_blocked()  # the mainLoop holds [first] as its next batch

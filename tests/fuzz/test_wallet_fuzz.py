@@ -13,6 +13,7 @@ import trio
 from hypothesis import event, given
 
 from syncledger.ledger import verify
+from syncledger.server.testing import connect_memory
 from tests.fuzz import strategies as S
 from tests.fuzz.connection import READ_TIMEOUT, Conn
 from tests.fuzz.harness.server import COUNTS, EXAMPLE_TIMEOUT, ErrorLog, fuzz_server, fuzz_settings, start_fuzz_server
@@ -36,7 +37,7 @@ async def wallet_example(cases: list[S.WalletCase]) -> None:
                     await h.run(case)
             report = await srv.mainloop.read(verify, srv.store.db)
             assert report.ok, report
-            conn = Conn(srv.connect_memory())  # the server is still alive
+            conn = Conn(connect_memory(srv))  # the server is still alive
             await conn.probe_reply(await conn.probe())
             await conn.finish()
             nursery.cancel_scope.cancel()

@@ -10,6 +10,7 @@ import trio
 from hypothesis import event
 
 from syncledger.ledger import verify
+from syncledger.server.testing import connect_memory
 from tests.fuzz import strategies as S
 from tests.fuzz.connection import READ_TIMEOUT, Conn, check_echo, check_message, check_runs
 from tests.fuzz.harness.server import cheap_hash
@@ -35,7 +36,7 @@ class ManagerHarness:
 
     def connection(self) -> Conn:
         if self.conn is None or self.conn.closed:
-            self.conn = Conn(self.srv.connect_memory())
+            self.conn = Conn(connect_memory(self.srv))
             self.conns.append(self.conn)
         return self.conn
 
@@ -120,7 +121,7 @@ class ManagerHarness:
         final = await self.snapshot()
         for conn in self.conns:
             check_runs(conn, final)
-        fresh = Conn(self.srv.connect_memory())
+        fresh = Conn(connect_memory(self.srv))
         await fresh.probe_reply(await fresh.probe())
         await fresh.finish()
         await self.verify()
@@ -164,7 +165,7 @@ async def seed_manager_world(h: ManagerHarness) -> None:
     await h.srv.mainloop.read(add_managers)
     h.srv.reload_keys()
     with trio.fail_after(READ_TIMEOUT):
-        async with open_client(h.srv.connect_memory(), S.ADMIN.raw) as client:
+        async with open_client(connect_memory(h.srv), S.ADMIN.raw) as client:
             calls = [client.start(command, data, ext_id=ext) for command, data, ext in SEED_MANAGER]
             replies = [await call.reply() for call in calls]
             await h.srv.mainloop.read(password_and_disable)

@@ -12,6 +12,7 @@ import trio
 from hypothesis import event
 
 from syncledger.ledger import verify
+from syncledger.server.testing import connect_memory
 from tests.fuzz import strategies as S
 from tests.fuzz.connection import READ_TIMEOUT
 from tests.fuzz.oracle.manager import TS_CLOSED, TS_DELETED
@@ -228,7 +229,7 @@ async def seed_wallet_world(srv: Any) -> dict[str, str]:
     from syncledger.server.client import open_client
     sids = {}
     with trio.fail_after(READ_TIMEOUT):
-        async with open_client(srv.connect_memory(), S.ADMIN.raw) as c:
+        async with open_client(connect_memory(srv), S.ADMIN.raw) as c:
             for login, currency in ((1000, "EUR"), (1001, "USD"), (1002, "EUR")):
                 assert (await c.call("AddUser", {"login": login, "name": "p", "currency": currency})).ok
             assert (await c.call("BalanceIn", {"login": 1000, "amount": 100})).ok

@@ -26,7 +26,7 @@ from .wallet.app import WalletApp
 from .core.writer import WriterProcess
 from .auth import Claims, LoginThrottle, ManagerKeys, Tokens
 from .core.broker import Broker
-from .commands import Dispatcher
+from .manager.commands import Dispatcher
 from .config import Config, Ports
 from .health import Watch
 from .http import HttpServer, Limits
@@ -38,7 +38,7 @@ from .metrics import Metrics
 from .observe import AdminApp, AdminServer
 from .core.readpool import ReadPool
 from .core.tail import Tail
-from .tcp import Connection
+from .manager.tcp import Connection
 from .core.timeouts import Timeouts
 
 log = logging.getLogger("syncledger")

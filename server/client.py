@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 import orjson
 import trio
 
-from .protocol import LineBuffer
+from .manager.protocol import LineBuffer
 
 
 class ConnectionLost(Exception):

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 import trio
 
-from syncledger.server import protocol
+from syncledger.server.manager import protocol
 from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_DEALER, SESSION_MANAGER, SESSION_USER, Tokens
 from syncledger.server.testing import connect_memory, faults_of
@@ -282,7 +282,7 @@ async def test_line_of_64k_plus_one_byte_ended_by_newline_is_too_long(mem_server
 
 @every_backend
 async def test_get_trades_says_when_there_are_more(mem_server, login_1000, autojump_clock, monkeypatch):
-    from syncledger.server import commands
+    from syncledger.server.manager import commands
 
     monkeypatch.setattr(commands, "MAX_TRADES", 2)
     async with mem_client(mem_server) as c:

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 import trio
 
-from syncledger.server.commands import Dispatcher
+from syncledger.server.manager.commands import Dispatcher
 from syncledger.server.scenario import run
 from syncledger.server.testing import Harness, faults_of
 from tests.conftest import mem_client

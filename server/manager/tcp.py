@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from . import protocol
-from .core.broker import Outbox
-from .limits import LineBudget, left_out, peer_address
+from ..core.broker import Outbox
+from ..limits import LineBudget, left_out, peer_address
 from .pending import Pending
 
 if TYPE_CHECKING:
-    from .core.broker import Broker
-    from .metrics import Metrics
+    from ..core.broker import Broker
+    from ..metrics import Metrics
     from .commands import Dispatcher
 
 log = logging.getLogger("syncledger.tcp")

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import orjson
 
-from .wire import CRLF, SURROGATE, decode_json, invalid_value, plain
+from ..wire import CRLF, SURROGATE, decode_json, invalid_value, plain
 
 MAX_LINE = 64 * 1024
 MAX_EXT_ID = 256

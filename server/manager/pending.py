@@ -12,8 +12,8 @@ from syncledger.ledger import Event, Outcome
 from . import protocol
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
-    from .core.timeouts import Timeouts
+    from ..metrics import Metrics
+    from ..core.timeouts import Timeouts
 
 
 class Replies(Protocol):

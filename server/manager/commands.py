@@ -16,17 +16,17 @@ from pydantic import BaseModel, ValidationError
 from syncledger.ledger import AddAccount, Finance, FinanceRequest, OpenSession, Outcome, reads, rules, to_text
 
 from . import models, protocol
-from .auth import (FINANCE_SESSIONS, SESSION_ADMIN, SESSION_MANAGER, SESSION_USER, AuthError, Claims,
+from ..auth import (FINANCE_SESSIONS, SESSION_ADMIN, SESSION_MANAGER, SESSION_USER, AuthError, Claims,
                    check_password, hash_password)
-from .core.mainloop import Job, ShuttingDown
-from .core.readpool import ReadStalled
+from ..core.mainloop import Job, ShuttingDown
+from ..core.readpool import ReadStalled
 from .pending import Pending
 from .protocol import ProtocolError, Request
-from .fields import describe
-from .wire import quoted
+from ..fields import describe
+from ..wire import quoted
 
 if TYPE_CHECKING:
-    from .services import Services
+    from ..services import Services
     from .tcp import Connection
 
 log = logging.getLogger("syncledger.commands")

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from syncledger.ledger import MAX_ID
 
-from .fields import Model, micro
+from ..fields import Model, micro
 
 
 def _positive(value: int) -> int:

@@ -21,7 +21,8 @@ from syncledger.ledger import Store, engine
 from syncledger.ledger.store import CatchUp
 from syncledger.ledger.wallet import PruneSessions
 
-from . import auth, ws
+from . import auth
+from .events import ws
 from .wallet.app import WalletApp
 from .core.writer import WriterProcess
 from .auth import Claims, LoginThrottle, ManagerKeys, Tokens
@@ -35,7 +36,7 @@ from .listen import Listener
 from .core.lockfile import LedgerLock, PgLock
 from .core.mainloop import Job, MainLoop, ShuttingDown
 from .metrics import Metrics
-from .observe import AdminApp, AdminServer
+from .admin.app import AdminApp, AdminServer
 from .core.readpool import ReadPool
 from .core.tail import Tail
 from .manager.tcp import Connection

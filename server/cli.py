@@ -19,7 +19,8 @@ from syncledger.ledger import Store, engine, head_path, parse_anchor, verify_pat
 from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
-from . import admin, auth, logs, migrate, ops
+from . import auth, logs
+from .ops import OpsError, backup, export, managers, migrate
 from .app import FailStop, TlsError, serve
 from .auth import SESSIONS, SecretExposed, SecretMissing, Tokens
 from .config import DEFAULT_DB, OPTIONS, Config, ConfigError, from_toml, int_in
@@ -54,8 +55,8 @@ def _password(args: argparse.Namespace) -> str:
             raise _BadPassword("the two passwords differ")
     else:
         raise _BadPassword("give the password on standard input with --password-stdin")
-    if len(password) < admin.MIN_PASSWORD:
-        raise _BadPassword(f"a manager's password has at least {admin.MIN_PASSWORD} characters")
+    if len(password) < managers.MIN_PASSWORD:
+        raise _BadPassword(f"a manager's password has at least {managers.MIN_PASSWORD} characters")
     return password
 
 
@@ -66,7 +67,7 @@ def _manager_add(args: argparse.Namespace) -> int:
     if created or (store.created and engine.is_postgres(args.db)):
         print(f"created new ledger at {engine.shown(args.db)}", file=sys.stderr)
     try:
-        admin.add_manager(store.db, args.login, password, SESSIONS[args.session], int(time.time()))
+        managers.add_manager(store.db, args.login, password, SESSIONS[args.session], int(time.time()))
     finally:
         store.close()
     print(f"manager {args.login} ({args.session}) stored in {args.db}; any token it had before is revoked")
@@ -76,7 +77,7 @@ def _manager_add(args: argparse.Namespace) -> int:
 def _manager_remove(args: argparse.Namespace) -> int:
     store = Store(args.db, create=False)
     try:
-        removed = admin.remove_manager(store.db, args.login)
+        removed = managers.remove_manager(store.db, args.login)
     finally:
         store.close()
     if not removed:
@@ -89,7 +90,7 @@ def _manager_remove(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     store = Store(args.db, create=False)
     try:
-        manager = admin.get_manager(store.db, args.login)
+        manager = managers.get_manager(store.db, args.login)
         if manager is None:
             print(f"no manager {args.login} in {args.db}", file=sys.stderr)
             return 1
@@ -104,7 +105,7 @@ def _token(args: argparse.Namespace) -> int:
 def _session_open(args: argparse.Namespace) -> int:
     store = Store(args.db, create=False)
     try:
-        sid = admin.open_game_session(store.db, args.login)
+        sid = managers.open_game_session(store.db, args.login)
     except LookupError as e:
         print(e, file=sys.stderr)
         return 1
@@ -148,7 +149,7 @@ def _interrupted(signum: int, frame: object) -> None:
 def _backup(args: argparse.Namespace) -> int:
     before = signal.signal(signal.SIGTERM, _interrupted)
     try:
-        copied = ops.backup(args.db, args.to)
+        copied = backup.backup(args.db, args.to)
     finally:
         signal.signal(signal.SIGTERM, before)
     print(f"backed up {args.db} to {copied.path}: {copied.bytes} bytes in {copied.seconds:.1f} s, head {copied.head} "
@@ -157,7 +158,7 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    restored = ops.restore(args.source, args.db, args.force)
+    restored = backup.restore(args.source, args.db, args.force)
     kept = "" if restored.kept is None else f"; the ledger it replaced is kept as {restored.kept}"
     if restored.lost is None:
         kept = f"; the ledger it replaced could not be read: it is kept as it was, as {restored.kept}"
@@ -180,7 +181,7 @@ def _export(args: argparse.Namespace) -> int:
     """A closed pipe (``| head``) ends it quietly with status 141 (128 + SIGPIPE, as a program SIGPIPE ends);
     an output that cannot be written (a full disk) is one line on stderr, exit 2."""
     try:
-        ops.export(args.db, args.what, sys.stdout, args.format, args.since)
+        export.export(args.db, args.what, sys.stdout, args.format, args.since)
         sys.stdout.flush()
     except OSError as e:
         # What is still buffered can never be written: standard output becomes /dev/null, so that Python's flush
@@ -190,7 +191,7 @@ def _export(args: argparse.Namespace) -> int:
         os.close(devnull)
         if isinstance(e, BrokenPipeError):
             return 128 + signal.SIGPIPE
-        raise ops.OpsError(f"cannot write the export: {e.strerror}; the export is incomplete") from None
+        raise OpsError(f"cannot write the export: {e.strerror}; the export is incomplete") from None
     return 0
 
 
@@ -375,9 +376,9 @@ def parser() -> argparse.ArgumentParser:
                          "a ledger that cannot be read; the ledger replaced is kept beside it, whole")
     rs.set_defaults(run=_restore)
     ex = sub.add_parser("export", help="stream a table as CSV, JSON or NDJSON (read-only, one snapshot)")
-    ex.add_argument("what", choices=sorted(ops.EXPORTS))
+    ex.add_argument("what", choices=sorted(export.EXPORTS))
     _db_option(ex)
-    ex.add_argument("--format", choices=ops.FORMATS, default="ndjson")
+    ex.add_argument("--format", choices=export.FORMATS, default="ndjson")
     ex.add_argument("--since", type=_typed(int_in(0, MAX_ID, "an event seq")), default=None, metavar="SEQ",
                     help="only what came after this event seq")
     ex.set_defaults(run=_export)
@@ -404,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             _apply_config(p.serve_options["config show"], argv[2:])  # type: ignore[attr-defined]
         args = p.parse_args(argv)
         return args.run(args)
-    except (*UNUSABLE, _Unreadable, _BadPassword, ops.OpsError, ConfigError, migrate.MigrateError) as e:  # one line, not a traceback
+    except (*UNUSABLE, _Unreadable, _BadPassword, OpsError, ConfigError, migrate.MigrateError) as e:  # one line, not a traceback
         print(f"syncledger: {e}", file=sys.stderr)
         return 2
 

@@ -19,11 +19,13 @@ import orjson
 import pytest
 import trio
 
-from syncledger.server import admin, observe
+from syncledger.server.admin import app as observe
+from syncledger.server.ops import managers
 from syncledger.ledger import reads
 from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER, LoginThrottle
-from syncledger.server.metrics import History, Metrics
+from syncledger.server.admin.history import History
+from syncledger.server.metrics import Metrics
 from syncledger.server.testing import faults_of
 from tests.conftest import add_account, admin_token, make_config, tcp_client
 
@@ -38,7 +40,7 @@ def add_manager(srv, login: int, session: int = SESSION_ADMIN, password: str = P
     """A manager that can log in (as ``syncledger manager add`` stores it), beside the running server."""
     db = sqlite3.connect(srv.config.db, isolation_level=None, timeout=10)
     try:
-        admin.add_manager(db, login, password, session, int(time.time()))
+        managers.add_manager(db, login, password, session, int(time.time()))
     finally:
         db.close()
     srv.reload_keys()
@@ -130,7 +132,7 @@ async def test_session_types_rule_as_in_the_manager_api(server):
         config = (await h.get("/api/config")).json()["data"]
     assert config["ws_port"] == server.ports.ws and (config["login"], config["session"]) == (4, "ADMIN")
     db = sqlite3.connect(server.config.db, isolation_level=None, timeout=10)
-    admin.remove_manager(db, 2)
+    managers.remove_manager(db, 2)
     db.close()
     server.reload_keys()
     async with http(server, dealer) as h:  # a removed manager's token: refused by the same check as on TCP

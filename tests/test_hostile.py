@@ -12,7 +12,8 @@ import pytest
 import trio
 
 from syncledger.ledger import Store
-from syncledger.server import admin, auth
+from syncledger.server import auth
+from syncledger.server.ops import managers
 from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER
 from syncledger.server.cli import main
@@ -62,7 +63,7 @@ def test_serve_refuses_a_key_file_others_can_read(tmp_path, monkeypatch, capsys)
     monkeypatch.delenv("SYNCLEDGER_SECRET", raising=False)
     path = str(tmp_path / "l.db")
     store = Store(path)
-    admin.add_manager(store.db, 1, "a-good-password-1", SESSION_ADMIN, 0)
+    managers.add_manager(store.db, 1, "a-good-password-1", SESSION_ADMIN, 0)
     auth.load_secret(path, store.db)
     store.close()
     os.chmod(auth.key_path(path), 0o644)
@@ -99,21 +100,21 @@ async def _call(srv, token: str) -> tuple[int, str | None]:
 async def test_tokens_are_revoked_at_once_when_a_manager_changes_or_goes(nursery, tmp_path, autojump_clock):
     path = str(tmp_path / "l.db")
     store = Store(path)
-    admin.add_manager(store.db, 7, "first-password-7", SESSION_ADMIN, 0)
+    managers.add_manager(store.db, 7, "first-password-7", SESSION_ADMIN, 0)
     store.close()
     srv = await nursery.start(serve, make_config(db=path, threaded=False))
     async with open_client(connect_memory(srv)) as c:
         admin_token = (await c.login(7, "first-password-7")).data["token"]
     assert await _call(srv, admin_token) == (200, None)
     db = sqlite3.connect(path, isolation_level=None)  # the operator's CLI, another process
-    admin.add_manager(db, 7, "second-password-7", SESSION_DEALER, 1)  # re-added as DEALER
+    managers.add_manager(db, 7, "second-password-7", SESSION_DEALER, 1)  # re-added as DEALER
     await trio.sleep(0.3)  # within the keys' refresh period
     assert await _call(srv, admin_token) == (401, "TOKEN_REVOKED")
     async with open_client(connect_memory(srv)) as c:
         assert (await c.login(7, "first-password-7")).status == 401
         dealer_token = (await c.login(7, "second-password-7")).data["token"]
     assert await _call(srv, dealer_token) == (200, None)
-    assert admin.remove_manager(db, 7) and not admin.remove_manager(db, 7)
+    assert managers.remove_manager(db, 7) and not managers.remove_manager(db, 7)
     await trio.sleep(0.3)
     assert await _call(srv, dealer_token) == (401, "TOKEN_REVOKED")
     async with open_client(connect_memory(srv)) as c:
@@ -126,7 +127,7 @@ async def test_tokens_are_revoked_at_once_when_a_manager_changes_or_goes(nursery
 async def test_revocation_survives_a_restart(tmp_path, autojump_clock):
     path = str(tmp_path / "l.db")
     store = Store(path)
-    admin.add_manager(store.db, 7, "first-password-7", SESSION_MANAGER, 0)
+    managers.add_manager(store.db, 7, "first-password-7", SESSION_MANAGER, 0)
     store.close()
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, make_config(db=path, threaded=False))
@@ -134,7 +135,7 @@ async def test_revocation_survives_a_restart(tmp_path, autojump_clock):
         assert await _call(srv, token) == (200, None)
         nursery.cancel_scope.cancel()
     store = Store(path)
-    admin.remove_manager(store.db, 7)
+    managers.remove_manager(store.db, 7)
     store.close()
     async with trio.open_nursery() as nursery:
         srv = await nursery.start(serve, make_config(db=path, threaded=False))
@@ -147,7 +148,7 @@ def test_passwords_come_from_stdin_or_a_prompt_and_are_long(tmp_path, monkeypatc
     monkeypatch.setattr("sys.stdin", io.StringIO("a-password-from-stdin\n"))
     assert main(["manager", "add", "--db", path, "--login", "3", "--password-stdin"]) == 0
     store = Store(path)
-    assert admin.get_manager(store.db, 3) is not None
+    assert managers.get_manager(store.db, 3) is not None
     store.close()
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert main(["manager", "add", "--db", path, "--login", "4", "--password-stdin"]) == 2

@@ -28,8 +28,6 @@ LEAVES = {"auth", "limits", "logs", "metrics", "http", "health", "config", "wire
           "__init__"}
 # Modules of server/ not yet in a subpackage of their concern: where each belongs.
 FLAT = {
-    "ws": "events", "observe": "admin",
-    "ops": "ops", "migrate": "ops", "admin": "ops",
     "scenario": "testing",  # (python -m syncledger.server.scenario: the toolkit's runner)
     "services": "core",  # (the Protocol the adapters see: it names core types)
     "app": "app", "cli": "cli", "client": "client",

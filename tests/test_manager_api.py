@@ -209,13 +209,13 @@ async def test_empty_ext_id_is_refused(mem_server, autojump_clock):
 @every_backend
 async def test_login_with_stored_manager(nursery, backend, ledger_db):
     from syncledger.ledger import Store
-    from syncledger.server import admin
+    from syncledger.server.ops import managers
     from tests.conftest import make_config
     from tests.pgcluster import serve_on
 
     db = ledger_db
     store = Store(db)
-    admin.add_manager(store.db, 42, "s3cret", SESSION_MANAGER, 0)
+    managers.add_manager(store.db, 42, "s3cret", SESSION_MANAGER, 0)
     store.close()
     srv = await serve_on(nursery, backend, make_config(db=db))
     async with mem_client(srv, token=None) as c:

@@ -10,7 +10,7 @@ import trio
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncledger.server import observe
+from syncledger.server.admin import app as observe
 from syncledger.server.app import serve
 from syncledger.server.testing import faults_of
 from tests.conftest import add_account, make_config, tcp_client

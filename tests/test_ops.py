@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store, verify_path
-from syncledger.server import ops
+from syncledger.server.ops import backup, export
 from syncledger.server.app import serve
 from syncledger.server.cli import main
 from tests.conftest import add_account, make_config, tcp_client
@@ -41,7 +41,7 @@ async def test_a_backup_under_load_restores_every_acknowledged_transaction(nurse
             writers.start_soon(load)
             while len(acknowledged) < 50:
                 await trio.sleep(0.01)
-            copied = await trio.to_thread.run_sync(ops.backup, path, copy)
+            copied = await trio.to_thread.run_sync(backup.backup, path, copy)
             while len(acknowledged) < 100:  # the server kept writing meanwhile
                 await trio.sleep(0.01)
             writers.cancel_scope.cancel()
@@ -62,7 +62,7 @@ async def test_a_backup_under_load_restores_every_acknowledged_transaction(nurse
 async def test_restore_refuses_a_ledger_a_server_holds_and_a_copy_that_does_not_verify(nursery, tmp_path, capsys):
     path, copy = str(tmp_path / "live.db"), str(tmp_path / "b.sqlite")
     await nursery.start(serve, make_config(db=path))
-    ops.backup(path, copy)
+    backup.backup(path, copy)
     assert main(["restore", "--from", copy, "--db", path]) == 2
     assert "stop it before restoring" in capsys.readouterr().err
     assert main(["backup", "--db", path, "--to", copy]) == 2  # never overwrites
@@ -96,11 +96,11 @@ async def busy_ledger(nursery, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("what", sorted(ops.EXPORTS))
+@pytest.mark.parametrize("what", sorted(export.EXPORTS))
 @pytest.mark.parametrize("fmt", ["csv", "json", "ndjson"])
 async def test_export_round_trips(busy_ledger, what, fmt):
     out = io.StringIO()
-    n = ops.export(busy_ledger, what, out, fmt)
+    n = export.export(busy_ledger, what, out, fmt)
     text = out.getvalue()
     if fmt == "csv":
         got = list(csv.DictReader(io.StringIO(text)))
@@ -111,7 +111,7 @@ async def test_export_round_trips(busy_ledger, what, fmt):
     db = sqlite3.connect(busy_ledger)
     db.row_factory = sqlite3.Row
     try:
-        want = [dict(r) for r in db.execute(ops.EXPORTS[what], {"since": None})]
+        want = [dict(r) for r in db.execute(export.EXPORTS[what], {"since": None})]
     finally:
         db.close()
     assert n == len(want) > 0
@@ -122,7 +122,7 @@ async def test_export_round_trips(busy_ledger, what, fmt):
 
 async def test_export_since_a_seq(busy_ledger):
     out = io.StringIO()
-    ops.export(busy_ledger, "events", out, "ndjson", since=2)
+    export.export(busy_ledger, "events", out, "ndjson", since=2)
     assert [json.loads(line)["seq"] for line in out.getvalue().splitlines()] == [3]
 
 
@@ -190,7 +190,7 @@ async def test_restore_after_a_crash_keeps_every_acknowledged_row_of_the_wal(tmp
             added = await c.call("AddUser", {"name": "p", "currency": "EUR"})
             assert added.ok, added
             login = added.data["login"]
-            await trio.to_thread.run_sync(ops.backup, path, older)  # before the credits
+            await trio.to_thread.run_sync(backup.backup, path, older)  # before the credits
             acknowledged = set()
             for call in [c.start("BalanceIn", {"login": login, "amount": 1}, ext_id=f"c{i}") for i in range(50)]:
                 reply = await call.reply()
@@ -219,7 +219,7 @@ async def test_restore_after_a_crash_keeps_every_acknowledged_row_of_the_wal(tmp
 def test_two_restores_in_one_second_keep_both_ledgers_they_replace(tmp_path, capsys):
     path, copy = str(tmp_path / "l.db"), str(tmp_path / "b.sqlite")
     assert main(["manager", "add", "--db", path, "--login", "1", "--password", "pw-long-enough-1"]) == 0
-    ops.backup(path, copy)
+    backup.backup(path, copy)
     assert main(["manager", "add", "--db", path, "--login", "2", "--password", "pw-long-enough-1"]) == 0
     assert main(["restore", "--from", copy, "--db", path]) == 0  # no event rolled back: not refused
     assert main(["restore", "--from", copy, "--db", path]) == 0
@@ -231,7 +231,7 @@ def test_two_restores_in_one_second_keep_both_ledgers_they_replace(tmp_path, cap
 def test_restore_over_an_unreadable_ledger_needs_force_and_keeps_it_as_it_was(tmp_path, capsys):
     path, copy = str(tmp_path / "l.db"), str(tmp_path / "b.sqlite")
     assert main(["manager", "add", "--db", path, "--login", "1", "--password", "pw-long-enough-1"]) == 0
-    ops.backup(path, copy)
+    backup.backup(path, copy)
     for name in (path, path + "-wal"):
         with open(name, "wb") as f:
             f.write(b"not a database" * 300)

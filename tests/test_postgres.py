@@ -369,7 +369,7 @@ def test_the_command_line_on_postgresql(tmp_path, pg_cluster, pg_url, capsys, mo
     import io
     import json
 
-    from syncledger.server import ops
+    from syncledger.server.ops import export
     from syncledger.server.cli import main
 
     monkeypatch.setenv("SYNCLEDGER_SECRET", "cli-secret-cli-secret-cli-secret-0123")
@@ -388,10 +388,10 @@ def test_the_command_line_on_postgresql(tmp_path, pg_cluster, pg_url, capsys, mo
         assert len(capsys.readouterr().out.strip()) >= 20
         assert main(["verify", "--db", pg_url]) == 0 and capsys.readouterr().out.startswith("ok: 4 finance rows")
         assert main(["head", "--db", pg_url]) == 0 and capsys.readouterr().out.strip() == verify(lite.db).head
-        for what in ops.EXPORTS:
-            for fmt in ops.FORMATS:
+        for what in export.EXPORTS:
+            for fmt in export.FORMATS:
                 ours, theirs = io.StringIO(), io.StringIO()
-                assert ops.export(pg_url, what, ours, fmt) == ops.export(lite.path, what, theirs, fmt)
+                assert export.export(pg_url, what, ours, fmt) == export.export(lite.path, what, theirs, fmt)
                 if what != "wallet":  # (wallet: the session sids and times differ; none here)
                     assert ours.getvalue() == theirs.getvalue(), (what, fmt)
         assert main(["export", "events", "--db", pg_url, "--since", "2"]) == 0

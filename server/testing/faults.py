@@ -23,7 +23,7 @@ import trio
 
 from syncledger.ledger import Event, Outcome
 
-from ..ws import WsSubscriber
+from ..events.ws import WsSubscriber
 
 if TYPE_CHECKING:
     from ..app import Server

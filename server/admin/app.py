@@ -27,16 +27,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from syncledger.ledger import engine, reads, verify
 from syncledger.ledger.verify import head
 
-from .auth import FINANCE_SESSIONS, SESSION_ADMIN, SESSIONS, AuthError, Claims
-from .http import HttpServer, Response
-from .limits import peer_address
-from .listen import Listener
-from .core.mainloop import ShuttingDown
-from .core.readpool import ReadStalled, _in_snapshot
-from .metrics import History
+from ..auth import FINANCE_SESSIONS, SESSION_ADMIN, SESSIONS, AuthError, Claims
+from ..http import HttpServer, Response
+from ..limits import peer_address
+from ..listen import Listener
+from ..core.mainloop import ShuttingDown
+from ..core.readpool import ReadStalled, _in_snapshot
+from .history import History
 
 if TYPE_CHECKING:
-    from .services import Services
+    from ..services import Services
 
 log = logging.getLogger("syncledger.admin")
 OPS = (b"/metrics", b"/healthz", b"/readyz")
@@ -89,7 +89,7 @@ def _ok(data: Any) -> Response:
 @lru_cache(maxsize=None)
 def page_file(name: str) -> bytes:
     """A file of the back-office page, shipped as package data (syncledger/server/backoffice/)."""
-    return resources.files("syncledger.server").joinpath("backoffice", name).read_bytes()
+    return resources.files("syncledger.server.admin").joinpath("backoffice", name).read_bytes()
 
 
 class AdminApp:
@@ -408,7 +408,7 @@ PAGE_READS: dict[str, Callable[..., Any]] = {"accounts": _accounts_page, "histor
 
 class PageReader:
     """The page's reads of a ledger file (or PostgreSQL URL), one at a time, in a process of its own that keeps
-    a read-only connection (python -m syncledger.server.observe): neither their SQL nor the Python that turns
+    a read-only connection (python -m syncledger.server.admin.app): neither their SQL nor the Python that turns
     rows into JSON runs in the server's interpreter, whose threads share one lock with the event loop. Each
     read gives JSON bytes or a head; one that takes longer than ``timeout`` is answered ReadStalled, as the
     read pool's are, and the process replaced."""
@@ -442,7 +442,7 @@ class PageReader:
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
         with theirs:
-            self._process = subprocess.Popen([sys.executable, "-P", "-m", "syncledger.server.observe",
+            self._process = subprocess.Popen([sys.executable, "-P", "-m", "syncledger.server.admin.app",
                                               str(theirs.fileno())], pass_fds=(theirs.fileno(),),
                                              stdin=subprocess.DEVNULL)
         self._conn = Connection(ours.detach())

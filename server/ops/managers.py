@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 
-from .auth import hash_password
+from ..auth import hash_password
 
 MIN_PASSWORD = 12
 

@@ -1,29 +1,23 @@
-"""An operator's commands on a ledger, safe beside a running server: online backup (SQLite's backup API),
-restore, and export of a table as CSV, JSON or NDJSON (streamed, with sqlite-utils; on PostgreSQL from one
-REPEATABLE READ snapshot). A PostgreSQL ledger is backed up and restored with PostgreSQL's own tools."""
+"""``syncledger backup`` and ``restore``, safe beside a running server: an online, verified copy (SQLite's
+backup API), and a restore that keeps whole the ledger it replaces. A PostgreSQL ledger is backed up and
+restored with PostgreSQL's own tools."""
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import os
 import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import IO, Iterator
 from urllib.parse import quote
 
-import sqlite_utils
+from syncledger.ledger import engine, head, make_private, verify_path
 
-from syncledger.ledger import engine, head, make_private, migrations, verify_path
+from ..core.lockfile import LedgerLock, LedgerLocked
+from . import OpsError, open_ro
 
-from .core.lockfile import LedgerLock, LedgerLocked
 
-
-class OpsError(Exception):
-    """The operation cannot be done (one line for the operator)."""
 
 
 @dataclass(frozen=True)
@@ -37,10 +31,6 @@ class Copied:
     lost: int | None = 0  # restore: how many of that ledger's events the backup lacks (None: it was unreadable)
 
 
-def _open_ro(path: str) -> sqlite3.Connection:
-    if not os.path.exists(path):
-        raise OpsError(f"no ledger at {path}")
-    return sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
 
 
 def _not_postgres(db_path: str, tool: str) -> None:
@@ -115,7 +105,7 @@ def restore(backup_path: str, db_path: str, force: bool = False) -> Copied:
     finally:
         if lock is not None:
             lock.release()
-    db = _open_ro(db_path)
+    db = open_ro(db_path)
     try:
         now_head = head(db)
     finally:
@@ -127,7 +117,7 @@ def _events_lost(db_path: str, backup_path: str) -> int | None:
     """How many of the ledger's events the backup lacks (None: the ledger cannot be read, a corrupt file): those
     after the last event both hold (an event's hash covers every event before it, so what two chains share is
     a prefix). Read-only: SQLite opening a file it cannot read as a database read-write may delete its -wal."""
-    ledger, backup = _open_ro(db_path), _open_ro(backup_path)
+    ledger, backup = open_ro(db_path), open_ro(backup_path)
     try:
         end = ledger.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
         shared, top = 0, min(end, backup.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
@@ -164,7 +154,7 @@ def _checkpoint(db_path: str) -> None:
 def _copy(source_path: str, to: str) -> None:
     """A copy of the SQLite file ``source_path`` at ``to`` (a new file, 0600), by the backup API; nothing is left
     at ``to`` (nor a side file of it) when that fails, a full disk included."""
-    source = _open_ro(source_path)
+    source = open_ro(source_path)
     try:
         try:
             os.close(os.open(to, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -220,107 +210,3 @@ def _sync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-# ---- export
-
-# What each name exports: a table (or a join) and the order it comes in; ``since`` filters by event seq.
-EXPORTS = {
-    "accounts": 'SELECT login, name, "group", currency, created, leverage, email, enable FROM accounts ORDER BY login',
-    "finance": ("SELECT f.id, e.seq, f.order_id, f.version, f.login, f.cmd, f.state, f.amount, f.delta, f.balance, "
-                "f.credit, f.comment, f.open_time, f.close_time, f.source, f.ext_id, f.created, f.hash "
-                "FROM finance f JOIN events e ON e.record_id = f.id WHERE :since IS NULL OR e.seq > :since "
-                "ORDER BY f.id"),
-    "events": "SELECT seq, type, record_id, data, hash FROM events WHERE :since IS NULL OR seq > :since ORDER BY seq",
-    "wallet": ("SELECT kind, txid, login, ref_id, game_id, amount, payload, status, order_id, seq, created "
-               "FROM wallet_tx WHERE :since IS NULL OR seq > :since ORDER BY created, kind, txid"),
-}
-FORMATS = ("csv", "json", "ndjson")
-
-
-def export_rows(db_path: str, what: str, since: int | None = None) -> Iterator[dict]:
-    """The rows of ``what`` as dicts, streamed from one read snapshot. Money columns are micro-units."""
-    if engine.is_postgres(db_path):
-        yield from _export_pg(db_path, what, since)
-        return
-    db = sqlite_utils.Database(_open_ro(db_path))
-    try:
-        version = migrations.version_of(db.conn)
-        if 0 < version < migrations.LATEST:  # (export reads only: it never migrates a ledger)
-            raise OpsError(f"{db_path} has schema version {version}, older than this syncledger's "
-                           f"({migrations.LATEST}): run syncledger serve on it once (it brings the ledger up to date), "
-                           "then export")
-        db.execute("BEGIN")
-        yield from db.query(EXPORTS[what], {"since": since})
-    except sqlite3.Error as e:  # not a ledger
-        raise OpsError(f"cannot export from {db_path}: {engine.said(e)}") from None
-    finally:
-        db.conn.close()
-
-
-def _pg_query(what: str) -> str:
-    """An export's query in psycopg's notation (``:since`` is a typed parameter: NULL has no type of its own)."""
-    return EXPORTS[what].replace(":since", "%(since)s::bigint")
-
-
-def _export_pg(url: str, what: str, since: int | None) -> Iterator[dict]:
-    try:
-        db = engine.connect_ro(url)
-    except (ImportError, *engine.errors()) as e:
-        raise OpsError(f"cannot export from {engine.shown(url)}: {engine.said(e)}") from None
-    try:
-        db.execute(engine.PG_SNAPSHOT)
-        cursor = db.conn.cursor(name="syncledger_export")  # server-side: rows stream in pages
-        try:
-            cursor.execute(_pg_query(what), {"since": since})
-        except engine.errors() as e:  # not a ledger: no such table
-            raise OpsError(f"cannot export from {engine.shown(url)}: {engine.said(e)}") from None
-        names = None
-        for row in cursor:
-            names = names or [d[0] for d in cursor.description]
-            yield dict(zip(names, row))
-    finally:
-        db.close()
-
-
-def _columns(db_path: str, what: str, since: int | None) -> list[str]:
-    """The columns of an export (for the header of an empty CSV)."""
-    if engine.is_postgres(db_path):
-        db = engine.connect_ro(db_path)
-        try:
-            return [d[0] for d in db.conn.execute(_pg_query(what) + " LIMIT 0", {"since": since}).description]
-        finally:
-            db.close()
-    db = _open_ro(db_path)
-    try:
-        return [d[0] for d in db.execute(EXPORTS[what] + " LIMIT 0", {"since": since}).description]
-    finally:
-        db.close()
-
-
-def export(db_path: str, what: str, out: IO[str], fmt: str = "ndjson", since: int | None = None) -> int:
-    """Write ``what`` to ``out`` in ``fmt``; returns the number of rows."""
-    rows = export_rows(db_path, what, since)
-    n = 0
-    if fmt == "csv":
-        writer = None
-        for row in rows:
-            if writer is None:
-                writer = csv.DictWriter(out, fieldnames=list(row))
-                writer.writeheader()
-            writer.writerow(row)
-            n += 1
-        if writer is None:  # no rows: the header alone
-            csv.writer(out).writerow(_columns(db_path, what, since))
-        return n
-    if fmt == "json":
-        out.write("[")
-        for row in rows:
-            out.write(("," if n else "") + "\n" + json.dumps(row, ensure_ascii=False))
-            n += 1
-        out.write("\n]\n")
-        return n
-    for row in rows:
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        n += 1
-    return n

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from syncledger.ledger import Store, engine, verify_path
 
-from .core.lockfile import LedgerLock
+from ..core.lockfile import LedgerLock
 
 # Parents before the rows that reference them; meta is set apart (its 'batch' row is the head's batch number).
 TABLES = ("accounts", "managers", "game_sessions", "finance", "events", "idempotency", "wallet_tx")

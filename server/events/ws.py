@@ -10,13 +10,13 @@ from urllib.parse import parse_qs, urlsplit
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_server_stream
 
-from .auth import FINANCE_SESSIONS, AuthError
-from .core.broker import Outbox, split_lines
-from .limits import left_out
-from .core.mainloop import ShuttingDown
+from ..auth import FINANCE_SESSIONS, AuthError
+from ..core.broker import Outbox, split_lines
+from ..limits import left_out
+from ..core.mainloop import ShuttingDown
 
 if TYPE_CHECKING:
-    from .services import Services
+    from ..services import Services
 
 log = logging.getLogger("syncledger.ws")
 CLOSE_TRY_AGAIN_LATER = 1013

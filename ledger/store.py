@@ -12,12 +12,11 @@ import logging
 import os
 import sqlite3
 import time
-from dataclasses import replace
 from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
 
-from . import engine, migrations, reads, rules, wallet
+from . import engine, finance, migrations, reads, rules, wallet
 from .chain import GENESIS, event_hash, finance_hash
 from .commands import AddAccount, CatchUp, Finance, Outcome, Receipt
 from .errors import LedgerOpenError, Unsure
@@ -25,7 +24,7 @@ from .rules import Event, FinanceRequest, LedgerError, Version
 
 log = logging.getLogger("syncledger.ledger")
 SCHEMA_VERSION = migrations.LATEST
-MAX_ID = 2**63 - 1  # SQLite INTEGER (PostgreSQL BIGINT): the largest login or order
+from .finance import MAX_ID  # (the largest login or order: the ledger package has it from here)
 _ABSENT = object()  # in the undo log: the key was not in its mapping
 _KEYS_PER_QUERY = 900  # ext_ids per prefetch query (SQLite's smallest bound on variables is 999)
 _KEY_QUERY_SIZES = (1, 4, 16, 64, 256, _KEYS_PER_QUERY)
@@ -94,10 +93,7 @@ class Store:
         else:
             self._open_sqlite(path, synchronous, create)
         self._errors = engine.errors()  # the driver's errors (psycopg's are known once it is imported)
-        self._handlers: dict[type, Callable[[Any], Outcome]] = {
-            Finance: self._finance,
-            AddAccount: self._add_account,
-        }
+        self._handlers: dict[type, Callable[[Any], Outcome]] = {}
         self._undo: list[tuple[dict, Any, Any]] = []  # (mapping, key, old value or _ABSENT), undone by _revert
         # Inside a batch: rows not yet written (finance, events, idempotency), the idempotency rows of the
         # batch's keys (prefetched, then as the batch leaves them), the newest version of each order it wrote.
@@ -111,6 +107,7 @@ class Store:
         self._xid: int | None = None  # PostgreSQL: the id of the batch's transaction
         self._load()
         self._check_files()
+        finance.install(self)
         wallet.install(self)
 
     def _open_sqlite(self, path: str, synchronous: str, create: bool) -> None:
@@ -604,7 +601,8 @@ class Store:
                 if mapping is self.accounts:
                     self.disabled.discard(key)
 
-    def _set(self, mapping: dict, key: Any, value: Any) -> None:
+    def remember(self, mapping: dict, key: Any, value: Any) -> None:
+        """Set ``mapping[key]``, undone should the command (or the batch) fail."""
         self._undo.append((mapping, key, mapping.get(key, _ABSENT)))
         mapping[key] = value
 
@@ -613,11 +611,11 @@ class Store:
     def append(self, v: Version, now: int, source: str, ext_id: str | None) -> Event:
         """Append a finance version and its event, written at once; move the account's totals. Inside a batch
         only (a command other than Finance: the batch's earlier rows are written before it runs)."""
-        event = self._stage(v, now, source, ext_id)
+        event = self.stage(v, now, source, ext_id)
         self._flush()
         return event
 
-    def _stage(self, v: Version, now: int, source: str, ext_id: str | None) -> Event:
+    def stage(self, v: Version, now: int, source: str, ext_id: str | None) -> Event:
         """Chain a finance version and its event to the heads and stage their rows (see :meth:`_flush`)."""
         currency = self.accounts[v.login][0]
         row_id = self.finance_id + 1
@@ -629,77 +627,27 @@ class Store:
                         v.comment, v.open_time, v.close_time, source, ext_id, now, fhash))
         events.append((seq, etype, row_id, data.decode(), ehash))
         self.finance_id, self.finance_head, self.seq, self.event_head = row_id, fhash, seq, ehash
-        self._set(self.accounts, v.login, (currency, v.balance, v.credit))
-        self._set(self._versions, v.order, v)
+        self.remember(self.accounts, v.login, (currency, v.balance, v.credit))
+        self.remember(self._versions, v.order, v)
         return Event(seq, etype, v.order, rules.with_seq(data, seq))
 
-    def _stage_key(self, c: Finance | AddAccount, payload: str, status: int, error: str | None = None,
+    def stage_key(self, c: Finance | AddAccount, payload: str, status: int, error: str | None = None,
                    message: str | None = None, seq: int | None = None, login: int | None = None,
                    receipt: Receipt | None = None) -> None:
         """Stage an idempotency row; the batch's later commands see it at once (with ``receipt``: no read)."""
         self._staged[2].append((c.manager, c.ext_id, payload, status, error, message, seq, c.now, login))
-        self._set(self._keys, (c.manager, c.ext_id), (payload, status, error, message, seq, login, receipt))
+        self.remember(self._keys, (c.manager, c.ext_id), (payload, status, error, message, seq, login, receipt))
 
-    def _reserve(self) -> int:
+    def apply_finance(self, req: FinanceRequest, now: int, source: str, ext_id: str | None,
+                      new_order: int | None = None) -> tuple[Version, Event]:
+        """Apply one finance request by the rules and write its version and event (a handler's, see finance.py)."""
+        return finance.apply_finance(self, req, now, source, ext_id, new_order)
+
+    def reserve(self) -> int:
         """An order number for a command of the batch (on a rerun, see apply_batch)."""
         order = self._replayed.pop() if self._replayed else self.reserve_order()
         self._reserved.append(order)
         return order
-
-    def _next_version(self, req: FinanceRequest, now: int, new_order: int | None) -> Version:
-        """The order's next version for ``req``, by the rules, on the batch's current state."""
-        current = self.current_version(req.order) if req.order is not None else None
-        login = req.login
-        if req.op in rules.DELETES:
-            login = current.login if current else None  # None: rules.apply answers ORDER_NOT_FOUND
-        elif current is None and new_order is None:
-            new_order = self._reserve()
-        account = self.accounts.get(login)
-        if account is None and self.cluster:
-            account = self.account(login)
-        if account is None and login is not None:
-            raise LedgerError(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
-        if login in self.disabled:
-            raise LedgerError(403, "ACCOUNT_DISABLED", f"account {login} is disabled")
-        return rules.apply(req, account[1:] if account else (0, 0), current, new_order or 0, now)
-
-    def apply_finance(self, req: FinanceRequest, now: int, source: str, ext_id: str | None,
-                      new_order: int | None = None) -> tuple[Version, Event]:
-        """Apply one finance request by the rules and append its version and event (inside a batch)."""
-        v = self._next_version(req, now, new_order)
-        return v, self.append(v, now, source, ext_id)
-
-    def _finance(self, c: Finance) -> Outcome:
-        req = c.request
-        keyed = c.manager is not None and c.ext_id is not None
-        if keyed:
-            payload = req.payload()
-            replay = self._replay(c, payload)
-            if replay is not None:
-                return replay
-        v = self._next_version(req, c.now, c.new_order)
-        # ext_id is kept on the row only as the idempotency key it is (verify checks the key is there)
-        event = self._stage(v, c.now, c.source, c.ext_id if keyed else None)
-        receipt = Receipt(v.order, v.login, v.cmd, v.amount, event.type, event.data)
-        if keyed:
-            self._stage_key(c, payload, 200, seq=event.seq, receipt=receipt)
-        return Outcome(data=receipt, events=[event])
-
-    def _replay(self, c: Finance, payload: str) -> Outcome | None:
-        """The stored outcome of an earlier request with the same (manager, extID), if any."""
-        seen = self._key(c.manager, c.ext_id, payload)
-        if seen is None or isinstance(seen, Outcome):
-            return seen
-        status, error, message, seq, _, receipt = seen
-        if seq is None:
-            return Outcome(error=LedgerError(status, error, message), replay=True)
-        if receipt is not None:  # applied earlier in this batch
-            return Outcome(data=replace(receipt), replay=True)
-        etype, data, order, login, cmd, amount = self.db.execute(
-            "SELECT e.type, e.data, f.order_id, f.login, f.cmd, f.amount FROM events e "
-            "JOIN finance f ON f.id = e.record_id WHERE e.seq = ?", (seq,)).fetchone()
-        return Outcome(data=Receipt(order, login, cmd, amount, etype, rules.with_seq(data.encode(), seq)),
-                       replay=True)
 
     def _remember_failure(self, command: Any, error: LedgerError) -> None:
         """A keyed request that failed by the ledger's rules stays failed on replay."""
@@ -707,9 +655,9 @@ class Store:
                 and command.ext_id is not None and error.status < 500 and error.code != "IDEMPOTENCY_CONFLICT"
                 and (command.manager, command.ext_id) not in self._keys):
             payload = command.request.payload() if isinstance(command, Finance) else command.payload()
-            self._stage_key(command, payload, error.status, error.code, error.message)
+            self.stage_key(command, payload, error.status, error.code, error.message)
 
-    def _key(self, manager: int, ext_id: str, payload: str) -> Outcome | tuple | None:
+    def stored_key(self, manager: int, ext_id: str, payload: str) -> Outcome | tuple | None:
         """The stored outcome row of an earlier request with this (manager, extID): None if there is none,
         a conflict Outcome if it asked something else, else (status, error, message, seq, login, receipt)."""
         row = self._keys.get((manager, ext_id))
@@ -719,36 +667,6 @@ class Store:
             return Outcome(error=LedgerError(
                 409, "IDEMPOTENCY_CONFLICT", f"extID \"{ext_id}\" was used for a different request"), replay=True)
         return row[1:]
-
-    def _add_account(self, c: AddAccount) -> Outcome:
-        keyed = c.manager is not None and c.ext_id is not None
-        if keyed:
-            seen = self._key(c.manager, c.ext_id, c.payload())
-            if isinstance(seen, Outcome):
-                return seen
-            if seen is not None:
-                status, error, message, _, login, _ = seen
-                if login is None:
-                    return Outcome(error=LedgerError(status, error, message), replay=True)
-                return Outcome(data=reads.account(self.db, login), replay=True)
-        login = c.login
-        if login is None:
-            top = self.db.execute("SELECT MAX(login) FROM accounts").fetchone()[0] if self.cluster else \
-                max(self.accounts, default=999)  # (a cluster's other nodes add accounts too)
-            login = max(top or 999, 999) + 1  # from 1000, even after smaller explicit logins
-            if login > MAX_ID:
-                raise LedgerError(409, "NO_FREE_LOGIN", f"no login above {login - 1} is left: give one explicitly")
-        elif self.account(login) is not None:
-            raise LedgerError(409, "ACCOUNT_EXISTS", f"account {login} already exists")
-        self.db.execute("INSERT INTO accounts VALUES (?,?,?,?,?,?,?,?,?)",
-                        (login, c.name, c.group, c.currency, c.now, c.leverage, c.email, int(c.enable),
-                         c.password_hash))
-        if not c.enable:
-            self.disabled.add(login)
-        if keyed:
-            self._stage_key(c, c.payload(), 200, login=login)
-        self._set(self.accounts, login, (c.currency, 0, 0))
-        return Outcome(data=reads.account(self.db, login))
 
     # ------------------------------------------------------------------ reads
 

@@ -253,7 +253,7 @@ def test_a_connection_lost_mid_batch_fails_it_and_the_next_batch_reconnects(pg_u
 
         def kill(c):
             _kill(pg_url, pid)
-            return store._add_account(c)
+            return store._handlers[AddAccount](c)
         store.register(Kill, kill)
         with pytest.raises(psycopg.OperationalError):
             store.apply_batch([Finance(FinanceRequest("BalanceIn", 1000, U), NOW), Kill("x", "EUR", NOW)])

@@ -1,4 +1,4 @@
--- syncledger schema, version 7 (tracked in PRAGMA user_version): the whole schema of a new ledger.
+-- syncledger schema, version 8 (tracked in PRAGMA user_version): the whole schema of a new ledger.
 -- An older ledger is brought here by the numbered steps of ledger/migrations.py.
 -- Money columns hold signed integer micro-units (1 unit = 1_000_000).
 -- Ledger tables (finance, events, idempotency, wallet_tx) are append-only:
@@ -97,28 +97,65 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (manager, ext_id)
 ) WITHOUT ROWID;
 
--- Game-wallet transactions by (kind, transaction.id, login). kind is debit,
--- credit, cancel or tombstone (a credit/cancel that came before its debit:
--- txid is the id it named, which that account can then never be debited
--- with). A debit, credit or cancel id names one transaction whatever the
--- account (the wallet looks it up by kind and txid alone). game_id is the
--- round (game.id); a round is (login, game_id) and is closed by its OK credit.
+-- Game providers: each calls the wallet API with its own token (its SHA-256
+-- in token_hash; NULL: none stored, as for `default`, whose token is
+-- SYNCLEDGER_WALLET_TOKEN) and settles rounds game-wise (a credit settles its
+-- round) or mixed (a credit or cancel settles the debit its refId names).
+-- currencies: the codes it may use, comma-separated ('': any); promo: it may
+-- send promo_payout; removed: when it was removed (0: active).
+CREATE TABLE IF NOT EXISTS providers (
+    name       TEXT    PRIMARY KEY,
+    token_hash TEXT    UNIQUE,
+    settlement TEXT    NOT NULL DEFAULT 'gamewise' CHECK (settlement IN ('gamewise', 'mixed')),
+    currencies TEXT    NOT NULL DEFAULT '',
+    promo      INTEGER NOT NULL DEFAULT 0,
+    created    INTEGER NOT NULL,
+    removed    INTEGER NOT NULL DEFAULT 0
+);
+INSERT OR IGNORE INTO providers (name, created) VALUES ('default', 0);
+
+-- Game-wallet transactions by (provider, kind, transaction.id, login): every
+-- id is its provider's own. kind is debit, credit, cancel, promo or tombstone
+-- (a credit/cancel that came before its debit: txid is the id it named, which
+-- that account can then never be debited with). A debit, credit or cancel id
+-- names one transaction of its provider whatever the account. game_id is the
+-- round (game.id), game_type and game_session the rest of the game object.
 CREATE TABLE IF NOT EXISTS wallet_tx (
-    kind     TEXT    NOT NULL,
-    txid     TEXT    NOT NULL,
-    login    INTEGER NOT NULL,
-    ref_id   TEXT,
-    game_id  TEXT,
-    amount   INTEGER NOT NULL,
-    payload  TEXT    NOT NULL,
-    status   TEXT    NOT NULL,
-    order_id INTEGER,
-    seq      INTEGER REFERENCES events(seq),
-    created  INTEGER NOT NULL,
-    PRIMARY KEY (kind, txid, login)
+    kind         TEXT    NOT NULL,
+    txid         TEXT    NOT NULL,
+    login        INTEGER NOT NULL,
+    ref_id       TEXT,
+    game_id      TEXT,
+    amount       INTEGER NOT NULL,
+    payload      TEXT    NOT NULL,
+    status       TEXT    NOT NULL,
+    order_id     INTEGER,
+    seq          INTEGER REFERENCES events(seq),
+    created      INTEGER NOT NULL,
+    provider     TEXT    NOT NULL,
+    game_type    TEXT,
+    game_session TEXT,
+    PRIMARY KEY (provider, kind, txid, login)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS wallet_tx_ref ON wallet_tx (ref_id);
-CREATE INDEX IF NOT EXISTS wallet_tx_round ON wallet_tx (login, game_id);
+CREATE INDEX IF NOT EXISTS wallet_tx_ref ON wallet_tx (provider, ref_id);
+CREATE INDEX IF NOT EXISTS wallet_tx_round ON wallet_tx (provider, login, game_id);
+CREATE INDEX IF NOT EXISTS wallet_tx_day ON wallet_tx (provider, created);
+
+-- A provider's game round (provider, login, game.id) from its first accepted
+-- debit: open while a debit of it is neither settled nor cancelled; cancelled
+-- when every debit was cancelled and no credit accepted; else settled. Kept by
+-- the wallet in the transaction of the move that changed it (wallet_tx is the
+-- truth: verify derives every round again from it).
+CREATE TABLE IF NOT EXISTS wallet_rounds (
+    provider TEXT    NOT NULL,
+    login    INTEGER NOT NULL,
+    game_id  TEXT    NOT NULL,
+    opened   INTEGER NOT NULL,
+    updated  INTEGER NOT NULL,
+    state    TEXT    NOT NULL CHECK (state IN ('open', 'settled', 'cancelled')),
+    PRIMARY KEY (provider, login, game_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS wallet_rounds_state ON wallet_rounds (provider, state, opened);
 
 CREATE TRIGGER IF NOT EXISTS accounts_no_delete BEFORE DELETE ON accounts
 BEGIN SELECT RAISE(ABORT, 'accounts are never deleted'); END;
@@ -141,4 +178,4 @@ BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS wallet_tx_no_delete BEFORE DELETE ON wallet_tx
 BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END;
 
-PRAGMA user_version = 7;
+PRAGMA user_version = 8;

@@ -233,7 +233,7 @@ def _finance_key(row: tuple) -> tuple[str, str | None]:
     order, version, login, cmd, state, amount, delta, balance, credit, source, ext_id = row
     if source == "manager":
         return ("mgr", ext_id)
-    if source == "wallet":
+    if source == "wallet" or source.startswith("wallet:"):
         if state == 6:
             return ("cancel", ext_id)
         if cmd == 8 and version == 1:

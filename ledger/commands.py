@@ -97,7 +97,7 @@ class PruneSessions:
 class WalletCall:
     """One provider call. ``payload`` is the canonical content compared on a repeated transaction.id."""
 
-    action: str  # check | balance | debit | credit | cancel
+    action: str  # check | balance | debit | credit | cancel | promo_payout
     login: int
     now: int
     ttl: int  # idle seconds before a sid expires
@@ -108,6 +108,11 @@ class WalletCall:
     game_id: str | None = None  # the round
     amount: int = 0
     payload: str = ""
+    provider: str = "default"  # every id above is the provider's own: scoped by it
+    settlement: str = "gamewise"  # the provider's mode: "gamewise" (a credit settles its round) or "mixed"
+    game_type: str | None = None
+    game_session: str | None = None
+    promo_type: str | None = None  # promo_payout: promoTransaction.type
 
 
 @dataclass(frozen=True, slots=True)

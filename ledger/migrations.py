@@ -17,6 +17,24 @@ from .errors import SchemaError
 
 
 
+# The state of every round, from the wallet's rows (schema step 8; all of them settled game-wise then): open while
+# an accepted debit has neither a later credit in its round nor its order deleted (cancelled, or by a manager).
+_ROUNDS_OF_WALLET_TX = (
+    """INSERT INTO wallet_rounds (provider, login, game_id, opened, updated, state)
+    SELECT d.provider, d.login, d.game_id, MIN(d.created),
+        (SELECT MAX(m.created) FROM wallet_tx m WHERE m.provider = d.provider AND m.login = d.login
+            AND m.game_id = d.game_id AND m.status = 'OK' AND m.kind IN ('debit', 'credit', 'cancel')),
+        CASE WHEN EXISTS (SELECT 1 FROM wallet_tx o WHERE o.provider = d.provider AND o.login = d.login
+                AND o.game_id = d.game_id AND o.kind = 'debit' AND o.status = 'OK'
+                AND NOT EXISTS (SELECT 1 FROM wallet_tx r WHERE r.provider = o.provider AND r.login = o.login
+                    AND r.game_id = o.game_id AND r.kind = 'credit' AND r.status = 'OK' AND r.seq > o.seq)
+                AND NOT EXISTS (SELECT 1 FROM finance f WHERE f.order_id = o.order_id AND f.state = 6)) THEN 'open'
+            WHEN EXISTS (SELECT 1 FROM wallet_tx r WHERE r.provider = d.provider AND r.login = d.login
+                AND r.game_id = d.game_id AND r.kind = 'credit' AND r.status = 'OK') THEN 'settled'
+            ELSE 'cancelled' END
+    FROM wallet_tx d WHERE d.kind = 'debit' AND d.status = 'OK' AND d.game_id IS NOT NULL
+    GROUP BY d.provider, d.login, d.game_id""")
+
 # (version it brings the database to, what it does, its SQL statements in order)
 STEPS: list[tuple[int, str, list[str]]] = [
     (2, "wallet rounds: wallet_tx.game_id (from the stored request) and an index by (login, game_id)", [
@@ -110,6 +128,58 @@ STEPS: list[tuple[int, str, list[str]]] = [
     (7, "accounts searched by name prefix through an index (ASCII letters folded, as lower() does)", [
         "CREATE INDEX accounts_name ON accounts (lower(name), login)",
     ]),
+    (8, "several game providers: providers, every wallet id scoped by provider, game type and session kept, "
+        "wallet_rounds (the state of every round, derived from the wallet's rows: all of them the provider default's)", [
+        """CREATE TABLE providers (
+            name       TEXT    PRIMARY KEY,
+            token_hash TEXT    UNIQUE,
+            settlement TEXT    NOT NULL DEFAULT 'gamewise' CHECK (settlement IN ('gamewise', 'mixed')),
+            currencies TEXT    NOT NULL DEFAULT '',
+            promo      INTEGER NOT NULL DEFAULT 0,
+            created    INTEGER NOT NULL,
+            removed    INTEGER NOT NULL DEFAULT 0
+        )""",
+        "INSERT INTO providers (name, created) VALUES ('default', 0)",
+        """CREATE TABLE wallet_tx_8 (
+            kind         TEXT    NOT NULL,
+            txid         TEXT    NOT NULL,
+            login        INTEGER NOT NULL,
+            ref_id       TEXT,
+            game_id      TEXT,
+            amount       INTEGER NOT NULL,
+            payload      TEXT    NOT NULL,
+            status       TEXT    NOT NULL,
+            order_id     INTEGER,
+            seq          INTEGER REFERENCES events(seq),
+            created      INTEGER NOT NULL,
+            provider     TEXT    NOT NULL,
+            game_type    TEXT,
+            game_session TEXT,
+            PRIMARY KEY (provider, kind, txid, login)
+        ) WITHOUT ROWID""",
+        # payload is the canonical request [action, userId, currency, game.id, game.type, id, refId, amount]
+        "INSERT INTO wallet_tx_8 SELECT *, 'default', NULLIF(json_extract(payload, '$[4]'), ''), NULL FROM wallet_tx",
+        "DROP TABLE wallet_tx",
+        "ALTER TABLE wallet_tx_8 RENAME TO wallet_tx",
+        "CREATE INDEX wallet_tx_ref ON wallet_tx (provider, ref_id)",
+        "CREATE INDEX wallet_tx_round ON wallet_tx (provider, login, game_id)",
+        "CREATE INDEX wallet_tx_day ON wallet_tx (provider, created)",
+        "CREATE TRIGGER wallet_tx_no_update BEFORE UPDATE ON wallet_tx "
+        "BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END",
+        "CREATE TRIGGER wallet_tx_no_delete BEFORE DELETE ON wallet_tx "
+        "BEGIN SELECT RAISE(ABORT, 'wallet transactions are append-only'); END",
+        """CREATE TABLE wallet_rounds (
+            provider TEXT    NOT NULL,
+            login    INTEGER NOT NULL,
+            game_id  TEXT    NOT NULL,
+            opened   INTEGER NOT NULL,
+            updated  INTEGER NOT NULL,
+            state    TEXT    NOT NULL CHECK (state IN ('open', 'settled', 'cancelled')),
+            PRIMARY KEY (provider, login, game_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX wallet_rounds_state ON wallet_rounds (provider, state, opened)",
+        _ROUNDS_OF_WALLET_TX,
+    ]),
 ]
 LATEST = STEPS[-1][0]
 
@@ -119,6 +189,43 @@ PG_BASE = 6
 PG_STEPS: list[tuple[int, str, list[str]]] = [
     (7, "accounts searched by name prefix through an index (lower() folds ASCII letters only under COLLATE \"C\")", [
         "CREATE INDEX accounts_name ON accounts (lower(name), login)",
+    ]),
+    (8, "several game providers (as SQLite's step 8)", [
+        """CREATE TABLE providers (
+            name       TEXT COLLATE "C" PRIMARY KEY,
+            token_hash TEXT COLLATE "C" UNIQUE,
+            settlement TEXT COLLATE "C" NOT NULL DEFAULT 'gamewise' CHECK (settlement IN ('gamewise', 'mixed')),
+            currencies TEXT COLLATE "C" NOT NULL DEFAULT '',
+            promo      BIGINT NOT NULL DEFAULT 0,
+            created    BIGINT NOT NULL,
+            removed    BIGINT NOT NULL DEFAULT 0
+        )""",
+        "INSERT INTO providers (name, created) VALUES ('default', 0)",
+        "ALTER TABLE wallet_tx ADD COLUMN provider TEXT COLLATE \"C\" NOT NULL DEFAULT 'default'",
+        "ALTER TABLE wallet_tx ALTER COLUMN provider DROP DEFAULT",
+        "ALTER TABLE wallet_tx ADD COLUMN game_type TEXT COLLATE \"C\"",
+        "ALTER TABLE wallet_tx ADD COLUMN game_session TEXT COLLATE \"C\"",
+        "ALTER TABLE wallet_tx DISABLE TRIGGER wallet_tx_no_update",  # (the migration's own, in its transaction)
+        "UPDATE wallet_tx SET game_type = NULLIF(payload::json ->> 4, '')",
+        "ALTER TABLE wallet_tx ENABLE TRIGGER wallet_tx_no_update",
+        "ALTER TABLE wallet_tx DROP CONSTRAINT wallet_tx_pkey",
+        "ALTER TABLE wallet_tx ADD PRIMARY KEY (provider, kind, txid, login)",
+        "DROP INDEX wallet_tx_ref",
+        "DROP INDEX wallet_tx_round",
+        "CREATE INDEX wallet_tx_ref ON wallet_tx (provider, ref_id)",
+        "CREATE INDEX wallet_tx_round ON wallet_tx (provider, login, game_id)",
+        "CREATE INDEX wallet_tx_day ON wallet_tx (provider, created)",
+        """CREATE TABLE wallet_rounds (
+            provider TEXT COLLATE "C" NOT NULL,
+            login    BIGINT NOT NULL,
+            game_id  TEXT COLLATE "C" NOT NULL,
+            opened   BIGINT NOT NULL,
+            updated  BIGINT NOT NULL,
+            state    TEXT COLLATE "C" NOT NULL CHECK (state IN ('open', 'settled', 'cancelled')),
+            PRIMARY KEY (provider, login, game_id)
+        )""",
+        "CREATE INDEX wallet_rounds_state ON wallet_rounds (provider, state, opened)",
+        _ROUNDS_OF_WALLET_TX,
     ]),
 ]
 

@@ -56,18 +56,19 @@ def account_password(db: sqlite3.Connection, login: int) -> str | None:
 
 def record(db: sqlite3.Connection, order: int) -> bytes | None:
     """The trade record JSON of the order's current version."""
-    v = current_version(db, order)
-    return rules.record_json(v) if v else None
+    row = db.execute(_VERSION.replace(" FROM", ", source FROM", 1) + " WHERE order_id = ? ORDER BY version DESC "
+                     "LIMIT 1", (order,)).fetchone()
+    return rules.record_json(Version(*row[:-1]), rules.provider_of(row[-1])) if row else None
 
 
 def records(db: sqlite3.Connection, login: int, start: int | None = None, end: int | None = None,
             limit: int = 10_000) -> list[bytes]:
     """Trade records (current versions) of an account's orders opened in [start, end], by order."""
     rows = db.execute(
-        _VERSION + " f WHERE login = ? AND version = (SELECT MAX(version) FROM finance WHERE order_id = f.order_id) "
+        _VERSION.replace(" FROM", ", source FROM", 1) + " f WHERE login = ? AND version = (SELECT MAX(version) FROM finance WHERE order_id = f.order_id) "
         "AND open_time >= ? AND open_time <= ? ORDER BY order_id LIMIT ?",
         (login, start if start is not None else -(2**62), end if end is not None else 2**62, limit))
-    return [rules.record_json(Version(*row)) for row in rows]
+    return [rules.record_json(Version(*row[:-1]), rules.provider_of(row[-1])) for row in rows]
 
 
 def events_after(db: sqlite3.Connection, seq: int, limit: int = 1000) -> list[Event]:

@@ -175,9 +175,16 @@ def with_seq(record: bytes, seq: int) -> bytes:
     return b'%s,"seq":%d}' % (record[:-1], seq)
 
 
-def record_json(v: Version) -> bytes:
-    """The trade record of a version: ``trade:event`` data and the ``…Sync`` response, as JSON."""
-    return orjson.dumps({
+def provider_of(source: str) -> str | None:
+    """The game provider whose call wrote a finance row of this ``source`` ("wallet:NAME"; None for any other
+    row, and for a wallet row written before providers, whose source is "wallet")."""
+    return source[7:] if source.startswith("wallet:") else None
+
+
+def record_json(v: Version, provider: str | None = None) -> bytes:
+    """The trade record of a version: ``trade:event`` data and the ``…Sync`` response, as JSON; a wallet
+    move's names its provider last."""
+    record = {
         "order": v.order,
         "login": v.login,
         "cmd": v.cmd,
@@ -189,4 +196,7 @@ def record_json(v: Version) -> bytes:
         "version": v.version,
         "balance": orjson.Fragment(to_text(v.balance)),
         "credit": orjson.Fragment(to_text(v.credit)),
-    })
+    }
+    if provider is not None:
+        record["provider"] = provider
+    return orjson.dumps(record)

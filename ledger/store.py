@@ -620,7 +620,7 @@ class Store:
         currency = self.accounts[v.login][0]
         row_id = self.finance_id + 1
         fhash = finance_hash(self.finance_head, row_id, v, source, ext_id, now)
-        seq, etype, data = self.seq + 1, v.event_type, rules.record_json(v)
+        seq, etype, data = self.seq + 1, v.event_type, rules.record_json(v, rules.provider_of(source))
         ehash = event_hash(self.event_head, seq, etype, row_id, data)
         finance, events, _ = self._staged
         finance.append((row_id, v.order, v.version, v.login, v.cmd, v.state, v.amount, v.delta, v.balance, v.credit,

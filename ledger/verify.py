@@ -266,7 +266,7 @@ class _Audit:
                       "idempotency key (manager {1}, extID {2!r})", "idempotency key")
         wallet = _Merge(self._query("SELECT seq, kind, txid FROM wallet_tx WHERE seq IS NOT NULL ORDER BY seq"),
                         "wallet transaction ({1} {2!r})", "wallet transaction")
-        balance_cmds, record_json = rules.BALANCE_CMDS, rules.record_json
+        balance_cmds, record_json, provider_of = rules.BALANCE_CMDS, rules.record_json, rules.provider_of
         counts = self.counts
         anchor_seq, anchor_hash = self.anchor if self.anchor else (-1, "")
         fprev = eprev = GENESIS
@@ -292,7 +292,8 @@ class _Audit:
                                f"from the sum of its rows {acc[0]}/{acc[1]}")
                 # Its key: a keyed manager request has its idempotency key, a wallet move its transaction
                 # (the key of a keyed record is its ext_id; a wallet move's is its transaction.id).
-                wallet_move = source == "wallet"
+                provider = provider_of(source)
+                wallet_move = provider is not None or source == "wallet"
                 if keys.seq <= row_id or (ext_id is not None and not wallet_move):
                     keys.match(row_id, order, version, None if wallet_move else ext_id)
                 if wallet.seq <= row_id or wallet_move:
@@ -310,7 +311,7 @@ class _Audit:
                 data = data.encode()
                 if event_hash(eprev, seq, type_, record_id, data) != estored:
                     raise _Bad(f"event seq {seq}: hash does not match its content and the previous event")
-                if record_id != row_id or type_ != v.event_type or record_json(v) != data:
+                if record_id != row_id or type_ != v.event_type or record_json(v, provider) != data:
                     raise _Bad(f"event seq {seq}: does not match finance row {row_id}")
                 if seq == anchor_seq and estored != anchor_hash:
                     raise _Bad(f"event seq {seq}: its hash {estored} is not the anchor's {anchor_hash}: the ledger "

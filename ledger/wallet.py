@@ -1,5 +1,8 @@
-"""Game-wallet commands on the store: game sessions (sid), and check, balance, debit, credit, cancel settled by
-round (``game.id``), idempotent by ``transaction.id``, with tombstones for a credit or cancel before its debit."""
+"""Game-wallet commands on the store: game sessions (sid), and check, balance, debit, credit, cancel and
+promo_payout of several providers, each id scoped by its provider, idempotent by ``transaction.id``, with
+tombstones for a credit or cancel before its debit. Rounds (``game.id``) are settled game-wise (a credit
+settles every debit its round had) or mixed (a credit or cancel settles the debit its refId names), by the
+provider's mode; each round's state is kept in wallet_rounds."""
 
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ class _Tx:
 
 
 _TX = "SELECT kind, txid, login, ref_id, game_id, payload, status, order_id, seq FROM wallet_tx"
+MIXED = "mixed"  # a provider's settlement mode: each credit or cancel settles the debit its refId names
 
 
 class _Wallet:
@@ -81,25 +85,27 @@ class _Wallet:
 
     # ---- the wallet_tx table
 
-    def _txs(self, kinds: tuple[str, str], txid: str) -> dict[str, _Tx]:
-        """The debit, credit or cancel with this transaction.id (an id names one transaction, whoever's), of
-        two kinds in one statement: kind -> its transaction."""
+    def _txs(self, c: WalletCall, kinds: tuple[str, ...]) -> dict[str, _Tx]:
+        """The provider's transactions of these kinds with the call's transaction.id (an id names one
+        transaction of its provider, whoever's), in one statement: kind -> its transaction."""
         found: dict[str, _Tx] = {}
-        for row in self.db.execute(_TX + " WHERE kind IN (?, ?) AND txid = ? ORDER BY kind, login", (*kinds, txid)):
+        marks = ",".join("?" * len(kinds))
+        for row in self.db.execute(_TX + f" WHERE provider = ? AND kind IN ({marks}) AND txid = ? ORDER BY kind, login",
+                                   (c.provider, *kinds, c.txid)):
             found.setdefault(row[0], _Tx(*row))
         return found
 
-    def _tombstoned(self, login: int, txid: str | None) -> bool:
-        """Was ``txid`` named by a credit or cancel of this account before any debit had it?"""
+    def _tombstoned(self, c: WalletCall, txid: str | None) -> bool:
+        """Was ``txid`` named by a credit or cancel of this provider and account before any debit had it?"""
         return txid is not None and self.db.execute(
-            "SELECT 1 FROM wallet_tx WHERE kind = 'tombstone' AND txid = ? AND login = ?", (txid, login)
-        ).fetchone() is not None
+            "SELECT 1 FROM wallet_tx WHERE provider = ? AND kind = 'tombstone' AND txid = ? AND login = ?",
+            (c.provider, txid, c.login)).fetchone() is not None
 
     def _record(self, kind: str, c: WalletCall, status: str, *, txid: str | None = None, ref_id: str | None = None,
                 game_id: str | None = None, order: int | None = None, seq: int | None = None) -> None:
-        self.db.execute("INSERT INTO wallet_tx VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        self.db.execute("INSERT INTO wallet_tx VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (kind, txid or c.txid, c.login, ref_id or c.ref_id, game_id or c.game_id, c.amount,
-                         c.payload, status, order, seq, c.now))
+                         c.payload, status, order, seq, c.now, c.provider, c.game_type, c.game_session))
 
     def _answer(self, kind: str, c: WalletCall, status: str, closed: bool = False, **recorded: object) -> Outcome:
         """Record a refusal under the transaction.id (a retry gets the same answer) and answer it."""
@@ -115,63 +121,94 @@ class _Wallet:
 
     def _tombstone(self, txid: str, c: WalletCall) -> None:
         """``txid`` was named by a credit or cancel before any debit of this account had it: the account can
-        never be debited with it (as its id or its refId)."""
-        if not self._tombstoned(c.login, txid):
+        never be debited with it (as its id or its refId) by this provider."""
+        if not self._tombstoned(c, txid):
             self._record("tombstone", c, c.action, txid=txid, ref_id=c.txid)
 
     def _move(self, kind: str, c: WalletCall, request: FinanceRequest, ref_id: str | None = None,
               game_id: str | None = None, closed: bool = False) -> Outcome:
-        _, event = self.store.apply_finance(request, c.now, "wallet", c.txid)
+        _, event = self.store.apply_finance(request, c.now, "wallet:" + c.provider, c.txid)
         self._record(kind, c, OK, ref_id=ref_id, game_id=game_id, order=event.order, seq=event.seq)
+        round_id = game_id or c.game_id
+        if round_id is not None and kind != "promo":
+            self._round_moved(c, round_id, kind)
         return self._result(c.login, OK, [event], closed=closed)
 
     # ---- rounds
 
-    def _debits(self, login: int, ref: str, game_id: str | None) -> list[_Tx]:
+    def _debits(self, c: WalletCall, ref: str, game_id: str | None) -> list[_Tx]:
         """The account's accepted debits a credit's refId names: by the debit's id or its own refId, in the
         round (several players may share a round's refId, as at a live table)."""
         rows = self.db.execute(
-            _TX + " WHERE kind = 'debit' AND status = 'OK' AND txid = ? AND login = ? UNION "
-            + _TX + " WHERE kind = 'debit' AND status = 'OK' AND ref_id = ? AND login = ? ORDER BY 9",
-            (ref, login, ref, login)).fetchall()
+            _TX + " WHERE provider = ? AND kind = 'debit' AND status = 'OK' AND txid = ? AND login = ? UNION "
+            + _TX + " WHERE provider = ? AND kind = 'debit' AND status = 'OK' AND ref_id = ? AND login = ? ORDER BY 9",
+            (c.provider, ref, c.login, c.provider, ref, c.login)).fetchall()
         return [d for d in (_Tx(*row) for row in rows) if game_id is None or d.game_id == game_id]
 
-    def _round_credit(self, login: int, game_id: str | None, refs: set[str], after_seq: int = 0) -> bool:
+    def _round_credit(self, c: WalletCall, game_id: str | None, refs: set[str], after_seq: int = 0) -> bool:
         """Has an accepted credit (committed after ``after_seq``) settled the round: ``game_id``, or for a
-        round without one, the debits known by ``refs``?"""
+        round without one, the debits known by ``refs``? (Game-wise: any credit of the round; mixed: a credit
+        naming one of ``refs``.)"""
+        query = "SELECT 1 FROM wallet_tx WHERE provider = ? AND login = ? AND kind = 'credit' AND status = 'OK' " \
+                "AND seq > ?"
+        args: tuple = (c.provider, c.login, after_seq)
         if game_id is not None:
-            row = self.db.execute(
-                "SELECT 1 FROM wallet_tx WHERE login = ? AND game_id = ? AND kind = 'credit' AND status = 'OK' "
-                "AND seq > ? LIMIT 1", (login, game_id, after_seq)).fetchone()
-            return row is not None
-        marks = ",".join("?" * len(refs))
-        row = self.db.execute(
-            f"SELECT 1 FROM wallet_tx WHERE login = ? AND game_id IS NULL AND kind = 'credit' AND status = 'OK' "
-            f"AND seq > ? AND ref_id IN ({marks}) LIMIT 1", (login, after_seq, *refs)).fetchone()
-        return row is not None
+            query, args = query + " AND game_id = ?", (*args, game_id)
+        else:
+            query += " AND game_id IS NULL"
+        if game_id is None or c.settlement == MIXED:
+            query += f" AND ref_id IN ({','.join('?' * len(refs))})"
+            args = (*args, *refs)
+        return self.db.execute(query + " LIMIT 1", args).fetchone() is not None
 
     def _live(self, debit: _Tx) -> bool:
         """Not cancelled and its order not deleted by a manager."""
         return self.store.current_version(debit.order).state != TS_DELETED
 
-    def _settled(self, debit: _Tx) -> bool:
-        """Cancelled, deleted, or settled by a credit of its round accepted after it (a credit settles the
-        debits its round had then, not one taken later)."""
-        return not self._live(debit) or self._round_credit(debit.login, debit.game_id, _refs(debit), debit.seq)
+    def _settled(self, c: WalletCall, debit: _Tx) -> bool:
+        """Cancelled, deleted, or settled by a credit accepted after it (a credit settles the debits its round
+        had then, not one taken later): of its round, or (mixed) one that names it."""
+        return not self._live(debit) or self._round_credit(c, debit.game_id, _refs(debit), debit.seq)
+
+    def _closed(self, c: WalletCall, game_id: str | None, refs: set[str]) -> bool:
+        """Game-wise: has the round been settled by a credit already (a move on it now is flagged)? A mixed
+        round settles debit by debit: no move on it is out of place."""
+        return c.settlement != MIXED and self._round_credit(c, game_id, refs)
+
+    def _round_moved(self, c: WalletCall, game_id: str, kind: str) -> None:
+        """Keep the round's row in wallet_rounds: a debit opens it (again); a game-wise credit settles it; a
+        mixed credit or a cancel leaves it open while one of its debits is neither settled nor cancelled."""
+        if kind == "debit" or (kind == "credit" and c.settlement != MIXED):
+            state = "open" if kind == "debit" else "settled"
+        else:
+            rows = self.db.execute(_TX + " WHERE provider = ? AND login = ? AND game_id = ? AND kind = 'debit' "
+                                   "AND status = 'OK'", (c.provider, c.login, game_id)).fetchall()
+            debits = [_Tx(*row) for row in rows]
+            if not all(self._settled(c, d) for d in debits):
+                state = "open"
+            elif any(self._live(d) for d in debits) or self.db.execute(
+                    "SELECT 1 FROM wallet_tx WHERE provider = ? AND login = ? AND game_id = ? AND kind = 'credit' "
+                    "AND status = 'OK' LIMIT 1", (c.provider, c.login, game_id)).fetchone():
+                state = "settled"
+            else:
+                state = "cancelled"
+        self.db.execute(
+            "INSERT INTO wallet_rounds VALUES (?,?,?,?,?,?) ON CONFLICT (provider, login, game_id) DO UPDATE SET "
+            "updated = excluded.updated, state = excluded.state", (c.provider, c.login, game_id, c.now, c.now, state))
 
     # ---- the three moves
 
     def debit(self, c: WalletCall) -> Outcome:
-        known = self._txs(("debit", "credit"), c.txid)
+        known = self._txs(c, ("debit", "credit", "promo"))
         seen = known.get("debit")
         if seen is not None:
             return self._repeat(seen, c, BET_ALREADY_EXIST)
-        if "credit" in known:  # a transaction.id names one transaction
+        if known:  # a transaction.id names one transaction
             return self._result(c.login, INVALID_PARAMETER)
         # A debit in a round already settled is taken like any other (the provider follows it with a cancel,
         # or its own credit settles it), and flagged.
-        closed = self._round_credit(c.login, c.game_id, _refs(c))
-        if self._tombstoned(c.login, c.txid) or self._tombstoned(c.login, c.ref_id):
+        closed = self._closed(c, c.game_id, _refs(c))
+        if self._tombstoned(c, c.txid) or self._tombstoned(c, c.ref_id):
             return self._answer("debit", c, FINAL_ERROR_ACTION_FAILED, closed)
         if not self._session_ok(c):
             return self._result(c.login, INVALID_SID, closed=closed)
@@ -186,26 +223,26 @@ class _Wallet:
     def credit(self, c: WalletCall) -> Outcome:
         """Settle the round (win, or a loss with amount 0): every debit of it taken so far. A round already
         settled is closed, except to the credit of a debit taken since (a late debit is settled by its own)."""
-        known = self._txs(("credit", "debit"), c.txid)
+        known = self._txs(c, ("credit", "debit", "promo"))
         seen = known.get("credit")
         if seen is not None:
             return self._repeat(seen, c, BET_ALREADY_SETTLED)
-        if "debit" in known:
+        if known:
             return self._result(c.login, INVALID_PARAMETER)
-        debits = self._debits(c.login, c.ref_id, c.game_id)
+        debits = self._debits(c, c.ref_id, c.game_id)
         round_id = c.game_id if c.game_id is not None or not debits else debits[0].game_id
-        closed = self._round_credit(c.login, round_id, {c.ref_id}.union(*map(_refs, debits)))
+        closed = self._closed(c, round_id, {c.ref_id}.union(*map(_refs, debits)))
         if not debits:  # and a debit that comes later with that id or refId is refused, never left unsettleable
             self._tombstone(c.ref_id, c)
             return self._answer("credit", c, BET_ALREADY_SETTLED if closed else BET_DOES_NOT_EXIST, closed)
-        if all(self._settled(d) for d in debits):
+        if all(self._settled(c, d) for d in debits):
             return self._answer("credit", c, BET_ALREADY_SETTLED, closed, game_id=round_id)
         request = FinanceRequest("BalanceIn", c.login, c.amount, _comment(c, round_id), allow_zero=True)
         return self._move("credit", c, request, game_id=round_id, closed=closed)
 
     def cancel(self, c: WalletCall) -> Outcome:
         """Reverse the debit whose transaction.id the cancel carries, unless its round's credit came after it."""
-        known = self._txs(("cancel", "debit"), c.txid)
+        known = self._txs(c, ("cancel", "debit"))
         seen = known.get("cancel")
         if seen is not None:
             return self._repeat(seen, c, BET_ALREADY_SETTLED)
@@ -214,11 +251,23 @@ class _Wallet:
                 (c.game_id is not None and debit.game_id != c.game_id):
             self._tombstone(c.txid, c)
             return self._answer("cancel", c, BET_DOES_NOT_EXIST, ref_id=c.txid)
-        closed = self._round_credit(c.login, debit.game_id, _refs(debit))
-        if self._settled(debit):
+        closed = self._closed(c, debit.game_id, _refs(debit))
+        if self._settled(c, debit):
             return self._answer("cancel", c, BET_ALREADY_SETTLED, closed, ref_id=c.txid, game_id=debit.game_id)
         return self._move("cancel", c, FinanceRequest("DeleteBalance", order=debit.order), ref_id=c.txid,
                           game_id=debit.game_id, closed=closed)
+
+
+    def promo_payout(self, c: WalletCall) -> Outcome:
+        """A promotional payout (a tournament, a free round's win): a credit with no debit and no round."""
+        known = self._txs(c, ("promo", "debit", "credit", "cancel"))
+        seen = known.get("promo")
+        if seen is not None:
+            return self._repeat(seen, c, OK)
+        if known:
+            return self._result(c.login, INVALID_PARAMETER)
+        request = FinanceRequest("BalanceIn", c.login, c.amount, _comment(c), allow_zero=True)
+        return self._move("promo", c, request)
 
 
 def _refs(debit: _Tx | WalletCall) -> set[str]:
@@ -229,6 +278,8 @@ def _refs(debit: _Tx | WalletCall) -> set[str]:
 def _comment(c: WalletCall, round_id: str | None = None) -> str:
     """The finance record's comment: the move, its transaction and its round, for an operator's trace."""
     text = f"{c.action} {c.txid}"
+    if c.action == "promo_payout" and c.promo_type:
+        text += f" {c.promo_type}"
     if c.action == "credit":
         text += f" ref {c.ref_id}"
     round_id = round_id if round_id is not None else c.game_id

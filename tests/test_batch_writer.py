@@ -28,7 +28,7 @@ from syncledger.ledger.wallet import OpenSession, WalletCall
 PREVIOUS = "e727c69"  # the last commit with the statement-per-row store
 U = 1_000_000
 NOW = 1_700_000_000
-TABLES = ("accounts", "finance", "events", "idempotency", "wallet_tx", "game_sessions", "meta")
+TABLES = ("accounts", "finance", "events", "idempotency", "wallet_tx", "wallet_rounds", "game_sessions", "meta")
 
 
 def _previous_module() -> types.ModuleType:
@@ -40,6 +40,9 @@ def _previous_module() -> types.ModuleType:
                                 capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip(f"ledger/store.py at {PREVIOUS} is not in this checkout's history")
+    # Today's trade record names a wallet move's provider (schema 8): the previous store writes records as today's
+    # rules make them, so that what is compared is the batch engine alone.
+    source = source.replace("rules.record_json(v)", "rules.record_json(v, rules.provider_of(source))")
     module = types.ModuleType(name)
     module.__package__ = "syncledger.ledger"  # its relative imports: today's rules, reads, wallet, migrations
     sys.modules[name] = module  # dataclasses look their module up
@@ -225,7 +228,7 @@ def test_same_rows_hashes_and_answers_as_the_previous_store(tmp_path, seed):
         # The batches did reach what they are meant to: replays, conflicts, refusals and the rare paths.
         assert {"applied", "replay", "IDEMPOTENCY_CONFLICT", "NO_MONEY", "ORDER_NOT_FOUND", "INTERNAL",
                 "ACCOUNT_EXISTS"} <= seen, seen
-        assert new.seq > 60 and new.db.execute("SELECT COUNT(*) FROM finance WHERE source = 'wallet'").fetchone()[0]
+        assert new.seq > 60 and new.db.execute("SELECT COUNT(*) FROM finance WHERE source LIKE 'wallet:%'").fetchone()[0]
     finally:
         new.close()
         old.close()

@@ -261,7 +261,7 @@ def _disk_full_beyond(size: int):
 
 @pytest.fixture
 def small_ledger(tmp_path):
-    """A ledger of 512-byte pages (under 24 KiB: smaller than a -shm) with 20 events, open as a server keeps it
+    """A ledger of 512-byte pages (under 24 KiB: smaller than a -shm) with 8 events, open as a server keeps it
     (its -wal and -shm exist, so a reader beside it makes no file)."""
     path = str(tmp_path / "small.db")
     db = sqlite3.connect(path)
@@ -270,7 +270,7 @@ def small_ledger(tmp_path):
     db.close()
     store = Store(path)
     login = store.apply_batch([AddAccount("a", "EUR", 1)])[0].data["login"]
-    store.apply_batch([Finance(FinanceRequest("BalanceIn", login, 1_000_000), 1) for _ in range(20)])
+    store.apply_batch([Finance(FinanceRequest("BalanceIn", login, 1_000_000), 1) for _ in range(8)])
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert os.path.getsize(path) < 24576
     yield path

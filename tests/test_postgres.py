@@ -75,7 +75,7 @@ def test_same_answers_events_rows_and_hashes_on_sqlite_and_postgresql(tmp_path, 
         # the batches reached the rare paths: replays, conflicts, refusals, rows that could not be written
         assert {"applied", "replay", "IDEMPOTENCY_CONFLICT", "NO_MONEY", "ORDER_NOT_FOUND", "INTERNAL",
                 "ACCOUNT_EXISTS"} <= seen, seen
-        assert pg.seq > 40 and pg.db.execute("SELECT COUNT(*) FROM finance WHERE source = 'wallet'").fetchone()[0]
+        assert pg.seq > 40 and pg.db.execute("SELECT COUNT(*) FROM finance WHERE source LIKE 'wallet:%'").fetchone()[0]
     finally:
         lite.close()
         pg.close()

@@ -300,7 +300,7 @@ def _filled(store):
     [a] = new_accounts(store, 1)
     ok(store, fin("BalanceIn", a, 5 * U, manager=MANAGER, ext_id="k"))
     assert err(one(store, fin("BalanceOut", a, 50 * U, manager=MANAGER, ext_id="k2"))) == (409, "NO_MONEY")
-    store.db.execute("INSERT INTO wallet_tx VALUES ('debit', 'tx-1', ?, NULL, 'g-1', 5, '{}', 'OK', NULL, NULL, ?)",
+    store.db.execute("INSERT INTO wallet_tx VALUES ('debit', 'tx-1', ?, NULL, 'g-1', 5, '{}', 'OK', NULL, NULL, ?, 'default', NULL, NULL)",
                      (a, NOW))
 
 

@@ -358,12 +358,12 @@ def test_a_key_moved_to_another_record(path, table, statement, problem):
     (f"INSERT INTO idempotency VALUES ({MANAGER + 1}, 'k1', 'x', 200, NULL, NULL, 1, 0, NULL)",
      f"finance row 1 (order 1 version 1): idempotency key (manager {MANAGER + 1}, extID 'k1') names event seq 1 too: "
      "two keys for one record"),
-    ("INSERT INTO wallet_tx (kind, txid, login, amount, payload, status, seq, created) "
-     "VALUES ('debit', 'X', 1000, 1, 'p', 'OK', 2, 0)",
+    ("INSERT INTO wallet_tx (kind, txid, login, amount, payload, status, seq, created, provider) "
+     "VALUES ('debit', 'X', 1000, 1, 'p', 'OK', 2, 0, 'default')",
      "finance row 2 (order 2 version 1): wallet transaction (debit 'X') names event seq 2, but the record has no "
      "such key"),
-    ("INSERT INTO wallet_tx (kind, txid, login, amount, payload, status, seq, created) "
-     "VALUES ('debit', 'X', 1000, 1, 'p', 'OK', 0, 0)",
+    ("INSERT INTO wallet_tx (kind, txid, login, amount, payload, status, seq, created, provider) "
+     "VALUES ('debit', 'X', 1000, 1, 'p', 'OK', 0, 0, 'default')",
      "wallet transaction (debit 'X') names event seq 0, which is no record"),
 ])
 def test_an_added_key(path, statement, problem):

@@ -23,8 +23,8 @@ EXPORTS = {
                 "FROM finance f JOIN events e ON e.record_id = f.id WHERE :since IS NULL OR e.seq > :since "
                 "ORDER BY f.id"),
     "events": "SELECT seq, type, record_id, data, hash FROM events WHERE :since IS NULL OR seq > :since ORDER BY seq",
-    "wallet": ("SELECT kind, txid, login, ref_id, game_id, amount, payload, status, order_id, seq, created "
-               "FROM wallet_tx WHERE :since IS NULL OR seq > :since ORDER BY created, kind, txid"),
+    "wallet": ("SELECT kind, txid, login, ref_id, game_id, amount, payload, status, order_id, seq, created, provider, "
+               "game_type, game_session FROM wallet_tx WHERE :since IS NULL OR seq > :since ORDER BY created, kind, txid"),
 }
 FORMATS = ("csv", "json", "ndjson")
 

@@ -10,7 +10,9 @@ from syncledger.ledger import Store, engine, verify_path
 from ..core.lockfile import LedgerLock
 
 # Parents before the rows that reference them; meta is set apart (its 'batch' row is the head's batch number).
-TABLES = ("accounts", "managers", "game_sessions", "finance", "events", "idempotency", "wallet_tx")
+# providers first: a new PostgreSQL ledger has its own row for `default`, replaced by the source's.
+TABLES = ("providers", "accounts", "managers", "game_sessions", "finance", "events", "idempotency", "wallet_tx",
+          "wallet_rounds")
 
 
 class MigrateError(Exception):
@@ -59,11 +61,12 @@ def _copy(source: str, target: str) -> dict[str, int]:
     dst = engine.connect_postgres(target)
     try:
         src.execute(engine.SQLITE_SNAPSHOT)  # one snapshot of the source for the whole copy
-        if any(dst.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in TABLES):
+        if any(dst.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in TABLES if t != "providers"):
             raise MigrateError(f"{engine.shown(target)} already holds a ledger: migrate only into a new one")
         rows: dict[str, int] = {}
         dst.execute("BEGIN")
         try:
+            dst.execute("DELETE FROM providers")  # (only the new ledger's `default`: the source has its own)
             for table in TABLES:
                 columns = [name for (name,) in dst.execute(
                     "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "

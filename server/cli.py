@@ -21,6 +21,7 @@ from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
 from . import auth, logs
 from .ops import OpsError, backup, export, managers, migrate
+from .ops import reports  # rounds, report, reconcile
 from .app import FailStop, TlsError, serve
 from .auth import SESSIONS, SecretExposed, SecretMissing, Tokens
 from .config import DEFAULT_DB, OPTIONS, Config, ConfigError, from_toml, int_in
@@ -388,6 +389,8 @@ def parser() -> argparse.ArgumentParser:
     mg.add_argument("--from", dest="source", required=True, metavar="PATH", help="the SQLite ledger file")
     mg.add_argument("--to", required=True, metavar="URL", help="postgresql://... (a database or schema with no ledger)")
     mg.set_defaults(run=_migrate)
+
+    reports.register(sub, _db_option, _login)  # rounds, report, reconcile: a game provider's (server/ops/reports.py)
 
     hd = sub.add_parser("head", help="print the ledger's head SEQ:HASH (keep it elsewhere, for verify --anchor)")
     _db_option(hd)

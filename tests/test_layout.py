@@ -18,7 +18,7 @@ import re
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = {"syncledger.ledger": ROOT / "ledger", "syncledger.server": ROOT / "server"}
 
-LEDGER_ORDER = ["errors", "money", "rules", "chain", "engine", "migrations", "reads", "commands", "finance", "wallet", "store",
+LEDGER_ORDER = ["errors", "money", "rules", "chain", "engine", "migrations", "reads", "report", "commands", "finance", "wallet", "store",
                 "verify", "codec", "__init__"]
 ADAPTERS = ("manager", "wallet", "events", "admin")
 RANK = {"ledger": 0, "leaf": 1, "core": 2, **{a: 3 for a in ADAPTERS}, "app": 4, "cli": 5, "ops": 5, "testing": 5,

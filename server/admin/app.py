@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from functools import lru_cache
 from multiprocessing.connection import Connection
 from importlib import resources
@@ -34,6 +35,7 @@ from ..listen import Listener
 from ..core.mainloop import ShuttingDown
 from ..core.readpool import ReadStalled, _in_snapshot
 from .history import History
+from . import reports  # the reconciliation's page reads and open-rounds gauges
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -58,6 +60,7 @@ API: dict[bytes, tuple[bytes, frozenset[int] | None]] = {
     b"/api/metrics": (b"GET", FINANCE_SESSIONS),
     b"/api/verify": (b"POST", frozenset({SESSION_ADMIN})),  # a whole-ledger audit: ADMIN only
 }
+API.update({b"/api/rounds": (b"GET", FINANCE_SESSIONS), b"/api/report": (b"GET", FINANCE_SESSIONS)})  # reconciliation
 SESSION_NAMES = {number: name for name, number in SESSIONS.items()}
 MAX_PAGE = 1000
 METRICS_EVERY = 1.0  # seconds one rendering of /metrics is served for
@@ -113,6 +116,10 @@ class AdminApp:
             b"/api/history": self.account_history, b"/api/order": self.order, b"/api/head": self.head_and_verify,
             b"/api/metrics": self.chart, b"/api/verify": self.verify,
         }
+        # reconciliation (issue 23): a provider's rounds and day totals, and its open rounds on /metrics
+        self.api.update({b"/api/rounds": self.rounds, b"/api/report": self.day_report})
+        self.open_rounds = reports.OpenRounds(server.read, server.wall_time)
+        server.metrics.registry.register(self.open_rounds)
 
     def head(self, request: h11.Request, arrived: bytes | None) -> Response | None:
         path = request.target.partition(b"?")[0]
@@ -190,6 +197,7 @@ class AdminApp:
             else:
                 self._rendering = done = trio.Event()
                 try:
+                    await self.open_rounds.fresh()  # (read off the event loop, waited for a second at most)
                     text = await trio.to_thread.run_sync(generate_latest, self.s.metrics.registry)
                     self._scraped = (trio.current_time(), text)
                 finally:
@@ -341,6 +349,37 @@ class AdminApp:
             done.set()
         return _ok(self.last_verify)
 
+    # ---- reconciliation (issue 23): the page's rounds view and per-provider day totals
+
+    async def rounds(self, args: dict, body: bytes, claims: Claims) -> Response:
+        """A page of a provider's rounds: ``provider`` (required), ``open`` (1: open ones only), ``older_than``
+        (seconds), ``game_id``, ``login``, ``after`` (the last page's ``next``), ``limit``."""
+        provider = _text(args, "provider", reports.MAX_PROVIDER)
+        if not provider:
+            raise Refused(400, "INVALID_DATA", "provider is required")
+        open_only = _flag(args, "open")
+        older = _int(args, "older_than", None)
+        after = _text(args, "after", 400) or None
+        if after is not None and not reports.valid_cursor(after):
+            raise Refused(400, "INVALID_DATA", "after must be the next of an earlier page")
+        page = await self._read("rounds", provider, open_only, None if older is None else self.s.now() - older,
+                                _text(args, "game_id", 255) or None, _int(args, "login", None, 1), after,
+                                _int(args, "limit", 100, 1, MAX_PAGE))
+        if page is None:
+            raise Refused(404, "PROVIDER_NOT_FOUND", f"no provider {provider}")
+        return _ok(orjson.Fragment(page))
+
+    async def day_report(self, args: dict, body: bytes, claims: Claims) -> Response:
+        """The totals of a UTC ``day`` (YYYY-MM-DD; default today) per currency, of ``provider`` or of each."""
+        day = _text(args, "day", 10) or time.strftime("%Y-%m-%d", time.gmtime(self.s.now()))
+        if not reports.valid_day(day):
+            raise Refused(400, "INVALID_DATA", "day must be a day as YYYY-MM-DD")
+        provider = _text(args, "provider", reports.MAX_PROVIDER) or None
+        page = await self._read("report", provider, day)
+        if page is None:
+            raise Refused(404, "PROVIDER_NOT_FOUND", f"no provider {provider}")
+        return _ok(orjson.Fragment(page))
+
     async def _audit(self, login: int) -> dict:
         at, started = self.s.wall_time(), trio.current_time()
         path = self.s.config.db
@@ -404,6 +443,7 @@ def _versions_page(db: Any, order: int) -> bytes | None:
 
 PAGE_READS: dict[str, Callable[..., Any]] = {"accounts": _accounts_page, "history": _history_page,
                                              "versions": _versions_page, "head": head}
+PAGE_READS.update({"rounds": reports.rounds_page, "report": reports.report_page})  # reconciliation
 
 
 class PageReader:
@@ -493,6 +533,13 @@ def _text(args: dict[str, list[str]], name: str, longest: int) -> str:
     return value
 
 
+def _flag(args: dict[str, list[str]], name: str) -> bool:
+    value = args.get(name, [""])[-1].strip().lower()
+    if value not in ("", "0", "1", "true", "false"):
+        raise Refused(400, "INVALID_DATA", f"{name} must be 1 or 0")
+    return value in ("1", "true")
+
+
 _MISSING = object()
 
 
@@ -514,6 +561,7 @@ class AdminServer(HttpServer):
     async def serve(self, listener: Listener, *, connections: trio.Nursery,
                     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         connections.start_soon(self.app.history.run)
+        connections.start_soon(self.app.open_rounds.run)  # (the open rounds of /metrics)
         try:
             await super().serve(listener, connections=connections, task_status=task_status)
         finally:

@@ -5,17 +5,18 @@
   const TAIL_ROWS = 200;      // events kept in the tail
   const TAIL_PRELOAD = 50;    // events replayed into the tail at login
   const PAGE = 100;           // accounts per page
+  const ROUNDS_PAGE = 50;     // rounds per page
   const HISTORY_PAGE = 25;    // finance records per page
   const COMMANDS = {6: "BalanceIn", 7: "CreditIn", 8: "BalanceOut", 9: "CreditOut"};
   const KINDS = {0: "", 1: " (update)", 2: " (delete)"};
   const STATES = {3: "closed", 6: "deleted"};
   // Money fields arrive as JSON numbers: quoted before parsing, so their digits are kept as they are.
-  const MONEY = /"(amount|balance|credit|profit|delta)":(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)/g;
+  const MONEY = /"(amount|balance|credit|profit|delta|ggr|bets|wins|cancelled)":(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)/g;
 
   const state = {
     token: null, cfg: null, ws: null, lastSeq: null, backoff: 250, reconnects: 0, resumedFrom: null, gaps: 0,
     accounts: new Map(), query: "", nextFromLogin: null, paused: false, held: [], timers: [], retry: null,
-    history: null, verifyRunning: false,
+    history: null, verifyRunning: false, rounds: null,
   };
   const $ = (id) => document.getElementById(id);
 
@@ -131,6 +132,7 @@
     $("verify-note").textContent = admin ? "" : "Running a verify needs an ADMIN session.";
     const head = await refreshHead();
     await loadAccounts(true);
+    loadDayTotals().catch((e) => say(`Day totals: ${e.message}`));
     state.lastSeq = Math.max(0, head.seq - TAIL_PRELOAD);
     connect();
     refreshChart();
@@ -149,7 +151,9 @@
     Object.assign(state, {cfg: null, lastSeq: null, reconnects: 0, resumedFrom: null, gaps: 0, held: [],
                           history: null, backoff: 250});
     state.accounts.clear();
-    for (const id of ["accounts", "tail", "detail"]) $(id).querySelector("tbody").replaceChildren();
+    for (const id of ["accounts", "tail", "detail", "day-totals", "rounds"]) $(id).querySelector("tbody").replaceChildren();
+    state.rounds = null;
+    $("rounds-more").hidden = true;
     $("detail").hidden = true;
     $("main").hidden = true;
     $("logout").hidden = true;
@@ -439,6 +443,94 @@
       $("verify").disabled = !state.cfg || state.cfg.session !== "ADMIN";
     }
   });
+
+  // ---- reconciliation: each provider's day totals, and a provider's rounds with their moves
+
+  async function loadDayTotals() {
+    const day = $("day-input").value;
+    const data = await api("/api/report?" + new URLSearchParams(day ? {day} : {}));
+    const rows = [];
+    for (const p of data.providers) {
+      if (!p.currencies.length) {
+        const tr = document.createElement("tr");
+        tr.append(cell(p.provider), cell("—"), ...Array.from({length: 8}, () => cell("", "num")));
+        rows.push(tr);
+      }
+      for (const t of p.currencies) {
+        const tr = document.createElement("tr");
+        tr.dataset.provider = p.provider;
+        tr.append(cell(p.provider), cell(t.currency), cell(`${t.bets.amount} (${t.bets.count})`, "num bets"),
+                  cell(`${t.wins.amount} (${t.wins.count})`, "num wins"),
+                  cell(`${t.cancels.amount} (${t.cancels.count})`, "num"), cell(t.ggr, "num ggr"),
+                  cell(`${t.promo_payouts.amount} (${t.promo_payouts.count})`, "num"),
+                  cell(t.rounds.opened, "num"), cell(t.rounds.settled + t.rounds.cancelled, "num"),
+                  cell(t.rounds.open_now, "num open-now"));
+        rows.push(tr);
+      }
+    }
+    $("day-totals").querySelector("tbody").replaceChildren(...rows);
+    $("day-input").value = data.day;
+    $("day-caption").textContent = `${data.day} (UTC): each provider's totals per currency, amount (count)`;
+    $("day-note").textContent = `GGR = bets − cancelled bets − wins; promo payouts are shown apart and are not in it. ` +
+      "Rounds are counted as they stand now.";
+    const select = $("rounds-provider");
+    const chosen = select.value;
+    select.replaceChildren(...data.providers.map((p) => {
+      const option = document.createElement("option");
+      option.value = option.textContent = p.provider;
+      return option;
+    }));
+    if (chosen && data.providers.some((p) => p.provider === chosen)) select.value = chosen;
+  }
+
+  $("day-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    say("");
+    loadDayTotals().catch((e) => say(`Day totals: ${e.message}`));
+  });
+
+  function movesText(moves) {
+    return moves.map((m) => `${m.type} ${m.txid} ${m.amount}`).join("; ");
+  }
+
+  async function loadRounds(fresh) {
+    if (fresh) {
+      const older = $("rounds-older").value.trim();
+      if (older && !/^\d{1,9}$/.test(older)) { say("Opened at least so many minutes ago: a whole number."); return; }
+      const query = {provider: $("rounds-provider").value, limit: ROUNDS_PAGE};
+      if ($("rounds-open").checked) query.open = "1";
+      if ($("rounds-game").value.trim()) query.game_id = $("rounds-game").value.trim();
+      if (older) query.older_than = String(Number(older) * 60);
+      state.rounds = {query, after: null, shown: 0};
+    }
+    const r = state.rounds;
+    const data = await api("/api/rounds?" + new URLSearchParams({...r.query, ...(r.after ? {after: r.after} : {})}));
+    const body = $("rounds").querySelector("tbody");
+    if (fresh) body.replaceChildren();
+    for (const round of data.rounds) {
+      const tr = document.createElement("tr");
+      tr.dataset.round = round.game_id;
+      tr.append(cell(round.game_id), linkCell(round.login, `History of account ${round.login}`,
+                                               () => showHistory(round.login, null)),
+                cell(round.state, "state"), cell(utc(round.opened)), cell(utc(round.updated)),
+                cell(round.bets, "num"), cell(round.wins, "num"), cell(round.cancelled, "num"),
+                cell(movesText(round.moves), "comment"));
+      body.append(tr);
+    }
+    r.shown += data.rounds.length;
+    r.after = data.next;
+    $("rounds-more").hidden = data.next === null;
+    $("rounds-note").textContent = r.shown ? "" : (data.next === null ? "No round matches." :
+      "None in the rounds looked at so far: look further with More rounds.");
+  }
+
+  $("rounds-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    say("");
+    if (!$("rounds-provider").value) { say("Choose a provider (show a day's totals first)."); return; }
+    loadRounds(true).catch((e) => say(`Rounds: ${e.message}`));
+  });
+  $("rounds-more").addEventListener("click", () => loadRounds(false).catch((e) => say(`Rounds: ${e.message}`)));
 
   // ---- the chart (from the server's metrics, sampled each second while it works)
 

@@ -1,4 +1,5 @@
-"""Manager authentication: salted scrypt password hashes and HS256 session tokens (PyJWT), claims cached."""
+"""Manager authentication: salted scrypt password hashes and HS256 session tokens (PyJWT), claims cached; how a
+game provider's token is stored."""
 
 from __future__ import annotations
 
@@ -134,6 +135,11 @@ class ManagerKeys:
         if claims.session != SESSION_USER and self.versions.get(claims.login) != claims.kv:
             raise AuthError("TOKEN_REVOKED", "this token was revoked (its manager was removed or changed): log in "
                                              "again")
+
+
+def token_hash(token: str | bytes) -> str:
+    """How a provider's token is stored (``providers.token_hash``): the hex SHA-256 of its bytes."""
+    return hashlib.sha256(token.encode() if isinstance(token, str) else token).hexdigest()
 
 
 class LoginThrottle:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, NamedTuple
@@ -101,6 +102,29 @@ def _names(text: str) -> tuple[str, ...]:
 
 def _no_limit(value: float | None) -> int:
     return 0 if value is None else int(value)
+
+
+# ---- game providers (server/ops/providers.py keeps them in the ledger)
+
+PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+SETTLEMENTS = ("gamewise", "mixed")
+
+
+def provider_name(text: str) -> str:
+    if not PROVIDER_NAME.fullmatch(text):
+        raise ValueError("a provider's name: 1 to 32 of a-z, 0-9, _ and -, starting with a letter or digit")
+    return text
+
+
+def currencies(text: str) -> tuple[str, ...]:
+    """``EUR,USD`` (spaces allowed, each code once, in the order given); empty: any currency."""
+    codes: list[str] = []
+    for code in (c.strip() for c in text.split(",")):
+        if code and code not in codes:
+            codes.append(_currency(code))
+    if not codes and text.strip():
+        raise ValueError("three-letter ISO 4217 codes such as EUR,USD")
+    return tuple(codes)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
 from . import auth, logs
 from .ops import OpsError, backup, export, managers, migrate, providers
-from .app import FailStop, TlsError, serve
+from .app import FailStop, ProvidersError, TlsError, serve
 from .auth import SESSIONS, SecretExposed, SecretMissing, Tokens
 from .config import DEFAULT_DB, OPTIONS, SETTLEMENTS, Config, ConfigError, currencies, from_toml, int_in, provider_name
 from .core.lockfile import LedgerLocked
@@ -30,7 +30,8 @@ from .listen import ListenError
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
 MAX_TTL = 366 * 24 * 3600  # the longest a token from `syncledger token` may last (a year, leap day included)
 # one line on stderr, exit 2
-UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, SecretMissing, TlsError, ListenError)
+UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, SecretMissing, TlsError, ListenError,
+            ProvidersError)
 
 
 def _new_ledger_note(path: str) -> bool:
@@ -331,7 +332,7 @@ async def _serve_until_signalled(config: Config, stopped: list[bool], created: b
 
 def _serve(args: argparse.Namespace) -> int:
     logs.configure(args.log_format)
-    config = Config(**{f.name: getattr(args, f.name) for f, _ in OPTIONS})
+    config = Config(**{f.name: getattr(args, f.name) for f, _ in OPTIONS}, providers=getattr(args, "providers", ()))
     created = _new_ledger_note(args.db)
     stopped: list[bool] = []
     try:
@@ -407,6 +408,10 @@ def _config_show(args: argparse.Namespace) -> int:
         print(f"{option.name(f)} = {json.dumps(engine.shown(value) if f.name == 'db' else value)}")
     for name in ("SYNCLEDGER_SECRET", "SYNCLEDGER_WALLET_TOKEN"):
         print(f"# {name}: {'set (hidden)' if os.environ.get(name) else 'not set'}")
+    for p in getattr(args, "providers", ()):
+        print(f"\n[providers.{p.name}]\ntoken_env = {json.dumps(p.token_env)}  # "
+              f"{'set (hidden)' if os.environ.get(p.token_env) else 'not set'}\nsettlement = {json.dumps(p.settlement)}"
+              f"\ncurrencies = {json.dumps(','.join(p.currencies))}\npromo = {json.dumps(p.promo)}")
     return 0
 
 

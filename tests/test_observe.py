@@ -50,7 +50,8 @@ async def test_metrics_move_after_a_credit(server, monkeypatch):
 async def test_wallet_answers_are_counted_by_status(syncledger):
     await syncledger.wallet("check", {"sid": "nope", "userId": "1"})
     samples = await scrape(syncledger.server)
-    assert samples[("syncledger_wallet_answers_total", (("action", "check"), ("status", "INVALID_PARAMETER")))] == 1
+    assert samples[("syncledger_wallet_answers_total", (("action", "check"), ("provider", "default"),
+                                                        ("status", "INVALID_PARAMETER")))] == 1
 
 
 async def test_health_and_readiness(tmp_path):

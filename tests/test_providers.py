@@ -1,17 +1,31 @@
 """Game providers (issue 23), the server's side: ``syncledger provider add|list|rotate|remove|set`` on SQLite and
-PostgreSQL."""
+PostgreSQL, providers declared in the config file, each wallet call authenticated to one provider (its token, its
+settlement mode, its currencies), a change taking effect within a second on a running server, and the answers
+counted per provider."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+from decimal import Decimal
 
+import httpx
+import orjson
 import pytest
+import trio
 
 from syncledger.ledger import engine
-from syncledger.server.auth import token_hash
+from syncledger.server import config as config_module
+from syncledger.server.app import ProvidersError, Server, serve
+from syncledger.server.auth import Provider, ProviderKeys, token_hash
 from syncledger.server.cli import main
+from syncledger.server.config import ConfigError, ProviderConfig, from_toml
+from syncledger.server.testing import Harness, test_config
+from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, tcp_client
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
+
+DEFAULT_TOKEN = "default-provider-token"
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -164,3 +178,332 @@ def test_the_provider_commands_on_postgresql(pg_url, capsys):
     code, out, _ = cli(capsys, "provider", "list", "--db", pg_url, "--format", "json")
     assert code == 0 and [p["name"] for p in json.loads(out)] == ["default", "evo", "evo2"]
     assert cli(capsys, "provider", "rotate", "--db", pg_url, "--name", "nope")[0] == 1
+
+
+# ---- the config file
+
+
+def test_config_file_providers(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "c.toml"
+    path.write_text('tcp-port = 7400\n[providers.evo]\ntoken_env = "EVO_TOKEN"\nsettlement = "mixed"\n'
+                    'currencies = "EUR,USD"\npromo = true\n[providers.pragma]\ntoken_env = "PRAGMA_TOKEN"\n'
+                    'currencies = ["EUR"]\n')
+    assert from_toml(str(path))["providers"] == (
+        ProviderConfig("evo", "EVO_TOKEN", "mixed", ("EUR", "USD"), True),
+        ProviderConfig("pragma", "PRAGMA_TOKEN", "gamewise", ("EUR",), False))
+    monkeypatch.setenv("EVO_TOKEN", "evo-secret")
+    monkeypatch.delenv("PRAGMA_TOKEN", raising=False)
+    code, out, _ = cli(capsys, "config", "show", "--config", str(path))
+    assert code == 0 and "evo-secret" not in out
+    assert '[providers.evo]\ntoken_env = "EVO_TOKEN"  # set (hidden)\nsettlement = "mixed"\ncurrencies = "EUR,USD"' \
+           '\npromo = true' in out
+    assert 'token_env = "PRAGMA_TOKEN"  # not set' in out
+
+
+@pytest.mark.parametrize("table, wants", [
+    ('[providers.Evo]\ntoken_env = "T"', "[providers.Evo]: a provider's name"),
+    ('[providers.evo]\nsettlement = "mixed"', "token_env names the environment variable"),
+    ('[providers.evo]\ntoken_env = "T"\nsettlement = "roundwise"', "settlement = roundwise: one of gamewise, mixed"),
+    ('[providers.evo]\ntoken_env = "T"\ncurrencies = "EURO"', "currencies = EURO: a three-letter"),
+    ('[providers.evo]\ntoken_env = "T"\npromo = 1', "promo = 1: wants true or false"),
+    ('[providers.evo]\ntoken_env = 5', "token_env = 5: wants a string"),
+    ('[providers.evo]\ntoken_env = "T"\ntoken = "in the file"', "unknown key token"),
+    ('providers = 5', "providers wants tables"),
+    ('[providers]\nevo = 5', "[providers.evo] wants a table"),
+])
+def test_a_bad_config_file_provider_is_one_line(tmp_path, capsys, table, wants):
+    path = tmp_path / "c.toml"
+    path.write_text(table + "\n")
+    with pytest.raises(ConfigError) as e:
+        from_toml(str(path))
+    assert wants in str(e.value) and "\n" not in str(e.value)
+    code, out, err = cli(capsys, "config", "show", "--config", str(path))
+    assert (code, out, err.count("\n")) == (2, "", 1) and wants in err
+
+
+def test_serve_refuses_a_config_provider_that_is_also_in_the_table_or_has_no_token(tmp_path, capsys, monkeypatch):
+    db = str(tmp_path / "l.db")
+    add(capsys, db, "evo")
+    path = tmp_path / "c.toml"
+    flags = ["--db", db, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0", "--admin-port", "-1",
+             "--writer", "thread"]
+    for name, wants in (("evo", "provider evo is in the config file and in the ledger's providers table"),
+                        ("default", "provider default is in the config file and in the ledger's providers table"),
+                        ("pragma", "its token_env PRAGMA_TOKEN is not set")):
+        path.write_text(f'[providers.{name}]\ntoken_env = "PRAGMA_TOKEN"\n')
+        monkeypatch.setenv("PRAGMA_TOKEN", "secret")
+        if name == "pragma":
+            monkeypatch.delenv("PRAGMA_TOKEN")
+        code, out, err = cli(capsys, "serve", "--config", str(path), *flags)
+        assert (code, out) == (2, "") and wants in err and err.count("\n") == 1, err
+
+
+async def test_two_providers_with_one_token_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRAGMA_TOKEN", DEFAULT_TOKEN)
+    config = test_config(db=str(tmp_path / "l.db"), wallet_token=DEFAULT_TOKEN,
+                         providers=(ProviderConfig("pragma", "PRAGMA_TOKEN"),))
+    with pytest.raises(ProvidersError, match="providers default and pragma have the same token"):
+        Server(config)
+
+
+# ---- the map of tokens (pure)
+
+
+def test_provider_keys_name_one_provider_per_token():
+    now = [0.0]
+    keys = ProviderKeys({"default": "env-token", "cfg": "cfg-token"}, {"cfg": Provider("cfg", "mixed")},
+                        lambda: now[0])
+    keys.load([("default", None, "mixed", "EUR", 0, 0), ("evo", token_hash("evo-token"), "gamewise", "", 1, 0),
+               ("gone", token_hash("gone-token"), "gamewise", "", 0, 123)])
+    assert keys.find([b"env-token"]) == Provider("default", "mixed", frozenset({"EUR"}), False)
+    assert keys.find([b"evo-token"]) == Provider("evo", "gamewise", frozenset(), True)
+    assert keys.find([b"cfg-token"]) == Provider("cfg", "mixed")
+    assert keys.find([b"gone-token"]) is None and keys.find([]) is None and keys.find([b"x", b""]) is None
+    assert keys.find([b"gateway-bearer", b"evo-token"]).name == "evo"  # any token that matches
+    assert keys.find([b"evo-token", b"evo-token"]).name == "evo"
+    assert keys.find([b"evo-token", b"cfg-token"]) is None  # two providers: neither
+    keys.load([("default", None, "gamewise", "", 0, 99)])  # the default provider removed: its env token too
+    assert keys.find([b"env-token"]) is None and keys.find([b"cfg-token"]).name == "cfg"
+    woken = []
+    keys.wake = lambda: woken.append(True)
+    keys.find([b"unknown"])
+    assert woken == [True]
+    assert Provider("p", currencies=frozenset({"EUR"})).takes("EUR") and not Provider(
+        "p", currencies=frozenset({"EUR"})).takes("USD")
+    assert Provider("p").takes("USD") and Provider("p", currencies=frozenset({"EUR"})).takes(None)
+
+
+# ---- the wallet, one provider a call
+
+
+def spy(srv) -> list:
+    """Every WalletCall the wallet makes from now on."""
+    made: list = []
+    run = srv.wallet._run
+
+    async def recorded(call):
+        made.append(call)
+        return await run(call)
+    srv.wallet._run = recorded
+    return made
+
+
+def store_provider(srv, name: str, token: str | None, settlement: str = "gamewise", currencies: str = "",
+                   promo: int = 0) -> None:
+    """A provider in an in-memory server's table (what `provider add` does to a file), read at once."""
+    srv.store.db.execute("INSERT INTO providers VALUES (?, ?, ?, ?, ?, 1, 0) ON CONFLICT (name) DO UPDATE SET "
+                         "token_hash = excluded.token_hash, settlement = excluded.settlement, "
+                         "currencies = excluded.currencies, promo = excluded.promo",
+                         (name, token_hash(token) if token else None, settlement, currencies, promo))
+    srv.reload_providers()
+
+
+async def player(h: Harness, balance: int = 100, currency: str = "EUR") -> tuple[int, str]:
+    """An account with ``balance`` and a game session: (login, sid)."""
+    async with h.client() as c:
+        login = await add_account(c, currency=currency)
+        if balance:
+            assert (await c.call("BalanceIn", {"login": login, "amount": balance})).ok
+        sid = (await c.call("OpenGameSession", {"login": login})).data["sid"]
+    return login, sid
+
+
+def move(login: int, sid: str | None, txid: str, amount=None, ref_id: str | None = None, game: dict | None = None,
+         currency: str = "EUR", uuid: str = "u") -> dict:
+    tx = {"id": txid, **({"amount": amount} if amount is not None else {}), **({"refId": ref_id} if ref_id else {})}
+    body = {"sid": sid, "userId": str(login), "currency": currency, "transaction": tx, "uuid": uuid}
+    if game is not None:
+        body["game"] = game
+    return body
+
+
+async def test_each_call_is_made_in_its_providers_name(mem_server):
+    srv, h = mem_server, Harness(mem_server)
+    store_provider(srv, "evo", "evo-token", "mixed")
+    made = spy(srv)
+    login, sid = await player(h)
+    game = {"id": "r1", "type": "blackjack", "session": "table-4"}
+    assert (await h.wallet("debit", move(login, sid, "D1", 5, game=game), "evo-token"))["status"] == "OK"
+    assert (await h.wallet("debit", move(login, sid, "D2", 5, game={"id": "r2"})))["status"] == "OK"
+    assert (await h.wallet("balance", {"sid": sid, "userId": str(login), "currency": "EUR"}, "evo-token")
+            )["status"] == "OK"
+    assert [(c.provider, c.settlement, c.game_type, c.game_session) for c in made] == [
+        ("evo", "mixed", "blackjack", "table-4"), ("default", "gamewise", None, None),
+        ("evo", "mixed", None, None)]
+    assert (await h.wallet("debit", move(login, sid, "D3", 5), "nobody's"))["status"] == "INVALID_TOKEN_ID"
+    assert len(made) == 3
+    value = srv.metrics.registry.get_sample_value
+    assert value("syncledger_wallet_answers_total", {"action": "debit", "status": "OK", "provider": "evo"}) == 1
+    assert value("syncledger_wallet_answers_total", {"action": "debit", "status": "OK", "provider": "default"}) == 1
+    assert value("syncledger_wallet_answers_total", {"action": "debit", "status": "INVALID_TOKEN_ID",
+                                                     "provider": ""}) == 1
+
+
+async def test_a_currency_the_provider_may_not_use_is_refused_and_writes_nothing(mem_server):
+    srv, h = mem_server, Harness(mem_server)
+    store_provider(srv, "usd-only", "usd-token", currencies="USD")
+    store_provider(srv, "both", "both-token", currencies="EUR,USD")
+    login, sid = await player(h)
+    before = await event_count(srv)
+    for action, body in (("debit", move(login, sid, "D1", 5)), ("credit", move(login, sid, "C1", 5, "D1")),
+                         ("balance", {"sid": sid, "userId": str(login), "currency": "EUR", "uuid": "u"})):
+        reply = await h.wallet(action, body, "usd-token")
+        assert reply == {"status": "INVALID_PARAMETER", "uuid": "u"}, (action, reply)
+    assert await event_count(srv) == before
+    assert (await h.wallet("check", {"sid": sid, "userId": str(login)}, "usd-token"))["status"] == "OK"  # no currency
+    assert (await h.wallet("debit", move(login, sid, "D1", 5), "both-token"))["status"] == "OK"
+    assert await event_count(srv) == before + 1
+    await assert_ledger_ok(srv)
+
+
+async def test_syncledger_wallet_token_is_still_the_default_provider(nursery, monkeypatch):
+    monkeypatch.setenv("SYNCLEDGER_WALLET_TOKEN", "from-the-environment")
+    srv = await nursery.start(serve, test_config(wallet_token=None))
+    h = Harness(srv)
+    made = spy(srv)
+    login, sid = await player(h)
+    body = {"sid": sid, "userId": str(login), "currency": "EUR"}
+    assert (await h.wallet("balance", body, "from-the-environment"))["status"] == "OK"
+    assert (await h.wallet("balance", body, "syncledger-test-wallet-token"))["status"] == "INVALID_TOKEN_ID"
+    # `provider rotate --name default` gives it a stored token beside it; `provider set` its settings
+    store_provider(srv, "default", "stored-default", "mixed", "EUR")
+    assert (await h.wallet("balance", body, "stored-default"))["status"] == "OK"
+    assert (await h.wallet("balance", body, "from-the-environment"))["status"] == "OK"
+    assert [(c.provider, c.settlement) for c in made] == [("default", "gamewise"), ("default", "mixed"),
+                                                          ("default", "mixed")]
+
+
+async def test_without_a_token_every_call_is_refused(nursery, monkeypatch):
+    monkeypatch.delenv("SYNCLEDGER_WALLET_TOKEN", raising=False)
+    srv = await nursery.start(serve, test_config(wallet_token=None))
+    h = Harness(srv)
+    login, sid = await player(h)
+    for token in ("", "anything", None):
+        assert (await h.wallet("balance", {"sid": sid, "userId": str(login), "currency": "EUR"}, token)
+                )["status"] == "INVALID_TOKEN_ID"
+
+
+# ---- a change on a running server: within a second, no restart
+
+
+async def until(predicate, within: float = 1.0, step: float = 0.02) -> float:
+    """Seconds (on Trio's clock) until ``await predicate()`` holds; fails after ``within``."""
+    start = trio.current_time()
+    while not await predicate():
+        assert trio.current_time() - start < within, f"not within {within} s"
+        await trio.sleep(step)
+    return trio.current_time() - start
+
+
+async def test_providers_added_rotated_set_and_removed_on_a_running_server(nursery, tmp_path, capsys):
+    """Real clock, real sockets, the CLI on the ledger file the server holds."""
+    db = str(tmp_path / "l.db")
+    srv = await nursery.start(serve, make_config(db=db, wallet_token=DEFAULT_TOKEN))
+    async with tcp_client(srv) as c:
+        login = await add_account(c)
+        sid = (await c.call("OpenGameSession", {"login": login})).data["sid"]
+    url = f"http://127.0.0.1:{srv.ports.wallet}/v1/balance"
+    body = orjson.dumps({"sid": sid, "userId": str(login), "currency": "EUR", "uuid": "u"})
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        async def status(token: str) -> str:
+            return (await http.post(url, params={"authToken": token}, content=body)).json()["status"]
+
+        token = add(capsys, db, "late")
+        async def taken() -> bool:
+            return await status(token) == "OK"
+        await until(taken)
+        code, out, _ = cli(capsys, "provider", "rotate", "--db", db, "--name", "late")
+        new = out.strip()
+        async def old_refused() -> bool:
+            return await status(token) == "INVALID_TOKEN_ID"
+        await until(old_refused)
+        assert await status(new) == "OK"
+        assert cli(capsys, "provider", "set", "--db", db, "--name", "late", "--currency", "USD")[0] == 0
+        async def currency_refused() -> bool:
+            return await status(new) == "INVALID_PARAMETER"
+        await until(currency_refused)
+        assert cli(capsys, "provider", "remove", "--db", db, "--name", "late")[0] == 0
+        async def removed() -> bool:
+            return await status(new) == "INVALID_TOKEN_ID"
+        await until(removed)
+        assert await status(DEFAULT_TOKEN) == "OK"
+    await assert_ledger_ok(srv)
+
+
+async def test_a_removed_provider_is_refused_within_a_second_of_mock_time(autojump_clock, nursery, tmp_path, capsys):
+    """The map of tokens is read again every half second (Trio's clock), and at once after an unknown token."""
+    db = str(tmp_path / "l.db")
+    token = add(capsys, db, "evo")
+    srv = await nursery.start(serve, test_config(db=db))
+    h = Harness(srv)
+    login, sid = await player(h)
+    body = {"sid": sid, "userId": str(login), "currency": "EUR"}
+
+    async def status(t: str) -> str:
+        return (await h.wallet("balance", body, t))["status"]
+    assert await status(token) == "OK"
+    assert cli(capsys, "provider", "remove", "--db", db, "--name", "evo")[0] == 0
+
+    async def refused() -> bool:
+        return await status(token) == "INVALID_TOKEN_ID"
+    assert await until(refused) <= 0.55  # the next read, half a second at most
+    back = add(capsys, db, "evo")  # a new token, unknown to the map: its first call wakes a read
+
+    async def taken() -> bool:
+        return await status(back) == "OK"
+    assert await until(taken) <= 0.3
+    await trio.sleep(600)  # ten minutes of quiet: the map is read again, and still right
+    assert await status(back) == "OK" and await status(token) == "INVALID_TOKEN_ID"
+
+
+# ---- end to end: several providers on one running server, real sockets
+
+
+async def test_providers_with_their_own_tokens_on_one_server_each_get_their_own(nursery, tmp_path, capsys,
+                                                                                monkeypatch):
+    """A provider from the table (mixed, EUR), one from the config file and the default one, each with its own
+    token, send the same transaction.id and game.id: each call is made in its own provider's name, recorded
+    under it, and each gets its own debit."""
+    db = str(tmp_path / "l.db")
+    evo = add(capsys, db, "evo", "--settlement", "mixed", "--currency", "EUR", "--promo")
+    monkeypatch.setenv("PRAGMA_TOKEN", "pragma-secret")
+    srv = await nursery.start(serve, make_config(db=db, wallet_token=DEFAULT_TOKEN, providers=(
+        ProviderConfig("pragma", "PRAGMA_TOKEN", currencies=("EUR", "USD")),)))
+    made = spy(srv)
+    async with tcp_client(srv) as c:
+        login = await add_account(c)
+        assert (await c.call("BalanceIn", {"login": login, "amount": 100})).ok
+        sid = (await c.call("OpenGameSession", {"login": login})).data["sid"]
+    base = f"http://127.0.0.1:{srv.ports.wallet}/v1"
+    game = {"id": "12345", "type": "roulette", "session": "t-1"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        async def post(action: str, body: dict, token: str, bearer: str | None = None) -> dict:
+            headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+            r = await http.post(f"{base}/{action}", params={"authToken": token}, headers=headers,
+                                content=orjson.dumps(body))
+            return json.loads(r.content, parse_float=Decimal)
+        for token in (evo, "pragma-secret", DEFAULT_TOKEN):
+            reply = await post("debit", move(login, sid, "1001", 10, game=game), token, bearer="gateway-own")
+            assert reply["status"] == "OK", reply
+        assert reply["balance"] == 70
+        assert (await post("debit", move(login, sid, "1003", 1), "no-one's"))["status"] == "INVALID_TOKEN_ID"
+        # each credit settles its own provider's debit 1001, whatever the others did with theirs
+        for token, balance in (("pragma-secret", "75"), (evo, "80")):
+            reply = await post("credit", move(login, sid, "C1", 5, "1001", game=game), token)
+            assert (reply["status"], reply["balance"]) == ("OK", Decimal(balance))
+        async with tcp_client(srv) as c:
+            trades = (await c.call("GetTrades", {"login": login})).data["trades"]
+        assert sorted(t.get("provider", "-") for t in trades) == ["-", "default", "evo", "evo", "pragma", "pragma"]
+    assert [(c.provider, c.settlement, c.game_type, c.game_session) for c in made] == [
+        ("evo", "mixed", "roulette", "t-1"), ("pragma", "gamewise", "roulette", "t-1"),
+        ("default", "gamewise", "roulette", "t-1"), ("pragma", "gamewise", "roulette", "t-1"),
+        ("evo", "mixed", "roulette", "t-1")]
+
+    def recorded(conn) -> list[tuple]:
+        return sorted(conn.execute("SELECT provider, kind, txid, game_id, game_type, game_session FROM wallet_tx "
+                                   "WHERE kind = 'debit'").fetchall())
+    assert await srv.read(recorded) == [("default", "debit", "1001", "12345", "roulette", "t-1"),
+                                        ("evo", "debit", "1001", "12345", "roulette", "t-1"),
+                                        ("pragma", "debit", "1001", "12345", "roulette", "t-1")]
+    await assert_ledger_ok(srv)

@@ -1,7 +1,7 @@
 """Game providers (issue 23), the server's side: ``syncledger provider add|list|rotate|remove|set`` on SQLite and
 PostgreSQL, providers declared in the config file, each wallet call authenticated to one provider (its token, its
-settlement mode, its currencies), a change taking effect within a second on a running server, and the answers
-counted per provider."""
+settlement mode, its currencies, whether it may send promo_payout), a change taking effect within a second on a
+running server, ``POST /v1/promo_payout``, and the answers counted per provider."""
 
 from __future__ import annotations
 
@@ -317,6 +317,17 @@ def move(login: int, sid: str | None, txid: str, amount=None, ref_id: str | None
     return body
 
 
+def promo(login: int, txid: str, amount, kind: str = "JackpotWin", sid: str | None = None, game: dict | None = None,
+          uuid: str = "p", currency: str = "EUR", **extra) -> dict:
+    body = {"userId": str(login), "currency": currency, "uuid": uuid,
+            "promoTransaction": {"type": kind, "id": txid, "amount": amount, **extra}}
+    if sid is not None:
+        body["sid"] = sid
+    if game is not None:
+        body["game"] = game
+    return body
+
+
 async def test_each_call_is_made_in_its_providers_name(mem_server):
     srv, h = mem_server, Harness(mem_server)
     store_provider(srv, "evo", "evo-token", "mixed")
@@ -457,6 +468,88 @@ async def test_a_removed_provider_is_refused_within_a_second_of_mock_time(autoju
     assert await status(back) == "OK" and await status(token) == "INVALID_TOKEN_ID"
 
 
+# ---- promo_payout
+
+
+async def test_promo_payout_is_refused_for_a_provider_not_allowed_to_send_it(mem_server):
+    srv, h = mem_server, Harness(mem_server)
+    store_provider(srv, "evo", "evo-token")  # promo 0
+    login, _ = await player(h)
+    before = await event_count(srv)
+    for token in ("evo-token", "syncledger-test-wallet-token"):  # (the default provider may not either)
+        reply = await h.wallet("promo_payout", promo(login, "P1", 5, uuid="p1"), token)
+        assert reply == {"status": "FINAL_ERROR_ACTION_FAILED", "uuid": "p1"}
+    assert await event_count(srv) == before
+    store_provider(srv, "evo", "evo-token", promo=1)  # `provider set --name evo --promo`
+    reply = await h.wallet("promo_payout", promo(login, "P1", 5, uuid="p1"), "evo-token")
+    assert (reply["status"], reply["balance"], reply["uuid"]) == ("OK", 105, "p1")
+    assert await event_count(srv) == before + 1
+
+
+async def test_promo_payout_exact_idempotent_and_retransmitted(mem_server):
+    srv, h = mem_server, Harness(mem_server)
+    store_provider(srv, "evo", "evo-token", promo=1)
+    login, sid = await player(h)
+    before = await event_count(srv)
+
+    async def pay(body: dict) -> dict:
+        return await h.wallet("promo_payout", body, "evo-token")
+    first = await pay(promo(login, "P1", "12.345678", "FreeRoundPlayableSpent", game={"id": "g9", "type": "slots"},
+                            voucherId="v-1", remainingRounds=0))
+    assert first == {"status": "OK", "balance": Decimal("112.345678"), "bonus": 0, "uuid": "p"}
+    again = await pay(promo(login, "P1", Decimal("12.345678"), "FreeRoundPlayableSpent", game={"id": "g9"},
+                            uuid="p-again"))
+    assert again == {"status": "OK", "balance": Decimal("112.345678"), "bonus": 0, "uuid": "p-again",
+                     "retransmission": True}
+    changed = await pay(promo(login, "P1", "12.345679", "FreeRoundPlayableSpent", game={"id": "g9"}))
+    assert changed["status"] == "INVALID_PARAMETER"
+    assert await event_count(srv) == before + 1
+    # the sid may be expired, empty, null or missing; 0 is an amount; no game at all is fine
+    for n, (sid_given, amount) in enumerate(((None, 0), ("", 1), ("expired-or-unknown", "0.000001"), (sid, 2))):
+        body = promo(login, f"Q{n}", amount, "JackpotWin", sid=sid_given)
+        reply = await pay(body)
+        assert reply["status"] == "OK", (n, reply)
+    assert (await pay({**promo(login, "Q9", 1), "sid": None}))["status"] == "OK"
+    assert await h.wallet("balance", {"sid": sid, "userId": str(login), "currency": "EUR"}, "evo-token") == {
+        "status": "OK", "balance": Decimal("116.345679"), "bonus": 0, "uuid": None}
+    await assert_ledger_ok(srv)
+
+
+@pytest.mark.parametrize("body", [
+    {"promoTransaction": {"type": "JackpotWin", "id": "X", "amount": -1}},
+    {"promoTransaction": {"type": "JackpotWin", "id": "X", "amount": "1.0000001"}},
+    {"promoTransaction": {"type": "JackpotWin", "id": "X", "amount": "NaN"}},
+    {"promoTransaction": {"type": "JackpotWin", "id": "X"}},
+    {"promoTransaction": {"type": "", "id": "X", "amount": 1}},
+    {"promoTransaction": {"id": "X", "amount": 1}},
+    {"promoTransaction": {"type": "JackpotWin", "id": "", "amount": 1}},
+    {"promoTransaction": None}, {"promoTransaction": "X"}, {"promoTransaction": ...}, {"userId": ...},
+    {"currency": ...}, {"currency": "EURO"}, {"currency": "USD"}, {"userId": "01000"}, {"game": {"id": 5}},
+])
+async def test_a_bad_promo_payout_is_invalid_parameter_and_writes_nothing(mem_server, body):
+    srv, h = mem_server, Harness(mem_server)
+    store_provider(srv, "evo", "evo-token", promo=1)
+    login, _ = await player(h)
+    before = await event_count(srv)
+    request = {"userId": str(login), "currency": "EUR", "uuid": "bad",
+               "promoTransaction": {"type": "JackpotWin", "id": "X", "amount": 1}}
+    request.update(body)
+    request = {k: v for k, v in request.items() if v is not ...}  # (...: left out)
+    reply = await h.wallet("promo_payout", request, "evo-token")
+    assert reply["status"] == "INVALID_PARAMETER" and reply["uuid"] == "bad"
+    assert await event_count(srv) == before
+
+
+async def test_a_promo_payout_id_that_names_a_debit_is_invalid_parameter(mem_server):
+    srv, h = mem_server, Harness(mem_server)
+    store_provider(srv, "evo", "evo-token", promo=1)
+    login, sid = await player(h)
+    assert (await h.wallet("debit", move(login, sid, "T1", 5, game={"id": "g"}), "evo-token"))["status"] == "OK"
+    before = await event_count(srv)
+    assert (await h.wallet("promo_payout", promo(login, "T1", 5), "evo-token"))["status"] == "INVALID_PARAMETER"
+    assert await event_count(srv) == before
+
+
 # ---- end to end: several providers on one running server, real sockets
 
 
@@ -464,7 +557,7 @@ async def test_providers_with_their_own_tokens_on_one_server_each_get_their_own(
                                                                                 monkeypatch):
     """A provider from the table (mixed, EUR), one from the config file and the default one, each with its own
     token, send the same transaction.id and game.id: each call is made in its own provider's name, recorded
-    under it, and each gets its own debit."""
+    under it, and each gets its own debit; promo_payout for the one allowed to send it."""
     db = str(tmp_path / "l.db")
     evo = add(capsys, db, "evo", "--settlement", "mixed", "--currency", "EUR", "--promo")
     monkeypatch.setenv("PRAGMA_TOKEN", "pragma-secret")
@@ -487,23 +580,32 @@ async def test_providers_with_their_own_tokens_on_one_server_each_get_their_own(
             reply = await post("debit", move(login, sid, "1001", 10, game=game), token, bearer="gateway-own")
             assert reply["status"] == "OK", reply
         assert reply["balance"] == 70
+        promo_reply = await post("promo_payout", promo(login, "P1", "0.5"), evo)
+        assert (promo_reply["status"], promo_reply["balance"]) == ("OK", Decimal("70.5"))
+        own_debit = await post("promo_payout", promo(login, "1001", "0.5"), evo)  # its own debit's id
+        assert own_debit["status"] == "INVALID_PARAMETER"
+        refused = await post("promo_payout", promo(login, "1002", 1), "pragma-secret")
+        assert refused["status"] == "FINAL_ERROR_ACTION_FAILED"
         assert (await post("debit", move(login, sid, "1003", 1), "no-one's"))["status"] == "INVALID_TOKEN_ID"
         # each credit settles its own provider's debit 1001, whatever the others did with theirs
-        for token, balance in (("pragma-secret", "75"), (evo, "80")):
+        for token, balance in (("pragma-secret", "75.5"), (evo, "80.5")):
             reply = await post("credit", move(login, sid, "C1", 5, "1001", game=game), token)
             assert (reply["status"], reply["balance"]) == ("OK", Decimal(balance))
         async with tcp_client(srv) as c:
             trades = (await c.call("GetTrades", {"login": login})).data["trades"]
-        assert sorted(t.get("provider", "-") for t in trades) == ["-", "default", "evo", "evo", "pragma", "pragma"]
+        assert sorted(t.get("provider", "-") for t in trades) == ["-", "default", "evo", "evo", "evo", "pragma",
+                                                                  "pragma"]
     assert [(c.provider, c.settlement, c.game_type, c.game_session) for c in made] == [
         ("evo", "mixed", "roulette", "t-1"), ("pragma", "gamewise", "roulette", "t-1"),
-        ("default", "gamewise", "roulette", "t-1"), ("pragma", "gamewise", "roulette", "t-1"),
-        ("evo", "mixed", "roulette", "t-1")]
+        ("default", "gamewise", "roulette", "t-1"), ("evo", "mixed", None, None), ("evo", "mixed", None, None),
+        ("pragma", "gamewise", "roulette", "t-1"), ("evo", "mixed", "roulette", "t-1")]
+    assert made[3].action == "promo_payout" and made[3].promo_type == "JackpotWin"
 
     def recorded(conn) -> list[tuple]:
         return sorted(conn.execute("SELECT provider, kind, txid, game_id, game_type, game_session FROM wallet_tx "
-                                   "WHERE kind = 'debit'").fetchall())
+                                   "WHERE kind IN ('debit', 'promo')").fetchall())
     assert await srv.read(recorded) == [("default", "debit", "1001", "12345", "roulette", "t-1"),
                                         ("evo", "debit", "1001", "12345", "roulette", "t-1"),
+                                        ("evo", "promo", "P1", None, None, None),
                                         ("pragma", "debit", "1001", "12345", "roulette", "t-1")]
     await assert_ledger_ok(srv)

@@ -1,7 +1,7 @@
 """The game-wallet API (served by server.http): POST /v1/check, /v1/balance, /v1/debit, /v1/credit,
-/v1/cancel (and /v1/sid in test environments). Every business outcome is HTTP 200 with a status
+/v1/cancel, /v1/promo_payout (and /v1/sid in test environments). Every business outcome is HTTP 200 with a status
 string. Each call is authenticated to one provider by its token (``ProviderKeys``) and made in that provider's
-name: its ids are its own, and its settlement mode and currencies apply."""
+name: its ids are its own, and its settlement mode, currencies and promo_payout permission apply."""
 
 from __future__ import annotations
 
@@ -21,15 +21,18 @@ from ..core.mainloop import ShuttingDown
 from ..http import Response
 from ..wire import decode_json, invalid_value
 from ..auth import Provider
-from .models import WalletMove, WalletSession, WalletUser
+from .models import WalletMove, WalletPromo, WalletSession, WalletUser
 
 if TYPE_CHECKING:
     from ..services import Services
 
 log = logging.getLogger("syncledger.wallet")
-ACTIONS = ("check", "balance", "debit", "credit", "cancel")
+ACTIONS = ("check", "balance", "debit", "credit", "cancel", "promo_payout")
 TEST_ACTIONS = ("sid",)  # only with serve --wallet-test-endpoints
 INVALID_TOKEN_ID, TEMPORARY_ERROR, UNKNOWN_ERROR = "INVALID_TOKEN_ID", "TEMPORARY_ERROR", "UNKNOWN_ERROR"
+# A promo_payout from a provider not allowed to send one: a final error (the provider does not retry it; see the
+# README, "promo_payout"), not INVALID_PARAMETER (the request is well formed) nor INVALID_TOKEN_ID (its token is).
+PROMO_REFUSED = w.FINAL_ERROR_ACTION_FAILED
 
 
 # What a call that met a round already settled did (else: what it was answered).
@@ -57,7 +60,9 @@ def wallet_call(action: str, obj: dict, now: int, ttl: int, provider: Provider =
     """Validate a provider request into a ledger command, in ``provider``'s name (pure; raises _Invalid)."""
     scope = {"provider": provider.name, "settlement": provider.settlement}
     try:
-        req = (WalletSession if action in ("check", "balance") else WalletMove).model_validate(obj)
+        model = WalletSession if action in ("check", "balance") else WalletPromo if action == "promo_payout" else \
+            WalletMove
+        req = model.model_validate(obj)
     except ValidationError:
         raise _Invalid() from None
     if not provider.takes(req.currency):
@@ -67,6 +72,12 @@ def wallet_call(action: str, obj: dict, now: int, ttl: int, provider: Provider =
     game = req.game
     game_id = game.id if game else None
     scope.update(game_type=(game.type or None) if game else None, game_session=(game.session or None) if game else None)
+    if action == "promo_payout":
+        promo = req.promoTransaction
+        payload = orjson.dumps(["promo_payout", req.userId, req.currency, game_id, promo.type, promo.id, None,
+                                promo.amount]).decode()
+        return w.WalletCall(action, req.userId, now, ttl, sid=req.sid, currency=req.currency, txid=promo.id,
+                            game_id=game_id, amount=promo.amount, payload=payload, promo_type=promo.type, **scope)
     tx = req.transaction
     if (action == "debit" and not tx.amount) or (action == "credit" and (tx.refId is None or tx.amount is None)):
         raise _Invalid()  # a debit needs an amount above 0; a credit its refId and an amount (0: a loss)
@@ -150,6 +161,8 @@ class WalletApp:
             uuid = obj.get("uuid")
             if action == "sid":
                 return await self._new_sid(obj, uuid, name)
+            if action == "promo_payout" and not provider.promo:
+                return self._render(action, PROMO_REFUSED, name, uuid)
             call = wallet_call(action, obj, self.s.now(), self.s.config.game_session_ttl, provider)
         except _Invalid:
             return self._render(action, w.INVALID_PARAMETER, name, uuid)

@@ -454,10 +454,11 @@ def parser() -> argparse.ArgumentParser:
                               ).add_subparsers(dest="action", required=True)
     name = {"type": _typed(provider_name), "required": True, "metavar": "NAME",
             "help": "1 to 32 of a-z, 0-9, _ and -, starting with a letter or digit"}
-    settlement = {"choices": SETTLEMENTS, "help": "gamewise: one credit settles its round (default); mixed: each "
-                                                  "credit or cancel settles the debit its refId names"}
+    settlement = {"choices": SETTLEMENTS, "help": "gamewise: one credit settles its round (a new provider's "
+                                                  "default); mixed: each credit or cancel settles the debit its "
+                                                  "refId names"}
     currency = {"type": _typed(currencies), "metavar": "CODES",
-                "help": "the currencies it may use, e.g. EUR,USD ('': any, the default)"}
+                "help": "the currencies it may use, e.g. EUR,USD ('': any, a new provider's default)"}
     padd = provider.add_parser("add", help="store a provider; prints its token once")
     _db_option(padd)
     padd.add_argument("--name", **name)

@@ -22,12 +22,11 @@ import trio
 from syncledger.server.admin import app as observe
 from syncledger.server.ops import managers
 from syncledger.ledger import reads
-from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER, SESSION_USER, LoginThrottle
 from syncledger.server.admin.history import History
 from syncledger.server.metrics import Metrics
 from syncledger.server.testing import faults_of
-from tests.conftest import add_account, admin_token, make_config, tcp_client
+from tests.conftest import add_account, admin_token, tcp_client
 
 PASSWORD = "correct horse battery staple"
 CHROMIUM = shutil.which("chromium")
@@ -101,8 +100,8 @@ async def test_a_page_of_another_site_gets_nothing(server):
         assert r.status_code == 200
 
 
-async def test_names_the_listener_is_reached_by_can_be_configured(nursery, tmp_path):
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "n.db"), admin_names=("ledger.example",)))
+async def test_names_the_listener_is_reached_by_can_be_configured(start_server):
+    srv = await start_server(admin_names=("ledger.example",))
     async with http(srv) as h:
         for host in ("ledger.example", "ledger.example:8443", f"LEDGER.example:{srv.ports.admin}"):
             assert (await h.get("/healthz", headers={"host": host})).status_code == 200, host

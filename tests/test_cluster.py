@@ -19,12 +19,11 @@ from syncledger.ledger import store as store_module
 from syncledger.ledger.store import CatchUp, LedgerOpenError
 from syncledger.ledger.wallet import OpenSession
 from syncledger.server.core import lockfile
-from syncledger.server.app import serve
 from syncledger.server.core.tail import Tail, parse_note
 from syncledger.server.auth import SESSION_MANAGER, Tokens
 from syncledger.server.client import ConnectionLost, connect
 from syncledger.server.core.lockfile import LedgerLock, LedgerLocked
-from tests.conftest import add_account, admin_token, make_config, tcp_client
+from tests.conftest import add_account, admin_token, tcp_client
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
 from tests.test_batch_writer import NOW, U, Crash, _command, _generator, _outcome
 
@@ -193,13 +192,13 @@ async def _events(client, n: int) -> list[dict]:
         return [await client.receive_event() for _ in range(n)]
 
 
-async def test_two_servers_on_one_ledger(nursery, pg_url):
+async def test_two_servers_on_one_ledger(start_server, pg_url):
     """Two in-process nodes (one with its writer in a process of its own, one with a thread) on one ledger:
     both take credits at once; a subscriber on each sees every event of both, once, in seq order; a …Sync on A
     is answered by A; a retry of A's request on B replays it; the ledger verifies."""
     Store(pg_url).close()
-    a = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="process"))
-    b = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="thread"))
+    a = await start_server(db=pg_url, cluster=True, writer="process")
+    b = await start_server(db=pg_url, cluster=True, writer="thread")
     async with tcp_client(a, admin_token(a)) as ca, tcp_client(b, admin_token(b)) as cb, \
             tcp_client(a, admin_token(a)) as sub_a, tcp_client(b, admin_token(b)) as sub_b:
         first, second = await add_account(ca), await add_account(cb)
@@ -236,17 +235,17 @@ async def test_two_servers_on_one_ledger(nursery, pg_url):
     await b.shutdown()
 
 
-async def test_a_subscriber_moving_over_names_a_seq_this_node_has_not_published_yet(nursery, pg_url, monkeypatch):
+async def test_a_subscriber_moving_over_names_a_seq_this_node_has_not_published_yet(start_server, pg_url, monkeypatch):
     """A subscriber that saw seq N on node A reconnects to B with from_seq; B's tail has not brought N yet (here
     it brings nothing): B catches up first, then replays, instead of answering FROM_SEQ_AHEAD."""
     Store(pg_url).close()
-    a = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="thread"))
+    a = await start_server(db=pg_url, cluster=True, writer="thread")
 
     async def deaf(self) -> None:
         await trio.sleep_forever()
 
     monkeypatch.setattr(Tail, "run", deaf)  # B hears of A's batches only when it asks
-    b = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="thread"))
+    b = await start_server(db=pg_url, cluster=True, writer="thread")
     async with tcp_client(a, admin_token(a)) as ca, tcp_client(b, admin_token(b)) as sub:
         login = await add_account(ca)
         for amount in (1, 2, 3):
@@ -382,19 +381,19 @@ def test_a_catch_up_too_long_to_hold_is_skipped_not_held(pg_url, monkeypatch):
     assert report.ok, report
 
 
-async def test_a_node_too_far_behind_lets_its_subscribers_replay(nursery, pg_url, monkeypatch):
+async def test_a_node_too_far_behind_lets_its_subscribers_replay(start_server, pg_url, monkeypatch):
     """Node B hears of A's batches only when it asks; A commits more events than B may hold (here 2). When B
     catches up it publishes none of them: its live subscriber is dropped, told to reconnect with from_seq,
     and the replay from the ledger brings every event, in order; B's totals are the ledger's."""
     monkeypatch.setattr(store_module, "CATCH_UP_HELD", 2)
     Store(pg_url).close()
-    a = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="thread"))
+    a = await start_server(db=pg_url, cluster=True, writer="thread")
 
     async def deaf(self) -> None:
         await trio.sleep_forever()
 
     monkeypatch.setattr(Tail, "run", deaf)
-    b = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="thread"))
+    b = await start_server(db=pg_url, cluster=True, writer="thread")
     async with tcp_client(a, admin_token(a)) as ca, tcp_client(b, admin_token(b)) as sub:
         login = await add_account(ca)
         assert (await sub.call("Subscribe", {"chanels": ["trade:event"]})).ok
@@ -413,13 +412,13 @@ async def test_a_node_too_far_behind_lets_its_subscribers_replay(nursery, pg_url
     await b.shutdown()
 
 
-async def test_a_node_is_not_woken_by_its_own_notifications(nursery, pg_url):
+async def test_a_node_is_not_woken_by_its_own_notifications(start_server, pg_url):
     """Each batch tells the other nodes with NOTIFY, signed by its node: a node's tail hears its own batches'
     notifications and leaves them alone (its mainLoop published those events already; a catch-up for each
     would be a spare read per batch), and is woken by the other node's."""
     Store(pg_url).close()
-    a = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="process"))
-    b = await nursery.start(serve, make_config(db=pg_url, cluster=True, writer="thread"))
+    a = await start_server(db=pg_url, cluster=True, writer="process")
+    b = await start_server(db=pg_url, cluster=True, writer="thread")
     async with tcp_client(a, admin_token(a)) as ca, tcp_client(b, admin_token(b)) as cb:
         login = await add_account(ca)
         for amount in range(1, 11):

@@ -25,7 +25,7 @@ def run_cli(*args: str, env: dict | None = None) -> str:
     return subprocess.run([*CLI, *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
 
 
-async def start_server(db: str, env: dict, cluster: bool = False) -> tuple[subprocess.Popen, int, int]:
+async def spawn_server(db: str, env: dict, cluster: bool = False) -> tuple[subprocess.Popen, int, int]:
     proc = subprocess.Popen([*CLI, "serve", "--db", db, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
                              "--admin-port", "0", *(["--cluster"] if cluster else [])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -35,12 +35,12 @@ async def start_server(db: str, env: dict, cluster: bool = False) -> tuple[subpr
     return proc, int(match[1]), int(match[2])
 
 
-async def start_servers(db: str, env: dict, nodes: int) -> list[tuple[subprocess.Popen, int, int]]:
+async def spawn_servers(db: str, env: dict, nodes: int) -> list[tuple[subprocess.Popen, int, int]]:
     """One server, or that many ``serve --cluster`` nodes started at once."""
     servers: list[tuple[subprocess.Popen, int, int]] = []
 
     async def one() -> None:
-        servers.append(await start_server(db, env, nodes > 1))
+        servers.append(await spawn_server(db, env, nodes > 1))
     async with trio.open_nursery() as starting:
         for _ in range(nodes):
             starting.start_soon(one)
@@ -71,7 +71,7 @@ async def test_serve_credit_sync_sigterm_and_verify(backend, ledger_db):
     env = {**os.environ, "SYNCLEDGER_SECRET": "e2e-secret-e2e-secret-e2e-secret-e2e"}
     run_cli("manager", "add", "--db", db, "--login", "7", "--password", "pw-long-enough-1", "--session", "MANAGER", env=env)
     token = run_cli("token", "--db", db, "--login", "7", env=env)
-    servers = await start_servers(db, env, nodes)
+    servers = await spawn_servers(db, env, nodes)
     replies: dict[str, Reply | None] = {}  # extID -> its answer (None: none came before the close)
     try:
         async with AsyncExitStack() as stack:
@@ -130,7 +130,7 @@ async def test_serve_credit_sync_sigterm_and_verify(backend, ledger_db):
     assert not refused & applied, f"answered 503 yet applied: {sorted(refused & applied)[:10]}"
     assert applied <= set(replies)
     # restart: what was acknowledged is there, exactly once; every request retried applies once in all
-    servers = await start_servers(db, env, nodes)
+    servers = await spawn_servers(db, env, nodes)
     try:
         async with AsyncExitStack() as stack:
             clients = [await stack.enter_async_context(connect("127.0.0.1", port, token)) for _, port, _ in servers]

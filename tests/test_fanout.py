@@ -13,15 +13,14 @@ import trio.testing
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 import orjson
 
-from syncledger.server.app import serve
 from syncledger.server.limits import MALLOC_TRIM
-from tests.conftest import add_account, admin_token, assert_ledger_ok, make_config, mem_client, tcp_client
+from tests.conftest import add_account, admin_token, assert_ledger_ok, mem_client, tcp_client
 from tests.pgcluster import (backend, every_backend, ledger_db, mem_db, mem_server, pg_cluster,  # noqa: F401
-                             pg_url, serve_on)
+                             pg_url)
 
 
-async def test_slow_subscriber_is_dropped_others_get_every_event_in_order(nursery, autojump_clock):
-    srv = await nursery.start(serve, make_config(db=":memory:", threaded=False, outbox_size=64))
+async def test_slow_subscriber_is_dropped_others_get_every_event_in_order(start_server, nursery, autojump_clock):
+    srv = await start_server(db=":memory:", threaded=False, outbox_size=64)
     # A dead subscriber: it subscribes, then never reads. Lockstep streams make the server's
     # send_all wait for a receive that never comes, so its buffer fills.
     dead, dead_server_end = trio.testing.lockstep_stream_pair()
@@ -84,8 +83,8 @@ async def test_replay_while_writes_continue_has_no_gap(mem_server, autojump_cloc
     assert seqs == list(range(1, 81))
 
 
-async def test_replay_never_drops_a_client_that_reads(nursery, autojump_clock):
-    srv = await nursery.start(serve, make_config(db=":memory:", threaded=False, outbox_size=64))
+async def test_replay_never_drops_a_client_that_reads(start_server, autojump_clock):
+    srv = await start_server(db=":memory:", threaded=False, outbox_size=64)
     async with mem_client(srv) as c:
         login = await add_account(c)
         for chunk in range(10):
@@ -147,8 +146,8 @@ async def c_ping(server) -> None:
         assert (await c.call("Ping")).ok
 
 
-async def test_websocket_slow_client_is_closed_with_1013(nursery, tmp_path):
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "ws.db"), outbox_size=64))
+async def test_websocket_slow_client_is_closed_with_1013(start_server):
+    srv = await start_server(outbox_size=64)
     async with tcp_client(srv) as c:
         login = await add_account(c)
         url = f"ws://127.0.0.1:{srv.ports.ws}/events?token={admin_token(srv)}"
@@ -207,16 +206,16 @@ async def test_a_websocket_subscriber_resetting_while_events_flow_does_not_stop_
 
 
 @every_backend
-async def test_from_seq_across_a_restart(nursery, backend, ledger_db):
+async def test_from_seq_across_a_restart(start_server, backend, ledger_db):
     db = ledger_db
     async with trio.open_nursery() as first:
-        srv = await serve_on(first, backend, make_config(db=db))
+        srv = await start_server(nursery=first, db=db, backend=backend)
         async with tcp_client(srv) as c:
             login = await add_account(c)
             for i in range(10):
                 await c.call("CreditIn", {"login": login, "amount": i + 1, "comment": "before"})
         first.cancel_scope.cancel()
-    srv = await serve_on(nursery, backend, make_config(db=db))
+    srv = await start_server(db=db, backend=backend)
     async with tcp_client(srv) as c:
         await c.call("CreditIn", {"login": login, "amount": 1, "comment": "after"})
         assert (await c.call("Subscribe", {"chanels": ["trade:event"], "from_seq": 5})).ok
@@ -251,13 +250,12 @@ async def _open_unread_subscribers(srv, count: int, token: str) -> list[trio.Soc
 
 
 @pytest.mark.skipif(MALLOC_TRIM is None, reason="the memory is given back with glibc's malloc_trim")
-async def test_memory_of_subscribers_that_never_read_comes_back_when_they_go(nursery, tmp_path):
+async def test_memory_of_subscribers_that_never_read_comes_back_when_they_go(start_server):
     """200 subscribers replay 2,000 events (~1 MB) without reading while new events flow: each holds what
     its bounds allow; once they have gone, this process's RSS is back near where it started (glibc keeps
     freed memory unless it is asked to give it back, and Python's allocator keeps arenas that a few small
     objects pin: before the fix, 84 MB went to 195 MB and stayed near 190 MB)."""
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "m.db"), max_connect_rate=None,
-                                                 max_subscribers_per_login=200, max_subscribers_per_address=200))
+    srv = await start_server(max_connect_rate=None, max_subscribers_per_login=200, max_subscribers_per_address=200)
     srv.broker.trim.delay = 0.1
     token = admin_token(srv)
     async with tcp_client(srv) as c:
@@ -294,13 +292,13 @@ async def test_memory_of_subscribers_that_never_read_comes_back_when_they_go(nur
 
 # ---- subscribers per manager login and per address
 
-async def test_subscribers_are_capped_per_manager_login_and_per_address(autojump_clock):
+async def test_subscribers_are_capped_per_manager_login_and_per_address(start_server, autojump_clock):
     """Per login, whatever token it holds (a manager can mint many); per address across logins. A refused
     Subscribe is 429 TOO_MANY_SUBSCRIBERS and the connection goes on; a slot is free again when its
     subscriber unsubscribes or closes."""
-    from syncledger.server.testing import Harness, test_config
+    from syncledger.server.testing import Harness
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, test_config(max_subscribers_per_login=2, max_subscribers_per_address=3))
+        srv = await start_server(nursery=nursery, mem=True, max_subscribers_per_login=2, max_subscribers_per_address=3)
         h = Harness(srv)
         one, another_token_of_one, two = h.token_for(1), h.token_for(1, ttl=600), h.token_for(2)
         async with mem_client(srv, one) as a, mem_client(srv, one) as b, \
@@ -328,9 +326,9 @@ async def test_subscribers_are_capped_per_manager_login_and_per_address(autojump
         nursery.cancel_scope.cancel()
 
 
-async def test_websocket_and_tcp_subscribers_share_the_cap(nursery, tmp_path):
+async def test_websocket_and_tcp_subscribers_share_the_cap(start_server):
     from trio_websocket import ConnectionRejected
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "c.db"), max_subscribers_per_login=2))
+    srv = await start_server(max_subscribers_per_login=2)
     url = f"ws://127.0.0.1:{srv.ports.ws}/events?token={admin_token(srv)}"
     async with tcp_client(srv) as c, open_websocket_url(url):
         assert (await c.call("Subscribe", {"chanels": ["trade:event"]})).ok

@@ -14,12 +14,10 @@ import trio
 from syncledger.ledger import Store
 from syncledger.server import auth
 from syncledger.server.ops import managers
-from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_ADMIN, SESSION_DEALER, SESSION_MANAGER
 from syncledger.server.cli import main
 from syncledger.server.client import ConnectionLost, open_client
 from syncledger.server.testing import connect_memory
-from tests.conftest import make_config
 
 
 def mode(path: str) -> int:
@@ -97,12 +95,12 @@ async def _call(srv, token: str) -> tuple[int, str | None]:
     return reply.status, reply.error
 
 
-async def test_tokens_are_revoked_at_once_when_a_manager_changes_or_goes(nursery, tmp_path, autojump_clock):
+async def test_tokens_are_revoked_at_once_when_a_manager_changes_or_goes(start_server, tmp_path, autojump_clock):
     path = str(tmp_path / "l.db")
     store = Store(path)
     managers.add_manager(store.db, 7, "first-password-7", SESSION_ADMIN, 0)
     store.close()
-    srv = await nursery.start(serve, make_config(db=path, threaded=False))
+    srv = await start_server(db=path, threaded=False)
     async with open_client(connect_memory(srv)) as c:
         admin_token = (await c.login(7, "first-password-7")).data["token"]
     assert await _call(srv, admin_token) == (200, None)
@@ -124,13 +122,13 @@ async def test_tokens_are_revoked_at_once_when_a_manager_changes_or_goes(nursery
     db.close()
 
 
-async def test_revocation_survives_a_restart(tmp_path, autojump_clock):
+async def test_revocation_survives_a_restart(start_server, tmp_path, autojump_clock):
     path = str(tmp_path / "l.db")
     store = Store(path)
     managers.add_manager(store.db, 7, "first-password-7", SESSION_MANAGER, 0)
     store.close()
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, make_config(db=path, threaded=False))
+        srv = await start_server(nursery=nursery, db=path, threaded=False)
         token = srv.tokens.issue(7, SESSION_MANAGER, kv=srv.keys.versions[7])[0]
         assert await _call(srv, token) == (200, None)
         nursery.cancel_scope.cancel()
@@ -138,7 +136,7 @@ async def test_revocation_survives_a_restart(tmp_path, autojump_clock):
     managers.remove_manager(store.db, 7)
     store.close()
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, make_config(db=path, threaded=False))
+        srv = await start_server(nursery=nursery, db=path, threaded=False)
         assert await _call(srv, token) == (401, "TOKEN_REVOKED")
         nursery.cancel_scope.cancel()
 
@@ -189,10 +187,10 @@ async def test_failed_logins_are_throttled_and_logged(mem_server, autojump_clock
     assert not any("guess" in r.getMessage() for r in caplog.records)  # never the password
 
 
-async def test_concurrent_logins_from_one_address_cannot_outrun_the_throttle(tmp_path):
+async def test_concurrent_logins_from_one_address_cannot_outrun_the_throttle(start_server):
     """Forty tries at once from one address: only the free five are hashed, the rest wait (429)."""
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, make_config(db=str(tmp_path / "l.db"), threaded=True))
+        srv = await start_server(nursery=nursery, threaded=True)
         from syncledger.server.testing import add_test_manager
         add_test_manager(srv, 1)
         statuses = []
@@ -221,10 +219,10 @@ def test_the_throttle_forgets_and_stays_bounded():
     assert len(t._failures) <= 3
 
 
-async def test_each_listener_has_a_connection_cap_and_refusals_are_logged_once_a_second(nursery, tmp_path,
+async def test_each_listener_has_a_connection_cap_and_refusals_are_logged_once_a_second(start_server,
                                                                                          caplog):
     caplog.set_level("WARNING", logger="syncledger.limits")
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "l.db"), max_connections=3, wallet_token="t"))
+    srv = await start_server(max_connections=3, wallet_token="t")
     for name, port in zip(srv.ports._fields, srv.ports):  # tcp, ws, wallet, admin
         held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]
         await trio.sleep(0.1)
@@ -273,11 +271,12 @@ async def _account_with_trades(srv, n: int) -> int:
     return login
 
 
-async def test_a_client_that_pipelines_reads_without_reading_is_dropped_at_a_byte_cap(autojump_clock, caplog):
+async def test_a_client_that_pipelines_reads_without_reading_is_dropped_at_a_byte_cap(start_server, autojump_clock,
+                                                                                      caplog):
     caplog.set_level("INFO", logger="syncledger")
-    from syncledger.server.testing import Harness, test_config
+    from syncledger.server.testing import Harness
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, test_config(outbox_bytes=1 << 20))
+        srv = await start_server(nursery=nursery, mem=True, outbox_bytes=1 << 20)
         login = await _account_with_trades(srv, 500)  # GetTrades answers ~190 KB
         token = Harness(srv).token
         stream = connect_memory(srv, lockstep=True)  # the server's writes wait for reads that never come
@@ -294,10 +293,10 @@ async def test_a_client_that_pipelines_reads_without_reading_is_dropped_at_a_byt
         nursery.cancel_scope.cancel()
 
 
-async def test_an_answer_over_the_cap_is_refused_with_a_clear_error(autojump_clock):
-    from syncledger.server.testing import Harness, test_config
+async def test_an_answer_over_the_cap_is_refused_with_a_clear_error(start_server, autojump_clock):
+    from syncledger.server.testing import Harness
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, test_config(outbox_bytes=200_000))
+        srv = await start_server(nursery=nursery, mem=True, outbox_bytes=200_000)
         login = await _account_with_trades(srv, 500)
         async with Harness(srv).client() as c:
             big = await c.call("GetTrades", {"login": login})
@@ -306,11 +305,11 @@ async def test_an_answer_over_the_cap_is_refused_with_a_clear_error(autojump_clo
         nursery.cancel_scope.cancel()
 
 
-async def test_a_replaying_subscriber_that_takes_nothing_is_dropped(autojump_clock, caplog):
+async def test_a_replaying_subscriber_that_takes_nothing_is_dropped(start_server, autojump_clock, caplog):
     caplog.set_level("INFO", logger="syncledger")
-    from syncledger.server.testing import Harness, test_config
+    from syncledger.server.testing import Harness
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, test_config(outbox_bytes=100_000, replay_stall=30))
+        srv = await start_server(nursery=nursery, mem=True, outbox_bytes=100_000, replay_stall=30)
         await _account_with_trades(srv, 2000)
         stream = connect_memory(srv, lockstep=True)
         await stream.send_all(_line("Subscribe", {"chanels": ["trade:event"], "from_seq": 0}, Harness(srv).token,
@@ -323,15 +322,15 @@ async def test_a_replaying_subscriber_that_takes_nothing_is_dropped(autojump_clo
         nursery.cancel_scope.cancel()
 
 
-async def test_a_replay_holds_little_memory_for_a_client_that_does_not_read(autojump_clock, monkeypatch):
+async def test_a_replay_holds_little_memory_for_a_client_that_does_not_read(start_server, autojump_clock, monkeypatch):
     """Replayed events wait in the outbox only up to REPLAY_BYTES (and one piece of 100 lines), however large
     the outbox may grow for replies: two hundred stalled replays hold 200 x REPLAY_BYTES (and the rest of the
     page each is at), not 200 x half the outbox."""
     from syncledger.server.core import broker
-    from syncledger.server.testing import Harness, test_config
+    from syncledger.server.testing import Harness
     monkeypatch.setattr(broker, "REPLAY_BYTES", 200_000)
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, test_config(outbox_bytes=16 << 20, replay_stall=30))
+        srv = await start_server(nursery=nursery, mem=True, outbox_bytes=16 << 20, replay_stall=30)
         await _account_with_trades(srv, 2000)
         stream = connect_memory(srv, lockstep=True)
         await stream.send_all(_line("Subscribe", {"chanels": ["trade:event"], "from_seq": 0}, Harness(srv).token,
@@ -342,12 +341,12 @@ async def test_a_replay_holds_little_memory_for_a_client_that_does_not_read(auto
         nursery.cancel_scope.cancel()
 
 
-async def test_a_replay_overtaken_by_new_events_pages_on_and_misses_nothing(autojump_clock, monkeypatch):
+async def test_a_replay_overtaken_by_new_events_pages_on_and_misses_nothing(start_server, autojump_clock, monkeypatch):
     from syncledger.server.core import broker
-    from syncledger.server.testing import Harness, test_config
+    from syncledger.server.testing import Harness
     monkeypatch.setattr(broker, "REPLAY_PAGE", 10)
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, test_config())
+        srv = await start_server(nursery=nursery, mem=True)
         h = Harness(srv)
         async with h.client() as writer, h.client() as reader:
             login = await h.add_account(writer)
@@ -426,15 +425,15 @@ def test_new_connections_from_one_address_are_rate_limited(caplog):
 # ---- a connection that has sent nothing yet (the SDKs connect in their constructors)
 
 
-async def test_a_silent_connection_is_kept_longer_than_one_that_sends_bytes_without_a_token(autojump_clock,
-                                                                                          caplog):
+async def test_a_silent_connection_is_kept_longer_than_one_that_sends_bytes_without_a_token(start_server,
+                                                                                          autojump_clock, caplog):
     """An application builds its SDK client at start-up and makes its first call minutes later: a connection
     that has sent nothing is closed only at the silent timeout, and its first request, when it comes, is
     answered. One that sends bytes (here a partial line) and no valid token is closed at the idle timeout."""
     caplog.set_level("INFO", logger="syncledger")
-    from syncledger.server.testing import Harness, test_config
+    from syncledger.server.testing import Harness
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, test_config(idle_timeout=60, silent_timeout=600))
+        srv = await start_server(nursery=nursery, mem=True, idle_timeout=60, silent_timeout=600)
         talking, late, mute = connect_memory(srv), connect_memory(srv), connect_memory(srv)
         start = trio.current_time()
         await talking.send_all(b'{"command":"Ping","data":{')

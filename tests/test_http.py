@@ -239,12 +239,11 @@ async def test_a_shutdown_closes_a_connection_waiting_for_its_next_request_at_on
         assert trio.current_time() - start < 0.1
 
 
-async def test_wallet_calls_in_flight_at_shutdown_are_answered_whole(tmp_path):
+async def test_wallet_calls_in_flight_at_shutdown_are_answered_whole(start_server):
     import httpx
-    from syncledger.server.app import serve
-    from tests.conftest import add_account, make_config, tcp_client
+    from tests.conftest import add_account, tcp_client
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, make_config(db=str(tmp_path / "w.db"), wallet_token="t"))
+        srv = await start_server(nursery=nursery, wallet_token="t")
         async with tcp_client(srv) as c:
             login = await add_account(c)
             await c.call("BalanceIn", {"login": login, "amount": 1000})

@@ -11,11 +11,9 @@ import pytest
 import trio
 import trustme
 
-from syncledger.server.app import serve
 from syncledger.server.client import open_client
 from syncledger.server.limits import Gate
 from syncledger.server.testing import Harness
-from tests.conftest import make_config
 
 SERVER = pathlib.Path(__file__).resolve().parent.parent / "server"
 # what opens or accepts on a listening socket, or runs a handshake or an accept loop of its own
@@ -39,8 +37,8 @@ def test_no_module_listens_but_server_listen():
     assert found == []
 
 
-async def test_every_listener_is_one_of_the_servers_listeners(nursery, tmp_path):
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "l.db"), max_connections=5))
+async def test_every_listener_is_one_of_the_servers_listeners(start_server):
+    srv = await start_server(max_connections=5)
     assert sorted(srv.listeners) == ["admin", "tcp", "wallet", "ws"]
     assert all(listener.serving for listener in srv.listeners.values())
     assert tuple(srv.listeners[name].port for name in srv.ports._fields) == tuple(srv.ports)
@@ -68,11 +66,11 @@ async def _connect(port: int, n: int = 1) -> list[trio.SocketStream]:
     return [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(n)]
 
 
-async def test_the_admin_listener_refuses_connections_over_its_cap(nursery, tmp_path, caplog):
+async def test_the_admin_listener_refuses_connections_over_its_cap(start_server, caplog):
     """Its connections used to be uncapped: a local user held 19,998 of them (a GET /healthz every 50 s
     keeps one open) until the manager listener could accept nothing."""
     caplog.set_level("WARNING", logger="syncledger.limits")
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "l.db"), max_connections=3))
+    srv = await start_server(max_connections=3)
     held = await _connect(srv.ports.admin, 3)
     await trio.sleep(0.1)
     assert await _refused(*await _connect(srv.ports.admin, 3)) == [True] * 3
@@ -85,17 +83,17 @@ async def test_the_admin_listener_refuses_connections_over_its_cap(nursery, tmp_
     assert any("admin: refused" in r.getMessage() and "at the cap of 3" in r.getMessage() for r in caplog.records)
 
 
-async def test_the_admin_listener_refuses_connections_over_the_connect_rate(nursery, tmp_path, monkeypatch):
+async def test_the_admin_listener_refuses_connections_over_the_connect_rate(start_server, monkeypatch):
     monkeypatch.setitem(Gate.__init__.__kwdefaults__, "burst", 3)  # (1,000 at first by default)
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "l.db"), max_connect_rate=1))
+    srv = await start_server(max_connect_rate=1)
     assert await _refused(*await _connect(srv.ports.admin, 5)) == [False] * 3 + [True] * 2
     await trio.sleep(1.1)
     assert await _refused(*await _connect(srv.ports.admin)) == [False]  # a token a second
 
 
-async def test_the_default_caps_leave_room_for_the_admin_listener(nursery, tmp_path):
+async def test_the_default_caps_leave_room_for_the_admin_listener(start_server):
     from syncledger.server.limits import raise_descriptor_limit
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "l.db")))
+    srv = await start_server()
     caps = [listener.gate.cap for listener in srv.listeners.values()]
     assert srv.listeners["admin"].gate.cap == 64
     assert sum(caps) + 200 <= max(raise_descriptor_limit(), 3 * 16 + 200 + 64)
@@ -109,12 +107,12 @@ def ca():
     return trustme.CA()
 
 
-def _tls_config(tmp_path, ca, **kw):
+def _tls(tmp_path, ca) -> dict[str, str]:
+    """A certificate for 127.0.0.1 written under ``tmp_path``: the server's ``tls_cert`` and ``tls_key``."""
     cert = ca.issue_cert("127.0.0.1")
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    return make_config(db=str(tmp_path / "t.db"), tls_cert=str(tmp_path / "cert.pem"),
-                       tls_key=str(tmp_path / "key.pem"), **kw)
+    return {"tls_cert": str(tmp_path / "cert.pem"), "tls_key": str(tmp_path / "key.pem")}
 
 
 def _client_hello(ca) -> bytes:
@@ -135,12 +133,12 @@ async def _stalled(port: int, first: bytes) -> trio.SocketStream:
     return stream
 
 
-async def test_a_handshake_that_never_ends_is_closed_at_its_deadline_on_every_listener(nursery, tmp_path, ca,
+async def test_a_handshake_that_never_ends_is_closed_at_its_deadline_on_every_listener(start_server, tmp_path, ca,
                                                                                        caplog):
     """Before, a stalled handshake on the manager listener was held for the silent timeout (3600 s), on the
     wallet's for the idle one (60 s)."""
     caplog.set_level("WARNING", logger="syncledger.limits")
-    srv = await nursery.start(serve, _tls_config(tmp_path, ca, tls_handshake_timeout=1.0))
+    srv = await start_server(**_tls(tmp_path, ca), tls_handshake_timeout=1.0)
     hello = _client_hello(ca)
     for port in srv.ports:
         streams = [await _stalled(port, first) for first in (b"", hello[:20], hello)]
@@ -158,12 +156,12 @@ async def test_a_handshake_that_never_ends_is_closed_at_its_deadline_on_every_li
     assert 1 <= len(lines) <= 5 and any("did not end within 1 s" in line for line in lines)  # (once a second)
 
 
-async def test_stalled_handshakes_hold_no_other_beyond_the_bound(nursery, tmp_path, ca, monkeypatch):
+async def test_stalled_handshakes_hold_no_other_beyond_the_bound(start_server, tmp_path, ca, monkeypatch):
     """With one handshake at a time computing, forty peers stalled at each point of their handshake (nothing
     sent, half a ClientHello, a whole one and never a Finished) delay no well-behaved client: a slot is held
     only while a worker thread answers a whole ClientHello, never while the server waits for a peer."""
     import threading
-    srv = await nursery.start(serve, _tls_config(tmp_path, ca, tls_handshakes=1, tls_handshake_timeout=30))
+    srv = await start_server(**_tls(tmp_path, ca), tls_handshakes=1, tls_handshake_timeout=30)
     limiter = srv.listeners["tcp"].handshakes
     in_threads = []
     real = ssl.SSLObject.do_handshake
@@ -189,12 +187,12 @@ async def test_stalled_handshakes_hold_no_other_beyond_the_bound(nursery, tmp_pa
         await stream.aclose()
 
 
-async def test_a_flood_of_handshakes_waits_for_the_slots_of_its_listener(nursery, tmp_path, ca, monkeypatch):
+async def test_a_flood_of_handshakes_waits_for_the_slots_of_its_listener(start_server, tmp_path, ca, monkeypatch):
     """Handshakes that arrive at once are answered ``tls_handshakes`` at a time (here 2), in worker threads;
     every one ends, and the event loop goes on meanwhile."""
     import threading
     import time
-    srv = await nursery.start(serve, _tls_config(tmp_path, ca, tls_handshakes=2))
+    srv = await start_server(**_tls(tmp_path, ca), tls_handshakes=2)
     limiter, seen = srv.listeners["tcp"].handshakes, []
     real = ssl.SSLObject.do_handshake
 
@@ -229,11 +227,11 @@ async def test_a_flood_of_handshakes_waits_for_the_slots_of_its_listener(nursery
     assert len(ticks) >= took / 0.01 / 2  # (inline, the loop would have stood still for 20 x 50 ms)
 
 
-async def test_new_tls_connections_are_accepted_at_the_listeners_pace(nursery, tmp_path, ca):
+async def test_new_tls_connections_are_accepted_at_the_listeners_pace(start_server, tmp_path, ca):
     """A flood of handshakes waits in the kernel's listen backlog beyond the pace (here 10 a second after 10
     at once), where it costs nothing, while an established connection is answered at once; every one of the
     flood ends its handshake in its turn."""
-    srv = await nursery.start(serve, _tls_config(tmp_path, ca, tls_handshake_rate=10))
+    srv = await start_server(**_tls(tmp_path, ca), tls_handshake_rate=10)
     context = ssl.create_default_context()
     ca.configure_trust(context)
     ended = []
@@ -256,12 +254,12 @@ async def test_new_tls_connections_are_accepted_at_the_listeners_pace(nursery, t
     assert len(ended) == 30 and ended[9] < 1 and 1.8 <= ended[-1] < 4, ended
 
 
-async def test_a_closed_tls_connection_is_freed_at_once(nursery, tmp_path, ca):
+async def test_a_closed_tls_connection_is_freed_at_once(start_server, tmp_path, ca):
     """Nothing of a TLS connection waits for the garbage collector once it is closed (trio's SSLStream is a
     cycle: the collector freed hundreds of them, and their SSL objects, in one pause of 50-90 ms under a
     flood of handshakes), whether its handshake ended or failed."""
     import gc
-    srv = await nursery.start(serve, _tls_config(tmp_path, ca))
+    srv = await start_server(**_tls(tmp_path, ca))
     context = ssl.create_default_context()
     ca.configure_trust(context)
     gc.collect()

@@ -13,9 +13,8 @@ import pytest
 import trio
 import trio.testing
 
-from syncledger.server.app import serve
 from syncledger.server.testing import connect_memory
-from tests.conftest import add_account, assert_ledger_ok, make_config, mem_client, tcp_client
+from tests.conftest import add_account, assert_ledger_ok, mem_client, tcp_client
 
 CONNECTIONS = 1000
 
@@ -66,7 +65,7 @@ async def test_1000_connections_with_credit_in_sync(server, enough_file_descript
 EVENTS = int(os.environ.get("SYNCLEDGER_LOAD_EVENTS", "10000"))
 
 
-async def test_dead_subscriber_is_dropped_while_events_flow(nursery, autojump_clock):
+async def test_dead_subscriber_is_dropped_while_events_flow(start_server, nursery, autojump_clock):
     """A subscriber that never reads is dropped once its outbox (1,024 lines) is full, while the writes go
     on at full speed (250 pipelined at a time); a live subscriber beside it sees every event, in order;
     and once the dead one is gone memory stops growing: between the middle and the end of the run (after
@@ -79,7 +78,7 @@ async def test_dead_subscriber_is_dropped_while_events_flow(nursery, autojump_cl
     In-memory ledger and memory streams: MockClock-safe."""
     chunk = 250
     assert EVENTS % chunk == 0 and EVENTS >= 8 * 1024
-    srv = await nursery.start(serve, make_config(db=":memory:", threaded=False, outbox_size=1024))
+    srv = await start_server(db=":memory:", threaded=False, outbox_size=1024)
     dead, dead_server_end = trio.testing.lockstep_stream_pair()  # its socket is never read
     nursery.start_soon(srv._tcp_connection, dead_server_end)
     tracing_from, measured_from = EVENTS // 4, EVENTS // 2
@@ -125,8 +124,8 @@ async def test_dead_subscriber_is_dropped_while_events_flow(nursery, autojump_cl
     await assert_ledger_ok(srv)
 
 
-async def test_silent_connections_are_closed_after_the_idle_timeout(nursery, autojump_clock):
-    srv = await nursery.start(serve, make_config(db=":memory:", threaded=False, idle_timeout=30, silent_timeout=30))
+async def test_silent_connections_are_closed_after_the_idle_timeout(start_server, autojump_clock):
+    srv = await start_server(db=":memory:", threaded=False, idle_timeout=30, silent_timeout=30)
     streams = [connect_memory(srv) for _ in range(50)]
     await trio.sleep(1)
     assert len(srv.connections) == 50

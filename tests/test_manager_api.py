@@ -9,10 +9,9 @@ import pytest
 import trio
 
 from syncledger.server.manager import protocol
-from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_DEALER, SESSION_MANAGER, SESSION_USER, Tokens
 from syncledger.server.testing import connect_memory, faults_of
-from tests.conftest import add_account, admin_token, assert_ledger_ok, event_count, make_config, mem_client
+from tests.conftest import add_account, admin_token, assert_ledger_ok, event_count, mem_client
 from tests.pgcluster import backend, every_backend, ledger_db, mem_db, mem_server, pg_cluster, pg_url  # noqa: F401
 
 
@@ -207,17 +206,15 @@ async def test_empty_ext_id_is_refused(mem_server, autojump_clock):
 
 
 @every_backend
-async def test_login_with_stored_manager(nursery, backend, ledger_db):
+async def test_login_with_stored_manager(start_server, backend, ledger_db):
     from syncledger.ledger import Store
     from syncledger.server.ops import managers
-    from tests.conftest import make_config
-    from tests.pgcluster import serve_on
 
     db = ledger_db
     store = Store(db)
     managers.add_manager(store.db, 42, "s3cret", SESSION_MANAGER, 0)
     store.close()
-    srv = await serve_on(nursery, backend, make_config(db=db))
+    srv = await start_server(db=db, backend=backend)
     async with mem_client(srv, token=None) as c:
         wrong = await c.call("Login", {"login": 42, "password": "nope"})
         unknown = await c.call("Login", {"login": 43, "password": "s3cret"})
@@ -294,8 +291,8 @@ async def test_get_trades_says_when_there_are_more(mem_server, login_1000, autoj
     assert len(full.data["trades"]) == 2 and full.data["more"] is True
 
 
-async def test_shutdown_answers_and_flushes_every_request_it_read(nursery, autojump_clock):
-    srv = await nursery.start(serve, make_config(db=":memory:", threaded=False))
+async def test_shutdown_answers_and_flushes_every_request_it_read(start_server, nursery, autojump_clock):
+    srv = await start_server(db=":memory:", threaded=False)
     async with mem_client(srv) as c:
         login = await add_account(c)
         faults_of(srv).pause()

@@ -11,9 +11,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncledger.server.admin import app as observe
-from syncledger.server.app import serve
 from syncledger.server.testing import faults_of
-from tests.conftest import add_account, make_config, tcp_client
+from tests.conftest import add_account, tcp_client
 
 
 async def scrape(srv) -> dict[tuple, float]:
@@ -53,9 +52,9 @@ async def test_wallet_answers_are_counted_by_status(syncledger):
     assert samples[("syncledger_wallet_answers_total", (("action", "check"), ("status", "INVALID_PARAMETER")))] == 1
 
 
-async def test_health_and_readiness(tmp_path):
+async def test_health_and_readiness(start_server):
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, make_config(db=str(tmp_path / "r.db"), shutdown_grace=5))
+        srv = await start_server(nursery=nursery, shutdown_grace=5)
         base = f"http://127.0.0.1:{srv.ports.admin}"
         async with httpx.AsyncClient(timeout=30) as http:
             assert (await http.get(base + "/healthz")).json() == {"status": "ok"}

@@ -18,14 +18,13 @@ import trio
 
 from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store, verify_path
 from syncledger.server.ops import backup, export
-from syncledger.server.app import serve
 from syncledger.server.cli import main
-from tests.conftest import add_account, make_config, tcp_client
+from tests.conftest import add_account, tcp_client
 
 
-async def test_a_backup_under_load_restores_every_acknowledged_transaction(nursery, tmp_path):
+async def test_a_backup_under_load_restores_every_acknowledged_transaction(start_server, tmp_path):
     path, copy = str(tmp_path / "live.db"), str(tmp_path / "backup.sqlite")
-    srv = await nursery.start(serve, make_config(db=path))
+    srv = await start_server(db=path)
     acknowledged: dict[str, int] = {}  # extID -> seq of its event
     async with tcp_client(srv) as c:
         login = await add_account(c)
@@ -59,9 +58,9 @@ async def test_a_backup_under_load_restores_every_acknowledged_transaction(nurse
     assert {e: s for e, s in acknowledged.items() if s <= head_seq} == held  # all up to the head, none after
 
 
-async def test_restore_refuses_a_ledger_a_server_holds_and_a_copy_that_does_not_verify(nursery, tmp_path, capsys):
+async def test_restore_refuses_a_ledger_a_server_holds_and_a_copy_that_does_not_verify(start_server, tmp_path, capsys):
     path, copy = str(tmp_path / "live.db"), str(tmp_path / "b.sqlite")
-    await nursery.start(serve, make_config(db=path))
+    await start_server(db=path)
     backup.backup(path, copy)
     assert main(["restore", "--from", copy, "--db", path]) == 2
     assert "stop it before restoring" in capsys.readouterr().err
@@ -78,11 +77,11 @@ async def test_restore_refuses_a_ledger_a_server_holds_and_a_copy_that_does_not_
 
 
 @pytest.fixture
-async def busy_ledger(nursery, tmp_path):
+async def busy_ledger(start_server, tmp_path):
     """A ledger with accounts, finance versions, events and wallet rows."""
     from syncledger.server.testing import Harness
     path = str(tmp_path / "e.db")
-    srv = await nursery.start(serve, make_config(db=path, wallet_token="t"))
+    srv = await start_server(db=path, wallet_token="t")
     h = Harness(srv)
     async with tcp_client(srv) as c:
         login = await add_account(c)

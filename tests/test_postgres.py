@@ -20,7 +20,7 @@ from syncledger.ledger import store as store_module
 from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import LedgerOpenError, Unsure
 from syncledger.server.core.lockfile import LedgerLock, LedgerLocked
-from syncledger.server.testing import running, test_config
+from syncledger.server.testing import Harness
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
 from tests.test_batch_writer import NOW, TABLES, U, _command, _generator, _kinds, _outcome, _setup
 
@@ -452,12 +452,13 @@ def _end_sessions(db, names: list[str]) -> int:
 
 
 @pytest.mark.parametrize("writer", ["thread", "process"])
-async def test_a_server_whose_database_sessions_all_end_serves_on(pg_url, caplog, writer):
+async def test_a_server_whose_database_sessions_all_end_serves_on(start_server, pg_url, caplog, writer):
     """Every session of the server's is ended at once, as a database restart does: the writer's, the readers'
     and the lock's (the writer's in the server's process, or in its writer process). The next CreditIn commits
     on a new connection, reads work, the lock is held again (a second server is still refused) and the ledger
     verifies."""
-    async with running(test_config(db=pg_url, threaded=True, writer=writer)) as h:
+    async with trio.open_nursery() as nursery:
+        h = Harness(await start_server(nursery=nursery, mem=True, db=pg_url, threaded=True, writer=writer))
         async with h.client() as c:
             login = await h.add_account(c)
             ours = _sessions(h)
@@ -479,15 +480,17 @@ async def test_a_server_whose_database_sessions_all_end_serves_on(pg_url, caplog
                 LedgerLock.acquire(pg_url)
         assert "lock is held again" in caplog.text
         assert (await h.verify()).ok
+        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("writer", ["thread", "process"])
-async def test_sessions_ended_again_and_again_under_load_answer_truthfully(pg_url, writer):
+async def test_sessions_ended_again_and_again_under_load_answer_truthfully(start_server, pg_url, writer):
     """300 CreditIns in flight while the server's database sessions are ended again and again (each time 20
     more answers came): each answer is true. Every 200 is in the ledger once; every 500 ("nothing was
     applied") is not there at all, and its retry (same extID) applies it once; the total is the sum of the
     credits, and the ledger verifies."""
-    async with running(test_config(db=pg_url, threaded=True, writer=writer)) as h:
+    async with trio.open_nursery() as nursery:
+        h = Harness(await start_server(nursery=nursery, mem=True, db=pg_url, threaded=True, writer=writer))
         async with h.client() as c:
             login = await h.add_account(c)
             ours = _sessions(h)
@@ -532,3 +535,4 @@ async def test_sessions_ended_again_and_again_under_load_answer_truthfully(pg_ur
             assert user.data["credit"] == sum(1 + i % 5 for i in range(300)), user
         assert ended > 0 and len(failed) < 300 and (await h.verify()).ok
         print(f"{writer}: {ended} sessions ended, {len(failed)} of 300 answered 500 and retried")
+        nursery.cancel_scope.cancel()

@@ -11,9 +11,8 @@ from decimal import Decimal
 import pytest
 import trio
 
-from syncledger.server.app import serve
 from syncledger.server.auth import SESSION_USER
-from syncledger.server.testing import Harness, connect_memory, test_config
+from syncledger.server.testing import Harness, connect_memory
 from tests.conftest import add_account, assert_ledger_ok, mem_client, tcp_client
 
 NAMES = ["O'Brien deposit", "Zoë's bonus €5", "中文 comment", "emoji 😀 credit", "it's 'quoted'", "a,} b,] c, ]"]
@@ -172,10 +171,10 @@ async def test_an_authenticated_connection_is_never_closed_for_idleness(mem_serv
     assert (await sdk.call("Ping"))["status"] == 200
 
 
-async def test_an_unauthenticated_connection_is_closed_after_the_idle_timeout(autojump_clock, caplog):
+async def test_an_unauthenticated_connection_is_closed_after_the_idle_timeout(start_server, autojump_clock, caplog):
     caplog.set_level("INFO", logger="syncledger")
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, test_config(idle_timeout=60))
+        srv = await start_server(nursery=nursery, mem=True, idle_timeout=60)
         stream = connect_memory(srv)
         start = trio.current_time()
         for _ in range(10):  # bytes are no activity: only a valid token is
@@ -216,9 +215,9 @@ async def test_add_user_takes_the_sdk_fields(mem_server, autojump_clock):
         assert (await as_user.call("BalanceIn", {"login": user["login"], "amount": 1})).status == 403
 
 
-async def test_the_default_currency_is_the_servers(autojump_clock):
+async def test_the_default_currency_is_the_servers(start_server, autojump_clock):
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, test_config(default_currency="EUR"))
+        srv = await start_server(nursery=nursery, mem=True, default_currency="EUR")
         async with mem_client(srv) as c:
             assert (await c.call("AddUser", {"name": "x"})).data["currency"] == "EUR"
         nursery.cancel_scope.cancel()

@@ -21,12 +21,12 @@ import trio
 from syncledger.ledger import Store, engine, reads, verify_path
 from syncledger.server import app as app_module
 from syncledger.server import cli
-from syncledger.server.app import FailStop, serve
+from syncledger.server.app import FailStop
 from syncledger.server.client import ConnectionLost
 from syncledger.server.core.lockfile import LedgerLock, LedgerLocked
 from syncledger.server.testing import SECRET
 from syncledger.server.core.writer import WriterEnded, WriterProcess
-from tests.conftest import add_account, make_config, tcp_client
+from tests.conftest import add_account, tcp_client
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 
@@ -103,16 +103,15 @@ async def _get(srv, path: str) -> httpx.Response:
 # ---- SQLite: a read that hangs, the managers' keys read that hangs
 
 
-async def test_a_read_that_hangs_is_answered_503_while_everything_else_is_served(tmp_path, monkeypatch):
+async def test_a_read_that_hangs_is_answered_503_while_everything_else_is_served(start_server, monkeypatch):
     held = threading.Event()
     real = reads.account
 
     def hanging(db, login):
         held.wait(10)
         return real(db, login)
-    config = make_config(db=str(tmp_path / "l.db"), read_timeout=0.5, stall_after=0.2)
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, config)
+        srv = await start_server(nursery=nursery, read_timeout=0.5, stall_after=0.2)
         async with tcp_client(srv) as c:
             login = await add_account(c)
             monkeypatch.setattr(reads, "account", hanging)
@@ -141,13 +140,12 @@ async def test_a_read_that_hangs_is_answered_503_while_everything_else_is_served
         nursery.cancel_scope.cancel()
 
 
-async def test_a_stalled_read_of_the_managers_keys_holds_no_request(tmp_path, monkeypatch):
+async def test_a_stalled_read_of_the_managers_keys_holds_no_request(start_server, monkeypatch):
     """A request that finds the managers' keys due for a read waits for it at most KEYS_WAIT; the read that
     hangs goes on alone (never two at once), /readyz names it, and once it ends the keys are read again."""
     monkeypatch.setattr(app_module, "KEYS_WAIT", 0.2)
-    config = make_config(db=str(tmp_path / "l.db"), stall_after=0.3)
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, config)
+        srv = await start_server(nursery=nursery, stall_after=0.3)
         held, calls = threading.Event(), []
         changed = srv._keys_changed
 
@@ -179,15 +177,16 @@ async def test_a_stalled_read_of_the_managers_keys_holds_no_request(tmp_path, mo
 # ---- the writer process: its end seen at once, stopped, the lock naming it
 
 
-def _writer_config(tmp_path, **kw):
-    return make_config(db=str(tmp_path / "w.db"), writer="process", **kw)
+def _writer_process(tmp_path) -> dict[str, str]:
+    """The overrides of a server whose writer is a process of its own, on ``w.db``."""
+    return {"db": str(tmp_path / "w.db"), "writer": "process"}
 
 
-async def test_a_writer_that_dies_idle_stops_the_server_at_once_saying_why(tmp_path, caplog):
+async def test_a_writer_that_dies_idle_stops_the_server_at_once_saying_why(start_server, tmp_path, caplog):
     started = None
     with pytest.raises(BaseExceptionGroup) as stopped:
         async with trio.open_nursery() as nursery:
-            srv = await nursery.start(serve, _writer_config(tmp_path))
+            srv = await start_server(nursery=nursery, **_writer_process(tmp_path))
             async with tcp_client(srv) as c:
                 await add_account(c)
             os.kill(srv.writer.process.pid, signal.SIGKILL)
@@ -214,9 +213,9 @@ def test_a_batch_sent_to_a_writer_that_has_ended_is_known_unapplied(tmp_path):
     writer.close()
 
 
-async def test_readyz_names_a_stopped_writer(tmp_path):
+async def test_readyz_names_a_stopped_writer(start_server, tmp_path):
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, _writer_config(tmp_path))
+        srv = await start_server(nursery=nursery, **_writer_process(tmp_path))
         pid = srv.writer.process.pid
         assert (await _get(srv, "/readyz")).status_code == 200
         os.kill(pid, signal.SIGSTOP)
@@ -233,12 +232,12 @@ async def test_readyz_names_a_stopped_writer(tmp_path):
         nursery.cancel_scope.cancel()
 
 
-async def test_shutdown_gives_up_a_batch_that_never_answers(tmp_path, caplog):
+async def test_shutdown_gives_up_a_batch_that_never_answers(start_server, tmp_path, caplog):
     """A stopped writer holds a batch: SIGTERM's shutdown waits out its grace, then stops (exit 3), saying
     that batch's fate is unknown; the writer, let go, finishes it alone and the file tells the truth."""
     with pytest.raises(BaseExceptionGroup) as stopped:
         async with trio.open_nursery() as nursery:
-            srv = await nursery.start(serve, _writer_config(tmp_path, shutdown_grace=0.3))
+            srv = await start_server(nursery=nursery, **_writer_process(tmp_path), shutdown_grace=0.3)
             pid = srv.writer.process.pid
             async with tcp_client(srv) as c:
                 login = await add_account(c)
@@ -295,9 +294,9 @@ def test_a_writer_that_outlived_its_server_is_named_as_the_holder(tmp_path):
     LedgerLock.acquire(path).release()
 
 
-async def test_the_lock_file_names_the_server_and_its_writer(tmp_path):
+async def test_the_lock_file_names_the_server_and_its_writer(start_server, tmp_path):
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, _writer_config(tmp_path))
+        srv = await start_server(nursery=nursery, **_writer_process(tmp_path))
         with open(str(tmp_path / "w.db") + ".lock") as f:
             assert f.read().split() == [str(os.getpid()), str(srv.writer.process.pid)]
         with pytest.raises(LedgerLocked, match=f"pid {os.getpid()}, its writer process pid {srv.writer.process.pid}"):
@@ -327,7 +326,7 @@ def test_every_session_is_bounded_and_the_urls_own_settings_win(pg_url):  # noqa
 
 
 async def test_a_silent_database_leaves_the_server_answering_and_stoppable(pg_cluster, pg_url, proxy,  # noqa: F811
-                                                                            monkeypatch):
+                                                                            start_server, monkeypatch):
     """The network to PostgreSQL goes silent (bytes held): reads answer 503 within their bound, /healthz and
     Ping are answered (the managers' keys, read about four times a second on PostgreSQL, never hold the event
     loop), /readyz names what is stuck, and a shutdown with a batch stuck in the database ends the server
@@ -335,10 +334,9 @@ async def test_a_silent_database_leaves_the_server_answering_and_stoppable(pg_cl
     monkeypatch.setattr(app_module, "KEYS_WAIT", 0.2)
     monkeypatch.setenv("SYNCLEDGER_SECRET", SECRET)
     url = proxy.url(pg_url, pg_cluster.dir)
-    config = make_config(db=url, read_timeout=0.5, stall_after=0.3, shutdown_grace=0.3)
     with pytest.raises(BaseExceptionGroup) as stopped:
         async with trio.open_nursery() as nursery:
-            srv = await nursery.start(serve, config)
+            srv = await start_server(nursery=nursery, db=url, read_timeout=0.5, stall_after=0.3, shutdown_grace=0.3)
             async with tcp_client(srv) as c:
                 login = await add_account(c)
                 proxy.freeze()
@@ -398,7 +396,7 @@ def test_sigterm_ends_a_server_whose_database_has_gone_silent(pg_cluster, pg_url
             server.wait()
 
 
-async def test_a_node_that_holds_the_head_row_and_goes_silent_is_cut(pg_url, monkeypatch):  # noqa: F811
+async def test_a_node_that_holds_the_head_row_and_goes_silent_is_cut(start_server, pg_url, monkeypatch):  # noqa: F811
     """One node's batch session holds the head row and says nothing more (SIGSTOP, a cut): the database ends
     it after idle_in_transaction_session_timeout; meanwhile the other node's writes fail fast with a true 500
     (nothing applied, lock_timeout) instead of waiting, and its retry applies once."""
@@ -407,7 +405,7 @@ async def test_a_node_that_holds_the_head_row_and_goes_silent_is_cut(pg_url, mon
     monkeypatch.setenv("SYNCLEDGER_SECRET", SECRET)
     silent = Store(pg_url, cluster=True, node="silent")
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, make_config(db=pg_url, cluster=True))
+        srv = await start_server(nursery=nursery, db=pg_url, cluster=True)
         async with tcp_client(srv) as c:
             login = await add_account(c)
             silent.db.execute("BEGIN")

@@ -66,16 +66,13 @@ async def test_the_thread_ends_when_idle_and_comes_back():
     assert worker._alive and first is not None
 
 
-async def test_no_store_thread_outlives_the_server(tmp_path):
-    from syncledger.server.app import serve
-    from tests.conftest import make_config
-
+async def test_no_store_thread_outlives_the_server(start_server):
     def store_threads() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name == "syncledger store"]
 
     before = set(store_threads())  # (other tests' workers, ending on their own idle time)
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, make_config(db=str(tmp_path / "l.db"), threaded=True))
+        srv = await start_server(nursery=nursery, threaded=True)
         from syncledger.server.testing import Harness
         async with Harness(srv).client() as c:
             login = await Harness(srv).add_account(c)

@@ -77,11 +77,8 @@ async def test_sync_timeout_after_5000_ms_then_applied_and_replayed(mem_server, 
     await assert_ledger_ok(mem_server)
 
 
-async def test_configured_sync_timeout(nursery, autojump_clock):
-    from syncledger.server.app import serve
-    from tests.conftest import make_config
-
-    srv = await nursery.start(serve, make_config(db=":memory:", threaded=False, sync_timeout_ms=250))
+async def test_configured_sync_timeout(start_server, autojump_clock):
+    srv = await start_server(db=":memory:", threaded=False, sync_timeout_ms=250)
     async with mem_client(srv) as c:
         login = await add_account(c)
         srv.mainloop.pause()

@@ -15,10 +15,8 @@ import trustme
 from trio_websocket import open_websocket
 
 from syncledger.server import logs
-from syncledger.server.app import serve
 from syncledger.server.client import open_client
 from syncledger.server.testing import Harness
-from tests.conftest import make_config
 
 DAY = datetime.timedelta(days=1)
 
@@ -29,15 +27,14 @@ def ca():
 
 
 @pytest.fixture
-async def tls_server(nursery, tmp_path, ca):
+async def tls_server(start_server, tmp_path, ca):
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.cert_chain_pems[0].write_to_path(str(cert_path))
     for blob in cert.cert_chain_pems[1:]:
         blob.write_to_path(str(cert_path), append=True)
     cert.private_key_pem.write_to_path(str(key_path))
-    return await nursery.start(serve, make_config(db=str(tmp_path / "t.db"), tls_cert=str(cert_path),
-                                                  tls_key=str(key_path), wallet_token="t"))
+    return await start_server(tls_cert=str(cert_path), tls_key=str(key_path), wallet_token="t")
 
 
 def client_context(ca) -> ssl.SSLContext:
@@ -73,7 +70,7 @@ async def test_tls_on_every_listener_and_plain_refused(tls_server, ca):
 
 
 @pytest.mark.parametrize("validity", ["expired", "not yet valid", "valid"])
-async def test_a_certificate_out_of_its_validity_is_a_warning_at_start(nursery, tmp_path, ca, caplog, validity):
+async def test_a_certificate_out_of_its_validity_is_a_warning_at_start(start_server, tmp_path, ca, caplog, validity):
     """Served anyway (refusing would take down the listeners whose clients do not verify, at a restart), with a
     WARNING line, and its notAfter as a metric for an alert."""
     caplog.set_level("WARNING", logger="syncledger")
@@ -83,8 +80,7 @@ async def test_a_certificate_out_of_its_validity_is_a_warning_at_start(nursery, 
     cert = ca.issue_cert("127.0.0.1", not_before=not_before, not_after=not_after)
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "t.db"), tls_cert=str(tmp_path / "cert.pem"),
-                                                 tls_key=str(tmp_path / "key.pem")))
+    srv = await start_server(tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"))
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "certificate" in r.getMessage()]
     if validity == "expired":
         assert len(warnings) == 1 and f"expired on {not_after:%Y-%m-%d %H:%M} UTC (3 days ago)" in warnings[0]
@@ -120,10 +116,9 @@ def test_json_logs_are_one_object_a_line(capsys):
     assert "ValueError: boom" in lines[1]["error"]
 
 
-async def test_expired_game_sessions_are_pruned(autojump_clock):
-    from syncledger.server.testing import test_config
+async def test_expired_game_sessions_are_pruned(start_server, autojump_clock):
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, test_config(game_session_ttl=100))
+        srv = await start_server(nursery=nursery, mem=True, game_session_ttl=100)
         h = Harness(srv)
         async with h.client() as c:
             login = await h.add_account(c)

@@ -15,11 +15,11 @@ import pytest
 import trio
 
 from syncledger.ledger import Store, verify_path
-from syncledger.server.app import FailStop, serve
+from syncledger.server.app import FailStop
 from syncledger.server.client import open_client
 from syncledger.server.core.lockfile import LedgerLocked
-from syncledger.server.testing import Harness, faults_of, test_config
-from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, mem_client, tcp_client
+from syncledger.server.testing import Harness, faults_of
+from tests.conftest import add_account, assert_ledger_ok, event_count, mem_client, tcp_client
 
 
 async def _subscribed(client) -> None:
@@ -86,7 +86,7 @@ class _Critical(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-async def _fail_stop_run(path: str, break_it, *, threaded: bool = True,
+async def _fail_stop_run(start_server, path: str, break_it, *, threaded: bool = True,
                          writer: str = "thread") -> tuple[dict, list[str]]:
     """Serve ``path``, send keyed BalanceIns before and after ``break_it(server)``; returns {extID: status}
     of every answer and the CRITICAL lines. The server must stop by itself with FailStop."""
@@ -96,7 +96,7 @@ async def _fail_stop_run(path: str, break_it, *, threaded: bool = True,
     try:
         with pytest.raises(BaseExceptionGroup) as stopped, trio.fail_after(30):
             async with trio.open_nursery() as nursery:
-                srv = await nursery.start(serve, make_config(db=path, writer=writer))
+                srv = await start_server(nursery=nursery, db=path, writer=writer)
                 async with tcp_client(srv) as c:
                     login = await add_account(c)
                     for i in range(3):
@@ -138,7 +138,7 @@ def _assert_truthful(path: str, answers: dict) -> None:
 
 @pytest.mark.parametrize("fault", ["commit-io-error-after-landing", "rollback-fails", "wal-unlinked",
                                    "db-unlinked", "db-replaced"])
-async def test_fail_stop(tmp_path, fault):
+async def test_fail_stop(start_server, tmp_path, fault):
     path = str(tmp_path / "ledger.db")
 
     def break_it(srv) -> None:
@@ -155,7 +155,7 @@ async def test_fail_stop(tmp_path, fault):
             os.rename(path, path + ".old")
             sqlite3.connect(path).close()
 
-    answers, critical = await _fail_stop_run(path, break_it)
+    answers, critical = await _fail_stop_run(start_server, path, break_it)
     assert len(critical) == 1 and "stopping:" in critical[0], critical
     assert all(answers[f"before-{i}"] == 200 for i in range(3))
     if fault in ("db-unlinked", "db-replaced"):
@@ -198,10 +198,10 @@ async def test_fail_stop_exits_the_command_non_zero(tmp_path):
 # ---- shutdown: a request is applied and answered, or answered 503 and not applied; never both
 
 
-async def test_shutdown_under_a_burst_never_answers_503_for_applied_work(tmp_path, autojump_clock):
+async def test_shutdown_under_a_burst_never_answers_503_for_applied_work(start_server, tmp_path, autojump_clock):
     path = str(tmp_path / "burst.db")
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, test_config(db=path, batch_max=10, shutdown_grace=3.5))
+        srv = await start_server(nursery=nursery, mem=True, db=path, batch_max=10, shutdown_grace=3.5)
         async with mem_client(srv) as c:
             login = await add_account(c)
             faults_of(srv).pause()
@@ -221,11 +221,11 @@ async def test_shutdown_under_a_burst_never_answers_503_for_applied_work(tmp_pat
 # ---- one server per ledger
 
 
-async def test_a_second_server_on_the_same_ledger_is_refused(nursery, tmp_path):
+async def test_a_second_server_on_the_same_ledger_is_refused(start_server, tmp_path):
     path = str(tmp_path / "ledger.db")
-    srv = await nursery.start(serve, make_config(db=path))
+    srv = await start_server(db=path)
     with pytest.raises(LedgerLocked, match=rf"already served by another syncledger \(pid {os.getpid()}\)"):
-        await nursery.start(serve, make_config(db=path))
+        await start_server(db=path)
     admin = Store(path)  # the admin commands keep working beside a running server
     try:
         assert admin.seq == srv.store.seq
@@ -234,11 +234,11 @@ async def test_a_second_server_on_the_same_ledger_is_refused(nursery, tmp_path):
     assert os.stat(path + ".lock").st_mode & 0o777 == 0o600
 
 
-async def test_the_lock_goes_with_the_server(tmp_path):
+async def test_the_lock_goes_with_the_server(start_server, tmp_path):
     path = str(tmp_path / "ledger.db")
     for _ in range(2):
         async with trio.open_nursery() as nursery:
-            srv = await nursery.start(serve, make_config(db=path))
+            srv = await start_server(nursery=nursery, db=path)
             await srv.shutdown()
 
 
@@ -309,8 +309,8 @@ async def test_a_4300_digit_integer_is_refused_naming_its_field(mem_server, auto
             assert "digits" not in reply.message  # not CPython's own message
 
 
-async def test_an_oversized_wallet_body_gets_an_answer(tmp_path, nursery):
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "w.db"), wallet_token="t"))
+async def test_an_oversized_wallet_body_gets_an_answer(start_server):
+    srv = await start_server(wallet_token="t")
     body = b'{"uuid": "u", "pad": "' + b"x" * (100 * 1024) + b'"}'
     async with httpx.AsyncClient(timeout=30) as http:
         r = await http.post(f"http://127.0.0.1:{srv.ports.wallet}/v1/debit", params={"authToken": "t"}, content=body)
@@ -367,10 +367,10 @@ def test_order_numbers_are_never_handed_out_twice(tmp_path):
     store.close()
 
 
-async def test_a_server_writes_its_head_at_shutdown(tmp_path, caplog):
+async def test_a_server_writes_its_head_at_shutdown(start_server, caplog):
     caplog.set_level(logging.INFO, logger="syncledger")
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, make_config(db=str(tmp_path / "h.db")))
+        srv = await start_server(nursery=nursery)
         async with tcp_client(srv) as c:
             login = await add_account(c)
             await c.call("BalanceIn", {"login": login, "amount": 1})
@@ -402,12 +402,12 @@ def test_a_new_ledger_is_announced(tmp_path, capsys):
     assert "created new ledger" not in capsys.readouterr().err
 
 
-async def test_nothing_is_read_from_memory_once_it_may_not_match_the_file(tmp_path, autojump_clock):
+async def test_nothing_is_read_from_memory_once_it_may_not_match_the_file(start_server, tmp_path, autojump_clock):
     """Found in review: a read queued behind the batch whose ROLLBACK failed was answered from memory. Reads
     now run on read-only connections of their own: they see the file's committed state, never the writer's."""
     with pytest.raises(BaseExceptionGroup) as stopped:
         async with trio.open_nursery() as nursery:
-            srv = await nursery.start(serve, test_config(db=str(tmp_path / "l.db")))
+            srv = await start_server(nursery=nursery, mem=True, db=str(tmp_path / "l.db"))
             async with mem_client(srv) as c:
                 login = await add_account(c)
                 await c.call("BalanceIn", {"login": login, "amount": 10})

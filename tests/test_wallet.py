@@ -13,9 +13,8 @@ import trio
 
 from syncledger.ledger import codec
 from syncledger.ledger.wallet import WalletResult
-from syncledger.server.app import serve
-from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, tcp_client
-from tests.pgcluster import backend, every_backend, ledger_db, pg_cluster, pg_url, serve_on  # noqa: F401  (fixtures)
+from tests.conftest import add_account, assert_ledger_ok, event_count, tcp_client
+from tests.pgcluster import backend, every_backend, ledger_db, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 TOKEN = "provider-shared-token"
 
@@ -26,10 +25,9 @@ def dumps(body: dict) -> bytes:
 
 
 @pytest.fixture
-async def wallet_server(nursery, backend, ledger_db):
+async def wallet_server(start_server, backend, ledger_db):
     """On a ledger file; a test marked ``every_backend`` runs on PostgreSQL and on two nodes (calls alternating)."""
-    return await serve_on(nursery, backend, make_config(db=ledger_db, wallet_port=0, wallet_token=TOKEN,
-                                                     game_session_ttl=1))
+    return await start_server(db=ledger_db, wallet_port=0, wallet_token=TOKEN, game_session_ttl=1, backend=backend)
 
 
 class Provider:
@@ -279,8 +277,8 @@ async def test_bad_provider_token_touches_nothing(provider, wallet_server, token
                                 query=query, header=not query))["status"] == "OK"
 
 
-async def test_without_a_configured_token_every_call_is_refused(nursery, tmp_path):
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "n.db"), wallet_port=0, wallet_token=None))
+async def test_without_a_configured_token_every_call_is_refused(start_server):
+    srv = await start_server(wallet_port=0, wallet_token=None)
     async with httpx.AsyncClient(timeout=30) as http:
         r = await http.post(f"http://127.0.0.1:{srv.ports.wallet}/v1/check", params={"authToken": ""},
                             content=b'{"sid": "x", "userId": "1"}')
@@ -533,13 +531,13 @@ async def test_records_name_the_round_and_the_transaction(provider, wallet_serve
     assert {"debit D9fb6 round 7kfw", "credit C9fb6 ref 9fb6 round 7kfw", "debit D2 round G2"} <= comments
 
 
-async def test_sid_endpoint_only_for_test_environments(provider, nursery, tmp_path):
+async def test_sid_endpoint_only_for_test_environments(start_server, provider, tmp_path):
     body = {"sid": "anything", "userId": str(provider.login), "uuid": "s1"}
     url = f"http://127.0.0.1:{provider.srv.ports.wallet}/v1/sid"
     assert (await provider.http.post(url, params={"authToken": TOKEN}, content=dumps(body))).status_code == 404
 
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "sid.db"), wallet_port=0, wallet_token=TOKEN,
-                                                 wallet_test_endpoints=True))
+    srv = await start_server(db=str(tmp_path / "sid.db"), wallet_port=0, wallet_token=TOKEN,  # (ledger.db: provider's)
+                             wallet_test_endpoints=True)
     async with tcp_client(srv) as c:
         login = await add_account(c)
         assert (await c.call("BalanceIn", {"login": login, "amount": 10})).ok
@@ -608,12 +606,11 @@ async def test_rounds_reusing_a_game_id_pay_every_win(provider, caplog):
     assert "transaction.id=C3b" in lines[4] and "BET_ALREADY_SETTLED" in lines[4]
 
 
-async def test_a_closed_round_is_flagged_through_the_writer_process(nursery, tmp_path, caplog):
+async def test_a_closed_round_is_flagged_through_the_writer_process(start_server, caplog):
     """The wallet rules run where the writer runs: the flag comes back through ledger/codec.py."""
     assert codec.loads(codec.dumps(WalletResult("OK", 1, 0, False, True))) == WalletResult("OK", 1, 0, False, True)
     caplog.set_level(logging.WARNING, "syncledger.wallet")
-    srv = await nursery.start(serve, make_config(db=str(tmp_path / "w.db"), wallet_port=0, wallet_token=TOKEN,
-                                                 writer="process"))
+    srv = await start_server(wallet_port=0, wallet_token=TOKEN, writer="process")
     async with tcp_client(srv) as c:
         login = await add_account(c)
         assert (await c.call("BalanceIn", {"login": login, "amount": 100})).ok

@@ -16,10 +16,9 @@ import trio
 from syncledger.ledger import AddAccount, Finance, FinanceRequest, LedgerError, Store, codec, verify_path
 from syncledger.ledger.store import Event, LedgerOpenError, Outcome, Receipt
 from syncledger.ledger.wallet import OpenSession, PruneSessions, WalletCall, WalletResult
-from syncledger.server.app import serve
 from syncledger.server.testing import Harness
 from syncledger.server.core.writer import WriterProcess
-from tests.conftest import add_account, make_config, tcp_client
+from tests.conftest import add_account, tcp_client
 from tests.test_batch_writer import NOW, TABLES, U, _command, _generator, _outcome
 from tests.test_truth import _assert_truthful, _fail_stop_run
 
@@ -96,12 +95,12 @@ def test_a_ledger_the_writer_cannot_open_is_one_clear_error(tmp_path):
         WriterProcess(str(tmp_path / "missing.db"))
 
 
-async def test_the_apis_on_the_writer_process(tmp_path):
+async def test_the_apis_on_the_writer_process(start_server, tmp_path):
     """Manager API (plain and …Sync, a replay, a refusal, a subscriber), the wallet, then a clean stop: the
     writer process has ended, the head it logs is the file's, and the ledger verifies."""
     path = str(tmp_path / "ledger.db")
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, make_config(db=path, writer="process"))
+        srv = await start_server(nursery=nursery, db=path, writer="process")
         writer = srv.writer
         assert writer is not None and writer.process.poll() is None
         async with tcp_client(srv) as c, tcp_client(srv) as sub:
@@ -138,7 +137,7 @@ async def test_the_apis_on_the_writer_process(tmp_path):
 
 
 @pytest.mark.parametrize("fault", ["writer-killed", "wal-unlinked", "db-unlinked"])
-async def test_fail_stop_with_the_writer_process(tmp_path, fault):
+async def test_fail_stop_with_the_writer_process(start_server, tmp_path, fault):
     """The writer process dies (kill -9) or its file goes: one CRITICAL line, the server stops, and every
     200 it gave is in the file, nothing it refused is."""
     path = str(tmp_path / "ledger.db")
@@ -152,7 +151,7 @@ async def test_fail_stop_with_the_writer_process(tmp_path, fault):
         else:
             os.unlink(path)
 
-    answers, critical = await _fail_stop_run(path, break_it, writer="process")
+    answers, critical = await _fail_stop_run(start_server, path, break_it, writer="process")
     assert len(critical) == 1 and "stopping:" in critical[0], critical
     assert all(answers[f"before-{i}"] == 200 for i in range(3))
     assert not any(status == 200 for key, status in answers.items() if key.startswith("after"))

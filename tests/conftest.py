@@ -26,6 +26,8 @@ from syncledger.server.client import Client
 from syncledger.server.testing import Harness, test_config
 
 CLOCK_FIXTURES = ("autojump_clock", "mock_clock")
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # ledgers of older releases (fixtures/README.md)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -25,7 +25,7 @@ from syncledger.server.client import ConnectionLost, connect
 from syncledger.server.core.lockfile import LedgerLock, LedgerLocked
 from tests.conftest import add_account, admin_token, tcp_client
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
-from tests.test_batch_writer import NOW, U, Crash, _command, _generator, _outcome
+from tests.ledger.test_batch_writer import NOW, U, Crash, _command, _generator, _outcome
 
 _SETUP = (
     [store_module.AddAccount(f"a{i}", ("EUR", "USD")[i % 2], NOW) for i in range(4)],

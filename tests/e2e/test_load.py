@@ -74,7 +74,7 @@ async def test_dead_subscriber_is_dropped_while_events_flow(start_server, nurser
 
     ``EVENTS`` (10,000, about 4 s) is 8 times the outbox: the drop comes within the first eighth and the
     measured half is long enough to tell a per-event leak from noise (steady state: ~3 bytes per event).
-    The long run: ``SYNCLEDGER_LOAD_EVENTS=100000 pytest tests/test_load.py -k dead_subscriber``.
+    The long run: ``SYNCLEDGER_LOAD_EVENTS=100000 pytest tests/e2e/test_load.py -k dead_subscriber``.
     In-memory ledger and memory streams: MockClock-safe."""
     chunk = 250
     assert EVENTS % chunk == 0 and EVENTS >= 8 * 1024

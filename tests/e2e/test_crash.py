@@ -40,7 +40,7 @@ async def test_kill_9_under_load_and_restart_3_cycles(tmp_path, backend, ledger_
     serves (and must answer a new request after the kill); the first cycles' kinds, so each node dies once.
 
     Longer runs: ``python bench/crash_test.py --cycles 50`` (random kinds and seed, printed), or
-    ``SYNCLEDGER_CRASH_SEED=N pytest tests/test_crash.py`` for another seed here."""
+    ``SYNCLEDGER_CRASH_SEED=N pytest tests/e2e/test_crash.py`` for another seed here."""
     cycles = {"sqlite": 3, "postgresql": 1, "cluster": 2}[backend]
     stats = await run_crash_test(cycles=cycles, seed=SEED, workdir=str(tmp_path), db=ledger_db,
                                  load_seconds=(0.2, 0.7), sync_timeouts=[5000, 2, 5000][:cycles],

@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import orjson
 import pytest
@@ -24,6 +23,7 @@ from syncledger.ledger import Store, rules, verify
 from syncledger.ledger import store as new_store
 from syncledger.ledger.rules import FinanceRequest, LedgerError
 from syncledger.ledger.wallet import OpenSession, WalletCall
+from tests.conftest import ROOT
 
 PREVIOUS = "e727c69"  # the last commit with the statement-per-row store
 U = 1_000_000
@@ -36,7 +36,7 @@ def _previous_module() -> types.ModuleType:
     if name in sys.modules:
         return sys.modules[name]
     try:
-        source = subprocess.run(["git", "show", f"{PREVIOUS}:ledger/store.py"], cwd=Path(__file__).parents[1],
+        source = subprocess.run(["git", "show", f"{PREVIOUS}:ledger/store.py"], cwd=ROOT,
                                 capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip(f"ledger/store.py at {PREVIOUS} is not in this checkout's history")

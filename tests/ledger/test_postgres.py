@@ -1,4 +1,4 @@
-"""The ledger on PostgreSQL: the same random batches as tests/test_batch_writer.py (finance commands, repeated
+"""The ledger on PostgreSQL: the same random batches as tests/ledger/test_batch_writer.py (finance commands, repeated
 extIDs, refusals, AddAccount, wallet calls, rows that cannot be written, a command failing after it wrote, a
 batch that crashes) give bit for bit the same answers, events, rows and hash chain heads on SQLite and on
 PostgreSQL; and what only PostgreSQL has: its schema, triggers (TRUNCATE too), the head-row lock that keeps a
@@ -22,7 +22,7 @@ from syncledger.ledger.store import LedgerOpenError, Unsure
 from syncledger.server.core.lockfile import LedgerLock, LedgerLocked
 from syncledger.server.testing import Harness
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
-from tests.test_batch_writer import NOW, TABLES, U, _command, _generator, _kinds, _outcome, _setup
+from tests.ledger.test_batch_writer import NOW, TABLES, U, _command, _generator, _kinds, _outcome, _setup
 
 LEDGER_TABLES = tuple(t for t in TABLES if t != "meta")
 

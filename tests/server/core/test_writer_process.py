@@ -19,8 +19,8 @@ from syncledger.ledger.wallet import OpenSession, PruneSessions, WalletCall, Wal
 from syncledger.server.testing import Harness
 from syncledger.server.core.writer import WriterProcess
 from tests.conftest import add_account, tcp_client
-from tests.test_batch_writer import NOW, TABLES, U, _command, _generator, _outcome
-from tests.test_truth import _assert_truthful, _fail_stop_run
+from tests.ledger.test_batch_writer import NOW, TABLES, U, _command, _generator, _outcome
+from tests.e2e.test_truth import _assert_truthful, _fail_stop_run
 
 new_store = __import__("syncledger.ledger.store", fromlist=["Store"])
 

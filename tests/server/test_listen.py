@@ -4,7 +4,6 @@ under a cap and the connect rate as the others, and TLS handshakes bounded in ti
 from __future__ import annotations
 
 import ast
-import pathlib
 import ssl
 
 import pytest
@@ -14,8 +13,9 @@ import trustme
 from syncledger.server.client import open_client
 from syncledger.server.limits import Gate
 from syncledger.server.testing import Harness
+from tests.conftest import ROOT
 
-SERVER = pathlib.Path(__file__).resolve().parent.parent / "server"
+SERVER = ROOT / "server"
 # what opens or accepts on a listening socket, or runs a handshake or an accept loop of its own
 LISTENING = {"open_tcp_listeners", "open_ssl_over_tcp_listeners", "serve_listeners", "serve_tcp",
              "serve_ssl_over_tcp", "SSLListener", "SSLStream", "WebSocketServer", "serve_websocket", "listen",

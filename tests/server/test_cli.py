@@ -11,15 +11,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store
 from syncledger.server import auth
 from syncledger.server.cli import main, parser
+from tests.conftest import FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v1.sqlite"
+FIXTURE = FIXTURES / "ledger-v1.sqlite"
 FIXTURE_SECRET = b"fixture-secret-not-for-production"
 HUGE = str(2**70)
 

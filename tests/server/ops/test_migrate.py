@@ -4,7 +4,6 @@ both sides, and carrying on the same chain there; what it refuses, and a failed 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +11,9 @@ from syncledger.ledger import Finance, FinanceRequest, Store, engine, verify_pat
 from syncledger.ledger import store as store_module
 from syncledger.server.cli import main
 from syncledger.server.core.lockfile import LedgerLock
+from tests.conftest import FIXTURES
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
-from tests.test_batch_writer import NOW, U, _command, _generator, _outcome, _setup
+from tests.ledger.test_batch_writer import NOW, U, _command, _generator, _outcome, _setup
 
 TABLES = ("accounts", "managers", "game_sessions", "finance", "events", "idempotency", "wallet_tx", "meta")
 
@@ -77,7 +77,7 @@ def test_a_migrated_ledger_holds_the_same_rows_and_carries_on_the_same_chain(tmp
 
 def test_an_older_release_s_ledger_is_brought_up_to_date_then_copied(tmp_path, pg_url, capsys):
     old = str(tmp_path / "v1.sqlite")
-    shutil.copy(Path(__file__).parent / "fixtures" / "ledger-v1.sqlite", old)
+    shutil.copy(FIXTURES / "ledger-v1.sqlite", old)
     assert main(["migrate", "--from", old, "--to", pg_url]) == 0
     assert verify_path(pg_url).head == verify_path(old).head
     assert capsys.readouterr().out.startswith(f"migrated {old}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -16,10 +15,11 @@ from syncledger.ledger.store import LedgerOpenError
 from syncledger.ledger.wallet import WalletCall
 from syncledger.server.cli import main
 from syncledger.server.wallet.app import wallet_call
+from tests.conftest import FIXTURES
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v1.sqlite"
-PREVIOUS = Path(__file__).parent / "fixtures" / "ledger-v6.sqlite"  # the release before the search index
+FIXTURE = FIXTURES / "ledger-v1.sqlite"
+PREVIOUS = FIXTURES / "ledger-v6.sqlite"  # the release before the search index
 NOW = 1_764_000_100
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import shutil
-from pathlib import Path
 
 import orjson
 import pytest
@@ -13,11 +12,12 @@ import pytest
 from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store, migrations, verify, verify_path
 from syncledger.ledger import wallet as w
 from syncledger.ledger.commands import OpenSession, WalletCall
+from tests.conftest import FIXTURES
 from tests.pgcluster import backend, ledger_db, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 U = 1_000_000
 NOW = 1_700_000_000
-V7 = Path(__file__).parent / "fixtures" / "ledger-v7.sqlite"  # the release before providers
+V7 = FIXTURES / "ledger-v7.sqlite"  # the release before providers
 both = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 
 

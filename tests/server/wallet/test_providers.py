@@ -1,13 +1,11 @@
-"""Game providers (issue 23), the server's side: ``syncledger provider add|list|rotate|remove|set`` on SQLite and
-PostgreSQL, providers declared in the config file, each wallet call authenticated to one provider (its token, its
-settlement mode, its currencies, whether it may send promo_payout), a change taking effect within a second on a
-running server, ``POST /v1/promo_payout``, and the answers counted per provider."""
+"""Game providers (issue 23), the wallet's side: providers declared in the config file, each wallet call
+authenticated to one provider (its token, its settlement mode, its currencies, whether it may send promo_payout), a
+change taking effect within a second on a running server (SQLite, PostgreSQL, two nodes), ``POST
+/v1/promo_payout``, and the answers counted per provider. (The CLI's own tests: tests/server/ops/.)"""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sqlite3
 from decimal import Decimal
 
 import httpx
@@ -15,169 +13,15 @@ import orjson
 import pytest
 import trio
 
-from syncledger.ledger import engine
-from syncledger.server import config as config_module
-from syncledger.server.app import ProvidersError, Server, serve
+from syncledger.server.app import ProvidersError, Server
 from syncledger.server.auth import Provider, ProviderKeys, token_hash
-from syncledger.server.cli import main
 from syncledger.server.config import ConfigError, ProviderConfig, from_toml
-from syncledger.server.testing import Harness, test_config
-from tests.conftest import add_account, assert_ledger_ok, event_count, make_config, tcp_client
-from tests.pgcluster import backend, every_backend, ledger_db, pg_cluster, pg_url, serve_on  # noqa: F401
+from syncledger.server.testing import Harness
+from tests.conftest import add_account, assert_ledger_ok, event_count, server_config, tcp_client
+from tests.pgcluster import backend, every_backend, ledger_db, pg_cluster, pg_url  # noqa: F401  (fixtures)
+from tests.server.ops.test_providers import add, cli
 
 DEFAULT_TOKEN = "default-provider-token"
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """``syncledger ARGV``: (exit code, stdout, stderr)."""
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # (argparse's refusals)
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def add(capsys, db: str, name: str, *options: str) -> str:
-    """``provider add``: its token (the one line on stdout)."""
-    code, out, err = cli(capsys, "provider", "add", "--db", db, "--name", name, *options)
-    assert code == 0, err
-    assert out.count("\n") == 1 and "shown this once" in err and out.strip() not in err
-    return out.strip()
-
-
-def rows(db: str) -> dict[str, tuple]:
-    """The providers table: name -> (token_hash, settlement, currencies, promo, removed)."""
-    conn = engine.connect(db)
-    try:
-        return {r[0]: tuple(r[1:]) for r in conn.execute(
-            "SELECT name, token_hash, settlement, currencies, promo, removed FROM providers")}
-    finally:
-        conn.close()
-
-
-# ---- the CLI
-
-
-def test_add_prints_the_token_once_and_stores_only_its_hash(tmp_path, capsys):
-    db = str(tmp_path / "l.db")
-    token = add(capsys, db, "evo", "--settlement", "mixed", "--currency", "EUR,USD", "--promo")
-    assert len(token) >= 43 and token_hash(token) == hashlib.sha256(token.encode()).hexdigest()
-    assert rows(db) == {"default": (None, "gamewise", "", 0, 0),
-                        "evo": (token_hash(token), "mixed", "EUR,USD", 1, 0)}
-    other = add(capsys, db, "pragmatic-2")
-    assert other != token and rows(db)["pragmatic-2"] == (token_hash(other), "gamewise", "", 0, 0)
-
-
-def test_list_shows_settings_and_whether_a_token_is_stored_never_the_token_or_its_hash(tmp_path, capsys):
-    db = str(tmp_path / "l.db")
-    token = add(capsys, db, "evo", "--currency", "EUR", "--promo")
-    code, out, _ = cli(capsys, "provider", "list", "--db", db, "--format", "json")
-    listed = json.loads(out)
-    assert code == 0 and [p["name"] for p in listed] == ["default", "evo"]
-    assert listed[0] == {"name": "default", "settlement": "gamewise", "currencies": [], "promo": False, "created": 0,
-                         "removed": None, "token_stored": False}
-    assert listed[1]["currencies"] == ["EUR"] and listed[1]["promo"] and listed[1]["token_stored"]
-    code, text, _ = cli(capsys, "provider", "list", "--db", db)
-    lines = text.splitlines()
-    assert code == 0 and lines[0].split() == ["name", "settlement", "currencies", "promo", "token", "created",
-                                               "removed"]
-    assert lines[1].split()[:5] == ["default", "gamewise", "any", "no", "-"]
-    assert lines[2].split()[:5] == ["evo", "gamewise", "EUR", "yes", "stored"] and lines[2].split()[6] == "-"
-    for shown in (out, text):
-        assert token not in shown and token_hash(token) not in shown
-
-
-@pytest.mark.parametrize("argv, wants", [
-    (["add", "--name", "Evo"], "--name"), (["add", "--name", "-evo"], "--name"), (["add", "--name", ""], "--name"),
-    (["add", "--name", "a" * 33], "--name"), (["add", "--name", "e vo"], "--name"), (["add", "--name", "é"], "--name"),
-    (["add", "--name", "x", "--settlement", "roundwise"], "--settlement"),
-    (["add", "--name", "x", "--currency", "EURO"], "--currency"), (["add", "--name", "x", "--currency", "eur"],
-                                                                   "--currency"),
-    (["add", "--name", "x", "--currency", ",,"], "--currency"), (["add"], "--name"),
-    (["set", "--name", "evo", "--settlement", "x"], "--settlement"), (["set", "--name", "evo"], "nothing to change"),
-    (["rotate", "--name", "EVO"], "--name"), (["remove"], "--name"), (["list", "--format", "csv"], "--format"),
-])
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(tmp_path, capsys, argv, wants):
-    db = str(tmp_path / "l.db")
-    add(capsys, db, "evo")
-    before = rows(db)
-    code, out, err = cli(capsys, "provider", *argv[:1], "--db", db, *argv[1:])
-    assert (code, out, err.count("\n")) == (2, "", 1), (code, out, err)
-    assert wants in err
-    assert rows(db) == before
-
-
-def test_a_provider_that_is_not_there_or_already_there_is_exit_1(tmp_path, capsys):
-    db = str(tmp_path / "l.db")
-    add(capsys, db, "evo")
-    before = rows(db)
-    for argv in (["rotate", "--name", "nope"], ["remove", "--name", "nope"], ["set", "--name", "nope", "--promo"],
-                 ["add", "--name", "evo"], ["add", "--name", "default"]):
-        code, out, err = cli(capsys, "provider", argv[0], "--db", db, *argv[1:])
-        assert (code, out, err.count("\n")) == (1, "", 1), (argv, code, out, err)
-        assert ("no provider nope" in err) or ("exists" in err)
-    assert rows(db) == before
-
-
-def test_a_command_on_a_ledger_that_is_not_there_is_exit_2_and_creates_nothing(tmp_path, capsys):
-    db = str(tmp_path / "none.db")
-    for argv in (["list"], ["rotate", "--name", "evo"], ["remove", "--name", "evo"], ["set", "--name", "evo",
-                                                                                      "--promo"]):
-        code, out, err = cli(capsys, "provider", argv[0], "--db", db, *argv[1:])
-        assert (code, out, err.count("\n")) == (2, "", 1) and "no ledger" in err
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_rotate_remove_set_and_add_again(tmp_path, capsys):
-    db = str(tmp_path / "l.db")
-    first = add(capsys, db, "evo", "--currency", "EUR")
-    code, out, err = cli(capsys, "provider", "rotate", "--db", db, "--name", "evo")
-    second = out.strip()
-    assert code == 0 and out.count("\n") == 1 and second != first and "shown this once" in err
-    assert rows(db)["evo"][0] == token_hash(second)
-
-    code, out, _ = cli(capsys, "provider", "set", "--db", db, "--name", "evo", "--settlement", "mixed", "--promo")
-    assert code == 0 and "mixed, EUR, may send promo_payout" in out
-    assert rows(db)["evo"] == (token_hash(second), "mixed", "EUR", 1, 0)
-    code, out, _ = cli(capsys, "provider", "set", "--db", db, "--name", "evo", "--currency", "", "--no-promo")
-    assert code == 0 and "mixed, any currency, no promo_payout" in out
-    assert rows(db)["evo"] == (token_hash(second), "mixed", "", 0, 0)
-
-    code, out, _ = cli(capsys, "provider", "remove", "--db", db, "--name", "evo")
-    token, settlement, _, _, removed = rows(db)["evo"]
-    assert code == 0 and "removed" in out and token is None and removed > 0 and settlement == "mixed"
-    code, out, _ = cli(capsys, "provider", "list", "--db", db, "--format", "json")
-    assert json.loads(out)[1]["removed"] == removed and not json.loads(out)[1]["token_stored"]
-    assert cli(capsys, "provider", "rotate", "--db", db, "--name", "evo")[0] == 1  # removed: nothing to rotate
-    assert cli(capsys, "provider", "remove", "--db", db, "--name", "evo")[0] == 1
-
-    third = add(capsys, db, "evo", "--promo")  # back, under its name (and its ids), with a new token
-    assert rows(db)["evo"] == (token_hash(third), "gamewise", "", 1, 0)
-
-
-def test_the_default_provider_can_be_set_and_given_a_stored_token(tmp_path, capsys):
-    db = str(tmp_path / "l.db")
-    add(capsys, db, "evo")  # (makes the ledger)
-    assert cli(capsys, "provider", "set", "--db", db, "--name", "default", "--settlement", "mixed")[0] == 0
-    code, out, _ = cli(capsys, "provider", "rotate", "--db", db, "--name", "default")
-    assert code == 0 and rows(db)["default"] == (token_hash(out.strip()), "mixed", "", 0, 0)
-
-
-def test_the_provider_commands_on_postgresql(pg_url, capsys):
-    token = add(capsys, pg_url, "evo", "--settlement", "mixed", "--currency", "USD")
-    assert rows(pg_url)["evo"] == (token_hash(token), "mixed", "USD", 0, 0)
-    assert add(capsys, pg_url, "evo2") != token
-    assert cli(capsys, "provider", "add", "--db", pg_url, "--name", "evo")[0] == 1
-    code, out, _ = cli(capsys, "provider", "rotate", "--db", pg_url, "--name", "evo")
-    assert code == 0 and rows(pg_url)["evo"][0] == token_hash(out.strip())
-    assert cli(capsys, "provider", "set", "--db", pg_url, "--name", "evo", "--promo", "--currency", "EUR,USD")[0] == 0
-    assert rows(pg_url)["evo"][1:] == ("mixed", "EUR,USD", 1, 0)
-    assert cli(capsys, "provider", "remove", "--db", pg_url, "--name", "evo2")[0] == 0
-    assert rows(pg_url)["evo2"][0] is None and rows(pg_url)["evo2"][4] > 0
-    code, out, _ = cli(capsys, "provider", "list", "--db", pg_url, "--format", "json")
-    assert code == 0 and [p["name"] for p in json.loads(out)] == ["default", "evo", "evo2"]
-    assert cli(capsys, "provider", "rotate", "--db", pg_url, "--name", "nope")[0] == 1
 
 
 # ---- the config file
@@ -240,7 +84,7 @@ def test_serve_refuses_a_config_provider_that_is_also_in_the_table_or_has_no_tok
 
 async def test_two_providers_with_one_token_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("PRAGMA_TOKEN", DEFAULT_TOKEN)
-    config = test_config(db=str(tmp_path / "l.db"), wallet_token=DEFAULT_TOKEN,
+    config = server_config(tmp_path, mem=True, db=str(tmp_path / "l.db"), wallet_token=DEFAULT_TOKEN,
                          providers=(ProviderConfig("pragma", "PRAGMA_TOKEN"),))
     with pytest.raises(ProvidersError, match="providers default and pragma have the same token"):
         Server(config)
@@ -367,9 +211,9 @@ async def test_a_currency_the_provider_may_not_use_is_refused_and_writes_nothing
     await assert_ledger_ok(srv)
 
 
-async def test_syncledger_wallet_token_is_still_the_default_provider(nursery, monkeypatch):
+async def test_syncledger_wallet_token_is_still_the_default_provider(start_server, monkeypatch):
     monkeypatch.setenv("SYNCLEDGER_WALLET_TOKEN", "from-the-environment")
-    srv = await nursery.start(serve, test_config(wallet_token=None))
+    srv = await start_server(mem=True, wallet_token=None)
     h = Harness(srv)
     made = spy(srv)
     login, sid = await player(h)
@@ -384,9 +228,9 @@ async def test_syncledger_wallet_token_is_still_the_default_provider(nursery, mo
                                                           ("default", "mixed")]
 
 
-async def test_without_a_token_every_call_is_refused(nursery, monkeypatch):
+async def test_without_a_token_every_call_is_refused(start_server, monkeypatch):
     monkeypatch.delenv("SYNCLEDGER_WALLET_TOKEN", raising=False)
-    srv = await nursery.start(serve, test_config(wallet_token=None))
+    srv = await start_server(mem=True, wallet_token=None)
     h = Harness(srv)
     login, sid = await player(h)
     for token in ("", "anything", None):
@@ -407,11 +251,11 @@ async def until(predicate, within: float = 2.0, step: float = 0.02) -> float:
 
 
 @every_backend
-async def test_providers_added_rotated_set_and_removed_on_a_running_server(nursery, backend, ledger_db, capsys):
+async def test_providers_added_rotated_set_and_removed_on_a_running_server(start_server, backend, ledger_db, capsys):
     """Real clock, real sockets, the CLI on the ledger the server holds (on PostgreSQL too, and on two nodes of
     one PostgreSQL ledger: each call goes to the next node, and both must have read the change)."""
     db = ledger_db
-    srv = await serve_on(nursery, backend, make_config(db=db, wallet_token=DEFAULT_TOKEN))
+    srv = await start_server(db=db, wallet_token=DEFAULT_TOKEN, backend=backend)
     async with tcp_client(srv) as c:
         login = await add_account(c)
         sid = (await c.call("OpenGameSession", {"login": login})).data["sid"]
@@ -447,11 +291,12 @@ async def test_providers_added_rotated_set_and_removed_on_a_running_server(nurse
     await assert_ledger_ok(srv)
 
 
-async def test_a_removed_provider_is_refused_within_a_second_of_mock_time(autojump_clock, nursery, tmp_path, capsys):
+async def test_a_removed_provider_is_refused_within_a_second_of_mock_time(autojump_clock, start_server, tmp_path,
+                                                                          capsys):
     """The map of tokens is read again every half second (Trio's clock), and at once after an unknown token."""
     db = str(tmp_path / "l.db")
     token = add(capsys, db, "evo")
-    srv = await nursery.start(serve, test_config(db=db))
+    srv = await start_server(mem=True, db=db)  # (a ledger file, inline on the Trio thread)
     h = Harness(srv)
     login, sid = await player(h)
     body = {"sid": sid, "userId": str(login), "currency": "EUR"}
@@ -559,16 +404,16 @@ async def test_a_promo_payout_id_that_names_a_debit_is_invalid_parameter(mem_ser
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
-async def test_providers_with_their_own_tokens_on_one_server_each_get_their_own(nursery, backend, ledger_db, capsys,
-                                                                                monkeypatch):
+async def test_providers_with_their_own_tokens_on_one_server_each_get_their_own(start_server, backend, ledger_db,
+                                                                                capsys, monkeypatch):
     """A provider from the table (mixed, EUR), one from the config file and the default one, each with its own
     token, send the same transaction.id and game.id: each call is made in its own provider's name, recorded
     under it, and each gets its own debit; promo_payout for the one allowed to send it."""
     db = ledger_db
     evo = add(capsys, db, "evo", "--settlement", "mixed", "--currency", "EUR", "--promo")
     monkeypatch.setenv("PRAGMA_TOKEN", "pragma-secret")
-    srv = await nursery.start(serve, make_config(db=db, wallet_token=DEFAULT_TOKEN, providers=(
-        ProviderConfig("pragma", "PRAGMA_TOKEN", currencies=("EUR", "USD")),)))
+    srv = await start_server(db=db, wallet_token=DEFAULT_TOKEN, backend=backend, providers=(
+        ProviderConfig("pragma", "PRAGMA_TOKEN", currencies=("EUR", "USD")),))
     made = spy(srv)
     async with tcp_client(srv) as c:
         login = await add_account(c)

@@ -40,7 +40,7 @@ restarted once more, checked, and stopped with SIGTERM (it must exit 0).
     python bench/crash_test.py --keep               # keep the database, server logs and journal
     python bench/crash_test.py --db URL --nodes 2   # two serve --cluster nodes on PostgreSQL: one killed a cycle
 
-The core is importable (``run_crash_test``): tests/test_crash.py runs a short version in CI.
+The core is importable (``run_crash_test``): tests/e2e/test_crash.py runs a short version in CI.
 """
 
 from __future__ import annotations

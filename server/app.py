@@ -25,7 +25,7 @@ from . import auth
 from .events import ws
 from .wallet.app import WalletApp
 from .core.writer import WriterProcess
-from .auth import Claims, LoginThrottle, ManagerKeys, Tokens
+from .auth import Claims, LoginThrottle, ManagerKeys, Provider, ProviderKeys, Tokens
 from .core.broker import Broker
 from .manager.commands import Dispatcher
 from .config import Config, Ports
@@ -44,6 +44,13 @@ from .core.timeouts import Timeouts
 
 log = logging.getLogger("syncledger")
 KEYS_WAIT = 1.0  # seconds a request waits for the managers' key versions to be read again (see Server.authorize)
+
+
+PROVIDERS = "SELECT name, token_hash, settlement, currencies, promo, removed FROM providers"
+
+
+class ProvidersError(Exception):
+    """The providers the server is given cannot be used as they are (one line, exit 2)."""
 
 
 class FailStop(Exception):
@@ -72,6 +79,7 @@ class Server:
         try:
             self.tokens = Tokens(config.secret or auth.load_secret(config.db, self.store.db), clock=self.wall_time)
             self.keys = self._manager_keys()
+            self.providers = self._provider_keys()
             if config.db != ":memory:":
                 self._reads = ReadPool(config.db, size=2, threaded=config.threaded, timeout=config.read_timeout,
                                        watch=self.watch)
@@ -81,6 +89,8 @@ class Server:
                 if isinstance(self._lock, LedgerLock):
                     self._lock.note_writer(self.writer.process.pid)
         except BaseException:
+            for reader in self._readers:
+                reader.close()
             if self._reads is not None:
                 self._reads.close()
             self.store.close()
@@ -97,8 +107,7 @@ class Server:
         self.mainloop.on_skip = self.broker.skipped
         self.tail = Tail(config.db, self.mainloop, self.node) if self.node else None  # what the other nodes commit
         self.dispatcher = Dispatcher(self)
-        self.wallet = WalletApp(self, config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN"),
-                                config.wallet_test_endpoints)
+        self.wallet = WalletApp(self, config.wallet_test_endpoints)
         self.listeners = self._listeners(config)
         self.gates = {name: listener.gate for name, listener in self.listeners.items()}
         self.connection_lines = LineBudget(20, trio.current_time)  # "opened"/"closed" lines a second, in all
@@ -169,15 +178,23 @@ class Server:
         database) goes on alone, watched by /readyz; meanwhile the versions read last stand."""
         keys = self.keys
         if keys.due(claims):
-            if not self.config.threaded:
-                self._refresh_keys(None)
-            else:
-                await trio.lowlevel.checkpoint_if_cancelled()  # (from here on, the thread runs: it ends the read)
-                keys.reading = True
-                watched = self.watch.begin("a read of the managers' keys")
-                with trio.move_on_after(KEYS_WAIT):
-                    await trio.to_thread.run_sync(self._refresh_keys, watched, abandon_on_cancel=True)
+            await self._off_loop("a read of the managers' keys", lambda: setattr(keys, "reading", True),
+                                 self._refresh_keys)
         keys.check(claims)
+
+    async def _off_loop(self, what: str, begin: Callable[[], None], fn: Callable[[int | None], Any]) -> Any:
+        """``fn(watched)``, a read of a small table, in a worker thread (unless single-threaded), waited for at
+        most KEYS_WAIT seconds and watched by /readyz (``fn`` ends its watch entry, and what ``begin`` began).
+        None if it took longer: it goes on alone and what it returns is dropped."""
+        if not self.config.threaded:
+            begin()
+            return fn(None)
+        await trio.lowlevel.checkpoint_if_cancelled()  # (from here on, the thread runs: it ends the read)
+        begin()
+        watched = self.watch.begin(what)
+        with trio.move_on_after(KEYS_WAIT):
+            return await trio.to_thread.run_sync(fn, watched, abandon_on_cancel=True)
+        return None
 
     def _refresh_keys(self, watched: int | None) -> None:
         """The managers' key versions read again if the ledger changed (in a worker thread, unless
@@ -195,6 +212,91 @@ class Server:
     def reload_keys(self) -> None:
         """Read the managers' key versions now, on this thread (for tests and the testing harness)."""
         self.keys.versions = self._keys_read()
+
+    # ---- game providers: which one a wallet call's token is
+
+    def _provider_keys(self) -> ProviderKeys:
+        """The providers' tokens: the table's (read again by :meth:`_watch_providers`), the default provider's
+        SYNCLEDGER_WALLET_TOKEN (config ``wallet_token``), and the config file's providers, whose tokens are in
+        the environment variables they name. A config file's provider may not also be in the table."""
+        config, fixed, configured = self.config, {}, {}
+        default = config.wallet_token or os.environ.get("SYNCLEDGER_WALLET_TOKEN")
+        if default:
+            fixed["default"] = default
+        for p in config.providers:
+            token = os.environ.get(p.token_env)
+            if not token:
+                raise ProvidersError(f"provider {p.name} of the config file: its token_env {p.token_env} is not set "
+                                     "in the environment")
+            same = [name for name, other in fixed.items() if other == token]
+            if same:
+                raise ProvidersError(f"providers {same[0]} and {p.name} have the same token: a token names one "
+                                     "provider")
+            fixed[p.name] = token
+            configured[p.name] = Provider(p.name, p.settlement, frozenset(p.currencies), p.promo)
+        keys = ProviderKeys(fixed, configured, trio.current_time)
+        path = self.config.db
+        if path == ":memory:":  # (changes only through this process: read again by reload_providers)
+            self._providers_read = lambda: list(self.store.db.execute(PROVIDERS))
+            self._providers_changed: Callable[[], bool] = lambda: False
+        else:
+            reader = engine.connect_ro(path, on_open=engine.bound_session)
+            self._readers.append(reader)
+            seen: list[int | None] = [None]
+
+            def changed() -> bool:
+                version = engine.data_version(reader)  # None (PostgreSQL): unknown, read them again
+                changed, seen[0] = version is None or version != seen[0], version
+                return changed
+            self._providers_read, self._providers_changed = (lambda: list(reader.execute(PROVIDERS))), changed
+        rows = self._providers_read()
+        both = sorted({row[0] for row in rows} & set(configured))
+        if both:
+            raise ProvidersError(f"provider {both[0]} is in the config file and in the ledger's providers table "
+                                 "(syncledger provider list): declare it in one place")
+        keys.load(rows)
+        self._providers_reading = self._providers_stale = False
+        self._providers_wake = trio.Event()
+        keys.wake = lambda: self._providers_wake.set()
+        return keys
+
+    async def _watch_providers(self) -> None:
+        """Read the providers table again every ``every`` seconds, or sooner after a token no provider has (at
+        most every half of it), off the event loop: a stalled read goes on alone and the map read last stands."""
+        half = self.providers.every / 2
+        while True:
+            await trio.sleep(half)  # (at most two reads a period, however many unknown tokens come)
+            with trio.move_on_after(half):
+                await self._providers_wake.wait()
+            self._providers_wake = trio.Event()
+            if self._providers_reading:  # a read still under way (a stalled database): not another
+                continue
+            rows = await self._off_loop("a read of the providers", lambda: setattr(self, "_providers_reading", True),
+                                        self._refresh_providers)
+            if rows is None:  # it did not answer in time (or failed): read the table again next time
+                self._providers_stale = True
+            elif rows is not _UNCHANGED:
+                self._providers_stale = False
+                self.providers.load(rows)
+
+    def _refresh_providers(self, watched: int | None) -> Any:
+        """The providers table's rows, or _UNCHANGED if the ledger has not changed since the last read; None if
+        the database fails the read (in a worker thread, unless single-threaded)."""
+        try:
+            if self._providers_changed() or self._providers_stale:
+                return self._providers_read()
+            return _UNCHANGED
+        except engine.errors() as e:
+            log.warning("the providers could not be read again (%s): the ones read last stand", engine.said(e))
+            return None
+        finally:
+            self._providers_reading = False
+            if watched is not None:
+                self.watch.end(watched)
+
+    def reload_providers(self) -> None:
+        """Read the providers table now, on this thread (for tests and the testing harness)."""
+        self.providers.load(self._providers_read())
 
     # ---- time: everything follows Trio's clock, so MockClock drives sync timeouts and expiries
 
@@ -237,6 +339,8 @@ class Server:
                 self.ports = Ports(*(self.listeners[name].port if name in self.listeners else None
                                      for name in Ports._fields))
                 root.start_soon(self._prune_game_sessions)
+                if self.config.db != ":memory:":
+                    root.start_soon(self._watch_providers)
                 root.start_soon(self.broker.trim.run)
                 task_status.started(self)
         finally:
@@ -473,6 +577,9 @@ def _span(seconds: float) -> str:
 
 class TlsError(Exception):
     """The TLS certificate or key cannot be used (one line, exit 2)."""
+
+
+_UNCHANGED = object()  # (a read of the providers that found the ledger unchanged)
 
 
 def _ignore(outcome: Any) -> None:

@@ -1,4 +1,5 @@
-"""Manager authentication: salted scrypt password hashes and HS256 session tokens (PyJWT), claims cached."""
+"""Authentication: managers (salted scrypt password hashes, HS256 session tokens with PyJWT, claims cached, key
+versions) and game providers (their tokens, known by their SHA-256)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
 import time
@@ -17,6 +19,7 @@ import jwt
 from syncledger.ledger import engine
 
 log = logging.getLogger("syncledger.admin")  # (the key file's lines: their logger's name of old)
+wallet_log = logging.getLogger("syncledger.wallet")
 
 SESSION_USER, SESSION_MANAGER, SESSION_DEALER, SESSION_ADMIN = 0, 1, 2, 3
 SESSIONS = {"USER": SESSION_USER, "MANAGER": SESSION_MANAGER, "DEALER": SESSION_DEALER, "ADMIN": SESSION_ADMIN}
@@ -134,6 +137,87 @@ class ManagerKeys:
         if claims.session != SESSION_USER and self.versions.get(claims.login) != claims.kv:
             raise AuthError("TOKEN_REVOKED", "this token was revoked (its manager was removed or changed): log in "
                                              "again")
+
+
+def token_hash(token: str | bytes) -> str:
+    """How a provider's token is stored (``providers.token_hash``): the hex SHA-256 of its bytes."""
+    return hashlib.sha256(token.encode() if isinstance(token, str) else token).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """A game provider as the wallet knows it: who a call comes from, and that provider's settings."""
+
+    name: str
+    settlement: str = "gamewise"
+    currencies: frozenset[str] = frozenset()  # empty: any
+    promo: bool = False
+
+    def takes(self, currency: str | None) -> bool:
+        return not self.currencies or currency is None or currency in self.currencies
+
+
+class ProviderKeys:
+    """Which provider a token is: a map of the tokens' SHA-256 digests to providers, made from the providers
+    table (each row's stored token, and for ``default`` the token of SYNCLEDGER_WALLET_TOKEN) and the config
+    file's providers. A call's lookup is one digest and one dict lookup; the server reads the table again off
+    the event loop (``Server._watch_providers``) every ``every`` seconds, sooner after a miss (:meth:`missed`), and
+    puts the new map in place at once (:meth:`load`).
+
+    ``fixed``: name -> token given to the server itself (the default provider's, the config file's); the
+    config file's providers also bring their settings (``configured``), the default one takes its row's."""
+
+    def __init__(self, fixed: dict[str, str], configured: dict[str, Provider], clock: Callable[[], float],
+                 every: float = 0.5):
+        self.fixed = {name: hashlib.sha256(token.encode()).digest() for name, token in fixed.items()}
+        self.configured, self._clock, self.every = configured, clock, every
+        self.by_digest: dict[bytes, Provider] = {}
+        self.ignored: frozenset[str] = frozenset()  # rows of the table named as a config file's provider
+        self.loaded = -math.inf  # when the map was last made
+        self.wake: Callable[[], None] | None = None  # set by the server: read the table again soon
+
+    def load(self, rows: list[tuple]) -> None:
+        """The map from the table's rows ``(name, token_hash, settlement, currencies, promo, removed)``."""
+        by_digest: dict[bytes, Provider] = {}
+        named = set()
+        for name, stored, settlement, currencies, promo, removed in rows:
+            named.add(name)
+            if removed or name in self.configured:
+                continue
+            provider = Provider(name, settlement, frozenset(c for c in currencies.split(",") if c), bool(promo))
+            if stored:
+                by_digest[bytes.fromhex(stored)] = provider
+            if name in self.fixed:
+                by_digest[self.fixed[name]] = provider
+        if "default" in self.fixed and "default" not in named:  # (a ledger with no row for it: its defaults)
+            by_digest[self.fixed["default"]] = Provider("default")
+        for name, provider in self.configured.items():
+            by_digest[self.fixed[name]] = provider
+        ignored = frozenset(named & set(self.configured))
+        if ignored != self.ignored and ignored:
+            wallet_log.error("providers %s are in the config file and in the ledger's providers table: the table's rows "
+                      "are not used (remove them, or the provider from the config file)", ", ".join(sorted(ignored)))
+        self.by_digest, self.ignored, self.loaded = by_digest, ignored, self._clock()
+
+    def find(self, tokens: list[bytes]) -> Provider | None:
+        """The provider the tokens a call carries name (any that matches; None if none does, or if they name
+        two providers)."""
+        found = None
+        for token in tokens:
+            provider = self.by_digest.get(hashlib.sha256(token).digest())
+            if provider is not None:
+                if found is not None and found.name != provider.name:
+                    return None
+                found = provider
+        if found is None and tokens:
+            self.missed()
+        return found
+
+    def missed(self) -> None:
+        """A token no provider has: perhaps one added since the map was made; read the table again soon (the
+        server reads it at most every ``every`` / 2 seconds however many come)."""
+        if self.wake is not None:
+            self.wake()
 
 
 class LoginThrottle:

@@ -1,5 +1,5 @@
-"""The ``syncledger`` command: serve, manager add/remove, token, session open, verify, head, backup, restore,
-export, migrate."""
+"""The ``syncledger`` command: serve, manager add/remove, provider add/list/rotate/remove/set, token, session
+open, verify, head, backup, restore, export, migrate."""
 
 from __future__ import annotations
 
@@ -20,18 +20,19 @@ from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
 from . import auth, logs
-from .ops import OpsError, backup, export, managers, migrate
+from .ops import OpsError, backup, export, managers, migrate, providers
 from .ops import reports  # rounds, report, reconcile
-from .app import FailStop, TlsError, serve
+from .app import FailStop, ProvidersError, TlsError, serve
 from .auth import SESSIONS, SecretExposed, SecretMissing, Tokens
-from .config import DEFAULT_DB, OPTIONS, Config, ConfigError, from_toml, int_in
+from .config import DEFAULT_DB, OPTIONS, SETTLEMENTS, Config, ConfigError, currencies, from_toml, int_in, provider_name
 from .core.lockfile import LedgerLocked
 from .listen import ListenError
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
 MAX_TTL = 366 * 24 * 3600  # the longest a token from `syncledger token` may last (a year, leap day included)
 # one line on stderr, exit 2
-UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, SecretMissing, TlsError, ListenError)
+UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, SecretMissing, TlsError, ListenError,
+            ProvidersError)
 
 
 def _new_ledger_note(path: str) -> bool:
@@ -113,6 +114,109 @@ def _session_open(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(sid)
+    return 0
+
+
+def _open(args: argparse.Namespace, create: bool = False) -> Store:
+    created = create and _new_ledger_note(args.db)
+    store = Store(args.db, create=create)
+    if created or (store.created and engine.is_postgres(args.db)):
+        print(f"created new ledger at {engine.shown(args.db)}", file=sys.stderr)
+    return store
+
+
+def _settings(args: argparse.Namespace) -> str:
+    shown = [args.settlement or "", "any currency" if args.currency == () else ",".join(args.currency or ()),
+             {True: "may send promo_payout", False: "no promo_payout", None: ""}[args.promo]]
+    return ", ".join(part for part in shown if part)
+
+
+def _provider_add(args: argparse.Namespace) -> int:
+    store = _open(args, create=True)
+    try:
+        token = providers.add_provider(store.db, args.name, int(time.time()), args.settlement or "gamewise",
+                                       args.currency or (), bool(args.promo))
+    except providers.Exists as e:
+        print(f"syncledger: {e}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    args.settlement, args.currency, args.promo = args.settlement or "gamewise", args.currency or (), bool(args.promo)
+    print(token, flush=True)
+    print(f"provider {args.name} ({_settings(args)}) added to {engine.shown(args.db)}; its token, above, is shown "
+          f"this once: give it to the provider (a running server takes it within a second)", file=sys.stderr)
+    return 0
+
+
+def _provider_rotate(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        token = providers.rotate_provider(store.db, args.name)
+    except providers.NoProvider:
+        return _no_provider(args)
+    finally:
+        store.close()
+    print(token, flush=True)
+    print(f"provider {args.name} has a new token, above, shown this once; the one it had is refused from now on "
+          f"(by a running server within a second)", file=sys.stderr)
+    return 0
+
+
+def _provider_remove(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        providers.remove_provider(store.db, args.name, int(time.time()))
+    except providers.NoProvider:
+        return _no_provider(args)
+    finally:
+        store.close()
+    print(f"provider {args.name} removed from {engine.shown(args.db)}; its token is refused from now on (by a "
+          f"running server within a second); its transactions stay")
+    return 0
+
+
+def _provider_set(args: argparse.Namespace) -> int:
+    if args.settlement is None and args.currency is None and args.promo is None:
+        print("syncledger: nothing to change: give --settlement, --currency or --promo/--no-promo", file=sys.stderr)
+        return 2
+    store = _open(args)
+    try:
+        now = providers.set_provider(store.db, args.name, args.settlement, args.currency, args.promo)
+    except providers.NoProvider:
+        return _no_provider(args)
+    finally:
+        store.close()
+    args.settlement, args.promo = now["settlement"], bool(now["promo"])
+    args.currency = tuple(c for c in now["currencies"].split(",") if c)
+    print(f"provider {args.name} now: {_settings(args)} (a running server applies it to the calls that follow "
+          f"within a second)")
+    return 0
+
+
+def _no_provider(args: argparse.Namespace) -> int:
+    print(f"syncledger: no provider {args.name} in {engine.shown(args.db)}", file=sys.stderr)
+    return 1
+
+
+def _when(t: int | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else "-"
+
+
+def _provider_list(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        found = providers.list_providers(store.db)
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps(found))
+        return 0
+    rows = [("name", "settlement", "currencies", "promo", "token", "created", "removed")]
+    rows += [(p["name"], p["settlement"], ",".join(p["currencies"]) or "any", "yes" if p["promo"] else "no",
+              "stored" if p["token_stored"] else "-", _when(p["created"]), _when(p["removed"])) for p in found]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     return 0
 
 
@@ -229,7 +333,7 @@ async def _serve_until_signalled(config: Config, stopped: list[bool], created: b
 
 def _serve(args: argparse.Namespace) -> int:
     logs.configure(args.log_format)
-    config = Config(**{f.name: getattr(args, f.name) for f, _ in OPTIONS})
+    config = Config(**{f.name: getattr(args, f.name) for f, _ in OPTIONS}, providers=getattr(args, "providers", ()))
     created = _new_ledger_note(args.db)
     stopped: list[bool] = []
     try:
@@ -305,6 +409,10 @@ def _config_show(args: argparse.Namespace) -> int:
         print(f"{option.name(f)} = {json.dumps(engine.shown(value) if f.name == 'db' else value)}")
     for name in ("SYNCLEDGER_SECRET", "SYNCLEDGER_WALLET_TOKEN"):
         print(f"# {name}: {'set (hidden)' if os.environ.get(name) else 'not set'}")
+    for p in getattr(args, "providers", ()):
+        print(f"\n[providers.{p.name}]\ntoken_env = {json.dumps(p.token_env)}  # "
+              f"{'set (hidden)' if os.environ.get(p.token_env) else 'not set'}\nsettlement = {json.dumps(p.settlement)}"
+              f"\ncurrencies = {json.dumps(','.join(p.currencies))}\npromo = {json.dumps(p.promo)}")
     return 0
 
 
@@ -342,6 +450,43 @@ def parser() -> argparse.ArgumentParser:
     _db_option(remove)
     remove.add_argument("--login", type=_login, required=True)
     remove.set_defaults(run=_manager_remove)
+
+    provider = sub.add_parser("provider", help="game providers of the wallet API (each with its own token)"
+                              ).add_subparsers(dest="action", required=True)
+    name = {"type": _typed(provider_name), "required": True, "metavar": "NAME",
+            "help": "1 to 32 of a-z, 0-9, _ and -, starting with a letter or digit"}
+    settlement = {"choices": SETTLEMENTS, "help": "gamewise: one credit settles its round (a new provider's "
+                                                  "default); mixed: each credit or cancel settles the debit its "
+                                                  "refId names"}
+    currency = {"type": _typed(currencies), "metavar": "CODES",
+                "help": "the currencies it may use, e.g. EUR,USD ('': any, a new provider's default)"}
+    padd = provider.add_parser("add", help="store a provider; prints its token once")
+    _db_option(padd)
+    padd.add_argument("--name", **name)
+    padd.add_argument("--settlement", **settlement)
+    padd.add_argument("--currency", **currency)
+    padd.add_argument("--promo", action="store_true", default=None, help="it may send promo_payout")
+    padd.set_defaults(run=_provider_add)
+    plist = provider.add_parser("list", help="the providers, removed ones too (never a token)")
+    _db_option(plist)
+    plist.add_argument("--format", choices=("text", "json"), default="text")
+    plist.set_defaults(run=_provider_list)
+    prot = provider.add_parser("rotate", help="a new token for a provider, printed once; the old one is refused")
+    _db_option(prot)
+    prot.add_argument("--name", **name)
+    prot.set_defaults(run=_provider_rotate)
+    prem = provider.add_parser("remove", help="remove a provider: its token is refused; its transactions stay")
+    _db_option(prem)
+    prem.add_argument("--name", **name)
+    prem.set_defaults(run=_provider_remove)
+    pset = provider.add_parser("set", help="change a provider's settings (for the calls that follow)")
+    _db_option(pset)
+    pset.add_argument("--name", **name)
+    pset.add_argument("--settlement", **settlement)
+    pset.add_argument("--currency", **currency)
+    pset.add_argument("--promo", action=argparse.BooleanOptionalAction, default=None,
+                      help="whether it may send promo_payout")
+    pset.set_defaults(run=_provider_set)
 
     token = sub.add_parser("token", help="print a token for a stored manager")
     _db_option(token)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, NamedTuple
@@ -103,6 +104,41 @@ def _no_limit(value: float | None) -> int:
     return 0 if value is None else int(value)
 
 
+# ---- game providers (server/ops/providers.py keeps them in the ledger; a config file may declare more)
+
+PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+SETTLEMENTS = ("gamewise", "mixed")
+
+
+def provider_name(text: str) -> str:
+    if not PROVIDER_NAME.fullmatch(text):
+        raise ValueError("a provider's name: 1 to 32 of a-z, 0-9, _ and -, starting with a letter or digit")
+    return text
+
+
+def currencies(text: str) -> tuple[str, ...]:
+    """``EUR,USD`` (spaces allowed, each code once, in the order given); empty: any currency."""
+    codes: list[str] = []
+    for code in (c.strip() for c in text.split(",")):
+        if code and code not in codes:
+            codes.append(_currency(code))
+    if not codes and text.strip():
+        raise ValueError("three-letter ISO 4217 codes such as EUR,USD")
+    return tuple(codes)
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """A game provider declared in the config file (``[providers.NAME]``): kept in memory, never written to the
+    ledger; its token is read from the environment variable ``token_env`` when the server starts."""
+
+    name: str
+    token_env: str
+    settlement: str = "gamewise"
+    currencies: tuple[str, ...] = ()  # empty: any
+    promo: bool = False
+
+
 @dataclass
 class Config:
     db: str = _option("syncledger.db", "the ledger: an SQLite file (default syncledger.db) or a postgresql:// URL",
@@ -173,7 +209,8 @@ class Config:
     threaded: bool = True  # False: SQLite runs on the Trio thread (deterministic MockClock tests)
     epoch: float | None = None  # wall time at trio.current_time() == 0; None: the real clock
     secret: str | None = None  # token secret; None: SYNCLEDGER_SECRET or the one kept in the database
-    wallet_token: str | None = None  # provider's shared token; None: SYNCLEDGER_WALLET_TOKEN (unset: refuse all)
+    wallet_token: str | None = None  # the default provider's token; None: SYNCLEDGER_WALLET_TOKEN (unset: none)
+    providers: tuple[ProviderConfig, ...] = ()  # the config file's [providers.NAME] tables
 
 
 OPTIONS = [(f, f.metadata["option"]) for f in fields(Config) if "option" in f.metadata]
@@ -202,8 +239,11 @@ def from_toml(path: str) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
     known = {o.name(f).replace("-", "_"): (f, o) for f, o in OPTIONS}
-    found = {}
+    found: dict[str, Any] = {}
     for key, value in values.items():
+        if key == "providers":
+            found["providers"] = _providers(path, value)
+            continue
         if key.replace("-", "_") not in known:
             raise ConfigError(f"{path}: unknown option {key} (see syncledger serve --help)")
         f, option = known[key.replace("-", "_")]
@@ -222,6 +262,47 @@ def from_toml(path: str) -> dict[str, Any]:
             value = os.path.join(os.path.dirname(os.path.abspath(path)), value)
         found[f.name] = value
     return found
+
+
+_PROVIDER_KEYS = {"token_env": "string", "settlement": "string", "currencies": "string", "promo": "boolean"}
+
+
+def _providers(path: str, value: Any) -> tuple[ProviderConfig, ...]:
+    """``[providers.NAME]`` tables: ``token_env`` (required), ``settlement``, ``currencies``, ``promo``."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: providers wants tables [providers.NAME], not "
+                          f"{_TOML_NAMES.get(type(value), type(value).__name__)}")
+    found = []
+    for name, table in value.items():
+        where = f"{path}: [providers.{name}]"
+        try:
+            provider_name(name)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} wants a table, not {_TOML_NAMES.get(type(table), type(table).__name__)}")
+        given: dict[str, Any] = {}
+        for key, item in table.items():
+            k = key.replace("-", "_")
+            if k not in _PROVIDER_KEYS:
+                raise ConfigError(f"{where}: unknown key {key} (token_env, settlement, currencies, promo)")
+            kinds, wanted = _TOML[_PROVIDER_KEYS[k]]
+            if k == "currencies" and isinstance(item, list) and all(isinstance(c, str) for c in item):
+                item = ",".join(item)  # (an array of codes, or one string "EUR,USD")
+            if not isinstance(item, kinds) or isinstance(item, bool) != (_PROVIDER_KEYS[k] == "boolean"):
+                raise ConfigError(f"{where}: {key} = {item!s}: wants {wanted}, not "
+                                  f"{_TOML_NAMES.get(type(item), type(item).__name__)}")
+            given[k] = item
+        if not given.get("token_env"):
+            raise ConfigError(f"{where}: token_env names the environment variable that holds its token")
+        if given.setdefault("settlement", "gamewise") not in SETTLEMENTS:
+            raise ConfigError(f"{where}: settlement = {given['settlement']}: one of {', '.join(SETTLEMENTS)}")
+        try:
+            given["currencies"] = currencies(given.get("currencies", ""))
+        except ValueError as e:
+            raise ConfigError(f"{where}: currencies = {table.get('currencies')!s}: {e}") from None
+        found.append(ProviderConfig(name, **given))
+    return tuple(found)
 
 
 def _url_or_memory(value: str) -> bool:

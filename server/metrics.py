@@ -27,8 +27,9 @@ class Metrics:
                                 buckets=LATENCY, registry=r)
         self.sync_timeouts = Counter("syncledger_sync_timeouts", "…Sync requests answered 504 SYNC_TIMEOUT",
                                      registry=r)
-        self.wallet = Counter("syncledger_wallet_answers", "Game-wallet answers, by action and status",
-                              ["action", "status"], registry=r)
+        self.wallet = Counter("syncledger_wallet_answers", "Game-wallet answers, by action, status and provider "
+                              "(empty: a call no provider's token authenticated)", ["action", "status", "provider"],
+                              registry=r)
         self.closed_round = Counter("syncledger_wallet_closed_round",
                                     "Wallet debits, credits and cancels that met a round already settled (a game.id "
                                     "reused by the integration?)", ["call"], registry=r)
@@ -39,7 +40,7 @@ class Metrics:
                                  registry=r)
         self.seq = Gauge("syncledger_ledger_seq", "The newest committed and published event seq", registry=r)
         self._requests: dict[tuple[str, int], object] = {}
-        self._wallet: dict[tuple[str, str], object] = {}
+        self._wallet: dict[tuple[str, str, str], object] = {}
         self._plain, self._sync = self.latency.labels("plain"), self.latency.labels("sync")
         self.wake: Callable[[], None] | None = None  # called (once) at the next answer: see History.run
 
@@ -56,10 +57,11 @@ class Metrics:
             Gauge("syncledger_tls_cert_not_after_seconds", "When the TLS certificate expires (notAfter, Unix time)",
                   registry=self.registry).set(tls_not_after)
 
-    def wallet_answer(self, action: str, status: str) -> None:
-        child = self._wallet.get((action, status))
+    def wallet_answer(self, action: str, status: str, provider: str = "") -> None:
+        key = (action, status, provider)
+        child = self._wallet.get(key)
         if child is None:
-            child = self._wallet[(action, status)] = self.wallet.labels(action, status)
+            child = self._wallet[key] = self.wallet.labels(action, status, provider)
         child.inc()  # type: ignore[attr-defined]
         if self.wake is not None:
             self._woken()

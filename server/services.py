@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 if TYPE_CHECKING:
     from syncledger.ledger import Store
 
-    from .auth import Claims, LoginThrottle, ManagerKeys, Tokens
+    from .auth import Claims, LoginThrottle, ManagerKeys, ProviderKeys, Tokens
     from .config import Config, Ports
     from .core.broker import Broker
     from .core.mainloop import MainLoop
@@ -22,6 +22,7 @@ class Services(Protocol):
     config: Config
     tokens: Tokens
     keys: ManagerKeys
+    providers: ProviderKeys  # which game provider a wallet call's token is
     throttle: LoginThrottle
     metrics: Metrics
     broker: Broker

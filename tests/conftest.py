@@ -1,4 +1,5 @@
-"""Shared fixtures: in-process servers (real clock on a file, or MockClock on an inline in-memory ledger).
+"""Shared fixtures: ``start_server``, the one factory of in-process servers (real clock on a file, or MockClock on
+an inline in-memory ledger), and the ``server`` and ``mem_server`` made by it.
 
 Clock rule (issue 10): a test that touches time on an in-memory server runs on
 ``trio.testing.MockClock(autojump_threshold=0)`` by naming ``autojump_clock`` (or ``mock_clock``) among
@@ -10,8 +11,12 @@ clock that only a fixture requests is silently ignored and the test runs on the 
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
 from syncledger.ledger import verify
 from syncledger.server.app import Config, Server, serve
@@ -21,6 +26,8 @@ from syncledger.server.client import Client
 from syncledger.server.testing import Harness, test_config
 
 CLOCK_FIXTURES = ("autojump_clock", "mock_clock")
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # ledgers of older releases (fixtures/README.md)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -44,22 +51,63 @@ def _log_handler_left_behind():
     logs.reset()
 
 
-def make_config(**kw) -> Config:
-    """The deterministic test config (server.testing), by default on the real clock with a worker thread."""
-    return test_config(**{"threaded": True, "epoch": None, **kw})
+def server_config(tmp_path: Path | None = None, *, mem: bool = False, **overrides: Any) -> Config:
+    """The one place a test server's Config is made: server.testing's :func:`test_config` (free ports, the test
+    secret and wallet token), then ``overrides`` (Config fields) last.
+
+    * by default, a real ledger file (``tmp_path / "ledger.db"``) with a worker thread and the real wall clock
+      (``threaded=True, epoch=None``): for the real clock;
+    * ``mem=True``: test_config as it stands, an in-memory ledger inline on the Trio thread (``threaded=False``)
+      with wall time counted from EPOCH: safe under MockClock. ``db=`` may still name a file or a PostgreSQL
+      ledger, kept inline all the same."""
+    if mem:
+        return test_config(**overrides)
+    if "db" not in overrides:
+        assert tmp_path is not None, "a ledger file needs tmp_path (or pass db=...)"
+        overrides["db"] = str(tmp_path / "ledger.db")
+    return test_config(**{"threaded": True, "epoch": None, **overrides})
+
+
+async def launch(nursery: trio.Nursery, config: Config, backend: str = "sqlite") -> Server:
+    """``serve(config)`` started in ``nursery``; on the ``cluster`` backend two nodes of ``config`` (cluster=True) on
+    its ledger, shown to the test as one server (:class:`tests.pgcluster.Nodes`). Tests call it through the
+    :func:`start_server` fixture; directly only where no fixture reaches (the fuzz suite's hypothesis examples,
+    each a ``trio.run`` of its own)."""
+    if backend != "cluster":
+        return await nursery.start(serve, config)
+    from tests.pgcluster import Nodes
+    return Nodes([await nursery.start(serve, replace(config, cluster=True)) for _ in range(2)])
 
 
 @pytest.fixture
-async def server(nursery, tmp_path) -> Server:
+async def start_server(nursery, tmp_path):
+    """The one way a test starts an in-process server: ``srv = await start_server(**config_overrides)``.
+
+    Its Config is :func:`server_config`'s (a ledger file under ``tmp_path`` on the real clock; ``mem=True``: an
+    inline in-memory ledger, safe under MockClock; any Config field overridden by name); it runs in the test's
+    ``nursery`` fixture, or in ``nursery=`` (a test's own, to stop it mid-test); ``backend=`` is a
+    :data:`tests.pgcluster.BACKENDS` name (``cluster``: two nodes on the ledger, shown as one). Returns the
+    started Server once it listens."""
+    tests_nursery = nursery
+
+    async def start(*, nursery: trio.Nursery | None = None, mem: bool = False, backend: str = "sqlite",
+                    **overrides: Any) -> Server:
+        return await launch(tests_nursery if nursery is None else nursery,
+                            server_config(tmp_path, mem=mem, **overrides), backend)
+    return start
+
+
+@pytest.fixture
+async def server(start_server) -> Server:
     """The real server on loopback sockets and a ledger file, real clock."""
-    return await nursery.start(serve, make_config(db=str(tmp_path / "ledger.db")))
+    return await start_server()
 
 
 @pytest.fixture
-async def mem_server(nursery) -> Server:
+async def mem_server(start_server) -> Server:
     """The server on an in-memory ledger that never leaves the Trio thread: safe under MockClock.
     Connect with ``mem_client``."""
-    return await nursery.start(serve, test_config())
+    return await start_server(mem=True)
 
 
 def admin_token(srv: Server, login: int = 1, session: int = SESSION_ADMIN) -> str:

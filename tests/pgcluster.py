@@ -21,12 +21,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import replace
 
 import pytest
 
-from syncledger.server.app import Config, Server, serve
-from syncledger.server.testing import test_config
+from syncledger.server.app import Server
 
 BACKENDS = ("sqlite", "postgresql", "cluster")
 
@@ -220,15 +218,8 @@ class _MainLoops:
             node.mainloop.resume()
 
 
-async def serve_on(nursery, backend: str, config: Config) -> Server | Nodes:
-    """``serve(config)`` in ``nursery``; on the cluster backend, two nodes of ``config`` on its ledger."""
-    if backend != "cluster":
-        return await nursery.start(serve, config)
-    return Nodes([await nursery.start(serve, replace(config, cluster=True)) for _ in range(2)])
-
-
 @pytest.fixture
-async def mem_server(nursery, backend, mem_db):
+async def mem_server(start_server, backend, mem_db):
     """conftest's ``mem_server`` (an importing module's own), on ``mem_db``: on PostgreSQL the store stays on the
     Trio thread as the in-memory one does (threaded=False), so MockClock still drives every timeout."""
-    return await serve_on(nursery, backend, test_config(db=mem_db))
+    return await start_server(mem=True, db=mem_db, backend=backend)

@@ -1,9 +1,10 @@
 """The game-wallet API (served by server.http): POST /v1/check, /v1/balance, /v1/debit, /v1/credit,
-/v1/cancel (and /v1/sid in test environments). Every business outcome is HTTP 200 with a status string."""
+/v1/cancel, /v1/promo_payout (and /v1/sid in test environments). Every business outcome is HTTP 200 with a status
+string. Each call is authenticated to one provider by its token (``ProviderKeys``) and made in that provider's
+name: its ids are its own, and its settlement mode, currencies and promo_payout permission apply."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -19,15 +20,19 @@ from syncledger.ledger import wallet as w
 from ..core.mainloop import ShuttingDown
 from ..http import Response
 from ..wire import decode_json, invalid_value
-from .models import WalletMove, WalletSession, WalletUser
+from ..auth import Provider
+from .models import WalletMove, WalletPromo, WalletSession, WalletUser
 
 if TYPE_CHECKING:
     from ..services import Services
 
 log = logging.getLogger("syncledger.wallet")
-ACTIONS = ("check", "balance", "debit", "credit", "cancel")
+ACTIONS = ("check", "balance", "debit", "credit", "cancel", "promo_payout")
 TEST_ACTIONS = ("sid",)  # only with serve --wallet-test-endpoints
 INVALID_TOKEN_ID, TEMPORARY_ERROR, UNKNOWN_ERROR = "INVALID_TOKEN_ID", "TEMPORARY_ERROR", "UNKNOWN_ERROR"
+# A promo_payout from a provider not allowed to send one: a final error (the provider does not retry it; see the
+# README, "promo_payout"), not INVALID_PARAMETER (the request is well formed) nor INVALID_TOKEN_ID (its token is).
+PROMO_REFUSED = w.FINAL_ERROR_ACTION_FAILED
 
 
 # What a call that met a round already settled did (else: what it was answered).
@@ -50,24 +55,37 @@ def parse_body(body: bytes) -> dict:
     return obj
 
 
-def wallet_call(action: str, obj: dict, now: int, ttl: int) -> w.WalletCall:
-    """Validate a provider request into a ledger command (pure; raises _Invalid)."""
+def wallet_call(action: str, obj: dict, now: int, ttl: int, provider: Provider = Provider("default")
+                ) -> w.WalletCall:
+    """Validate a provider request into a ledger command, in ``provider``'s name (pure; raises _Invalid)."""
+    scope = {"provider": provider.name, "settlement": provider.settlement}
     try:
-        req = (WalletSession if action in ("check", "balance") else WalletMove).model_validate(obj)
+        model = WalletSession if action in ("check", "balance") else WalletPromo if action == "promo_payout" else \
+            WalletMove
+        req = model.model_validate(obj)
     except ValidationError:
         raise _Invalid() from None
+    if not provider.takes(req.currency):
+        raise _Invalid()  # a currency the provider may not use
     if action in ("check", "balance"):
-        return w.WalletCall(action, req.userId, now, ttl, sid=req.sid, currency=req.currency)
+        return w.WalletCall(action, req.userId, now, ttl, sid=req.sid, currency=req.currency, **scope)
+    game = req.game
+    game_id = game.id if game else None
+    scope.update(game_type=(game.type or None) if game else None, game_session=(game.session or None) if game else None)
+    if action == "promo_payout":
+        promo = req.promoTransaction
+        payload = orjson.dumps(["promo_payout", req.userId, req.currency, game_id, promo.type, promo.id, None,
+                                promo.amount]).decode()
+        return w.WalletCall(action, req.userId, now, ttl, sid=req.sid, currency=req.currency, txid=promo.id,
+                            game_id=game_id, amount=promo.amount, payload=payload, promo_type=promo.type, **scope)
     tx = req.transaction
     if (action == "debit" and not tx.amount) or (action == "credit" and (tx.refId is None or tx.amount is None)):
         raise _Invalid()  # a debit needs an amount above 0; a credit its refId and an amount (0: a loss)
-    game = req.game
     # The canonical content compared when a transaction.id comes again (unchanged since schema version 1).
-    payload = orjson.dumps([action, req.userId, req.currency, game.id if game else None,
-                            game.type if game else None, tx.id, tx.refId, tx.amount]).decode()
+    payload = orjson.dumps([action, req.userId, req.currency, game_id, game.type if game else None, tx.id, tx.refId,
+                            tx.amount]).decode()
     return w.WalletCall(action, req.userId, now, ttl, sid=req.sid, currency=req.currency, txid=tx.id,
-                        ref_id=tx.refId, game_id=game.id if game else None, amount=tx.amount or 0,
-                        payload=payload)
+                        ref_id=tx.refId, game_id=game_id, amount=tx.amount or 0, payload=payload, **scope)
 
 
 def _uuid(body: bytes | None) -> Any:
@@ -93,11 +111,11 @@ def render(action: str, status: str, uuid: Any, sid: str | None = None, balance:
 
 
 class WalletApp:
-    """The wallet's answers; ``token`` is the provider's shared token (None: every call is INVALID_TOKEN_ID)."""
+    """The wallet's answers; the providers' tokens are ``server.providers`` (none: every call is
+    INVALID_TOKEN_ID)."""
 
-    def __init__(self, server: Services, token: str | None, test_endpoints: bool = False):
+    def __init__(self, server: Services, test_endpoints: bool = False):
         self.s = server
-        self._token = token.encode() if token else None
         self.routes = {f"/v1/{action}".encode(): action for action in ACTIONS + (TEST_ACTIONS if test_endpoints else ())}
 
     # ---- server.http's App: the head is checked before the body is read
@@ -109,56 +127,64 @@ class WalletApp:
             return Response(404, b'{"error":"not found"}')
         if request.method != b"POST":
             return Response(405, b'{"error":"use POST"}', ((b"allow", b"POST"),))
-        if not self.authorized(query, request.headers):
+        if self.provider(query, request.headers) is None:
             # Refused without waiting for a body that has not come (a slow client holds nothing); the
             # uuid is echoed when the body came with the head, as it nearly always does.
-            return Response(200, self._render(action, INVALID_TOKEN_ID, _uuid(arrived)), close=arrived is None)
+            return Response(200, self._render(action, INVALID_TOKEN_ID, "", _uuid(arrived)), close=arrived is None)
         return None
 
     def too_large(self, request: h11.Request) -> Response:
-        return Response(200, self._render(self.routes[request.target.partition(b"?")[0]], w.INVALID_PARAMETER, None))
+        path, _, query = request.target.partition(b"?")
+        provider = self.provider(query, request.headers)
+        return Response(200, self._render(self.routes[path], w.INVALID_PARAMETER, provider.name if provider else "",
+                                          None))
 
     async def handle(self, request: h11.Request, body: bytes) -> Response:
-        """A call whose head passed :meth:`head` (route, method and token already checked)."""
-        return Response(200, await self._answer(self.routes[request.target.partition(b"?")[0]], body))
+        """A call whose head passed :meth:`head` (route, method and token already checked; the token is looked
+        up again: its provider may have been removed while the body came)."""
+        path, _, query = request.target.partition(b"?")
+        return Response(200, await self.call(self.routes[path], query, request.headers, body))
 
     # ---- one call
 
     async def call(self, action: str, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
-        """The JSON answer to one provider call, token included (in-process, for server.testing)."""
-        if not self.authorized(query, headers):
-            return self._render(action, INVALID_TOKEN_ID, _uuid(body))
-        return await self._answer(action, body)
+        """The JSON answer to one provider call, token included (also in-process, for server.testing)."""
+        provider = self.provider(query, headers)
+        if provider is None:
+            return self._render(action, INVALID_TOKEN_ID, "", _uuid(body))
+        return await self._answer(action, body, provider)
 
-    async def _answer(self, action: str, body: bytes) -> bytes:
-        uuid = None
+    async def _answer(self, action: str, body: bytes, provider: Provider) -> bytes:
+        uuid, name = None, provider.name
         try:
             obj = parse_body(body)
             uuid = obj.get("uuid")
             if action == "sid":
-                return await self._new_sid(obj, uuid)
-            call = wallet_call(action, obj, self.s.now(), self.s.config.game_session_ttl)
+                return await self._new_sid(obj, uuid, name)
+            if action == "promo_payout" and not provider.promo:
+                return self._render(action, PROMO_REFUSED, name, uuid)
+            call = wallet_call(action, obj, self.s.now(), self.s.config.game_session_ttl, provider)
         except _Invalid:
-            return self._render(action, w.INVALID_PARAMETER, uuid)
+            return self._render(action, w.INVALID_PARAMETER, name, uuid)
         try:
             outcome = await self._run(call)
         except ShuttingDown:
-            return self._render(action, TEMPORARY_ERROR, uuid)
+            return self._render(action, TEMPORARY_ERROR, name, uuid)
         if outcome.error is not None:  # the ledger could not commit: nothing happened, retry
-            return self._render(action, TEMPORARY_ERROR if outcome.error.status >= 500 else UNKNOWN_ERROR, uuid)
+            return self._render(action, TEMPORARY_ERROR if outcome.error.status >= 500 else UNKNOWN_ERROR, name, uuid)
         r: w.WalletResult = outcome.data
         if r.closed_round:
             self._closed_round(call, r.status)
-        return self._render(action, r.status, uuid, call.sid, r.balance, r.bonus, r.retransmission)
+        return self._render(action, r.status, name, uuid, call.sid, r.balance, r.bonus, r.retransmission)
 
     def _closed_round(self, call: w.WalletCall, status: str) -> None:
         """Warn of, and count, a call that met a round already settled: an integration that reuses game.id
         shows on its first day."""
         self.s.metrics.closed_round.labels(call.action).inc()
-        log.warning("%s met a round already settled: login=%d game.id=%s transaction.id=%s: %s", call.action,
-                    call.login, call.game_id, call.txid, _CLOSED_ROUND.get((call.action, status), f"answered {status}"))
+        log.warning("%s met a round already settled: provider=%s login=%d game.id=%s transaction.id=%s: %s",
+                    call.action, call.provider, call.login, call.game_id, call.txid, _CLOSED_ROUND.get((call.action, status), f"answered {status}"))
 
-    async def _new_sid(self, obj: dict, uuid: Any) -> bytes:
+    async def _new_sid(self, obj: dict, uuid: Any, provider: str) -> bytes:
         """``/v1/sid``: a fresh game session for an existing account (providers' test suites ask for one)."""
         try:
             login = WalletUser.model_validate(obj).userId
@@ -168,28 +194,25 @@ class WalletApp:
         try:
             outcome = await self._run(command)
         except ShuttingDown:
-            return self._render("sid", TEMPORARY_ERROR, uuid)
+            return self._render("sid", TEMPORARY_ERROR, provider, uuid)
         if outcome.error is not None:
-            return self._render("sid", TEMPORARY_ERROR if outcome.error.status >= 500 else w.INVALID_PARAMETER, uuid)
-        return self._render("sid", w.OK, uuid, outcome.data["sid"])
+            return self._render("sid", TEMPORARY_ERROR if outcome.error.status >= 500 else w.INVALID_PARAMETER,
+                                provider, uuid)
+        return self._render("sid", w.OK, provider, uuid, outcome.data["sid"])
 
-    def _render(self, action: str, status: str, *args: Any, **kw: Any) -> bytes:
-        self.s.metrics.wallet_answer(action, status)
+    def _render(self, action: str, status: str, provider: str, *args: Any, **kw: Any) -> bytes:
+        self.s.metrics.wallet_answer(action, status, provider)
         return render(action, status, *args, **kw)
 
-    def authorized(self, query: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
-        """Any token the call carries (``?authToken=``, ``Authorization: Bearer``) is the shared one: a
-        gateway may add a Bearer of its own beside the provider's authToken. Compared in constant time."""
-        if self._token is None:
-            return False
+    def provider(self, query: bytes, headers: list[tuple[bytes, bytes]]) -> Provider | None:
+        """The provider whose token the call carries (``?authToken=``, ``Authorization: Bearer``): any that
+        matches, since a gateway may add a Bearer of its own beside the provider's authToken; None if none does
+        (or if two providers' tokens come in one call)."""
         given = [t.encode() for t in parse_qs(query.decode("latin-1")).get("authToken", [])] if query else []
         for name, value in headers:
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 given.append(value[7:].strip())
-        ok = False
-        for token in given:
-            ok |= hmac.compare_digest(token, self._token)
-        return ok
+        return self.s.providers.find(given)
 
     async def _run(self, call: w.WalletCall | w.OpenSession) -> Outcome:
         return await self.s.mainloop.run_command(call)

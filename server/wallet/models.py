@@ -72,3 +72,29 @@ class WalletMove(WalletUser):
     currency: Currency
     game: Game | None = None
     transaction: Transaction
+
+
+class PromoGame(Model):
+    """A promotional payout's game, if any (a tournament's may have none)."""
+
+    id: WalletId | None = None
+    type: Annotated[str, Field(strict=True, max_length=64)] | None = ""
+    session: Annotated[str, Field(strict=True, max_length=128)] | None = ""
+
+
+class PromoTransaction(Model):
+    """``type`` (e.g. ``JackpotWin``, ``FreeRoundPlayableSpent``), ``id`` and ``amount``; the rest (``voucherId``,
+    ``remainingRounds``, ``jackpots``...) is the provider's and is not looked at."""
+
+    type: Annotated[str, Field(strict=True, min_length=1, max_length=64)]
+    id: WalletId
+    amount: WalletAmount
+
+
+class WalletPromo(WalletUser):
+    """``promo_payout``: a credit with no debit. The sid may be expired, empty, null or missing, as on credit."""
+
+    sid: Annotated[str, Field(strict=True, max_length=128)] | None = None
+    currency: Currency
+    game: PromoGame | None = None
+    promoTransaction: PromoTransaction

@@ -14,7 +14,8 @@ from typing import Any
 import trio
 from hypothesis import HealthCheck, settings
 
-from syncledger.server.app import Config, serve
+from syncledger.server.app import Config
+from tests.conftest import launch, server_config
 from tests.fuzz import strategies as S
 from tests.fuzz.strategies import SECRET
 from tests.fuzz.strict import Failed
@@ -27,16 +28,19 @@ COUNTS: Counter = Counter()  # inputs sent, by test
 async def start_fuzz_server(nursery: trio.Nursery, **kw: Any) -> Any:
     """A fuzz server whose managers 1 (ADMIN), 2 (MANAGER) and 3 (DEALER) hold the strategies' tokens."""
     from syncledger.server.testing import add_test_manager
-    srv = await nursery.start(serve, fuzz_config(**kw))
+    srv = await launch(nursery, fuzz_config(**kw))
     for tok in (S.ADMIN, S.MANAGER, S.DEALER):
         add_test_manager(srv, tok.login, tok.session)
     return srv
 
 
 def fuzz_config(**kw: Any) -> Config:
-    """An in-memory ledger on the Trio thread, the real clock (tokens are minted before the server starts)."""
-    return Config(**{"db": ":memory:", "threaded": False, "epoch": None, "tcp_port": 0, "ws_port": 0,
-                     "wallet_port": 0, "admin_port": None, "secret": SECRET, "wallet_token": S.WALLET_TOKEN, **kw})
+    """An in-memory ledger on the Trio thread (conftest's ``mem=True``), the real clock (tokens are minted before the
+    server starts), no admin listener, the strategies' secret and wallet token (and Config's default writer, which
+    an in-memory ledger does not use). Each example is a ``trio.run`` of its own: no fixture reaches it, so it starts
+    its server by what the ``start_server`` fixture calls."""
+    return server_config(mem=True, **{"epoch": None, "admin_port": None, "writer": "process", "secret": SECRET,
+                                      "wallet_token": S.WALLET_TOKEN, **kw})
 
 
 def fuzz_settings(default: int) -> settings:

@@ -1,0 +1,175 @@
+"""The writer in a process of its own (``serve --writer process``, server/writer.py, ledger/codec.py): the same
+rows, hashes and answers as the writer thread; the APIs on top of it; a writer that dies or loses its file
+stops the server truthfully; nothing outlives the server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+from decimal import Decimal
+
+import orjson
+import pytest
+import trio
+
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, LedgerError, Store, codec, verify_path
+from syncledger.ledger.store import Event, LedgerOpenError, Outcome, Receipt
+from syncledger.ledger.wallet import OpenSession, PruneSessions, WalletCall, WalletResult
+from syncledger.server.testing import Harness
+from syncledger.server.core.writer import WriterProcess
+from tests.conftest import add_account, tcp_client
+from tests.ledger.test_batch_writer import NOW, TABLES, U, _command, _generator, _outcome
+from tests.e2e.test_truth import _assert_truthful, _fail_stop_run
+
+new_store = __import__("syncledger.ledger.store", fromlist=["Store"])
+
+
+def test_every_message_survives_the_codec():
+    """Each kind of command and outcome, through marshal and back, is what it was (exact money too)."""
+    commands = [
+        Finance(FinanceRequest("CreditIn", 1000, 12_345_678, "c'é😀", 7, 1, 2), NOW, 3, "x" * 40, 99, "wallet"),
+        Finance(FinanceRequest("DeleteBalance", order=5), NOW),
+        AddAccount("n", "EUR", NOW, "vip", None, 1, "e", 200, "a@b", False, "scrypt$1"),
+        WalletCall("credit", 1000, NOW, 60, None, "EUR", "t", "r", "g", 0, "[]"),
+        OpenSession(1000, "sid", NOW, 60), PruneSessions(NOW),
+    ]
+    assert codec.loads(codec.dumps(commands)) == commands
+    outcomes = [
+        Outcome(data=Receipt(7, 1000, 2, -5, 1, b'{"a":1}'), events=[Event(9, 1, 7, b'{"seq":9}')]),
+        Outcome(error=LedgerError(409, "NO_MONEY", "not enough"), replay=True),
+        Outcome(data=WalletResult("OK", 10, None, True), events=[]),
+        Outcome(data={"login": 1000, "balance": orjson.Fragment(b"12.345678"), "enable": True}),
+        Outcome(data=3),
+    ]
+    back = codec.loads(codec.dumps(outcomes))
+    assert [orjson.dumps(o.data) if isinstance(o.data, dict) else o.data for o in back] == \
+        [orjson.dumps(o.data) if isinstance(o.data, dict) else o.data for o in outcomes]
+    assert [(o.error and (o.error.status, o.error.code, o.error.message), o.events, o.replay) for o in back] == \
+        [(o.error and (o.error.status, o.error.code, o.error.message), o.events, o.replay) for o in outcomes]
+    with pytest.raises(TypeError, match="cannot send a tuple"):
+        codec.dumps([(1, 2)])  # a plain tuple would read back as a registered object: refused
+
+
+def _setup_batches() -> list[list]:
+    return [[AddAccount(f"a{i}", ("EUR", "USD")[i % 2], NOW) for i in range(4)],
+            [OpenSession(login, f"sid-{login}", NOW, 3600) for login in (1000, 1001, 1002)],
+            [Finance(FinanceRequest("BalanceIn", login, 60 * U), NOW) for login in range(1000, 1004)]]
+
+
+def _tables(path: str) -> dict:
+    db = sqlite3.connect(path)
+    try:
+        return {t: db.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in TABLES if t != "meta"}
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_writer_process_gives_the_same_rows_hashes_and_answers(tmp_path, seed):
+    """Random batches (finance with repeated extIDs and refusals, AddAccount, wallet rounds) applied by the
+    writer process and by a Store in this process give the same answers, events and rows."""
+    here, there = str(tmp_path / "here.db"), str(tmp_path / "there.db")
+    store = Store(here, synchronous="OFF")
+    Store(there).close()
+    writer = WriterProcess(there)
+    try:
+        for batch in _setup_batches():
+            assert [_outcome(o) for o in store.apply_batch(batch)] == [_outcome(o) for o in writer.apply_batch(batch)]
+        draw = _generator(seed, hard=False)
+        for _ in range(25):
+            commands = [_command(new_store, spec) for spec in draw(store)]
+            expected = [_outcome(o) for o in store.apply_batch(commands)]
+            assert [_outcome(o) for o in writer.apply_batch(commands)] == expected
+        head = (store.seq, store.event_head)
+    finally:
+        writer.close()
+        store.close()
+    assert writer.head == head and writer.process.returncode == 0
+    assert _tables(there) == _tables(here)
+    assert verify_path(there).ok
+
+
+def test_a_ledger_the_writer_cannot_open_is_one_clear_error(tmp_path):
+    with pytest.raises(LedgerOpenError, match="no ledger at"):
+        WriterProcess(str(tmp_path / "missing.db"))
+
+
+async def test_the_apis_on_the_writer_process(start_server, tmp_path):
+    """Manager API (plain and …Sync, a replay, a refusal, a subscriber), the wallet, then a clean stop: the
+    writer process has ended, the head it logs is the file's, and the ledger verifies."""
+    path = str(tmp_path / "ledger.db")
+    async with trio.open_nursery() as nursery:
+        srv = await start_server(nursery=nursery, db=path, writer="process")
+        writer = srv.writer
+        assert writer is not None and writer.process.poll() is None
+        async with tcp_client(srv) as c, tcp_client(srv) as sub:
+            assert (await sub.call("Subscribe", {"chanels": ["trade:event"]})).ok
+            login = await add_account(c)
+            first = await c.call("BalanceIn", {"login": login, "amount": Decimal("10.5")}, ext_id="k1")
+            assert first.ok and first.data["accepted"] is True
+            again = await c.call("BalanceIn", {"login": login, "amount": Decimal("10.5")}, ext_id="k1")
+            assert again.ok and again.data["order"] == first.data["order"]
+            synced = await c.call("CreditInSync", {"login": login, "amount": 2, "comment": "sync"})
+            assert synced.ok and synced.data["order"] == first.data["order"] + 1 and synced.data["seq"] == 2, synced
+            refused = await c.call("BalanceOut", {"login": login, "amount": 1000, "comment": "too much"})
+            assert refused.status == 409, refused
+            seen = [await sub.receive_event() for _ in range(2)]
+            assert [e["data"]["seq"] for e in seen] == [1, 2]
+            user = await c.call("GetUser", {"login": login})
+            assert user.ok and Decimal(str(user.data["balance"])) == Decimal("10.5"), user
+            sid = (await c.call("OpenGameSession", {"login": login})).data["sid"]
+        harness = Harness(srv)
+        base = {"sid": sid, "userId": str(login), "currency": "EUR", "game": {"id": "g1"}}
+        debit = await harness.wallet("debit", {**base, "uuid": "u1", "transaction": {"id": "d1", "amount": "1.25"}})
+        assert debit["status"] == "OK" and debit["balance"] == Decimal("9.25"), debit
+        credit = await harness.wallet("credit", {**base, "uuid": "u2",
+                                                 "transaction": {"id": "c1", "refId": "d1", "amount": "3"}})
+        assert credit["status"] == "OK" and credit["balance"] == Decimal("12.25"), credit
+        again = await harness.wallet("credit", {**base, "uuid": "u3",
+                                                "transaction": {"id": "c1", "refId": "d1", "amount": "3"}})
+        assert again["retransmission"] is True and again["balance"] == Decimal("12.25"), again
+        await srv.shutdown()
+    assert writer.process.returncode == 0
+    assert writer.head is not None and writer.head[0] == 4
+    report = verify_path(path)
+    assert report.ok and report.events == 4, report
+
+
+@pytest.mark.parametrize("fault", ["writer-killed", "wal-unlinked", "db-unlinked"])
+async def test_fail_stop_with_the_writer_process(start_server, tmp_path, fault):
+    """The writer process dies (kill -9) or its file goes: one CRITICAL line, the server stops, and every
+    200 it gave is in the file, nothing it refused is."""
+    path = str(tmp_path / "ledger.db")
+
+    def break_it(srv) -> None:
+        if fault == "writer-killed":
+            os.kill(srv.writer.process.pid, signal.SIGKILL)
+            srv.writer.process.wait()
+        elif fault == "wal-unlinked":
+            os.unlink(path + "-wal")
+        else:
+            os.unlink(path)
+
+    answers, critical = await _fail_stop_run(start_server, path, break_it, writer="process")
+    assert len(critical) == 1 and "stopping:" in critical[0], critical
+    assert all(answers[f"before-{i}"] == 200 for i in range(3))
+    assert not any(status == 200 for key, status in answers.items() if key.startswith("after"))
+    if fault == "writer-killed":
+        _assert_truthful(path, answers)
+
+
+def test_the_writer_holds_the_ledger_lock_until_it_ends(tmp_path):
+    """The writer inherits the server's lock: a server killed with kill -9 cannot be followed by a new one
+    while its writer still finishes a batch (two writers would each believe their own head)."""
+    from syncledger.server.core.lockfile import LedgerLock, LedgerLocked
+
+    path = str(tmp_path / "ledger.db")
+    Store(path).close()
+    lock = LedgerLock.acquire(path)
+    writer = WriterProcess(path, lock_fd=lock.fd)
+    lock.release()  # as the kernel does for a killed server
+    with pytest.raises(LedgerLocked):
+        LedgerLock.acquire(path)
+    writer.close()
+    LedgerLock.acquire(path).release()

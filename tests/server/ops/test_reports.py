@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
+import httpx
 import orjson
 import pytest
 
@@ -24,7 +25,7 @@ from syncledger.ledger import AddAccount, Finance, FinanceRequest, Store, report
 from syncledger.ledger import wallet as w
 from syncledger.ledger.commands import OpenSession, WalletCall
 from syncledger.server.cli import main
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, add_account, assert_ledger_ok, tcp_client
 from tests.pgcluster import backend, ledger_db, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 U = 1_000_000
@@ -513,3 +514,64 @@ def _refused(capsys, *argv: str) -> str:
     out, err = capsys.readouterr()
     assert (code, out, err.count("\n")) == (2, "", 1), (code, out, err)
     return err
+
+
+# ---- beside a running server
+
+
+@both
+async def test_the_three_commands_read_the_ledger_a_running_server_holds(start_server, backend, ledger_db, capsys,
+                                                                         tmp_path):
+    """Two providers added with ``syncledger provider add`` call the wallet over HTTP with the same ids; rounds,
+    report and reconcile read the ledger read-only while the server serves it."""
+    db = ledger_db
+    tokens = {}
+    for name, settlement in (("evo", "mixed"), ("pragma", "gamewise")):
+        assert main(["provider", "add", "--db", db, "--name", name, "--settlement", settlement, "--promo"]) == 0
+        tokens[name] = capsys.readouterr().out.strip()
+    srv = await start_server(db=db, backend=backend)
+    began = _day(srv.now())
+    async with tcp_client(srv) as c:
+        login = await add_account(c)
+        assert (await c.call("BalanceIn", {"login": login, "amount": 100})).ok
+        sid = (await c.call("OpenGameSession", {"login": login})).data["sid"]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{srv.ports.wallet}/v1/", timeout=30) as h:
+        async def call(provider: str, action: str, txid: str, ref: str, game: str, amount: str) -> None:
+            body = {"sid": sid, "userId": str(login), "currency": "EUR", "game": {"id": game, "type": "slots"},
+                    "transaction": {"id": txid, "refId": ref, "amount": amount}, "uuid": f"u-{txid}"}
+            r = await h.post(action, params={"authToken": tokens[provider]}, json=body)
+            assert r.json()["status"] == "OK", r.text
+        for provider in ("evo", "pragma"):  # the same ids, each provider's own
+            await call(provider, "debit", "D1", "R1", "7kfw", "2.5")
+            await call(provider, "debit", "D2", "R2", "7kfw", "1")
+        await call("evo", "credit", "C1", "R1", "7kfw", "4")  # mixed: settles D1 only, the round stays open
+        await call("pragma", "credit", "C1", "R1", "7kfw", "0")  # game-wise: the round is settled
+        r = await h.post("promo_payout", params={"authToken": tokens["evo"]}, json={
+            "userId": str(login), "currency": "EUR", "uuid": "u-p1",
+            "promoTransaction": {"type": "JackpotWin", "id": "P1", "amount": "10.000001"}})
+        assert r.json()["status"] == "OK", r.text
+
+    assert main(["rounds", "--db", db, "--provider", "evo", "--open"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"round 7kfw login {login}: open") and "credit C1 ref R1 4.0" in out
+    assert main(["rounds", "--db", db, "--provider", "pragma", "--open"]) == 0
+    assert capsys.readouterr().out == ""
+    if _day(srv.now()) != began:
+        pytest.skip("the calls went across midnight UTC: the day's report has only part of them")
+    today = began.isoformat()
+    assert main(["report", "--db", db, "--provider", "evo", "--day", today, "--format", "json"]) == 0
+    (eur,) = json.loads(capsys.readouterr().out, parse_float=Decimal)["currencies"]
+    assert (eur["bets"]["amount"], eur["wins"]["amount"], eur["ggr"], eur["promo_payouts"]["amount"],
+            eur["rounds"]) == (Decimal("3.5"), 4, Decimal("-0.5"), Decimal("10.000001"),
+                               {"opened": 1, "settled": 0, "cancelled": 0, "open_now": 1})
+    file = tmp_path / "evo.csv"
+    now = srv.now()
+    file.write_text("transaction_id,type,amount,round,time\n"
+                    f"D1,debit,2.5,7kfw,{now}\nD2,debit,1,7kfw,{now}\nC1,credit,4,7kfw,{now}\nP1,promo_payout,10.000001,,{now}\n")
+    code, out, _ = _reconcile(capsys, db, "evo", file, "--day", today)
+    assert code == 0 and out[0].endswith("4 row(s) in the file, 4 in the ledger, 4 matched: everything matches"), out
+    code, out, _ = _reconcile(capsys, db, "pragma", file, "--day", today)  # pragma paid no win and no promo
+    assert code == 1 and len(out) == 3, out
+    assert out[0].startswith("amount differs: credit C1 (line 4): the file says 4.0, the ledger 0.0 (at ")
+    assert out[1].startswith("missing in the ledger: line 5: promo_payout P1 amount 10.000001 at ")
+    await assert_ledger_ok(srv)

@@ -472,7 +472,7 @@
     $("day-input").value = data.day;
     $("day-caption").textContent = `${data.day} (UTC): each provider's totals per currency, amount (count)`;
     $("day-note").textContent = `GGR = bets − cancelled bets − wins; promo payouts are shown apart and are not in it. ` +
-      "Rounds are counted as they stand now.";
+      "Rounds: opened that day, closed (settled or cancelled) by a move of that day, and open now, as they stand now.";
     const select = $("rounds-provider");
     const chosen = select.value;
     select.replaceChildren(...data.providers.map((p) => {

@@ -417,10 +417,13 @@ def file_span(rows: Iterable[Row]) -> tuple[int, int] | None:
     return (math.floor(min(times)), math.floor(max(times)) + 1) if times else None
 
 
-_LEDGER_ROWS = ("SELECT t.kind, t.txid, t.login, t.amount, t.game_id, t.created, d.amount FROM wallet_tx t "
-                "LEFT JOIN wallet_tx d ON t.kind = 'cancel' AND d.provider = t.provider AND d.kind = 'debit' "
-                "AND d.txid = t.txid AND d.login = t.login WHERE t.provider = ? AND t.created >= ? AND t.created < ? "
-                "AND t.status = 'OK' AND t.kind IN ('debit', 'credit', 'cancel', 'promo')")
+# A cancel's money is its debit's amount: looked up by the primary key for the cancels alone (a join would have
+# PostgreSQL hash every debit the provider ever took).
+_DEBIT_OF_CANCEL = ("CASE WHEN t.kind = 'cancel' THEN (SELECT d.amount FROM wallet_tx d WHERE d.provider = t.provider "
+                    "AND d.kind = 'debit' AND d.txid = t.txid AND d.login = t.login) END")
+_LEDGER_ROWS = (f"SELECT t.kind, t.txid, t.login, t.amount, t.game_id, t.created, {_DEBIT_OF_CANCEL} FROM wallet_tx t "
+                "WHERE t.provider = ? AND t.created >= ? AND t.created < ? AND t.status = 'OK' "
+                "AND t.kind IN ('debit', 'credit', 'cancel', 'promo')")
 
 
 def _stream(db: Any, sql: str, args: tuple) -> Iterator[tuple]:
@@ -498,10 +501,8 @@ def _lookup(db: Any, provider: str, txids: list[str], cancels: bool) -> dict[str
     the provider's cancels, or among its debits, credits and promo payouts; by the primary key."""
     marks = ",".join("?" * len(txids))
     kinds = "('cancel')" if cancels else "('debit', 'credit', 'promo')"
-    sql = ("SELECT t.kind, t.txid, t.login, t.amount, t.game_id, t.created, d.amount, t.status FROM wallet_tx t "
-           "LEFT JOIN wallet_tx d ON t.kind = 'cancel' AND d.provider = t.provider AND d.kind = 'debit' "
-           f"AND d.txid = t.txid AND d.login = t.login WHERE t.provider = ? AND t.kind IN {kinds} "
-           f"AND t.txid IN ({marks}) ORDER BY t.created")
+    sql = (f"SELECT t.kind, t.txid, t.login, t.amount, t.game_id, t.created, {_DEBIT_OF_CANCEL}, t.status "
+           f"FROM wallet_tx t WHERE t.provider = ? AND t.kind IN {kinds} AND t.txid IN ({marks}) ORDER BY t.created")
     held: dict[str, tuple[Row | None, str | None]] = {}
     for kind, txid, login, amount, game_id, created, debit, status in db.execute(sql, (provider, *txids)):
         ledger, refused = held.get(txid, (None, None))

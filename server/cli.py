@@ -20,7 +20,7 @@ from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
 from . import auth, logs
-from .ops import OpsError, backup, export, managers, migrate, providers
+from .ops import OpsError, arg_type, backup, export, managers, migrate, providers
 from .ops import reports  # rounds, report, reconcile
 from .app import FailStop, ProvidersError, TlsError, serve
 from .auth import SESSIONS, SecretExposed, SecretMissing, Tokens
@@ -362,17 +362,7 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     return error
 
 
-def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type from a config parse (its ValueError is what argparse says)."""
-    def typed(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return typed
-
-
-_login = _typed(int_in(1, MAX_ID, "a login"))  # as the schema's INTEGER and the TCP API take them
+_login = arg_type(int_in(1, MAX_ID, "a login"))  # as the schema's INTEGER and the TCP API take them
 
 
 def _db_option(p: argparse.ArgumentParser) -> None:
@@ -388,7 +378,7 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(f"--{option.name(f)}", dest=f.name, action="store_true", help=option.help)
             continue
         p.add_argument(f"--{option.name(f)}", dest=f.name, default=f.default, help=option.help,
-                       type=_typed(option.parse) if option.parse else None, metavar=option.metavar,
+                       type=arg_type(option.parse) if option.parse else None, metavar=option.metavar,
                        choices=option.choices)
 
 
@@ -453,12 +443,12 @@ def parser() -> argparse.ArgumentParser:
 
     provider = sub.add_parser("provider", help="game providers of the wallet API (each with its own token)"
                               ).add_subparsers(dest="action", required=True)
-    name = {"type": _typed(provider_name), "required": True, "metavar": "NAME",
+    name = {"type": arg_type(provider_name), "required": True, "metavar": "NAME",
             "help": "1 to 32 of a-z, 0-9, _ and -, starting with a letter or digit"}
     settlement = {"choices": SETTLEMENTS, "help": "gamewise: one credit settles its round (a new provider's "
                                                   "default); mixed: each credit or cancel settles the debit its "
                                                   "refId names"}
-    currency = {"type": _typed(currencies), "metavar": "CODES",
+    currency = {"type": arg_type(currencies), "metavar": "CODES",
                 "help": "the currencies it may use, e.g. EUR,USD ('': any, a new provider's default)"}
     padd = provider.add_parser("add", help="store a provider; prints its token once")
     _db_option(padd)
@@ -491,7 +481,7 @@ def parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print a token for a stored manager")
     _db_option(token)
     token.add_argument("--login", type=_login, required=True)
-    token.add_argument("--ttl", type=_typed(int_in(1, MAX_TTL, "a number of seconds")), default=None, metavar="SECONDS",
+    token.add_argument("--ttl", type=arg_type(int_in(1, MAX_TTL, "a number of seconds")), default=None, metavar="SECONDS",
                        help=f"how long the token is good for: from 1 to {MAX_TTL} (366 days; default 24 h)")
     token.set_defaults(run=_token)
 
@@ -525,7 +515,7 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("what", choices=sorted(export.EXPORTS))
     _db_option(ex)
     ex.add_argument("--format", choices=export.FORMATS, default="ndjson")
-    ex.add_argument("--since", type=_typed(int_in(0, MAX_ID, "an event seq")), default=None, metavar="SEQ",
+    ex.add_argument("--since", type=arg_type(int_in(0, MAX_ID, "an event seq")), default=None, metavar="SEQ",
                     help="only what came after this event seq")
     ex.set_defaults(run=_export)
 

@@ -20,7 +20,7 @@ import orjson
 from syncledger.ledger import engine, migrations, report
 from syncledger.ledger.money import MoneyError, to_micro, to_text
 
-from . import OpsError
+from . import OpsError, arg_type
 
 # The provider's CSV: our field -> its column (the default header), and its type names -> ours.
 COLUMNS = {"txid": "transaction_id", "type": "type", "amount": "amount", "round": "round", "time": "time"}
@@ -335,15 +335,6 @@ def _reconcile(args: argparse.Namespace) -> int:
 # ---- the commands
 
 
-def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def typed(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return typed
-
-
 def register(sub: Any, db_option: Callable[[argparse.ArgumentParser], None],
              login: Callable[[str], int]) -> None:
     """Add ``rounds``, ``report`` and ``reconcile`` to the ``syncledger`` command's subparsers ``sub`` (their
@@ -354,7 +345,7 @@ def register(sub: Any, db_option: Callable[[argparse.ArgumentParser], None],
     rd.add_argument("--provider", required=True, metavar="NAME")
     rd.add_argument("--open", action="store_true", help="only rounds still open (a debit neither settled nor "
                                                         "cancelled)")
-    rd.add_argument("--older-than", type=_typed(duration), default=None, metavar="AGE",
+    rd.add_argument("--older-than", type=arg_type(duration), default=None, metavar="AGE",
                     help="only rounds opened at least this long ago: 90s, 15m, 1h, 2d")
     rd.add_argument("--game-id", default=None, metavar="ID", help="only this round (game.id)")
     rd.add_argument("--login", type=login, default=None, help="only this account's rounds")
@@ -365,7 +356,7 @@ def register(sub: Any, db_option: Callable[[argparse.ArgumentParser], None],
                                        "promo payouts, GGR, rounds (read-only)")
     db_option(rp)
     rp.add_argument("--provider", required=True, metavar="NAME")
-    rp.add_argument("--day", required=True, type=_typed(day), metavar="YYYY-MM-DD", help="the UTC day")
+    rp.add_argument("--day", required=True, type=arg_type(day), metavar="YYYY-MM-DD", help="the UTC day")
     rp.add_argument("--format", choices=("csv", "json"), default="csv")
     rp.set_defaults(run=_report)
 
@@ -375,15 +366,15 @@ def register(sub: Any, db_option: Callable[[argparse.ArgumentParser], None],
     rc.add_argument("--provider", required=True, metavar="NAME")
     rc.add_argument("--file", required=True, metavar="FILE", help="the provider's CSV (- : standard input); its "
                     "header names the columns, by default " + ",".join(COLUMNS.values()))
-    rc.add_argument("--day", type=_typed(day), default=None, metavar="YYYY-MM-DD",
+    rc.add_argument("--day", type=arg_type(day), default=None, metavar="YYYY-MM-DD",
                     help="compare with the ledger's rows of this UTC day (default: the span of the file's times)")
-    rc.add_argument("--columns", type=_typed(columns), default={}, metavar="FIELD=COLUMN,...",
+    rc.add_argument("--columns", type=arg_type(columns), default={}, metavar="FIELD=COLUMN,...",
                     help="the file's column of each field: txid=TxID,type=Kind,amount=Amount,round=RoundId,time=Time "
                          "(round= or time= : the file has none)")
-    rc.add_argument("--types", type=_typed(types), default={}, metavar="NAME=TYPE,...",
+    rc.add_argument("--types", type=arg_type(types), default={}, metavar="NAME=TYPE,...",
                     help="the file's type names: BET=debit,WIN=credit,REFUND=cancel,PROMO=promo_payout "
                          f"(={SKIP}: rows left out)")
-    rc.add_argument("--delimiter", default=",", type=_typed(_delimiter), help="the file's field separator (default ,)")
+    rc.add_argument("--delimiter", default=",", type=arg_type(_delimiter), help="the file's field separator (default ,)")
     rc.add_argument("--format", choices=("text", "json"), default="text")
     rc.set_defaults(run=_reconcile)
 

@@ -26,6 +26,7 @@ from syncledger.ledger import wallet as w
 from syncledger.ledger.commands import OpenSession, WalletCall
 from syncledger.server.cli import main
 from tests.conftest import FIXTURES, add_account, assert_ledger_ok, tcp_client
+from tests.server.test_cli import refused
 from tests.pgcluster import backend, ledger_db, pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 U = 1_000_000
@@ -313,7 +314,7 @@ def test_rounds_open_older_than_on_the_command_line(tmp_path, capsys):
     for argv, said in ((["--older-than", "1 hour"], "a duration"), (["--provider", "nobody"], "no provider 'nobody'"),
                        (["--login", "0"], "a login")):
         args = ["rounds", "--db", led.path, "--provider", "alpha", *argv]
-        assert _refused(capsys, *args).count(said) == 1, argv
+        assert refused(capsys, *args).count(said) == 1, argv
 
 
 # ---- reconcile
@@ -468,7 +469,7 @@ def test_a_bad_line_of_the_providers_file_is_one_line_and_exit_2(tmp_path, capsy
     led.close()
     file = tmp_path / "f.csv"
     file.write_text(content)
-    err = _refused(capsys, "reconcile", "--db", led.path, "--provider", "alpha", "--file", str(file))
+    err = refused(capsys, "reconcile", "--db", led.path, "--provider", "alpha", "--file", str(file))
     assert said in err and err.startswith("syncledger: "), err
 
 
@@ -486,7 +487,7 @@ def test_bad_reconcile_arguments_are_one_line_and_exit_2(tmp_path, capsys, argv,
     base = {"--provider": "alpha", "--file": str(file)}
     for flag, value in zip(argv[::2], argv[1::2]):
         base[flag] = value
-    err = _refused(capsys, "reconcile", "--db", led.path, *[x for pair in base.items() for x in pair])
+    err = refused(capsys, "reconcile", "--db", led.path, *[x for pair in base.items() for x in pair])
     assert said in err, err
 
 
@@ -501,19 +502,8 @@ def test_the_reports_refuse_an_older_schema_and_read_beside_a_writer(tmp_path, c
     old = tmp_path / "v1.db"  # a ledger of an older release: read-only commands never migrate it
     shutil.copy(FIXTURES / "ledger-v1.sqlite", old)
     for argv in (["rounds"], ["report", "--day", "2024-01-01"]):
-        err = _refused(capsys, *argv, "--db", str(old), "--provider", "default")
+        err = refused(capsys, *argv, "--db", str(old), "--provider", "default")
         assert "schema version 1" in err and "syncledger serve" in err
-
-
-def _refused(capsys, *argv: str) -> str:
-    """``syncledger ARGV`` must exit 2 with one line on stderr and nothing on stdout; returns the line."""
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # (argparse's refusals)
-        code = e.code
-    out, err = capsys.readouterr()
-    assert (code, out, err.count("\n")) == (2, "", 1), (code, out, err)
-    return err
 
 
 # ---- beside a running server

@@ -8,11 +8,14 @@ PostgreSQL append the step, in its dialect, to PG_STEPS: a new PostgreSQL ledger
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 from typing import Any
 
 from . import engine
 from .errors import SchemaError
+
+log = logging.getLogger("syncledger.ledger")
 
 
 
@@ -285,7 +288,16 @@ def migrate(db: Any, path: str = "the database") -> list[int]:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+    _logged(path, applied, STEPS)
     return applied
+
+
+def _logged(path: str, applied: list[int], steps: list[tuple[int, str, list[str]]]) -> None:
+    """One INFO line per step an upgrade applied (after its COMMIT: every one of them is in the file)."""
+    what = {step: text for step, text, _ in steps}
+    for step in applied:
+        log.info("%s: schema version %d -> %d: %s", path, step - 1, step,
+                 what[step])
 
 
 def _migrate_pg(db: engine.PgConnection, path: str) -> list[int]:
@@ -317,4 +329,6 @@ def _migrate_pg(db: engine.PgConnection, path: str) -> list[int]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+    if not created:
+        _logged(path, applied, PG_STEPS)
     return [LATEST] if created else applied

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import gc
 import getpass
+import importlib.metadata
 import json
 import os
 import signal
@@ -252,11 +253,12 @@ def _interrupted(signum: int, frame: object) -> None:
 
 
 def _backup(args: argparse.Namespace) -> int:
-    before = signal.signal(signal.SIGTERM, _interrupted)
+    before = {signum: signal.signal(signum, _interrupted) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         copied = backup.backup(args.db, args.to)
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
     print(f"backed up {args.db} to {copied.path}: {copied.bytes} bytes in {copied.seconds:.1f} s, head {copied.head} "
           f"({copied.report})")
     return 0
@@ -309,8 +311,10 @@ def _anchor(text: str) -> str:
 
 
 async def _serve_until_signalled(config: Config, stopped: list[bool], created: bool = False) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down cleanly (``stopped`` is set once that is done)."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    """Serve until SIGINT, SIGTERM or SIGHUP, then shut down cleanly (``stopped`` is set once that is done). A
+    SIGHUP stops it as SIGTERM does (the terminal it ran in has gone; its log is stderr, which has nothing to
+    reopen): it never kills the server midway."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(serve, config)
             # What exists after start-up lives for the whole run: keep the collector off it, and
@@ -413,11 +417,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml's, the one place it is written)."""
+    try:
+        return importlib.metadata.version("syncledger")
+    except importlib.metadata.PackageNotFoundError:  # (run from a checkout that was never installed)
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="syncledger", description=__doc__)
+    p.add_argument("--version", action="version", version=f"syncledger {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    srv = sub.add_parser("serve", help="run the server (Ctrl-C or SIGTERM stops it cleanly)")
+    srv = sub.add_parser("serve", help="run the server (Ctrl-C, SIGTERM or SIGHUP stops it cleanly)")
     _serve_options(srv)
     srv.set_defaults(run=_serve)
     config = sub.add_parser("config", help="the effective configuration").add_subparsers(dest="action", required=True)

@@ -228,3 +228,29 @@ def test_a_second_signal_during_shutdown_still_exits_0(tmp_path, monkeypatch):
         gc.unfreeze()  # serve tunes the collector for its process; give the test process its own back
         gc.set_threshold(*threshold)
     assert listening.is_set() and shutting_down.is_set()
+
+
+async def test_sighup_stops_serve_cleanly_and_python_m_syncledger_is_the_command(tmp_path):
+    """A SIGHUP (the terminal closed, ``systemctl reload`` by mistake) stops ``serve`` as SIGTERM does: exit 0,
+    everything acknowledged in the ledger; ``python -m syncledger`` is the same command, ``--version`` its version."""
+    db = str(tmp_path / "hup.db")
+    env = {**os.environ, "SYNCLEDGER_SECRET": "e2e-secret-e2e-secret-e2e-secret-e2e"}
+    run_cli("manager", "add", "--db", db, "--login", "7", "--password", "pw-long-enough-1", "--session", "MANAGER", env=env)
+    token = run_cli("token", "--db", db, "--login", "7", env=env)
+    proc, port, _ = await spawn_server(db, env)
+    try:
+        async with connect("127.0.0.1", port, token) as c:
+            login = (await c.call("AddUser", {"name": "hup", "currency": "EUR"})).data["login"]
+            assert (await c.call("CreditIn", {"login": login, "amount": 5, "comment": "hup"}, ext_id="hup-1")).ok
+        proc.send_signal(signal.SIGHUP)
+        with trio.fail_after(30):
+            assert await trio.to_thread.run_sync(proc.wait) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    module = [sys.executable, "-P", "-m", "syncledger"]
+    assert subprocess.run([*module, "verify", "--db", db], capture_output=True, text=True).stdout.startswith("ok: 1 ")
+    from importlib.metadata import version
+    shown = subprocess.run([*module, "--version"], capture_output=True, text=True, check=True).stdout
+    assert shown == f"syncledger {version('syncledger')}\n"

@@ -239,3 +239,13 @@ def test_the_previous_release_migrates_to_providers_and_goes_on_as_two_providers
     finally:
         store.close()
     assert verify_path(path).ok
+
+
+def test_an_upgrade_logs_each_step_it_applied(tmp_path, caplog):
+    path = str(tmp_path / "v7.db")
+    shutil.copyfile(V7, path)
+    with caplog.at_level("INFO", logger="syncledger.ledger"):
+        Store(path).close()
+        Store(path).close()  # a current ledger: nothing to log
+    lines = [r.getMessage() for r in caplog.records if "schema version" in r.getMessage()]
+    assert lines == [f"{path}: schema version 7 -> 8: {migrations.STEPS[-1][1]}"]

@@ -310,7 +310,8 @@ def _anchor(text: str) -> str:
     return text
 
 
-async def _serve_until_signalled(config: Config, stopped: list[bool], created: bool = False) -> None:
+async def _serve_until_signalled(config: Config, stopped: list[bool], created: bool = False,
+                                 started: list[bool] | None = None) -> None:
     """Serve until SIGINT, SIGTERM or SIGHUP, then shut down cleanly (``stopped`` is set once that is done). A
     SIGHUP stops it as SIGTERM does (the terminal it ran in has gone; its log is stderr, which has nothing to
     reopen): it never kills the server midway."""
@@ -329,6 +330,8 @@ async def _serve_until_signalled(config: Config, stopped: list[bool], created: b
             admin = f" admin={config.admin_host}:{ports.admin}" if ports.admin is not None else ""
             print(f"listening tcp={host}:{ports.tcp} ws={host}:{ports.ws} wallet={host}:{ports.wallet}{admin}",
                   flush=True)
+            if started is not None:
+                started.append(True)
             async for _ in signals:
                 await server.shutdown()
                 break
@@ -339,9 +342,19 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure(args.log_format)
     config = Config(**{f.name: getattr(args, f.name) for f, _ in OPTIONS}, providers=getattr(args, "providers", ()))
     created = _new_ledger_note(args.db)
+    made = _files_made_by_a_start(args.db) if created else []
+    started: list[bool] = []
+    try:
+        return _run_serve(config, created, started)
+    finally:
+        if not started:  # it never listened: nothing was served from the ledger it created
+            _remove(made)
+
+
+def _run_serve(config: Config, created: bool, started: list[bool]) -> int:
     stopped: list[bool] = []
     try:
-        trio.run(_serve_until_signalled, config, stopped, created)
+        trio.run(_serve_until_signalled, config, stopped, created, started)
     except KeyboardInterrupt:
         # A signal that came while shutting down is re-delivered when the receiver closes; the server
         # has stopped cleanly by then, so it changes nothing. Before that, it is a real interrupt.
@@ -357,6 +370,23 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         raise
     return 0
+
+
+def _files_made_by_a_start(db: str) -> list[str]:
+    """What a start that creates the SQLite ledger ``db`` makes beside it and is not there yet: removed again if
+    the start fails before it listens (a busy port), so that the next start creates the ledger anew and says so.
+    A file that was there before is never in the list (the ledger itself is only listed when it did not exist)."""
+    real = os.path.realpath(db)
+    names = [db] + [real + suffix for suffix in ("-wal", "-shm", "-journal", ".key", ".lock")]
+    return [name for name in names if not os.path.lexists(name)]
+
+
+def _remove(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

@@ -259,3 +259,43 @@ def test_a_relative_path_in_a_config_file_is_the_files_folders(tmp_path, monkeyp
     out = capsys.readouterr().out
     assert f'db = "{folder / "ledger.db"}"' in out and f'tls-cert = "{folder / "certs" / "chain.pem"}"' in out
     assert 'tls-key = "key.pem"' in out  # (a flag's path is the shell's: relative to where it runs)
+
+
+# ---- a failed start leaves no ledger behind (issue 25)
+
+
+def test_a_start_on_a_busy_port_leaves_no_ledger_and_the_next_start_creates_it(tmp_path, monkeypatch, capsys):
+    """A busy port: exit 2, one line, and nothing of the ledger it would have created left beside it; the next
+    start creates the ledger and says so. A ledger that was there before is never removed."""
+    import socket
+    monkeypatch.delenv("SYNCLEDGER_SECRET", raising=False)
+    db = tmp_path / "new.db"
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    flags = ["--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0", "--admin-port", str(port)]
+    try:
+        err = refused(capsys, "serve", "--db", str(db), *flags)
+        assert err == f"syncledger: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+        assert os.listdir(tmp_path) == []
+        # a ledger that exists stays, with its key
+        store = Store(str(db))
+        store.close()
+        auth.load_secret(str(db), sqlite3.connect(db))
+        refused(capsys, "serve", "--db", str(db), *flags)
+        assert {"new.db", "new.db.key"} <= set(os.listdir(tmp_path))  # (SQLite removes its -wal, -shm on close)
+    finally:
+        held.close()
+    os.unlink(db)
+    os.unlink(str(db) + ".key")
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "syncledger", "serve", "--db", str(db), "--tcp-port", "0",
+                             "--ws-port", "0", "--wallet-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().startswith("listening ")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert f"created new ledger at {db}" in err, err
+    assert proc.returncode == 0

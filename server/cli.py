@@ -21,7 +21,7 @@ from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
 from . import auth, logs
-from .ops import OpsError, arg_type, backup, export, managers, migrate, providers
+from .ops import OpsError, arg_type, backup, export, managers, migrate, providers, status
 from .ops import reports  # rounds, report, reconcile
 from .app import FailStop, ProvidersError, TlsError, serve
 from .auth import SESSIONS, SecretExposed, SecretMissing, Tokens
@@ -87,6 +87,30 @@ def _manager_remove(args: argparse.Namespace) -> int:
         print(f"no manager {args.login} in {args.db}", file=sys.stderr)
         return 1
     print(f"manager {args.login} removed from {args.db}; its tokens are refused from now on")
+    return 0
+
+
+def _manager_list(args: argparse.Namespace) -> int:
+    """The managers, removed ones too (never a password hash); read-only."""
+    found = _read_only("read the managers of", args.db, status.managers)
+    if args.format == "json":
+        print(json.dumps(found))
+        return 0
+    rows = [("login", "session", "created", "removed")]
+    rows += [(str(m["login"]), m["session"], _when(m["created"]), "yes" if m["removed"] else "no") for m in found]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """A read-only summary of the ledger (see server/ops/status.py); its last line is the head alone."""
+    found = _read_only("read the status of", args.db, status.status)
+    if args.format == "json":
+        print(json.dumps(found))
+    else:
+        print("\n".join(status.text(found)))
     return 0
 
 
@@ -483,6 +507,10 @@ def parser() -> argparse.ArgumentParser:
     _db_option(remove)
     remove.add_argument("--login", type=_login, required=True)
     remove.set_defaults(run=_manager_remove)
+    mlist = manager.add_parser("list", help="the managers, removed ones too (never a password hash)")
+    _db_option(mlist)
+    mlist.add_argument("--format", choices=("text", "json"), default="text")
+    mlist.set_defaults(run=_manager_list)
 
     provider = sub.add_parser("provider", help="game providers of the wallet API (each with its own token)"
                               ).add_subparsers(dest="action", required=True)
@@ -573,6 +601,11 @@ def parser() -> argparse.ArgumentParser:
     hd = sub.add_parser("head", help="print the ledger's head SEQ:HASH (keep it elsewhere, for verify --anchor)")
     _db_option(hd)
     hd.set_defaults(run=_head)
+    st = sub.add_parser("status", help="a read-only summary: ledger, modes, schema, head, counts, lock holder, "
+                                       "secrets set (names only); its last line is the head alone")
+    _db_option(st)
+    st.add_argument("--format", choices=("text", "json"), default="text")
+    st.set_defaults(run=_status)
     return p
 
 

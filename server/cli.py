@@ -278,13 +278,19 @@ def _interrupted(signum: int, frame: object) -> None:
 
 def _backup(args: argparse.Namespace) -> int:
     before = {signum: signal.signal(signum, _interrupted) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    folder = os.path.isdir(args.to)
+    if args.keep is not None and not folder:
+        raise OpsError(f"--keep needs --to to be a folder of backups ({args.to} is not one)")
     try:
-        copied = backup.backup(args.db, args.to)
+        copied = backup.backup(args.db, backup.backup_path(args.db, args.to) if folder else args.to)
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
     print(f"backed up {args.db} to {copied.path}: {copied.bytes} bytes in {copied.seconds:.1f} s, head {copied.head} "
           f"({copied.report})")
+    if args.keep is not None:
+        for removed in backup.prune(args.db, args.to, args.keep):
+            print(f"removed the older backup {removed}")
     return 0
 
 
@@ -573,7 +579,11 @@ def parser() -> argparse.ArgumentParser:
 
     bk = sub.add_parser("backup", help="a consistent, verified copy of the ledger, safe while the server runs")
     _db_option(bk)
-    bk.add_argument("--to", required=True, metavar="FILE", help="the copy (never overwritten)")
+    bk.add_argument("--to", required=True, metavar="FILE|FOLDER",
+                    help="the copy (never overwritten); a folder: a copy named NAME.backup-TIME.sqlite in it")
+    bk.add_argument("--keep", type=arg_type(int_in(1, 100_000, "--keep")), default=None, metavar="N",
+                    help="after the backup, keep the newest N backups of this ledger in the --to folder and remove "
+                         "the older ones (only files named as this command names them)")
     bk.set_defaults(run=_backup)
     rs = sub.add_parser("restore", help="put a verified backup in place of a ledger no server holds")
     rs.add_argument("--from", dest="source", required=True, metavar="FILE")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -37,6 +38,29 @@ def _not_postgres(db_path: str, tool: str) -> None:
     if engine.is_postgres(db_path):
         raise OpsError(f"a PostgreSQL ledger is {'backed up' if tool == 'pg_dump' else 'restored'} with PostgreSQL's "
                        f"own tools: {tool} (then syncledger verify --db URL)")
+
+
+def backup_path(db_path: str, folder: str) -> str:
+    """The name of a new backup of ``db_path`` in the folder of backups ``folder``: ``NAME.backup-TIME.sqlite``
+    (UTC, to the microsecond), the pattern :func:`prune` recognises."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    return os.path.join(folder, f"{os.path.basename(db_path)}.backup-{stamp}.sqlite")
+
+
+def prune(db_path: str, folder: str, keep: int) -> list[str]:
+    """Keep the newest ``keep`` backups of ``db_path`` in ``folder`` and remove the older ones; only files whose
+    name is exactly one :func:`backup_path` makes (nothing else in the folder is ever touched). The removed,
+    oldest first."""
+    pattern = re.compile(re.escape(os.path.basename(db_path)) + r"\.backup-\d{8}T\d{6}\.\d{6}Z\.sqlite")
+    made = sorted(name for name in os.listdir(folder)
+                  if pattern.fullmatch(name) and os.path.isfile(os.path.join(folder, name))
+                  and not os.path.islink(os.path.join(folder, name)))
+    removed = [os.path.join(folder, name) for name in made[:max(len(made) - keep, 0)]]  # (the stamp sorts by time)
+    for path in removed:
+        os.remove(path)
+    if removed:
+        _sync_dir(removed[0])
+    return removed
 
 
 def backup(db_path: str, to: str) -> Copied:

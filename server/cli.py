@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import gc
 import getpass
-import importlib.metadata
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ from syncledger.ledger import Store, engine, head_path, parse_anchor, verify_pat
 from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
-from . import auth, logs
+from . import auth, logs, version
 from .ops import OpsError, arg_type, backup, export, managers, migrate, providers, status
 from .ops import reports  # rounds, report, reconcile
 from .app import FailStop, ProvidersError, TlsError, serve
@@ -475,14 +474,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def version() -> str:
-    """The installed distribution's version (pyproject.toml's, the one place it is written)."""
-    try:
-        return importlib.metadata.version("syncledger")
-    except importlib.metadata.PackageNotFoundError:  # (run from a checkout that was never installed)
-        return "unknown"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
+
+from . import version
 
 
 LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -39,6 +41,11 @@ class Metrics:
         self.subscribers = Gauge("syncledger_subscribers", "trade:event subscribers (TCP and WebSocket)",
                                  registry=r)
         self.seq = Gauge("syncledger_ledger_seq", "The newest committed and published event seq", registry=r)
+        # the process's own (resident memory, CPU seconds, open fds, start time: from /proc) and Python's
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        Gauge("syncledger_build_info", "Always 1: the version of syncledger serving (as syncledger --version)",
+              ["version"], registry=r).labels(version()).set(1)
         self._requests: dict[tuple[str, int], object] = {}
         self._wallet: dict[tuple[str, str, str], object] = {}
         self._plain, self._sync = self.latency.labels("plain"), self.latency.labels("sync")

@@ -84,7 +84,7 @@ class Server:
                 self._reads = ReadPool(config.db, size=2, threaded=config.threaded, timeout=config.read_timeout,
                                        watch=self.watch)
             if config.writer == "process" and config.db != ":memory:":
-                self.writer = WriterProcess(config.db, config.log_format,
+                self.writer = WriterProcess(config.db, config.log_format, log_level=config.log_level,
                                             lock_fd=getattr(self._lock, "fd", None), node=self.node)
                 if isinstance(self._lock, LedgerLock):
                     self._lock.note_writer(self.writer.process.pid)

@@ -368,7 +368,7 @@ async def _serve_until_signalled(config: Config, stopped: list[bool], created: b
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logs.configure(args.log_format)
+    logs.configure(args.log_format, args.log_level)
     config = Config(**{f.name: getattr(args, f.name) for f, _ in OPTIONS}, providers=getattr(args, "providers", ()))
     created = _new_ledger_note(args.db)
     made = _files_made_by_a_start(args.db) if created else []

@@ -162,6 +162,8 @@ class Config:
     game_session_ttl: int = _option(1800, "idle time after which a game session (sid) expires and is forgotten "
                                     "(default 1800)", parse=_positive, kind="integer", metavar="SECONDS")
     log_format: str = _option("text", "the log's lines: text, or one JSON object a line", choices=("text", "json"))
+    log_level: str = _option("info", "the least severe lines logged (default info; the writer process's too)",
+                             choices=("debug", "info", "warning", "error", "critical"))
     writer: str = _option("process", "where batches are applied: a process of its own (default: the server then "
                           "uses a second core) or a thread of the server (one process; see README, Benchmarks)",
                           choices=("process", "thread"))

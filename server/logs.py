@@ -132,9 +132,12 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
-def configure(fmt: str = "text", level: int = logging.INFO, clock: Callable[[], float] = time.monotonic) -> None:
+def configure(fmt: str = "text", level: int | str = logging.INFO, clock: Callable[[], float] = time.monotonic) -> None:
     """Send the log to stderr in ``fmt``, within a :class:`Budget` on ``clock``, replacing (and closing) an
-    earlier configure()'s handler; other handlers stay."""
+    earlier configure()'s handler; other handlers stay. ``level``: the least severe lines kept, a number or a
+    name (``--log-level``: debug, info, warning, error, critical)."""
+    if isinstance(level, str):
+        level = logging.getLevelName(level.upper())
     handler = _Stderr(clock)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT))
     root = logging.getLogger()

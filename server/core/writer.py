@@ -86,9 +86,9 @@ def main(argv: list[str]) -> None:
     # the whole process group must not cut a batch in half.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    fd, path, log_format = int(argv[0]), argv[1], argv[2]
-    logs.configure(log_format)
-    _serve(path, Connection(fd), node=argv[3] if len(argv) > 3 else None)
+    fd, path, log_format, log_level = int(argv[0]), argv[1], argv[2], argv[3]
+    logs.configure(log_format, log_level)
+    _serve(path, Connection(fd), node=argv[4] if len(argv) > 4 else None)
 
 
 class WriterProcess:
@@ -96,7 +96,8 @@ class WriterProcess:
     one thread at a time (the mainLoop's store thread). The process ends with :meth:`close`, or by itself
     when the server's process is gone (its end of the socket pair closes)."""
 
-    def __init__(self, path: str, log_format: str = "text", lock_fd: int | None = None, node: str | None = None):
+    def __init__(self, path: str, log_format: str = "text", lock_fd: int | None = None, node: str | None = None,
+                 log_level: str = "info"):
         """Start the writer on ``path``. ``lock_fd``, the server's ledger lock, is inherited: the lock is held
         until both processes have ended, so a restarted server never meets a writer that outlived this one.
         ``node``: its Store is this node of a cluster (see Store)."""
@@ -104,6 +105,7 @@ class WriterProcess:
         with theirs:
             self.process = subprocess.Popen(
                 [sys.executable, "-P", "-m", "syncledger.server.core.writer", str(theirs.fileno()), path, log_format,
+                 log_level,
                  *([node] if node is not None else [])],
                 pass_fds=(theirs.fileno(),) + ((lock_fd,) if lock_fd is not None else ()),
                 stdin=subprocess.DEVNULL)

@@ -91,6 +91,9 @@ class Parser:
         self._closed = False
         self._in_head = False  # a head has begun and is not whole
         self._head_size = 0  # its bytes so far, at least
+        self._in_body = False  # a head is whole, its message is not
+        self._quiet = 0  # bytes of this message since its last body piece (chunk extensions, trailers)
+        self._pieces = 0  # body pieces so far
         self._url: list[bytes] = []
         self._headers: list[tuple[bytes, bytes]] = []
         self.done = True  # the current request has been read to its END
@@ -107,7 +110,7 @@ class Parser:
         if not data:
             self._closed = True
             return
-        was_in_head = self._in_head
+        was_in_head, was_in_body, pieces = self._in_head, self._in_body, self._pieces
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # Upgrade or CONNECT: this server speaks HTTP/1.1 alone
@@ -120,6 +123,10 @@ class Parser:
             self._head_size += len(data)
         if self._in_head and self._head_size > self.max_head and self._error is None:
             self._error = ProtocolError(431, "request head too large")
+        if was_in_body and self._in_body and pieces == self._pieces:  # no body byte in the whole read
+            self._quiet += len(data)
+            if self._quiet > self.max_head and self._error is None:
+                self._error = ProtocolError(431, "chunk extensions or trailers too large")
 
     def next_event(self):
         if self._events:
@@ -158,11 +165,16 @@ class Parser:
         expect = version == b"1.1" and any(n == b"expect" and v.lower() == b"100-continue" for n, v in self._headers)
         self._events.append(Request(parser.get_method(), b"".join(self._url), self._headers, version,
                                     version == b"1.1" and parser.should_keep_alive(), expect))
+        self._headers = []  # a chunked body's trailers go here, and no further: the head was judged without them
+        self._in_body, self._quiet = True, 0
 
     def on_body(self, body: bytes) -> None:
         self._events.append(body)
+        self._pieces += 1
+        self._quiet = 0
 
     def on_message_complete(self) -> None:
+        self._in_body = False
         self._events.append(END)
 
 

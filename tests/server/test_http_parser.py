@@ -139,3 +139,18 @@ async def test_an_upgrade_is_answered_as_http_1_1_and_closed(autojump_clock):
     got = await _exchange(b"GET /v1/x HTTP/1.1\r\nHost: t\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
                           + post(b"not served"))
     assert got.count(b"HTTP/1.1 200") == 1
+
+
+def test_trailers_never_reach_the_judged_head_and_are_bounded():
+    parser = Parser(1000)
+    parser.receive_data(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n"
+                        b"Authorization: Bearer sneaked\r\n\r\n")
+    request, body, end = events(parser)
+    assert request.headers == [(b"transfer-encoding", b"chunked")] and (body, end) == (b"ab", END)
+    parser = Parser(1000)
+    parser.receive_data(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nX-T: ")
+    for _ in range(20):
+        parser.receive_data(b"t" * 100)  # a trailer that never ends
+    with pytest.raises(ProtocolError) as e:
+        events(parser)
+    assert e.value.status == 431

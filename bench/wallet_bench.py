@@ -8,7 +8,7 @@ Three processes, all on loopback:
   0; stopped with SIGTERM at the end (exit code must be 0), then ``python -m syncledger.server.cli verify`` must
   accept the ledger;
 * a bare app on the same HTTP stack (this script with ``--bare-server``): the server's own HTTP/1.1 driver
-  (``server.http``: h11 and one Trio task per connection) with the same limits and GC settings as
+  (``server.http``: httptools (llhttp) and one Trio task per connection) with the same limits and GC settings as
   ``syncledger serve``; the app reads the body and answers a fixed 200 JSON body. It is the ceiling of that
   HTTP stack on this machine: the ratio wallet/bare is the figure that matters;
 * the load generator (this script with ``--client``): K raw Trio sockets, HTTP/1.1 keep-alive, each

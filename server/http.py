@@ -1,15 +1,18 @@
-"""A thin HTTP/1.1 server for the game-wallet API: h11 (sans-IO) parses, one Trio task per connection does
-the I/O. Keep-alive, Content-Length or chunked bodies, the request head checked before the server waits
-for its body, deadlines for the head and the body, 400/413/431/505 on bad framing, graceful shutdown."""
+"""A thin HTTP/1.1 server for the game-wallet API: httptools (llhttp, the C parser behind uvicorn) parses,
+one Trio task per connection does the I/O. Keep-alive, Content-Length or chunked bodies, the request head
+checked before the server waits for its body, deadlines for the head and the body, 400/413/431/505 on bad
+framing, graceful shutdown. (It was h11 until issue 24 item 3: llhttp costs a fraction of its CPU per
+request, docs/benchmarks.md.)"""
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Awaitable, Protocol
 
-import h11
+import httptools
 import orjson
 import trio
 
@@ -40,16 +43,139 @@ class Response:
     content_type: bytes = b"application/json"
 
 
+@dataclass(slots=True)
+class Request:
+    """A request's head, whatever parsed it: ``headers`` are (lowercased name, value) pairs in their order."""
+    method: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    http_version: bytes = b"1.1"
+    keep_alive: bool = True  # the client allows another request on this connection after this one
+    expect_continue: bool = False  # "Expect: 100-continue"
+
+
 class App(Protocol):
-    def head(self, request: h11.Request, arrived: bytes | None) -> Response | None:
+    def head(self, request: Request, arrived: bytes | None) -> Response | None:
         """Answer before waiting for the body (a bad route, method or token), or None to read it. ``arrived``
         is the whole body if it came with the head (it usually does), else None."""
 
-    def too_large(self, request: h11.Request) -> Response:
+    def too_large(self, request: Request) -> Response:
         """The answer to a body over max_body (it has been read and dropped)."""
 
-    def handle(self, request: h11.Request, body: bytes) -> Awaitable[Response]:
+    def handle(self, request: Request, body: bytes) -> Awaitable[Response]:
         """The answer to a request and its body."""
+
+
+class ProtocolError(Exception):
+    """Bad framing: answered with ``status`` and the connection closed."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
+NEED_DATA, END, CLOSED = object(), object(), object()  # the parser's other events (a body piece is bytes)
+
+
+class Parser:
+    """llhttp (httptools) turned into a queue of events: a Request once its head is whole, its body as bytes
+    pieces, END after its last byte; NEED_DATA when the bytes fed so far are used up, CLOSED when the peer
+    has closed (or asked for another protocol). Bad framing raises ProtocolError, after the events of the
+    requests before it (pipelined requests keep their order)."""
+
+    def __init__(self, max_head: int):
+        self.max_head = max_head
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: deque = deque()
+        self._error: ProtocolError | None = None
+        self._closed = False
+        self._in_head = False  # a head has begun and is not whole
+        self._head_size = 0  # its bytes so far, at least
+        self._in_body = False  # a head is whole, its message is not
+        self._quiet = 0  # bytes of this message since its last body piece (chunk extensions, trailers)
+        self._pieces = 0  # body pieces so far
+        self._url: list[bytes] = []
+        self._headers: list[tuple[bytes, bytes]] = []
+        self.done = True  # the current request has been read to its END
+        self.body_seen = False  # a byte of the current request's body has been handed out
+
+    @property
+    def between(self) -> bool:
+        """Nothing of a next request has arrived (an idle connection)."""
+        return not self._events and not self._in_head and self._error is None
+
+    def receive_data(self, data: bytes) -> None:
+        if self._error is not None or self._closed:
+            return
+        if not data:
+            self._closed = True
+            return
+        was_in_head, was_in_body, pieces = self._in_head, self._in_body, self._pieces
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # Upgrade or CONNECT: this server speaks HTTP/1.1 alone
+            self._closed = True
+        except httptools.HttpParserError as e:
+            if self._error is None:
+                text = str(e)
+                self._error = ProtocolError(505 if "PRI" in text or "HTTP version" in text else 400, text)
+        if was_in_head and self._in_head:  # the whole read is head (llhttp hands a header over whole)
+            self._head_size += len(data)
+        if self._in_head and self._head_size > self.max_head and self._error is None:
+            self._error = ProtocolError(431, "request head too large")
+        if was_in_body and self._in_body and pieces == self._pieces:  # no body byte in the whole read
+            self._quiet += len(data)
+            if self._quiet > self.max_head and self._error is None:
+                self._error = ProtocolError(431, "chunk extensions or trailers too large")
+
+    def next_event(self):
+        if self._events:
+            event = self._events.popleft()
+            if event is END:
+                self.done = True
+            elif type(event) is Request:
+                self.done, self.body_seen = False, False
+            else:
+                self.body_seen = True
+            return event
+        if self._error is not None:
+            raise self._error
+        return CLOSED if self._closed else NEED_DATA
+
+    # ---- llhttp's callbacks
+
+    def on_message_begin(self) -> None:
+        self._in_head, self._head_size, self._url, self._headers = True, 0, [], []
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.max_head:
+            self._error = ProtocolError(431, "request head too large")
+            raise self._error  # (llhttp stops here)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        version = parser.get_http_version().encode()
+        expect = version == b"1.1" and any(n == b"expect" and v.lower() == b"100-continue" for n, v in self._headers)
+        self._events.append(Request(parser.get_method(), b"".join(self._url), self._headers, version,
+                                    version == b"1.1" and parser.should_keep_alive(), expect))
+        self._headers = []  # a chunked body's trailers go here, and no further: the head was judged without them
+        self._in_body, self._quiet = True, 0
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(body)
+        self._pieces += 1
+        self._quiet = 0
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._events.append(END)
 
 
 class _Closed(Exception):
@@ -64,7 +190,7 @@ class HttpConnection:
                  idle: set[trio.CancelScope] | None = None):
         self.stream, self.app, self.limits, self.stopping = stream, app, limits, stopping
         self.idle = idle if idle is not None else set()  # where this connection waits between requests
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
+        self.parser = Parser(limits.max_head)
         self.trusted = False  # a request of this connection has passed the app's head() (its token)
 
     async def run(self) -> None:
@@ -72,7 +198,6 @@ class HttpConnection:
             while not self.stopping.is_set():
                 if not await self._one():
                     break
-                self.h11.start_next_cycle()
         except _Closed:
             pass
         finally:
@@ -85,16 +210,16 @@ class HttpConnection:
             idle = self.limits.idle_timeout if self.trusted else min(self.limits.idle_timeout,
                                                                       self.limits.untrusted_idle)
             request = await self._next(idle, self.limits.head_timeout, first=True)
-        except h11.RemoteProtocolError as e:
-            await self._error(e.error_status_hint, str(e))
+        except ProtocolError as e:
+            await self._error(e.status, str(e))
             return False
         if request is None:  # the peer closed between requests, or stayed idle too long
             return False
-        if request.http_version not in (b"1.1", b"1.0"):  # HTTP/2 prior knowledge ("PRI * HTTP/2.0") included
+        if request.http_version not in (b"1.1", b"1.0"):
             await self._error(505, "HTTP/1.1 only")
             return False
         if len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers) > self.limits.max_head:
-            await self._error(431, "request head too large")  # (h11 checks only a head still arriving)
+            await self._error(431, "request head too large")
             return False
         body_deadline = trio.current_time() + self.limits.body_timeout
         chunks, complete = await self._arrived(request)
@@ -104,11 +229,14 @@ class HttpConnection:
             answer = await self._body_and_answer(request, chunks, complete, body_deadline)
         if answer is None:
             return False
-        close = answer.close or self.stopping.is_set()
-        await self._send_response(answer, close)
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE and not close
+        close = answer.close or self.stopping.is_set() or not request.keep_alive or not self.parser.done
+        await self._send_response(answer, close, request.method == b"HEAD")
+        return not close
 
-    async def _arrived(self, request: h11.Request) -> tuple[list[bytes], bool]:
+    def _waiting_for_100_continue(self, request: Request) -> bool:
+        return request.expect_continue and not self.parser.body_seen and not self.parser.done
+
+    async def _arrived(self, request: Request) -> tuple[list[bytes], bool]:
         """The body's first bytes, and whether that is all of it: what came with the head, and a small body
         (Content-Length up to max_body) for at most ``early_body`` seconds more. Nothing longer is waited
         for before the app has looked at the head."""
@@ -118,67 +246,69 @@ class HttpConnection:
         small = length is not None and length <= self.limits.max_body
         # (a client that sent "Expect: 100-continue" waits for our go-ahead, which comes after the head)
         deadline = trio.current_time() + (self.limits.early_body if small and
-                                          not self.h11.client_is_waiting_for_100_continue else 0)
+                                          not self._waiting_for_100_continue(request) else 0)
+        parser = self.parser
         try:
             while size <= self.limits.max_body:
-                event = self.h11.next_event()
-                if isinstance(event, h11.Data):
-                    chunks.append(bytes(event.data))
-                    size += len(event.data)
-                elif event is h11.NEED_DATA and trio.current_time() < deadline:
+                event = parser.next_event()
+                if type(event) is bytes:
+                    chunks.append(event)
+                    size += len(event)
+                elif event is NEED_DATA and trio.current_time() < deadline:
                     with trio.move_on_at(deadline):
-                        self.h11.receive_data(await self._receive())
+                        parser.receive_data(await self._receive())
                 else:
-                    return chunks, isinstance(event, h11.EndOfMessage)
-        except h11.RemoteProtocolError:
+                    return chunks, event is END
+        except ProtocolError:
             pass  # met again, and answered, while the body is read
         return chunks, False
 
-    async def _body_and_answer(self, request: h11.Request, chunks: list[bytes], complete: bool,
+    async def _body_and_answer(self, request: Request, chunks: list[bytes], complete: bool,
                                deadline: float) -> Response | None:
         length = _content_length(request)
-        if length is not None and length > self.limits.max_drain:
+        size = sum(map(len, chunks))
+        if (length is not None and length > self.limits.max_drain) or size > self.limits.max_drain:
             await self._error(413, "request body too large")
             return None
-        size = sum(map(len, chunks))
-        if not complete and self.h11.client_is_waiting_for_100_continue:  # "Expect: 100-continue"
+        if not complete and self._waiting_for_100_continue(request):  # "Expect: 100-continue"
             try:
-                await self.stream.send_all(self.h11.send(h11.InformationalResponse(status_code=100, headers=[],
-                                                                                    reason=_reason(100))))
+                await self.stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise _Closed() from None
         try:
             while not complete:
                 left = max(deadline - trio.current_time(), 0)
                 event = await self._next(left, left)
-                if isinstance(event, h11.Data):
-                    size += len(event.data)
+                if type(event) is bytes:
+                    size += len(event)
                     if size > self.limits.max_drain:
                         await self._error(413, "request body too large")
                         return None
                     if size <= self.limits.max_body:
-                        chunks.append(event.data)
-                elif isinstance(event, h11.EndOfMessage):
+                        chunks.append(event)
+                elif event is END:
                     complete = True
                 else:  # the peer closed mid-body
                     return None
-        except h11.RemoteProtocolError as e:
-            await self._error(e.error_status_hint, str(e))
+        except ProtocolError as e:
+            await self._error(e.status, str(e))
             return None
         if size > self.limits.max_body:
             return self.app.too_large(request)
         return await self.app.handle(request, b"".join(chunks))
 
-    async def _next(self, wait: float, then: float, first: bool = False) -> h11.Event | None:
-        """The next h11 event: waits ``wait`` seconds for the first byte, then ``then`` for the rest."""
+    async def _next(self, wait: float, then: float, first: bool = False):
+        """The next parser event (None when the peer has closed): waits ``wait`` seconds for the first
+        byte, then ``then`` for the rest."""
         deadline = trio.current_time() + wait
+        parser = self.parser
         while True:
-            event = self.h11.next_event()
-            if event is h11.NEED_DATA:
-                if self.stopping.is_set() and first and not self.h11.trailing_data[0]:
+            event = parser.next_event()
+            if event is NEED_DATA:
+                waiting = first and parser.between  # between requests: a shutdown ends it
+                if self.stopping.is_set() and waiting:
                     return None  # shutting down between requests
                 with trio.move_on_at(deadline) as timer:
-                    waiting = first and not self.h11.trailing_data[0]  # between requests: a shutdown ends it
                     if waiting:
                         self.idle.add(timer)
                     try:
@@ -186,16 +316,14 @@ class HttpConnection:
                     finally:
                         self.idle.discard(timer)
                 if timer.cancelled_caught:
-                    if first and self.h11.their_state is h11.IDLE and not self.h11.trailing_data[0]:
+                    if first and parser.between:
                         return None  # an idle keep-alive connection: close it quietly
                     raise _Closed()
-                self.h11.receive_data(data)
+                parser.receive_data(data)
                 if first and data:  # the head has started: it gets head_timeout from its first byte
                     deadline, first = trio.current_time() + then, False
                 continue
-            if event is h11.PAUSED:
-                raise _Closed()
-            if isinstance(event, h11.ConnectionClosed):
+            if event is CLOSED:
                 return None
             return event
 
@@ -205,40 +333,48 @@ class HttpConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise _Closed() from None
 
-    async def _send_response(self, answer: Response, close: bool) -> None:
+    async def _send_response(self, answer: Response, close: bool, head_only: bool = False) -> None:
         """The whole response in one write (a shutdown never cuts it in two)."""
-        headers = [(b"content-type", answer.content_type), (b"content-length", b"%d" % len(answer.body)),
-                   *answer.headers]
+        parts = [_status_line(answer.status), b"content-type: ", answer.content_type,
+                 b"\r\ncontent-length: %d\r\n" % len(answer.body)]
+        for name, value in answer.headers:
+            parts += (name, b": ", value, b"\r\n")
         if close:
-            headers.append((b"connection", b"close"))
-        data = b"".join(self.h11.send(event) or b"" for event in (
-            h11.Response(status_code=answer.status, headers=headers, reason=_reason(answer.status)),
-            h11.Data(data=answer.body), h11.EndOfMessage()))
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if not head_only:  # (the answer to a HEAD is its head alone)
+            parts.append(answer.body)
         try:
-            await self.stream.send_all(data)
+            await self.stream.send_all(b"".join(parts))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise _Closed() from None
 
     async def _error(self, status: int, reason: str) -> None:
-        """Answer a framing error (when the state still allows an answer) and close."""
-        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            body = orjson.dumps({"error": reason[:200]})
-            try:
-                await self._send_response(Response(status, body), close=True)
-            except (h11.LocalProtocolError, _Closed):
-                pass
+        """Answer a framing error and close (nothing of this request's answer has been sent yet: an answer
+        always goes in one write)."""
+        body = orjson.dumps({"error": reason[:200]})
+        try:
+            await self._send_response(Response(status, body), close=True)
+        except _Closed:
+            pass
 
 
-def _reason(status: int) -> bytes:
-    """The standard reason phrase of ``status`` (strict clients such as h2load count an answer without one as
-    failed)."""
-    return HTTPStatus(status).phrase.encode()
+_STATUS_LINES: dict[int, bytes] = {}
 
 
-def _content_length(request: h11.Request) -> int | None:
+def _status_line(status: int) -> bytes:
+    """``HTTP/1.1 200 OK\\r\\n``, with the standard reason phrase (strict clients such as h2load count an
+    answer without one as failed)."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())
+    return line
+
+
+def _content_length(request: Request) -> int | None:
     for name, value in request.headers:
         if name == b"content-length":
-            return int(value)  # h11 has checked it is a number
+            return int(value)  # llhttp has checked it is a number
     return None
 
 

@@ -20,7 +20,6 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from urllib.parse import parse_qs
 
-import h11
 import orjson
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,7 +28,7 @@ from syncledger.ledger import engine, reads, verify
 from syncledger.ledger.verify import head
 
 from ..auth import FINANCE_SESSIONS, SESSION_ADMIN, SESSIONS, AuthError, Claims
-from ..http import HttpServer, Response
+from ..http import HttpServer, Request, Response
 from ..limits import peer_address
 from ..listen import Listener
 from ..core.mainloop import ShuttingDown
@@ -121,7 +120,7 @@ class AdminApp:
         self.open_rounds = reports.OpenRounds(server.read, server.wall_time)
         server.metrics.registry.register(self.open_rounds)
 
-    def head(self, request: h11.Request, arrived: bytes | None) -> Response | None:
+    def head(self, request: Request, arrived: bytes | None) -> Response | None:
         path = request.target.partition(b"?")[0]
         headers = dict(request.headers)
         if not self._own(headers.get(b"host", b"")):
@@ -159,16 +158,16 @@ class AdminApp:
         name = host.rpartition(b":")[0] if host.rpartition(b":")[2].isdigit() and not host.endswith(b"]") else host
         return host in own or name.decode("latin-1") in self.names
 
-    def too_large(self, request: h11.Request) -> Response:
+    def too_large(self, request: Request) -> Response:
         return _error(413, "INVALID_DATA", "the request body is too large")
 
-    async def handle(self, request: h11.Request, body: bytes) -> Response:
+    async def handle(self, request: Request, body: bytes) -> Response:
         answer = await self._answer(request, body)
-        if request.method == b"HEAD":  # the head alone (h11 sends no body after a HEAD)
+        if request.method == b"HEAD":  # the head alone (the driver sends no body after a HEAD)
             answer.body = b""
         return answer
 
-    async def _answer(self, request: h11.Request, body: bytes) -> Response:
+    async def _answer(self, request: Request, body: bytes) -> Response:
         path, _, query = request.target.partition(b"?")
         if path in API:
             return await self._api(request, path, query, body)
@@ -229,7 +228,7 @@ class AdminApp:
 
     # ---- the back-office page's JSON API: the manager API's tokens, session types, reads and answers
 
-    def _claims(self, request: h11.Request, sessions: frozenset[int] | None) -> Claims | Response | None:
+    def _claims(self, request: Request, sessions: frozenset[int] | None) -> Claims | Response | None:
         """The claims of the request's ``Authorization: Bearer`` token, or its refusal (401, 403)."""
         if sessions is None:
             return None
@@ -246,7 +245,7 @@ class AdminApp:
             return _error(403, "FORBIDDEN", f"this is for {allowed} sessions, not {SESSION_NAMES[claims.session]}")
         return claims
 
-    async def _api(self, request: h11.Request, path: bytes, query: bytes, body: bytes) -> Response:
+    async def _api(self, request: Request, path: bytes, query: bytes, body: bytes) -> Response:
         claims = self._claims(request, API[path][1])  # again: it may have expired while the body came
         if isinstance(claims, Response):
             return claims

@@ -10,7 +10,6 @@ import secrets
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-import h11
 import orjson
 from pydantic import ValidationError
 
@@ -18,7 +17,7 @@ from syncledger.ledger import Outcome, to_text
 from syncledger.ledger import wallet as w
 
 from ..core.mainloop import ShuttingDown
-from ..http import Response
+from ..http import Request, Response
 from ..wire import decode_json, invalid_value
 from ..auth import Provider
 from .models import WalletMove, WalletPromo, WalletSession, WalletUser
@@ -120,7 +119,7 @@ class WalletApp:
 
     # ---- server.http's App: the head is checked before the body is read
 
-    def head(self, request: h11.Request, arrived: bytes | None) -> Response | None:
+    def head(self, request: Request, arrived: bytes | None) -> Response | None:
         path, _, query = request.target.partition(b"?")
         action = self.routes.get(path)
         if action is None:
@@ -133,13 +132,13 @@ class WalletApp:
             return Response(200, self._render(action, INVALID_TOKEN_ID, "", _uuid(arrived)), close=arrived is None)
         return None
 
-    def too_large(self, request: h11.Request) -> Response:
+    def too_large(self, request: Request) -> Response:
         path, _, query = request.target.partition(b"?")
         provider = self.provider(query, request.headers)
         return Response(200, self._render(self.routes[path], w.INVALID_PARAMETER, provider.name if provider else "",
                                           None))
 
-    async def handle(self, request: h11.Request, body: bytes) -> Response:
+    async def handle(self, request: Request, body: bytes) -> Response:
         """A call whose head passed :meth:`head` (route, method and token already checked; the token is looked
         up again: its provider may have been removed while the body came)."""
         path, _, query = request.target.partition(b"?")

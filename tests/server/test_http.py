@@ -3,12 +3,12 @@ the body, deadlines and limits. Memory streams under MockClock, then the real wa
 
 from __future__ import annotations
 
-import h11
+
 import pytest
 import trio
 import trio.testing
 
-from syncledger.server.http import HttpConnection, Limits, Response
+from syncledger.server.http import HttpConnection, Limits, Request, Response
 
 
 class EchoApp:
@@ -18,16 +18,16 @@ class EchoApp:
         self.bodies: list[bytes] = []
         self.arrived: list[bytes | None] = []
 
-    def head(self, request: h11.Request, arrived: bytes | None) -> Response | None:
+    def head(self, request: Request, arrived: bytes | None) -> Response | None:
         self.arrived.append(arrived)
         if request.target == b"/refused":
             return Response(401, b'{"refused":true}', close=True)
         return None
 
-    def too_large(self, request: h11.Request) -> Response:
+    def too_large(self, request: Request) -> Response:
         return Response(200, b'{"too":"large"}')
 
-    async def handle(self, request: h11.Request, body: bytes) -> Response:
+    async def handle(self, request: Request, body: bytes) -> Response:
         self.bodies.append(body)
         return Response(200, b'{"n":%d}' % len(body))
 

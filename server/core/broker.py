@@ -1,14 +1,18 @@
 """Fan-out of committed trade:events to subscribers, and replay from the ledger with ``from_seq``.
 
-Each subscriber owns a bounded buffer (an :class:`Outbox`); one that cannot take the next event is dropped
+Each subscriber owns a bounded buffer (an :class:`Outbox`); one that cannot take the next events is dropped
 at once, so a slow or dead subscriber never slows the mainLoop or anyone else. It reconnects with
-``from_seq``. A live event is encoded once and the same bytes are buffered for every subscriber; a replay
-buffers its events in pieces of REPLAY_TURN lines, so that what a stalled replay holds is a few large
-allocations, which the C allocator can give back (see limits.HeapTrim), not thousands of small ones.
+``from_seq``. A committed batch's events are encoded once, into one bytes object that every subscriber's
+outbox shares, and each subscriber is offered it once (a subscriber that already has the first events of the
+batch, at the replay's hand-off, is offered the lines after its own). A replay buffers its events in pieces
+of REPLAY_TURN lines, so that what a stalled replay holds is a few large allocations, which the C allocator
+can give back (see limits.HeapTrim), not thousands of small ones.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import deque
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import trio
@@ -27,8 +31,8 @@ REPLAY_BYTES = 256 << 10  # replayed bytes a subscriber holds before its replay 
 
 
 class Subscriber(Protocol):
-    def offer(self, line: bytes) -> bool:
-        """Buffer event lines without waiting; False if the buffer is full."""
+    def offer(self, lines: bytes, count: int = 1) -> bool:
+        """Buffer ``count`` event lines (one bytes object) without waiting; False if the buffer is full."""
 
     async def put(self, lines: bytes) -> None:
         """Buffer event lines, waiting for room (replay only, never from the mainLoop)."""
@@ -38,19 +42,26 @@ class Subscriber(Protocol):
 
 
 class Outbox:
-    """A connection's bounded buffer of unsent bytes (answers, event lines, replayed pieces): at most ``size``
-    pieces and ``limit`` bytes. ``offer`` never waits; ``put`` (a replay) waits while REPLAY_BYTES or half
-    the pieces are buffered, so that the rest stays free for answers and a stalled replay holds little."""
+    """A connection's bounded buffer of unsent bytes (answers, live events, replayed pieces): at most ``size``
+    messages and ``limit`` bytes. A piece of live events counts as the events it holds (a batch's lines are one
+    piece, bounded as if they were buffered one by one); an answer or a replayed piece counts as one. ``offer``
+    never waits; ``put`` (a replay) waits while REPLAY_BYTES or half the messages are buffered, so that the rest
+    stays free for answers and a stalled replay holds little. Whoever takes pieces from ``receive`` says so
+    (:meth:`taken`), and :meth:`sent` once their bytes are out."""
 
     def __init__(self, size: int, limit: int, stall: float):
+        # (a piece counts as one message at least: the channel never holds more than ``size`` pieces)
         self._send, self.receive = trio.open_memory_channel[bytes](size)
         self.size, self.limit, self.stall = size, limit, stall
         self.buffered = 0  # bytes in the buffer and in the write under way
+        self.queued = 0  # messages in the buffer (not yet taken)
+        self._counts: deque[int] = deque()  # the messages of each piece in the buffer, oldest first
         self._drained: trio.Event | None = None
 
-    def offer(self, data: bytes) -> bool:
-        """Buffer ``data`` without waiting; False if the buffer is full (once closed, it is dropped)."""
-        if self.buffered + len(data) > self.limit:
+    def offer(self, data: bytes, count: int = 1) -> bool:
+        """Buffer ``data`` (``count`` messages) without waiting; False if the buffer is full (once closed, it is
+        dropped)."""
+        if self.buffered + len(data) > self.limit or self.queued + count > self.size:
             return False
         try:
             self._send.send_nowait(data)
@@ -59,12 +70,13 @@ class Outbox:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return True
         self.buffered += len(data)
+        self.queued += count
+        self._counts.append(count)
         return True
 
     async def put(self, data: bytes) -> bool:
         """Buffer ``data`` once there is room for a replay; False if nothing was sent for ``stall`` seconds."""
-        while self.buffered >= min(self.limit // 2, REPLAY_BYTES) or \
-                self._send.statistics().current_buffer_used >= self.size // 2:
+        while self.buffered >= min(self.limit // 2, REPLAY_BYTES) or self.queued >= self.size // 2:
             self._drained = trio.Event()
             with trio.move_on_after(self.stall) as waited:
                 await self._drained.wait()
@@ -72,6 +84,12 @@ class Outbox:
                 return False
         self.offer(data)
         return True
+
+    def taken(self, pieces: int) -> None:
+        """The oldest ``pieces`` pieces were taken from ``receive`` (their bytes are now the write under way)."""
+        counts = self._counts
+        for _ in range(pieces):
+            self.queued -= counts.popleft()
 
     def sent(self, size: int) -> None:
         """``size`` bytes taken from the buffer are sent."""
@@ -93,6 +111,10 @@ def pieces(events: list[Event]) -> list[bytes]:
     return [b"".join(map(event_line, events[i:i + REPLAY_TURN])) for i in range(0, len(events), REPLAY_TURN)]
 
 
+def _seq(event: Event) -> int:
+    return event.seq
+
+
 def split_lines(piece: bytes) -> list[bytes]:
     """The event messages (without line ends) of a buffered piece of one or more lines."""
     return piece[:-2].split(wire.CRLF)
@@ -108,22 +130,38 @@ class Broker:
         # replay costs instead of multiplying it (a slot is never held while waiting for a client)
         self._replay_slots = trio.CapacityLimiter(replay_slots)
 
-    def publish(self, event: Event) -> None:
-        """Called by the mainLoop after commit; never waits. Each subscriber gets each event once, in seq
-        order: an event it already has (replayed from the ledger) is not sent again."""
-        if not self.subscribers:
+    def publish(self, events: list[Event]) -> None:
+        """Called by the mainLoop once per committed batch, ``events`` in seq order; never waits. The lines are
+        encoded once, into one bytes object that every subscriber is offered once. Each subscriber gets each
+        event once, in seq order: the events it already has (replayed from the ledger) are not sent again."""
+        if not self.subscribers or not events:
             return
-        line = event_line(event)
-        seq = event.seq
-        for sub, last in list(self.subscribers.items()):
-            if seq <= last:
+        lines = [event_line(e) for e in events]
+        data = b"".join(lines)
+        first, last, count = events[0].seq, events[-1].seq, len(events)
+        starts: list[int] | None = None  # where each line begins in data (only if a subscriber needs a slice)
+        dropped = []
+        for sub, seen in self.subscribers.items():
+            if seen < first:
+                ok = sub.offer(data, count)
+            elif seen >= last:
                 continue
-            if sub.offer(line):
-                self.subscribers[sub] = seq
+            else:  # (at the replay's hand-off: it has the batch's first events)
+                if starts is None:
+                    starts, at = [], 0
+                    for line in lines:
+                        starts.append(at)
+                        at += len(line)
+                k = bisect_right(events, seen, key=_seq)
+                ok = sub.offer(data[starts[k]:], count - k)
+            if ok:
+                self.subscribers[sub] = last  # (an existing key: the dict's size does not change)
             else:
-                del self.subscribers[sub]
-                self.dropped += 1
-                sub.drop("subscriber too slow: events dropped; reconnect with from_seq")
+                dropped.append(sub)
+        for sub in dropped:
+            del self.subscribers[sub]
+            self.dropped += 1
+            sub.drop("subscriber too slow: events dropped; reconnect with from_seq")
 
     def skipped(self, seq: int) -> None:
         """A node of a cluster skipped publishing other nodes' events up to ``seq``, too many to hold: every

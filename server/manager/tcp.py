@@ -65,9 +65,10 @@ class Connection:
         self.pending.add(pending)
         return pending
 
-    def offer(self, line: bytes) -> bool:
-        """Buffer a message without waiting; False if the outbox is full (in messages or in bytes)."""
-        return self.outbox.offer(line)
+    def offer(self, lines: bytes, count: int = 1) -> bool:
+        """Buffer a message (or ``count`` event lines in one piece) without waiting; False if the outbox is full
+        (in messages or in bytes)."""
+        return self.outbox.offer(lines, count)
 
     async def put(self, lines: bytes) -> None:
         """Buffer replayed events once the outbox has room for them (Outbox.put): a client that reads at its
@@ -174,6 +175,7 @@ class Connection:
                         break
                     chunks.append(chunk)
                     size += len(chunk)
+                self.outbox.taken(len(chunks))
                 try:
                     await self.stream.send_all(b"".join(chunks))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):

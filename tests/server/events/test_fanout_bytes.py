@@ -1,0 +1,173 @@
+"""Fan-out by bytes (issue 24, item 2): a committed batch's events are encoded once and every subscriber is
+offered the same bytes once; a subscriber that already has the first events of a batch (the replay's hand-off)
+is offered exactly the lines after its own; the bounds of an outbox stay those of one event at a time."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from types import SimpleNamespace
+
+import orjson
+import trio
+
+from syncledger.ledger import Event
+from syncledger.server.core import broker
+from syncledger.server.core.broker import Broker, Outbox
+from tests.conftest import add_account, mem_client
+
+
+def _events(first: int, last: int) -> list[Event]:
+    return [Event(seq, 7, 100 + seq, b'{"order":%d,"seq":%d}' % (100 + seq, seq)) for seq in range(first, last + 1)]
+
+
+class Sub:
+    """A subscriber that records what it is offered."""
+
+    def __init__(self, room: int = 1 << 30):
+        self.offers: list[tuple[bytes, int]] = []
+        self.put_pieces: list[bytes] = []
+        self.room = room
+        self.dropped: str | None = None
+
+    def offer(self, lines: bytes, count: int = 1) -> bool:
+        if count > self.room:
+            return False
+        self.room -= count
+        self.offers.append((lines, count))
+        return True
+
+    async def put(self, lines: bytes) -> None:
+        self.put_pieces.append(lines)
+
+    def drop(self, reason: str) -> None:
+        self.dropped = reason
+
+    def seqs(self) -> list[int]:
+        data = b"".join([lines for lines in self.put_pieces] + [lines for lines, _ in self.offers])
+        return [orjson.loads(line)["seq"] for line in data.split(b"\r\n") if line]
+
+
+def test_one_batch_is_encoded_once_and_every_subscriber_gets_the_same_bytes_once(monkeypatch):
+    encoded = []
+    real = broker.event_line
+    monkeypatch.setattr(broker, "event_line", lambda event: encoded.append(event.seq) or real(event))
+    for n in (1, 10, 500):
+        b = Broker()
+        subs = [Sub() for _ in range(n)]
+        for sub in subs:
+            b.subscribers[sub] = 0
+        encoded.clear()
+        b.publish(_events(1, 50))
+        assert encoded == list(range(1, 51))  # fifty lines, whatever the number of subscribers
+        assert all(len(sub.offers) == 1 and sub.offers[0][1] == 50 for sub in subs)  # one offer each
+        assert len({id(sub.offers[0][0]) for sub in subs}) == 1  # one bytes object, shared
+        assert subs[0].seqs() == list(range(1, 51))
+        assert set(b.subscribers.values()) == {50}
+
+
+def test_a_subscriber_that_has_part_of_the_batch_gets_the_lines_after_its_own():
+    b = Broker()
+    behind, inside, at_end, ahead = Sub(), Sub(), Sub(), Sub()
+    b.subscribers.update({behind: 10, inside: 13, at_end: 20, ahead: 25})
+    b.publish(_events(11, 20))
+    assert behind.seqs() == list(range(11, 21)) and behind.offers[0][1] == 10
+    assert inside.seqs() == list(range(14, 21)) and inside.offers[0][1] == 7
+    assert at_end.offers == [] and ahead.offers == []  # nothing they have is sent again
+    assert b.subscribers == {behind: 20, inside: 20, at_end: 20, ahead: 25}
+
+
+def test_a_subscriber_without_room_for_the_batch_is_dropped_with_the_same_message():
+    b = Broker()
+    fast, slow = Sub(), Sub(room=5)
+    b.subscribers.update({fast: 0, slow: 0})
+    b.publish(_events(1, 6))
+    assert slow.dropped == "subscriber too slow: events dropped; reconnect with from_seq"
+    assert list(b.subscribers) == [fast] and b.dropped == 1 and fast.seqs() == list(range(1, 7))
+
+
+async def test_an_outbox_counts_a_batch_as_its_events():
+    """A piece of live events weighs as many messages as it holds (the bound of one event at a time); the
+    messages are free again once the piece is taken, its bytes once they are sent."""
+    box = Outbox(size=10, limit=1 << 20, stall=30)
+    assert box.offer(b"a\r\n" * 6, 6) and box.offer(b"answer\r\n")
+    assert not box.offer(b"b\r\n" * 4, 4)  # 6 + 1 + 4 > 10
+    assert box.offer(b"b\r\n" * 3, 3)
+    assert (box.queued, box.buffered) == (10, 18 + 8 + 9)
+    first = box.receive.receive_nowait()
+    box.taken(1)
+    assert box.queued == 4 and box.offer(b"c\r\n" * 6, 6) and box.queued == 10
+    box.sent(len(first))
+    assert box.buffered == 8 + 9 + 18
+
+
+class Loop:
+    """What Broker.subscribe asks of a mainLoop: its lock and a call on the store (here, a list of events that
+    runs ahead of what was published, as a node of a cluster's ledger does with other nodes' events)."""
+
+    def __init__(self, ledger: list[Event]):
+        self.ledger, self.lock, self.committed_seq = ledger, trio.Lock(), 0
+        self.store = SimpleNamespace(db=None)
+        self.reads = 0
+
+    def after(self, seq: int, limit: int) -> list[Event]:
+        self.reads += 1
+        return [e for e in self.ledger if e.seq > seq][:limit]
+
+    async def call(self, fn, db, seq: int, limit: int) -> list[Event]:
+        assert self.lock.locked()  # the tail: under the lock
+        return self.after(seq, limit)
+
+    async def read(self, fn, seq: int, limit: int) -> list[Event]:
+        await trio.lowlevel.checkpoint()
+        return self.after(seq, limit)
+
+
+async def test_a_subscriber_at_the_hand_off_gets_exactly_the_events_after_its_seq(monkeypatch):
+    """The ledger holds 1..23 while the broker has published up to 15 (a node of a cluster whose next batch
+    brings other nodes' 16..23 and its own 24..30): a subscriber from seq 4 replays 5..23 from the ledger, goes
+    live at 23, and is offered 24..30 of that batch, nothing twice and nothing missed; one already live gets
+    16..30."""
+    monkeypatch.setattr(broker, "REPLAY_PAGE", 5)
+    ledger = _events(1, 23)
+    loop = Loop(ledger)
+    b = Broker()
+    live = Sub()
+    b.subscribers[live] = 15
+    replaying = Sub()
+    await b.subscribe(replaying, loop, 4, loop.read)
+    assert b.subscribers[replaying] == 23
+    b.publish(_events(16, 30))
+    assert replaying.seqs() == list(range(5, 31))
+    assert replaying.offers[-1][1] == 7  # one offer of the batch's last seven lines
+    assert live.seqs() == list(range(16, 31))
+
+
+async def test_subscribers_of_a_server_get_each_batch_in_one_piece(mem_server, autojump_clock, monkeypatch):
+    """End to end, on the server: 40 credits sent at once (one batch: the connection's reader queues them all
+    before the mainLoop runs) are encoded once for 12 subscribers; each subscriber is offered the batch once,
+    and gets every event once, in order."""
+    encoded = []
+    real = broker.event_line
+    monkeypatch.setattr(broker, "event_line", lambda event: encoded.append(event.seq) or real(event))
+    offers: dict[int, list[int]] = {}
+    real_offer = Outbox.offer
+
+    def offer(self, data: bytes, count: int = 1) -> bool:
+        if data.startswith(b'{"event":"trade:event"'):
+            offers.setdefault(id(self), []).append(count)
+        return real_offer(self, data, count)
+    monkeypatch.setattr(Outbox, "offer", offer)
+    async with mem_client(mem_server) as writer, AsyncExitStack() as stack:
+        login = await add_account(writer)
+        subs = [await stack.enter_async_context(mem_client(mem_server)) for _ in range(12)]
+        for sub in subs:
+            assert (await sub.call("Subscribe", {"chanels": ["trade:event"]})).ok
+        batches = mem_server.mainloop.batches
+        calls = [writer.start("CreditIn", {"login": login, "amount": 1, "comment": "x"}) for _ in range(40)]
+        for call in calls:
+            assert (await call.reply()).ok
+        assert mem_server.mainloop.batches == batches + 1
+        assert encoded == list(range(1, 41))  # once each, not once per subscriber
+        assert list(offers.values()) == [[40]] * 12  # one offer per subscriber
+        for sub in subs:
+            assert [(await sub.receive_event())["seq"] for _ in range(40)] == list(range(1, 41))

@@ -12,7 +12,7 @@ can give back (see limits.HeapTrim), not thousands of small ones.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import deque
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import trio
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 REPLAY_PAGE = 1000
 REPLAY_TURN = 100  # replayed events in one buffered piece (between two checkpoints of the replaying task)
 REPLAY_BYTES = 256 << 10  # replayed bytes a subscriber holds before its replay waits for the client
+REPLAY_CACHE = 8  # encoded whole pages kept for the replays at the same position (while any replay runs)
 
 
 class Subscriber(Protocol):
@@ -129,6 +130,13 @@ class Broker:
         # pages read at once, by all replays together: many replaying subscribers share the CPU that a
         # replay costs instead of multiplying it (a slot is never held while waiting for a client)
         self._replay_slots = trio.CapacityLimiter(replay_slots)
+        # Encoded pages, by (the seq they follow, the page size): a whole page can no longer change, and the
+        # replays at one position (400 subscribers from seq 0) share its read and its encoding. Kept while any
+        # replay runs, at most REPLAY_CACHE of them; a page being read is waited for, not read again.
+        self._pages: OrderedDict[tuple[int, int], _Page] = OrderedDict()
+        self._reading: dict[tuple[int, int], _Reading] = {}
+        self.replays = 0  # replays running
+        self.pages_read = 0  # replay pages read from the ledger (and encoded)
 
     def publish(self, events: list[Event]) -> None:
         """Called by the mainLoop once per committed batch, ``events`` in seq order; never waits. The lines are
@@ -181,32 +189,80 @@ class Broker:
     async def subscribe(self, sub: Subscriber, mainloop: MainLoop, from_seq: int | None = None,
                         read: Callable[..., Awaitable[Any]] | None = None) -> None:
         """Go live; with ``from_seq``, first replay every committed event after it, with no gap and no
-        duplicate: pages are sent with backpressure outside the lock that batches take; only the last
-        page (less than a page behind the ledger) is read, and the subscriber goes live, under it."""
+        duplicate: pages are read (on the read connections, see ``read``) and sent with backpressure outside
+        the lock that batches take; only the last page (less than a page behind the ledger) is read, and the
+        subscriber goes live, under it."""
+        if read is None:
+            async def read(fn: Callable[..., Any], *args: Any) -> Any:
+                return await mainloop.read(fn, mainloop.store.db, *args)
         last = from_seq
-        while True:
-            while last is not None:
-                async with self._replay_slots:
-                    page = await (read(reads.events_after, last, REPLAY_PAGE) if read is not None else
-                                  mainloop.read(reads.events_after, mainloop.store.db, last, REPLAY_PAGE))
-                count, last, replayed = len(page), page[-1].seq if page else last, []
-                for i in range(0, count, REPLAY_TURN):
-                    replayed += pieces(page[i:i + REPLAY_TURN])
-                    await trio.lowlevel.checkpoint()  # a page is ~3 ms of Python: others get turns
-                page = []  # its many small objects are not held while the client is waited for
-                for piece in replayed:
-                    await sub.put(piece)
-                if count < REPLAY_PAGE:
-                    break
-            async with mainloop.lock:  # between two batches: nothing is committed meanwhile
-                tail = [] if last is None else await mainloop.call(reads.events_after, mainloop.store.db, last,
-                                                              REPLAY_PAGE)
-                if len(tail) < REPLAY_PAGE:  # caught up: deliver the tail and go live, still under the lock
-                    for piece in pieces(tail):
-                        if not sub.offer(piece):
-                            sub.drop("subscriber too slow during replay; reconnect with from_seq")
-                            return
-                    last = tail[-1].seq if tail else last
-                    self.subscribers[sub] = mainloop.committed_seq if last is None else last
-                    return
-            # a whole page was committed while this subscriber was replaying: page on, outside the lock
+        self.replays += 1
+        try:
+            while True:
+                while last is not None:
+                    replayed, count, last = await self._page(last, read)
+                    for piece in replayed:
+                        await sub.put(piece)
+                    if count < REPLAY_PAGE:
+                        break
+                async with mainloop.lock:  # between two batches: nothing is committed meanwhile
+                    tail = [] if last is None else await mainloop.call(reads.events_after, mainloop.store.db, last,
+                                                                       REPLAY_PAGE)
+                    if len(tail) < REPLAY_PAGE:  # caught up: deliver the tail and go live, still under the lock
+                        for piece in pieces(tail):
+                            if not sub.offer(piece):
+                                sub.drop("subscriber too slow during replay; reconnect with from_seq")
+                                return
+                        last = tail[-1].seq if tail else last
+                        self.subscribers[sub] = mainloop.committed_seq if last is None else last
+                        return
+                # a whole page was committed while this subscriber was replaying: page on, outside the lock
+        finally:
+            self.replays -= 1
+            if not self.replays:
+                self._pages.clear()  # (its memory is not held for replays that may never come)
+
+    async def _page(self, after: int, read: Callable[..., Awaitable[Any]]) -> _Page:
+        """The page of events after seq ``after``, encoded: (pieces of REPLAY_TURN lines, events, last seq).
+        One read and one encoding for every replay at this position: a whole page is kept (REPLAY_CACHE), and
+        a replay that wants a page being read waits for that read (and reads it itself if that one failed)."""
+        key = (after, REPLAY_PAGE)
+        while (page := self._pages.get(key)) is None and (reading := self._reading.get(key)) is not None:
+            await reading.done.wait()
+            if reading.page is not None:
+                return reading.page
+        if page is not None:
+            self._pages.move_to_end(key)
+            return page
+        reading = self._reading[key] = _Reading()
+        try:
+            async with self._replay_slots:
+                events = await read(reads.events_after, after, REPLAY_PAGE)
+            self.pages_read += 1
+            replayed = []
+            for i in range(0, len(events), REPLAY_TURN):
+                replayed += pieces(events[i:i + REPLAY_TURN])
+                await trio.lowlevel.checkpoint()  # a page is ~3 ms of Python: others get turns
+            page = reading.page = (replayed, len(events), events[-1].seq if events else after)
+            del events  # (its many small objects are not held while the clients are waited for)
+            if page[1] == REPLAY_PAGE:
+                self._pages[key] = page
+                while len(self._pages) > REPLAY_CACHE:
+                    self._pages.popitem(last=False)
+            return page
+        finally:
+            del self._reading[key]
+            reading.done.set()
+
+
+_Page = tuple[list[bytes], int, int]
+
+
+class _Reading:
+    """A replay page being read: replays at its position wait for it."""
+
+    __slots__ = ("done", "page")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.page: _Page | None = None

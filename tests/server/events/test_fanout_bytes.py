@@ -171,3 +171,84 @@ async def test_subscribers_of_a_server_get_each_batch_in_one_piece(mem_server, a
         assert list(offers.values()) == [[40]] * 12  # one offer per subscriber
         for sub in subs:
             assert [(await sub.receive_event())["seq"] for _ in range(40)] == list(range(1, 41))
+
+
+# ---- replays at one position share their pages
+
+
+async def test_replays_at_one_position_read_and_encode_each_page_once(monkeypatch):
+    """Fifty subscribers replaying from seq 4 at once: each page of the ledger is read (and encoded) once for all
+    of them; each gets 5..23, nothing twice; once no replay runs, no page is kept."""
+    monkeypatch.setattr(broker, "REPLAY_PAGE", 5)
+    encoded = []
+    real = broker.event_line
+    monkeypatch.setattr(broker, "event_line", lambda event: encoded.append(event.seq) or real(event))
+    loop = Loop(_events(1, 23))
+    b = Broker()
+    subs = [Sub() for _ in range(50)]
+    async with trio.open_nursery() as nursery:
+        for sub in subs:
+            nursery.start_soon(b.subscribe, sub, loop, 4, loop.read)
+    assert b.pages_read == 4  # after 4, 9, 14 (whole pages) and 19 (the last, short one)
+    assert sorted(encoded) == list(range(5, 24))
+    assert loop.reads == 4 + 50  # and each subscriber's tail, under the lock (empty here)
+    assert all(sub.seqs() == list(range(5, 24)) for sub in subs)
+    assert all(b.subscribers[sub] == 23 for sub in subs)
+    assert not b._pages and not b._reading
+
+
+async def test_a_page_read_that_fails_is_read_again_by_a_replay_that_waited_for_it(monkeypatch, autojump_clock):
+    monkeypatch.setattr(broker, "REPLAY_PAGE", 5)
+    loop = Loop(_events(1, 12))
+    failing = [True]
+
+    async def read(fn, seq: int, limit: int) -> list[Event]:
+        await trio.sleep(1)
+        if failing and seq == 0:
+            failing.clear()
+            raise RuntimeError("the read failed")
+        return loop.after(seq, limit)
+    b = Broker()
+    first, second = Sub(), Sub()
+
+    async def fails() -> None:
+        try:
+            await b.subscribe(first, loop, 0, read)
+        except RuntimeError:
+            pass
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fails)
+        await trio.sleep(0.5)  # the second waits for the first one's read of the page after 0
+        nursery.start_soon(b.subscribe, second, loop, 0, read)
+    assert first.seqs() == [] and first not in b.subscribers
+    assert second.seqs() == list(range(1, 13)) and b.subscribers[second] == 12
+
+
+async def test_many_subscribers_replaying_from_one_seq_read_each_page_once(mem_server, autojump_clock, monkeypatch):
+    """On the server (an in-memory ledger: its pages are read between batches): 12 subscribers from seq 0 at
+    once over 30 events in pages of 10: the pages after 0, 10 and 20 are read once each; every subscriber gets
+    1..30, then the live events."""
+    from syncledger.ledger import reads
+    monkeypatch.setattr(broker, "REPLAY_PAGE", 10)
+    read_at: dict[int, int] = {}
+    real = reads.events_after
+
+    def events_after(db, seq: int, limit: int = 1000):
+        read_at[seq] = read_at.get(seq, 0) + 1
+        return real(db, seq, limit)
+    monkeypatch.setattr(reads, "events_after", events_after)
+    async with mem_client(mem_server) as writer, AsyncExitStack() as stack:
+        login = await add_account(writer)
+        for _ in range(30):
+            assert (await writer.call("CreditIn", {"login": login, "amount": 1, "comment": "x"})).ok
+        subs = [await stack.enter_async_context(mem_client(mem_server)) for _ in range(12)]
+        calls = [sub.start("Subscribe", {"chanels": ["trade:event"], "from_seq": 0}) for sub in subs]
+        for call in calls:
+            assert (await call.reply()).ok
+        for sub in subs:
+            assert [(await sub.receive_event())["seq"] for _ in range(30)] == list(range(1, 31))
+        assert (await writer.call("CreditIn", {"login": login, "amount": 1, "comment": "live"})).ok
+        for sub in subs:
+            assert (await sub.receive_event())["seq"] == 31
+    assert (read_at[0], read_at[10], read_at[20]) == (1, 1, 1)
+    assert mem_server.broker.pages_read <= 4 and not mem_server.broker._pages

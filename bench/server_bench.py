@@ -259,10 +259,12 @@ async def client_main(cfg: dict) -> list[dict]:
 def subscribers_main(cfg: dict) -> int:
     """The --subscribers-role: ``count`` connections, each subscribed to trade:event (live only); once all are
     subscribed it prints ``subscribed N``, then reads every socket (one epoll loop, the bytes thrown away) until
-    SIGTERM, and prints a JSON line: the event lines each subscriber got and how many the server closed."""
+    SIGTERM (and what is still on its way), and prints a JSON line: the event lines each subscriber got and how
+    many the server closed."""
     import resource
     import selectors
     import socket
+    import time
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -297,8 +299,14 @@ def subscribers_main(cfg: dict) -> int:
     lines = [0] * len(socks)
     closed = 0
     buf = bytearray(1 << 20)
-    while not stopping:
-        for key, _ in sel.select(0.2):
+    heard = time.monotonic()  # once stopping, the events still on their way are read: until 0.5 s of silence
+    while True:
+        ready = sel.select(0.1)
+        if ready:
+            heard = time.monotonic()
+        elif stopping and time.monotonic() - heard >= 0.5:
+            break
+        for key, _ in ready:
             try:
                 n = key.fileobj.recv_into(buf)
             except BlockingIOError:

@@ -297,7 +297,7 @@ def subscribers_main(cfg: dict) -> int:
     for i, s in enumerate(socks):
         sel.register(s, selectors.EVENT_READ, i)
     lines = [0] * len(socks)
-    closed = 0
+    closed = received = 0
     buf = bytearray(1 << 20)
     heard = time.monotonic()  # once stopping, the events still on their way are read: until 0.5 s of silence
     while True:
@@ -318,8 +318,10 @@ def subscribers_main(cfg: dict) -> int:
                 sel.unregister(key.fileobj)
                 continue
             lines[key.data] += buf.count(b"\n", 0, n)
+            received += n
     print(json.dumps({"subscribers": len(socks), "closed_by_server": closed, "events_min": min(lines, default=0),
-                      "events_max": max(lines, default=0)}), flush=True)
+                      "events_max": max(lines, default=0),
+                      "bytes_per_event": round(received / max(1, sum(lines)))}), flush=True)
     return 0
 
 
@@ -458,7 +460,8 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
             print(f"{r['name']:<30} subscribers' process: {num(r.get('subscribers_cores'))} cores")
         subs = getattr(args, "subscribers_seen", None) or {}
         print(f"subscribers: {subs.get('subscribers', '-')}, events each got {subs.get('events_min', '-')}–"
-              f"{subs.get('events_max', '-')}, closed by the server {subs.get('closed_by_server', '-')}")
+              f"{subs.get('events_max', '-')} ({subs.get('bytes_per_event', '-')} bytes each), closed by the server "
+              f"{subs.get('closed_by_server', '-')}")
     named = {r["name"].split(" ")[0]: r for r in results}
     a, b, c, d = (named.get(x) for x in ("(a)", "(b)", "(c)", "(d)"))
     if a and d and d["rps"]:

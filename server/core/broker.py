@@ -48,7 +48,9 @@ class Outbox:
     piece, bounded as if they were buffered one by one); an answer or a replayed piece counts as one. ``offer``
     never waits; ``put`` (a replay) waits while REPLAY_BYTES or half the messages are buffered, so that the rest
     stays free for answers and a stalled replay holds little. Whoever takes pieces from ``receive`` says so
-    (:meth:`taken`), and :meth:`sent` once their bytes are out."""
+    (:meth:`taken`), and :meth:`sent` once their bytes are out. ``write_now`` (set by a connection on a plain
+    socket while its writer task runs) writes without waiting: events offered ``now`` to an outbox with
+    nothing in it or under way go straight to the socket, whatever it does not take is buffered."""
 
     def __init__(self, size: int, limit: int, stall: float):
         # (a piece counts as one message at least: the channel never holds more than ``size`` pieces)
@@ -58,10 +60,20 @@ class Outbox:
         self.queued = 0  # messages in the buffer (not yet taken)
         self._counts: deque[int] = deque()  # the messages of each piece in the buffer, oldest first
         self._drained: trio.Event | None = None
+        self.write_now: Callable[[bytes], int] | None = None
+        self.closed = False
 
-    def offer(self, data: bytes, count: int = 1) -> bool:
+    def offer(self, data: bytes, count: int = 1, now: bool = False) -> bool:
         """Buffer ``data`` (``count`` messages) without waiting; False if the buffer is full (once closed, it is
-        dropped)."""
+        dropped). ``now``: first try to write it at once (see ``write_now``)."""
+        if now and not self.buffered and self.write_now is not None:
+            try:
+                written = self.write_now(data)
+            except OSError:  # (BlockingIOError: the socket is full; another error: the writer task meets it)
+                written = 0
+            if written == len(data):
+                return True
+            data = data[written:]
         if self.buffered + len(data) > self.limit or self.queued + count > self.size:
             return False
         try:
@@ -100,6 +112,7 @@ class Outbox:
 
     def close(self) -> None:
         """Take nothing more; what is buffered can still be received."""
+        self.closed, self.write_now = True, None
         self._send.close()
 
 

@@ -152,10 +152,10 @@ async def test_subscribers_of_a_server_get_each_batch_in_one_piece(mem_server, a
     offers: dict[int, list[int]] = {}
     real_offer = Outbox.offer
 
-    def offer(self, data: bytes, count: int = 1) -> bool:
+    def offer(self, data: bytes, count: int = 1, now: bool = False) -> bool:
         if data.startswith(b'{"event":"trade:event"'):
             offers.setdefault(id(self), []).append(count)
-        return real_offer(self, data, count)
+        return real_offer(self, data, count, now)
     monkeypatch.setattr(Outbox, "offer", offer)
     async with mem_client(mem_server) as writer, AsyncExitStack() as stack:
         login = await add_account(writer)
@@ -252,3 +252,57 @@ async def test_many_subscribers_replaying_from_one_seq_read_each_page_once(mem_s
             assert (await sub.receive_event())["seq"] == 31
     assert (read_at[0], read_at[10], read_at[20]) == (1, 1, 1)
     assert mem_server.broker.pages_read <= 4 and not mem_server.broker._pages
+
+
+# ---- on sockets: a batch goes straight to the socket of a subscriber with nothing else to send
+
+
+async def test_subscribers_on_sockets_get_every_event_once_in_order_and_a_stalled_one_is_dropped(start_server, caplog):
+    """Real sockets: a batch is written to each subscriber's socket at once when its outbox is empty (here
+    counted), buffered for its writer task when the socket does not take it whole. Three subscribers that read
+    (one of them the writing client, whose answers go between the events) get all 3,000 events once, in order;
+    one that never reads (a small receive buffer) is dropped with the usual message, the others go on."""
+    import socket as stdlib_socket
+    from syncledger.server.testing import Harness
+    from tests.conftest import tcp_client
+    caplog.set_level("INFO", logger="syncledger")
+    srv = await start_server(outbox_size=512)
+    h = Harness(srv)
+    async with tcp_client(srv) as writer, tcp_client(srv) as a, tcp_client(srv) as b:
+        login = await add_account(writer)
+        for c in (writer, a, b):
+            assert (await c.call("Subscribe", {"chanels": ["trade:event"]})).ok
+        stalled = trio.socket.socket()
+        stalled.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
+        await stalled.connect(("127.0.0.1", srv.ports.tcp))
+        stalled_stream = trio.SocketStream(stalled)
+        await stalled_stream.send_all(orjson.dumps({"command": "Subscribe", "data": {"chanels": ["trade:event"]},
+                                                    "__token": h.token}) + b"\r\n")
+        while len(srv.broker.subscribers) < 4:
+            await trio.sleep(0.01)
+        written = [0]
+        for conn in srv.broker.subscribers:
+            write = conn.outbox.write_now
+            assert write is not None  # a plain socket
+
+            def counted(data: bytes, write=write) -> int:
+                written[0] += 1
+                return write(data)
+            conn.outbox.write_now = counted
+        seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+
+        async def read(i: int, c) -> None:
+            while len(seen[i]) < 3000:
+                seen[i].append((await c.receive_event())["seq"])
+        async with trio.open_nursery() as nursery:
+            for i, c in enumerate((writer, a, b)):
+                nursery.start_soon(read, i, c)
+            for _ in range(30):
+                calls = [writer.start("BalanceIn", {"login": login, "amount": 1}) for _ in range(100)]
+                for call in calls:
+                    assert (await call.reply()).ok
+        await stalled_stream.aclose()
+    assert all(seqs == list(range(1, 3001)) for seqs in seen.values())
+    assert srv.broker.dropped == 1  # the stalled one
+    assert any("subscriber too slow: events dropped; reconnect with from_seq" in r.getMessage() for r in caplog.records)
+    assert written[0] > 30  # batches went straight to the sockets

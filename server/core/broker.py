@@ -65,7 +65,10 @@ class Outbox:
 
     def offer(self, data: bytes, count: int = 1, now: bool = False) -> bool:
         """Buffer ``data`` (``count`` messages) without waiting; False if the buffer is full (once closed, it is
-        dropped). ``now``: first try to write it at once (see ``write_now``)."""
+        dropped). ``now``: first try to write it at once (see ``write_now``), if it would fit in the buffer
+        (a subscriber dropped for a batch too large is sent none of it, as one that is buffered)."""
+        if self.buffered + len(data) > self.limit or self.queued + count > self.size:
+            return False
         if now and not self.buffered and self.write_now is not None:
             try:
                 written = self.write_now(data)
@@ -73,9 +76,7 @@ class Outbox:
                 written = 0
             if written == len(data):
                 return True
-            data = data[written:]
-        if self.buffered + len(data) > self.limit or self.queued + count > self.size:
-            return False
+            data = data[written:]  # (the rest is smaller: it fits)
         try:
             self._send.send_nowait(data)
         except trio.WouldBlock:

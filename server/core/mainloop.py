@@ -274,7 +274,10 @@ class MainLoop:
                 self._publish(events)  # (what came before the skip: none, a CatchUp is a batch's first job)
                 events = []
                 self.committed_seq = max(self.committed_seq, outcome.data)  # (too many to publish)
-                self.on_skip(outcome.data)
+                try:
+                    self.on_skip(outcome.data)
+                except Exception:
+                    log.exception("dropping the subscribers failed")
             events += outcome.events
         self._publish(events)
         for job, outcome in zip(batch, outcomes):

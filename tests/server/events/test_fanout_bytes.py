@@ -100,6 +100,28 @@ async def test_an_outbox_counts_a_batch_as_its_events():
     assert box.buffered == 8 + 9 + 18
 
 
+def test_events_go_straight_to_the_socket_only_when_nothing_waits_and_they_would_fit():
+    """``now``: an empty outbox writes the batch to its socket at once; what the socket does not take is buffered
+    (and later events queue behind it); a batch that the outbox could not hold is not written either (the
+    subscriber is dropped having been sent none of it, as one whose outbox is full)."""
+    box = Outbox(size=4, limit=1 << 20, stall=30)
+    writes: list[bytes] = []
+    box.write_now = lambda data: writes.append(data) or len(data)
+    assert not box.offer(b"a\r\n" * 5, 5, now=True) and writes == []
+    assert box.offer(b"a\r\n" * 4, 4, now=True) and writes == [b"a\r\n" * 4] and box.buffered == 0
+    box.write_now = lambda data: writes.append(data) or 3  # the socket takes three bytes
+    assert box.offer(b"b\r\nc\r\n", 2, now=True) and (box.buffered, box.queued) == (3, 2)
+    assert box.offer(b"d\r\n", 1, now=True) and len(writes) == 2  # behind what waits: buffered
+    assert box.offer(b"answer\r\n")  # (an answer is never written at once)
+    assert [box.receive.receive_nowait() for _ in range(3)] == [b"c\r\n", b"d\r\n", b"answer\r\n"]
+
+    def full(data: bytes) -> int:
+        raise BlockingIOError
+    empty = Outbox(size=4, limit=1 << 20, stall=30)
+    empty.write_now = full
+    assert empty.offer(b"e\r\n", 1, now=True) and empty.receive.receive_nowait() == b"e\r\n"
+
+
 class Loop:
     """What Broker.subscribe asks of a mainLoop: its lock and a call on the store (here, a list of events that
     runs ahead of what was published, as a node of a cluster's ledger does with other nodes' events)."""

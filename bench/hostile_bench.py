@@ -44,7 +44,8 @@ close what the attacker left before the next phase. The attacks:
   4  pipelined ``GetTrades`` on the big account by one DEALER connection that writes and never reads
      (reconnects when dropped);
   5  200 DEALER connections ``Subscribe {"chanels":["trade:event"],"from_seq":0}`` that never read (a
-     blank line every 2 s to notice a drop; resubscribe when dropped);
+     blank line every 2 s to notice a drop; resubscribe when dropped); under the default caps 16 of them
+     replay (one login), the others are refused 429; ``--subscribers N``: N connections, all replaying;
   6  16 DEALER connections looping ``GetTrades`` on the big account, reading every answer;
   7  HTTP/2 prior knowledge on the wallet port: 16 workers, each connection sends the preface, a SETTINGS
      frame and 100 HEADERS+RST_STREAM pairs, and reads the answer (505 expected at once).
@@ -94,9 +95,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-for _p in (HERE, ROOT):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if HERE not in sys.path:  # (not ROOT: its syncledger/ folder would shadow a non-editable install of the package)
+    sys.path.insert(0, HERE)
 
 from common import (CLI, Run, add_common_args, cpu_snapshot, fmt_ms, num, percentile, print_footer,  # noqa: E402
                     print_header, run_cli, run_role, say, start_process, stop_process)
@@ -1283,6 +1283,9 @@ def orchestrate(args: argparse.Namespace) -> int:
         dealer_token = run_cli("token", "--db", run.db, "--login", str(DEALER_LOGIN), env=run.env)
         options = ["--host", args.host, "--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
                    "--idle-timeout", f"{args.idle_timeout:g}", "--max-connections", str(args.max_connections)]
+        if args.subscribers:  # every one of attack 5's connections subscribes (one login, one address)
+            options += ["--max-subscribers-per-login", str(args.subscribers), "--max-subscribers-per-address",
+                        str(args.subscribers)]
         if args.tls:
             ca, cert, key = make_certificate(run.tmp, args.tls)
             options += ["--tls-cert", cert, "--tls-key", key]
@@ -1332,6 +1335,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         for name, attack, label in plan:
             say(f"phase {label}")
             sizes = ATTACKS[attack][2 if args.quick else 1] if attack else {}
+            if attack == "subscribers" and args.subscribers:
+                sizes = {**sizes, "conns": args.subscribers}
             r = run_phase(b, lines, sampler, name, attack, label, {**base_cfg, **sizes})
             say(f"  -> p50 {fmt_ms(r['p50_ms'])} ms, p99 {fmt_ms(r['p99_ms'])} ms, errors {r['errors']}, "
                 f"timeouts {r['timeouts']}, RSS {r['rss_mb']:.0f} MB, fds {r['fds']}")
@@ -1372,6 +1377,9 @@ def main() -> int:
     p.add_argument("--max-connections", type=int, default=None,
                    help="serve --max-connections (default 4000; 400 with --quick)")
     p.add_argument("--idle-timeout", type=float, default=5.0, help="serve --idle-timeout (default 5)")
+    p.add_argument("--subscribers", type=int, default=None, metavar="N",
+                   help="attack 5 with N connections, and serve with subscriber caps of N so that every one of them "
+                        "replays (default: 200 connections under the default caps, 16 per login)")
     p.add_argument("--attacker-nice", type=int, default=10, help="niceness of the attacker processes (default 10)")
     p.add_argument("--tls", nargs="?", const="ecdsa", choices=("ecdsa", "rsa"),
                    help="serve TLS (a certificate of this key type, default ecdsa, made with trustme): every "

@@ -18,9 +18,15 @@ likewise, (c) ``CreditInSync`` open loop at a fixed offered rate (latency counte
 scheduled send time, so a stall is never hidden), (d) the echo server, closed loop and at the same
 offered rate (the client's own latency floor).
 
+``--subscribers N``: N idle ``trade:event`` subscribers (no replay) are connected before the scenarios, in a
+process of their own (this script with ``--subscribers-role``) that reads every socket with one epoll loop and
+throws the bytes away; the server is then started with subscriber caps of N and no connect-rate limit. The
+report gives that process's CPU, and the events each subscriber got (all of them, or the server dropped it).
+
     python bench/server_bench.py                  # full run (~35 s on 2 cores)
     python bench/server_bench.py --quick          # smoke test (a few seconds)
     python bench/server_bench.py --py-spy prof.txt   # also sample the server with py-spy (raw stacks)
+    python bench/server_bench.py --only a --count 20000 --subscribers 100   # fan-out: CreditIn, 100 subscribers
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import sys
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (CPU_HEADER, BaseTally, Run, add_common_args, checked_call, cpu_columns,  # noqa: E402
-                    cpu_said, fmt_ms,
+                    cpu_said, fmt_ms, num,
                     percentile, print_footer, print_header, run_connections, run_role, say, split, summarize,
                     warn_busy)
 
@@ -208,7 +214,10 @@ async def run_scenario(spec: dict, host: str, logins: list[int], token: str, k: 
 
     failure, cpu_before, cpu_after = await run_connections(host, spec["port"], k, spec["limit_s"], pids, start)
     lag = sorted(x for t in tallies for x in t.send_lag)
-    return {
+    subs_cores = None
+    if cpu_before and cpu_after and "subscribers" in cpu_before and cpu_after["wall"] > cpu_before["wall"]:
+        subs_cores = (cpu_after["subscribers"] - cpu_before["subscribers"]) / (cpu_after["wall"] - cpu_before["wall"])
+    return {"subscribers_cores": subs_cores,
         "name": spec["name"], "mode": mode, "command": spec["command"], "target": spec["target"],
         "requests": n_total, "errors": sum(t.errors for t in tallies),
         "unmatched": sum(t.unmatched for t in tallies), "offered": spec.get("rate"),
@@ -243,6 +252,101 @@ async def client_main(cfg: dict) -> list[dict]:
         if r["failure"] and not spec.get("warmup"):
             break  # the server is stuck or gone: later scenarios would only wait
     return results
+
+
+# ============================================================================ idle subscribers (--subscribers-role)
+
+def subscribers_main(cfg: dict) -> int:
+    """The --subscribers-role: ``count`` connections, each subscribed to trade:event (live only); once all are
+    subscribed it prints ``subscribed N``, then reads every socket (one epoll loop, the bytes thrown away) until
+    SIGTERM (and what is still on its way), and prints a JSON line: the event lines each subscriber got and how
+    many the server closed."""
+    import resource
+    import selectors
+    import socket
+    import time
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    line = (b'{"command":"Subscribe","extID":"s","data":{"chanels":["trade:event"]},"__token":"%s"}\r\n'
+            % cfg["token"].encode())
+    socks = []
+    for _ in range(cfg["count"]):
+        s = socket.create_connection((cfg["host"], cfg["port"]))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(line)
+        socks.append(s)
+    for s in socks:  # each Subscribe's answer, before anything else is sent to it
+        got = b""
+        while b"\n" not in got:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise SystemExit("a subscriber's connection was closed before its Subscribe was answered")
+            got += chunk
+        answer, rest = got.split(b"\n", 1)
+        if b'"status":200' not in answer:
+            raise SystemExit(f"Subscribe refused: {answer[:300]!r}")
+        if rest:
+            raise SystemExit("events before the scenarios: the bench expects a quiet ledger")
+        s.setblocking(False)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    print(f"subscribed {len(socks)}", flush=True)
+    sel = selectors.EpollSelector()
+    for i, s in enumerate(socks):
+        sel.register(s, selectors.EVENT_READ, i)
+    lines = [0] * len(socks)
+    closed = received = 0
+    buf = bytearray(1 << 20)
+    heard = time.monotonic()  # once stopping, the events still on their way are read: until 0.5 s of silence
+    while True:
+        ready = sel.select(0.1)
+        if ready:
+            heard = time.monotonic()
+        elif stopping and time.monotonic() - heard >= 0.5:
+            break
+        for key, _ in ready:
+            try:
+                n = key.fileobj.recv_into(buf)
+            except BlockingIOError:
+                continue
+            except OSError:
+                n = 0
+            if n == 0:
+                closed += 1
+                sel.unregister(key.fileobj)
+                continue
+            lines[key.data] += buf.count(b"\n", 0, n)
+            received += n
+    print(json.dumps({"subscribers": len(socks), "closed_by_server": closed, "events_min": min(lines, default=0),
+                      "events_max": max(lines, default=0),
+                      "bytes_per_event": round(received / max(1, sum(lines)))}), flush=True)
+    return 0
+
+
+class Subscribers:
+    """The --subscribers process, started before the scenarios and stopped after them."""
+
+    def __init__(self, run, host: str, port: int, count: int) -> None:
+        """Start it and wait until every subscriber is subscribed."""
+        import subprocess
+        cfg = {"host": host, "port": port, "token": run.token, "count": count}
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--subscribers-role", json.dumps(cfg)],
+                                     stdout=subprocess.PIPE, env=run.env, cwd=os.path.dirname(os.path.abspath(__file__)))
+        first = self.proc.stdout.readline().decode()
+        if not first.startswith("subscribed"):
+            self.proc.kill()
+            raise SystemExit(f"the subscribers did not start: {first!r}")
+        self.pid = self.proc.pid
+        print(f"[bench] {count} idle trade:event subscribers, pid {self.pid}", flush=True)
+
+    def stop(self) -> dict | None:
+        """SIGTERM; -> what it reported."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out = self.proc.communicate(timeout=30)[0].decode().strip().splitlines()
+        return json.loads(out[-1]) if out else None
 
 
 # ============================================================================ echo server (--echo-server)
@@ -334,6 +438,9 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
                  f"{args.count:,} requests per scenario;",
                  f"open loop: {args.rate:,.0f} requests/s offered for {args.rate_seconds:g} s",
                  "latency: closed loop from the send of each request's batch; open loop from its SCHEDULED send time")
+    if args.subscribers:
+        print(f"{args.subscribers:,} idle trade:event subscribers (no replay) in a process of their own (its CPU: "
+              "after the table, not in the columns)")
     print(f"{'scenario':<30} {'requests':>9} {'errors':>6} {'offered/s':>10} {'achieved/s':>11} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  " + CPU_HEADER)
     print("-" * width)
@@ -348,6 +455,13 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
             print(f"{r['name']}: first bad reply: {r['error_sample']}")
         if r["send_lag_p99_ms"] is not None:
             print(f"{r['name']:<30} client pacing lag p99 {r['send_lag_p99_ms']:.2f} ms (part of its latency)")
+    if args.subscribers:
+        for r in results:
+            print(f"{r['name']:<30} subscribers' process: {num(r.get('subscribers_cores'))} cores")
+        subs = getattr(args, "subscribers_seen", None) or {}
+        print(f"subscribers: {subs.get('subscribers', '-')}, events each got {subs.get('events_min', '-')}–"
+              f"{subs.get('events_max', '-')} ({subs.get('bytes_per_event', '-')} bytes each), closed by the server "
+              f"{subs.get('closed_by_server', '-')}")
     named = {r["name"].split(" ")[0]: r for r in results}
     a, b, c, d = (named.get(x) for x in ("(a)", "(b)", "(c)", "(d)"))
     if a and d and d["rps"]:
@@ -372,27 +486,38 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
         print(f"target: {label:<52} {'met' if ok else 'NOT MET':>8}   ({value})")
     print(f"server exit code after SIGTERM: {server_exit} ({'ok' if server_exit == 0 else 'FAILED'})")
     print_footer(width, verify_out, cmdline)
-    return (server_exit == 0 and verify_ok and all(not r["failure"] and r["errors"] == 0 and r["unmatched"] == 0
+    dropped = bool((getattr(args, "subscribers_seen", None) or {}).get("closed_by_server"))
+    return (server_exit == 0 and verify_ok and not dropped and all(not r["failure"] and r["errors"] == 0 and r["unmatched"] == 0
                                                    and r["answered"] == r["requests"] for r in results))
 
 
 def orchestrate(args: argparse.Namespace) -> int:
     """Server, echo server and client processes; the report; -> the exit code."""
     run = Run(args, "syncledger-bench-")
+    caps = []
+    if args.subscribers:
+        caps = ["--max-subscribers-per-login", str(max(16, args.subscribers)), "--max-subscribers-per-address",
+                str(max(64, args.subscribers)), "--max-connect-rate", "0"]
     server, ports = run.start_server("--tcp-port", "0", "--ws-port", "0", "--wallet-port", "0",
-                                     "--admin-port", "0")
+                                     "--admin-port", "0", *caps)
     echo, echo_ports = run.start_listener(__file__, "--echo-server", "echo", "echo server")
     server_port, echo_port = ports["tcp"], echo_ports["tcp"]
     print(f"[bench] server pid {server.pid} on {args.host}:{server_port}, echo pid {echo.pid} on "
           f"{args.host}:{echo_port}", flush=True)
+    subscribers = Subscribers(run, args.host, server_port, args.subscribers) if args.subscribers else None
     run.start_py_spy(server.pid)
-    cfg = {"pids": {"server": server.pid, "echo": echo.pid}, "host": args.host, "server_port": server_port,
+    pids = {"server": server.pid, "echo": echo.pid}
+    if subscribers is not None:
+        pids["subscribers"] = subscribers.pid
+    cfg = {"pids": pids, "host": args.host, "server_port": server_port,
            "token": run.token, "connections": args.connections, "depth": args.depth,
            "scenarios": scenarios(args, server_port, echo_port)}
     results: list[dict] = []
     try:
         results = run.run_client(__file__, cfg) or []
     finally:
+        if subscribers is not None:
+            args.subscribers_seen = subscribers.stop()
         _, server_exit = run.stop(echo, server)
     verify_out, verify_ok = run.verify()
     clean = print_report(results, args, server_exit, verify_out, verify_ok, run.cmdline)
@@ -411,9 +536,14 @@ def main() -> int:
                    help="offered rate of the open-loop scenario (default 10000/s)")
     p.add_argument("--rate-seconds", type=float, default=None, help="duration of the open-loop scenarios (default 5 s)")
     p.add_argument("--only", metavar="LETTERS", help="run only these scenarios, e.g. --only c or --only a,d")
+    p.add_argument("--subscribers", type=int, default=0, metavar="N",
+                   help="N idle trade:event subscribers, in a process of their own, during the scenarios (default 0)")
     add_common_args(p)
     p.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--subscribers-role", metavar="JSON", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.subscribers_role:
+        return subscribers_main(json.loads(args.subscribers_role))
     role = run_role(args, client_main, echo_main, args.echo_server)
     if role is not None:
         return role

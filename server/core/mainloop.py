@@ -40,7 +40,7 @@ class MainLoop:
     """Owns the Store. ``threaded=False`` keeps SQLite on the Trio thread (for MockClock tests); a ``writer``
     (ledger.writer.WriterProcess) applies the batches in a process of its own, ``store`` then only reads."""
 
-    def __init__(self, store: Store, publish: Callable[[Event], None], *, batch_max: int = 1024,
+    def __init__(self, store: Store, publish: Callable[[list[Event]], None], *, batch_max: int = 1024,
                  inbox_size: int = 8192, threaded: bool = True, writer: WriterProcess | None = None,
                  cluster: bool = False):
         self.store, self.publish, self.batch_max, self.threaded = store, publish, batch_max, threaded or writer is not None
@@ -76,8 +76,9 @@ class MainLoop:
         return self.store.seq, self.store.event_head
 
     def deliver(self, event: Event, waiter: Any) -> None:
-        """Broadcast a committed event, then show it to the …Sync waiter of the job that made it."""
-        self.publish(event)
+        """Broadcast one committed event, then show it to the …Sync waiter of the job that made it (the path of
+        test faults, which hold or drop events one by one)."""
+        self.publish([event])
         if waiter is not None:
             waiter.on_event(event)
 
@@ -263,17 +264,48 @@ class MainLoop:
         self._answer_committed()
 
     def _answer(self, batch: list[Job], outcomes: list[Outcome]) -> None:
-        """Publish a committed batch's events, then answer its jobs, in order."""
+        """Publish a committed batch's events, all at once (each subscriber is offered them once), then show
+        each …Sync waiter its job's events and answer the jobs, in order."""
+        if self.faults is not None:
+            return self._answer_one_by_one(batch, outcomes)
+        events: list[Event] = []
+        for job, outcome in zip(batch, outcomes, strict=True):
+            if type(job.command) is CatchUp and outcome.data is not None:
+                self._publish(events)  # (what came before the skip: none, a CatchUp is a batch's first job)
+                events = []
+                self.committed_seq = max(self.committed_seq, outcome.data)  # (too many to publish)
+                try:
+                    self.on_skip(outcome.data)
+                except Exception:
+                    log.exception("dropping the subscribers failed")
+            events += outcome.events
+        self._publish(events)
+        for job, outcome in zip(batch, outcomes):
+            try:
+                if job.waiter is not None:
+                    for event in outcome.events:
+                        job.waiter.on_event(event)
+                job.done(outcome)
+            except Exception:  # a bug in one answer must not stop the writer
+                log.exception("answering a job failed")
+
+    def _publish(self, events: list[Event]) -> None:
+        if events:
+            try:
+                self.publish(events)
+            except Exception:  # (nor a bug in the fan-out)
+                log.exception("publishing events failed")
+            self.committed_seq = max(self.committed_seq, events[-1].seq)
+
+    def _answer_one_by_one(self, batch: list[Job], outcomes: list[Outcome]) -> None:
+        """Under test faults: each event is delivered (or held, or dropped) alone, then its job answered."""
         for job, outcome in zip(batch, outcomes, strict=True):
             try:
                 if type(job.command) is CatchUp and outcome.data is not None:
                     self.committed_seq = max(self.committed_seq, outcome.data)  # (too many to publish)
                     self.on_skip(outcome.data)
                 for event in outcome.events:
-                    if self.faults is None:
-                        self.deliver(event, job.waiter)
-                    else:
-                        self.faults.deliver(event, job.waiter, self.deliver)
+                    self.faults.deliver(event, job.waiter, self.deliver)
                     self.committed_seq = max(self.committed_seq, event.seq)
                 job.done(outcome)
             except Exception:  # a bug in one answer must not stop the writer

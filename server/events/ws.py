@@ -35,8 +35,8 @@ class WsSubscriber:
         self.scope = trio.CancelScope()
         self.reason: str | None = None
 
-    def offer(self, lines: bytes) -> bool:
-        return self.outbox.offer(lines)
+    def offer(self, lines: bytes, count: int = 1) -> bool:
+        return self.outbox.offer(lines, count)
 
     async def put(self, lines: bytes) -> None:
         """Buffer replayed events once there is room (Outbox.put); a client that takes nothing for
@@ -177,6 +177,7 @@ async def _send_events(ws: WebSocketConnection, sub: WsSubscriber) -> None:
     """One text frame per buffered event, until the buffer ends or ``sub`` is dropped (what is left is for
     the from_seq replay of its next connection)."""
     async for lines in sub.outbox.receive:
+        sub.outbox.taken(1)
         for message in split_lines(lines):
             if sub.reason is not None:
                 return

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -52,7 +54,7 @@ class Connection:
     # ---- what pending requests and the broker call (never wait)
 
     def send(self, line: bytes) -> None:
-        if not self.offer(line):
+        if not self.outbox.offer(line):
             self.drop(f"too many unread bytes (over {self.outbox_bytes})")
 
     def answered(self, pending: Pending) -> None:
@@ -65,9 +67,11 @@ class Connection:
         self.pending.add(pending)
         return pending
 
-    def offer(self, line: bytes) -> bool:
-        """Buffer a message without waiting; False if the outbox is full (in messages or in bytes)."""
-        return self.outbox.offer(line)
+    def offer(self, lines: bytes, count: int = 1) -> bool:
+        """``count`` event lines (the broker's: one piece a batch) without waiting: written to the socket at once
+        when nothing else waits to be sent (no wake-up of the writer task), else buffered; False if the outbox is
+        full (in messages or in bytes)."""
+        return self.outbox.offer(lines, count, now=True)
 
     async def put(self, lines: bytes) -> None:
         """Buffer replayed events once the outbox has room for them (Outbox.put): a client that reads at its
@@ -164,6 +168,15 @@ class Connection:
 
     async def _writer(self) -> None:
         receive = self.outbox.receive
+        if type(self.stream) is trio.SocketStream and not self.outbox.closed:  # (not TLS, not in memory): the
+            # broker may write at once
+            self.outbox.write_now = partial(os.write, self.stream.socket.fileno())
+        try:
+            await self._write(receive)
+        finally:
+            self.outbox.write_now = None  # (before the socket is closed: its number may be taken again)
+
+    async def _write(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
         async with receive:
             async for first in receive:
                 chunks, size = [first], len(first)
@@ -174,6 +187,7 @@ class Connection:
                         break
                     chunks.append(chunk)
                     size += len(chunk)
+                self.outbox.taken(len(chunks))
                 try:
                     await self.stream.send_all(b"".join(chunks))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -32,6 +32,8 @@ class Limits:
     early_body: float = 1.0  # a small body awaited before the head is judged (for the uuid of a refusal)
     idle_timeout: float = 75.0  # a kept-alive connection waiting for its next request
     untrusted_idle: float = 60.0  # the same, for a connection none of whose requests has passed head() yet
+    refusal_pause: float = 0.05  # after a request refused at its head, the connection's next one is read this
+    # much later: a loop of refusals on one connection (what another site's page can send) costs at most 20 a second
 
 
 @dataclass(slots=True)
@@ -224,14 +226,26 @@ class HttpConnection:
         body_deadline = trio.current_time() + self.limits.body_timeout
         chunks, complete = await self._arrived(request)
         answer = self.app.head(request, b"".join(chunks) if complete else None)
+        refused = answer is not None
         if answer is None:
             self.trusted = True
             answer = await self._body_and_answer(request, chunks, complete, body_deadline)
-        if answer is None:
-            return False
+            if answer is None:
+                return False
         close = answer.close or self.stopping.is_set() or not request.keep_alive or not self.parser.done
         await self._send_response(answer, close, request.method == b"HEAD")
+        if refused and not close and not self.stopping.is_set():
+            await self._pause()
         return not close
+
+    async def _pause(self) -> None:
+        """``refusal_pause`` seconds before the next request is read, as an idle wait (a shutdown ends it)."""
+        with trio.CancelScope(deadline=trio.current_time() + self.limits.refusal_pause) as scope:
+            self.idle.add(scope)
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.idle.discard(scope)
 
     def _waiting_for_100_continue(self, request: Request) -> bool:
         return request.expect_continue and not self.parser.body_seen and not self.parser.done

@@ -22,6 +22,8 @@ class EchoApp:
         self.arrived.append(arrived)
         if request.target == b"/refused":
             return Response(401, b'{"refused":true}', close=True)
+        if request.target == b"/refused-kept":
+            return Response(403, b'{"refused":true}')
         return None
 
     def too_large(self, request: Request) -> Response:
@@ -160,6 +162,26 @@ async def test_only_a_connection_whose_request_passed_its_head_may_idle_long(aut
             start = trio.current_time()
             assert await client.receive_some(10) == b""
             assert lasts <= trio.current_time() - start < lasts + 1
+
+
+async def test_a_refused_request_slows_the_connection_that_sent_it(autojump_clock):
+    """Refusals at the head (a page of another site in a loop) on a kept-alive connection: each answered at
+    once, the next request read refusal_pause later; a request that passed the head is not paced, and a
+    shutdown ends a pause at once."""
+    client, server, app, stopping, http = await _serve(Limits(refusal_pause=0.5))
+    async with trio.open_nursery() as n:
+        n.start_soon(http.run)
+        start = trio.current_time()
+        await client.send_all(post(b"", b"/refused-kept") * 4 + post(b"a") * 2)
+        assert (await _responses(client, 6))[::2] == [403] * 4 + [200] * 2
+        assert trio.current_time() - start == pytest.approx(4 * 0.5)
+        await client.send_all(post(b"", b"/refused-kept"))
+        assert (await _responses(client, 1))[0] == 403
+        stopping.set()
+        for scope in list(http.idle):  # as HttpServer's shutdown does
+            scope.cancel()
+        assert await client.receive_some(10) == b""
+    assert trio.current_time() - start < 2.5
 
 
 async def test_bytes_do_not_extend_a_head_deadline(autojump_clock):

@@ -450,20 +450,25 @@ class PageReader:
     a read-only connection (python -m syncledger.server.admin.app): neither their SQL nor the Python that turns
     rows into JSON runs in the server's interpreter, whose threads share one lock with the event loop. Each
     read gives JSON bytes or a head; one that takes longer than ``timeout`` is answered ReadStalled, as the
-    read pool's are, and the process replaced."""
+    read pool's are, and the process replaced. A read starts no sooner than ``rest`` times the last one's
+    length after it ended, so that loops of reads (scripts paging the whole ledger) keep the process busy at
+    most 1 / (1 + rest) of the time, and the server's own share of their bytes with it."""
 
-    def __init__(self, path: str, timeout: float):
-        self.path, self.timeout = path, timeout
+    def __init__(self, path: str, timeout: float, rest: float = 1.0):
+        self.path, self.timeout, self.rest = path, timeout, rest
         self._limit = trio.CapacityLimiter(1)
         self._process: subprocess.Popen | None = None
         self._conn: Connection | None = None
+        self._free_at = 0.0  # (Trio time) when the next read may start
 
     async def __call__(self, name: str, *args: Any) -> Any:
         async with self._limit:
+            await trio.sleep_until(self._free_at)
             try:
                 with trio.fail_after(self.timeout):
                     if self._conn is None:
                         await trio.to_thread.run_sync(self._start)
+                    started = trio.current_time()  # (a read's length, without the process's start)
                     self._conn.send_bytes(marshal.dumps((name, args)))  # type: ignore[union-attr]
                     ok, value = marshal.loads(await trio.to_thread.run_sync(self._conn.recv_bytes,  # type: ignore
                                                                             abandon_on_cancel=True))
@@ -474,6 +479,7 @@ class PageReader:
                 if isinstance(e, (EOFError, OSError)):
                     raise RuntimeError("the back-office page's reader process ended") from None
                 raise
+            self._free_at = trio.current_time() + self.rest * (trio.current_time() - started)  # (answered)
         if not ok:
             raise RuntimeError(f"in the page's reader process: {value}")
         return value

@@ -8,6 +8,7 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import trio
@@ -48,7 +49,8 @@ class MainLoop:
         # A node of a cluster: each batch begins with a CatchUp, whose outcome carries the events other nodes
         # committed since, published before the batch's own (one publisher, in seq order).
         self._catch_up = [Job(CatchUp(), _ignore)] if cluster else []
-        self._apply_batch = writer.apply_batch if writer is not None else store.apply_batch
+        # a writer process is spoken to from the Trio thread (its socket); a Store in this process, in the store thread
+        self._apply_batch = writer.apply if writer is not None else partial(self.call, store.apply_batch)
         self._send, self._recv = trio.open_memory_channel[Job](inbox_size)
         self.lock = trio.Lock()  # held while the store is in use: batches and reads never overlap
         self._thread = _StoreThread() if self.threaded else None
@@ -148,7 +150,7 @@ class MainLoop:
         if self._thread is not None and self.applying:
             self.abandoned = True
             if self.writer is not None:
-                self.writer.interrupt()
+                self.writer.interrupt(reason)
             self._thread.abandon(Unsure(reason))
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
@@ -225,11 +227,11 @@ class MainLoop:
         self.applying = True
         try:
             if self._committed is None:
-                result = await acapture(self.call, self._apply_batch, commands)
+                result = await acapture(self._apply_batch, commands)
             else:
                 async with trio.open_nursery() as answering:
-                    answering.start_soon(self._answer_soon)  # runs while the SQLite thread works
-                    result = await acapture(self.call, self._apply_batch, commands)
+                    answering.start_soon(self._answer_soon)  # runs while the writer works
+                    result = await acapture(self._apply_batch, commands)
         finally:
             self.applying = False
             if watched is not None:

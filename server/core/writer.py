@@ -8,11 +8,14 @@ import marshal
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Sequence
+
+import trio
 
 from syncledger.ledger import LedgerOpenError, Outcome, Store, Unsure, codec
 
@@ -92,9 +95,10 @@ def main(argv: list[str]) -> None:
 
 
 class WriterProcess:
-    """The server's side of the writer process. :meth:`apply_batch` is Store.apply_batch's twin; call it from
-    one thread at a time (the mainLoop's store thread). The process ends with :meth:`close`, or by itself
-    when the server's process is gone (its end of the socket pair closes)."""
+    """The server's side of the writer process. :meth:`apply` sends a batch and awaits its outcomes on the
+    Trio thread (no thread hop); :meth:`apply_batch` is its blocking twin, Store.apply_batch's, for callers
+    off the event loop. One batch at a time. The process ends with :meth:`close`, or by itself when the
+    server's process is gone (its end of the socket pair closes)."""
 
     def __init__(self, path: str, log_format: str = "text", lock_fd: int | None = None, node: str | None = None,
                  log_level: str = "info"):
@@ -110,8 +114,9 @@ class WriterProcess:
                 pass_fds=(theirs.fileno(),) + ((lock_fd,) if lock_fd is not None else ()),
                 stdin=subprocess.DEVNULL)
         self._conn = Connection(ours.detach())
+        self._socket: trio.socket.SocketType | None = None  # the same socket, non-blocking, once apply() is used
         self.head: tuple[int, str] | None = None  # (seq, hash) of the newest event, as the writer closed
-        self._interrupted = False
+        self._interrupted: str | None = None  # why interrupt() ended the wait for a batch
         try:
             status, detail = marshal.loads(self._conn.recv_bytes())
         except EOFError:
@@ -138,6 +143,31 @@ class WriterProcess:
         except (EOFError, OSError):
             raise Unsure(f"the writer process ended during a batch ({self.ended()}): whether the "
                          f"batch was committed is unknown") from None
+        return self._outcomes(status, detail)
+
+    async def apply(self, commands: Sequence[Any]) -> list[Outcome]:
+        """:meth:`apply_batch` on the Trio thread: the batch written and its answer read as the socket allows.
+        Once begun it is waited for, whatever cancels the caller; :meth:`interrupt` ends the wait (Unsure)."""
+        data = codec.dumps(commands)
+        if self._socket is None:
+            self._socket = trio.socket.from_stdlib_socket(socket.socket(fileno=os.dup(self._conn.fileno())))
+        with trio.CancelScope(shield=True):
+            try:
+                if self.process.poll() is not None:
+                    raise BrokenPipeError
+                await _send_message(self._socket, data)
+            except OSError:
+                raise WriterEnded(f"the writer process ended ({self.ended()}) before a batch was sent to it: nothing "
+                                  "of that batch was applied") from None
+            try:
+                status, detail = marshal.loads(await _receive_message(self._socket))
+            except (EOFError, OSError):
+                raise Unsure(self._interrupted or f"the writer process ended during a batch ({self.ended()}): "
+                             "whether the batch was committed is unknown") from None
+        return self._outcomes(status, detail)
+
+    @staticmethod
+    def _outcomes(status: int, detail: Any) -> list[Outcome]:
         if status == _OK:
             return codec.decode(detail)
         if status == _UNSURE:
@@ -165,10 +195,11 @@ class WriterProcess:
         except (OSError, IndexError):
             return None
 
-    def interrupt(self) -> None:
+    def interrupt(self, reason: str = "the writer was interrupted during a batch: whether it was committed is "
+                                        "unknown") -> None:
         """End the server's side of the socket pair, from any thread: a batch waiting for its answer is
-        woken (Unsure), and the writer ends once its batch does (its answer finds no one). Closed after."""
-        self._interrupted = True
+        woken (Unsure, for ``reason``), and the writer ends once its batch does (its answer finds no one)."""
+        self._interrupted = reason
         try:
             with socket.socket(fileno=os.dup(self._conn.fileno())) as ours:  # (a shutdown is the socket's, not the fd's)
                 ours.shutdown(socket.SHUT_RDWR)
@@ -180,6 +211,9 @@ class WriterProcess:
         interrupted writer is left to end by itself (it holds the ledger lock until it does)."""
         if self._conn.closed:
             return
+        if self._socket is not None:
+            self._socket.close()  # (a dup: the socket pair stays open on _conn, made blocking again)
+            os.set_blocking(self._conn.fileno(), True)
         if self._interrupted:
             self._conn.close()
             return
@@ -199,6 +233,34 @@ class WriterProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+
+
+async def _send_message(sock: trio.socket.SocketType, data: bytes) -> None:
+    """``data`` framed as multiprocessing's Connection.send_bytes frames it (the writer reads it with one)."""
+    header = struct.pack("!i", len(data)) if len(data) <= 0x7FFFFFFF else struct.pack("!iQ", -1, len(data))
+    view = memoryview(header + data)
+    while view:
+        view = view[await sock.send(view):]
+
+
+async def _receive_message(sock: trio.socket.SocketType) -> bytes:
+    """One message framed as multiprocessing's Connection.send_bytes frames it (EOFError at the end)."""
+    buf = bytearray()
+
+    async def at_least(n: int) -> None:
+        while len(buf) < n:
+            chunk = await sock.recv(max(1 << 16, n - len(buf)))
+            if not chunk:
+                raise EOFError
+            buf.extend(chunk)
+    await at_least(4)
+    (size,), start = struct.unpack_from("!i", buf), 4
+    if size == -1:
+        await at_least(12)
+        (size,), start = struct.unpack_from("!Q", buf, 4), 12
+    await at_least(start + size)
+    assert len(buf) == start + size, "the writer answers one message a batch"
+    return bytes(memoryview(buf)[start:])
 
 
 if __name__ == "__main__":

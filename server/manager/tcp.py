@@ -54,7 +54,8 @@ class Connection:
     # ---- what pending requests and the broker call (never wait)
 
     def send(self, line: bytes) -> None:
-        if not self.outbox.offer(line):
+        """An answer, without waiting: written at once when nothing else waits to be sent (see offer)."""
+        if not self.outbox.offer(line, now=True):
             self.drop(f"too many unread bytes (over {self.outbox_bytes})")
 
     def answered(self, pending: Pending) -> None:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import trio
 
-from syncledger.ledger import AddAccount, Finance, FinanceRequest, LedgerError, Store, codec, verify_path
+from syncledger.ledger import AddAccount, Finance, FinanceRequest, LedgerError, Store, Unsure, codec, verify_path
 from syncledger.ledger.store import Event, LedgerOpenError, Outcome, Receipt
 from syncledger.ledger.wallet import OpenSession, PruneSessions, WalletCall, WalletResult
 from syncledger.server.testing import Harness
@@ -88,6 +88,43 @@ def test_the_writer_process_gives_the_same_rows_hashes_and_answers(tmp_path, see
     assert writer.head == head and writer.process.returncode == 0
     assert _tables(there) == _tables(here)
     assert verify_path(there).ok
+
+
+async def test_the_writer_spoken_to_from_the_trio_thread(tmp_path):
+    """apply(): a batch larger than the socket's buffers (written and read in pieces) gives what Store gives;
+    a caller cancelled mid-batch still gets its batch applied whole and answered; an interrupt ends the
+    wait for a batch with Unsure naming why, and the writer, let go, finishes it alone."""
+    here, there = str(tmp_path / "here.db"), str(tmp_path / "there.db")
+    store = Store(here, synchronous="OFF")
+    Store(there).close()
+    writer = WriterProcess(there)
+    try:
+        for batch in _setup_batches():
+            assert [_outcome(o) for o in store.apply_batch(batch)] == [_outcome(o) for o in await writer.apply(batch)]
+        big = [Finance(FinanceRequest("BalanceIn", 1000 + i % 4, U, f"{i:06d}" * 60), NOW) for i in range(8000)]
+        assert len(codec.dumps(big)) > 2 << 20
+        assert [_outcome(o) for o in await writer.apply(big)] == [_outcome(o) for o in store.apply_batch(big)]
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            got = await writer.apply(big[:10])  # begun under a cancelled scope: shielded, applied and answered
+        assert [_outcome(o) for o in got] == [_outcome(o) for o in store.apply_batch(big[:10])]
+        os.kill(writer.process.pid, signal.SIGSTOP)
+        try:
+            async with trio.open_nursery() as nursery:
+                async def one_more() -> None:
+                    with pytest.raises(Unsure, match="the grace ran out"):
+                        await writer.apply(big[:1])
+                nursery.start_soon(one_more)
+                await trio.sleep(0.2)
+                writer.interrupt("the grace ran out")
+        finally:
+            os.kill(writer.process.pid, signal.SIGCONT)
+        store.apply_batch(big[:1])  # what the writer, let go, commits alone
+    finally:
+        writer.close()
+        store.close()
+    assert writer.process.wait(10) == 0
+    assert _tables(there) == _tables(here) and verify_path(there).ok
 
 
 def test_a_ledger_the_writer_cannot_open_is_one_clear_error(tmp_path):

@@ -290,7 +290,7 @@ def test_a_start_on_a_busy_port_leaves_no_ledger_and_the_next_start_creates_it(t
     os.unlink(db)
     os.unlink(str(db) + ".key")
     proc = subprocess.Popen([sys.executable, "-P", "-m", "syncledger", "serve", "--db", str(db), "--tcp-port", "0",
-                             "--ws-port", "0", "--wallet-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--ws-port", "0", "--wallet-port", "0", "--admin-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         assert proc.stdout.readline().startswith("listening ")

@@ -97,8 +97,9 @@ def test_a_server_that_cannot_start_is_an_error_with_its_own_line(tmp_path, sync
         with pytest.raises(ServerProcessError) as raised:
             with running_server(tmp_path, syncledger_seed, ["--tcp-port", str(port)]):
                 pytest.fail("it started")  # pragma: no cover
-    assert str(raised.value) == (f"syncledger serve exited with 2 before it listened; its log: \n"
-                                 f"syncledger: cannot listen on 127.0.0.1:{port}: Address already in use")
+    said = str(raised.value).split("\n")
+    assert said[0] == "syncledger serve exited with 2 before it listened; its log: ", said
+    assert said[1:] == [f"syncledger: cannot listen on 127.0.0.1:{port}: Address already in use"], said
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def test_without_pytest_trio_an_in_process_fixture_says_to_install_it(without_py
     lines = done.stdout.splitlines()
     assert [line.split(" - ")[0] for line in lines if line.startswith("ERROR ")] == [
         "ERROR test_in_process.py::test_in_process"], done.stdout
-    said = lines[lines.index(next(line for line in lines if "ERROR at setup of test_in_process" in line)) + 1]
+    said = lines[next(i for i, line in enumerate(lines) if "ERROR at setup of test_in_process" in line) + 1]
     assert said.startswith("syncledger's in-process fixtures (syncledger, syncledger_client, syncledger_token, "
                            "syncledger_ports) run the server inside a Trio test and need pytest-trio"), said
     assert "pip install 'syncledger[pytest]'" in said and "syncledger_server" in said

@@ -1,8 +1,9 @@
 """How an integrator tests a CRM, cashier or game integration against syncledger, in-process.
 
-Copy this file into your project (with `pip install syncledger[test]`, the fixtures come with it) and
-run `pytest`. Every test gets a fresh server on an in-memory ledger; under `autojump_clock` its
-5-second timeouts take milliseconds, and the ledger is audited when each test ends.
+Copy this file into your project (with `pip install 'syncledger[pytest]'`: the fixtures come with syncledger,
+pytest-trio with the extra; set `trio_mode = true` in your pytest config) and run `pytest`. Every test gets a
+fresh server on an in-memory ledger; under `autojump_clock` its 5-second timeouts take milliseconds, and the
+ledger is audited when each test ends.
 """
 
 from decimal import Decimal

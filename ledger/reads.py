@@ -201,7 +201,9 @@ _TXID_ROWS = ("SELECT t.seq FROM providers p CROSS JOIN wallet_tx t WHERE t.prov
 
 
 def _page_row_json(row: tuple) -> dict:
-    return {**_row_json(row), "currency": row[17], "provider": rules.provider_of(row[13]), "round": row[18]}
+    record = _row_json(row)
+    record["currency"], record["provider"], record["round"] = row[17], rules.provider_of(row[13]), row[18]
+    return record
 
 
 def find_records(db: sqlite3.Connection, *, login: int | None = None, cmd: int | None = None,

@@ -1,6 +1,6 @@
-"""The admin listener's reconciliation (issue 23): the page reads of ``GET /api/rounds`` and ``GET /api/report``
-(ledger/report.py's, run where the page's other reads run: its reader process), and the open-rounds gauges of
-``/metrics`` per provider, read off the event loop when a rendering asks."""
+"""The admin listener's reconciliation (issue 23): the page reads of ``GET /api/rounds``, ``GET /api/round`` and
+``GET /api/report`` (ledger/report.py's, run where the page's other reads run: its reader process), and the
+open-rounds gauges of ``/metrics`` per provider, read off the event loop when a rendering asks."""
 
 from __future__ import annotations
 

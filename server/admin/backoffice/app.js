@@ -513,15 +513,15 @@
   }
 
   // Paging: ``page(cursor)`` shows a page; Older goes on from its ``next``, Newer back to the one before.
-  function paged(page, label) {
-    state.detail = {page, cursor: null, next: null, stack: [], label};
+  function paged(page, labels) {
+    state.detail = {page, cursor: null, next: null, stack: [], labels};
     return page(null);
   }
   function pagingShown(cursor, next) {
     const d = state.detail;
     d.cursor = cursor;
     d.next = next;
-    $("older").textContent = d.label;
+    [$("older").textContent, $("newer").textContent] = d.labels;
     $("older").hidden = next === null;
     $("newer").hidden = d.stack.length === 0;
   }
@@ -576,7 +576,7 @@
       query = recordQuery(p);
     } catch (e) { say(`Records: ${e.message}.`); return; }
     say("");
-    await paged((before) => recordsPage(p, query, history, before), "Older records");
+    await paged((before) => recordsPage(p, query, history, before), ["Older records", "Newer records"]);
   }
 
   async function recordsPage(p, query, history, before) {
@@ -624,7 +624,7 @@
       data = await api("/api/order?" + new URLSearchParams({order}));
     } catch (e) { say(`Order ${order}: ${e.message}`); return; }
     say("");
-    state.detail = {stack: [], label: ""};
+    state.detail = {stack: [], labels: ["", ""]};
     pagingShown(null, null);
     const rows = data.versions.map((v) => row(
       cell(v.version, "num"), linkCell(v.login, `History of account ${v.login}`, accountLink(v.login)),
@@ -664,7 +664,7 @@
     $("round-game").value = p.game_id;
     $("round-login").value = p.login || "";
     say("");
-    await paged((after) => roundPage(p, after), "More accounts' rounds");
+    await paged((after) => roundPage(p, after), ["More accounts' rounds", "The accounts before"]);
   }
 
   async function roundPage(p, after) {

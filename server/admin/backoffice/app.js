@@ -140,13 +140,19 @@
   }
   window.addEventListener("hashchange", route);
 
-  // The section links and the skip link move the focus there (the hash stays the view's).
+  // The section links and the skip link move the focus there (the hash stays the view's); a link to the view
+  // shown shows it again (from its first page).
   document.addEventListener("click", (event) => {
-    const a = event.target.closest("a[data-section]");
-    if (!a) return;
-    event.preventDefault();
-    const target = $(a.dataset.section);
-    if (!target.hidden) target.focus();
+    const a = event.target.closest("a[href^='#']");
+    if (!a || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    if (a.dataset.section) {
+      event.preventDefault();
+      const target = $(a.dataset.section);
+      if (!target.hidden) target.focus();
+    } else if (a.getAttribute("href") === location.hash) {
+      event.preventDefault();
+      route();
+    }
   });
 
   // In a table, ↑ ↓ move to the next or previous shown row's link, ← → between the links of a row.

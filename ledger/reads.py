@@ -174,3 +174,88 @@ def versions(db: sqlite3.Connection, order: int) -> list[dict]:
 def last_seq(db: sqlite3.Connection) -> int:
     """The seq of the newest committed event (0: none yet)."""
     return db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+
+
+# ---- the back-office page's filtered records: each part by an index, each page bounded
+
+SCAN = 10_000  # finance rows a filtered page examines at most (then a short page, with the next to go on from)
+COMMANDS = {name: cmd for name, (cmd, _) in rules.OPERATIONS.items()}  # a record's command by name
+_CHUNK = 500  # row ids looked up in one statement
+# A page's row: its account's currency, and a wallet move's round (the row's ext_id is its transaction.id and its
+# id that transaction's seq: found by wallet_tx's primary key).
+_PAGE_ROW = (_ROW.replace(" FROM finance", ", (SELECT currency FROM accounts WHERE login = f.login), "
+                          "CASE WHEN substr(f.source, 1, 7) = 'wallet:' THEN (SELECT t.game_id FROM wallet_tx t "
+                          "WHERE t.provider = substr(f.source, 8) AND t.kind IN ('debit', 'credit', 'cancel', "
+                          "'promo') AND t.txid = f.ext_id AND t.login = f.login AND t.seq = f.id) END "
+                          "FROM finance f"))
+# The rows of a manager's extID: idempotency's key is (manager, ext_id), so each manager is visited by the key (a
+# loose index scan: one seek a manager) and its extID looked up.
+_EXT_ID_ROWS = ("WITH RECURSIVE m(manager) AS (SELECT MIN(manager) FROM idempotency UNION ALL "
+                "SELECT (SELECT MIN(manager) FROM idempotency WHERE manager > m.manager) FROM m "
+                "WHERE m.manager IS NOT NULL) "
+                "SELECT i.seq FROM m JOIN idempotency i ON i.manager = m.manager AND i.ext_id = ? "
+                "WHERE i.seq IS NOT NULL")
+# The rows of a wallet transaction id: each provider's moves of that id (a cancel's is its debit's), by the key.
+_TXID_ROWS = ("SELECT t.seq FROM providers p CROSS JOIN wallet_tx t WHERE t.provider = p.name "
+              "AND t.kind IN ('debit', 'credit', 'cancel', 'promo') AND t.txid = ? AND t.seq IS NOT NULL")
+
+
+def _page_row_json(row: tuple) -> dict:
+    record = _row_json(row)
+    record["currency"], record["provider"], record["round"] = row[17], rules.provider_of(row[13]), row[18]
+    return record
+
+
+def find_records(db: sqlite3.Connection, *, login: int | None = None, cmd: int | None = None,
+                 start: int | None = None, end: int | None = None, ext_id: str | None = None,
+                 txid: str | None = None, before: int | None = None, limit: int = 50,
+                 scan: int = SCAN) -> tuple[list[dict], int | None]:
+    """Finance rows, newest first, with a row id below ``before``, that are of every filter given: an account, a
+    command, created in [start, end), a manager's extID, a wallet transaction id; and the ``before`` of the next
+    page (None: there is none). An extID or a transaction id is looked up by its key; otherwise the rows are
+    walked by finance_login (an account's) or the primary key, ``scan`` of them at most a page when a command or
+    a time is asked (no index has them): such a page may be short, even empty, with a next to go on from."""
+    top = before if before is not None else 2**62
+    where, args = ["f.id < ?"], [top]
+    for clause, value in (("f.login = ?", login), ("f.cmd = ?", cmd), ("f.created >= ?", start),
+                          ("f.created < ?", end)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    if ext_id is not None or txid is not None:
+        found = [{row[0] for row in db.execute(sql, (key,))}
+                 for sql, key in ((_EXT_ID_ROWS, ext_id), (_TXID_ROWS, txid)) if key is not None]
+        ids = sorted((i for i in set.intersection(*found) if i < top), reverse=True)
+        rows: list[tuple] = []
+        for i in range(0, len(ids), _CHUNK):
+            part = ids[i:i + _CHUNK]
+            rows += db.execute(f"{_PAGE_ROW} WHERE {' AND '.join(where)} AND f.id IN ({','.join('?' * len(part))}) "
+                               "ORDER BY f.id DESC", (*args, *part)).fetchall()
+            if len(rows) > limit:
+                break
+        return _records(rows, limit, None)
+    beyond = None  # the first row a bounded page leaves for the next one
+    if cmd is not None or start is not None or end is not None:
+        key, key_args = ("f.login = ? AND f.id < ?", (login, top)) if login is not None else ("f.id < ?", (top,))
+        row = db.execute(f"SELECT f.id FROM finance f WHERE {key} ORDER BY f.id DESC LIMIT 1 OFFSET ?",
+                         (*key_args, scan)).fetchone()
+        if row is not None:
+            beyond = row[0]
+            where.append("f.id > ?")
+            args.append(beyond)
+    rows = db.execute(f"{_PAGE_ROW} WHERE {' AND '.join(where)} ORDER BY f.id DESC LIMIT ?",
+                      (*args, limit + 1)).fetchall()
+    return _records(rows, limit, None if beyond is None else beyond + 1)
+
+
+def _records(rows: list[tuple], limit: int, following: int | None) -> tuple[list[dict], int | None]:
+    """Up to ``limit`` rows of ``rows`` (newest first, ``limit + 1`` asked) as JSON, and the next page's
+    ``before``: below the last shown if there were more, else ``following``."""
+    older = rows[limit - 1][0] if len(rows) > limit else following
+    return [_page_row_json(row) for row in rows[:limit]], older
+
+
+def order_records(db: sqlite3.Connection, order: int) -> list[dict]:
+    """Every version of a finance order, oldest first, as :func:`find_records` gives rows (empty: no such order)."""
+    return [_page_row_json(row) for row in db.execute(_PAGE_ROW + " WHERE f.order_id = ? ORDER BY f.version",
+                                                      (order,))]

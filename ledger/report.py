@@ -194,6 +194,96 @@ def providers(db: Any) -> list[str]:
     return [row[0] for row in db.execute("SELECT name FROM providers ORDER BY name")]
 
 
+# ---- one round and every call of it (the back-office page's round view)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A call of a round as the ledger recorded it: accepted (``OK``, with its order and seq) or refused (the
+    status it was answered, no order). An accepted cancel's amount is its debit's."""
+
+    type: str
+    txid: str
+    ref_id: str | None
+    amount: int
+    status: str
+    time: int
+    order: int | None
+    seq: int | None
+
+    def json(self) -> dict:
+        return {"type": self.type, "txid": self.txid, "ref_id": self.ref_id, "amount": _money(self.amount),
+                "status": self.status, "time": self.time, "order": self.order, "seq": self.seq}
+
+
+@dataclass(frozen=True, slots=True)
+class RoundCalls:
+    provider: str
+    login: int
+    game_id: str
+    state: str | None  # None: no debit of it was accepted
+    opened: int | None
+    updated: int | None
+    calls: tuple[Call, ...]
+
+    def total(self, kind: str) -> int:
+        """The accepted calls' amount of a kind."""
+        return sum(c.amount for c in self.calls if c.type == kind and c.status == "OK")
+
+    def json(self) -> dict:
+        return {"provider": self.provider, "login": self.login, "game_id": self.game_id, "state": self.state,
+                "opened": self.opened, "updated": self.updated, "bets": _money(self.total("debit")),
+                "wins": _money(self.total("credit")), "cancelled": _money(self.total("cancel")),
+                "calls": [c.json() for c in self.calls]}
+
+
+# A round's rows: their keys from the index wallet_tx_round, then each row by the primary key (as _ROUND_MOVES),
+# in the order taken (refused ones, which have no seq, after the accepted ones of their second); an accepted
+# cancel's money is its debit's. (Their kind is left to the caller.)
+_ROUND_CALLS = ("SELECT t.kind, t.txid, t.ref_id, t.amount, t.status, t.created, t.order_id, t.seq, "
+                "CASE WHEN t.kind = 'cancel' AND t.status = 'OK' THEN (SELECT d.amount FROM wallet_tx d "
+                "WHERE d.provider = t.provider AND d.kind = 'debit' AND d.txid = t.txid AND d.login = t.login) END "
+                "FROM (SELECT kind, txid FROM wallet_tx WHERE provider = ? AND login = ? AND game_id = ?) k "
+                "CROSS JOIN wallet_tx t WHERE t.provider = ? AND t.kind = k.kind AND t.txid = k.txid AND t.login = ? "
+                "ORDER BY t.created, t.seq IS NULL, t.seq, t.kind, t.txid")
+# The provider's logins, one seek each on wallet_tx_round (a loose index scan), ``scan`` at most, each with
+# whether it has a call of the round.
+_ROUND_LOGINS = ("WITH RECURSIVE l(login, n) AS (SELECT (SELECT MIN(login) FROM wallet_tx WHERE provider = ? "
+                 "AND login > ?), 1 UNION ALL SELECT (SELECT MIN(login) FROM wallet_tx WHERE provider = ? "
+                 "AND login > l.login), l.n + 1 FROM l WHERE l.login IS NOT NULL AND l.n < ?) "
+                 "SELECT l.login, EXISTS (SELECT 1 FROM wallet_tx WHERE provider = ? AND login = l.login "
+                 "AND game_id = ?) FROM l WHERE l.login IS NOT NULL ORDER BY l.login")
+
+
+def round_calls(db: Any, provider: str, login: int, game_id: str) -> RoundCalls | None:
+    """The provider's round ``game_id`` of account ``login`` with every call of it (None: no call of it)."""
+    calls = tuple(Call(TYPE[kind], txid, ref, _int(debit if debit is not None else amount), status, int(created),
+                       order, seq) for kind, txid, ref, amount, status, created, order, seq, debit
+                  in db.execute(_ROUND_CALLS, (provider, login, game_id, provider, login)) if kind in ("debit", "credit", "cancel"))
+    if not calls:
+        return None
+    found = db.execute("SELECT state, opened, updated FROM wallet_rounds WHERE provider = ? AND login = ? "
+                       "AND game_id = ?", (provider, login, game_id)).fetchone()
+    state, opened, updated = found if found is not None else (None, None, None)
+    return RoundCalls(provider, login, game_id, state, opened, updated, calls)
+
+
+def round_logins(db: Any, provider: str, game_id: str, after: int | None = None, limit: int = 20,
+                 scan: int = SCAN) -> tuple[list[int], int | None]:
+    """The logins with calls of the provider's round ``game_id``, by login, after ``after``: ``limit`` at most,
+    found among the next ``scan`` logins of the provider's calls (walked by the index wallet_tx_round); and the
+    login to go on after (None: there are no more)."""
+    rows = db.execute(_ROUND_LOGINS, (provider, -(2**62) if after is None else after, provider, scan, provider,
+                                      game_id)).fetchall()
+    found = []
+    for login, hit in rows:
+        if hit:
+            found.append(int(login))
+            if len(found) == limit:
+                return found, int(login)
+    return found, int(rows[-1][0]) if len(rows) == scan else None
+
+
 # ---- the day report
 
 

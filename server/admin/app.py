@@ -60,8 +60,12 @@ API: dict[bytes, tuple[bytes, frozenset[int] | None]] = {
     b"/api/verify": (b"POST", frozenset({SESSION_ADMIN})),  # a whole-ledger audit: ADMIN only
 }
 API.update({b"/api/rounds": (b"GET", FINANCE_SESSIONS), b"/api/report": (b"GET", FINANCE_SESSIONS)})  # reconciliation
+API.update({b"/api/records": (b"GET", FINANCE_SESSIONS), b"/api/round": (b"GET", FINANCE_SESSIONS)})  # issue 25
 SESSION_NAMES = {number: name for name, number in SESSIONS.items()}
 MAX_PAGE = 1000
+MAX_EXT_ID = 256  # characters of a manager's extID (the manager API's bound)
+MAX_WALLET_ID = 64  # characters of a wallet transaction id or game id (the wallet API's bound)
+MAX_ROUNDS = 100  # rounds of one game id a page may ask for
 METRICS_EVERY = 1.0  # seconds one rendering of /metrics is served for
 VERIFY_TIMEOUT = 600.0  # seconds the page's verify may take
 VERIFY_REST = 3.0  # the next verify starts no sooner than this many times the last one's length after it ended
@@ -117,6 +121,8 @@ class AdminApp:
         }
         # reconciliation (issue 23): a provider's rounds and day totals, and its open rounds on /metrics
         self.api.update({b"/api/rounds": self.rounds, b"/api/report": self.day_report})
+        # issue 25: filtered records of the whole ledger, and a round by its game id
+        self.api.update({b"/api/records": self.records, b"/api/round": self.round})
         self.open_rounds = reports.OpenRounds(server.read, server.wall_time)
         server.metrics.registry.register(self.open_rounds)
 
@@ -307,10 +313,31 @@ class AdminApp:
         return _ok(orjson.Fragment(page))
 
     async def account_history(self, args: dict, body: bytes, claims: Claims) -> Response:
+        """An account and a page of its records, by the filters of :func:`_filters`."""
         login = _int(args, "login")
-        page = await self._read("history", login, _int(args, "before", None, 1), _int(args, "limit", 50, 1, MAX_PAGE))
+        page = await self._read("history", login, _filters(args), _int(args, "before", None, 1),
+                                _int(args, "limit", 50, 1, MAX_PAGE))
         if page is None:
             raise Refused(404, "ACCOUNT_NOT_FOUND", f"no account {login}")
+        return _ok(orjson.Fragment(page))
+
+    async def records(self, args: dict, body: bytes, claims: Claims) -> Response:
+        """A page of the whole ledger's records (or an account's: ``login``), by the filters of :func:`_filters`."""
+        page = await self._read("records", _int(args, "login", None, 1), _filters(args),
+                                _int(args, "before", None, 1), _int(args, "limit", 50, 1, MAX_PAGE))
+        return _ok(orjson.Fragment(page))
+
+    async def round(self, args: dict, body: bytes, claims: Claims) -> Response:
+        """A provider's round ``game_id`` with every call of it: an account's (``login``), or a page of the
+        accounts that have one (``after``: the last page's ``next``; ``limit`` rounds)."""
+        provider = _text(args, "provider", reports.MAX_PROVIDER)
+        game_id = _key(args, "game_id", MAX_WALLET_ID)
+        if not provider or game_id is None:
+            raise Refused(400, "INVALID_DATA", "provider and game_id are required")
+        page = await self._read("round", provider, game_id, _int(args, "login", None, 1), _int(args, "after", None),
+                                _int(args, "limit", 20, 1, MAX_ROUNDS))
+        if page is None:
+            raise Refused(404, "PROVIDER_NOT_FOUND", f"no provider {provider}")
         return _ok(orjson.Fragment(page))
 
     async def order(self, args: dict, body: bytes, claims: Claims) -> Response:
@@ -425,24 +452,32 @@ def _accounts_page(db: Any, text: str, from_login: int, limit: int) -> bytes:
     return orjson.dumps({"accounts": users, "next_from_login": following, "seq": reads.last_seq(db)})
 
 
-def _history_page(db: Any, login: int, before: int | None, limit: int) -> bytes | None:
-    """An account and a page of its history, as JSON (None: no such account)."""
+def _history_page(db: Any, login: int, filters: dict, before: int | None, limit: int) -> bytes | None:
+    """An account and a page of its records by ``filters`` (reads.find_records'), as JSON (None: no such
+    account)."""
     account = reads.account(db, login)
     if account is None:
         return None
-    records, older = reads.history(db, login, before, limit)
+    records, older = reads.find_records(db, login=login, **filters, before=before, limit=limit)
     return orjson.dumps({"account": account, "records": records, "older": older})
+
+
+def _records_page(db: Any, login: int | None, filters: dict, before: int | None, limit: int) -> bytes:
+    """A page of records by ``filters`` (reads.find_records'), of an account or of every one, as JSON."""
+    records, older = reads.find_records(db, login=login, **filters, before=before, limit=limit)
+    return orjson.dumps({"records": records, "older": older})
 
 
 def _versions_page(db: Any, order: int) -> bytes | None:
     """Every version of an order, as JSON (None: no such order)."""
-    found = reads.versions(db, order)
+    found = reads.order_records(db, order)
     return orjson.dumps({"order": order, "versions": found}) if found else None
 
 
 PAGE_READS: dict[str, Callable[..., Any]] = {"accounts": _accounts_page, "history": _history_page,
                                              "versions": _versions_page, "head": head}
 PAGE_READS.update({"rounds": reports.rounds_page, "report": reports.report_page})  # reconciliation
+PAGE_READS.update({"records": _records_page, "round": reports.round_page})  # issue 25
 
 
 class PageReader:
@@ -536,6 +571,27 @@ def _text(args: dict[str, list[str]], name: str, longest: int) -> str:
     if len(value) > longest:
         raise Refused(400, "INVALID_DATA", f"{name} is longer than {longest} characters")
     return value
+
+
+def _key(args: dict[str, list[str]], name: str, longest: int) -> str | None:
+    """An id as given (not stripped: an extID or transaction id is matched exactly); None: not given."""
+    value = args.get(name, [""])[-1]
+    if len(value) > longest:
+        raise Refused(400, "INVALID_DATA", f"{name} is longer than {longest} characters")
+    return value or None
+
+
+def _filters(args: dict[str, list[str]]) -> dict:
+    """The record filters of a query, for reads.find_records: ``cmd`` (a command's name), ``from`` and ``to``
+    (Unix seconds: recorded in [from, to)), ``ext_id`` (a manager's extID), ``txid`` (a wallet transaction id)."""
+    name = _text(args, "cmd", 16)
+    if name and name not in reads.COMMANDS:
+        raise Refused(400, "INVALID_DATA", f"cmd must be one of {', '.join(reads.COMMANDS)}")
+    start, end = _int(args, "from", None), _int(args, "to", None)
+    if start is not None and end is not None and end <= start:
+        raise Refused(400, "INVALID_DATA", "to must be after from")
+    return {"cmd": reads.COMMANDS[name] if name else None, "start": start, "end": end,
+            "ext_id": _key(args, "ext_id", MAX_EXT_ID), "txid": _key(args, "txid", MAX_WALLET_ID)}
 
 
 def _flag(args: dict[str, list[str]], name: str) -> bool:

@@ -1,6 +1,6 @@
-"""The admin listener's reconciliation (issue 23): the page reads of ``GET /api/rounds`` and ``GET /api/report``
-(ledger/report.py's, run where the page's other reads run: its reader process), and the open-rounds gauges of
-``/metrics`` per provider, read off the event loop when a rendering asks."""
+"""The admin listener's reconciliation (issue 23): the page reads of ``GET /api/rounds``, ``GET /api/round`` and
+``GET /api/report`` (ledger/report.py's, run where the page's other reads run: its reader process), and the
+open-rounds gauges of ``/metrics`` per provider, read off the event loop when a rendering asks."""
 
 from __future__ import annotations
 
@@ -28,8 +28,30 @@ def rounds_page(db: Any, provider: str, open_only: bool, opened_before: int | No
     page, following = report.rounds(db, provider, open_only=open_only, opened_before=opened_before,
                                     game_id=game_id, login=login, after=report.parse_cursor(after) if after else None,
                                     limit=limit)
-    return orjson.dumps({"provider": provider, "rounds": [r.json() for r in page],
+    currency = _currencies(db, {r.login for r in page})
+    return orjson.dumps({"provider": provider, "rounds": [{**r.json(), "currency": currency[r.login]} for r in page],
                          "next": report.cursor_text(following) if following is not None else None})
+
+
+def round_page(db: Any, provider: str, game_id: str, login: int | None, after: int | None,
+               limit: int) -> bytes | None:
+    """The provider's round ``game_id`` with every call of it, as JSON: the account ``login``'s, or those of
+    up to ``limit`` accounts after ``after`` (report.round_logins: ``next`` to go on from); None: no such
+    provider."""
+    if provider not in report.providers(db):
+        return None
+    logins, following = ([login], None) if login is not None else report.round_logins(db, provider, game_id, after,
+                                                                                     limit)
+    found = [r for r in (report.round_calls(db, provider, one, game_id) for one in logins) if r is not None]
+    currency = _currencies(db, {r.login for r in found})
+    return orjson.dumps({"provider": provider, "game_id": game_id, "next": following,
+                         "rounds": [{**r.json(), "currency": currency[r.login]} for r in found]})
+
+
+def _currencies(db: Any, logins: set[int]) -> dict[int, str]:
+    """Each account's currency, by the primary key."""
+    return {login: db.execute("SELECT currency FROM accounts WHERE login = ?", (login,)).fetchone()[0]
+            for login in logins}
 
 
 def report_page(db: Any, provider: str | None, day: str) -> bytes | None:

@@ -1,5 +1,6 @@
-// syncledger back office: plain JavaScript, no build step, no third-party code. The token lives in this
-// closure only (never in storage or a cookie). Money stays exact decimal text: it never becomes a JS number.
+// syncledger back office: plain JavaScript, no build step, no third-party code. The token is kept in this tab's
+// sessionStorage (a reload keeps the session; logging out, a 401 or closing the tab ends it), never in the URL or
+// a cookie. Money stays exact decimal text: it is formatted as text and never becomes a JS number.
 "use strict";
 (() => {
   const TAIL_ROWS = 200;      // events kept in the tail
@@ -7,16 +8,23 @@
   const PAGE = 100;           // accounts per page
   const ROUNDS_PAGE = 50;     // rounds per page
   const HISTORY_PAGE = 25;    // finance records per page
+  const ROUND_PAGE = 20;      // accounts' rounds of one game id per page
+  const TOKEN_KEY = "syncledger.token";
   const COMMANDS = {6: "BalanceIn", 7: "CreditIn", 8: "BalanceOut", 9: "CreditOut"};
   const KINDS = {0: "", 1: " (update)", 2: " (delete)"};
   const STATES = {3: "closed", 6: "deleted"};
+  // ISO 4217 currencies whose minor unit is not 2 decimals; any other code is shown with 2.
+  const DECIMALS = {BIF: 0, CLP: 0, DJF: 0, GNF: 0, ISK: 0, JPY: 0, KMF: 0, KRW: 0, PYG: 0, RWF: 0, UGX: 0,
+                    UYI: 0, VND: 0, VUV: 0, XAF: 0, XOF: 0, XPF: 0, BHD: 3, IQD: 3, JOD: 3, KWD: 3, LYD: 3,
+                    OMR: 3, TND: 3, CLF: 4, UYW: 4};
   // Money fields arrive as JSON numbers: quoted before parsing, so their digits are kept as they are.
   const MONEY = /"(amount|balance|credit|profit|delta|ggr|bets|wins|cancelled)":(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)/g;
+  const MINUTE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$/;  // a datetime-local value, read as UTC
 
   const state = {
     token: null, cfg: null, ws: null, lastSeq: null, backoff: 250, reconnects: 0, resumedFrom: null, gaps: 0,
     accounts: new Map(), query: "", nextFromLogin: null, paused: false, held: [], timers: [], retry: null,
-    history: null, verifyRunning: false, rounds: null,
+    detail: null, verifyRunning: false, rounds: null, currency: new Map(), looking: new Set(),
   };
   const $ = (id) => document.getElementById(id);
 
@@ -49,6 +57,20 @@
     return reply.data;
   }
 
+  // ---- money: the server's decimal text with the currency's decimals, by moving digits (never arithmetic)
+
+  // "6331.0" EUR -> "6331.00"; "5.0" JPY -> "5"; "100.000001" EUR -> "100.000001" (digits beyond the currency's
+  // are shown, never rounded away: the ledger keeps 6).
+  function money(text, currency) {
+    if (text === null || text === undefined) return "";
+    const m = /^(-?)(\d+)(?:\.(\d*))?$/.exec(String(text));
+    if (!m) return String(text);
+    const places = Object.hasOwn(DECIMALS, currency || "") ? DECIMALS[currency] : 2;
+    const fraction = (m[3] || "").replace(/0+$/, "").padEnd(places, "0");
+    return m[1] + m[2] + (fraction ? "." + fraction : "");
+  }
+  function learn(login, currency) { if (currency) state.currency.set(Number(login), currency); }
+
   // ---- small DOM helpers
 
   function cell(text, className) {
@@ -57,20 +79,131 @@
     if (className) td.className = className;
     return td;
   }
-  function linkCell(text, label, action) {
-    const td = document.createElement("td");
-    const button = document.createElement("button");
-    button.type = "button"; button.className = "link"; button.textContent = String(text);
-    button.setAttribute("aria-label", label);
-    button.addEventListener("click", action);
-    td.append(button);
+  function moneyCell(text, currency, className) {
+    const td = cell(money(text, currency), className ? "num " + className : "num");
+    td.dataset.money = text;
     return td;
+  }
+  // A link to a view. A row's first link is its one Tab stop (``stop``); the others are reached with the arrows.
+  function linkCell(text, label, target, stop = true) {
+    const td = document.createElement("td");
+    const a = document.createElement("a");
+    a.href = target;
+    a.textContent = String(text);
+    a.setAttribute("aria-label", label);
+    if (!stop) a.tabIndex = -1;
+    td.append(a);
+    return td;
+  }
+  function row(...cells) {
+    const tr = document.createElement("tr");
+    tr.append(...cells);
+    return tr;
   }
   function utc(seconds) {
     return seconds ? new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 19) : "";
   }
   function command(cmd, type) { return (COMMANDS[cmd] || `cmd ${cmd}`) + (KINDS[type] || ""); }
   function say(text) { $("message").textContent = text; }
+  function options(select, pairs) {
+    select.replaceChildren(...pairs.map(([value, text]) => {
+      const option = document.createElement("option");
+      option.value = value;
+      option.textContent = text;
+      return option;
+    }));
+  }
+
+  // ---- links: each view is a URL hash (#history?login=…), so a reload, a shared link and Back show it again
+
+  function href(view, params = {}) {
+    const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v !== null && v !== undefined));
+    const text = query.toString();
+    return "#" + view + (text ? "?" + text : "");
+  }
+  function go(view, params) {
+    const hash = href(view, params);
+    if (location.hash === hash) route(); else location.hash = hash;  // (a new history entry: Back returns here)
+  }
+  const accountLink = (login) => href("history", {login});
+  const orderLink = (order) => href("order", {order});
+  const roundLink = (provider, gameId, login) => href("round", {provider, game_id: gameId, login});
+
+  function route() {
+    if (!state.token) return;
+    const hash = location.hash.slice(1);
+    const cut = hash.indexOf("?");
+    const view = cut < 0 ? hash : hash.slice(0, cut);
+    const show = {history: showHistory, records: showRecords, order: showOrder, round: showRound, rounds: showRounds,
+                  day: showDay}[view];
+    if (show) show(Object.fromEntries(new URLSearchParams(cut < 0 ? "" : hash.slice(cut + 1))));
+  }
+  window.addEventListener("hashchange", route);
+
+  // The section links and the skip link move the focus there (the hash stays the view's); a link to the view
+  // shown shows it again (from its first page).
+  document.addEventListener("click", (event) => {
+    const a = event.target.closest("a[href^='#']");
+    if (!a || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    if (a.dataset.section) {
+      event.preventDefault();
+      const target = $(a.dataset.section);
+      if (!target.hidden) target.focus();
+    } else if (a.getAttribute("href") === location.hash) {
+      event.preventDefault();
+      route();
+    }
+  });
+
+  // In a table, ↑ ↓ move to the next or previous shown row's link, ← → between the links of a row.
+  function arrowKeys(table) {
+    table.addEventListener("keydown", (event) => {
+      const link = event.target.closest("a");
+      if (!link || !["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight"].includes(event.key)) return;
+      const tr = link.closest("tr");
+      const links = [...tr.querySelectorAll("a")];
+      const at = links.indexOf(link);
+      let target = null;
+      if (event.key === "ArrowLeft" || event.key === "ArrowRight") {
+        target = links[at + (event.key === "ArrowRight" ? 1 : -1)];
+      } else {
+        let next = tr;
+        do { next = event.key === "ArrowDown" ? next.nextElementSibling : next.previousElementSibling; }
+        while (next && (next.hidden || !next.querySelector("a")));
+        if (next) { const theirs = next.querySelectorAll("a"); target = theirs[Math.min(at, theirs.length - 1)]; }
+      }
+      if (target) { event.preventDefault(); target.focus(); }
+    });
+  }
+  for (const id of ["accounts", "tail", "detail", "rounds", "day-totals"]) arrowKeys($(id));
+
+  // ---- CSV of what a table shows: its header and its rows not filtered out, each cell as shown (money exact)
+
+  function csvField(text) {
+    let value = String(text);
+    // a text a spreadsheet would run as a formula is kept as text; a signed amount stays a number
+    if (/^[=+\-@\t\r]/.test(value) && !/^-?\d+(\.\d+)?$/.test(value)) value = "'" + value;
+    return /[",\r\n]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
+  }
+  function downloadCsv(table, name) {
+    const lines = [[...table.tHead.rows[0].cells].map((th) => th.textContent)];
+    for (const tr of table.tBodies[0].rows) if (!tr.hidden) lines.push([...tr.cells].map((td) => td.textContent));
+    const text = lines.map((line) => line.map(csvField).join(",")).join("\r\n") + "\r\n";
+    const url = URL.createObjectURL(new Blob([text], {type: "text/csv;charset=utf-8"}));
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = name.replace(/[^\w.-]+/g, "_");
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  }
+  $("accounts-csv").addEventListener("click", () => downloadCsv($("accounts"), "accounts.csv"));
+  $("tail-csv").addEventListener("click", () => downloadCsv($("tail"), "live-events.csv"));
+  $("detail-csv").addEventListener("click", () => downloadCsv($("detail"), state.detail ? state.detail.csv : "view.csv"));
+  $("day-csv").addEventListener("click", () => downloadCsv($("day-totals"), `day-totals-${$("day-input").value}.csv`));
+  $("rounds-csv").addEventListener("click", () =>
+    downloadCsv($("rounds"), `rounds-${state.rounds ? state.rounds.query.provider : "none"}.csv`));
 
   // ---- logging in and out
 
@@ -121,27 +254,28 @@
       state.token = null;
       throw e;
     }
+    sessionStorage.setItem(TOKEN_KEY, token);
     say("");
+    for (const id of ["main", "logout", "whoami", "sections"]) $(id).hidden = false;
     $("login").hidden = true;
-    $("main").hidden = false;
-    $("logout").hidden = false;
-    $("whoami").hidden = false;
     $("whoami").textContent = `Manager ${state.cfg.login} (${state.cfg.session})`;
     const admin = state.cfg.session === "ADMIN";
     $("verify").disabled = !admin;
     $("verify-note").textContent = admin ? "" : "Running a verify needs an ADMIN session.";
     const head = await refreshHead();
     await loadAccounts(true);
-    loadDayTotals().catch((e) => say(`Day totals: ${e.message}`));
+    await loadDayTotals().catch((e) => say(`Day totals: ${e.message}`));
     state.lastSeq = Math.max(0, head.seq - TAIL_PRELOAD);
     connect();
     refreshChart();
     state.timers.push(setInterval(() => refreshHead().catch(() => {}), 5000), setInterval(refreshChart, 2000));
     $("main").focus();
+    route();
   }
 
   function stop() {
     state.token = null;
+    sessionStorage.removeItem(TOKEN_KEY);
     state.timers.forEach(clearInterval);
     state.timers = [];
     clearTimeout(state.retry);
@@ -149,15 +283,14 @@
     state.ws = null;
     if (ws) ws.close(1000, "logged out");
     Object.assign(state, {cfg: null, lastSeq: null, reconnects: 0, resumedFrom: null, gaps: 0, held: [],
-                          history: null, backoff: 250});
+                          detail: null, rounds: null, backoff: 250});
     state.accounts.clear();
-    for (const id of ["accounts", "tail", "detail", "day-totals", "rounds"]) $(id).querySelector("tbody").replaceChildren();
-    state.rounds = null;
-    $("rounds-more").hidden = true;
-    $("detail").hidden = true;
-    $("main").hidden = true;
-    $("logout").hidden = true;
-    $("whoami").hidden = true;
+    state.currency.clear();
+    state.looking.clear();
+    for (const id of ["accounts", "tail", "detail", "day-totals", "rounds"]) $(id).tBodies[0].replaceChildren();
+    for (const id of ["rounds-more", "detail", "detail-csv", "older", "newer", "main", "logout", "whoami", "sections"]) {
+      $(id).hidden = true;
+    }
     $("login").hidden = false;
     setStatus("not connected");
   }
@@ -180,11 +313,10 @@
   }
 
   function accountRow(account) {
-    const tr = document.createElement("tr");
+    const tr = row(linkCell(account.login, `History of account ${account.login}`, accountLink(account.login)),
+                   cell(account.name), cell(account.currency), moneyCell(account.balance, account.currency, "balance"),
+                   moneyCell(account.credit, account.currency, "credit"));
     tr.dataset.login = account.login;
-    tr.append(cell(account.login), cell(account.name), cell(account.currency),
-              cell(account.balance, "num balance"), cell(account.credit, "num credit"),
-              linkCell("History", `History of account ${account.login}`, () => showHistory(account.login, null)));
     return tr;
   }
 
@@ -192,11 +324,12 @@
     const from = fresh ? 0 : state.nextFromLogin;
     const params = new URLSearchParams({q: state.query, from_login: from, limit: PAGE});
     const data = await api("/api/accounts?" + params);
-    const body = $("accounts").querySelector("tbody");
+    const body = $("accounts").tBodies[0];
     if (fresh) { body.replaceChildren(); state.accounts.clear(); }
     for (const account of data.accounts) {
       account.seq = data.seq;  // events up to this seq are already in these totals
       state.accounts.set(account.login, account);
+      learn(account.login, account.currency);
       body.append(accountRow(account));
     }
     state.nextFromLogin = data.next_from_login;
@@ -211,16 +344,24 @@
   });
   $("accounts-more").addEventListener("click", () => loadAccounts(false).catch((e) => say(e.message)));
 
-  async function addAccount(login) {
-    // An account the list does not show yet: shown if it matches the search and falls in the loaded pages.
+  // An account an event names that the page has not read (once a session): its currency, for the tail's
+  // amounts, and its row in the list if it matches the search and falls in the loaded pages.
+  async function lookUp(login) {
+    if (state.looking.has(login)) return;
+    state.looking.add(login);
     const data = await api("/api/accounts?" + new URLSearchParams({from_login: login, limit: 1}));
     const account = data.accounts[0];
-    if (!account || account.login !== login || state.accounts.has(login) || !matches(account)) return;
+    if (!account || account.login !== login) return;
+    learn(login, account.currency);
+    for (const td of $("tail").querySelectorAll(`tr[data-login="${login}"] td.amount`)) {
+      td.textContent = money(td.dataset.money, account.currency);
+    }
+    if (state.accounts.has(login) || !matches(account)) return;
     if (state.nextFromLogin !== null && login >= state.nextFromLogin) return;
     account.seq = data.seq;
     state.accounts.set(login, account);
-    const body = $("accounts").querySelector("tbody");
-    const after = [...body.children].find((tr) => Number(tr.dataset.login) > login);
+    const body = $("accounts").tBodies[0];
+    const after = [...body.rows].find((tr) => Number(tr.dataset.login) > login);
     body.insertBefore(accountRow(account), after || null);
     $("accounts-note").textContent = "";
   }
@@ -228,7 +369,7 @@
   function applyToAccount(seq, data) {
     const account = state.accounts.get(data.login);
     if (!account) {
-      addAccount(data.login).catch(() => {});
+      lookUp(data.login).catch(() => state.looking.delete(data.login));
       return;
     }
     if (seq <= account.seq || data.balance === undefined) return;
@@ -237,8 +378,11 @@
     account.credit = data.credit;
     const tr = $("accounts").querySelector(`tr[data-login="${data.login}"]`);
     if (!tr) return;
-    tr.querySelector(".balance").textContent = data.balance;
-    tr.querySelector(".credit").textContent = data.credit;
+    for (const name of ["balance", "credit"]) {
+      const td = tr.querySelector("." + name);
+      td.dataset.money = data[name];
+      td.textContent = money(data[name], account.currency);
+    }
     tr.classList.add("changed");
     setTimeout(() => tr.classList.remove("changed"), 1500);
   }
@@ -306,15 +450,19 @@
 
   function addTailRow(message) {
     const d = message.data;
-    const tr = document.createElement("tr");
+    const tr = row(cell(message.seq, "num seq"), cell(utc(d.close_time || d.open_time)),
+                   linkCell(d.order, `Versions of order ${d.order}`, orderLink(d.order)),
+                   linkCell(d.login, `History of account ${d.login}`, accountLink(d.login), false),
+                   cell(command(d.cmd, message.type)), moneyCell(d.profit, state.currency.get(d.login), "amount"),
+                   cell(d.comment, "comment"));
     tr.dataset.seq = message.seq;
-    tr.append(cell(message.seq, "num seq"), cell(utc(d.close_time || d.open_time)),
-              linkCell(d.order, `Versions of order ${d.order}`, () => showOrder(d.order)),
-              linkCell(d.login, `History of account ${d.login}`, () => showHistory(d.login, null)),
-              cell(command(d.cmd, message.type)), cell(d.profit, "num"), cell(d.comment, "comment"));
-    const body = $("tail").querySelector("tbody");
+    tr.dataset.login = d.login;
+    tr.event = d;
+    tr.hidden = !tailShows(d);
+    const body = $("tail").tBodies[0];
     body.prepend(tr);
-    while (body.children.length > TAIL_ROWS) body.lastChild.remove();
+    while (body.rows.length > TAIL_ROWS) body.lastChild.remove();
+    countTail();
   }
 
   $("pause").addEventListener("click", () => {
@@ -330,85 +478,235 @@
     }
   });
 
-  // ---- history and order versions
+  // The tail's filter works on the events shown (and those that come): a command, a login, a comment's text.
+  options($("tail-cmd"), [["", "any"], ...Object.entries(COMMANDS)]);
+  function tailShows(d) {
+    const cmd = $("tail-cmd").value, login = $("tail-login").value.trim();
+    const text = $("tail-text").value.trim().toLowerCase();
+    return (!cmd || String(d.cmd) === cmd) && (!login || String(d.login) === login) &&
+      (!text || String(d.comment || "").toLowerCase().includes(text));
+  }
+  function countTail() {
+    const rows = [...$("tail").tBodies[0].rows];
+    const shown = rows.filter((tr) => !tr.hidden).length;
+    $("tail-shown").textContent = shown === rows.length ? "" : `Showing ${shown} of the ${rows.length} newest events.`;
+  }
+  function filterTail() {
+    for (const tr of $("tail").tBodies[0].rows) tr.hidden = !tailShows(tr.event);
+    countTail();
+  }
+  $("tail-filter").addEventListener("input", filterTail);
+  $("tail-filter").addEventListener("submit", (event) => event.preventDefault());
 
-  function showTable(caption, columns, rows) {
+  // ---- the detail table: records (an account's or the ledger's, filtered), an order's versions, a round
+
+  function showTable(caption, columns, rows, csv) {
     $("detail-caption").textContent = caption;
     const head = document.createElement("tr");
     for (const [title, className] of columns) {
       const th = document.createElement("th");
-      th.scope = "col"; th.textContent = title;
+      th.scope = "col";
+      th.textContent = title;
       if (className) th.className = className;
       head.append(th);
     }
-    $("detail").querySelector("thead").replaceChildren(head);
-    $("detail").querySelector("tbody").replaceChildren(...rows);
+    $("detail").tHead.replaceChildren(head);
+    $("detail").tBodies[0].replaceChildren(...rows);
     $("detail").hidden = false;
-    $("detail-note").textContent = rows.length ? "" : "Nothing recorded yet.";
+    $("detail-csv").hidden = false;
+    state.detail.csv = csv;
     $("detail-title").focus();
   }
 
-  async function showHistory(login, before) {
-    let data;
-    try {
-      data = await api("/api/history?" + new URLSearchParams({login, limit: HISTORY_PAGE, ...(before ? {before} : {})}));
-    } catch (e) { say(`History of ${login}: ${e.message}`); return; }
-    if (!state.history || state.history.login !== login) state.history = {login, stack: []};
-    state.history.before = before;
-    state.history.older = data.older;
-    const rows = data.records.map((r) => {
-      const tr = document.createElement("tr");
-      tr.append(cell(r.id, "num"), linkCell(r.order, `Versions of order ${r.order}`, () => showOrder(r.order)),
-                cell(r.version, "num"), cell(COMMANDS[r.cmd] || r.cmd), cell(STATES[r.state] || r.state),
-                cell(r.delta, "num"), cell(r.balance, "num"), cell(r.credit, "num"), cell(utc(r.created)),
-                cell(r.comment, "comment"));
-      return tr;
-    });
-    const a = data.account;
-    showTable(`History of account ${a.login} (${a.name}): balance ${a.balance}, credit ${a.credit} ${a.currency}`,
-              [["Row", "num"], ["Order"], ["Version", "num"], ["Command"], ["State"], ["Change", "num"],
-               ["Balance after", "num"], ["Credit after", "num"], ["Recorded (UTC)"], ["Comment"]], rows);
-    $("older").hidden = data.older === null;
-    $("newer").hidden = state.history.stack.length === 0;
+  // Paging: ``page(cursor)`` shows a page; Older goes on from its ``next``, Newer back to the one before.
+  function paged(page, labels) {
+    state.detail = {page, cursor: null, next: null, stack: [], labels};
+    return page(null);
   }
-
+  function pagingShown(cursor, next) {
+    const d = state.detail;
+    d.cursor = cursor;
+    d.next = next;
+    [$("older").textContent, $("newer").textContent] = d.labels;
+    $("older").hidden = next === null;
+    $("newer").hidden = d.stack.length === 0;
+  }
   $("older").addEventListener("click", () => {
-    const h = state.history;
-    h.stack.push(h.before);
-    showHistory(h.login, h.older);
+    const d = state.detail;
+    d.stack.push(d.cursor);
+    d.page(d.next);
   });
   $("newer").addEventListener("click", () => {
-    const h = state.history;
-    showHistory(h.login, h.stack.pop() ?? null);
+    const d = state.detail;
+    d.page(d.stack.pop() ?? null);
   });
 
-  async function showOrder(order) {
+  options($("records-cmd"), [["", "any"], ...Object.values(COMMANDS).map((name) => [name, name])]);
+  const FILTERS = [["login", "records-login"], ["cmd", "records-cmd"], ["from", "records-from"], ["to", "records-to"],
+                   ["ext_id", "records-ext"], ["txid", "records-txid"]];
+
+  // The API's query of a view's filters (from and to: a datetime-local text, read as UTC), or why it is wrong.
+  function recordQuery(p) {
+    const query = {};
+    if (p.login && !/^\d{1,18}$/.test(p.login)) throw new Error("a login is a number");
+    if (p.login) query.login = p.login;
+    if (p.cmd) query.cmd = p.cmd;
+    for (const name of ["from", "to"]) {
+      if (!p[name]) continue;
+      if (!MINUTE.test(p[name])) throw new Error(`${name} must be a date and time (YYYY-MM-DDTHH:MM, UTC)`);
+      const seconds = Date.parse(p[name] + (p[name].length === 16 ? ":00" : "") + "Z") / 1000;
+      if (!Number.isInteger(seconds) || seconds < 0) throw new Error(`${name} is not a time this ledger has`);
+      query[name] = String(seconds);
+    }
+    if (query.from && query.to && Number(query.to) <= Number(query.from)) throw new Error("Until must be after From");
+    for (const name of ["ext_id", "txid"]) if (p[name]) query[name] = p[name];
+    return query;
+  }
+  function filterText(p) {
+    const parts = [];
+    if (p.cmd) parts.push(p.cmd);
+    if (p.from) parts.push(`from ${p.from.replace("T", " ")} UTC`);
+    if (p.to) parts.push(`until ${p.to.replace("T", " ")} UTC`);
+    if (p.ext_id) parts.push(`extID ${JSON.stringify(p.ext_id)}`);
+    if (p.txid) parts.push(`wallet transaction ${JSON.stringify(p.txid)}`);
+    return parts.length ? " · " + parts.join(", ") : "";
+  }
+
+  function showHistory(p) { return showRecords(p, true); }
+
+  async function showRecords(p, history = false) {
+    for (const [name, id] of FILTERS) $(id).value = p[name] || "";
+    let query;
+    try {
+      if (history && !p.login) throw new Error("an account's history needs its login");
+      query = recordQuery(p);
+    } catch (e) { say(`Records: ${e.message}.`); return; }
+    say("");
+    await paged((before) => recordsPage(p, query, history, before), ["Older records", "Newer records"]);
+  }
+
+  async function recordsPage(p, query, history, before) {
+    let data;
+    try {
+      data = await api((history ? "/api/history?" : "/api/records?") +
+        new URLSearchParams({...query, limit: HISTORY_PAGE, ...(before ? {before} : {})}));
+    } catch (e) { say(`Records: ${e.message}`); return; }
+    for (const r of data.records) learn(r.login, r.currency);
+    const rows = data.records.map((r) => row(
+      cell(r.id, "num"), linkCell(r.order, `Versions of order ${r.order}`, orderLink(r.order)), cell(r.version, "num"),
+      ...(history ? [] : [linkCell(r.login, `History of account ${r.login}`, accountLink(r.login), false)]),
+      cell(COMMANDS[r.cmd] || r.cmd), cell(STATES[r.state] || r.state), moneyCell(r.delta, r.currency),
+      moneyCell(r.balance, r.currency), moneyCell(r.credit, r.currency), cell(r.currency), cell(utc(r.created)),
+      cell(r.ext_id, "mono"), roundCell(r), cell(r.comment, "comment")));
+    let caption, csv;
+    if (history) {
+      const a = data.account;
+      caption = `History of account ${a.login} (${a.name}): balance ${money(a.balance, a.currency)}, credit ` +
+        `${money(a.credit, a.currency)} ${a.currency}${filterText(p)}`;
+      csv = `history-${a.login}.csv`;
+    } else {
+      caption = (p.login ? `Records of account ${p.login}` : "Records of the ledger") + `, newest first${filterText(p)}`;
+      csv = "records.csv";
+    }
+    showTable(caption, [["Row", "num"], ["Order"], ["Version", "num"], ...(history ? [] : [["Login"]]), ["Command"],
+                        ["State"], ["Change", "num"], ["Balance after", "num"], ["Credit after", "num"], ["Currency"],
+                        ["Recorded (UTC)"], ["extID / transaction"], ["Round"], ["Comment"]], rows, csv);
+    pagingShown(before, data.older);
+    $("detail-note").textContent = rows.length ? "" : (data.older === null ? "No record matches." :
+      "None in the records looked at so far: look further with Older records.");
+  }
+
+  function roundCell(r) {
+    if (!r.round) return cell("");
+    return linkCell(r.round, `Round ${r.round} of ${r.provider}`, roundLink(r.provider, r.round, r.login), false);
+  }
+
+  async function showOrder(p) {
+    const order = String(p.order || "");
+    if (!/^\d{1,18}$/.test(order)) { say("An order is a number."); return; }
+    $("order-input").value = order;
     let data;
     try {
       data = await api("/api/order?" + new URLSearchParams({order}));
     } catch (e) { say(`Order ${order}: ${e.message}`); return; }
-    state.history = null;
-    $("older").hidden = true;
-    $("newer").hidden = true;
-    const rows = data.versions.map((v) => {
-      const tr = document.createElement("tr");
-      tr.append(cell(v.version, "num"), linkCell(v.login, `History of account ${v.login}`, () => showHistory(v.login, null)),
-                cell(COMMANDS[v.cmd] || v.cmd), cell(STATES[v.state] || v.state), cell(v.amount, "num"),
-                cell(v.delta, "num"), cell(v.balance, "num"), cell(v.credit, "num"), cell(utc(v.created)),
-                cell(v.comment, "comment"), cell(v.hash.slice(0, 16) + "…", "mono"));
-      return tr;
-    });
+    say("");
+    state.detail = {stack: [], labels: ["", ""]};
+    pagingShown(null, null);
+    const rows = data.versions.map((v) => row(
+      cell(v.version, "num"), linkCell(v.login, `History of account ${v.login}`, accountLink(v.login)),
+      cell(COMMANDS[v.cmd] || v.cmd), cell(STATES[v.state] || v.state), moneyCell(v.amount, v.currency),
+      moneyCell(v.delta, v.currency), moneyCell(v.balance, v.currency), moneyCell(v.credit, v.currency),
+      cell(v.currency), cell(utc(v.created)), cell(v.ext_id, "mono"), roundCell(v), cell(v.comment, "comment"),
+      cell(v.hash.slice(0, 16) + "…", "mono")));
     showTable(`Versions of order ${order}`, [["Version", "num"], ["Login"], ["Command"], ["State"], ["Amount", "num"],
-              ["Change", "num"], ["Balance after", "num"], ["Credit after", "num"], ["Recorded (UTC)"],
-              ["Comment"], ["Hash"]], rows);
+              ["Change", "num"], ["Balance after", "num"], ["Credit after", "num"], ["Currency"], ["Recorded (UTC)"],
+              ["extID / transaction"], ["Round"], ["Comment"], ["Hash"]], rows, `order-${order}.csv`);
+    $("detail-note").textContent = "";
   }
+
+  $("records-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const p = {};
+    for (const [name, id] of FILTERS) p[name] = name === "ext_id" || name === "txid" ? $(id).value : $(id).value.trim();
+    try { recordQuery(p); } catch (e) { say(`Records: ${e.message}.`); return; }
+    say("");
+    go(p.login ? "history" : "records", p);
+  });
 
   $("order-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const order = $("order-input").value.trim();
     if (!/^\d{1,18}$/.test(order)) { say("An order is a number."); return; }
     say("");
-    showOrder(order);
+    go("order", {order});
+  });
+
+  // ---- a round by its game id: every call of it (accepted or refused), one account's or each account's
+
+  async function showRound(p) {
+    if (!p.provider || !p.game_id) { say("A round needs its provider and its game id."); return; }
+    if (p.login && !/^\d{1,18}$/.test(p.login)) { say("A login is a number."); return; }
+    $("round-provider").value = p.provider;
+    $("round-game").value = p.game_id;
+    $("round-login").value = p.login || "";
+    say("");
+    await paged((after) => roundPage(p, after), ["More accounts' rounds", "The accounts before"]);
+  }
+
+  async function roundPage(p, after) {
+    let data;
+    try {
+      data = await api("/api/round?" + new URLSearchParams({provider: p.provider, game_id: p.game_id,
+        ...(p.login ? {login: p.login} : {}), ...(after !== null ? {after} : {}), limit: ROUND_PAGE}));
+    } catch (e) { say(`Round ${p.game_id}: ${e.message}`); return; }
+    const rows = [], sums = [];
+    for (const r of data.rounds) {
+      learn(r.login, r.currency);
+      const stateText = r.state || "no debit accepted";
+      sums.push(`account ${r.login}: ${stateText}, bets ${money(r.bets, r.currency)}, wins ${money(r.wins, r.currency)}, ` +
+                `cancelled ${money(r.cancelled, r.currency)} ${r.currency}`);
+      for (const c of r.calls) {
+        rows.push(row(linkCell(r.login, `History of account ${r.login}`, accountLink(r.login)), cell(stateText, "state"),
+                      cell(c.type), cell(c.txid, "mono"), cell(c.ref_id, "mono"), moneyCell(c.amount, r.currency),
+                      cell(r.currency), cell(c.status, c.status === "OK" ? "" : "failed"), cell(utc(c.time)),
+                      c.order ? linkCell(c.order, `Versions of order ${c.order}`, orderLink(c.order), false) : cell("")));
+      }
+    }
+    showTable(`Round ${data.game_id} of provider ${data.provider}${p.login ? `, account ${p.login}` : ""}`,
+              [["Login"], ["Round state"], ["Call"], ["Transaction id"], ["Ref id"], ["Amount", "num"], ["Currency"],
+               ["Status"], ["Time (UTC)"], ["Order"]], rows, `round-${data.provider}-${data.game_id}.csv`);
+    pagingShown(after, data.next);
+    $("detail-note").textContent = sums.length ? sums.join("; ") + "." : (data.next === null ?
+      "No call of this round was recorded." : "None in the accounts looked at so far: look further.");
+  }
+
+  $("round-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const p = {provider: $("round-provider").value, game_id: $("round-game").value, login: $("round-login").value.trim()};
+    if (!p.provider || !p.game_id) { say("A round needs its provider and its game id."); return; }
+    if (p.login && !/^\d{1,18}$/.test(p.login)) { say("A login is a number."); return; }
+    say("");
+    go("round", p);
   });
 
   // ---- the ledger's head and verify
@@ -450,54 +748,65 @@
     const day = $("day-input").value;
     const data = await api("/api/report?" + new URLSearchParams(day ? {day} : {}));
     const rows = [];
+    const count = (x, currency) => `${money(x.amount, currency)} (${x.count})`;
+    // (a count named "cancelled" arrives quoted, as money does: added as the small whole number it is)
+    const closed = (r) => Number(r.settled) + Number(r.cancelled);
     for (const p of data.providers) {
-      if (!p.currencies.length) {
-        const tr = document.createElement("tr");
-        tr.append(cell(p.provider), cell("—"), ...Array.from({length: 8}, () => cell("", "num")));
-        rows.push(tr);
-      }
+      const name = () => linkCell(p.provider, `Rounds of ${p.provider}`, href("rounds", {provider: p.provider}));
+      if (!p.currencies.length) rows.push(row(name(), cell("—"), ...Array.from({length: 8}, () => cell("", "num"))));
       for (const t of p.currencies) {
-        const tr = document.createElement("tr");
+        const c = t.currency;
+        const tr = row(name(), cell(c), cell(count(t.bets, c), "num bets"), cell(count(t.wins, c), "num wins"),
+                       cell(count(t.cancels, c), "num"), moneyCell(t.ggr, c, "ggr"),
+                       cell(count(t.promo_payouts, c), "num"), cell(t.rounds.opened, "num"),
+                       cell(closed(t.rounds), "num"), cell(t.rounds.open_now, "num open-now"));
         tr.dataset.provider = p.provider;
-        tr.append(cell(p.provider), cell(t.currency), cell(`${t.bets.amount} (${t.bets.count})`, "num bets"),
-                  cell(`${t.wins.amount} (${t.wins.count})`, "num wins"),
-                  cell(`${t.cancels.amount} (${t.cancels.count})`, "num"), cell(t.ggr, "num ggr"),
-                  cell(`${t.promo_payouts.amount} (${t.promo_payouts.count})`, "num"),
-                  cell(t.rounds.opened, "num"), cell(t.rounds.settled + t.rounds.cancelled, "num"),
-                  cell(t.rounds.open_now, "num open-now"));
         rows.push(tr);
       }
     }
-    $("day-totals").querySelector("tbody").replaceChildren(...rows);
+    $("day-totals").tBodies[0].replaceChildren(...rows);
     $("day-input").value = data.day;
     $("day-caption").textContent = `${data.day} (UTC): each provider's totals per currency, amount (count)`;
     $("day-note").textContent = `GGR = bets − cancelled bets − wins; promo payouts are shown apart and are not in it. ` +
       "Rounds: opened that day, closed (settled or cancelled) by a move of that day, and open now, as they stand now.";
-    const select = $("rounds-provider");
-    const chosen = select.value;
-    select.replaceChildren(...data.providers.map((p) => {
-      const option = document.createElement("option");
-      option.value = option.textContent = p.provider;
-      return option;
-    }));
-    if (chosen && data.providers.some((p) => p.provider === chosen)) select.value = chosen;
+    for (const id of ["rounds-provider", "round-provider"]) {
+      const select = $(id), chosen = select.value;
+      options(select, data.providers.map((p) => [p.provider, p.provider]));
+      if (chosen && data.providers.some((p) => p.provider === chosen)) select.value = chosen;
+    }
+  }
+
+  function showDay(p) {
+    if (p.day && !/^\d{4}-\d{2}-\d{2}$/.test(p.day)) { say("A day is YYYY-MM-DD."); return; }
+    $("day-input").value = p.day || "";
+    say("");
+    loadDayTotals().then(() => $("providers-panel").focus(), (e) => say(`Day totals: ${e.message}`));
   }
 
   $("day-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    say("");
-    loadDayTotals().catch((e) => say(`Day totals: ${e.message}`));
+    go("day", {day: $("day-input").value});
   });
 
-  function movesText(moves) {
-    return moves.map((m) => `${m.type} ${m.txid} ${m.amount}`).join("; ");
+  function movesText(moves, currency) {
+    return moves.map((m) => `${m.type} ${m.txid} ${money(m.amount, currency)}`).join("; ");
+  }
+
+  function showRounds(p) {
+    if (p.older && !/^\d{1,9}$/.test(p.older)) { say("Opened at least so many minutes ago: a whole number."); return; }
+    $("rounds-provider").value = p.provider || "";
+    $("rounds-open").checked = p.open === "1";
+    $("rounds-game").value = p.game_id || "";
+    $("rounds-older").value = p.older || "";
+    if (!$("rounds-provider").value) { say(`No provider ${p.provider || ""}.`); return; }
+    say("");
+    loadRounds(true).then(() => $("rounds-panel").focus(), (e) => say(`Rounds: ${e.message}`));
   }
 
   async function loadRounds(fresh) {
     if (fresh) {
-      const older = $("rounds-older").value.trim();
-      if (older && !/^\d{1,9}$/.test(older)) { say("Opened at least so many minutes ago: a whole number."); return; }
       const query = {provider: $("rounds-provider").value, limit: ROUNDS_PAGE};
+      const older = $("rounds-older").value.trim();
       if ($("rounds-open").checked) query.open = "1";
       if ($("rounds-game").value.trim()) query.game_id = $("rounds-game").value.trim();
       if (older) query.older_than = String(Number(older) * 60);
@@ -505,16 +814,17 @@
     }
     const r = state.rounds;
     const data = await api("/api/rounds?" + new URLSearchParams({...r.query, ...(r.after ? {after: r.after} : {})}));
-    const body = $("rounds").querySelector("tbody");
+    const body = $("rounds").tBodies[0];
     if (fresh) body.replaceChildren();
     for (const round of data.rounds) {
-      const tr = document.createElement("tr");
+      learn(round.login, round.currency);
+      const tr = row(linkCell(round.game_id, `Round ${round.game_id} of account ${round.login}`,
+                              roundLink(data.provider, round.game_id, round.login)),
+                     linkCell(round.login, `History of account ${round.login}`, accountLink(round.login), false),
+                     cell(round.state, "state"), cell(utc(round.opened)), cell(utc(round.updated)),
+                     moneyCell(round.bets, round.currency), moneyCell(round.wins, round.currency),
+                     moneyCell(round.cancelled, round.currency), cell(movesText(round.moves, round.currency), "comment"));
       tr.dataset.round = round.game_id;
-      tr.append(cell(round.game_id), linkCell(round.login, `History of account ${round.login}`,
-                                               () => showHistory(round.login, null)),
-                cell(round.state, "state"), cell(utc(round.opened)), cell(utc(round.updated)),
-                cell(round.bets, "num"), cell(round.wins, "num"), cell(round.cancelled, "num"),
-                cell(movesText(round.moves), "comment"));
       body.append(tr);
     }
     r.shown += data.rounds.length;
@@ -526,9 +836,12 @@
 
   $("rounds-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    say("");
+    const older = $("rounds-older").value.trim();
     if (!$("rounds-provider").value) { say("Choose a provider (show a day's totals first)."); return; }
-    loadRounds(true).catch((e) => say(`Rounds: ${e.message}`));
+    if (older && !/^\d{1,9}$/.test(older)) { say("Opened at least so many minutes ago: a whole number."); return; }
+    say("");
+    go("rounds", {provider: $("rounds-provider").value, open: $("rounds-open").checked ? "1" : "",
+                  game_id: $("rounds-game").value.trim(), older});
   });
   $("rounds-more").addEventListener("click", () => loadRounds(false).catch((e) => say(`Rounds: ${e.message}`)));
 
@@ -585,5 +898,16 @@
     $("chart-commit-caption").textContent = commit.last === null
       ? `Mean commit time (ms): no commit since ${ago(span)}`
       : `Mean commit time (ms) since ${ago(span)}: latest ${commit.last}, peak ${commit.peak}`;
+  }
+
+  // ---- a reload of this tab: its session goes on where it was (the view in the URL)
+
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) {
+    $("login-error").textContent = "Resuming this tab's session…";
+    start(saved).then(() => { $("login-error").textContent = ""; }, (e) => {
+      sessionStorage.removeItem(TOKEN_KEY);
+      $("login-error").textContent = `Your session ended (${e.code || "ERROR"}): ${e.message}. Log in again.`;
+    });
   }
 })();

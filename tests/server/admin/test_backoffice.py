@@ -410,7 +410,7 @@ def browse(base: str, login: int, shot: str, call, drop_websockets) -> dict:
             page.get_by_label("Password").press("Enter")
             expect(page.locator("#whoami")).to_have_text("Manager 7 (ADMIN)")
             row = page.locator(f'#accounts tr[data-login="{login}"]')
-            expect(row.locator(".credit")).to_have_text("10.0")
+            expect(row.locator(".credit")).to_have_text("10.00")  # EUR: two decimals
             expect(page.locator("#stream-status")).to_have_text("live")
             expect(page.locator("#tail td.seq")).to_have_text(["1"])
             page.get_by_label("Search by login or name").fill("alice")
@@ -423,7 +423,7 @@ def browse(base: str, login: int, shot: str, call, drop_websockets) -> dict:
 
             # a credit over TCP: the balance and the tail change without a reload
             call("CreditInSync", {"login": login, "amount": Decimal("2.5"), "comment": "from the test"})
-            expect(row.locator(".credit")).to_have_text("12.5")
+            expect(row.locator(".credit")).to_have_text("12.50")
             first = page.locator("#tail tbody tr").first
             expect(first).to_contain_text("from the test")
             expect(first).to_contain_text("CreditIn")
@@ -433,7 +433,7 @@ def browse(base: str, login: int, shot: str, call, drop_websockets) -> dict:
             page.get_by_role("button", name="Pause").click()
             expect(page.get_by_role("button", name="Resume")).to_have_attribute("aria-pressed", "true")
             call("BalanceInSync", {"login": login, "amount": Decimal("100.000001"), "comment": "while paused"})
-            expect(row.locator(".balance")).to_have_text("100.000001")
+            expect(row.locator(".balance")).to_have_text("100.000001")  # (never rounded to the currency's)
             expect(page.locator("#tail-note")).to_have_text("Paused: 1 new event(s) waiting.")
             expect(first.locator("td.seq")).to_have_text("2")
             page.get_by_role("button", name="Resume").click()
@@ -446,22 +446,62 @@ def browse(base: str, login: int, shot: str, call, drop_websockets) -> dict:
                 time.sleep(0.05)
             call("CreditInSync", {"login": login, "amount": 3, "comment": "while the stream was down"})
             expect(page.locator("#stream-status")).to_contain_text("resumed 1× (last from seq 3)")
-            expect(row.locator(".credit")).to_have_text("15.5")
+            expect(row.locator(".credit")).to_have_text("15.50")
             call("CreditOutSync", {"login": login, "amount": Decimal("0.5"), "comment": "after the resume"})
-            expect(row.locator(".credit")).to_have_text("15.0")
+            expect(row.locator(".credit")).to_have_text("15.00")
             expect(page.locator("#tail td.seq")).to_have_text(["5", "4", "3", "2", "1"])  # no gap, no repeat
             expect(page.locator("#tail tbody tr").nth(1)).to_contain_text("while the stream was down")
 
-            # history (paged) and an order's versions
-            row.get_by_role("button", name=f"History of account {login}").click()
-            expect(page.locator("#detail-caption")).to_contain_text(f"History of account {login}")
+            # one Tab stop a row; the arrows move between a row's links and between rows
+            expect(page.locator("#tail tbody tr a:not([tabindex='-1'])")).to_have_count(5)
+            page.locator("#tail tbody tr").first.get_by_role("link").first.focus()
+            page.keyboard.press("ArrowRight")
+            expect(page.locator("#tail tbody tr").first.get_by_role("link").nth(1)).to_be_focused()
+            page.keyboard.press("ArrowDown")
+            expect(page.locator("#tail tbody tr").nth(1).get_by_role("link").nth(1)).to_be_focused()
+
+            # the tail filtered where it stands (a login, a command), and a CSV of the rows it shows
+            page.locator("#tail-login").fill(str(login + 1))
+            expect(page.locator("#tail-shown")).to_have_text("Showing 0 of the 5 newest events.")
+            page.locator("#tail-login").fill(str(login))
+            page.locator("#tail-cmd").select_option("CreditOut")
+            expect(page.locator("#tail tbody tr:visible")).to_have_count(1)
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download CSV of the live events shown").click()
+            seen["tail.csv"] = open(download.value.path(), encoding="utf-8", newline="").read()
+            page.locator("#tail-cmd").select_option("")
+            expect(page.locator("#tail tbody tr:visible")).to_have_count(5)
+
+            # an account's history is a link (its URL names it); an order's versions; Back
+            row.get_by_role("link", name=f"History of account {login}").click()
+            expect(page).to_have_url(re.compile(rf"#history\?login={login}$"))
+            expect(page.locator("#detail-caption")).to_contain_text(
+                f"History of account {login} (player): balance 100.000001, credit 15.00 EUR")
             expect(page.locator("#detail tbody tr")).to_have_count(5)
-            page.locator("#detail tbody tr").first.get_by_role("button").click()
+            page.locator("#detail tbody tr").first.get_by_role("link").first.click()
             expect(page.locator("#detail-caption")).to_have_text("Versions of order 5")
             expect(page.locator("#detail tbody tr")).to_have_count(1)
+            page.go_back()
+            expect(page.locator("#detail-caption")).to_contain_text(f"History of account {login}")
 
-            # verify from the page
-            page.get_by_role("button", name="Verify the ledger now").click()
+            # the history by command (filtered by the server), and a CSV of it: exact amounts, as shown
+            page.locator("#records-cmd").select_option("CreditIn")
+            page.get_by_role("button", name="Find records").click()
+            expect(page).to_have_url(re.compile(rf"#history\?login={login}&cmd=CreditIn$"))
+            expect(page.locator("#detail tbody tr")).to_have_count(3)
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download CSV of this view").click()
+            assert download.value.suggested_filename == f"history-{login}.csv"
+            seen["history.csv"] = open(download.value.path(), encoding="utf-8", newline="").read()
+
+            # Verify, by keyboard from the top of the page: a few Tab presses
+            page.locator(".skip").focus()
+            presses = 0
+            while page.evaluate("document.activeElement.id") != "verify":
+                page.keyboard.press("Tab")
+                presses += 1
+                assert presses <= 10, page.evaluate("document.activeElement.outerHTML")
+            page.keyboard.press("Enter")
             expect(page.locator("#verify-result")).to_contain_text("ok: 5 finance rows, 5 events, 2 accounts")
             expect(page.locator("#verify-result")).to_have_class("ok")
             expect(page.locator("#head")).to_contain_text("5:")
@@ -474,6 +514,23 @@ def browse(base: str, login: int, shot: str, call, drop_websockets) -> dict:
             assert page.evaluate("window.notReloaded") is True and not errors, errors
             seen["head"] = page.locator("#head").text_content()
             page.screenshot(path=shot, full_page=True)
+
+            # a reload keeps the session (this tab's) and the view (the URL's)
+            page.reload()
+            expect(page.locator("#whoami")).to_have_text("Manager 7 (ADMIN)")
+            expect(page.locator("#detail tbody tr")).to_have_count(3)
+            expect(row.locator(".credit")).to_have_text("15.00")
+            page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            # logging out ends it; so does a token the server no longer takes (401)
+            page.get_by_role("button", name="Log out").click()
+            assert page.evaluate("sessionStorage.length") == 0
+            page.reload()
+            expect(page.locator("#login")).to_be_visible()
+            page.evaluate("sessionStorage.setItem('syncledger.token', 'eyJ.not-a.token')")
+            page.reload()
+            expect(page.locator("#login-error")).to_contain_text("Your session ended (INVALID_TOKEN)")
+            assert page.evaluate("sessionStorage.length") == 0 and not errors, errors
         finally:
             browser.close()
     return seen
@@ -499,3 +556,13 @@ async def test_the_page_in_headless_chromium(server, tmp_path):
     if os.environ.get("SYNCLEDGER_SCREENSHOT"):  # how the README's picture is made
         shutil.copyfile(shot, os.environ["SYNCLEDGER_SCREENSHOT"])
     assert seen["head"].startswith("5:") and "Credits per second" in seen["caption"]
+    header, *lines = seen["history.csv"].split("\r\n")
+    assert header == ("Row,Order,Version,Command,State,Change,Balance after,Credit after,Currency,Recorded (UTC),"
+                      "extID / transaction,Round,Comment") and lines[-1] == ""
+    assert [line.split(",")[:9] for line in lines[:-1]] == [
+        ["4", "4", "1", "CreditIn", "closed", "3.00", "100.000001", "15.50", "EUR"],
+        ["2", "2", "1", "CreditIn", "closed", "2.50", "0.00", "12.50", "EUR"],
+        ["1", "1", "1", "CreditIn", "closed", "10.00", "0.00", "10.00", "EUR"]]
+    assert lines[0].endswith(",while the stream was down") and lines[1].endswith(",from the test")
+    (tail_row,) = seen["tail.csv"].split("\r\n")[1:-1]  # the one row the filter left shown
+    assert tail_row.startswith("5,") and f",5,{login},CreditOut,-0.50,after the resume" in tail_row

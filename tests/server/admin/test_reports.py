@@ -5,6 +5,7 @@ read in the page's reader process like its other reads), and the open-rounds gau
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from decimal import Decimal
@@ -269,17 +270,31 @@ def browse(base: str, token: str, eur: int) -> None:
             expect(rounds).to_have_count(2)  # g1 (EUR) and g3 (USD), oldest first
             expect(rounds.first).to_contain_text("debit D1 1.500001")
             expect(rounds.first.locator(".state")).to_have_text("open")
+            expect(page).to_have_url(re.compile(r"#rounds\?provider=default&open=1$"))  # a link to this list
             page.get_by_label("Open only").uncheck()
-            page.get_by_label("Game id").fill("g2")
+            page.get_by_label("Game id", exact=True).fill("g2")
             page.get_by_role("button", name="Show rounds").click()
             expect(rounds).to_have_count(1)
             expect(rounds.first).to_contain_text("credit C2 0.25")
-            rounds.first.get_by_role("button", name=f"History of account {eur}").click()
+            # the round itself (its link): every call, with its status, and its account's history from there
+            rounds.first.get_by_role("link", name=f"Round g2 of account {eur}").click()
+            expect(page).to_have_url(re.compile(rf"#round\?provider=default&game_id=g2&login={eur}$"))
+            expect(page.locator("#detail-caption")).to_have_text(f"Round g2 of provider default, account {eur}")
+            calls = page.locator("#detail tbody tr")
+            expect(calls).to_have_count(3)  # the debit, its credit, and a credit refused (the round was settled)
+            expect(calls.nth(0)).to_contain_text("debit")
+            expect(calls.nth(0)).to_contain_text("2.00")
+            expect(calls.nth(2)).to_contain_text("BET_ALREADY_SETTLED")
+            expect(page.locator("#detail-note")).to_have_text(
+                f"account {eur}: settled, bets 2.00, wins 0.25, cancelled 0.00 EUR.")
+            calls.first.get_by_role("link", name=f"History of account {eur}").click()
             expect(page.locator("#detail-caption")).to_contain_text(f"History of account {eur}")
+            expect(page.locator("#detail tbody tr").first.get_by_role("link", name="Round g2 of default")).to_be_attached()
             page.get_by_label("Day (UTC)").fill("2001-01-01")
             page.get_by_role("button", name="Show the day's totals").click()
             expect(page.locator("#day-caption")).to_contain_text("2001-01-01")
-            expect(eur_row.locator(".bets")).to_have_text("0.0 (0)")
+            expect(eur_row.locator(".bets")).to_have_text("0.00 (0)")
+            expect(page).to_have_url(re.compile(r"#day\?day=2001-01-01$"))
             assert not errors, errors
         finally:
             browser.close()
@@ -294,4 +309,5 @@ async def test_the_pages_day_totals_and_rounds_in_headless_chromium(server):
     assert await play.call("debit", eur, "D2", "R2", "g2", Decimal("2")) == "OK"
     assert await play.call("credit", eur, "C2", "R2", "g2", Decimal("0.25")) == "OK"
     assert await play.call("debit", usd, "D3", "R3", "g3", Decimal("3")) == "OK"
+    assert await play.call("credit", eur, "C2b", "R2", "g2", Decimal("1")) == "BET_ALREADY_SETTLED"
     await trio.to_thread.run_sync(partial(browse, f"http://127.0.0.1:{server.ports.admin}/", admin_token(server), eur))

@@ -46,8 +46,10 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     paths = sysconfig.get_paths()
     Path(sysconfig.get_path("purelib", "venv", vars={"base": str(env_dir)}), "running-env.pth").write_text(
         f"{paths['purelib']}\n{paths['platlib']}\n")
+    # --ignore-installed: the running environment's syncledger is on the venv's path; installed without -e it
+    # would count as "already installed" and the wheel would not go in at all
     subprocess.run([sys.executable, "-P", "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "-q",
-                    "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True)
+                    "--no-deps", "--no-index", "--ignore-installed", str(wheel)], check=True, capture_output=True)
     return wheel, env_dir
 
 

@@ -11,15 +11,16 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import orjson
 import trio
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from syncledger.ledger import AddAccount, Finance, FinanceRequest, OpenSession, Outcome, reads, rules, to_text
 
-from . import models, protocol
+from . import fast, models, protocol
 from ..auth import (FINANCE_SESSIONS, SESSION_ADMIN, SESSION_MANAGER, SESSION_USER, AuthError, Claims,
                    check_password, hash_password)
 from ..core.mainloop import Job, ShuttingDown
 from ..core.readpool import ReadStalled
+from .models import FINANCE_MODELS
 from .pending import Pending
 from .protocol import ProtocolError, Request
 from ..fields import describe
@@ -32,11 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("syncledger.commands")
 Handler = Callable[["Connection", Pending, Request, Claims], Awaitable[None]]
 
-FINANCE_MODELS: dict[str, type[BaseModel]] = {
-    "BalanceIn": models.BalanceData, "BalanceOut": models.BalanceData,
-    "CreditIn": models.CreditData, "CreditOut": models.CreditData,
-    "DeleteBalance": models.DeleteData, "DeleteCredit": models.DeleteData,
-}
 ACCOUNT_ADMINS = frozenset({SESSION_MANAGER, SESSION_ADMIN})
 ANY_SESSION = frozenset(range(4))
 CHANNELS = ("trade:event",)
@@ -51,6 +47,7 @@ _DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAA
 class Dispatcher:
     def __init__(self, server: Services):
         self.s = server
+        self.fast = True  # finance lines through fast.py first (False: every line through protocol and pydantic)
         self.commands: dict[str, tuple[Handler, frozenset[int]]] = {
             "Ping": (self.ping, ANY_SESSION),
             "AddUser": (self.add_user, ACCOUNT_ADMINS),
@@ -75,8 +72,10 @@ class Dispatcher:
     async def handle(self, conn: Connection, line: bytes) -> None:
         """Answer one request line (now, or later through its Pending). Whatever goes wrong in one request
         is answered on that request alone; the connection and its other requests go on."""
+        req = fast.finance_request(line) if self.fast else None
         try:
-            req = protocol.parse_request(line)
+            if req is None:
+                req = protocol.parse_request(line)
         except ProtocolError as e:
             conn.send(protocol.error(e.ext_id, e.status, e.code, e.message))
             self.s.metrics.answered("(unparsed)", e.status, 0.0, False)
@@ -130,14 +129,8 @@ class Dispatcher:
                     claims: Claims) -> tuple[Job, frozenset[int]]:
         """The mainLoop job of a finance request, and the event types its …Sync form waits for (a finance
         job makes one event; a new order's number is given by the writer, in commit order)."""
-        data = FINANCE_MODELS[op].model_validate(req.data)
-        if op in rules.DELETES:
-            request = FinanceRequest(op, order=data.order)
-            types = _DELETED
-        else:
-            request = FinanceRequest(op, data.login, data.amount, data.comment, data.order,
-                                     data.open_time, data.close_time)
-            types = _WRITTEN
+        request = req.finance if req.finance is not None else _finance_request(op, req.data)
+        types = _DELETED if op in rules.DELETES else _WRITTEN
         command = Finance(request, self.s.now(), manager=claims.login, ext_id=req.ext_id)
         if sync:
             return Job(command, pending.on_outcome, waiter=pending), types
@@ -262,6 +255,14 @@ class Dispatcher:
         token, expires_at = self.s.tokens.issue(data.login, session, kv=kv)
         conn.authenticated = True
         pending.ok({"token": token, "session": session, "expires_at": expires_at})
+
+
+def _finance_request(op: str, raw: dict) -> FinanceRequest:
+    """The request of finance command ``op`` with data ``raw``, validated by its model."""
+    data = FINANCE_MODELS[op].model_validate(raw)
+    if op in rules.DELETES:
+        return FinanceRequest(op, order=data.order)
+    return FinanceRequest(op, data.login, data.amount, data.comment, data.order, data.open_time, data.close_time)
 
 
 def _answer(pending: Pending, outcome: Outcome) -> None:

@@ -41,6 +41,13 @@ class DeleteData(Model):
     order: Id
 
 
+# The data of each finance command (and of its …Sync form).
+FINANCE_MODELS: dict[str, type[Model]] = {
+    "BalanceIn": BalanceData, "BalanceOut": BalanceData, "CreditIn": CreditData, "CreditOut": CreditData,
+    "DeleteBalance": DeleteData, "DeleteCredit": DeleteData,
+}
+
+
 class LoginData(Model):
     login: Id
     password: Annotated[str, Field(strict=True, max_length=1024)]

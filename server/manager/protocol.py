@@ -13,6 +13,8 @@ from typing import Any, Iterator
 
 import orjson
 
+from syncledger.ledger import FinanceRequest
+
 from ..wire import CRLF, SURROGATE, decode_json, invalid_value, plain
 
 MAX_LINE = 64 * 1024
@@ -72,6 +74,7 @@ class Request:
     ext_id: str | None
     data: dict
     token: Any
+    finance: FinanceRequest | None = None  # the finance request its data make, already checked (fast.py)
 
 
 _EXT_ID = re.compile(rb'"extID"\s*:\s*("(?:[^"\\]|\\.)*")')

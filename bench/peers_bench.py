@@ -68,7 +68,7 @@ from decimal import Decimal
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE]
 from common import (CLI, MANAGER_LOGIN, BaseTally, CLK_TCK, percentile, run_cli, say, split,  # noqa: E402
-                    start_process, stop_process)
+                    start_process, stop_process, wait_quiet)
 
 # The hidden first step of each child: set PR_SET_PDEATHSIG (after any change of user: a change of
 # credentials clears it), then become the command. argv: signal number, command...
@@ -76,6 +76,7 @@ EXEC_CHILD = ("import ctypes, os, sys\n"
               "ctypes.CDLL(None).prctl(1, int(sys.argv[1]))  # PR_SET_PDEATHSIG\n"
               "if os.getppid() == 1:\n"
               "    os._exit(1)  # the parent is already gone\n"
+              "os.setsid()  # a ^C at the terminal is the bench's to pass on\n"
               "os.execv(sys.argv[2], sys.argv[2:])\n")
 PGLEDGER_FILES = ("vendor/scoville-pgsql-ulid/ulid-to-uuid.sql", "vendor/scoville-pgsql-ulid/uuid-to-ulid.sql",
                   "pgledger.sql")
@@ -208,7 +209,7 @@ class Cluster:
         log = open(self.log, "ab")
         self.proc = subprocess.Popen([self.postgres, "-D", self.data, *options], stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=log, cwd=self.dir, preexec_fn=die_with_us(signal.SIGQUIT),
-                                     **self.owner)
+                                     start_new_session=True, **self.owner)  # (a ^C is ours to pass on)
         log.close()
         import psycopg
 
@@ -713,6 +714,8 @@ def main() -> int:
     p.add_argument("--accounts", type=int, default=100, help="accounts of each ledger (default 100)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--quick", action="store_true", help="one short round (smoke run)")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                   help="first wait up to SECONDS for other processes to leave the CPUs idle (shared machines)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (cluster, logs)")
     p.add_argument("--keep-on-failure", action="store_true", help="keep the temp dir if the run fails")
     args = p.parse_args()
@@ -728,7 +731,13 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    return orchestrate(args)
+    if args.wait_quiet:
+        wait_quiet(args.wait_quiet)
+    try:
+        return orchestrate(args)
+    except KeyboardInterrupt as e:
+        print(f"[bench] interrupted ({str(e) or 'SIGINT'}): the cluster and the server are stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

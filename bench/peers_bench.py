@@ -8,7 +8,7 @@ the checkout beside it), loaded as its README says: ``vendor/scoville-pgsql-ulid
 ``vendor/scoville-pgsql-ulid/uuid-to-ulid.sql``, then ``pgledger.sql``, in one transaction::
 
     git clone https://github.com/pgr0ss/pgledger /tmp/pgledger
-    python bench/peers_bench.py --pgledger /tmp/pgledger              # 3 rounds, about 4 minutes
+    python bench/peers_bench.py --pgledger /tmp/pgledger              # 3 rounds, about 5 minutes
     python bench/peers_bench.py --pgledger /tmp/pgledger --quick      # smoke run, about 30 s
 
 What runs:
@@ -83,6 +83,7 @@ PGLEDGER_FILES = ("vendor/scoville-pgsql-ulid/ulid-to-uuid.sql", "vendor/scovill
 TRANSFER_SQL = "select id from pgledger_create_transfer(%s, %s, %s)"
 AMOUNT = Decimal("1.25")
 SECRET = "peers-bench-secret-of-at-least-32-bytes!"
+QUIET = 0.2  # "other" cores under which a pair counts as taken on a quiet machine
 MAX_SYNC_CONNECTIONS = 8  # syncledger's in-flight requests are spread over at most this many connections
 
 
@@ -688,6 +689,12 @@ def print_report(args, conf: dict, results: list, server_exit, verify_out: str, 
         other = [x["other_cores"] for pair in pairs for x in pair]
         print(f"  {spec['name']:<32} {spread(rate):>24} {spread(cpu):>24} {spread(p99):>24} "
               f"{spread(other, f2):>14}")
+        quiet = [(s, p) for s, p in pairs if max(s["other_cores"], p["other_cores"]) <= QUIET]
+        if quiet and len(quiet) < len(pairs):
+            print(f"    {len(quiet)} of {len(pairs)} pairs with other <= {QUIET:g} cores on both sides: "
+                  f"throughput {spread([s['rps'] / p['rps'] for s, p in quiet])}, "
+                  f"CPU {spread([s['total_us'] / p['total_us'] for s, p in quiet])}, "
+                  f"p99 {spread([s['p99_ms'] / p['p99_ms'] for s, p in quiet])}")
     busy = [r["other_cores"] for _, _, _, r in results]
     if busy and max(busy) > 0.15:
         print(f"WARNING: other processes used up to {max(busy):.2f} cores during the run: the figures are distorted")
@@ -705,8 +712,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=None, help="rounds of every scenario (default 3; 1 with --quick)")
     p.add_argument("--seconds", type=float, default=None, help="seconds a scenario (default 8; 1.5 with --quick)")
     p.add_argument("--warmup", type=float, default=None, help="warm-up seconds for each system (default 3)")
-    p.add_argument("--inflight", type=lambda s: [int(x) for x in s.split(",")], default=[8, 64],
-                   help="closed loop: requests in flight, comma-separated (default 8,64): pgledger on that many "
+    p.add_argument("--inflight", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 64],
+                   help="closed loop: requests in flight, comma-separated (default 1,8,64): pgledger on that many "
                         "connections, syncledger on at most 8 connections with the rest pipelined")
     p.add_argument("--rate", type=lambda s: [float(x) for x in s.split(",")], default=[200.0, 1000.0],
                    help="open loop: offered operations a second, comma-separated (default 200,1000)")

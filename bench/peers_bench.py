@@ -283,7 +283,7 @@ class PgTally(BaseTally):
 
 
 def pgledger_scenario(url: str, ids: list[str], connections: int, seconds: float, rate: float | None,
-                      pids: dict[str, int], seed: int) -> dict:
+                      pids: dict[str, int], seed: int, marks) -> dict:
     """K threads, a psycopg connection each (autocommit), calling pgledger_create_transfer: closed loop for
     ``seconds``, or open loop at ``rate`` per second for ``seconds`` (latency from the scheduled time)."""
     import psycopg
@@ -340,6 +340,7 @@ def pgledger_scenario(url: str, ids: list[str], connections: int, seconds: float
     gc.collect()
     gc.disable()
     try:
+        mark0 = marks()
         before = snapshot(pids)
         start[0] = time.perf_counter() + 0.01
         go.set()
@@ -349,12 +350,13 @@ def pgledger_scenario(url: str, ids: list[str], connections: int, seconds: float
         for th in threads:
             th.join(seconds + 120)
         after = snapshot(pids)
+        mark1 = marks()
     finally:
         gc.enable()
         stop.set()
         for db in conns:
             db.close()
-    return summary(tallies, before, after, ("client", "postgres"))
+    return {**summary(tallies, before, after, ("client", "postgres")), **wal_figures(mark0, mark1, tallies)}
 
 
 def pgledger_books(url: str) -> tuple[int, str]:
@@ -445,15 +447,17 @@ async def syncledger_scenario(cfg: dict) -> dict:
             await trio.sleep(0.05)
             gc.collect()
             gc.disable()
+            mark0 = cfg["marks"]()
             before = snapshot(cfg["pids"])
             stop_at[0] = time.perf_counter() + seconds
             go.set()
         after = snapshot(cfg["pids"])
+        mark1 = cfg["marks"]()
     finally:
         gc.enable()
         for s in streams:
             await s.aclose()
-    r = summary(tallies, before, after, ("client", "server", "postgres"))
+    r = {**summary(tallies, before, after, ("client", "server", "postgres")), **wal_figures(mark0, mark1, tallies)}
     r["errors"] += sum(t.unmatched for t in tallies)
     return r
 
@@ -472,6 +476,29 @@ async def make_accounts(host: str, port: int, token: str, n: int) -> list[int]:
 
 
 # ============================================================================ figures
+
+def wal_marker(url: str):
+    """A function that reads PostgreSQL's WAL insert position (bytes) and its next transaction id, on a
+    connection of its own (a read: it takes no transaction id itself)."""
+    import psycopg
+
+    db = psycopg.connect(url, autocommit=True)
+
+    def marks() -> tuple[int, int]:
+        lsn, xid = db.execute("select pg_current_wal_insert_lsn() - '0/0'::pg_lsn, "
+                              "pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()
+        return int(lsn), int(xid)
+    marks.close = db.close
+    return marks
+
+
+def wal_figures(mark0: tuple[int, int], mark1: tuple[int, int], tallies: list) -> dict:
+    """WAL bytes and transaction ids (one per write transaction; the whole cluster's, the other ledger idle)
+    per operation answered over the window."""
+    n = sum(len(t.lat) for t in tallies)
+    return {"wal_bytes_op": (mark1[0] - mark0[0]) / n if n else math.nan,
+            "xacts_op": (mark1[1] - mark0[1]) / n if n else math.nan}
+
 
 def summary(tallies: list, before: dict, after: dict, counted: tuple[str, ...]) -> dict:
     lat = sorted(x for t in tallies for x in t.lat)
@@ -540,12 +567,12 @@ def print_row(system: str, spec: dict, r: dict, inflight: str) -> None:
     print(f"  {system:<10} {inflight:>9} {offered:>8} {f0(r['rps']):>10} {f2(r['p50_ms']):>8} {f2(r['p99_ms']):>8}"
           f" {f2(r['lag_p99_ms']):>7} {f0(r['client_us']):>7} {f0(r['server_us']):>7} {f0(r['postgres_us']):>7}"
           f" {f0(r['total_us']):>7} {f2(r['total_cores']):>6} {f2(r['kthreads_cores']):>6} {f2(r['other_cores']):>6}"
-          f" {r['errors']:>6}", flush=True)
+          f" {f0(r['wal_bytes_op']):>6} {f2(r['xacts_op']):>6} {r['errors']:>6}", flush=True)
 
 
 HEADER = (f"  {'system':<10} {'in flight':>9} {'offered':>8} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
           f" {'lag p99':>7} {'client':>7} {'server':>7} {'pg':>7} {'total':>7} {'cores':>6} {'kthr':>6} {'other':>6}"
-          f" {'errors':>6}")
+          f" {'WAL B':>6} {'xact':>6} {'errors':>6}")
 
 
 def orchestrate(args: argparse.Namespace) -> int:
@@ -585,15 +612,17 @@ def orchestrate(args: argparse.Namespace) -> int:
 
         answered = {"pgledger": 0, "syncledger": 0}  # every call answered, warm-up included
 
+        marks = wal_marker(cluster.url("postgres"))
+
         def run_pg(spec: dict, seconds: float, seed: int) -> dict:
-            r = pgledger_scenario(pg_url, ids, spec["pg_k"], seconds, spec["rate"], pids, seed)
+            r = pgledger_scenario(pg_url, ids, spec["pg_k"], seconds, spec["rate"], pids, seed, marks)
             answered["pgledger"] += r["answered"]
             return r
 
         tags = itertools.count()
 
         def run_sl(spec: dict, seconds: float) -> dict:
-            cfg = {"host": args.host, "port": port, "token": token, "logins": logins, "pids": pids,
+            cfg = {"host": args.host, "port": port, "token": token, "logins": logins, "pids": pids, "marks": marks,
                    "k": spec["sl_k"], "depth": spec["sl_depth"] or 1, "rate": spec["rate"], "seconds": seconds,
                    "tag": f"t{next(tags)}"}
             r = trio.run(syncledger_scenario, cfg)
@@ -616,6 +645,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                     say(f"round {rnd + 1} {spec['name']}, {system}: {f0(r['rps'])}/s, p50 {f2(r['p50_ms'])} ms, p99 "
                         f"{f2(r['p99_ms'])} ms, {f0(r['total_us'])} µs CPU/op, other {f2(r['other_cores'])} cores, "
                         f"errors {r['errors']}" + (f" ({r['error_sample']})" if r["error_sample"] else ""))
+        marks.close()
         stop_process(server)
         server_exit = server.returncode
         server = None
@@ -646,7 +676,7 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 
 def print_report(args, conf: dict, results: list, server_exit, verify_out: str, books: str) -> None:
-    width = 128
+    width = 142
     print()
     print("=" * width)
     print(f"syncledger and pgledger on the same PostgreSQL  |  {platform.python_implementation()} "
@@ -663,7 +693,9 @@ def print_report(args, conf: dict, results: list, server_exit, verify_out: str, 
     print("pg = every PostgreSQL process; total = their sum; cores = total / window; kthr = cores of the kernel's "
           "threads (fsync's block and journal work, anyone's);")
     print("other = cores used by the rest of the machine meanwhile (other processes, interrupts, steal); lag p99: "
-          "open loop, how late requests left (the generator, or no free connection): part of the latency")
+          "open loop, how late requests left (the generator, or no free connection): part of the latency;")
+    print("WAL B = WAL bytes written per operation, xact = transaction ids taken per operation (a write transaction "
+          "takes one, each ending in a COMMIT that waits for the WAL flush)")
     print("-" * width)
     print(HEADER)
     for rnd in range(args.rounds):

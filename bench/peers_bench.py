@@ -19,8 +19,9 @@ What runs:
   ledger;
 * pgledger: K psycopg connections (autocommit: each call is its own transaction, committed before it
   returns), each calling ``select id from pgledger_create_transfer(from, to, 1.25)`` between two accounts
-  drawn at random from ``--accounts``, closed loop; and an open loop at each ``--rate`` (request q due at
-  start + q/rate, latency from that scheduled time, on 16 connections);
+  drawn at random from ``--accounts``, closed loop with K = each of ``--inflight`` (1, 8, 64); and an open
+  loop at each ``--rate`` (request q due at start + q/rate, latency from that scheduled time, on 16
+  connections);
 * syncledger: ``syncledger serve --db postgresql://...`` (its writer in a process of its own, as shipped)
   and ``CreditIn`` over the manager TCP API (answered once its batch's COMMIT has returned), closed loop with
   the same number of requests in flight as pgledger's K (spread over at most 8 connections), and the same
@@ -32,14 +33,16 @@ Each scenario runs for pgledger then syncledger (the order swapped every round),
 pair are taken a few seconds apart under the same load. CPU is read from /proc over each scenario's window:
 this process (the client: psycopg threads, or the Trio load generator), the syncledger server and its writer
 process, and every PostgreSQL process (postmaster, backends, WAL writer, checkpointer...: their utime +
-stime); "other" is what the rest of the machine used meanwhile. A CHECKPOINT precedes each scenario.
+stime, and their children's that ended); "other" is what the rest of the machine used meanwhile. What each
+commits: PostgreSQL's WAL bytes and transaction ids taken per operation over the same window (pgledger: one
+transaction a call; syncledger: one a batch). A CHECKPOINT precedes each scenario.
 
 After the rounds: ``syncledger verify`` on its ledger, and pgledger's own books (transfers counted equal the
 calls answered, two entries each, balances summing to zero).
 
 Every child (PostgreSQL's postmaster, the server) is started with PR_SET_PDEATHSIG: none outlives this
-process, even killed with SIGKILL; on an error or ^C the cluster and the server are stopped and the temp dir
-removed (kept with --keep).
+process, even killed with SIGKILL (which leaves the temp dir behind); on an error, SIGTERM or ^C the cluster
+and the server are stopped and the temp dir removed (kept with --keep).
 """
 
 from __future__ import annotations
@@ -606,9 +609,9 @@ def orchestrate(args: argparse.Namespace) -> int:
         port = ports["tcp"]
         logins = trio.run(make_accounts, args.host, port, token, args.accounts)
         pids = {"server": server.pid, "postgres": cluster.proc.pid}
-        print(f"[bench] PostgreSQL {conf['server_version']} pid {cluster.proc.pid}, pgledger {pgledger_commit(args.pgledger)}"
-              f" loaded, {args.accounts} accounts each; syncledger server pid {server.pid} on {args.host}:{port}",
-              flush=True)
+        print(f"[bench] PostgreSQL {conf['server_version']} pid {cluster.proc.pid}, pgledger "
+              f"{pgledger_commit(args.pgledger)} loaded, {args.accounts} accounts each; syncledger server pid "
+              f"{server.pid} on {args.host}:{port}", flush=True)
 
         answered = {"pgledger": 0, "syncledger": 0}  # every call answered, warm-up included
 

@@ -557,7 +557,7 @@ def _command(group: click.Group, name: str, run: Callable[[Args], int], *options
     callback = runs(run)
     for option in reversed(options):
         callback = option(callback)
-    group.command(name, short_help=short_help, help=help or short_help)(callback)
+    group.command(name, short_help=short_help, help=help or f"{short_help[0].upper()}{short_help[1:]}.")(callback)
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:

@@ -350,7 +350,8 @@ def register(group: click.Group, db_option: Callable[[Callable], Callable], logi
                   help="only rounds opened at least this long ago: 90s, 15m, 1h, 2d")
     @click.option("--game-id", default=None, metavar="ID", help="only this round (game.id)")
     @click.option("--login", type=login, default=None, help="only this account's rounds")
-    @click.option("--format", type=click.Choice(("text", "json")), default="text", show_default=True)
+    @click.option("--format", type=click.Choice(("text", "json")), default="text", show_default=True,
+                  help="how the answer is printed")
     @runs
     def rounds(args: SimpleNamespace) -> int:
         """A game provider's rounds with their debits, credits and cancels, oldest opened first; text says how
@@ -362,7 +363,8 @@ def register(group: click.Group, db_option: Callable[[Callable], Callable], logi
     @db_option
     @provider
     @click.option("--day", required=True, type=Parsed(day, "day"), metavar="YYYY-MM-DD", help="the UTC day")
-    @click.option("--format", type=click.Choice(("csv", "json")), default="csv", show_default=True)
+    @click.option("--format", type=click.Choice(("csv", "json")), default="csv", show_default=True,
+                  help="how the answer is printed")
     @runs
     def day_report(args: SimpleNamespace) -> int:
         """A game provider's totals of a UTC day, per currency: bets, wins, cancels, promo payouts, GGR, rounds.
@@ -379,14 +381,15 @@ def register(group: click.Group, db_option: Callable[[Callable], Callable], logi
     @click.option("--day", type=Parsed(day, "day"), default=None, metavar="YYYY-MM-DD",
                   help="compare with the ledger's rows of this UTC day (default: the span of the file's times)")
     @click.option("--columns", type=Parsed(columns), default="", metavar="FIELD=COLUMN,...",
-                  help="the file's column of each field: txid=TxID,type=Kind,amount=Amount,round=RoundId,time=Time "
-                       "(round= or time= : the file has none)")
+                  help=f"the file's column of each field, e.g. txid=TxID,type=Kind (the fields: {', '.join(COLUMNS)}; "
+                       "round= or time= : the file has none)")
     @click.option("--types", type=Parsed(types), default="", metavar="NAME=TYPE,...",
-                  help="the file's type names: BET=debit,WIN=credit,REFUND=cancel,PROMO=promo_payout "
-                       f"(={SKIP}: rows left out)")
-    @click.option("--delimiter", type=Parsed(_delimiter), default=",", show_default=True,
+                  help=f"the file's type names, e.g. BET=debit,WIN=credit (the types: {', '.join(report.TYPES)}; "
+                       f"={SKIP}: rows left out)")
+    @click.option("--delimiter", type=Parsed(_delimiter), default=",", show_default=True, metavar="CHAR",
                   help="the file's field separator (\\t: a tab)")
-    @click.option("--format", type=click.Choice(("text", "json")), default="text", show_default=True)
+    @click.option("--format", type=click.Choice(("text", "json")), default="text", show_default=True,
+                  help="how the answer is printed")
     @runs
     def reconcile(args: SimpleNamespace) -> int:
         """Compare a game provider's transaction report (a CSV file) with the ledger, row by row and round by

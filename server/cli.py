@@ -24,13 +24,13 @@ from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
 from . import version
-from .config import DEFAULT_DB, OPTIONS, SETTLEMENTS, Config, ConfigError, currencies, from_toml, int_in, provider_name
+from .config import OPTIONS, SETTLEMENTS, Config, ConfigError, currencies, from_toml, int_in, provider_name
 from .ops import OpsError, Parsed, export, runs
 from .ops import reports  # rounds, report, reconcile
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
 MAX_TTL = 366 * 24 * 3600  # the longest a token from `syncledger token` may last (a year, leap day included)
-COMPLETE_VAR = "_SYNCLEDGER_COMPLETE"  # click's shell completion: ``eval "$(_SYNCLEDGER_COMPLETE=bash_source syncledger)"``
+COMPLETE_VAR = "_SYNCLEDGER_COMPLETE"  # click's shell completion (README, "Operating syncledger")
 Args = SimpleNamespace  # a command's parameters by name (server/ops/__init__.py's ``runs``)
 
 
@@ -566,7 +566,8 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
         ctx.exit()
 
 
-@click.group("syncledger", cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+@click.group("syncledger", cls=_Group,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog="Shell completion: eval \"$(_SYNCLEDGER_COMPLETE=bash_source syncledger)\" in ~/.bashrc "
                     "(zsh_source in ~/.zshrc; fish: _SYNCLEDGER_COMPLETE=fish_source syncledger | source).")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
@@ -622,8 +623,9 @@ def _manager() -> None:
 
 _command(_manager, "add", _manager_add, _db, _login,
          click.option("--password-stdin", is_flag=True, help="read the password from standard input"),
-         click.option("--password", default=None, metavar="PASSWORD", help="the password on the command line (visible to other users "
-                                                       "in ps: prefer --password-stdin or the prompt)"),
+         click.option("--password", default=None, metavar="PASSWORD",
+                      help="the password on the command line (visible to other users in ps: prefer --password-stdin "
+                           "or the prompt)"),
          click.option("--session", type=click.Choice(["MANAGER", "DEALER", "ADMIN"]), default="MANAGER",
                       show_default=True, help="what the manager may do"),
          short_help="store a manager and its password",
@@ -700,8 +702,8 @@ _command(syncledger, "export", _export,
          click.option("--since", type=Parsed(int_in(0, MAX_ID, "an event seq")), default=None, metavar="SEQ",
                       help="only what came after this event seq"),
          short_help="stream a table as CSV, JSON or NDJSON (read-only, one snapshot)",
-         help="Stream one table of the ledger, WHAT: accounts, events, finance or wallet, as CSV, JSON or NDJSON, money "
-              "in integer micro-units, from one read-only snapshot.")
+         help="Stream one table of the ledger, WHAT: accounts, events, finance or wallet, as CSV, JSON or NDJSON, "
+              "money in integer micro-units, from one read-only snapshot.")
 _command(syncledger, "migrate", _migrate,
          click.option("--from", "source", required=True, type=click.Path(dir_okay=False), metavar="PATH",
                       help="the SQLite ledger file"),

@@ -213,7 +213,6 @@ class Config:
 
 
 OPTIONS = [(f, f.metadata["option"]) for f in fields(Config) if "option" in f.metadata]
-DEFAULT_DB = Config.db  # (every command's --db)
 
 
 class Ports(NamedTuple):

@@ -354,8 +354,8 @@ def register(group: click.Group, db_option: Callable[[Callable], Callable], logi
                   help="how the answer is printed")
     @runs
     def rounds(args: SimpleNamespace) -> int:
-        """A game provider's rounds with their debits, credits and cancels, oldest opened first; text says how
-        many on stderr. Read-only, on one snapshot: safe beside a live server."""
+        """A game provider's rounds with their debits, credits and cancels, oldest opened first (as text, their
+        number on stderr). Read-only, on one snapshot: safe beside a live server."""
         return _rounds(args)
 
     @group.command("report", short_help="a game provider's totals of a UTC day, per currency: bets, wins, cancels, "

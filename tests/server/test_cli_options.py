@@ -178,6 +178,13 @@ def test_the_command_list_keeps_its_order_and_a_missing_command_is_one_line(caps
     assert "No such command 'servee'" in refused(capsys, "servee")
 
 
+def test_a_flag_is_never_taken_by_a_prefix_and_two_password_sources_are_refused(tmp_path, capsys):
+    assert "No such option '--tcp'" in refused(capsys, "config", "show", "--tcp", "7400")
+    err = refused(capsys, "manager", "add", "--db", str(tmp_path / "l.db"), "--login", "1", "--password-stdin",
+                  "--password", "pw-long-enough-1")
+    assert "--password-stdin and --password" in err and not (tmp_path / "l.db").exists()
+
+
 def test_version(capsys):
     from syncledger.server import version
     assert main(["--version"]) == 0

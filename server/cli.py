@@ -1,9 +1,11 @@
-"""The ``syncledger`` command: serve, manager add/remove, provider add/list/rotate/remove/set, token, session
-open, verify, head, backup, restore, export, migrate."""
+"""The ``syncledger`` command, on click: ``serve`` and ``config show``, whose options are server/config.py's (each
+also an environment variable ``SYNCLEDGER_<OPTION>`` and a key of a ``--config`` TOML file; the command line wins
+over the environment, which wins over the file), and the operator's commands on a ledger. A command imports what
+it runs when it runs, so that ``--help``, ``--version`` and a refused flag start fast (not the server's
+modules, nor sqlite-utils)."""
 
 from __future__ import annotations
 
-import argparse
 import gc
 import getpass
 import json
@@ -11,28 +13,37 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable, NoReturn
+from types import SimpleNamespace
+from typing import Any, Callable
 
-import trio
+import click
+from click.core import ParameterSource
 
 from syncledger.ledger import Store, engine, head_path, parse_anchor, verify_path
 from syncledger.ledger.migrations import SchemaError
 from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
-from . import auth, logs, version
-from .ops import OpsError, arg_type, backup, export, managers, migrate, providers, status
+from . import version
+from .config import OPTIONS, SETTLEMENTS, Config, ConfigError, currencies, from_toml, int_in, provider_name
+from .ops import OpsError, Parsed, export, runs
 from .ops import reports  # rounds, report, reconcile
-from .app import FailStop, ProvidersError, TlsError, serve
-from .auth import SESSIONS, SecretExposed, SecretMissing, Tokens
-from .config import DEFAULT_DB, OPTIONS, SETTLEMENTS, Config, ConfigError, currencies, from_toml, int_in, provider_name
-from .core.lockfile import LedgerLocked
-from .listen import ListenError
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
 MAX_TTL = 366 * 24 * 3600  # the longest a token from `syncledger token` may last (a year, leap day included)
-# one line on stderr, exit 2
-UNUSABLE = (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, SecretMissing, TlsError, ListenError,
-            ProvidersError)
+COMPLETE_VAR = "_SYNCLEDGER_COMPLETE"  # click's shell completion (README, "Operating syncledger")
+Args = SimpleNamespace  # a command's parameters by name (server/ops/__init__.py's ``runs``)
+
+
+def _unusable() -> tuple[type[BaseException], ...]:
+    """What stops a command or a start with one line on stderr, exit 2, from the modules that raise it (imported
+    here, not at the CLI's start)."""
+    from .app import ProvidersError, TlsError
+    from .auth import SecretExposed, SecretMissing
+    from .core.lockfile import LedgerLocked
+    from .listen import ListenError
+    from .ops.migrate import MigrateError
+    return (SchemaError, LedgerOpenError, LedgerLocked, SecretExposed, SecretMissing, TlsError, ListenError,
+            ProvidersError, MigrateError)
 
 
 def _new_ledger_note(path: str) -> bool:
@@ -45,8 +56,11 @@ class _BadPassword(Exception):
     """No usable password was given (one line on stderr, exit 2)."""
 
 
-def _password(args: argparse.Namespace) -> str:
+def _password(args: Args) -> str:
     """From standard input (``--password-stdin``), a prompt, or (discouraged: ``ps`` shows it) ``--password``."""
+    from .ops import managers
+    if args.password_stdin and args.password is not None:
+        raise click.UsageError("--password-stdin and --password: give one of them")
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     elif args.password is not None:
@@ -62,7 +76,9 @@ def _password(args: argparse.Namespace) -> str:
     return password
 
 
-def _manager_add(args: argparse.Namespace) -> int:
+def _manager_add(args: Args) -> int:
+    from .auth import SESSIONS
+    from .ops import managers
     password = _password(args)
     created = _new_ledger_note(args.db)
     store = Store(args.db)
@@ -76,7 +92,8 @@ def _manager_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _manager_remove(args: argparse.Namespace) -> int:
+def _manager_remove(args: Args) -> int:
+    from .ops import managers
     store = Store(args.db, create=False)
     try:
         removed = managers.remove_manager(store.db, args.login)
@@ -89,8 +106,9 @@ def _manager_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def _manager_list(args: argparse.Namespace) -> int:
+def _manager_list(args: Args) -> int:
     """The managers, removed ones too (never a password hash); read-only."""
+    from .ops import status
     found = _read_only("read the managers of", args.db, status.managers)
     if args.format == "json":
         print(json.dumps(found))
@@ -103,8 +121,9 @@ def _manager_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
+def _status(args: Args) -> int:
     """A read-only summary of the ledger (see server/ops/status.py); its last line is the head alone."""
+    from .ops import status
     found = _read_only("read the status of", args.db, status.status)
     if args.format == "json":
         print(json.dumps(found))
@@ -113,14 +132,16 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _token(args: argparse.Namespace) -> int:
+def _token(args: Args) -> int:
+    from .auth import Tokens, load_secret
+    from .ops import managers
     store = Store(args.db, create=False)
     try:
         manager = managers.get_manager(store.db, args.login)
         if manager is None:
             print(f"no manager {args.login} in {args.db}", file=sys.stderr)
             return 1
-        token, _ = Tokens(auth.load_secret(args.db, store.db)).issue(
+        token, _ = Tokens(load_secret(args.db, store.db)).issue(
             args.login, manager["session"], args.ttl, kv=manager["key_version"])
     finally:
         store.close()
@@ -128,7 +149,8 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _session_open(args: argparse.Namespace) -> int:
+def _session_open(args: Args) -> int:
+    from .ops import managers
     store = Store(args.db, create=False)
     try:
         sid = managers.open_game_session(store.db, args.login)
@@ -141,7 +163,7 @@ def _session_open(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(args: argparse.Namespace, create: bool = False) -> Store:
+def _open(args: Args, create: bool = False) -> Store:
     created = create and _new_ledger_note(args.db)
     store = Store(args.db, create=create)
     if created or (store.created and engine.is_postgres(args.db)):
@@ -149,13 +171,14 @@ def _open(args: argparse.Namespace, create: bool = False) -> Store:
     return store
 
 
-def _settings(args: argparse.Namespace) -> str:
+def _settings(args: Args) -> str:
     shown = [args.settlement or "", "any currency" if args.currency == () else ",".join(args.currency or ()),
              {True: "may send promo_payout", False: "no promo_payout", None: ""}[args.promo]]
     return ", ".join(part for part in shown if part)
 
 
-def _provider_add(args: argparse.Namespace) -> int:
+def _provider_add(args: Args) -> int:
+    from .ops import providers
     store = _open(args, create=True)
     try:
         token = providers.add_provider(store.db, args.name, int(time.time()), args.settlement or "gamewise",
@@ -172,7 +195,8 @@ def _provider_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _provider_rotate(args: argparse.Namespace) -> int:
+def _provider_rotate(args: Args) -> int:
+    from .ops import providers
     store = _open(args)
     try:
         token = providers.rotate_provider(store.db, args.name)
@@ -186,7 +210,8 @@ def _provider_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _provider_remove(args: argparse.Namespace) -> int:
+def _provider_remove(args: Args) -> int:
+    from .ops import providers
     store = _open(args)
     try:
         providers.remove_provider(store.db, args.name, int(time.time()))
@@ -199,10 +224,11 @@ def _provider_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def _provider_set(args: argparse.Namespace) -> int:
+def _provider_set(args: Args) -> int:
     if args.settlement is None and args.currency is None and args.promo is None:
         print("syncledger: nothing to change: give --settlement, --currency or --promo/--no-promo", file=sys.stderr)
         return 2
+    from .ops import providers
     store = _open(args)
     try:
         now = providers.set_provider(store.db, args.name, args.settlement, args.currency, args.promo)
@@ -217,7 +243,7 @@ def _provider_set(args: argparse.Namespace) -> int:
     return 0
 
 
-def _no_provider(args: argparse.Namespace) -> int:
+def _no_provider(args: Args) -> int:
     print(f"syncledger: no provider {args.name} in {engine.shown(args.db)}", file=sys.stderr)
     return 1
 
@@ -226,7 +252,8 @@ def _when(t: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else "-"
 
 
-def _provider_list(args: argparse.Namespace) -> int:
+def _provider_list(args: Args) -> int:
+    from .ops import providers
     store = _open(args)
     try:
         found = providers.list_providers(store.db)
@@ -257,7 +284,7 @@ def _read_only(what: str, path: str, fn, *args):  # type: ignore[no-untyped-def]
         raise _Unreadable(f"cannot {what} {engine.shown(path)}: {engine.said(e)}") from None
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _verify(args: Args) -> int:
     """One line: ``ok: ...`` (exit 0) or ``FAILED: ...`` naming the first problem (exit 1); a file that is not a
     ledger it can read: one line on stderr, exit 2. Reads one snapshot, read-only: safe beside a live server."""
     report = _read_only("verify", args.db, verify_path, args.anchor)
@@ -265,7 +292,7 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _head(args: argparse.Namespace) -> int:
+def _head(args: Args) -> int:
     """Print the ledger's head ``SEQ:HASH`` (keep it elsewhere: ``verify --anchor`` detects a truncation)."""
     print(_read_only("read the head of", args.db, head_path))
     return 0
@@ -275,7 +302,8 @@ def _interrupted(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds, so that a half-written copy is removed
 
 
-def _backup(args: argparse.Namespace) -> int:
+def _backup(args: Args) -> int:
+    from .ops import backup
     before = {signum: signal.signal(signum, _interrupted) for signum in (signal.SIGTERM, signal.SIGHUP)}
     folder = os.path.isdir(args.to)
     if args.keep is not None and not folder:
@@ -293,7 +321,8 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _restore(args: argparse.Namespace) -> int:
+def _restore(args: Args) -> int:
+    from .ops import backup
     restored = backup.restore(args.source, args.db, args.force)
     kept = "" if restored.kept is None else f"; the ledger it replaced is kept as {restored.kept}"
     if restored.lost is None:
@@ -304,16 +333,18 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _migrate(args: argparse.Namespace) -> int:
+def _migrate(args: Args) -> int:
+    from .auth import key_path
+    from .ops import migrate
     done = migrate.migrate(args.source, args.to)
     copied = ", ".join(f"{n:,} {table}" for table, n in done.rows.items())
     print(f"migrated {args.source} to {engine.shown(args.to)}: {copied}; both verify, head {done.head}")
     print(f"tokens stay valid if the server signs with the same secret: SYNCLEDGER_SECRET=\"$(cat "
-          f"{auth.key_path(args.source)})\" (or the SYNCLEDGER_SECRET you served it with), the same on every node")
+          f"{key_path(args.source)})\" (or the SYNCLEDGER_SECRET you served it with), the same on every node")
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
+def _export(args: Args) -> int:
     """A closed pipe (``| head``) ends it quietly with status 141 (128 + SIGPIPE, as a program SIGPIPE ends);
     an output that cannot be written (a full disk) is one line on stderr, exit 2."""
     try:
@@ -332,10 +363,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _anchor(text: str) -> str:
-    try:
-        parse_anchor(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    parse_anchor(text)  # (ValueError saying why not)
     return text
 
 
@@ -344,6 +372,9 @@ async def _serve_until_signalled(config: Config, stopped: list[bool], created: b
     """Serve until SIGINT, SIGTERM or SIGHUP, then shut down cleanly (``stopped`` is set once that is done). A
     SIGHUP stops it as SIGTERM does (the terminal it ran in has gone; its log is stderr, which has nothing to
     reopen): it never kills the server midway."""
+    import trio
+
+    from .app import serve
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(serve, config)
@@ -367,11 +398,11 @@ async def _serve_until_signalled(config: Config, stopped: list[bool], created: b
         stopped.append(True)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    logs.configure(args.log_format, args.log_level)
-    config = Config(**{f.name: getattr(args, f.name) for f, _ in OPTIONS}, providers=getattr(args, "providers", ()))
-    created = _new_ledger_note(args.db)
-    made = _files_made_by_a_start(args.db) if created else []
+def _serve(config: Config) -> int:
+    from . import logs
+    logs.configure(config.log_format, config.log_level)
+    created = _new_ledger_note(config.db)
+    made = _files_made_by_a_start(config.db) if created else []
     started: list[bool] = []
     try:
         return _run_serve(config, created, started)
@@ -381,6 +412,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run_serve(config: Config, created: bool, started: list[bool]) -> int:
+    import trio
+
+    from .app import FailStop
     stopped: list[bool] = []
     try:
         trio.run(_serve_until_signalled, config, stopped, created, started)
@@ -393,7 +427,7 @@ def _run_serve(config: Config, created: bool, started: list[bool]) -> int:
         failed, rest = group.split(FailStop)
         if failed is not None and rest is None:
             return FAIL_STOP_EXIT  # its CRITICAL line is already logged
-        unusable, rest = group.split(UNUSABLE)
+        unusable, rest = group.split(_unusable())
         if unusable is not None and rest is None:
             print(f"syncledger: {_first(unusable)}", file=sys.stderr)
             return 2
@@ -425,202 +459,290 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     return error
 
 
-_login = arg_type(int_in(1, MAX_ID, "a login"))  # as the schema's INTEGER and the TCP API take them
+# ---- the options
 
 
-def _db_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", default=DEFAULT_DB, help=f"the ledger (default {DEFAULT_DB}; or a postgresql:// URL)")
+class _Option(click.Option):
+    """click's option; a bad value is said with where it came from: the flag, or its environment variable."""
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        if ctx is not None and ctx.get_parameter_source(self.name or "") is ParameterSource.ENVIRONMENT:
+            return str(self.envvar)
+        return click.Parameter.get_error_hint(self, ctx)  # (not click.Option's, which names both)
 
 
-def _serve_options(p: argparse.ArgumentParser) -> None:
-    """The options of ``serve`` (and of ``config show``), made from the Config's; each can also come from
-    ``--config FILE``."""
-    p.add_argument("--config", metavar="FILE", help="a TOML file of these options (flags given here override it)")
-    for f, option in OPTIONS:
-        if option.kind == "boolean":
-            p.add_argument(f"--{option.name(f)}", dest=f.name, action="store_true", help=option.help)
-            continue
-        p.add_argument(f"--{option.name(f)}", dest=f.name, default=f.default, help=option.help,
-                       type=arg_type(option.parse) if option.parse else None, metavar=option.metavar,
-                       choices=option.choices)
+def _default_text(option: Any, value: Any) -> str | None:
+    """A Config field's default as it would be given (``60``, not ``60.0``): the click option's default, which
+    the option's own parse then reads, as it reads what a user gives."""
+    if value is None:
+        return None
+    value = option.text(value)
+    return str(int(value) if isinstance(value, float) and value.is_integer() else value)
 
 
-def _apply_config(p: argparse.ArgumentParser, argv: list[str]) -> None:
-    """Make the options in ``--config FILE`` the defaults of ``p``; flags on the command line still win."""
-    known, _ = p.parse_known_args(argv)
-    if getattr(known, "config", None):
-        p.set_defaults(**from_toml(known.config))
+def _config_option(name: str) -> Callable[[Callable], Callable]:
+    """The option of the Config field ``name`` (server/config.py): its flag, its help, its environment variable
+    ``SYNCLEDGER_<OPTION>``, its default."""
+    f, option = next((f, option) for f, option in OPTIONS if f.name == name)
+    flag, common = option.name(f), {"cls": _Option, "help": option.help, "envvar": option.envvar(f),
+                                    "show_envvar": True}
+    if option.kind == "boolean":
+        return click.option(f"--{flag}/--no-{flag}", f.name, default=f.default, **common)
+    kind = (click.Choice(option.choices) if option.choices else Parsed(option.parse) if option.parse else
+            click.Path() if option.path else click.STRING)
+    default = _default_text(option, f.default)
+    return click.option(f"--{flag}", f.name, type=kind, default=default, show_default=bool(default),
+                        metavar=option.metavar, **common)
 
 
-def _config_show(args: argparse.Namespace) -> int:
-    """The effective options as TOML, and whether the secrets from the environment are set (never them)."""
+def _read_config(ctx: click.Context, param: click.Parameter, path: str | None) -> None:
+    """``--config FILE``: its options become the defaults of this command's options (the command line and the
+    environment still win); its game providers are kept for the Config."""
+    if path is not None:
+        found = from_toml(path)
+        ctx.meta["syncledger.providers"] = found.pop("providers", ())
+        ctx.default_map = found
+
+
+def _config_options(command: Callable) -> Callable:
+    """``command`` with ``--config FILE`` and every option of the Config, in the Config's order."""
+    for f, _ in reversed(OPTIONS):
+        command = _config_option(f.name)(command)
+    return click.option("--config", type=click.Path(dir_okay=False), metavar="FILE", is_eager=True,
+                        expose_value=False, callback=_read_config, cls=_Option, envvar="SYNCLEDGER_CONFIG",
+                        show_envvar=True, help="a TOML file of these options (tcp-port = 7400); an option given "
+                                               "on the command line or in the environment wins over it")(command)
+
+
+def _config(ctx: click.Context, values: dict[str, Any]) -> Config:
+    """The Config of ``serve`` and ``config show`` from their options' values and the config file's providers."""
+    return Config(**values, providers=ctx.meta.get("syncledger.providers", ()))
+
+
+_db = _config_option("db")  # every command's --db is serve's (SYNCLEDGER_DB too)
+_LOGIN = Parsed(int_in(1, MAX_ID, "a login"), "login")  # as the schema's INTEGER and the TCP API take them
+_login = click.option("--login", type=_LOGIN, required=True, help="the manager's login")
+_name = click.option("--name", type=Parsed(provider_name), required=True, metavar="NAME",
+                     help="the provider's name: 1 to 32 of a-z, 0-9, _ and -, starting with a letter or digit")
+_settlement = click.option("--settlement", type=click.Choice(SETTLEMENTS), default=None,
+                           help="gamewise: one credit settles its round (a new provider's default); mixed: each "
+                                "credit or cancel settles the debit its refId names")
+_currency = click.option("--currency", type=Parsed(currencies), default=None, metavar="CODES",
+                         help="the currencies it may use, e.g. EUR,USD ('': any, a new provider's default)")
+
+
+def _format(*choices: str) -> Callable[[Callable], Callable]:
+    return click.option("--format", type=click.Choice(choices), default=choices[0], show_default=True,
+                        help="how the answer is printed")
+
+
+# ---- the commands
+
+
+class _Group(click.Group):
+    """click's group, its commands listed in the order they are defined; a missing command is refused as a bad
+    flag is (not answered with the help)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, no_args_is_help=False, **kwargs)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+def _command(group: click.Group, name: str, run: Callable[[Args], int], *options: Callable[[Callable], Callable],
+             short_help: str, help: str | None = None) -> None:
+    """``run(args)`` as the command ``name`` of ``group``, its options in the order given; its help page opens
+    with ``help`` (by default, ``short_help``: what ``syncledger --help`` lists)."""
+    callback = runs(run)
+    for option in reversed(options):
+        callback = option(callback)
+    group.command(name, short_help=short_help, help=help or f"{short_help[0].upper()}{short_help[1:]}.")(callback)
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        print(f"syncledger {version()}")
+        ctx.exit()
+
+
+@click.group("syncledger", cls=_Group,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog="Shell completion: eval \"$(_SYNCLEDGER_COMPLETE=bash_source syncledger)\" in ~/.bashrc "
+                    "(zsh_source in ~/.zshrc; fish: _SYNCLEDGER_COMPLETE=fish_source syncledger | source).")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
+def syncledger() -> None:
+    """A wallet-ledger server (serve) and the commands on its ledger. Each option of serve is also an
+    environment variable, SYNCLEDGER_<OPTION> (SYNCLEDGER_TCP_PORT=7400; SYNCLEDGER_DB for every command's
+    --db), and a key of a --config TOML file: the command line wins over the environment, which wins over the
+    file. A command's own options: syncledger COMMAND --help."""
+
+
+@syncledger.command("serve", short_help="run the server (Ctrl-C, SIGTERM or SIGHUP stops it cleanly)")
+@_config_options
+@click.pass_context
+def _serve_command(ctx: click.Context, **values: Any) -> int:
+    """Run the server until Ctrl-C, SIGTERM or SIGHUP, which stop it cleanly (exit 0). A refused start (a bad
+    option, a busy port, a locked ledger) is one line on stderr, exit 2; a fail-stop, exit 3."""
+    return _serve(_config(ctx, values))
+
+
+@syncledger.group("config", cls=_Group, short_help="the effective configuration")
+def _config_group() -> None:
+    """The effective configuration."""
+
+
+@_config_group.command("show", short_help="print what serve would run with (file, environment, then flags), "
+                                          "secrets masked")
+@_config_options
+@click.pass_context
+def _config_show(ctx: click.Context, **values: Any) -> int:
+    """Print the options serve would run with, as TOML (the file's, then the environment's, then the command
+    line's); of the secrets in the environment, only whether each is set."""
+    config = _config(ctx, values)
     for f, option in sorted(OPTIONS, key=lambda fo: fo[1].name(fo[0])):
-        value = getattr(args, f.name)
+        value = getattr(config, f.name)
         if value is None:
             continue
         value = option.text(value)
         print(f"{option.name(f)} = {json.dumps(engine.shown(value) if f.name == 'db' else value)}")
     for name in ("SYNCLEDGER_SECRET", "SYNCLEDGER_WALLET_TOKEN"):
         print(f"# {name}: {'set (hidden)' if os.environ.get(name) else 'not set'}")
-    for p in getattr(args, "providers", ()):
+    for p in config.providers:
         print(f"\n[providers.{p.name}]\ntoken_env = {json.dumps(p.token_env)}  # "
               f"{'set (hidden)' if os.environ.get(p.token_env) else 'not set'}\nsettlement = {json.dumps(p.settlement)}"
               f"\ncurrencies = {json.dumps(','.join(p.currencies))}\npromo = {json.dumps(p.promo)}")
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse's, but a bad flag is one line on stderr and exit 2, as every other refusal (not the usage)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+@syncledger.group("manager", cls=_Group, short_help="manage manager accounts")
+def _manager() -> None:
+    """Manager accounts: the logins of the manager TCP API."""
 
 
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="syncledger", description=__doc__)
-    p.add_argument("--version", action="version", version=f"syncledger {version()}")
-    sub = p.add_subparsers(dest="command", required=True)
+_command(_manager, "add", _manager_add, _db, _login,
+         click.option("--password-stdin", is_flag=True, help="read the password from standard input"),
+         click.option("--password", default=None, metavar="PASSWORD",
+                      help="the password on the command line (visible to other users in ps: prefer --password-stdin "
+                           "or the prompt)"),
+         click.option("--session", type=click.Choice(["MANAGER", "DEALER", "ADMIN"]), default="MANAGER",
+                      show_default=True, help="what the manager may do"),
+         short_help="store a manager and its password",
+         help="Store a manager and its password (from standard input with --password-stdin, else asked twice on "
+              "a terminal); any token it had before is revoked. A ledger that does not exist is created.")
+_command(_manager, "remove", _manager_remove, _db, _login,
+         short_help="remove a manager; its tokens are refused at once")
+_command(_manager, "list", _manager_list, _db, _format("text", "json"),
+         short_help="the managers, removed ones too (never a password hash)")
 
-    srv = sub.add_parser("serve", help="run the server (Ctrl-C, SIGTERM or SIGHUP stops it cleanly)")
-    _serve_options(srv)
-    srv.set_defaults(run=_serve)
-    config = sub.add_parser("config", help="the effective configuration").add_subparsers(dest="action", required=True)
-    show = config.add_parser("show", help="print what serve would run with (file, then flags), secrets masked")
-    _serve_options(show)
-    show.set_defaults(run=_config_show)
-    p.serve_options = {"serve": srv, "config show": show}  # type: ignore[attr-defined]  # for --config
 
-    manager = sub.add_parser("manager", help="manage manager accounts").add_subparsers(dest="action", required=True)
-    add = manager.add_parser("add", help="store a manager and its password")
-    _db_option(add)
-    add.add_argument("--login", type=_login, required=True)
-    given = add.add_mutually_exclusive_group()
-    given.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    given.add_argument("--password", help="the password on the command line (visible to other users in ps: "
-                                          "prefer --password-stdin or the prompt)")
-    add.add_argument("--session", choices=["MANAGER", "DEALER", "ADMIN"], default="MANAGER")
-    add.set_defaults(run=_manager_add)
-    remove = manager.add_parser("remove", help="remove a manager; its tokens are refused at once")
-    _db_option(remove)
-    remove.add_argument("--login", type=_login, required=True)
-    remove.set_defaults(run=_manager_remove)
-    mlist = manager.add_parser("list", help="the managers, removed ones too (never a password hash)")
-    _db_option(mlist)
-    mlist.add_argument("--format", choices=("text", "json"), default="text")
-    mlist.set_defaults(run=_manager_list)
+@syncledger.group("provider", cls=_Group, short_help="game providers of the wallet API (each with its own token)")
+def _provider() -> None:
+    """Game providers of the wallet API, each with its own token (a running server takes a change within a
+    second)."""
 
-    provider = sub.add_parser("provider", help="game providers of the wallet API (each with its own token)"
-                              ).add_subparsers(dest="action", required=True)
-    name = {"type": arg_type(provider_name), "required": True, "metavar": "NAME",
-            "help": "1 to 32 of a-z, 0-9, _ and -, starting with a letter or digit"}
-    settlement = {"choices": SETTLEMENTS, "help": "gamewise: one credit settles its round (a new provider's "
-                                                  "default); mixed: each credit or cancel settles the debit its "
-                                                  "refId names"}
-    currency = {"type": arg_type(currencies), "metavar": "CODES",
-                "help": "the currencies it may use, e.g. EUR,USD ('': any, a new provider's default)"}
-    padd = provider.add_parser("add", help="store a provider; prints its token once")
-    _db_option(padd)
-    padd.add_argument("--name", **name)
-    padd.add_argument("--settlement", **settlement)
-    padd.add_argument("--currency", **currency)
-    padd.add_argument("--promo", action="store_true", default=None, help="it may send promo_payout")
-    padd.set_defaults(run=_provider_add)
-    plist = provider.add_parser("list", help="the providers, removed ones too (never a token)")
-    _db_option(plist)
-    plist.add_argument("--format", choices=("text", "json"), default="text")
-    plist.set_defaults(run=_provider_list)
-    prot = provider.add_parser("rotate", help="a new token for a provider, printed once; the old one is refused")
-    _db_option(prot)
-    prot.add_argument("--name", **name)
-    prot.set_defaults(run=_provider_rotate)
-    prem = provider.add_parser("remove", help="remove a provider: its token is refused; its transactions stay")
-    _db_option(prem)
-    prem.add_argument("--name", **name)
-    prem.set_defaults(run=_provider_remove)
-    pset = provider.add_parser("set", help="change a provider's settings (for the calls that follow)")
-    _db_option(pset)
-    pset.add_argument("--name", **name)
-    pset.add_argument("--settlement", **settlement)
-    pset.add_argument("--currency", **currency)
-    pset.add_argument("--promo", action=argparse.BooleanOptionalAction, default=None,
-                      help="whether it may send promo_payout")
-    pset.set_defaults(run=_provider_set)
 
-    token = sub.add_parser("token", help="print a token for a stored manager")
-    _db_option(token)
-    token.add_argument("--login", type=_login, required=True)
-    token.add_argument("--ttl", type=arg_type(int_in(1, MAX_TTL, "a number of seconds")), default=None, metavar="SECONDS",
-                       help=f"how long the token is good for: from 1 to {MAX_TTL} (366 days; default 24 h)")
-    token.set_defaults(run=_token)
+_command(_provider, "add", _provider_add, _db, _name, _settlement, _currency,
+         click.option("--promo", is_flag=True, help="it may send promo_payout"),
+         short_help="store a provider; prints its token once")
+_command(_provider, "list", _provider_list, _db, _format("text", "json"),
+         short_help="the providers, removed ones too (never a token)")
+_command(_provider, "rotate", _provider_rotate, _db, _name,
+         short_help="a new token for a provider, printed once; the old one is refused")
+_command(_provider, "remove", _provider_remove, _db, _name,
+         short_help="remove a provider: its token is refused; its transactions stay")
+_command(_provider, "set", _provider_set, _db, _name, _settlement, _currency,
+         click.option("--promo/--no-promo", default=None, help="whether it may send promo_payout"),
+         short_help="change a provider's settings (for the calls that follow)")
 
-    session = sub.add_parser("session", help="game sessions for the wallet API").add_subparsers(
-        dest="action", required=True)
-    opened = session.add_parser("open", help="print a new sid for an account")
-    _db_option(opened)
-    opened.add_argument("--login", type=_login, required=True)
-    opened.set_defaults(run=_session_open)
+_command(syncledger, "token", _token, _db, _login,
+         click.option("--ttl", type=Parsed(int_in(1, MAX_TTL, "a number of seconds")), default=None,
+                      metavar="SECONDS", help=f"how long the token is good for: from 1 to {MAX_TTL} (366 days; "
+                                              "default 24 h)"),
+         short_help="print a token for a stored manager")
 
-    ver = sub.add_parser("verify", help="check the hash chains, that totals equal their rows, keys and triggers "
-                                        "(read-only, one snapshot: safe beside a live server)")
-    _db_option(ver)
-    ver.add_argument("--anchor", type=_anchor, default=None, metavar="SEQ:HASH",
-                     help="a head printed earlier by `syncledger head`: fail if that event is no longer in the "
-                          "chain (the newest rows removed, or the ledger rewritten)")
-    ver.set_defaults(run=_verify)
 
-    bk = sub.add_parser("backup", help="a consistent, verified copy of the ledger, safe while the server runs")
-    _db_option(bk)
-    bk.add_argument("--to", required=True, metavar="FILE|FOLDER",
-                    help="the copy (never overwritten); a folder: a copy named NAME.backup-TIME.sqlite in it")
-    bk.add_argument("--keep", type=arg_type(int_in(1, 100_000, "--keep")), default=None, metavar="N",
-                    help="after the backup, keep the newest N backups of this ledger in the --to folder and remove "
-                         "the older ones (only files named as this command names them)")
-    bk.set_defaults(run=_backup)
-    rs = sub.add_parser("restore", help="put a verified backup in place of a ledger no server holds")
-    rs.add_argument("--from", dest="source", required=True, metavar="FILE")
-    _db_option(rs)
-    rs.add_argument("--force", action="store_true",
-                    help="restore even a backup that lacks events the ledger holds (they are rolled back), or over "
-                         "a ledger that cannot be read; the ledger replaced is kept beside it, whole")
-    rs.set_defaults(run=_restore)
-    ex = sub.add_parser("export", help="stream a table as CSV, JSON or NDJSON (read-only, one snapshot)")
-    ex.add_argument("what", choices=sorted(export.EXPORTS))
-    _db_option(ex)
-    ex.add_argument("--format", choices=export.FORMATS, default="ndjson")
-    ex.add_argument("--since", type=arg_type(int_in(0, MAX_ID, "an event seq")), default=None, metavar="SEQ",
-                    help="only what came after this event seq")
-    ex.set_defaults(run=_export)
+@syncledger.group("session", cls=_Group, short_help="game sessions for the wallet API")
+def _session() -> None:
+    """Game sessions (sids) for the wallet API."""
 
-    mg = sub.add_parser("migrate", help="copy an SQLite ledger no server holds into a new PostgreSQL ledger, "
-                                        "verified on both sides")
-    mg.add_argument("--from", dest="source", required=True, metavar="PATH", help="the SQLite ledger file")
-    mg.add_argument("--to", required=True, metavar="URL", help="postgresql://... (a database or schema with no ledger)")
-    mg.set_defaults(run=_migrate)
 
-    reports.register(sub, _db_option, _login)  # rounds, report, reconcile: a game provider's (server/ops/reports.py)
+_command(_session, "open", _session_open, _db,
+         click.option("--login", type=_LOGIN, required=True, help="the account's login"),
+         short_help="print a new sid for an account")
 
-    hd = sub.add_parser("head", help="print the ledger's head SEQ:HASH (keep it elsewhere, for verify --anchor)")
-    _db_option(hd)
-    hd.set_defaults(run=_head)
-    st = sub.add_parser("status", help="a read-only summary: ledger, modes, schema, head, counts, lock holder, "
-                                       "secrets set (names only); its last line is the head alone")
-    _db_option(st)
-    st.add_argument("--format", choices=("text", "json"), default="text")
-    st.set_defaults(run=_status)
-    return p
+_command(syncledger, "verify", _verify, _db,
+         click.option("--anchor", type=Parsed(_anchor), default=None, metavar="SEQ:HASH",
+                      help="a head printed earlier by `syncledger head`: fail if that event is no longer in the "
+                           "chain (the newest rows removed, or the ledger rewritten)"),
+         short_help="check the hash chains, that totals equal their rows, keys and triggers (read-only, one "
+                    "snapshot: safe beside a live server)",
+         help="Check the hash chains, that totals equal their rows, keys and triggers: one line, ok (exit 0) or "
+              "FAILED naming the first problem (exit 1). Read-only, one snapshot: safe beside a live server.")
+_command(syncledger, "backup", _backup, _db,
+         click.option("--to", required=True, type=click.Path(), metavar="FILE|FOLDER",
+                      help="the copy (never overwritten); a folder: a copy named NAME.backup-TIME.sqlite in it"),
+         click.option("--keep", type=Parsed(int_in(1, 100_000, "--keep")), default=None, metavar="N",
+                      help="after the backup, keep the newest N backups of this ledger in the --to folder and "
+                           "remove the older ones (only files named as this command names them)"),
+         short_help="a consistent, verified copy of the ledger, safe while the server runs")
+_command(syncledger, "restore", _restore,
+         click.option("--from", "source", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+                      help="the backup"),
+         _db,
+         click.option("--force", is_flag=True, help="restore even a backup that lacks events the ledger holds (they "
+                                                    "are rolled back), or over a ledger that cannot be read; the "
+                                                    "ledger replaced is kept beside it, whole"),
+         short_help="put a verified backup in place of a ledger no server holds")
+_command(syncledger, "export", _export,
+         click.argument("what", type=click.Choice(sorted(export.EXPORTS)), metavar="WHAT"), _db,
+         click.option("--format", type=click.Choice(export.FORMATS), default="ndjson", show_default=True,
+                      help="how the rows are written"),
+         click.option("--since", type=Parsed(int_in(0, MAX_ID, "an event seq")), default=None, metavar="SEQ",
+                      help="only what came after this event seq"),
+         short_help="stream a table as CSV, JSON or NDJSON (read-only, one snapshot)",
+         help="Stream one table of the ledger, WHAT: accounts, events, finance or wallet, as CSV, JSON or NDJSON, "
+              "money in integer micro-units, from one read-only snapshot.")
+_command(syncledger, "migrate", _migrate,
+         click.option("--from", "source", required=True, type=click.Path(dir_okay=False), metavar="PATH",
+                      help="the SQLite ledger file"),
+         click.option("--to", required=True, metavar="URL", help="postgresql://... (a database or schema with no "
+                                                                 "ledger)"),
+         short_help="copy an SQLite ledger no server holds into a new PostgreSQL ledger, verified on both sides")
+
+reports.register(syncledger, _db, _LOGIN)  # rounds, report, reconcile: a game provider's (server/ops/reports.py)
+
+_command(syncledger, "head", _head, _db,
+         short_help="print the ledger's head SEQ:HASH (keep it elsewhere, for verify --anchor)")
+_command(syncledger, "status", _status, _db, _format("text", "json"),
+         short_help="a read-only summary: ledger, modes, schema, head, counts, lock holder, secrets set (names "
+                    "only); its last line is the head alone")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    p = parser()
+    """Run ``syncledger ARGV`` and return its exit status: bad input is one line on stderr, 2, never a traceback.
+    With ``_SYNCLEDGER_COMPLETE`` set, it answers the shell's completion instead (click's)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    instruction = os.environ.get(COMPLETE_VAR)
+    if instruction:
+        from click.shell_completion import shell_complete
+        return shell_complete(syncledger, {}, "syncledger", COMPLETE_VAR, instruction)
     try:
-        if argv[:1] == ["serve"]:
-            _apply_config(p.serve_options["serve"], argv[1:])  # type: ignore[attr-defined]
-        elif argv[:2] == ["config", "show"]:
-            _apply_config(p.serve_options["config show"], argv[2:])  # type: ignore[attr-defined]
-        args = p.parse_args(argv)
-        return args.run(args)
-    except (*UNUSABLE, _Unreadable, _BadPassword, OpsError, ConfigError, migrate.MigrateError) as e:  # one line, not a traceback
+        with syncledger.make_context("syncledger", argv) as ctx:
+            return syncledger.invoke(ctx)
+    except click.exceptions.Exit as e:  # --help, --version
+        return e.exit_code
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "syncledger"
+        print(f"{where}: {' '.join(e.format_message().split())} (see {where} --help)", file=sys.stderr)
+        return 2
+    except (_Unreadable, _BadPassword, OpsError, ConfigError, SchemaError, LedgerOpenError) as e:
+        print(f"syncledger: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if not isinstance(e, _unusable()):
+            raise
         print(f"syncledger: {e}", file=sys.stderr)
         return 2
 

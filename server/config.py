@@ -1,7 +1,8 @@
 """One definition of every option: the Config a server runs with. A field that ``syncledger serve`` takes as a flag
-(and a ``--config`` TOML file as a key) carries its Option: help, how its text is read, its TOML type; the CLI
-and the TOML loader are built from them, so a default is written once, here. Relative paths in a config file
-are resolved against the file's folder."""
+(and as an environment variable ``SYNCLEDGER_<OPTION>``, and a ``--config`` TOML file as a key) carries its
+Option: help, how its text is read, its TOML type; the CLI's options (server/cli.py) and the TOML loader are
+built from them, so a default is written once, here. Relative paths in a config file are resolved against the
+file's folder. Every number is checked in its range, whichever of the three gives it."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ class Option:
     def name(self, f: Any) -> str:
         return self.flag or f.name.replace("_", "-")
 
+    def envvar(self, f: Any) -> str:
+        """The environment variable that gives it: ``SYNCLEDGER_`` and its name (``SYNCLEDGER_TCP_PORT``)."""
+        return "SYNCLEDGER_" + self.name(f).upper().replace("-", "_")
+
 
 def _option(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"option": Option(help, **kw)})
@@ -59,25 +64,13 @@ _port = int_in(0, 65535, "a port (0: a free one)")
 _admin_port = int_in(-1, 65535, "a port (0: a free one; -1: none)")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
+INT_MAX = 2**31 - 1  # the largest count, rate or time an option takes (PostgreSQL's integer settings' too)
+_positive = int_in(1, INT_MAX, "an integer")
 
 
 def _rate(text: str) -> float | None:
     """A number a second, 0 for no limit (None)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError("must be 0 (no limit) or more")
-    return float(value) or None
+    return float(int_in(0, INT_MAX, "a number a second (0: no limit)")(text)) or None
 
 
 def _seconds(text: str) -> float:
@@ -85,8 +78,8 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (0 < value < math.inf):
-        raise ValueError("a number of seconds greater than 0")
+    if not (0 < value <= INT_MAX):
+        raise ValueError(f"a number of seconds greater than 0, at most {INT_MAX}")
     return value
 
 
@@ -141,61 +134,65 @@ class ProviderConfig:
 
 @dataclass
 class Config:
-    db: str = _option("syncledger.db", "the ledger: an SQLite file (default syncledger.db) or a postgresql:// URL",
-                      path=True)
-    host: str = _option("127.0.0.1", "the address of the manager, WebSocket and wallet listeners")
-    tcp_port: int = _option(7400, "the manager TCP API's port", parse=_port, kind="integer")
-    ws_port: int = _option(7401, "the event WebSocket's port", parse=_port, kind="integer")
-    wallet_port: int = _option(7402, "the game-wallet HTTP API's port", parse=_port, kind="integer")
-    sync_timeout_ms: int = _option(5000, "milliseconds a …Sync request waits for its event (default 5000)",
-                                   parse=_positive, kind="integer")
-    admin_port: int | None = _option(7403, "health (/healthz, /readyz) and metrics (/metrics); -1: none (default "
-                                     "7403)", parse=lambda text: None if _admin_port(text) < 0 else int(text),
-                                     text=lambda port: -1 if port is None else port, kind="integer")
-    admin_host: str = _option("127.0.0.1", "the admin listener's address (default loopback)")
+    db: str = _option("syncledger.db", "the ledger: an SQLite file or a postgresql:// URL", path=True,
+                      metavar="PATH|URL")
+    host: str = _option("127.0.0.1", "the address of the manager, WebSocket and wallet listeners",
+                        metavar="ADDRESS")
+    tcp_port: int = _option(7400, "the manager TCP API's port", parse=_port, kind="integer",
+                            metavar="PORT")
+    ws_port: int = _option(7401, "the event WebSocket's port", parse=_port, kind="integer", metavar="PORT")
+    wallet_port: int = _option(7402, "the game-wallet HTTP API's port", parse=_port, kind="integer",
+                               metavar="PORT")
+    sync_timeout_ms: int = _option(5000, "milliseconds a …Sync request waits for its event", parse=_positive,
+                                   kind="integer", metavar="MS")
+    admin_port: int | None = _option(7403, "health (/healthz, /readyz) and metrics (/metrics); -1: none",
+                                     parse=lambda text: None if _admin_port(text) < 0 else int(text),
+                                     text=lambda port: -1 if port is None else port, kind="integer",
+                                     metavar="PORT")
+    admin_host: str = _option("127.0.0.1", "the admin listener's address", metavar="ADDRESS")
     admin_names: tuple[str, ...] = _option((), "comma-separated host names the admin listener is reached by (a "
                                            "proxy's, a DNS name): it answers only requests whose Host is its own "
                                            "address or one of these (421 otherwise)", parse=_names,
                                            text=",".join, metavar="NAMES")
     tls_cert: str | None = _option(None, "PEM certificate chain: TLS on every listener", metavar="PATH", path=True)
     tls_key: str | None = _option(None, "its private key", metavar="PATH", path=True)
-    game_session_ttl: int = _option(1800, "idle time after which a game session (sid) expires and is forgotten "
-                                    "(default 1800)", parse=_positive, kind="integer", metavar="SECONDS")
+    game_session_ttl: int = _option(1800, "idle time after which a game session (sid) expires and is forgotten",
+                                    parse=_positive, kind="integer", metavar="SECONDS")
     log_format: str = _option("text", "the log's lines: text, or one JSON object a line", choices=("text", "json"))
-    log_level: str = _option("info", "the least severe lines logged (default info; the writer process's too)",
+    log_level: str = _option("info", "the least severe lines logged (the writer process's too)",
                              choices=("debug", "info", "warning", "error", "critical"))
-    writer: str = _option("process", "where batches are applied: a process of its own (default: the server then "
-                          "uses a second core) or a thread of the server (one process; see README, Benchmarks)",
+    writer: str = _option("process", "where batches are applied: a process of its own (the server then uses a "
+                          "second core) or a thread of the server (one process; see README, Benchmarks)",
                           choices=("process", "thread"))
     cluster: bool = _option(False, "one node of several serving one PostgreSQL ledger (each node takes its own "
                             "clients)", kind="boolean")
     idle_timeout: float = _option(60.0, "close a connection that has not presented a valid token this long after its "
-                                  "first byte (default 60)", parse=_seconds, kind="number", metavar="SECONDS")
+                                  "first byte", parse=_seconds, kind="number", metavar="SECONDS")
     silent_timeout: float = _option(3600.0, "close a manager connection that has sent nothing at all after this long "
-                                    "(default 3600; the SDKs connect long before their first request)",
-                                    parse=_seconds, kind="number", metavar="SECONDS")
+                                    "(the SDKs connect long before their first request)", parse=_seconds,
+                                    kind="number", metavar="SECONDS")
     max_connections: int | None = _option(None, "connections per listener (default: sized to the open-file limit, "
                                           "which serve raises to its hard limit)", parse=_positive, kind="integer",
                                           metavar="N")
-    admin_max_connections: int = _option(64, "connections to the admin listener (default 64; at most "
-                                         "--max-connections)", parse=_positive, kind="integer", metavar="N")
+    admin_max_connections: int = _option(64, "connections to the admin listener (at most --max-connections)",
+                                         parse=_positive, kind="integer", metavar="N")
     max_connect_rate: float | None = _option(200.0, "new connections a second from one address on each listener, "
-                                             "after a first 1,000 (default 200; 0: no limit, e.g. behind a proxy "
-                                             "that keeps its connections open)", parse=_rate, text=_no_limit,
+                                             "after a first 1,000 (0: no limit, e.g. behind a proxy that keeps "
+                                             "its connections open)", parse=_rate, text=_no_limit,
                                              kind="integer", metavar="N")
     tls_handshake_rate: float | None = _option(100.0, "with TLS, new connections a second on each listener, after a "
-                                               "first 100 at once; the rest wait for their turn (default 100; 0: no "
-                                               "limit)", parse=_rate, text=_no_limit, kind="integer", metavar="N",
+                                               "first 100 at once; the rest wait for their turn (0: no limit)",
+                                               parse=_rate, text=_no_limit, kind="integer", metavar="N",
                                                flag="max-handshake-rate")
     max_subscribers_per_login: int = _option(16, "trade:event subscribers (TCP and WebSocket together) of one "
-                                             "manager login, whatever tokens it holds (default 16)",
+                                             "manager login, whatever tokens it holds",
                                              parse=_positive, kind="integer", metavar="N")
-    max_subscribers_per_address: int = _option(64, "trade:event subscribers from one address (default 64)",
+    max_subscribers_per_address: int = _option(64, "trade:event subscribers from one address",
                                                parse=_positive, kind="integer", metavar="N")
-    replay_stall: float = _option(30.0, "drop a replaying subscriber that takes nothing for this long (default 30); "
-                                  "it resumes with from_seq", parse=_seconds, kind="number", metavar="SECONDS")
-    default_currency: str = _option("USD", "currency of an account AddUser creates without one (default USD)",
-                                    parse=_currency)
+    replay_stall: float = _option(30.0, "drop a replaying subscriber that takes nothing for this long (it resumes "
+                                  "with from_seq)", parse=_seconds, kind="number", metavar="SECONDS")
+    default_currency: str = _option("USD", "currency of an account AddUser creates without one", parse=_currency,
+                                    metavar="CODE")
     wallet_test_endpoints: bool = _option(False, "serve POST /v1/sid (a fresh sid for an account) for a provider's "
                                           "test suite; never in production", kind="boolean")
     batch_max: int = 1024  # commands per group commit at most
@@ -216,7 +213,6 @@ class Config:
 
 
 OPTIONS = [(f, f.metadata["option"]) for f in fields(Config) if "option" in f.metadata]
-DEFAULT_DB = Config.db  # (every command's --db)
 
 
 class Ports(NamedTuple):

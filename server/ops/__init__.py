@@ -3,25 +3,43 @@ managers and game sessions; here, what they share."""
 
 from __future__ import annotations
 
-import argparse
+import functools
 import os
 import sqlite3
+from types import SimpleNamespace
 from typing import Any, Callable
 from urllib.parse import quote
+
+import click
 
 
 class OpsError(Exception):
     """The operation cannot be done (one line for the operator)."""
 
 
-def arg_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type from a parse that raises ValueError (its message is what argparse says)."""
-    def typed(text: str) -> Any:
+class Parsed(click.ParamType):
+    """A click type from a parse that raises ValueError saying what it wants (said with the text it got, unless it
+    says it). A value that is not text (a config file's, parsed already) is taken as it is."""
+
+    def __init__(self, parse: Callable[[str], Any], name: str = "text") -> None:
+        self.parse, self.name = parse, name
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
         try:
-            return parse(text)
+            return self.parse(value)
         except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return typed
+            said = str(e)
+            self.fail(said if repr(value) in said else f"{said} (got {value!r})", param, ctx)
+
+
+def runs(command: Callable[[SimpleNamespace], int]) -> Callable[..., int]:
+    """A click callback that runs ``command(args)``, ``args`` holding the command's parameters by name."""
+    @functools.wraps(command)
+    def callback(**params: Any) -> int:
+        return command(SimpleNamespace(**params))
+    return callback
 
 
 def open_ro(path: str) -> sqlite3.Connection:

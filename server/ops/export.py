@@ -8,8 +8,6 @@ import json
 import sqlite3
 from typing import IO, Iterator
 
-import sqlite_utils
-
 from syncledger.ledger import engine, migrations
 
 from . import OpsError, open_ro
@@ -34,6 +32,7 @@ def export_rows(db_path: str, what: str, since: int | None = None) -> Iterator[d
     if engine.is_postgres(db_path):
         yield from _export_pg(db_path, what, since)
         return
+    import sqlite_utils  # (here: the CLI imports this module at every start, for the names above)
     db = sqlite_utils.Database(open_ro(db_path))
     try:
         version = migrations.version_of(db.conn)

@@ -4,7 +4,6 @@ file opened read-only, or a PostgreSQL URL): they work beside a running server. 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import re
@@ -13,14 +12,16 @@ import sys
 import time
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
+from types import SimpleNamespace
 from typing import IO, Any, Callable, Iterator
 
+import click
 import orjson
 
 from syncledger.ledger import engine, migrations, report
 from syncledger.ledger.money import MoneyError, to_micro, to_text
 
-from . import OpsError, arg_type
+from . import OpsError, Parsed, runs
 
 # The provider's CSV: our field -> its column (the default header), and its type names -> ours.
 COLUMNS = {"txid": "transaction_id", "type": "type", "amount": "amount", "round": "round", "time": "time"}
@@ -136,7 +137,7 @@ def all_rounds(db: Any, provider: str, **filters: Any) -> Iterator[report.Round]
             return
 
 
-def _rounds(args: argparse.Namespace) -> int:
+def _rounds(args: SimpleNamespace) -> int:
     now = int(time.time())
     filters = {"open_only": args.open, "game_id": args.game_id, "login": args.login,
                "opened_before": None if args.older_than is None else now - args.older_than}
@@ -170,7 +171,7 @@ def day(text: str) -> date:
     return date.fromisoformat(text)
 
 
-def _report(args: argparse.Namespace) -> int:
+def _report(args: SimpleNamespace) -> int:
     def work(db: Any) -> int:
         done = report.day_report(db, args.provider, args.day)
         if args.format == "json":
@@ -306,7 +307,7 @@ def _row(fields: list[str], where: dict[str, int], known_types: dict[str, str], 
     return [report.Row(ours, txid, parse_amount(fields[where["amount"]]), game or None, at, line=line)]
 
 
-def _reconcile(args: argparse.Namespace) -> int:
+def _reconcile(args: SimpleNamespace) -> int:
     name = "standard input" if args.file == "-" else args.file
     try:
         lines = sys.stdin if args.file == "-" else open(args.file, newline="", encoding="utf-8-sig")
@@ -335,48 +336,65 @@ def _reconcile(args: argparse.Namespace) -> int:
 # ---- the commands
 
 
-def register(sub: Any, db_option: Callable[[argparse.ArgumentParser], None],
-             login: Callable[[str], int]) -> None:
-    """Add ``rounds``, ``report`` and ``reconcile`` to the ``syncledger`` command's subparsers ``sub`` (their
-    ``--db`` by ``db_option``, a login by ``login``: the CLI's own)."""
-    rd = sub.add_parser("rounds", help="a game provider's rounds with their debits, credits and cancels "
-                                       "(read-only, one snapshot: safe beside a live server)")
-    db_option(rd)
-    rd.add_argument("--provider", required=True, metavar="NAME")
-    rd.add_argument("--open", action="store_true", help="only rounds still open (a debit neither settled nor "
-                                                        "cancelled)")
-    rd.add_argument("--older-than", type=arg_type(duration), default=None, metavar="AGE",
-                    help="only rounds opened at least this long ago: 90s, 15m, 1h, 2d")
-    rd.add_argument("--game-id", default=None, metavar="ID", help="only this round (game.id)")
-    rd.add_argument("--login", type=login, default=None, help="only this account's rounds")
-    rd.add_argument("--format", choices=("text", "json"), default="text")
-    rd.set_defaults(run=_rounds)
+def register(group: click.Group, db_option: Callable[[Callable], Callable], login: click.ParamType) -> None:
+    """Add ``rounds``, ``report`` and ``reconcile`` to the ``syncledger`` command ``group`` (their ``--db`` by
+    ``db_option``, a login by ``login``: the CLI's own)."""
+    provider = click.option("--provider", required=True, metavar="NAME", help="the game provider")
 
-    rp = sub.add_parser("report", help="a game provider's totals of a UTC day, per currency: bets, wins, cancels, "
-                                       "promo payouts, GGR, rounds (read-only)")
-    db_option(rp)
-    rp.add_argument("--provider", required=True, metavar="NAME")
-    rp.add_argument("--day", required=True, type=arg_type(day), metavar="YYYY-MM-DD", help="the UTC day")
-    rp.add_argument("--format", choices=("csv", "json"), default="csv")
-    rp.set_defaults(run=_report)
+    @group.command("rounds", short_help="a game provider's rounds with their debits, credits and cancels "
+                                        "(read-only, one snapshot: safe beside a live server)")
+    @db_option
+    @provider
+    @click.option("--open", is_flag=True, help="only rounds still open (a debit neither settled nor cancelled)")
+    @click.option("--older-than", type=Parsed(duration), default=None, metavar="AGE",
+                  help="only rounds opened at least this long ago: 90s, 15m, 1h, 2d")
+    @click.option("--game-id", default=None, metavar="ID", help="only this round (game.id)")
+    @click.option("--login", type=login, default=None, help="only this account's rounds")
+    @click.option("--format", type=click.Choice(("text", "json")), default="text", show_default=True,
+                  help="how the answer is printed")
+    @runs
+    def rounds(args: SimpleNamespace) -> int:
+        """A game provider's rounds with their debits, credits and cancels, oldest opened first (as text, their
+        number on stderr). Read-only, on one snapshot: safe beside a live server."""
+        return _rounds(args)
 
-    rc = sub.add_parser("reconcile", help="compare a game provider's transaction report (CSV) with the ledger; "
-                                          "exit 1 when anything differs (read-only)")
-    db_option(rc)
-    rc.add_argument("--provider", required=True, metavar="NAME")
-    rc.add_argument("--file", required=True, metavar="FILE", help="the provider's CSV (- : standard input); its "
-                    "header names the columns, by default " + ",".join(COLUMNS.values()))
-    rc.add_argument("--day", type=arg_type(day), default=None, metavar="YYYY-MM-DD",
-                    help="compare with the ledger's rows of this UTC day (default: the span of the file's times)")
-    rc.add_argument("--columns", type=arg_type(columns), default={}, metavar="FIELD=COLUMN,...",
-                    help="the file's column of each field: txid=TxID,type=Kind,amount=Amount,round=RoundId,time=Time "
-                         "(round= or time= : the file has none)")
-    rc.add_argument("--types", type=arg_type(types), default={}, metavar="NAME=TYPE,...",
-                    help="the file's type names: BET=debit,WIN=credit,REFUND=cancel,PROMO=promo_payout "
-                         f"(={SKIP}: rows left out)")
-    rc.add_argument("--delimiter", default=",", type=arg_type(_delimiter), help="the file's field separator (default ,)")
-    rc.add_argument("--format", choices=("text", "json"), default="text")
-    rc.set_defaults(run=_reconcile)
+    @group.command("report", short_help="a game provider's totals of a UTC day, per currency: bets, wins, cancels, "
+                                        "promo payouts, GGR, rounds (read-only)")
+    @db_option
+    @provider
+    @click.option("--day", required=True, type=Parsed(day, "day"), metavar="YYYY-MM-DD", help="the UTC day")
+    @click.option("--format", type=click.Choice(("csv", "json")), default="csv", show_default=True,
+                  help="how the answer is printed")
+    @runs
+    def day_report(args: SimpleNamespace) -> int:
+        """A game provider's totals of a UTC day, per currency: bets, wins, cancels, promo payouts, GGR, rounds.
+        Read-only, on one snapshot."""
+        return _report(args)
+
+    @group.command("reconcile", short_help="compare a game provider's transaction report (CSV) with the ledger; "
+                                           "exit 1 when anything differs (read-only)")
+    @db_option
+    @provider
+    @click.option("--file", required=True, type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
+                  help="the provider's CSV (- : standard input); its header names the columns, by default "
+                       + ",".join(COLUMNS.values()))
+    @click.option("--day", type=Parsed(day, "day"), default=None, metavar="YYYY-MM-DD",
+                  help="compare with the ledger's rows of this UTC day (default: the span of the file's times)")
+    @click.option("--columns", type=Parsed(columns), default="", metavar="FIELD=COLUMN,...",
+                  help=f"the file's column of each field, e.g. txid=TxID,type=Kind (the fields: {', '.join(COLUMNS)}; "
+                       "round= or time= : the file has none)")
+    @click.option("--types", type=Parsed(types), default="", metavar="NAME=TYPE,...",
+                  help=f"the file's type names, e.g. BET=debit,WIN=credit (the types: {', '.join(report.TYPES)}; "
+                       f"={SKIP}: rows left out)")
+    @click.option("--delimiter", type=Parsed(_delimiter), default=",", show_default=True, metavar="CHAR",
+                  help="the file's field separator (\\t: a tab)")
+    @click.option("--format", type=click.Choice(("text", "json")), default="text", show_default=True,
+                  help="how the answer is printed")
+    @runs
+    def reconcile(args: SimpleNamespace) -> int:
+        """Compare a game provider's transaction report (a CSV file) with the ledger, row by row and round by
+        round; exit 1 when anything differs. Read-only, on one snapshot."""
+        return _reconcile(args)
 
 
 def _delimiter(text: str) -> str:

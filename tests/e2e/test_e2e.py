@@ -188,11 +188,11 @@ def test_a_second_signal_during_shutdown_still_exits_0(tmp_path, monkeypatch):
     been sent, so it always lands inside it. No fixed sleeps: the same on a loaded machine.)"""
     import threading
 
-    from syncledger.server import cli
+    from syncledger.server import app, cli
     from syncledger.server.app import Server
 
     listening, shutting_down, second_sent = threading.Event(), threading.Event(), threading.Event()
-    real_serve, real_shutdown = cli.serve, Server.shutdown
+    real_serve, real_shutdown = app.serve, Server.shutdown
 
     async def serve_and_tell(config, *, task_status=trio.TASK_STATUS_IGNORED):
         async with trio.open_nursery() as nursery:
@@ -206,7 +206,7 @@ def test_a_second_signal_during_shutdown_still_exits_0(tmp_path, monkeypatch):
         await trio.sleep(0.05)  # the signal's Python-level handler runs on the main thread meanwhile
         await real_shutdown(self)
 
-    monkeypatch.setattr(cli, "serve", serve_and_tell)
+    monkeypatch.setattr(app, "serve", serve_and_tell)  # (the CLI imports it when serve runs)
     monkeypatch.setattr(Server, "shutdown", slow_shutdown)
 
     def signal_twice():

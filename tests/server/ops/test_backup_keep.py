@@ -12,10 +12,7 @@ from syncledger.server.ops import backup
 
 
 def _refused(capsys, *argv: str) -> str:
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = e.code
+    code = main(list(argv))
     out, err = capsys.readouterr()
     assert (code, out, err.count("\n")) == (2, "", 1), (code, out, err)
     return err

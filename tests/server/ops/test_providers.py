@@ -16,10 +16,7 @@ from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
     """``syncledger ARGV``: (exit code, stdout, stderr)."""
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # (argparse's refusals)
-        code = e.code
+    code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -238,8 +238,8 @@ class WalletApp:
                   "listener": "wallet", "left_out": skipped}
         if seconds is not None:
             fields["duration_ms"] = round(seconds * 1000, 1)
-        refused_log.warning("%s refused %s: provider=%s login=%s peer=%s%s", action, status, provider or "(none)",
-                            login, peer, left_out(skipped), extra=fields)
+        refused_log.warning("%s refused %s: provider=%s login=%s peer=%s%s", action, status, provider or "-",
+                            "-" if login is None else login, peer, left_out(skipped), extra=fields)
 
     def provider(self, query: bytes, headers: list[tuple[bytes, bytes]]) -> Provider | None:
         """The provider whose token the call carries (``?authToken=``, ``Authorization: Bearer``): any that

@@ -400,9 +400,9 @@ class AdminApp:
                       "finance_rows": 0, "events": 0, "accounts": 0}
         seconds = round(trio.current_time() - started, 3)
         log.info("verify from the back-office page (manager %d): %s", login, result["text"],
-                 extra={"login": login, "ok": result["ok"], "head": result["head"], "duration_ms": round(seconds * 1000),
-                        "finance_rows": result["finance_rows"], "events": result["events"],
-                        "accounts": result["accounts"]})
+                 extra={"login": login, "ok": result["ok"], "head": result["head"],
+                        "duration_ms": round(seconds * 1000), "finance_rows": result["finance_rows"],
+                        "events": result["events"], "accounts": result["accounts"]})
         return {**result, "at": int(at), "seconds": seconds, "by": login}
 
 

@@ -177,8 +177,8 @@ async def _stream(server: Services, ws: WebSocketConnection, sub: WsSubscriber, 
         if (skipped := server.connection_lines.take()) is not None and log.isEnabledFor(logging.INFO):
             took = trio.current_time() - started
             log.info("websocket client closed after %.1f s: %s%s", took, reason, left_out(skipped),
-                     extra={"peer": _remote(ws)[1], "listener": "ws", "login": sub.login, "duration_ms": round(took * 1000),
-                            "reason": reason, "left_out": skipped})
+                     extra={"peer": _remote(ws)[1], "listener": "ws", "login": sub.login,
+                            "duration_ms": round(took * 1000), "reason": reason, "left_out": skipped})
         if sub.reason is None:
             with trio.move_on_after(DISCONNECT_TIMEOUT):
                 await ws.aclose()

@@ -107,7 +107,8 @@ class Connection:
         started = trio.current_time()
         if (skipped := self.lines.take()) is not None and log.isEnabledFor(logging.INFO):
             log.info("connection %d from %s opened%s", self.id, self.address, left_out(skipped),
-                     extra={"connection": self.id, "peer": self.endpoint, "listener": "tcp", "left_out": skipped})
+                     extra={"connection": self.id, "peer": self.endpoint, "listener": self.listener,
+                            "left_out": skipped})
         try:
             with self.scope:
                 async with trio.open_nursery() as nursery:
@@ -126,9 +127,10 @@ class Connection:
             if (skipped := self.lines.take()) is not None and log.isEnabledFor(logging.INFO):
                 took, reason = trio.current_time() - started, self.closed_reason or "closed by the server"
                 log.info("connection %d from %s closed after %.1f s: %s%s", self.id, self.address, took, reason,
-                         left_out(skipped), extra={"connection": self.id, "peer": self.endpoint, "listener": "tcp",
-                                                   "login": self.login, "duration_ms": round(took * 1000),
-                                                   "reason": reason, "left_out": skipped})
+                         left_out(skipped), extra={"connection": self.id, "peer": self.endpoint,
+                                                   "listener": self.listener, "login": self.login,
+                                                   "duration_ms": round(took * 1000), "reason": reason,
+                                                   "left_out": skipped})
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
 

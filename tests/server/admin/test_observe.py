@@ -130,7 +130,7 @@ async def test_refused_connections_are_counted_by_listener_and_reason(start_serv
             assert await stream.receive_some(10) == b""  # closed at once
         await stream.aclose()
     samples = await scrape(srv)
-    refused = {dict(labels)["listener"] + ":" + dict(labels)["reason"]: value for (name, labels), value in samples.items()
+    refused = {"{listener}:{reason}".format(**dict(labels)): value for (name, labels), value in samples.items()
                if name == "syncledger_refused_connections_total"}
     assert refused == {f"{listener}:{reason}": 3 if (listener, reason) == ("tcp", "cap") else 0
                        for listener in ("tcp", "ws", "wallet", "admin")
@@ -170,7 +170,8 @@ async def test_the_last_verify_is_on_metrics(server, monkeypatch):
     assert 0 < good[("syncledger_last_verify_duration_seconds", ())] < 60
     assert {table: good[("syncledger_last_verify_rows", (("table", table),))]
             for table in ("finance", "events", "accounts")} == {"finance": 1, "events": 1, "accounts": 1}
-    assert bad[("syncledger_last_verify_ok", ())] == 0 and bad[("syncledger_last_verify_rows", (("table", "events"),))] == 0
+    assert bad[("syncledger_last_verify_ok", ())] == 0
+    assert bad[("syncledger_last_verify_rows", (("table", "events"),))] == 0
 
 
 async def test_metrics_are_rendered_at_most_once_a_second_off_the_event_loop(server, monkeypatch):

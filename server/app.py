@@ -117,7 +117,7 @@ class Server:
         self.mainloop.metrics = self.metrics
         self.metrics.bind(queued=lambda: self.mainloop.queued, gates=self.gates,
                           subscribers=lambda: len(self.broker.subscribers), seq=lambda: self.mainloop.committed_seq,
-                          tls_not_after=self.tls_not_after)
+                          tls_not_after=self.tls_not_after, wallet_actions=self.wallet.routes.values())
         self._admin = AdminServer(AdminApp(self, self.dispatcher.answer_line), http_limits)
         self._wallet_done = trio.Event()
         self.connections: set[Connection] = set()
@@ -476,6 +476,7 @@ class Server:
             return
         self.failure = reason
         self.stopping = True  # at once: no request is taken from here on
+        self.metrics.fail_stop.set(1)
         log.critical("stopping: %s; nothing more is served. Restart syncledger: it recovers what the ledger "
                      "file holds", reason)
         self.mainloop.drop_queued()

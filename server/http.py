@@ -6,6 +6,7 @@ request, docs/benchmarks.md.)"""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from .listen import Listener
 
 log = logging.getLogger("syncledger.wallet.http")
 READ_SIZE = 64 * 1024
+# The connection whose request is being answered (None: a call from within the process), for the peer of a line
+# the app logs: read only when one is written
+STREAM: contextvars.ContextVar[trio.abc.Stream | None] = contextvars.ContextVar("http_stream", default=None)
 
 
 @dataclass(frozen=True)
@@ -409,6 +413,7 @@ class HttpServer:
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
         started = trio.current_time()
+        STREAM.set(stream)  # (this connection's task alone)
         try:
             await HttpConnection(stream, self.app, self.limits, self.stopping, self._idle).run()
         finally:

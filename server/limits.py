@@ -15,6 +15,7 @@ import trio
 from .logs import LineBudget  # noqa: F401  (the connection lines' budget: tcp, app)
 
 log = logging.getLogger("syncledger.limits")
+REFUSALS = ("cap", "rate", "handshake", "handshake_timeout")  # why a listener closed a connection at once
 TRIM_AFTER = 16 << 20  # unsent bytes left by closing connections that make the heap be trimmed
 
 
@@ -33,12 +34,20 @@ MALLOC_TRIM = _malloc_trim()
 
 def peer_address(stream: trio.abc.Stream) -> str:
     """The peer's IP address ("memory" for an in-process stream), for limits and logs."""
+    return peer_endpoint(stream)[0]
+
+
+def peer_endpoint(stream: trio.abc.Stream | None) -> tuple[str, str]:
+    """The peer's IP address and its ``address:port`` (``[address]:port`` for IPv6), the ``peer`` of a log line;
+    "memory" for both for an in-process stream (or None)."""
     while isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
     try:
-        return str(stream.socket.getpeername()[0])  # type: ignore[attr-defined]
+        peer = stream.socket.getpeername()  # type: ignore[union-attr]
+        address, port = str(peer[0]), peer[1]
     except (AttributeError, OSError, IndexError, TypeError):
-        return "memory"
+        return "memory", "memory"
+    return address, f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def raise_descriptor_limit() -> int:
@@ -69,6 +78,7 @@ class Gate:
         self.open = 0
         self.refused = 0  # since it was last logged
         self.refused_rate = 0
+        self.refusals: Counter[str] = Counter()  # every refusal so far, by reason (REFUSALS), for /metrics
         self._logged_at = -1e9
         self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, when they were counted)
 
@@ -76,15 +86,18 @@ class Gate:
         now = self._clock()
         if self.open >= self.cap:
             self.refused += 1
+            self.refusals["cap"] += 1
         elif address is not None and self.rate is not None and not self._take(address, now):
             self.refused_rate += 1
+            self.refusals["rate"] += 1
         else:
             self.open += 1
             return True
         if now - self._logged_at >= 1.0:
             log.warning("%s: refused %d connection(s) at the cap of %d (--max-connections) and %d over %g a "
                         "second from one address (--max-connect-rate)", self.name, self.refused, self.cap,
-                        self.refused_rate, self.rate or 0)
+                        self.refused_rate, self.rate or 0,
+                        extra={"listener": self.name, "refused_cap": self.refused, "refused_rate": self.refused_rate})
             self.refused = self.refused_rate = 0
             self._logged_at = now
         return False
@@ -131,7 +144,7 @@ class SubscriberCap:
             return None
         if (skipped := self._lines.take()) is not None:
             log.warning("refused a subscriber: %s (--max-subscribers-per-login, --max-subscribers-per-address)%s",
-                        refusal, left_out(skipped))
+                        refusal, left_out(skipped), extra={"login": login, "peer": address, "left_out": skipped})
         return refusal
 
     def leave(self, sub: Hashable) -> None:

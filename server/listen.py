@@ -2,8 +2,9 @@
 its connections passes before its protocol driver sees it: with TLS, a pace of new connections; the
 connection cap and the per-address connect rate (a Gate); then the TLS handshake, with a deadline, its
 costly step in a worker thread, a few at a time. Refusals and failed handshakes are logged at most once a
-second. The protocol's own deadlines are its driver's (http.Limits; tcp.Connection's idle and silent
-timeouts; ws.CONNECT_TIMEOUT)."""
+second, and counted by reason in the Gate's ``refusals`` (``syncledger_refused_connections_total``). The
+protocol's own deadlines are its driver's (http.Limits; tcp.Connection's idle and silent timeouts;
+ws.CONNECT_TIMEOUT)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from .limits import Gate, peer_address
+from .limits import Gate, peer_endpoint
 from .logs import LineBudget
 
 log = logging.getLogger("syncledger.limits")
@@ -63,7 +64,7 @@ class Listener:
     async def admit(self, stream: trio.abc.Stream, handler: Handler) -> None:
         """One connection: refused at once over the cap or the connect rate (an in-process one is not rate
         limited and has no TLS), else its TLS handshake, then ``handler``; whatever fails ends it alone."""
-        address = peer_address(stream)
+        address, peer = peer_endpoint(stream)
         if not self.gate.enter(None if address == "memory" else address):
             await stream.aclose()  # (at once: nothing was sent; aclose_forcefully would cost a Cancelled)
             return
@@ -73,7 +74,8 @@ class Listener:
             if stream is not None:
                 await handler(stream)
         except Exception:
-            log.exception("%s: a connection from %s failed", self.name, address)
+            log.exception("%s: a connection from %s failed", self.name, address,
+                          extra={"listener": self.name, "peer": peer})
         finally:
             self.gate.leave()
             if isinstance(stream, trio.SSLStream):
@@ -98,9 +100,11 @@ class Listener:
         _uncycle(tls)
         self.late += deadline.cancelled_caught
         self.failed += not deadline.cancelled_caught
+        self.gate.refusals["handshake_timeout" if deadline.cancelled_caught else "handshake"] += 1
         if self._lines.take() is not None:
             log.warning("%s: %d TLS handshake(s) failed and %d did not end within %g s", self.name, self.failed,
-                        self.late, self.handshake_timeout)
+                        self.late, self.handshake_timeout,
+                        extra={"listener": self.name, "handshakes_failed": self.failed, "handshakes_late": self.late})
             self.failed = self.late = 0
         return None
 

@@ -17,15 +17,24 @@ COUNT = "… and %s more like %r left out in one second (one line a second of ea
 Kind = tuple[str, str, int]  # logger, message template, level
 
 
+# A record's own attributes: any other is a field its call gave with ``extra=`` (peer, listener, login, ...)
+_RECORD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
 class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "message"}`` (+ ``"error"`` with the traceback), one line each."""
+    """``{"time", "level", "logger", "message"}``, then the fields the call gave with ``extra=`` (``peer``,
+    ``listener``, ``login``, ``status``, ``duration_ms``, ...), then ``"error"`` with the traceback; one line
+    each."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
                  "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        for key, value in vars(record).items():
+            if key not in _RECORD and key not in entry:
+                entry[key] = value
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry).decode()
+        return orjson.dumps(entry, default=str).decode()
 
 
 class LineBudget:
@@ -61,7 +70,8 @@ class Budget(logging.Filter):
     """A handler's filter: at most one line a second of each kind of warning and error; the rest are left out
     before they are formatted, and counted in a line of their kind before the next line the handler writes
     once their second is over (or when it closes). CRITICAL lines and those below WARNING always pass
-    (connection lines have their own budget)."""
+    (connection lines have their own budget), and so do the lines of a :class:`LineBudget` of their own, which
+    carry the count it left out before them (``extra={"left_out": n, ...}``)."""
 
     def __init__(self, handler: logging.Handler, clock: Callable[[], float] = time.monotonic):
         super().__init__()
@@ -71,7 +81,7 @@ class Budget(logging.Filter):
         self._lock = threading.Lock()  # (records come from several threads)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg is COUNT:
+        if record.msg is COUNT or "left_out" in record.__dict__:
             return True
         told: list[tuple[Kind, int]] = []
         with self._lock:

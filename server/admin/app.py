@@ -29,7 +29,7 @@ from syncledger.ledger.verify import head
 
 from ..auth import FINANCE_SESSIONS, SESSION_ADMIN, SESSIONS, AuthError, Claims
 from ..http import HttpServer, Request, Response
-from ..limits import peer_address
+from ..limits import peer_endpoint
 from ..listen import Listener
 from ..core.mainloop import ShuttingDown
 from ..core.readpool import ReadStalled, _in_snapshot
@@ -69,7 +69,8 @@ MAX_ROUNDS = 100  # rounds of one game id a page may ask for
 METRICS_EVERY = 1.0  # seconds one rendering of /metrics is served for
 VERIFY_TIMEOUT = 600.0  # seconds the page's verify may take
 VERIFY_REST = 3.0  # the next verify starts no sooner than this many times the last one's length after it ended
-PEER: contextvars.ContextVar[str] = contextvars.ContextVar("admin_peer", default="admin")
+# The peer's address (for Login's throttle) and its address:port (for the log)
+PEER: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("admin_peer", default=("admin", "admin"))
 # The Host values that name the listener on this connection (None: an in-process stream, no address to check)
 OWN: contextvars.ContextVar[frozenset[bytes] | None] = contextvars.ContextVar("admin_own", default=None)
 # When the /metrics rendering this connection was last given was made (None: none yet)
@@ -99,9 +100,9 @@ def page_file(name: str) -> bytes:
 
 
 class AdminApp:
-    def __init__(self, server: Services, answer_line: Callable[[bytes, str], Awaitable[bytes | None]]):
-        """``answer_line``: the manager API's answer to one request line from an address (its Login, with
-        its throttle, scrypt and logging: Dispatcher.answer_line)."""
+    def __init__(self, server: Services, answer_line: Callable[[bytes, str, str], Awaitable[bytes | None]]):
+        """``answer_line``: the manager API's answer to one request line from an address and its address:port
+        (its Login, with its throttle, scrypt and logging: Dispatcher.answer_line)."""
         self.s, self.answer_line = server, answer_line
         self.history = History(server.metrics, server.wall_time)
         self.names = frozenset(name.lower() for name in server.config.admin_names)
@@ -125,6 +126,7 @@ class AdminApp:
         self.api.update({b"/api/records": self.records, b"/api/round": self.round})
         self.open_rounds = reports.OpenRounds(server.read, server.wall_time)
         server.metrics.registry.register(self.open_rounds)
+        server.metrics.bind_verify(lambda: self.last_verify)
 
     def head(self, request: Request, arrived: bytes | None) -> Response | None:
         path = request.target.partition(b"?")[0]
@@ -203,6 +205,7 @@ class AdminApp:
                 self._rendering = done = trio.Event()
                 try:
                     await self.open_rounds.fresh()  # (read off the event loop, waited for a second at most)
+                    self.s.metrics.ready.set(0 if self.not_ready() else 1)
                     text = await trio.to_thread.run_sync(generate_latest, self.s.metrics.registry)
                     self._scraped = (trio.current_time(), text)
                 finally:
@@ -293,7 +296,7 @@ class AdminApp:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise Refused(400, "INVALID_JSON", "the body must be a JSON object {login, password}") from None
-        answer = await self.answer_line(orjson.dumps({"command": "Login", "data": data}), PEER.get())
+        answer = await self.answer_line(orjson.dumps({"command": "Login", "data": data}), *PEER.get())
         if answer is None:
             raise Refused(500, "INTERNAL", "Login gave no answer")
         reply = orjson.loads(answer)
@@ -422,8 +425,12 @@ class AdminApp:
         except Exception as e:  # not a ledger this program reads, the file vanished, too slow, ...
             result = {"ok": False, "text": f"FAILED: verify could not run: {e}", "problem": str(e), "head": None,
                       "finance_rows": 0, "events": 0, "accounts": 0}
-        log.info("verify from the back-office page (manager %d): %s", login, result["text"])
-        return {**result, "at": int(at), "seconds": round(trio.current_time() - started, 3), "by": login}
+        seconds = round(trio.current_time() - started, 3)
+        log.info("verify from the back-office page (manager %d): %s", login, result["text"],
+                 extra={"login": login, "ok": result["ok"], "head": result["head"],
+                        "duration_ms": round(seconds * 1000), "finance_rows": result["finance_rows"],
+                        "events": result["events"], "accounts": result["accounts"]})
+        return {**result, "at": int(at), "seconds": seconds, "by": login}
 
 
 # The verify process: the ledger's path on stdin (a command line would show a PostgreSQL URL's password to
@@ -635,9 +642,9 @@ class AdminServer(HttpServer):
         await super()._connection(stream)
 
 
-def _peer(stream: trio.abc.Stream) -> str:
-    address = peer_address(stream)
-    return "admin" if address == "memory" else address
+def _peer(stream: trio.abc.Stream) -> tuple[str, str]:
+    address, endpoint = peer_endpoint(stream)
+    return ("admin", "admin") if address == "memory" else (address, endpoint)
 
 
 def _own_hosts(stream: trio.abc.Stream, tls: bool) -> frozenset[bytes] | None:

@@ -34,6 +34,7 @@ class WsSubscriber:
         self.stall = stall
         self.scope = trio.CancelScope()
         self.reason: str | None = None
+        self.login: int | None = None  # whose token opened it, for the log
 
     def offer(self, lines: bytes, count: int = 1) -> bool:
         return self.outbox.offer(lines, count)
@@ -72,6 +73,7 @@ async def _handshake(server: Services, request: WebSocketRequest, sub: WsSubscri
         await server.authorize(claims)
     except AuthError as e:
         return _refusal(401, e.code, "a valid manager token is required")
+    sub.login = claims.login
     if claims.session not in FINANCE_SESSIONS:
         return _refusal(403, "FORBIDDEN", "the event stream is for manager, dealer and admin sessions")
     from_seq = (query.get("from_seq") or [None])[0]
@@ -83,10 +85,20 @@ async def _handshake(server: Services, request: WebSocketRequest, sub: WsSubscri
 
 
 def _remote_address(request: WebSocketRequest) -> str:
+    return _remote(request)[0]
+
+
+def _remote(of: WebSocketRequest | WebSocketConnection) -> tuple[str, str]:
+    """The peer's address and its address:port ("unknown" once it is gone)."""
     try:
-        return str(getattr(request.remote, "address", "unknown"))
+        remote = of.remote
     except OSError:  # the peer is already gone (its connection reset during the handshake)
-        return "unknown"
+        return "unknown", "unknown"
+    address = str(getattr(remote, "address", "unknown"))
+    port = getattr(remote, "port", None)
+    if port is None:
+        return address, address
+    return address, f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 async def serve_stream(server: Services, stream: trio.abc.Stream) -> None:
@@ -162,9 +174,11 @@ async def _stream(server: Services, ws: WebSocketConnection, sub: WsSubscriber, 
                 nursery.cancel_scope.cancel()
     finally:
         reason = sub.reason or (f"closed by the peer ({ws.closed.code})" if ws.closed else "closed by the server")
-        if (skipped := server.connection_lines.take()) is not None:
-            log.info("websocket client closed after %.1f s: %s%s", trio.current_time() - started, reason,
-                     left_out(skipped))
+        if (skipped := server.connection_lines.take()) is not None and log.isEnabledFor(logging.INFO):
+            took = trio.current_time() - started
+            log.info("websocket client closed after %.1f s: %s%s", took, reason, left_out(skipped),
+                     extra={"peer": _remote(ws)[1], "listener": "ws", "login": sub.login,
+                            "duration_ms": round(took * 1000), "reason": reason, "left_out": skipped})
         if sub.reason is None:
             with trio.move_on_after(DISCONNECT_TIMEOUT):
                 await ws.aclose()

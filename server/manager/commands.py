@@ -63,9 +63,10 @@ class Dispatcher:
             self.commands[name] = (partial(self.finance, name, False), FINANCE_SESSIONS)
             self.commands[name + "Sync"] = (partial(self.finance, name, True), FINANCE_SESSIONS)
 
-    async def answer_line(self, line: bytes, address: str) -> bytes | None:
-        """The answer to one request line from ``address``, as a connection of its own would get it."""
-        one = _OneLine(address)
+    async def answer_line(self, line: bytes, address: str, endpoint: str | None = None) -> bytes | None:
+        """The answer to one request line from ``address`` (``endpoint``: with its port, for the log), as a
+        connection of its own would get it."""
+        one = _OneLine(address, endpoint)
         await self.handle(one, line)
         return one.line
 
@@ -98,7 +99,7 @@ class Dispatcher:
             handler, sessions = entry
             claims = self.s.tokens.verify(req.token)
             await self.s.authorize(claims)
-            conn.authenticated = True
+            conn.authenticated, conn.login = True, claims.login
             if claims.session not in sessions:
                 raise ProtocolError(403, "FORBIDDEN", f"{req.command} is not allowed for session type {claims.session}")
             await handler(conn, pending, req, claims)
@@ -249,11 +250,13 @@ class Dispatcher:
             stored, session, kv = (account, SESSION_USER, 1) if account is not None else (_DUMMY_HASH, None, 1)
         good = await self.s.offload(check_password, data.password, stored)
         if not good or session is None:  # already counted by attempt()
-            log.warning("failed login for %s from %s", data.login, conn.address)
+            self.s.metrics.failed_logins.labels(conn.listener).inc()
+            log.warning("failed login for %s from %s", data.login, conn.address,
+                        extra={"login": data.login, "peer": conn.endpoint, "listener": conn.listener, "status": 401})
             raise ProtocolError(401, "INVALID_CREDENTIALS", "wrong login or password")
         self.s.throttle.succeeded(conn.address, data.login)
         token, expires_at = self.s.tokens.issue(data.login, session, kv=kv)
-        conn.authenticated = True
+        conn.authenticated, conn.login = True, data.login
         pending.ok({"token": token, "session": session, "expires_at": expires_at})
 
 
@@ -285,9 +288,11 @@ class _OneLine:
     kept."""
 
     max_reply = 8 << 20
+    listener = "admin"
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, endpoint: str | None = None):
         self.address, self.authenticated, self.pending, self.line = address, False, set(), None
+        self.endpoint, self.login = endpoint or address, None
 
     def open_pending(self, ext_id: str | None, command: str = "", metrics: Any = None) -> Pending:
         pending = Pending(self, ext_id, command, metrics)

@@ -14,7 +14,7 @@ import trio
 
 from . import protocol
 from ..core.broker import Outbox
-from ..limits import LineBudget, left_out, peer_address
+from ..limits import LineBudget, left_out, peer_endpoint
 from .pending import Pending
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ MAX_WRITE = 1 << 20
 
 class Connection:
     _ids = itertools.count(1)
+    listener = "tcp"
 
     def __init__(self, stream: trio.abc.Stream, dispatcher: Dispatcher, broker: Broker, *,
                  outbox_size: int = 16384, outbox_bytes: int = 16 << 20, stall: float = 30.0,
@@ -37,7 +38,9 @@ class Connection:
         self.id = next(self._ids)
         self.lines = lines or LineBudget(20, trio.current_time)  # budget for the opened/closed log lines
         self.peer = peer  # the client's end, for in-memory connections
-        self.address = peer_address(stream)  # the peer's IP address ("memory" in-process), for logs and throttling
+        # the peer's IP address ("memory" in-process), for logs and throttling; with its port, for logs
+        self.address, self.endpoint = peer_endpoint(stream)
+        self.login: int | None = None  # of the last request that presented a valid token (or logged in)
         self.stream, self.dispatcher, self.broker = stream, dispatcher, broker
         self.idle_timeout, self.silent_timeout, self.answer_grace = idle_timeout, silent_timeout, answer_grace
         self.outbox = Outbox(outbox_size, outbox_bytes, stall)
@@ -103,8 +106,10 @@ class Connection:
 
     async def run(self) -> None:
         started = trio.current_time()
-        if (skipped := self.lines.take()) is not None:
-            log.info("connection %d from %s opened%s", self.id, self.address, left_out(skipped))
+        if (skipped := self.lines.take()) is not None and log.isEnabledFor(logging.INFO):
+            log.info("connection %d from %s opened%s", self.id, self.address, left_out(skipped),
+                     extra={"connection": self.id, "peer": self.endpoint, "listener": self.listener,
+                            "left_out": skipped})
         try:
             with self.scope:
                 async with trio.open_nursery() as nursery:
@@ -120,10 +125,13 @@ class Connection:
             for pending in list(self.pending):
                 pending.abandon()
             self.pending.clear()
-            if (skipped := self.lines.take()) is not None:
-                log.info("connection %d from %s closed after %.1f s: %s%s", self.id, self.address,
-                         trio.current_time() - started, self.closed_reason or "closed by the server",
-                         left_out(skipped))
+            if (skipped := self.lines.take()) is not None and log.isEnabledFor(logging.INFO):
+                took, reason = trio.current_time() - started, self.closed_reason or "closed by the server"
+                log.info("connection %d from %s closed after %.1f s: %s%s", self.id, self.address, took, reason,
+                         left_out(skipped), extra={"connection": self.id, "peer": self.endpoint,
+                                                   "listener": self.listener, "login": self.login,
+                                                   "duration_ms": round(took * 1000), "reason": reason,
+                                                   "left_out": skipped})
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
 

@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
+import trio
 from pydantic import ValidationError
 
 from syncledger.ledger import Outcome, to_text
 from syncledger.ledger import wallet as w
 
 from ..core.mainloop import ShuttingDown
-from ..http import Request, Response
+from ..http import STREAM, Request, Response
+from ..limits import LineBudget, left_out, peer_endpoint
 from ..wire import decode_json, invalid_value
 from ..auth import Provider
 from .models import WalletMove, WalletPromo, WalletSession, WalletUser
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from ..services import Services
 
 log = logging.getLogger("syncledger.wallet")
+refused_log = logging.getLogger("syncledger.wallet.refused")  # a line per refused call (WalletApp._refused)
 ACTIONS = ("check", "balance", "debit", "credit", "cancel", "promo_payout")
 TEST_ACTIONS = ("sid",)  # only with serve --wallet-test-endpoints
 INVALID_TOKEN_ID, TEMPORARY_ERROR, UNKNOWN_ERROR = "INVALID_TOKEN_ID", "TEMPORARY_ERROR", "UNKNOWN_ERROR"
@@ -95,6 +98,11 @@ def _uuid(body: bytes | None) -> Any:
         return None
 
 
+def _said(action: str, status: str, uuid: Any, login: int | None = None) -> tuple[str, int | None, bytes]:
+    """A status with no balance: (status, login, its JSON answer)."""
+    return status, login, render(action, status, uuid)
+
+
 def render(action: str, status: str, uuid: Any, sid: str | None = None, balance: int | None = None,
            bonus: int | None = None, retransmission: bool = False) -> bytes:
     reply: dict[str, Any] = {"status": status}
@@ -111,11 +119,13 @@ def render(action: str, status: str, uuid: Any, sid: str | None = None, balance:
 
 class WalletApp:
     """The wallet's answers; the providers' tokens are ``server.providers`` (none: every call is
-    INVALID_TOKEN_ID)."""
+    INVALID_TOKEN_ID). Each answer is counted, each call's time measured, and each refusal logged (within a
+    budget)."""
 
     def __init__(self, server: Services, test_endpoints: bool = False):
         self.s = server
         self.routes = {f"/v1/{action}".encode(): action for action in ACTIONS + (TEST_ACTIONS if test_endpoints else ())}
+        self._lines: dict[tuple[str, str, str], LineBudget] = {}  # (provider, action, status): its refusals' lines
 
     # ---- server.http's App: the head is checked before the body is read
 
@@ -129,14 +139,15 @@ class WalletApp:
         if self.provider(query, request.headers) is None:
             # Refused without waiting for a body that has not come (a slow client holds nothing); the
             # uuid is echoed when the body came with the head, as it nearly always does.
-            return Response(200, self._render(action, INVALID_TOKEN_ID, "", _uuid(arrived)), close=arrived is None)
+            reply = render(action, INVALID_TOKEN_ID, _uuid(arrived))
+            return Response(200, self._answered(action, INVALID_TOKEN_ID, "", reply), close=arrived is None)
         return None
 
     def too_large(self, request: Request) -> Response:
         path, _, query = request.target.partition(b"?")
-        provider = self.provider(query, request.headers)
-        return Response(200, self._render(self.routes[path], w.INVALID_PARAMETER, provider.name if provider else "",
-                                          None))
+        provider, action = self.provider(query, request.headers), self.routes[path]
+        reply = render(action, w.INVALID_PARAMETER, None)
+        return Response(200, self._answered(action, w.INVALID_PARAMETER, provider.name if provider else "", reply))
 
     async def handle(self, request: Request, body: bytes) -> Response:
         """A call whose head passed :meth:`head` (route, method and token already checked; the token is looked
@@ -148,33 +159,36 @@ class WalletApp:
 
     async def call(self, action: str, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
         """The JSON answer to one provider call, token included (also in-process, for server.testing)."""
+        started = trio.current_time()
         provider = self.provider(query, headers)
         if provider is None:
-            return self._render(action, INVALID_TOKEN_ID, "", _uuid(body))
-        return await self._answer(action, body, provider)
+            return self._answered(action, INVALID_TOKEN_ID, "", render(action, INVALID_TOKEN_ID, _uuid(body)))
+        status, login, reply = await self._answer(action, body, provider)
+        return self._answered(action, status, provider.name, reply, login, trio.current_time() - started)
 
-    async def _answer(self, action: str, body: bytes, provider: Provider) -> bytes:
-        uuid, name = None, provider.name
+    async def _answer(self, action: str, body: bytes, provider: Provider) -> tuple[str, int | None, bytes]:
+        """The status, the account (None: not read) and the JSON answer of one call in ``provider``'s name."""
+        uuid = None
         try:
             obj = parse_body(body)
             uuid = obj.get("uuid")
             if action == "sid":
-                return await self._new_sid(obj, uuid, name)
+                return await self._new_sid(obj, uuid)
             if action == "promo_payout" and not provider.promo:
-                return self._render(action, PROMO_REFUSED, name, uuid)
+                return _said(action, PROMO_REFUSED, uuid)
             call = wallet_call(action, obj, self.s.now(), self.s.config.game_session_ttl, provider)
         except _Invalid:
-            return self._render(action, w.INVALID_PARAMETER, name, uuid)
+            return _said(action, w.INVALID_PARAMETER, uuid)
         try:
             outcome = await self._run(call)
         except ShuttingDown:
-            return self._render(action, TEMPORARY_ERROR, name, uuid)
+            return _said(action, TEMPORARY_ERROR, uuid, call.login)
         if outcome.error is not None:  # the ledger could not commit: nothing happened, retry
-            return self._render(action, TEMPORARY_ERROR if outcome.error.status >= 500 else UNKNOWN_ERROR, name, uuid)
+            return _said(action, TEMPORARY_ERROR if outcome.error.status >= 500 else UNKNOWN_ERROR, uuid, call.login)
         r: w.WalletResult = outcome.data
         if r.closed_round:
             self._closed_round(call, r.status)
-        return self._render(action, r.status, name, uuid, call.sid, r.balance, r.bonus, r.retransmission)
+        return r.status, call.login, render(action, r.status, uuid, call.sid, r.balance, r.bonus, r.retransmission)
 
     def _closed_round(self, call: w.WalletCall, status: str) -> None:
         """Warn of, and count, a call that met a round already settled: an integration that reuses game.id
@@ -183,7 +197,7 @@ class WalletApp:
         log.warning("%s met a round already settled: provider=%s login=%d game.id=%s transaction.id=%s: %s",
                     call.action, call.provider, call.login, call.game_id, call.txid, _CLOSED_ROUND.get((call.action, status), f"answered {status}"))
 
-    async def _new_sid(self, obj: dict, uuid: Any, provider: str) -> bytes:
+    async def _new_sid(self, obj: dict, uuid: Any) -> tuple[str, int | None, bytes]:
         """``/v1/sid``: a fresh game session for an existing account (providers' test suites ask for one)."""
         try:
             login = WalletUser.model_validate(obj).userId
@@ -193,15 +207,39 @@ class WalletApp:
         try:
             outcome = await self._run(command)
         except ShuttingDown:
-            return self._render("sid", TEMPORARY_ERROR, provider, uuid)
+            return _said("sid", TEMPORARY_ERROR, uuid, login)
         if outcome.error is not None:
-            return self._render("sid", TEMPORARY_ERROR if outcome.error.status >= 500 else w.INVALID_PARAMETER,
-                                provider, uuid)
-        return self._render("sid", w.OK, provider, uuid, outcome.data["sid"])
+            return _said("sid", TEMPORARY_ERROR if outcome.error.status >= 500 else w.INVALID_PARAMETER, uuid, login)
+        return w.OK, login, render("sid", w.OK, uuid, outcome.data["sid"])
 
-    def _render(self, action: str, status: str, provider: str, *args: Any, **kw: Any) -> bytes:
-        self.s.metrics.wallet_answer(action, status, provider)
-        return render(action, status, *args, **kw)
+    def _answered(self, action: str, status: str, provider: str, reply: bytes, login: int | None = None,
+                  seconds: float | None = None) -> bytes:
+        """``reply``, once its answer is counted, its time (``seconds``, if measured) observed, and, if it
+        refuses the call, logged."""
+        metrics = self.s.metrics
+        metrics.wallet_answer(action, status, provider)
+        if seconds is not None:
+            metrics.wallet_time(action, seconds)
+        if status != w.OK and refused_log.isEnabledFor(logging.WARNING):
+            self._refused(action, status, provider, login, seconds)
+        return reply
+
+    def _refused(self, action: str, status: str, provider: str, login: int | None, seconds: float | None) -> None:
+        """One line a second at most for each provider, action and status; the next one says how many were left
+        out (a flood of refusals costs a line a second of each kind)."""
+        key = (provider, action, status)
+        lines = self._lines.get(key)
+        if lines is None:
+            lines = self._lines[key] = LineBudget(1, trio.current_time)
+        if (skipped := lines.take()) is None:
+            return
+        peer = peer_endpoint(STREAM.get())[1]
+        fields = {"call": action, "status": status, "provider": provider, "login": login, "peer": peer,
+                  "listener": "wallet", "left_out": skipped}
+        if seconds is not None:
+            fields["duration_ms"] = round(seconds * 1000, 1)
+        refused_log.warning("%s refused %s: provider=%s login=%s peer=%s%s", action, status, provider or "-",
+                            "-" if login is None else login, peer, left_out(skipped), extra=fields)
 
     def provider(self, query: bytes, headers: list[tuple[bytes, bytes]]) -> Provider | None:
         """The provider whose token the call carries (``?authToken=``, ``Authorization: Bearer``): any that

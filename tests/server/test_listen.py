@@ -156,6 +156,22 @@ async def test_a_handshake_that_never_ends_is_closed_at_its_deadline_on_every_li
     assert 1 <= len(lines) <= 5 and any("did not end within 1 s" in line for line in lines)  # (once a second)
 
 
+async def test_failed_and_late_handshakes_are_counted_by_listener(start_server, tmp_path, ca):
+    """For syncledger_refused_connections_total{listener,reason}."""
+    srv = await start_server(**_tls(tmp_path, ca), tls_handshake_timeout=0.5)
+    for port, first in ((srv.ports.tcp, b"GET / HTTP/1.1\r\n\r\n"), (srv.ports.wallet, b"")):  # not TLS; nothing
+        stream = await _stalled(port, first)
+        with trio.fail_after(5):
+            try:
+                while await stream.receive_some(1 << 16):
+                    pass
+            except trio.BrokenResourceError:
+                pass
+        await stream.aclose()
+    assert srv.gates["tcp"].refusals == {"handshake": 1} and srv.gates["wallet"].refusals == {"handshake_timeout": 1}
+    assert not srv.gates["ws"].refusals and not srv.gates["admin"].refusals
+
+
 async def test_stalled_handshakes_hold_no_other_beyond_the_bound(start_server, tmp_path, ca, monkeypatch):
     """With one handshake at a time computing, forty peers stalled at each point of their handshake (nothing
     sent, half a ClientHello, a whole one and never a Finished) delay no well-behaved client: a slot is held

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from syncledger.server import logs
+from tests.conftest import ROOT
 
 
 class Clock:
@@ -92,3 +93,31 @@ def test_critical_lines_and_lines_below_warning_are_never_left_out(clock, capsys
         log.critical("stopping: %s", i)
         log.info("connection %d opened", i)  # (connection lines have their own budget: limits.LineBudget)
     assert len(_lines(capsys)) == 200
+
+
+def test_a_json_line_carries_the_fields_of_its_call_and_a_text_line_its_message(clock, capsys):
+    """Issue 25: peer, listener, login, status and duration were inside the message alone."""
+    fields = {"peer": "127.0.0.1:5555", "listener": "tcp", "login": 1, "status": 401, "duration_ms": 12.5,
+              "path": ROOT}  # (a value JSON has no type for is said as text)
+    for fmt in ("json", "text"):
+        configure(clock, fmt)
+        logging.getLogger("syncledger.commands").warning("failed login for %s from %s", 1, "127.0.0.1", extra=fields)
+    json_line, text_line = _lines(capsys)
+    entry = orjson.loads(json_line)
+    assert list(entry) == ["time", "level", "logger", "message", *fields]
+    assert entry["message"] == "failed login for 1 from 127.0.0.1" and entry["level"] == "WARNING"
+    assert {key: entry[key] for key in fields} == {**fields, "path": str(ROOT)}
+    assert text_line.endswith(" syncledger.commands WARNING failed login for 1 from 127.0.0.1")  # (as before)
+
+
+def test_a_line_its_own_budget_let_through_is_not_left_out_again(clock, capsys):
+    """A line that carries ``left_out`` was let through by a LineBudget of its own (one a second of each
+    provider, call and status for the wallet's refusals): the handler's one line a second of each message
+    template does not cut it again."""
+    configure(clock)
+    log = logging.getLogger("syncledger.wallet.refused")
+    for status in ("INVALID_TOKEN_ID", "INSUFFICIENT_FUNDS", "INVALID_SID"):
+        log.warning("debit refused %s", status, extra={"left_out": 0})
+    for status in ("A", "B"):  # no budget of its own: one line a second of its template
+        log.warning("credit refused %s", status)
+    assert len(_lines(capsys)) == 4

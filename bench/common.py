@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
 import os
@@ -70,25 +71,28 @@ def cpu_snapshot(pids: dict[str, int]) -> dict | None:
         snap = {"wall": time.perf_counter(), "machine": (sum(v[:3]) + sum(v[5:8])) / CLK_TCK,
                 "client": time.process_time()}
         for name, pid in pids.items():
-            snap[name] = _tree_cpu(pid)
+            snap[name] = tree_cpu(pid)
         return snap
     except (OSError, ValueError, IndexError):
         return None
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds of a process and its live descendants (the server and its writer process)."""
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process, of its children that ended (cutime + cstime: PostgreSQL's autovacuum workers,
+    a closed connection's backend, the page's verify) and of its live descendants (children of any thread)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    total = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(c) for c in f.read().split()]
-    except OSError:
-        children = []
+    total = sum(int(x) for x in fields[11:15]) / CLK_TCK
+    children: list[int] = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as f:
+                children += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
     for child in children:
         try:
-            total += _tree_cpu(child)
+            total += tree_cpu(child)
         except (OSError, ValueError, IndexError):
             pass  # ended meanwhile
     return total

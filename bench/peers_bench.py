@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import glob
 import itertools
 import math
 import os
@@ -69,8 +68,8 @@ import time
 from decimal import Decimal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE]
-from common import (CLI, MANAGER_LOGIN, BaseTally, CLK_TCK, percentile, run_cli, say, split,  # noqa: E402
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # (bench/common, and tests/pgcluster's find_binary)
+from common import (CLI, MANAGER_LOGIN, BaseTally, CLK_TCK, percentile, run_cli, say, split, tree_cpu,  # noqa: E402
                     start_process, stop_process, wait_quiet)
 
 # The hidden first step of each child: set PR_SET_PDEATHSIG (after any change of user: a change of
@@ -112,25 +111,6 @@ def die_with_us(sig: int):
 
 # ============================================================================ CPU from /proc
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process, of its children that ended (cutime + cstime: PostgreSQL's autovacuum workers,
-    a closed connection's backend) and of its live descendants (children of any of its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    total = sum(int(x) for x in fields[11:15]) / CLK_TCK
-    children: list[int] = []
-    for path in glob.glob(f"/proc/{pid}/task/*/children"):
-        try:
-            with open(path) as f:
-                children += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
-    for child in children:
-        try:
-            total += tree_cpu(child)
-        except (OSError, ValueError, IndexError):
-            pass  # ended meanwhile
-    return total
 
 
 def snapshot(pids: dict[str, int]) -> dict[str, float]:
@@ -169,14 +149,7 @@ def cpu_figures(before: dict, after: dict, answered: int, counted: tuple[str, ..
 
 # ============================================================================ the PostgreSQL cluster
 
-def find_binary(name: str) -> str | None:
-    """A PostgreSQL server binary: on PATH, else where Debian puts it (the newest version)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
-    return candidates[-1] if candidates else None
+from tests.pgcluster import find_binary  # noqa: E402
 
 
 class Cluster:

@@ -17,7 +17,7 @@ Scenarios: (a) ``CreditIn`` closed loop with D requests outstanding per connecti
 likewise, (c) ``CreditInSync`` open loop at each offered rate of ``--rate`` (200, 1,000 and 5,000/s by default;
 latency counted from each request's scheduled send time, so a stall is never hidden, and the generator's own
 pacing lag reported), (l) a lone ``CreditInSync``: one connection, one request at a time, (d) the echo server,
-closed loop and at the same offered rates (the client's own latency floor).
+closed loop, at the same offered rates and alone (the client's own latency floor).
 
 ``--subscribers N``: N idle ``trade:event`` subscribers (no replay) are connected before the scenarios, in a
 process of their own (this script with ``--subscribers-role``) that reads every socket with one epoll loop and
@@ -429,6 +429,8 @@ def scenarios(args: argparse.Namespace, server_port: int, echo_port: int) -> lis
         *({**base, "name": f"(d') echo @ {rate:,.0f}/s", "tag": f"e{rate:.0f}", "command": "CreditIn",
            "port": echo_port, "count": max(1, int(rate * args.rate_seconds)), "target": "echo", "mode": "open",
            "rate": rate, "limit_s": args.rate_seconds + limit} for rate in args.rate),
+        {**base, "name": "(d) lone echo", "tag": "le", "command": "CreditIn", "port": echo_port,
+         "count": min(n, 2000), "target": "echo", "k": 1, "depth": 1},
     ]
     keep = set(args.only.replace(",", "")) if args.only else set("abcdl")
     wanted = [s for s in specs if not s.get("warmup") and s["name"][1] in keep]

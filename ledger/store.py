@@ -283,9 +283,8 @@ class Store:
                 heads, batch_no = self._mark(), self.batch_no  # (a node of a cluster may have caught up)
             next_order = self._peek_order() if self.cluster else 0
             self._prefetch_keys(commands)
-            outcomes, foreign = self._execute(commands, defer, isolate)
+            outcomes, foreign, own = self._execute(commands, defer, isolate)
             self._write_staged()
-            own = sum(len(o.events) for c, o in zip(commands, outcomes, strict=True) if type(c) is not CatchUp)
             assert self.seq == heads[3] + own and self.finance_id == heads[1] + own, "seq and ids: one each per event"
             self._stamp(db.total_changes != start or (self.cluster and self._peek_order() != next_order))
             assert self._staged == ([], [], []), "nothing is left staged at COMMIT"
@@ -304,11 +303,12 @@ class Store:
         self._settle(foreign)
         return outcomes
 
-    def _execute(self, commands: Sequence[Any], defer: bool, isolate: bool) -> tuple[list[Outcome], list[Event]]:
+    def _execute(self, commands: Sequence[Any], defer: bool, isolate: bool) -> tuple[list[Outcome], list[Event], int]:
         """Each command's outcome, one failure never sinking the others (a failure that only a rerun can
-        undo raises _Isolate); also the other nodes' events, if no CatchUp took them."""
-        db = self.db
-        outcomes, foreign = [], self._foreign
+        undo raises _Isolate); also the other nodes' events, if no CatchUp took them, and the count of the
+        batch's own."""
+        db, handlers, mark_now = self.db, self._handlers, self._mark
+        outcomes, foreign, own = [], self._foreign, 0
         savepoints = self.postgres
         for command in commands:
             if type(command) is CatchUp:  # the first one carries what other nodes committed
@@ -317,14 +317,14 @@ class Store:
                 continue
             if type(command) is not Finance:
                 self._write_staged()  # it may read rows back or reference them: they must be in SQL
-            mark = self._mark()
+            mark = mark_now()
             changes = db.total_changes
             # PostgreSQL: a savepoint for every command that runs SQL of its own (a deferred Finance only reads)
             guarded = isolate or (savepoints and (not defer or type(command) is not Finance))
             if guarded:
                 db.execute("SAVEPOINT cmd")
             try:
-                outcome = self._handlers[type(command)](command)
+                outcome = handlers[type(command)](command)
                 if not defer:
                     self._flush()
             except Exception as error:
@@ -350,8 +350,9 @@ class Store:
             if guarded:
                 db.execute("RELEASE cmd")
             outcomes.append(outcome)
+            own += len(outcome.events)
         assert len(outcomes) == len(commands), "one outcome per command"
-        return outcomes, foreign
+        return outcomes, foreign, own
 
     def _stamp(self, wrote: bool) -> None:
         """Leave the batch's number in the ledger if it wrote anything, to be read back should its COMMIT fail
@@ -584,8 +585,9 @@ class Store:
 
     def _mark(self) -> tuple:
         """What :meth:`_revert` goes back to."""
-        return (len(self._undo), self.finance_id, self.finance_head, self.seq, self.event_head,
-                *map(len, self._staged))
+        finance, events, keys = self._staged
+        return len(self._undo), self.finance_id, self.finance_head, self.seq, self.event_head, len(finance), \
+            len(events), len(keys)
 
     def _revert(self, mark: tuple) -> None:
         """Undo in-memory changes and drop rows staged after ``mark`` (its SQL was rolled back)."""

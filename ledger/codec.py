@@ -108,33 +108,36 @@ _FINANCE_FIELDS = 13
 _RECEIPT_FIELDS = 7  # seq (0: a replay, no event), order, login, cmd, amount, type, record
 
 
-def encode_batch(commands: Sequence[Any]) -> tuple[list, list]:
-    """A batch as (the Finance commands' fields, flat; [position, encoded command] of every other command)."""
+def encode_batch(commands: Sequence[Any]) -> tuple[list, list, list]:
+    """A batch as (the Finance commands' fields, flat; every other command, encoded; their positions)."""
     finance: list = []
     others: list = []
+    at: list = []
     for i, c in enumerate(commands):
         if type(c) is Finance and type(c.request) is FinanceRequest:
             finance += _FINANCE(c)
         else:
-            others.append((i, encode(c)))
-    return finance, others
+            others.append(encode(c))
+            at.append(i)
+    return finance, others, at
 
 
-def decode_batch(message: tuple[list, list]) -> list:
+def decode_batch(message: tuple[list, list, list]) -> list:
     """The inverse of :func:`encode_batch`."""
-    finance, others = message
+    finance, others, at = message
     commands = [Finance(FinanceRequest(op, login, amount, comment, order, open_time, close_time, allow_zero),
                         now, manager, ext_id, new_order, source)
                 for op, login, amount, comment, order, open_time, close_time, allow_zero, now, manager, ext_id,
                 new_order, source in zip(*[iter(finance)] * _FINANCE_FIELDS, strict=True)]
-    return _merge(commands, others)
+    return _merge(commands, others, at)
 
 
-def encode_outcomes(outcomes: Sequence[Outcome]) -> tuple[list, list]:
-    """A batch's outcomes as (a finance outcome's receipt and event, flat; [position, encoded outcome] of every
-    other). A finance outcome is a receipt with the one event it committed, or a replay's receipt alone."""
+def encode_outcomes(outcomes: Sequence[Outcome]) -> tuple[list, list, list]:
+    """A batch's outcomes as (the finance outcomes' receipts and events, flat; every other outcome, encoded;
+    their positions). A finance outcome is a receipt with the one event it committed, or a replay's alone."""
     receipts: list = []
     others: list = []
+    at: list = []
     for i, o in enumerate(outcomes):
         if type(o) is Outcome and type(o.data) is Receipt and o.error is None:
             r, events = o.data, o.events
@@ -147,28 +150,31 @@ def encode_outcomes(outcomes: Sequence[Outcome]) -> tuple[list, list]:
                 if type(e) is Event and e.seq and e.type == r.type and e.order == r.order and e.data == r.record:
                     receipts += (e.seq, r.order, r.login, r.cmd, r.amount, r.type, r.record)
                     continue
-        others.append((i, encode(o)))
-    return receipts, others
+        others.append(encode(o))
+        at.append(i)
+    return receipts, others, at
 
 
-def decode_outcomes(message: tuple[list, list]) -> list[Outcome]:
+def decode_outcomes(message: tuple[list, list, list]) -> list[Outcome]:
     """The inverse of :func:`encode_outcomes`."""
-    receipts, others = message
+    receipts, others, at = message
     outcomes = [Outcome(data=Receipt(order, login, cmd, amount, type_, record),
                         events=[Event(seq, type_, order, record)]) if seq else
                 Outcome(data=Receipt(order, login, cmd, amount, type_, record), replay=True)
                 for seq, order, login, cmd, amount, type_, record in zip(*[iter(receipts)] * _RECEIPT_FIELDS,
                                                                          strict=True)]
-    return _merge(outcomes, others)
+    return _merge(outcomes, others, at)
 
 
-def _merge(common: list, others: list) -> list:
-    """``common`` with each of ``others`` (position, encoded) decoded and put at its position."""
+def _merge(common: list, others: list, at: list) -> list:
+    """``common`` with each of ``others`` decoded and put at its position (in ``at``)."""
     if not others:
         return common
+    if not common:
+        return [decode(v) for v in others]
     merged: list = []
     rest = iter(common)
-    for i, value in others:
+    for i, value in zip(at, others, strict=True):
         merged += itertools.islice(rest, i - len(merged))
         merged.append(decode(value))
     merged += rest

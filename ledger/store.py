@@ -95,9 +95,10 @@ class Store:
         self._errors = engine.errors()  # the driver's errors (psycopg's are known once it is imported)
         self._handlers: dict[type, Callable[[Any], Outcome]] = {}
         self._undo: list[tuple[dict, Any, Any]] = []  # (mapping, key, old value or _ABSENT), undone by _revert
-        # Inside a batch: rows not yet written (finance, events, idempotency), the idempotency rows of the
-        # batch's keys (prefetched, then as the batch leaves them), the newest version of each order it wrote.
-        self._staged: tuple[list, list, list] = ([], [], [])
+        # Inside a batch: rows not yet written (finance, events, idempotency, and the idempotency rows of applied
+        # finance requests without their NULL columns: see _flush), the idempotency rows of the batch's keys
+        # (prefetched, then as the batch leaves them), the newest version of each order it wrote.
+        self._staged: tuple[list, list, list, list] = ([], [], [], [])
         self._keys: dict[tuple[int, str], tuple] = {}
         self._versions: dict[int, Version] = {}
         self._reserved: list[int] = []  # order numbers the batch's commands took (a rerun takes them again)
@@ -274,7 +275,7 @@ class Store:
         is staged, stamp the batch's number, commit, and settle its fate; asserts at the phase boundaries."""
         db = self.db
         db.execute(self._begin)  # (PostgreSQL: on a new session, should the store's have been lost)
-        self._staged = ([], [], [])
+        self._staged = ([], [], [], [])
         heads, batch_no, start = self._mark(), self.batch_no, db.total_changes
         committing = False
         try:
@@ -283,12 +284,11 @@ class Store:
                 heads, batch_no = self._mark(), self.batch_no  # (a node of a cluster may have caught up)
             next_order = self._peek_order() if self.cluster else 0
             self._prefetch_keys(commands)
-            outcomes, foreign = self._execute(commands, defer, isolate)
+            outcomes, foreign, own = self._execute(commands, defer, isolate)
             self._write_staged()
-            own = sum(len(o.events) for c, o in zip(commands, outcomes, strict=True) if type(c) is not CatchUp)
             assert self.seq == heads[3] + own and self.finance_id == heads[1] + own, "seq and ids: one each per event"
             self._stamp(db.total_changes != start or (self.cluster and self._peek_order() != next_order))
-            assert self._staged == ([], [], []), "nothing is left staged at COMMIT"
+            assert self._staged == ([], [], [], []), "nothing is left staged at COMMIT"
             committing = True
             self._sql_commit()
         except BaseException as error:
@@ -304,11 +304,12 @@ class Store:
         self._settle(foreign)
         return outcomes
 
-    def _execute(self, commands: Sequence[Any], defer: bool, isolate: bool) -> tuple[list[Outcome], list[Event]]:
+    def _execute(self, commands: Sequence[Any], defer: bool, isolate: bool) -> tuple[list[Outcome], list[Event], int]:
         """Each command's outcome, one failure never sinking the others (a failure that only a rerun can
-        undo raises _Isolate); also the other nodes' events, if no CatchUp took them."""
-        db = self.db
-        outcomes, foreign = [], self._foreign
+        undo raises _Isolate); also the other nodes' events, if no CatchUp took them, and the count of the
+        batch's own."""
+        db, handlers, mark_now = self.db, self._handlers, self._mark
+        outcomes, foreign, own = [], self._foreign, 0
         savepoints = self.postgres
         for command in commands:
             if type(command) is CatchUp:  # the first one carries what other nodes committed
@@ -317,14 +318,14 @@ class Store:
                 continue
             if type(command) is not Finance:
                 self._write_staged()  # it may read rows back or reference them: they must be in SQL
-            mark = self._mark()
+            mark = mark_now()
             changes = db.total_changes
             # PostgreSQL: a savepoint for every command that runs SQL of its own (a deferred Finance only reads)
             guarded = isolate or (savepoints and (not defer or type(command) is not Finance))
             if guarded:
                 db.execute("SAVEPOINT cmd")
             try:
-                outcome = self._handlers[type(command)](command)
+                outcome = handlers[type(command)](command)
                 if not defer:
                     self._flush()
             except Exception as error:
@@ -350,8 +351,9 @@ class Store:
             if guarded:
                 db.execute("RELEASE cmd")
             outcomes.append(outcome)
+            own += len(outcome.events)
         assert len(outcomes) == len(commands), "one outcome per command"
-        return outcomes, foreign
+        return outcomes, foreign, own
 
     def _stamp(self, wrote: bool) -> None:
         """Leave the batch's number in the ledger if it wrote anything, to be read back should its COMMIT fail
@@ -475,12 +477,16 @@ class Store:
                     keys[(manager, ext_id)] = (*row, None)
 
     def _flush(self) -> None:
-        """Write the staged rows: finance, then the events that reference them, then the keys."""
-        finance, events, keys = self._staged
-        self._staged = ([], [], [])
+        """Write the staged rows: finance, then the events that reference them, then the keys. (An applied
+        finance request's key has its NULLs in the statement: Python 3.11's sqlite3 binds a None parameter
+        through a failed adapter lookup, a raised and cleared AttributeError, half a microsecond each.)"""
+        finance, events, keys, applied = self._staged
+        self._staged = ([], [], [], [])
         if finance:
             self.db.executemany("INSERT INTO finance VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", finance)
             self.db.executemany("INSERT INTO events VALUES (?,?,?,?,?)", events)
+        if applied:
+            self.db.executemany("INSERT INTO idempotency VALUES (?,?,?,?,NULL,NULL,?,?,NULL)", applied)
         if keys:
             self.db.executemany("INSERT INTO idempotency VALUES (?,?,?,?,?,?,?,?,?)", keys)
 
@@ -584,8 +590,9 @@ class Store:
 
     def _mark(self) -> tuple:
         """What :meth:`_revert` goes back to."""
-        return (len(self._undo), self.finance_id, self.finance_head, self.seq, self.event_head,
-                *map(len, self._staged))
+        finance, events, keys, applied = self._staged
+        return len(self._undo), self.finance_id, self.finance_head, self.seq, self.event_head, len(finance), \
+            len(events), len(keys), len(applied)
 
     def _revert(self, mark: tuple) -> None:
         """Undo in-memory changes and drop rows staged after ``mark`` (its SQL was rolled back)."""
@@ -622,7 +629,7 @@ class Store:
         fhash = finance_hash(self.finance_head, row_id, v, source, ext_id, now)
         seq, etype, data = self.seq + 1, v.event_type, rules.record_json(v, rules.provider_of(source))
         ehash = event_hash(self.event_head, seq, etype, row_id, data)
-        finance, events, _ = self._staged
+        finance, events, _, _ = self._staged
         finance.append((row_id, v.order, v.version, v.login, v.cmd, v.state, v.amount, v.delta, v.balance, v.credit,
                         v.comment, v.open_time, v.close_time, source, ext_id, now, fhash))
         events.append((seq, etype, row_id, data.decode(), ehash))
@@ -635,7 +642,10 @@ class Store:
                    message: str | None = None, seq: int | None = None, login: int | None = None,
                    receipt: Receipt | None = None) -> None:
         """Stage an idempotency row; the batch's later commands see it at once (with ``receipt``: no read)."""
-        self._staged[2].append((c.manager, c.ext_id, payload, status, error, message, seq, c.now, login))
+        if error is None and message is None and login is None and seq is not None:
+            self._staged[3].append((c.manager, c.ext_id, payload, status, seq, c.now))
+        else:
+            self._staged[2].append((c.manager, c.ext_id, payload, status, error, message, seq, c.now, login))
         self.remember(self._keys, (c.manager, c.ext_id), (payload, status, error, message, seq, login, receipt))
 
     def apply_finance(self, req: FinanceRequest, now: int, source: str, ext_id: str | None,

@@ -66,7 +66,7 @@ def _apply_until_closed(store: Store, conn: Connection) -> None:
             conn.send_bytes(marshal.dumps((_OK, (store.seq, store.event_head))))
             return
         try:
-            outcomes = store.apply_batch(codec.loads(data))
+            outcomes = store.apply_batch(codec.decode_batch(marshal.loads(data)))
         except Unsure as e:
             conn.send_bytes(marshal.dumps((_UNSURE, str(e))))
             return  # the file's state is unknown: nothing more is applied
@@ -74,7 +74,7 @@ def _apply_until_closed(store: Store, conn: Connection) -> None:
             conn.send_bytes(marshal.dumps((_FAILED, traceback.format_exc())))
             continue
         try:
-            reply = marshal.dumps((_OK, codec.encode(outcomes)))
+            reply = marshal.dumps((_OK, codec.encode_outcomes(outcomes)))
         except Exception:  # a bug: the batch is in the file, but its answers cannot be told
             conn.send_bytes(marshal.dumps((_UNSURE, "a committed batch's answers could not be sent from the "
                                                     f"writer process:\n{traceback.format_exc()}")))
@@ -130,7 +130,7 @@ class WriterProcess:
         """Send a batch and wait for its outcomes (once committed), as Store.apply_batch. A writer that had
         ended before the batch was whole in its socket never saw it: WriterEnded. One that ends after leaves the
         batch unknowable: Unsure."""
-        data = codec.dumps(commands)
+        data = marshal.dumps(codec.encode_batch(commands))
         try:
             if self.process.poll() is not None:
                 raise BrokenPipeError
@@ -148,7 +148,7 @@ class WriterProcess:
     async def apply(self, commands: Sequence[Any]) -> list[Outcome]:
         """:meth:`apply_batch` on the Trio thread: the batch written and its answer read as the socket allows.
         Once begun it is waited for, whatever cancels the caller; :meth:`interrupt` ends the wait (Unsure)."""
-        data = codec.dumps(commands)
+        data = marshal.dumps(codec.encode_batch(commands))
         if self._socket is None:
             self._socket = trio.socket.from_stdlib_socket(socket.socket(fileno=os.dup(self._conn.fileno())))
         with trio.CancelScope(shield=True):
@@ -169,7 +169,7 @@ class WriterProcess:
     @staticmethod
     def _outcomes(status: int, detail: Any) -> list[Outcome]:
         if status == _OK:
-            return codec.decode(detail)
+            return codec.decode_outcomes(detail)
         if status == _UNSURE:
             raise Unsure(detail)
         raise WriterFailed(f"in the writer process:\n{detail}")

@@ -4,6 +4,7 @@ stops the server truthfully; nothing outlives the server."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import signal
 import sqlite3
@@ -13,7 +14,8 @@ import orjson
 import pytest
 import trio
 
-from syncledger.ledger import AddAccount, Finance, FinanceRequest, LedgerError, Store, Unsure, codec, verify_path
+from syncledger.ledger import (AddAccount, CatchUp, Finance, FinanceRequest, LedgerError, Store, Unsure, Version,
+                               codec, verify_path)
 from syncledger.ledger.store import Event, LedgerOpenError, Outcome, Receipt
 from syncledger.ledger.wallet import OpenSession, PruneSessions, WalletCall, WalletResult
 from syncledger.server.testing import Harness
@@ -49,6 +51,70 @@ def test_every_message_survives_the_codec():
         [(o.error and (o.error.status, o.error.code, o.error.message), o.events, o.replay) for o in outcomes]
     with pytest.raises(TypeError, match="cannot send a tuple"):
         codec.dumps([(1, 2)])  # a plain tuple would read back as a registered object: refused
+
+
+def _comparable(outcomes: list) -> list:
+    """Outcomes as values that compare (an orjson.Fragment does not: its JSON does)."""
+    return [(o.error and (o.error.status, o.error.code, o.error.message),
+             orjson.dumps(o.data) if isinstance(o.data, dict) else o.data, o.events, o.replay) for o in outcomes]
+
+
+def test_every_batch_and_outcome_kind_survives_the_batch_codec():
+    """A batch as the server sends it (its Finance commands as one flat list, every other kind in its place among
+    them) and its outcomes (finance receipts and their events flat, the rest as registered objects), through
+    marshal and back, are what they were, in order."""
+    finance = [Finance(FinanceRequest("CreditIn", 1000, 12_345_678, "c'é😀", 7, 1, 2), NOW, 3, "x" * 40, 99, "wallet"),
+               Finance(FinanceRequest("DeleteBalance", order=5), NOW),
+               Finance(FinanceRequest("BalanceIn", 1001, 0, "lost round", None, None, None, True), NOW + 1, None, None,
+                       None, "wallet:p")]
+    others = [AddAccount("n", "EUR", NOW, "vip", None, 1, "e", 200, "a@b", False, "scrypt$1"), CatchUp(),
+              WalletCall("credit", 1000, NOW, 60, None, "EUR", "t", "r", "g", 0, "[]"),
+              OpenSession(1000, "sid", NOW, 60), PruneSessions(NOW)]
+    mixed = [others[1], finance[0], others[0], others[2], finance[1], finance[2], others[3], others[4]]
+    for batch in (mixed, finance, others, finance[:1], others[:1], []):
+        assert codec.decode_batch(marshal.loads(marshal.dumps(codec.encode_batch(batch)))) == batch
+    assert codec.encode_batch(finance)[1] == []  # every Finance in the flat list
+    receipt = Receipt(7, 1000, 7, -5, 1, b'{"a":1,"seq":9}')
+    outcomes = [
+        Outcome(data=receipt, events=[Event(9, 1, 7, receipt.record)]),
+        Outcome(data=Receipt(8, 1001, 6, 3, 0, b'{"b":2}'), replay=True),
+        Outcome(error=LedgerError(409, "NO_MONEY", "not enough"), replay=True),
+        Outcome(data=WalletResult("OK", 10, None, True), events=[Event(10, 0, 8, b'{"seq":10}')]),
+        Outcome(data={"login": 1000, "balance": orjson.Fragment(b"12.345678"), "enable": True}),
+        Outcome(data=3), Outcome(),
+        Outcome(data=receipt, events=[Event(9, 1, 7, receipt.record), Event(10, 1, 7, b"{}")]),  # not a finance's
+        Outcome(data=receipt, events=[Event(9, 2, 7, receipt.record)]),  # (its type is not the receipt's)
+        Outcome(data=receipt, events=[Event(9, 1, 7, receipt.record)], replay=True),
+        Outcome(data=receipt, replay=False),
+    ]
+    for some in (outcomes, outcomes[:2], outcomes[2:], outcomes[::-1], []):
+        back = codec.decode_outcomes(marshal.loads(marshal.dumps(codec.encode_outcomes(some))))
+        assert _comparable(back) == _comparable(some)
+    assert codec.encode_outcomes(outcomes[:2] * 3)[1] == []  # receipts, with or without their event, flat
+
+
+class _Request(FinanceRequest):
+    pass
+
+
+@pytest.mark.parametrize("what", ["command", "request", "outcome", "data", "event"])
+def test_the_batch_codec_refuses_what_it_does_not_know(what):
+    """Anything not registered is refused loudly, in a batch as alone: never sent as something else."""
+    request = FinanceRequest("CreditIn", 1000, 1, "c")
+    batch = [Finance(request, NOW)] * 2
+    outcomes = [Outcome(data=Receipt(7, 1000, 7, 1, 0, b"{}"), replay=True)] * 2
+    if what == "command":
+        batch.insert(1, (1, 2))  # a plain tuple would read back as a registered object
+    elif what == "request":
+        batch.insert(1, Finance(_Request("CreditIn", 1000, 1, "c"), NOW))
+    elif what == "outcome":
+        outcomes.insert(1, Version(7, 1, 1000, 7, 3, 1, 1, 1, 0, "c", NOW, NOW))
+    elif what == "data":
+        outcomes.insert(1, Outcome(data=Decimal("1.5")))
+    else:
+        outcomes.insert(1, Outcome(data=Receipt(7, 1000, 7, 1, 0, b"{}"), events=[(9, 0, 7, b"{}")]))
+    with pytest.raises(TypeError, match="cannot send a"):
+        codec.encode_batch(batch) if what in ("command", "request") else codec.encode_outcomes(outcomes)
 
 
 def _setup_batches() -> list[list]:
@@ -102,7 +168,7 @@ async def test_the_writer_spoken_to_from_the_trio_thread(tmp_path):
         for batch in _setup_batches():
             assert [_outcome(o) for o in store.apply_batch(batch)] == [_outcome(o) for o in await writer.apply(batch)]
         big = [Finance(FinanceRequest("BalanceIn", 1000 + i % 4, U, f"{i:06d}" * 60), NOW) for i in range(8000)]
-        assert len(codec.dumps(big)) > 2 << 20
+        assert len(marshal.dumps(codec.encode_batch(big))) > 2 << 20
         assert [_outcome(o) for o in await writer.apply(big)] == [_outcome(o) for o in store.apply_batch(big)]
         with trio.CancelScope() as scope:
             scope.cancel()

@@ -23,6 +23,8 @@ def _events(first: int, last: int) -> list[Event]:
 class Sub:
     """A subscriber that records what it is offered."""
 
+    frame = None
+
     def __init__(self, room: int = 1 << 30):
         self.offers: list[tuple[bytes, int]] = []
         self.put_pieces: list[bytes] = []

@@ -18,7 +18,7 @@ from wsproto.frame_protocol import FrameProtocol
 
 from ..auth import FINANCE_SESSIONS, AuthError
 from ..core.broker import Outbox, split_lines
-from ..limits import left_out
+from ..limits import UPGRADE_REFUSALS, left_out
 from ..core.mainloop import ShuttingDown
 
 if TYPE_CHECKING:
@@ -172,6 +172,7 @@ async def _serve(server: Services, request: WebSocketRequest) -> None:
                 refused, detail = _refusal(400, "FROM_SEQ_AHEAD",
                                            f"from_seq {detail} is beyond the newest event {newest}")
         if refused:
+            server.gates["ws"].refusals[UPGRADE_REFUSALS[refused]] += 1  # (syncledger_refused_connections_total)
             await request.reject(refused, extra_headers=[(b"content-type", b"application/json")], body=detail)
             return
         await _stream(server, await request.accept(), sub, detail)

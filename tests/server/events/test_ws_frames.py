@@ -99,7 +99,8 @@ async def test_many_subscribers_get_byte_for_byte_the_frames_of_before_replayed_
 
 async def test_a_piece_is_framed_once_for_every_subscriber_and_sent_to_each_in_one_write(start_server, monkeypatch):
     """Eight subscribers, 300 events: each event is framed once (wsproto's send_data, counted: 8 x 300
-    before), and each subscriber is sent each piece (a batch) in one write."""
+    before), each subscriber is sent each piece (a batch) in one write, and its outbox is empty again once
+    they are all out."""
     framed = [0]
     real_send_data = FrameProtocol.send_data
 
@@ -134,6 +135,8 @@ async def test_a_piece_is_framed_once_for_every_subscriber_and_sent_to_each_in_o
                 task_status.started()
                 while len(got[i]) < 300:
                     got[i].append(orjson.loads(await ws.get_message())["seq"])
+                await checked.wait()
+        checked = trio.Event()
         for i in range(8):
             await nursery.start(subscriber, i)
         with trio.fail_after(5):
@@ -141,17 +144,29 @@ async def test_a_piece_is_framed_once_for_every_subscriber_and_sent_to_each_in_o
                 await trio.sleep(0.01)
         first = srv.mainloop.committed_seq + 1
         await _credits(c, login, 300)
+        with trio.fail_after(5):
+            while any(len(seqs) < 300 for seqs in got):
+                await trio.sleep(0.01)
+            # every byte buffered is counted as sent once it is (the outboxes hold framed bytes)
+            while any(sub.outbox.buffered or sub.outbox.queued for sub in srv.broker.subscribers):
+                await trio.sleep(0.01)
+        assert len(srv.broker.subscribers) == 8
+        checked.set()
     assert framed[0] == 300  # (2,400 when each connection framed its own)
     assert got == [list(range(first, first + 300))] * 8
     assert 3 <= pieces[0] <= 300 and sorted(writes.values()) == [pieces[0]] * 8
 
 
 async def test_a_ping_during_the_stream_gets_its_pong_and_no_frame_is_cut(start_server):
-    """Pings while large pieces are written: each is answered (the pong waits for the piece under way, never
-    lands inside it) and every event arrives whole, in order."""
+    """Pings while large pieces are written to a client with a small receive buffer (the server's writes wait
+    on it): each is answered (the pong waits for the piece under way, never lands inside it) and every event
+    arrives whole, in order."""
     srv = await start_server()
-    url = f"ws://127.0.0.1:{srv.ports.ws}/events?token={admin_token(srv)}&from_seq=0"
-    async with tcp_client(srv) as c, open_websocket_url(url) as ws:
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", srv.ports.ws))
+    async with tcp_client(srv) as c, trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(nursery, trio.SocketStream(sock), "x", f"/events?token={admin_token(srv)}")
         login = await add_account(c)
         seqs: list[int] = []
         pongs = 0
@@ -159,6 +174,8 @@ async def test_a_ping_during_the_stream_gets_its_pong_and_no_frame_is_cut(start_
         async def read() -> None:
             while len(seqs) < 2000:
                 seqs.append(orjson.loads(await ws.get_message())["seq"])
+                if len(seqs) % 50 == 0:
+                    await trio.sleep(0.001)  # (the server's socket fills meanwhile)
 
         async def ping() -> None:
             nonlocal pongs
@@ -167,10 +184,11 @@ async def test_a_ping_during_the_stream_gets_its_pong_and_no_frame_is_cut(start_
                     await ws.ping()
                 pongs += 1
         with trio.fail_after(20):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(read)
-                nursery.start_soon(ping)
+            async with trio.open_nursery() as flow:
+                flow.start_soon(read)
+                flow.start_soon(ping)
                 await _credits(c, login, 2000, chunk=250)
+        await ws.aclose()
     assert seqs == list(range(1, 2001)) and pongs >= 5
 
 

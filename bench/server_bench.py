@@ -23,11 +23,13 @@ closed loop, at the same offered rates and alone (the client's own latency floor
 process of their own (this script with ``--subscribers-role``) that reads every socket with one epoll loop and
 throws the bytes away; the server is then started with subscriber caps of N and no connect-rate limit. The
 report gives that process's CPU, and the events each subscriber got (all of them, or the server dropped it).
+``--ws``: they subscribe over the event WebSocket instead (``/events``, live only; one text frame an event).
 
     python bench/server_bench.py                  # full run (~35 s on 2 cores)
     python bench/server_bench.py --quick          # smoke test (a few seconds)
     python bench/server_bench.py --py-spy prof.txt   # also sample the server with py-spy (raw stacks)
     python bench/server_bench.py --only a --count 20000 --subscribers 100   # fan-out: CreditIn, 100 subscribers
+    python bench/server_bench.py --only a --count 20000 --subscribers 1000 --ws   # ... 1,000 on WebSocket
 """
 
 from __future__ import annotations
@@ -262,10 +264,11 @@ async def client_main(cfg: dict) -> list[dict]:
 # ============================================================================ idle subscribers (--subscribers-role)
 
 def subscribers_main(cfg: dict) -> int:
-    """The --subscribers-role: ``count`` connections, each subscribed to trade:event (live only); once all are
-    subscribed it prints ``subscribed N``, then reads every socket (one epoll loop, the bytes thrown away) until
-    SIGTERM (and what is still on its way), and prints a JSON line: the event lines each subscriber got and how
-    many the server closed."""
+    """The --subscribers-role: ``count`` connections, each subscribed to trade:event (live only: a Subscribe on
+    the manager port, or with ``ws`` an upgrade to the event WebSocket); once all are subscribed it prints
+    ``subscribed N``, then reads every socket (one epoll loop, the bytes thrown away) until SIGTERM (and what is
+    still on its way), and prints a JSON line: the events each subscriber got (lines, or with ``ws`` the text
+    frames, counted by the start of an event) and how many the server closed."""
     import resource
     import selectors
     import socket
@@ -274,23 +277,30 @@ def subscribers_main(cfg: dict) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    line = (b'{"command":"Subscribe","extID":"s","data":{"chanels":["trade:event"]},"__token":"%s"}\r\n'
-            % cfg["token"].encode())
+    ws = cfg.get("ws", False)
+    if ws:
+        line = (b"GET /events?token=%s HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: YmVuY2gtc3Vic2NyaWJlcg==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                % cfg["token"].encode())
+    else:
+        line = (b'{"command":"Subscribe","extID":"s","data":{"chanels":["trade:event"]},"__token":"%s"}\r\n'
+                % cfg["token"].encode())
+    end, accepted = (b"\r\n\r\n", b"HTTP/1.1 101") if ws else (b"\n", b'"status":200')
     socks = []
     for _ in range(cfg["count"]):
         s = socket.create_connection((cfg["host"], cfg["port"]))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(line)
         socks.append(s)
-    for s in socks:  # each Subscribe's answer, before anything else is sent to it
+    for s in socks:  # each Subscribe's answer (the upgrade's), before anything else is sent to it
         got = b""
-        while b"\n" not in got:
+        while end not in got:
             chunk = s.recv(4096)
             if not chunk:
                 raise SystemExit("a subscriber's connection was closed before its Subscribe was answered")
             got += chunk
-        answer, rest = got.split(b"\n", 1)
-        if b'"status":200' not in answer:
+        answer, rest = got.split(end, 1)
+        if accepted not in answer:
             raise SystemExit(f"Subscribe refused: {answer[:300]!r}")
         if rest:
             raise SystemExit("events before the scenarios: the bench expects a quiet ledger")
@@ -301,6 +311,9 @@ def subscribers_main(cfg: dict) -> int:
     sel = selectors.EpollSelector()
     for i, s in enumerate(socks):
         sel.register(s, selectors.EVENT_READ, i)
+    mark = b'{"event":"trade:event"' if ws else b"\n"  # (a WebSocket's frames have no line end)
+    k = len(mark) - 1
+    tails = [b""] * len(socks)  # the last k bytes each socket gave: a mark cut between two reads is counted
     lines = [0] * len(socks)
     closed = received = 0
     buf = bytearray(1 << 20)
@@ -322,7 +335,11 @@ def subscribers_main(cfg: dict) -> int:
                 closed += 1
                 sel.unregister(key.fileobj)
                 continue
-            lines[key.data] += buf.count(b"\n", 0, n)
+            i = key.data
+            lines[i] += buf.count(mark, 0, n)
+            if k:
+                lines[i] += (tails[i] + bytes(buf[:min(n, k)])).count(mark)
+                tails[i] = (tails[i] + bytes(buf[max(0, n - k):n]))[-k:]
             received += n
     print(json.dumps({"subscribers": len(socks), "closed_by_server": closed, "events_min": min(lines, default=0),
                       "events_max": max(lines, default=0),
@@ -333,10 +350,10 @@ def subscribers_main(cfg: dict) -> int:
 class Subscribers:
     """The --subscribers process, started before the scenarios and stopped after them."""
 
-    def __init__(self, run, host: str, port: int, count: int) -> None:
-        """Start it and wait until every subscriber is subscribed."""
+    def __init__(self, run, host: str, port: int, count: int, ws: bool = False) -> None:
+        """Start it and wait until every subscriber is subscribed (on the WebSocket port with ``ws``)."""
         import subprocess
-        cfg = {"host": host, "port": port, "token": run.token, "count": count}
+        cfg = {"host": host, "port": port, "token": run.token, "count": count, "ws": ws}
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--subscribers-role", json.dumps(cfg)],
                                      stdout=subprocess.PIPE, env=run.env, cwd=os.path.dirname(os.path.abspath(__file__)))
         first = self.proc.stdout.readline().decode()
@@ -344,7 +361,8 @@ class Subscribers:
             self.proc.kill()
             raise SystemExit(f"the subscribers did not start: {first!r}")
         self.pid = self.proc.pid
-        print(f"[bench] {count} idle trade:event subscribers, pid {self.pid}", flush=True)
+        print(f"[bench] {count} idle trade:event subscribers{' on WebSocket' if ws else ''}, pid {self.pid}",
+              flush=True)
 
     def stop(self) -> dict | None:
         """SIGTERM; -> what it reported."""
@@ -449,8 +467,8 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
                  "each; (l): one connection, one request at a time",
                  "latency: closed loop from the send of each request's batch; open loop from its SCHEDULED send time")
     if args.subscribers:
-        print(f"{args.subscribers:,} idle trade:event subscribers (no replay) in a process of their own (its CPU: "
-              "after the table, not in the columns)")
+        print(f"{args.subscribers:,} idle trade:event subscribers (no replay{', WebSocket' if args.ws else ''}) in a "
+              "process of their own (its CPU: after the table, not in the columns)")
     print(f"{'scenario':<30} {'requests':>9} {'errors':>6} {'offered/s':>10} {'achieved/s':>11} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  " + CPU_HEADER)
     print("-" * width)
@@ -523,7 +541,8 @@ def orchestrate(args: argparse.Namespace) -> int:
     server_port, echo_port = ports["tcp"], echo_ports["tcp"]
     print(f"[bench] server pid {server.pid} on {args.host}:{server_port}, echo pid {echo.pid} on "
           f"{args.host}:{echo_port}", flush=True)
-    subscribers = Subscribers(run, args.host, server_port, args.subscribers) if args.subscribers else None
+    subscribers = (Subscribers(run, args.host, ports["ws"] if args.ws else server_port, args.subscribers, args.ws)
+                   if args.subscribers else None)
     run.start_py_spy(server.pid)
     pids = {"server": server.pid, "echo": echo.pid}
     if subscribers is not None:
@@ -557,6 +576,7 @@ def main() -> int:
     p.add_argument("--only", metavar="LETTERS", help="run only these scenarios, e.g. --only c or --only a,d")
     p.add_argument("--subscribers", type=int, default=0, metavar="N",
                    help="N idle trade:event subscribers, in a process of their own, during the scenarios (default 0)")
+    p.add_argument("--ws", action="store_true", help="the subscribers are on the event WebSocket (default: TCP)")
     add_common_args(p)
     p.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--subscribers-role", metavar="JSON", help=argparse.SUPPRESS)

@@ -24,6 +24,9 @@ process of their own (this script with ``--subscribers-role``) that reads every 
 throws the bytes away; the server is then started with subscriber caps of N and no connect-rate limit. The
 report gives that process's CPU, and the events each subscriber got (all of them, or the server dropped it).
 ``--ws``: they subscribe over the event WebSocket instead (``/events``, live only; one text frame an event).
+With subscribers, each scenario that writes also waits until every subscriber has every event (the fan-out
+can lag behind the answers): the report gives that drain, the requests a second delivered to all (answers and
+events) and the server's CPU per request with the drain.
 
     python bench/server_bench.py                  # full run (~35 s on 2 cores)
     python bench/server_bench.py --quick          # smoke test (a few seconds)
@@ -44,7 +47,7 @@ import sys
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (CPU_HEADER, BaseTally, Run, add_common_args, checked_call, cpu_columns,  # noqa: E402
-                    cpu_said, fmt_ms, num,
+                    cpu_said, cpu_snapshot, fmt_ms, num,
                     percentile, print_footer, print_header, run_connections, run_role, say, split, summarize,
                     warn_busy)
 
@@ -198,9 +201,40 @@ async def pace(streams: list, reqs: list[list[tuple[str, bytes]]], sents: list[d
             await trio.sleep(max(0.0, start + q / rate - perf_counter()))
 
 
+class Fanout:
+    """The idle subscribers' progress: their process writes the events they got, in all, to ``path``."""
+
+    def __init__(self, path: str, subscribers: int) -> None:
+        self.path, self.subscribers, self.events = path, subscribers, 0
+
+    def got(self) -> int:
+        try:
+            with open(self.path) as f:
+                return int(f.read() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    async def drain(self, events: int, patience: float = 10.0) -> float | None:
+        """Wait until every subscriber has ``events`` more; -> the seconds waited (None: it stopped getting
+        any for ``patience`` seconds, a subscriber was dropped)."""
+        import trio
+        from time import perf_counter
+
+        self.events += events
+        start = changed = perf_counter()
+        seen = self.got()
+        while seen < self.events * self.subscribers:
+            await trio.sleep(0.005)
+            if (now := self.got()) != seen:
+                seen, changed = now, perf_counter()
+            elif perf_counter() - changed > patience:
+                return None
+        return perf_counter() - start
+
+
 async def run_scenario(spec: dict, host: str, logins: list[int], token: str, k: int, depth: int,
-                       pids: dict[str, int] | None = None) -> dict:
-    """One scenario over ``k`` fresh connections; returns its summary."""
+                       pids: dict[str, int] | None = None, fanout: Fanout | None = None) -> dict:
+    """One scenario over ``k`` fresh connections; returns its summary (with ``fanout``, after the drain)."""
     from time import perf_counter
 
     n_total, mode = spec["count"], spec["mode"]
@@ -224,7 +258,14 @@ async def run_scenario(spec: dict, host: str, logins: list[int], token: str, k: 
     subs_cores = None
     if cpu_before and cpu_after and "subscribers" in cpu_before and cpu_after["wall"] > cpu_before["wall"]:
         subs_cores = (cpu_after["subscribers"] - cpu_before["subscribers"]) / (cpu_after["wall"] - cpu_before["wall"])
-    return {"subscribers_cores": subs_cores,
+    drain = drained_us = None
+    if fanout is not None and spec["target"] == "server":
+        ok = sum(len(t.lat) - t.errors for t in tallies)  # (a CreditIn answered 200: one event)
+        drain = await fanout.drain(ok)
+        after = cpu_snapshot(pids or {})
+        if drain is not None and cpu_before and after and ok:
+            drained_us = (after["server"] - cpu_before["server"]) * 1e6 / ok
+    return {"subscribers_cores": subs_cores, "drain_s": drain, "drained_us": drained_us,
         "name": spec["name"], "mode": mode, "command": spec["command"], "target": spec["target"],
         "requests": n_total, "errors": sum(t.errors for t in tallies),
         "unmatched": sum(t.unmatched for t in tallies), "offered": spec.get("rate"),
@@ -246,16 +287,19 @@ async def client_main(cfg: dict) -> list[dict]:
     say(f"accounts {logins}")
 
     gc.disable()  # a collection over the prebuilt lines would stall the client for milliseconds
+    fanout = Fanout(cfg["progress"], cfg["subscribers"]) if cfg.get("progress") else None
     results = []
     for spec in cfg["scenarios"]:
         gc.collect()
         say(f"{spec['name']}: {spec['count']} x {spec['command']} ({spec['mode']}"
             + (f", {spec['rate']}/s offered)" if spec["mode"] == "open" else f", depth {depth})"))
-        r = await run_scenario(spec, host, logins, token, spec.get("k", k), spec.get("depth", depth), cfg.get("pids"))
+        r = await run_scenario(spec, host, logins, token, spec.get("k", k), spec.get("depth", depth), cfg.get("pids"),
+                               fanout)
         if not spec.get("warmup"):
             results.append(r)
         say(f"  -> {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-            f"max {r['max_ms']:.2f} ms, errors {r['errors']}, {cpu_said(r, spec['target'])}")
+            f"max {r['max_ms']:.2f} ms, errors {r['errors']}, {cpu_said(r, spec['target'])}"
+            + (f", fan-out drained {num(r['drain_s'])} s later" if fanout and spec["target"] == "server" else ""))
         if r["failure"] and not spec.get("warmup"):
             break  # the server is stuck or gone: later scenarios would only wait
     return results
@@ -318,8 +362,14 @@ def subscribers_main(cfg: dict) -> int:
     closed = received = 0
     buf = bytearray(1 << 20)
     heard = time.monotonic()  # once stopping, the events still on their way are read: until 0.5 s of silence
+    progress, told, told_at = cfg.get("progress"), 0, 0.0
     while True:
-        ready = sel.select(0.1)
+        if progress and received != told and time.monotonic() - told_at >= 0.005:  # (for Fanout.drain)
+            with open(progress + ".new", "w") as f:
+                f.write(str(sum(lines)))
+            os.replace(progress + ".new", progress)
+            told, told_at = received, time.monotonic()
+        ready = sel.select(0.005 if received != told else 0.1)
         if ready:
             heard = time.monotonic()
         elif stopping and time.monotonic() - heard >= 0.5:
@@ -353,7 +403,8 @@ class Subscribers:
     def __init__(self, run, host: str, port: int, count: int, ws: bool = False) -> None:
         """Start it and wait until every subscriber is subscribed (on the WebSocket port with ``ws``)."""
         import subprocess
-        cfg = {"host": host, "port": port, "token": run.token, "count": count, "ws": ws}
+        self.progress = os.path.join(run.tmp, "subscribers.progress")
+        cfg = {"host": host, "port": port, "token": run.token, "count": count, "ws": ws, "progress": self.progress}
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--subscribers-role", json.dumps(cfg)],
                                      stdout=subprocess.PIPE, env=run.env, cwd=os.path.dirname(os.path.abspath(__file__)))
         first = self.proc.stdout.readline().decode()
@@ -486,6 +537,12 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
     if args.subscribers:
         for r in results:
             print(f"{r['name']:<30} subscribers' process: {num(r.get('subscribers_cores'))} cores")
+            if r["target"] == "server":
+                drain, us = r.get("drain_s"), r.get("drained_us")
+                delivered = r["answered"] / (r["elapsed_s"] + drain) if drain is not None and r["answered"] else None
+                print(f"{r['name']:<30} fan-out drained {num(drain)} s after the scenario: delivered to all "
+                      f"{'-' if delivered is None else f'{delivered:,.0f}'}/s, server CPU "
+                      f"{'-' if us is None else f'{us:,.0f}'} µs/req with the drain")
         subs = getattr(args, "subscribers_seen", None) or {}
         print(f"subscribers: {subs.get('subscribers', '-')}, events each got {subs.get('events_min', '-')}–"
               f"{subs.get('events_max', '-')} ({subs.get('bytes_per_event', '-')} bytes each), closed by the server "
@@ -550,6 +607,8 @@ def orchestrate(args: argparse.Namespace) -> int:
     cfg = {"pids": pids, "host": args.host, "server_port": server_port,
            "token": run.token, "connections": args.connections, "depth": args.depth,
            "scenarios": scenarios(args, server_port, echo_port)}
+    if subscribers is not None:
+        cfg.update(progress=subscribers.progress, subscribers=args.subscribers)
     results: list[dict] = []
     try:
         results = run.run_client(__file__, cfg) or []

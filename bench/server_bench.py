@@ -417,9 +417,15 @@ class Subscribers:
 
     def stop(self) -> dict | None:
         """SIGTERM; -> what it reported."""
+        import subprocess
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out = self.proc.communicate(timeout=30)[0].decode().strip().splitlines()
+        try:
+            out = self.proc.communicate(timeout=60)[0].decode().strip().splitlines()
+        except subprocess.TimeoutExpired:  # (events still flowing: the server is far behind)
+            self.proc.kill()
+            self.proc.communicate()
+            return None
         return json.loads(out[-1]) if out else None
 
 

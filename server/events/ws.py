@@ -35,11 +35,31 @@ _FRAMER = FrameProtocol(client=False, extensions=[])  # a server's frames: unmas
 _TRIO_WEBSOCKET = ("_stream", "_stream_lock", "_wsproto", "_close_reason", "_abort_web_socket")
 
 
-def frames(piece: bytes) -> bytes:
+# bytes of a piece's frames in one send at most (or one frame): a dropped client's 1013 waits on no more
+SEGMENT = 64 << 10
+
+
+class Frames(bytes):
+    """A piece's frames, and ``cuts``: offsets between two frames where its sends end (one per SEGMENT)."""
+
+    cuts: tuple[int, ...] = ()
+
+
+def frames(piece: bytes) -> Frames:
     """A piece of event lines as WebSocket frames, one text frame an event, byte for byte those that
     ``send_message`` makes on a connection with no extension (the server never accepts one)."""
     text = _FRAMER.send_data  # (a whole message each time: the framer keeps no state between them)
-    return b"".join([text(line.decode()) for line in split_lines(piece)])
+    parts = [text(line.decode()) for line in split_lines(piece)]
+    out = Frames(b"".join(parts))
+    if len(out) > SEGMENT:
+        cuts, start, at = [], 0, 0
+        for part in parts:
+            if at + len(part) - start > SEGMENT and at > start:
+                cuts.append(at)
+                start = at
+            at += len(part)
+        out.cuts = tuple(cuts)
+    return out
 
 
 class WsSubscriber:
@@ -63,8 +83,8 @@ class WsSubscriber:
             self.drop(f"no progress for {self.stall:g} s while replaying: reconnect with from_seq")
 
     def drop(self, reason: str) -> None:
-        """Queue nothing more and close with 1013 once the piece being sent is out; a peer that does
-        not take even that within DROP_GRACE seconds is cut off (a cancelled send breaks framing)."""
+        """Queue nothing more and close with 1013 once the frames being sent (SEGMENT at most) are out; a peer
+        that does not take even those within DROP_GRACE seconds is cut off (a cancelled send breaks framing)."""
         self.reason = self.reason or reason
         self.outbox.close()
         self.scope.deadline = min(self.scope.deadline, trio.current_time() + DROP_GRACE)
@@ -208,16 +228,24 @@ async def _stream(server: Services, ws: WebSocketConnection, sub: WsSubscriber, 
 
 
 async def _send_events(ws: WebSocketConnection, sub: WsSubscriber,
-                       write: Callable[[bytes], Awaitable[None]] | None) -> None:
-    """Each buffered piece (its frames, see ``frames``) in one write, until the buffer ends or ``sub`` is dropped
-    (what is left is for the from_seq replay of its next connection); with no ``write``, each buffered event
-    line in a ``send_message`` of its own."""
+                       write: Callable[[bytes | memoryview], Awaitable[None]] | None) -> None:
+    """Each buffered piece (its frames, see ``frames``) in one write (one per SEGMENT of a larger one), until the
+    buffer ends or ``sub`` is dropped (what is left is for the from_seq replay of its next connection); with no
+    ``write``, each buffered event line in a ``send_message`` of its own."""
     async for data in sub.outbox.receive:
         sub.outbox.taken(1)
         if sub.reason is not None:
             return
         if write is not None:
-            await write(data)
+            if not (cuts := getattr(data, "cuts", ())):
+                await write(data)
+            else:
+                view, start = memoryview(data), 0
+                for cut in (*cuts, len(data)):
+                    if start and sub.reason is not None:
+                        return
+                    await write(view[start:cut])
+                    start = cut
         else:
             for message in split_lines(data):
                 if sub.reason is not None:
@@ -226,7 +254,7 @@ async def _send_events(ws: WebSocketConnection, sub: WsSubscriber,
         sub.outbox.sent(len(data))
 
 
-def _frame_writer(ws: WebSocketConnection) -> Callable[[bytes], Awaitable[None]] | None:
+def _frame_writer(ws: WebSocketConnection) -> Callable[[bytes | memoryview], Awaitable[None]] | None:
     """A write of ready-made frames to ``ws``'s stream, or None (said once in a warning): then events go one
     ``send_message`` each.
 
@@ -246,7 +274,7 @@ def _frame_writer(ws: WebSocketConnection) -> Callable[[bytes], Awaitable[None]]
         return None
     stream, lock, abort = ws._stream, ws._stream_lock, ws._abort_web_socket
 
-    async def write(data: bytes) -> None:
+    async def write(data: bytes | memoryview) -> None:
         async with lock:
             if ws._close_reason is not None or ws._wsproto.state is not ConnectionState.OPEN:
                 raise ConnectionClosed(ws._close_reason or CloseReason(1006, "closing"))

@@ -349,3 +349,30 @@ async def test_a_subscriber_reset_mid_stream_ends_alone(start_server, caplog):
                 await trio.sleep(0.01)
         assert (await c.call("Ping")).ok
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_large_piece_is_sent_in_segments_of_whole_frames_and_a_drop_stops_after_one():
+    """A batch's frames over SEGMENT bytes go in sends of whole frames, SEGMENT at most: the same bytes in all;
+    a subscriber dropped while one is out is sent no more (its close, 1013, waits on that one alone)."""
+    lines = [b'{"event":"trade:event","type":7,"seq":%d,"data":{"comment":"%s"}}' % (i, b"x" * 250)
+             for i in range(1, 1201)]
+    piece = ws_module.frames(b"".join(line + b"\r\n" for line in lines))
+    assert bytes(piece) == _as_send_message_framed_them(lines) and len(piece) > 4 * ws_module.SEGMENT
+    for dropped in (False, True):
+        sub = ws_module.WsSubscriber(16384, 16 << 20)
+        assert sub.offer(piece, len(lines))
+        sub.outbox.close()  # (nothing more: _send_events ends once it is sent)
+        sent: list[bytes] = []
+
+        async def write(data) -> None:
+            sent.append(bytes(data))
+            if dropped:
+                sub.drop("too slow")
+        await ws_module._send_events(None, sub, write)
+        assert all(len(segment) <= ws_module.SEGMENT for segment in sent)
+        assert all(_frames(segment)[-1][2] for segment in sent)  # (each ends with a whole frame)
+        if dropped:
+            assert len(sent) == 1 and piece.startswith(sent[0])
+        else:
+            assert len(sent) == len(piece.cuts) + 1 >= 5 and b"".join(sent) == piece
+            assert sub.outbox.buffered == 0

@@ -23,11 +23,16 @@ closed loop, at the same offered rates and alone (the client's own latency floor
 process of their own (this script with ``--subscribers-role``) that reads every socket with one epoll loop and
 throws the bytes away; the server is then started with subscriber caps of N and no connect-rate limit. The
 report gives that process's CPU, and the events each subscriber got (all of them, or the server dropped it).
+``--ws``: they subscribe over the event WebSocket instead (``/events``, live only; one text frame an event).
+With subscribers, each scenario that writes also waits until every subscriber has every event (the fan-out
+can lag behind the answers): the report gives that drain, the requests a second delivered to all (answers and
+events) and the server's CPU per request with the drain.
 
     python bench/server_bench.py                  # full run (~35 s on 2 cores)
     python bench/server_bench.py --quick          # smoke test (a few seconds)
     python bench/server_bench.py --py-spy prof.txt   # also sample the server with py-spy (raw stacks)
     python bench/server_bench.py --only a --count 20000 --subscribers 100   # fan-out: CreditIn, 100 subscribers
+    python bench/server_bench.py --only a --count 20000 --subscribers 1000 --ws   # ... 1,000 on WebSocket
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import sys
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (CPU_HEADER, BaseTally, Run, add_common_args, checked_call, cpu_columns,  # noqa: E402
-                    cpu_said, fmt_ms, num,
+                    cpu_said, cpu_snapshot, fmt_ms, num,
                     percentile, print_footer, print_header, run_connections, run_role, say, split, summarize,
                     warn_busy)
 
@@ -196,9 +201,40 @@ async def pace(streams: list, reqs: list[list[tuple[str, bytes]]], sents: list[d
             await trio.sleep(max(0.0, start + q / rate - perf_counter()))
 
 
+class Fanout:
+    """The idle subscribers' progress: their process writes the events they got, in all, to ``path``."""
+
+    def __init__(self, path: str, subscribers: int) -> None:
+        self.path, self.subscribers, self.events = path, subscribers, 0
+
+    def got(self) -> int:
+        try:
+            with open(self.path) as f:
+                return int(f.read() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    async def drain(self, events: int, patience: float = 10.0) -> float | None:
+        """Wait until every subscriber has ``events`` more; -> the seconds waited (None: it stopped getting
+        any for ``patience`` seconds, a subscriber was dropped)."""
+        import trio
+        from time import perf_counter
+
+        self.events += events
+        start = changed = perf_counter()
+        seen = self.got()
+        while seen < self.events * self.subscribers:
+            await trio.sleep(0.005)
+            if (now := self.got()) != seen:
+                seen, changed = now, perf_counter()
+            elif perf_counter() - changed > patience:
+                return None
+        return perf_counter() - start
+
+
 async def run_scenario(spec: dict, host: str, logins: list[int], token: str, k: int, depth: int,
-                       pids: dict[str, int] | None = None) -> dict:
-    """One scenario over ``k`` fresh connections; returns its summary."""
+                       pids: dict[str, int] | None = None, fanout: Fanout | None = None) -> dict:
+    """One scenario over ``k`` fresh connections; returns its summary (with ``fanout``, after the drain)."""
     from time import perf_counter
 
     n_total, mode = spec["count"], spec["mode"]
@@ -222,7 +258,14 @@ async def run_scenario(spec: dict, host: str, logins: list[int], token: str, k: 
     subs_cores = None
     if cpu_before and cpu_after and "subscribers" in cpu_before and cpu_after["wall"] > cpu_before["wall"]:
         subs_cores = (cpu_after["subscribers"] - cpu_before["subscribers"]) / (cpu_after["wall"] - cpu_before["wall"])
-    return {"subscribers_cores": subs_cores,
+    drain = drained_us = None
+    if fanout is not None and spec["target"] == "server":
+        ok = sum(len(t.lat) - t.errors for t in tallies)  # (a CreditIn answered 200: one event)
+        drain = await fanout.drain(ok)
+        after = cpu_snapshot(pids or {})
+        if drain is not None and cpu_before and after and ok:
+            drained_us = (after["server"] - cpu_before["server"]) * 1e6 / ok
+    return {"subscribers_cores": subs_cores, "drain_s": drain, "drained_us": drained_us,
         "name": spec["name"], "mode": mode, "command": spec["command"], "target": spec["target"],
         "requests": n_total, "errors": sum(t.errors for t in tallies),
         "unmatched": sum(t.unmatched for t in tallies), "offered": spec.get("rate"),
@@ -244,16 +287,19 @@ async def client_main(cfg: dict) -> list[dict]:
     say(f"accounts {logins}")
 
     gc.disable()  # a collection over the prebuilt lines would stall the client for milliseconds
+    fanout = Fanout(cfg["progress"], cfg["subscribers"]) if cfg.get("progress") else None
     results = []
     for spec in cfg["scenarios"]:
         gc.collect()
         say(f"{spec['name']}: {spec['count']} x {spec['command']} ({spec['mode']}"
             + (f", {spec['rate']}/s offered)" if spec["mode"] == "open" else f", depth {depth})"))
-        r = await run_scenario(spec, host, logins, token, spec.get("k", k), spec.get("depth", depth), cfg.get("pids"))
+        r = await run_scenario(spec, host, logins, token, spec.get("k", k), spec.get("depth", depth), cfg.get("pids"),
+                               fanout)
         if not spec.get("warmup"):
             results.append(r)
         say(f"  -> {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-            f"max {r['max_ms']:.2f} ms, errors {r['errors']}, {cpu_said(r, spec['target'])}")
+            f"max {r['max_ms']:.2f} ms, errors {r['errors']}, {cpu_said(r, spec['target'])}"
+            + (f", fan-out drained {num(r['drain_s'])} s later" if fanout and spec["target"] == "server" else ""))
         if r["failure"] and not spec.get("warmup"):
             break  # the server is stuck or gone: later scenarios would only wait
     return results
@@ -262,10 +308,11 @@ async def client_main(cfg: dict) -> list[dict]:
 # ============================================================================ idle subscribers (--subscribers-role)
 
 def subscribers_main(cfg: dict) -> int:
-    """The --subscribers-role: ``count`` connections, each subscribed to trade:event (live only); once all are
-    subscribed it prints ``subscribed N``, then reads every socket (one epoll loop, the bytes thrown away) until
-    SIGTERM (and what is still on its way), and prints a JSON line: the event lines each subscriber got and how
-    many the server closed."""
+    """The --subscribers-role: ``count`` connections, each subscribed to trade:event (live only: a Subscribe on
+    the manager port, or with ``ws`` an upgrade to the event WebSocket); once all are subscribed it prints
+    ``subscribed N``, then reads every socket (one epoll loop, the bytes thrown away) until SIGTERM (and what is
+    still on its way), and prints a JSON line: the events each subscriber got (lines, or with ``ws`` the text
+    frames, counted by the start of an event) and how many the server closed."""
     import resource
     import selectors
     import socket
@@ -274,23 +321,30 @@ def subscribers_main(cfg: dict) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    line = (b'{"command":"Subscribe","extID":"s","data":{"chanels":["trade:event"]},"__token":"%s"}\r\n'
-            % cfg["token"].encode())
+    ws = cfg.get("ws", False)
+    if ws:
+        line = (b"GET /events?token=%s HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: YmVuY2gtc3Vic2NyaWJlcg==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                % cfg["token"].encode())
+    else:
+        line = (b'{"command":"Subscribe","extID":"s","data":{"chanels":["trade:event"]},"__token":"%s"}\r\n'
+                % cfg["token"].encode())
+    end, accepted = (b"\r\n\r\n", b"HTTP/1.1 101") if ws else (b"\n", b'"status":200')
     socks = []
     for _ in range(cfg["count"]):
         s = socket.create_connection((cfg["host"], cfg["port"]))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(line)
         socks.append(s)
-    for s in socks:  # each Subscribe's answer, before anything else is sent to it
+    for s in socks:  # each Subscribe's answer (the upgrade's), before anything else is sent to it
         got = b""
-        while b"\n" not in got:
+        while end not in got:
             chunk = s.recv(4096)
             if not chunk:
                 raise SystemExit("a subscriber's connection was closed before its Subscribe was answered")
             got += chunk
-        answer, rest = got.split(b"\n", 1)
-        if b'"status":200' not in answer:
+        answer, rest = got.split(end, 1)
+        if accepted not in answer:
             raise SystemExit(f"Subscribe refused: {answer[:300]!r}")
         if rest:
             raise SystemExit("events before the scenarios: the bench expects a quiet ledger")
@@ -301,12 +355,21 @@ def subscribers_main(cfg: dict) -> int:
     sel = selectors.EpollSelector()
     for i, s in enumerate(socks):
         sel.register(s, selectors.EVENT_READ, i)
+    mark = b'{"event":"trade:event"' if ws else b"\n"  # (a WebSocket's frames have no line end)
+    k = len(mark) - 1
+    tails = [b""] * len(socks)  # the last k bytes each socket gave: a mark cut between two reads is counted
     lines = [0] * len(socks)
     closed = received = 0
     buf = bytearray(1 << 20)
     heard = time.monotonic()  # once stopping, the events still on their way are read: until 0.5 s of silence
+    progress, told, told_at = cfg.get("progress"), 0, 0.0
     while True:
-        ready = sel.select(0.1)
+        if progress and received != told and time.monotonic() - told_at >= 0.005:  # (for Fanout.drain)
+            with open(progress + ".new", "w") as f:
+                f.write(str(sum(lines)))
+            os.replace(progress + ".new", progress)
+            told, told_at = received, time.monotonic()
+        ready = sel.select(0.005 if received != told else 0.1)
         if ready:
             heard = time.monotonic()
         elif stopping and time.monotonic() - heard >= 0.5:
@@ -322,7 +385,11 @@ def subscribers_main(cfg: dict) -> int:
                 closed += 1
                 sel.unregister(key.fileobj)
                 continue
-            lines[key.data] += buf.count(b"\n", 0, n)
+            i = key.data
+            lines[i] += buf.count(mark, 0, n)
+            if k:
+                lines[i] += (tails[i] + bytes(buf[:min(n, k)])).count(mark)
+                tails[i] = (tails[i] + bytes(buf[max(0, n - k):n]))[-k:]
             received += n
     print(json.dumps({"subscribers": len(socks), "closed_by_server": closed, "events_min": min(lines, default=0),
                       "events_max": max(lines, default=0),
@@ -333,10 +400,11 @@ def subscribers_main(cfg: dict) -> int:
 class Subscribers:
     """The --subscribers process, started before the scenarios and stopped after them."""
 
-    def __init__(self, run, host: str, port: int, count: int) -> None:
-        """Start it and wait until every subscriber is subscribed."""
+    def __init__(self, run, host: str, port: int, count: int, ws: bool = False) -> None:
+        """Start it and wait until every subscriber is subscribed (on the WebSocket port with ``ws``)."""
         import subprocess
-        cfg = {"host": host, "port": port, "token": run.token, "count": count}
+        self.progress = os.path.join(run.tmp, "subscribers.progress")
+        cfg = {"host": host, "port": port, "token": run.token, "count": count, "ws": ws, "progress": self.progress}
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--subscribers-role", json.dumps(cfg)],
                                      stdout=subprocess.PIPE, env=run.env, cwd=os.path.dirname(os.path.abspath(__file__)))
         first = self.proc.stdout.readline().decode()
@@ -344,13 +412,20 @@ class Subscribers:
             self.proc.kill()
             raise SystemExit(f"the subscribers did not start: {first!r}")
         self.pid = self.proc.pid
-        print(f"[bench] {count} idle trade:event subscribers, pid {self.pid}", flush=True)
+        print(f"[bench] {count} idle trade:event subscribers{' on WebSocket' if ws else ''}, pid {self.pid}",
+              flush=True)
 
     def stop(self) -> dict | None:
         """SIGTERM; -> what it reported."""
+        import subprocess
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out = self.proc.communicate(timeout=30)[0].decode().strip().splitlines()
+        try:
+            out = self.proc.communicate(timeout=60)[0].decode().strip().splitlines()
+        except subprocess.TimeoutExpired:  # (events still flowing: the server is far behind)
+            self.proc.kill()
+            self.proc.communicate()
+            return None
         return json.loads(out[-1]) if out else None
 
 
@@ -449,8 +524,8 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
                  "each; (l): one connection, one request at a time",
                  "latency: closed loop from the send of each request's batch; open loop from its SCHEDULED send time")
     if args.subscribers:
-        print(f"{args.subscribers:,} idle trade:event subscribers (no replay) in a process of their own (its CPU: "
-              "after the table, not in the columns)")
+        print(f"{args.subscribers:,} idle trade:event subscribers (no replay{', WebSocket' if args.ws else ''}) in a "
+              "process of their own (its CPU: after the table, not in the columns)")
     print(f"{'scenario':<30} {'requests':>9} {'errors':>6} {'offered/s':>10} {'achieved/s':>11} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  " + CPU_HEADER)
     print("-" * width)
@@ -468,6 +543,12 @@ def print_report(results: list[dict], args: argparse.Namespace, server_exit: int
     if args.subscribers:
         for r in results:
             print(f"{r['name']:<30} subscribers' process: {num(r.get('subscribers_cores'))} cores")
+            if r["target"] == "server":
+                drain, us = r.get("drain_s"), r.get("drained_us")
+                delivered = r["answered"] / (r["elapsed_s"] + drain) if drain is not None and r["answered"] else None
+                print(f"{r['name']:<30} fan-out drained {num(drain)} s after the scenario: delivered to all "
+                      f"{'-' if delivered is None else f'{delivered:,.0f}'}/s, server CPU "
+                      f"{'-' if us is None else f'{us:,.0f}'} µs/req with the drain")
         subs = getattr(args, "subscribers_seen", None) or {}
         print(f"subscribers: {subs.get('subscribers', '-')}, events each got {subs.get('events_min', '-')}–"
               f"{subs.get('events_max', '-')} ({subs.get('bytes_per_event', '-')} bytes each), closed by the server "
@@ -523,7 +604,8 @@ def orchestrate(args: argparse.Namespace) -> int:
     server_port, echo_port = ports["tcp"], echo_ports["tcp"]
     print(f"[bench] server pid {server.pid} on {args.host}:{server_port}, echo pid {echo.pid} on "
           f"{args.host}:{echo_port}", flush=True)
-    subscribers = Subscribers(run, args.host, server_port, args.subscribers) if args.subscribers else None
+    subscribers = (Subscribers(run, args.host, ports["ws"] if args.ws else server_port, args.subscribers, args.ws)
+                   if args.subscribers else None)
     run.start_py_spy(server.pid)
     pids = {"server": server.pid, "echo": echo.pid}
     if subscribers is not None:
@@ -531,6 +613,8 @@ def orchestrate(args: argparse.Namespace) -> int:
     cfg = {"pids": pids, "host": args.host, "server_port": server_port,
            "token": run.token, "connections": args.connections, "depth": args.depth,
            "scenarios": scenarios(args, server_port, echo_port)}
+    if subscribers is not None:
+        cfg.update(progress=subscribers.progress, subscribers=args.subscribers)
     results: list[dict] = []
     try:
         results = run.run_client(__file__, cfg) or []
@@ -557,6 +641,7 @@ def main() -> int:
     p.add_argument("--only", metavar="LETTERS", help="run only these scenarios, e.g. --only c or --only a,d")
     p.add_argument("--subscribers", type=int, default=0, metavar="N",
                    help="N idle trade:event subscribers, in a process of their own, during the scenarios (default 0)")
+    p.add_argument("--ws", action="store_true", help="the subscribers are on the event WebSocket (default: TCP)")
     add_common_args(p)
     p.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--subscribers-role", metavar="JSON", help=argparse.SUPPRESS)

@@ -31,7 +31,8 @@ from .manager.commands import Dispatcher
 from .config import Config, Ports
 from .health import Watch
 from .http import HttpServer, Limits
-from .limits import Gate, LineBudget, SubscriberCap, default_cap, raise_descriptor_limit
+from .limits import (REFUSALS, UPGRADE_REFUSALS, Gate, LineBudget, SubscriberCap, default_cap,
+                     raise_descriptor_limit)
 from .listen import Listener
 from .core.lockfile import LedgerLock, PgLock
 from .core.mainloop import Job, MainLoop, ShuttingDown
@@ -366,8 +367,10 @@ class Server:
         admin_cap = config.admin_max_connections
         cap = config.max_connections or default_cap(raise_descriptor_limit(), reserve=200 + admin_cap)
         caps = {"admin": min(cap, admin_cap)}
+        reasons = {"ws": REFUSALS + tuple(UPGRADE_REFUSALS.values())}
         return {name: Listener(name, host, port, Gate(name, caps.get(name, cap), trio.current_time,
-                                                      rate=config.max_connect_rate), self._tls,
+                                                      rate=config.max_connect_rate,
+                                                      reasons=reasons.get(name, REFUSALS)), self._tls,
                                https=name in ("wallet", "admin"), handshakes=config.tls_handshakes,
                                handshake_timeout=config.tls_handshake_timeout,
                                handshake_rate=config.tls_handshake_rate)

@@ -16,6 +16,9 @@ from .logs import LineBudget  # noqa: F401  (the connection lines' budget: tcp, 
 
 log = logging.getLogger("syncledger.limits")
 REFUSALS = ("cap", "rate", "handshake", "handshake_timeout")  # why a listener closed a connection at once
+# why the ws listener refused an upgrade request, by the HTTP status it answered (its reasons beside REFUSALS)
+UPGRADE_REFUSALS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                    429: "too_many_subscribers", 503: "shutting_down"}
 TRIM_AFTER = 16 << 20  # unsent bytes left by closing connections that make the heap be trimmed
 
 
@@ -69,16 +72,17 @@ def default_cap(descriptors: int, listeners: int = 3, reserve: int = 200) -> int
 
 class Gate:
     """At most ``cap`` connections on one listener, and from one address at most ``rate`` new ones a second
-    after a first ``burst`` (a token bucket; None: no rate limit). Refusals are logged once a second."""
+    after a first ``burst`` (a token bucket; None: no rate limit). Refusals are logged once a second, and counted
+    by reason: ``reasons`` are those its listener can have (REFUSALS, and the ws listener's UPGRADE_REFUSALS)."""
 
     def __init__(self, name: str, cap: int, clock: Callable[[], float], *, rate: float | None = None,
-                 burst: int = 1000, addresses: int = 100_000):
-        self.name, self.cap, self._clock = name, cap, clock
+                 burst: int = 1000, addresses: int = 100_000, reasons: tuple[str, ...] = REFUSALS):
+        self.name, self.cap, self._clock, self.reasons = name, cap, clock, reasons
         self.rate, self.burst, self.addresses = rate, burst, addresses
         self.open = 0
         self.refused = 0  # since it was last logged
         self.refused_rate = 0
-        self.refusals: Counter[str] = Counter()  # every refusal so far, by reason (REFUSALS), for /metrics
+        self.refusals: Counter[str] = Counter()  # every refusal so far, by reason (of reasons), for /metrics
         self._logged_at = -1e9
         self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, when they were counted)
 

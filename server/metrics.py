@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Plat
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import version
-from .limits import REFUSALS
+from .limits import UPGRADE_REFUSALS
 
 
 LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -118,8 +118,8 @@ class Metrics:
 
 
 class _Refusals:
-    """``syncledger_refused_connections_total{listener,reason}``: each Gate's ``refusals`` (its own, and its
-    listener's failed and late TLS handshakes), every reason of REFUSALS from 0."""
+    """``syncledger_refused_connections_total{listener,reason}``: each Gate's ``refusals`` (its own, its
+    listener's failed and late TLS handshakes, the ws listener's refused upgrades), each of its reasons from 0."""
 
     def __init__(self, gates: dict[str, Any]):
         self.gates = gates
@@ -130,7 +130,7 @@ class _Refusals:
     def collect(self) -> list[CounterMetricFamily]:
         family = self._family()
         for name, gate in self.gates.items():
-            for reason in REFUSALS:
+            for reason in gate.reasons:
                 family.add_metric([name, reason], gate.refusals[reason])
         return [family]
 
@@ -138,7 +138,9 @@ class _Refusals:
     def _family() -> CounterMetricFamily:
         return CounterMetricFamily("syncledger_refused_connections", "Connections a listener closed at once, by "
                                    "reason: cap (--max-connections), rate (--max-connect-rate), handshake (a TLS "
-                                   "handshake failed), handshake_timeout (it did not end in time)",
+                                   "handshake failed), handshake_timeout (it did not end in time); on ws, upgrade "
+                                   "requests refused: " + ", ".join(f"{reason} ({status})" for status, reason in
+                                                                   UPGRADE_REFUSALS.items()),
                                    labels=["listener", "reason"])
 
 

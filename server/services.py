@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .core.broker import Broker
     from .core.mainloop import MainLoop
     from .core.timeouts import Timeouts
+    from .limits import Gate
     from .logs import LineBudget
     from .metrics import Metrics
 
@@ -31,6 +32,7 @@ class Services(Protocol):
     store: Store
     ports: Ports | None
     connection_lines: LineBudget  # "opened"/"closed" lines a second, in all
+    gates: dict[str, Gate]  # each listener's, by name (its refusals are counted there)
     stopping: bool
 
     async def authorize(self, claims: Claims) -> None:

@@ -4,7 +4,9 @@ Each subscriber owns a bounded buffer (an :class:`Outbox`); one that cannot take
 at once, so a slow or dead subscriber never slows the mainLoop or anyone else. It reconnects with
 ``from_seq``. A committed batch's events are encoded once, into one bytes object that every subscriber's
 outbox shares, and each subscriber is offered it once (a subscriber that already has the first events of the
-batch, at the replay's hand-off, is offered the lines after its own). A replay buffers its events in pieces
+batch, at the replay's hand-off, is offered the lines after its own). A subscriber whose wire wants its pieces
+in another form (a WebSocket's frames: its ``frame``) is offered that form, made once a piece for all the
+subscribers of that form (a replayed page's too, kept with the page). A replay buffers its events in pieces
 of REPLAY_TURN lines, so that what a stalled replay holds is a few large allocations, which the C allocator
 can give back (see limits.HeapTrim), not thousands of small ones.
 """
@@ -32,6 +34,10 @@ REPLAY_CACHE = 8  # encoded whole pages kept for the replays at the same positio
 
 
 class Subscriber(Protocol):
+    # what its pieces become on its wire (the same function for every subscriber of a kind, so that a piece is
+    # framed once for all of them); None: the lines as they are
+    frame: Callable[[bytes], bytes] | None
+
     def offer(self, lines: bytes, count: int = 1) -> bool:
         """Buffer ``count`` event lines (one bytes object) without waiting; False if the buffer is full."""
 
@@ -154,18 +160,26 @@ class Broker:
 
     def publish(self, events: list[Event]) -> None:
         """Called by the mainLoop once per committed batch, ``events`` in seq order; never waits. The lines are
-        encoded once, into one bytes object that every subscriber is offered once. Each subscriber gets each
-        event once, in seq order: the events it already has (replayed from the ledger) are not sent again."""
+        encoded once, into one bytes object that every subscriber is offered once (framed once for all those of
+        a ``frame``). Each subscriber gets each event once, in seq order: the events it already has (replayed
+        from the ledger) are not sent again."""
         if not self.subscribers or not events:
             return
         lines = [event_line(e) for e in events]
         data = b"".join(lines)
         first, last, count = events[0].seq, events[-1].seq, len(events)
         starts: list[int] | None = None  # where each line begins in data (only if a subscriber needs a slice)
+        framed: dict[Callable[[bytes], bytes], bytes] = {}  # data, by frame
         dropped = []
         for sub, seen in self.subscribers.items():
+            frame = sub.frame
             if seen < first:
-                ok = sub.offer(data, count)
+                if frame is None:
+                    ok = sub.offer(data, count)
+                else:
+                    if (piece := framed.get(frame)) is None:
+                        piece = framed[frame] = frame(data)
+                    ok = sub.offer(piece, count)
             elif seen >= last:
                 continue
             else:  # (at the replay's hand-off: it has the batch's first events)
@@ -175,7 +189,8 @@ class Broker:
                         starts.append(at)
                         at += len(line)
                 k = bisect_right(events, seen, key=_seq)
-                ok = sub.offer(data[starts[k]:], count - k)
+                piece = data[starts[k]:]
+                ok = sub.offer(piece if frame is None else frame(piece), count - k)
             if ok:
                 self.subscribers[sub] = last  # (an existing key: the dict's size does not change)
             else:
@@ -214,17 +229,18 @@ class Broker:
         try:
             while True:
                 while last is not None:
-                    replayed, count, last = await self._page(last, read)
-                    for piece in replayed:
-                        await sub.put(piece)
-                    if count < REPLAY_PAGE:
+                    page = await self._page(last, read)
+                    for i in range(len(page.pieces)):
+                        await sub.put(page.piece(i, sub.frame))
+                    last = page.last
+                    if page.count < REPLAY_PAGE:
                         break
                 async with mainloop.lock:  # between two batches: nothing is committed meanwhile
                     tail = [] if last is None else await mainloop.call(reads.events_after, mainloop.store.db, last,
                                                                        REPLAY_PAGE)
                     if len(tail) < REPLAY_PAGE:  # caught up: deliver the tail and go live, still under the lock
                         for piece in pieces(tail):
-                            if not sub.offer(piece):
+                            if not sub.offer(piece if sub.frame is None else sub.frame(piece)):
                                 sub.drop("subscriber too slow during replay; reconnect with from_seq")
                                 return
                         last = tail[-1].seq if tail else last
@@ -237,7 +253,7 @@ class Broker:
                 self._pages.clear()  # (its memory is not held for replays that may never come)
 
     async def _page(self, after: int, read: Callable[..., Awaitable[Any]]) -> _Page:
-        """The page of events after seq ``after``, encoded: (pieces of REPLAY_TURN lines, events, last seq).
+        """The page of events after seq ``after``, encoded (in pieces of REPLAY_TURN lines).
         One read and one encoding for every replay at this position: a whole page is kept (REPLAY_CACHE), and
         a replay that wants a page being read waits for that read (and reads it itself if that one failed)."""
         key = (after, REPLAY_PAGE)
@@ -257,9 +273,9 @@ class Broker:
             for i in range(0, len(events), REPLAY_TURN):
                 replayed += pieces(events[i:i + REPLAY_TURN])
                 await trio.lowlevel.checkpoint()  # a page is ~3 ms of Python: others get turns
-            page = reading.page = (replayed, len(events), events[-1].seq if events else after)
+            page = reading.page = _Page(replayed, len(events), events[-1].seq if events else after)
             del events  # (its many small objects are not held while the clients are waited for)
-            if page[1] == REPLAY_PAGE:
+            if page.count == REPLAY_PAGE:
                 self._pages[key] = page
                 while len(self._pages) > REPLAY_CACHE:
                     self._pages.popitem(last=False)
@@ -269,7 +285,26 @@ class Broker:
             reading.done.set()
 
 
-_Page = tuple[list[bytes], int, int]
+class _Page:
+    """A replay page: its pieces, how many events they hold, the seq of the last (or the seq they follow),
+    and its pieces framed, by frame (each made the first time a replay of that frame reaches it)."""
+
+    __slots__ = ("pieces", "count", "last", "framed")
+
+    def __init__(self, pieces: list[bytes], count: int, last: int):
+        self.pieces, self.count, self.last = pieces, count, last
+        self.framed: dict[Callable[[bytes], bytes], list[bytes | None]] = {}
+
+    def piece(self, i: int, frame: Callable[[bytes], bytes] | None) -> bytes:
+        """Piece ``i``, framed by ``frame`` (once for every replay of this page)."""
+        if frame is None:
+            return self.pieces[i]
+        framed = self.framed.get(frame)
+        if framed is None:
+            framed = self.framed[frame] = [None] * len(self.pieces)
+        if (piece := framed[i]) is None:
+            piece = framed[i] = frame(self.pieces[i])
+        return piece
 
 
 class _Reading:

@@ -30,6 +30,7 @@ MAX_WRITE = 1 << 20
 class Connection:
     _ids = itertools.count(1)
     listener = "tcp"
+    frame = None  # (a subscriber's: its event lines go on the wire as they are)
 
     def __init__(self, stream: trio.abc.Stream, dispatcher: Dispatcher, broker: Broker, *,
                  outbox_size: int = 16384, outbox_bytes: int = 16 << 20, stall: float = 30.0,

@@ -132,9 +132,10 @@ async def test_refused_connections_are_counted_by_listener_and_reason(start_serv
     samples = await scrape(srv)
     refused = {"{listener}:{reason}".format(**dict(labels)): value for (name, labels), value in samples.items()
                if name == "syncledger_refused_connections_total"}
+    upgrades = ("bad_request", "unauthorized", "forbidden", "not_found", "too_many_subscribers", "shutting_down")
     assert refused == {f"{listener}:{reason}": 3 if (listener, reason) == ("tcp", "cap") else 0
                        for listener in ("tcp", "ws", "wallet", "admin")
-                       for reason in ("cap", "rate", "handshake", "handshake_timeout")}
+                       for reason in ("cap", "rate", "handshake", "handshake_timeout", *(upgrades * (listener == "ws")))}
     for stream in held:
         await stream.aclose()
 

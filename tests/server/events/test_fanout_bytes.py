@@ -23,6 +23,8 @@ def _events(first: int, last: int) -> list[Event]:
 class Sub:
     """A subscriber that records what it is offered."""
 
+    frame = None
+
     def __init__(self, room: int = 1 << 30):
         self.offers: list[tuple[bytes, int]] = []
         self.put_pieces: list[bytes] = []
@@ -328,3 +330,55 @@ async def test_subscribers_on_sockets_get_every_event_once_in_order_and_a_stalle
     assert srv.broker.dropped == 1  # the stalled one
     assert any("subscriber too slow: events dropped; reconnect with from_seq" in r.getMessage() for r in caplog.records)
     assert written[0] > 30  # batches went straight to the sockets
+
+
+# ---- subscribers of a frame (WebSocket ones): each piece framed once for all of them
+
+class Framing:
+    """A subscriber's ``frame`` that counts its calls (and marks what it made)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, piece: bytes) -> bytes:
+        self.calls += 1
+        return b"framed:" + piece
+
+
+def test_subscribers_of_a_frame_are_offered_a_batch_framed_once_for_all():
+    """Five subscribers of one frame share one framing of the batch (one bytes object); those of none get the
+    lines as they are; one at the hand-off is offered its own lines after its seq, framed."""
+    frame = Framing()
+    b = Broker()
+    framed, plain, inside = [Sub() for _ in range(5)], [Sub() for _ in range(2)], Sub()
+    for sub in (*framed, inside):
+        sub.frame = frame
+    b.subscribers.update({sub: 10 for sub in (*framed, *plain)})
+    b.subscribers[inside] = 13
+    b.publish(_events(11, 20))
+    lines = b"".join(broker.event_line(e) for e in _events(11, 20))
+    assert frame.calls == 2  # the batch, and the hand-off's slice
+    assert all(sub.offers == [(b"framed:" + lines, 10)] for sub in framed)
+    assert len({id(sub.offers[0][0]) for sub in framed}) == 1
+    assert all(sub.offers == [(lines, 10)] for sub in plain)
+    assert inside.offers == [(b"framed:" + b"".join(broker.event_line(e) for e in _events(14, 20)), 7)]
+
+
+async def test_replays_of_a_frame_frame_each_page_once(monkeypatch):
+    """Fifty subscribers of one frame replaying from seq 4 at once: each page's piece is framed once for all of
+    them (kept with the page), and each is given the same bytes."""
+    monkeypatch.setattr(broker, "REPLAY_PAGE", 5)
+    frame = Framing()
+    loop = Loop(_events(1, 23))
+    b = Broker()
+    subs = [Sub() for _ in range(50)]
+    for sub in subs:
+        sub.frame = frame
+    async with trio.open_nursery() as nursery:
+        for sub in subs:
+            nursery.start_soon(b.subscribe, sub, loop, 4, loop.read)
+    assert frame.calls == 4  # the pages after 4, 9, 14 and 19 (one piece each)
+    pages = [b"framed:" + b"".join(broker.event_line(e) for e in _events(first, min(first + 4, 23)))
+             for first in (5, 10, 15, 20)]
+    assert all(sub.put_pieces == pages for sub in subs)
+    assert all(len({id(sub.put_pieces[i]) for sub in subs}) == 1 for i in range(4))

@@ -717,7 +717,7 @@ _command(syncledger, "head", _head, _db,
          short_help="print the ledger's head SEQ:HASH (keep it elsewhere, for verify --anchor)")
 _command(syncledger, "status", _status, _db, _format("text", "json"),
          short_help="a read-only summary: ledger, modes, schema, head, counts, lock holder, secrets set (names "
-                    "only); its last line is the head alone")
+                    "only), last backup; its last line is the head alone")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 """The ``syncledger`` command, on click: ``serve`` and ``config show``, whose options are server/config.py's (each
 also an environment variable ``SYNCLEDGER_<OPTION>`` and a key of a ``--config`` TOML file; the command line wins
-over the environment, which wins over the file), and the operator's commands on a ledger. A command imports what
-it runs when it runs, so that ``--help``, ``--version`` and a refused flag start fast (not the server's
-modules, nor sqlite-utils)."""
+over the environment, which wins over the file), and the operator's commands on a ledger, whose own options are
+variables named after their command (click's ``auto_envvar_prefix``: ``SYNCLEDGER_BACKUP_KEEP``). A command
+imports what it runs when it runs, so that ``--help``, ``--version`` and a refused flag start fast (not the
+server's modules, nor sqlite-utils)."""
 
 from __future__ import annotations
 
@@ -572,7 +573,8 @@ def syncledger() -> None:
     """A wallet-ledger server (serve) and the commands on its ledger. Each option of serve is also an
     environment variable, SYNCLEDGER_<OPTION> (SYNCLEDGER_TCP_PORT=7400; SYNCLEDGER_DB for every command's
     --db), and a key of a --config TOML file: the command line wins over the environment, which wins over the
-    file. A command's own options: syncledger COMMAND --help."""
+    file. A command's own options: syncledger COMMAND --help, each with its variable, named after the command
+    (SYNCLEDGER_BACKUP_KEEP for backup --keep)."""
 
 
 @syncledger.command("serve", short_help="run the server (Ctrl-C, SIGTERM or SIGHUP stops it cleanly)")

@@ -90,7 +90,8 @@ def test_a_backup_that_cannot_be_recorded_is_one_line_and_keeps_its_copy(ledger,
     assert out == "" and err.count("\n") == 1 and f"to {to} (verified, head 1:" in err and "cannot record it" in err
     assert os.path.exists(to)
     line, found = _status(capsys, ledger)  # status says why it cannot know
-    assert line == f"last backup: unknown (cannot read {ledger}.backups: Is a directory)" and found["last_backup"] is None
+    assert line == f"last backup: unknown (cannot read {ledger}.backups: Is a directory)"
+    assert found["last_backup"] is None
 
 
 def test_keep_and_restore_lose_no_line_of_the_journal(ledger, tmp_path, capsys):

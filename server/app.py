@@ -119,6 +119,8 @@ class Server:
         self.metrics.bind(queued=lambda: self.mainloop.queued, gates=self.gates,
                           subscribers=lambda: len(self.broker.subscribers), seq=lambda: self.mainloop.committed_seq,
                           tls_not_after=self.tls_not_after, wallet_actions=self.wallet.routes.values())
+        if config.db != ":memory:" and not engine.is_postgres(config.db):  # (what syncledger backup copies)
+            self.metrics.bind_backups(config.db)
         self._admin = AdminServer(AdminApp(self, self.dispatcher.answer_line), http_limits)
         self._wallet_done = trio.Event()
         self.connections: set[Connection] = set()

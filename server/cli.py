@@ -1,8 +1,9 @@
 """The ``syncledger`` command, on click: ``serve`` and ``config show``, whose options are server/config.py's (each
 also an environment variable ``SYNCLEDGER_<OPTION>`` and a key of a ``--config`` TOML file; the command line wins
-over the environment, which wins over the file), and the operator's commands on a ledger. A command imports what
-it runs when it runs, so that ``--help``, ``--version`` and a refused flag start fast (not the server's
-modules, nor sqlite-utils)."""
+over the environment, which wins over the file), and the operator's commands on a ledger, whose own options are
+variables named after their command (click's ``auto_envvar_prefix``: ``SYNCLEDGER_BACKUP_KEEP``). A command
+imports what it runs when it runs, so that ``--help``, ``--version`` and a refused flag start fast (not the
+server's modules, nor sqlite-utils)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 import click
-from click.core import ParameterSource
 
 from syncledger.ledger import Store, engine, head_path, parse_anchor, verify_path
 from syncledger.ledger.migrations import SchemaError
@@ -25,7 +25,7 @@ from syncledger.ledger.store import MAX_ID, LedgerOpenError
 
 from . import version
 from .config import OPTIONS, SETTLEMENTS, Config, ConfigError, currencies, from_toml, int_in, provider_name
-from .ops import OpsError, Parsed, export, runs
+from .ops import OpsError, Parsed, export, given_as, option, runs
 from .ops import reports  # rounds, report, reconcile
 
 FAIL_STOP_EXIT = 3  # the server stopped because it could not know what the ledger file holds
@@ -57,10 +57,14 @@ class _BadPassword(Exception):
 
 
 def _password(args: Args) -> str:
-    """From standard input (``--password-stdin``), a prompt, or (discouraged: ``ps`` shows it) ``--password``."""
+    """From standard input (``--password-stdin``), a prompt, ``--password``'s variable (as PostgreSQL's
+    PGPASSWORD: only its owner and root read a process's environment), or (discouraged: ``ps`` shows it to every
+    user) ``--password`` itself. Two of them are refused, wherever each came from."""
     from .ops import managers
     if args.password_stdin and args.password is not None:
-        raise click.UsageError("--password-stdin and --password: give one of them")
+        ctx = click.get_current_context()
+        raise click.UsageError(f"{given_as(ctx, 'password_stdin')} and {given_as(ctx, 'password')}: give one of "
+                               "them", ctx)
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     elif args.password is not None:
@@ -323,24 +327,26 @@ def _backup(args: Args) -> int:
 
 def _restore(args: Args) -> int:
     from .ops import backup
-    restored = backup.restore(args.source, args.db, args.force)
+    source = getattr(args, "from")  # (named so for its variable, SYNCLEDGER_RESTORE_FROM)
+    restored = backup.restore(source, args.db, args.force)
     kept = "" if restored.kept is None else f"; the ledger it replaced is kept as {restored.kept}"
     if restored.lost is None:
         kept = f"; the ledger it replaced could not be read: it is kept as it was, as {restored.kept}"
     elif restored.lost:
         kept = f"; {restored.lost} events rolled back: they are in the ledger it replaced, kept as {restored.kept}"
-    print(f"restored {args.source} to {restored.path}: head {restored.head} ({restored.report}){kept}")
+    print(f"restored {source} to {restored.path}: head {restored.head} ({restored.report}){kept}")
     return 0
 
 
 def _migrate(args: Args) -> int:
     from .auth import key_path
     from .ops import migrate
-    done = migrate.migrate(args.source, args.to)
+    source = getattr(args, "from")  # (named so for its variable, SYNCLEDGER_MIGRATE_FROM)
+    done = migrate.migrate(source, args.to)
     copied = ", ".join(f"{n:,} {table}" for table, n in done.rows.items())
-    print(f"migrated {args.source} to {engine.shown(args.to)}: {copied}; both verify, head {done.head}")
+    print(f"migrated {source} to {engine.shown(args.to)}: {copied}; both verify, head {done.head}")
     print(f"tokens stay valid if the server signs with the same secret: SYNCLEDGER_SECRET=\"$(cat "
-          f"{key_path(args.source)})\" (or the SYNCLEDGER_SECRET you served it with), the same on every node")
+          f"{key_path(source)})\" (or the SYNCLEDGER_SECRET you served it with), the same on every node")
     return 0
 
 
@@ -462,15 +468,6 @@ def _first(group: BaseExceptionGroup) -> BaseException:
 # ---- the options
 
 
-class _Option(click.Option):
-    """click's option; a bad value is said with where it came from: the flag, or its environment variable."""
-
-    def get_error_hint(self, ctx: click.Context | None) -> str:
-        if ctx is not None and ctx.get_parameter_source(self.name or "") is ParameterSource.ENVIRONMENT:
-            return str(self.envvar)
-        return click.Parameter.get_error_hint(self, ctx)  # (not click.Option's, which names both)
-
-
 def _default_text(option: Any, value: Any) -> str | None:
     """A Config field's default as it would be given (``60``, not ``60.0``): the click option's default, which
     the option's own parse then reads, as it reads what a user gives."""
@@ -482,17 +479,16 @@ def _default_text(option: Any, value: Any) -> str | None:
 
 def _config_option(name: str) -> Callable[[Callable], Callable]:
     """The option of the Config field ``name`` (server/config.py): its flag, its help, its environment variable
-    ``SYNCLEDGER_<OPTION>``, its default."""
-    f, option = next((f, option) for f, option in OPTIONS if f.name == name)
-    flag, common = option.name(f), {"cls": _Option, "help": option.help, "envvar": option.envvar(f),
-                                    "show_envvar": True}
-    if option.kind == "boolean":
-        return click.option(f"--{flag}/--no-{flag}", f.name, default=f.default, **common)
-    kind = (click.Choice(option.choices) if option.choices else Parsed(option.parse) if option.parse else
-            click.Path() if option.path else click.STRING)
-    default = _default_text(option, f.default)
-    return click.option(f"--{flag}", f.name, type=kind, default=default, show_default=bool(default),
-                        metavar=option.metavar, **common)
+    ``SYNCLEDGER_<OPTION>`` (the only one: not one named from the command), its default."""
+    f, given = next((f, given) for f, given in OPTIONS if f.name == name)
+    flag, common = given.name(f), {"help": given.help, "envvar": given.envvar(f), "allow_from_autoenv": False}
+    if given.kind == "boolean":
+        return option(f"--{flag}/--no-{flag}", f.name, default=f.default, **common)
+    kind = (click.Choice(given.choices) if given.choices else Parsed(given.parse) if given.parse else
+            click.Path() if given.path else click.STRING)
+    default = _default_text(given, f.default)
+    return option(f"--{flag}", f.name, type=kind, default=default, show_default=bool(default),
+                  metavar=given.metavar, **common)
 
 
 def _read_config(ctx: click.Context, param: click.Parameter, path: str | None) -> None:
@@ -508,10 +504,10 @@ def _config_options(command: Callable) -> Callable:
     """``command`` with ``--config FILE`` and every option of the Config, in the Config's order."""
     for f, _ in reversed(OPTIONS):
         command = _config_option(f.name)(command)
-    return click.option("--config", type=click.Path(dir_okay=False), metavar="FILE", is_eager=True,
-                        expose_value=False, callback=_read_config, cls=_Option, envvar="SYNCLEDGER_CONFIG",
-                        show_envvar=True, help="a TOML file of these options (tcp-port = 7400); an option given "
-                                               "on the command line or in the environment wins over it")(command)
+    return option("--config", type=click.Path(dir_okay=False), metavar="FILE", is_eager=True, expose_value=False,
+                  callback=_read_config, envvar="SYNCLEDGER_CONFIG", allow_from_autoenv=False,
+                  help="a TOML file of these options (tcp-port = 7400); an option given on the command line or in "
+                       "the environment wins over it")(command)
 
 
 def _config(ctx: click.Context, values: dict[str, Any]) -> Config:
@@ -521,19 +517,19 @@ def _config(ctx: click.Context, values: dict[str, Any]) -> Config:
 
 _db = _config_option("db")  # every command's --db is serve's (SYNCLEDGER_DB too)
 _LOGIN = Parsed(int_in(1, MAX_ID, "a login"), "login")  # as the schema's INTEGER and the TCP API take them
-_login = click.option("--login", type=_LOGIN, required=True, help="the manager's login")
-_name = click.option("--name", type=Parsed(provider_name), required=True, metavar="NAME",
-                     help="the provider's name: 1 to 32 of a-z, 0-9, _ and -, starting with a letter or digit")
-_settlement = click.option("--settlement", type=click.Choice(SETTLEMENTS), default=None,
-                           help="gamewise: one credit settles its round (a new provider's default); mixed: each "
-                                "credit or cancel settles the debit its refId names")
-_currency = click.option("--currency", type=Parsed(currencies), default=None, metavar="CODES",
-                         help="the currencies it may use, e.g. EUR,USD ('': any, a new provider's default)")
+_login = option("--login", type=_LOGIN, required=True, help="the manager's login")
+_name = option("--name", type=Parsed(provider_name), required=True, metavar="NAME",
+               help="the provider's name: 1 to 32 of a-z, 0-9, _ and -, starting with a letter or digit")
+_settlement = option("--settlement", type=click.Choice(SETTLEMENTS), default=None,
+                     help="gamewise: one credit settles its round (a new provider's default); mixed: each "
+                          "credit or cancel settles the debit its refId names")
+_currency = option("--currency", type=Parsed(currencies), default=None, metavar="CODES",
+                   help="the currencies it may use, e.g. EUR,USD ('': any, a new provider's default)")
 
 
 def _format(*choices: str) -> Callable[[Callable], Callable]:
-    return click.option("--format", type=click.Choice(choices), default=choices[0], show_default=True,
-                        help="how the answer is printed")
+    return option("--format", type=click.Choice(choices), default=choices[0], show_default=True,
+                  help="how the answer is printed")
 
 
 # ---- the commands
@@ -567,16 +563,18 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
 
 
 @click.group("syncledger", cls=_Group,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                               "auto_envvar_prefix": "SYNCLEDGER"},
              epilog="Shell completion: eval \"$(_SYNCLEDGER_COMPLETE=bash_source syncledger)\" in ~/.bashrc "
                     "(zsh_source in ~/.zshrc; fish: _SYNCLEDGER_COMPLETE=fish_source syncledger | source).")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
-              help="Show the version and exit.")
+              allow_from_autoenv=False, help="Show the version and exit.")
 def syncledger() -> None:
     """A wallet-ledger server (serve) and the commands on its ledger. Each option of serve is also an
     environment variable, SYNCLEDGER_<OPTION> (SYNCLEDGER_TCP_PORT=7400; SYNCLEDGER_DB for every command's
     --db), and a key of a --config TOML file: the command line wins over the environment, which wins over the
-    file. A command's own options: syncledger COMMAND --help."""
+    file. A command's own options: syncledger COMMAND --help, each with its variable, named after the command
+    (SYNCLEDGER_BACKUP_KEEP for backup --keep)."""
 
 
 @syncledger.command("serve", short_help="run the server (Ctrl-C, SIGTERM or SIGHUP stops it cleanly)")
@@ -622,12 +620,12 @@ def _manager() -> None:
 
 
 _command(_manager, "add", _manager_add, _db, _login,
-         click.option("--password-stdin", is_flag=True, help="read the password from standard input"),
-         click.option("--password", default=None, metavar="PASSWORD",
-                      help="the password on the command line (visible to other users in ps: prefer --password-stdin "
-                           "or the prompt)"),
-         click.option("--session", type=click.Choice(["MANAGER", "DEALER", "ADMIN"]), default="MANAGER",
-                      show_default=True, help="what the manager may do"),
+         option("--password-stdin", is_flag=True, help="read the password from standard input"),
+         option("--password", default=None, metavar="PASSWORD",
+                help="the password (on the command line, other users see it in ps: prefer --password-stdin, the "
+                     "prompt or this variable)"),
+         option("--session", type=click.Choice(["MANAGER", "DEALER", "ADMIN"]), default="MANAGER",
+                show_default=True, help="what the manager may do"),
          short_help="store a manager and its password",
          help="Store a manager and its password (from standard input with --password-stdin, else asked twice on "
               "a terminal); any token it had before is revoked. A ledger that does not exist is created.")
@@ -644,7 +642,7 @@ def _provider() -> None:
 
 
 _command(_provider, "add", _provider_add, _db, _name, _settlement, _currency,
-         click.option("--promo", is_flag=True, help="it may send promo_payout"),
+         option("--promo", is_flag=True, help="it may send promo_payout"),
          short_help="store a provider; prints its token once")
 _command(_provider, "list", _provider_list, _db, _format("text", "json"),
          short_help="the providers, removed ones too (never a token)")
@@ -653,13 +651,13 @@ _command(_provider, "rotate", _provider_rotate, _db, _name,
 _command(_provider, "remove", _provider_remove, _db, _name,
          short_help="remove a provider: its token is refused; its transactions stay")
 _command(_provider, "set", _provider_set, _db, _name, _settlement, _currency,
-         click.option("--promo/--no-promo", default=None, help="whether it may send promo_payout"),
+         option("--promo/--no-promo", default=None, help="whether it may send promo_payout"),
          short_help="change a provider's settings (for the calls that follow)")
 
 _command(syncledger, "token", _token, _db, _login,
-         click.option("--ttl", type=Parsed(int_in(1, MAX_TTL, "a number of seconds")), default=None,
-                      metavar="SECONDS", help=f"how long the token is good for: from 1 to {MAX_TTL} (366 days; "
-                                              "default 24 h)"),
+         option("--ttl", type=Parsed(int_in(1, MAX_TTL, "a number of seconds")), default=None,
+                metavar="SECONDS", help=f"how long the token is good for: from 1 to {MAX_TTL} (366 days; "
+                                        "default 24 h)"),
          short_help="print a token for a stored manager")
 
 
@@ -669,46 +667,46 @@ def _session() -> None:
 
 
 _command(_session, "open", _session_open, _db,
-         click.option("--login", type=_LOGIN, required=True, help="the account's login"),
+         option("--login", type=_LOGIN, required=True, help="the account's login"),
          short_help="print a new sid for an account")
 
 _command(syncledger, "verify", _verify, _db,
-         click.option("--anchor", type=Parsed(_anchor), default=None, metavar="SEQ:HASH",
-                      help="a head printed earlier by `syncledger head`: fail if that event is no longer in the "
-                           "chain (the newest rows removed, or the ledger rewritten)"),
+         option("--anchor", type=Parsed(_anchor), default=None, metavar="SEQ:HASH",
+                help="a head printed earlier by `syncledger head`: fail if that event is no longer in the "
+                     "chain (the newest rows removed, or the ledger rewritten)"),
          short_help="check the hash chains, that totals equal their rows, keys and triggers (read-only, one "
                     "snapshot: safe beside a live server)",
          help="Check the hash chains, that totals equal their rows, keys and triggers: one line, ok (exit 0) or "
               "FAILED naming the first problem (exit 1). Read-only, one snapshot: safe beside a live server.")
 _command(syncledger, "backup", _backup, _db,
-         click.option("--to", required=True, type=click.Path(), metavar="FILE|FOLDER",
-                      help="the copy (never overwritten); a folder: a copy named NAME.backup-TIME.sqlite in it"),
-         click.option("--keep", type=Parsed(int_in(1, 100_000, "--keep")), default=None, metavar="N",
-                      help="after the backup, keep the newest N backups of this ledger in the --to folder and "
-                           "remove the older ones (only files named as this command names them)"),
+         option("--to", required=True, type=click.Path(), metavar="FILE|FOLDER",
+                help="the copy (never overwritten); a folder: a copy named NAME.backup-TIME.sqlite in it"),
+         option("--keep", type=Parsed(int_in(1, 100_000, "a number of backups")), default=None, metavar="N",
+                help="after the backup, keep the newest N backups of this ledger in the --to folder and "
+                     "remove the older ones (only files named as this command names them)"),
          short_help="a consistent, verified copy of the ledger, safe while the server runs")
 _command(syncledger, "restore", _restore,
-         click.option("--from", "source", required=True, type=click.Path(dir_okay=False), metavar="FILE",
-                      help="the backup"),
+         option("--from", "from", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+                help="the backup"),
          _db,
-         click.option("--force", is_flag=True, help="restore even a backup that lacks events the ledger holds (they "
-                                                    "are rolled back), or over a ledger that cannot be read; the "
-                                                    "ledger replaced is kept beside it, whole"),
+         option("--force", is_flag=True, help="restore even a backup that lacks events the ledger holds (they "
+                                              "are rolled back), or over a ledger that cannot be read; the "
+                                              "ledger replaced is kept beside it, whole"),
          short_help="put a verified backup in place of a ledger no server holds")
 _command(syncledger, "export", _export,
          click.argument("what", type=click.Choice(sorted(export.EXPORTS)), metavar="WHAT"), _db,
-         click.option("--format", type=click.Choice(export.FORMATS), default="ndjson", show_default=True,
-                      help="how the rows are written"),
-         click.option("--since", type=Parsed(int_in(0, MAX_ID, "an event seq")), default=None, metavar="SEQ",
-                      help="only what came after this event seq"),
+         option("--format", type=click.Choice(export.FORMATS), default="ndjson", show_default=True,
+                help="how the rows are written"),
+         option("--since", type=Parsed(int_in(0, MAX_ID, "an event seq")), default=None, metavar="SEQ",
+                help="only what came after this event seq"),
          short_help="stream a table as CSV, JSON or NDJSON (read-only, one snapshot)",
          help="Stream one table of the ledger, WHAT: accounts, events, finance or wallet, as CSV, JSON or NDJSON, "
               "money in integer micro-units, from one read-only snapshot.")
 _command(syncledger, "migrate", _migrate,
-         click.option("--from", "source", required=True, type=click.Path(dir_okay=False), metavar="PATH",
-                      help="the SQLite ledger file"),
-         click.option("--to", required=True, metavar="URL", help="postgresql://... (a database or schema with no "
-                                                                 "ledger)"),
+         option("--from", "from", required=True, type=click.Path(dir_okay=False), metavar="PATH",
+                help="the SQLite ledger file"),
+         option("--to", required=True, metavar="URL", help="postgresql://... (a database or schema with no "
+                                                           "ledger)"),
          short_help="copy an SQLite ledger no server holds into a new PostgreSQL ledger, verified on both sides")
 
 reports.register(syncledger, _db, _LOGIN)  # rounds, report, reconcile: a game provider's (server/ops/reports.py)
@@ -717,7 +715,7 @@ _command(syncledger, "head", _head, _db,
          short_help="print the ledger's head SEQ:HASH (keep it elsewhere, for verify --anchor)")
 _command(syncledger, "status", _status, _db, _format("text", "json"),
          short_help="a read-only summary: ledger, modes, schema, head, counts, lock holder, secrets set (names "
-                    "only); its last line is the head alone")
+                    "only), last backup; its last line is the head alone")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from . import version
+from . import backups, version
 from .limits import UPGRADE_REFUSALS
 
 
@@ -103,6 +103,11 @@ class Metrics:
         """The last verify's gauges, read from ``last()`` (the admin page's ``last_verify``) when scraped."""
         self.registry.register(_LastVerify(last))
 
+    def bind_backups(self, db_path: str) -> None:
+        """The last backup of the SQLite ledger at ``db_path``, read from its journal (server/backups.py) when
+        scraped: in the rendering's worker thread, never on the event loop."""
+        self.registry.register(_LastBackup(db_path))
+
     def _woken(self) -> None:
         wake, self.wake = self.wake, None
         wake()  # type: ignore[misc]
@@ -173,3 +178,30 @@ class _LastVerify:
             for table, key in cls.ROWS:
                 rows.add_metric([table], last[key])
         return [ok, at, took, rows]
+
+
+class _LastBackup:
+    """``syncledger_last_backup_timestamp_seconds``: when the last ``syncledger backup`` of the ledger ended (its
+    copy verified), from the journal beside it; 0 when none is recorded, or the journal cannot be read
+    (``syncledger status`` says why), so that an alert on its age fires."""
+
+    def __init__(self, db_path: str):
+        self.db_path = db_path
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        try:
+            last = backups.last(self.db_path)
+        except OSError:
+            last = None
+        family = self._family()
+        family.add_metric([], 0 if last is None else last["time"])
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("syncledger_last_backup_timestamp_seconds", "When the last syncledger backup of the "
+                                 "ledger ended, its copy verified (Unix time, from the journal PATH.backups beside "
+                                 "it); 0: none recorded")

@@ -24,7 +24,7 @@ ADAPTERS = ("manager", "wallet", "events", "admin")
 RANK = {"ledger": 0, "leaf": 1, "core": 2, **{a: 3 for a in ADAPTERS}, "app": 4, "cli": 5, "ops": 5, "testing": 5,
         "client": 5}
 BESIDE = {("cli", "ops"), ("testing", "client")}  # the top rank's arrows between packages
-LEAVES = {"auth", "limits", "logs", "metrics", "http", "health", "config", "wire", "fields", "listen",
+LEAVES = {"auth", "limits", "logs", "metrics", "http", "health", "config", "wire", "fields", "listen", "backups",
           "__init__"}
 # Modules of server/ not yet in a subpackage of their concern: where each belongs.
 FLAT = {

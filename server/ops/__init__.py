@@ -11,6 +11,7 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 import click
+from click.core import ParameterSource
 
 
 class OpsError(Exception):
@@ -32,6 +33,33 @@ class Parsed(click.ParamType):
         except ValueError as e:
             said = str(e)
             self.fail(said if repr(value) in said else f"{said} (got {value!r})", param, ctx)
+
+
+class Option(click.Option):
+    """click's option with its environment variable in its help: its own (``envvar``), or the one click names
+    from the command it belongs to (the ``syncledger`` group's ``auto_envvar_prefix``: ``SYNCLEDGER_BACKUP_KEEP``
+    for ``backup --keep``). A bad value is said with where it came from: the flag, or the variable."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"show_envvar": True, **kwargs})
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        if ctx is not None and ctx.get_parameter_source(self.name or "") is ParameterSource.ENVIRONMENT:
+            return given_as(ctx, self.name or "")
+        return click.Parameter.get_error_hint(self, ctx)  # (not click.Option's, which names both)
+
+
+def option(*decls: str, **kwargs: Any) -> Callable[[Callable], Callable]:
+    """``click.option`` of an :class:`Option`."""
+    return click.option(*decls, cls=Option, **kwargs)
+
+
+def given_as(ctx: click.Context, name: str) -> str:
+    """What gave the parameter ``name`` of ``ctx``'s command its value: its flag, or its environment variable."""
+    param = next(p for p in ctx.command.params if p.name == name)
+    if ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT and isinstance(param, click.Option):
+        return param.get_help_extra(ctx).get("envvars", param.opts)[0]  # (as the help names it)
+    return param.opts[0]
 
 
 def runs(command: Callable[[SimpleNamespace], int]) -> Callable[..., int]:

@@ -15,10 +15,9 @@ from urllib.parse import quote
 
 from syncledger.ledger import engine, head, make_private, verify_path
 
+from .. import backups
 from ..core.lockfile import LedgerLock, LedgerLocked
 from . import OpsError, open_ro
-
-
 
 
 @dataclass(frozen=True)
@@ -30,8 +29,6 @@ class Copied:
     report: str
     kept: str | None = None  # restore: the ledger it replaced, kept beside it
     lost: int | None = 0  # restore: how many of that ledger's events the backup lacks (None: it was unreadable)
-
-
 
 
 def _not_postgres(db_path: str, tool: str) -> None:
@@ -65,7 +62,8 @@ def prune(db_path: str, folder: str, keep: int) -> list[str]:
 
 def backup(db_path: str, to: str) -> Copied:
     """A consistent copy of the ledger while it serves (SQLite's online backup API reads one snapshot in
-    pages; the server's writes go on), written to ``to`` (mode 0600) and verified."""
+    pages; the server's writes go on), written to ``to`` (mode 0600), verified, then recorded in the journal
+    beside the ledger (server/backups.py; a backup that fails or is interrupted records nothing)."""
     _not_postgres(db_path, "pg_dump")
     if os.path.exists(to):
         raise OpsError(f"{to} exists: a backup never overwrites a file")
@@ -86,14 +84,20 @@ def backup(db_path: str, to: str) -> Copied:
         now_head = head(copy)
     finally:
         copy.close()
-    return Copied(to, os.path.getsize(to), time.monotonic() - started, now_head, str(report))
+    copied = Copied(to, os.path.getsize(to), time.monotonic() - started, now_head, str(report))
+    try:
+        backups.record(db_path, time.time(), to, copied.head, copied.bytes, copied.seconds)
+    except OSError as e:
+        raise OpsError(f"backed up {db_path} to {to} (verified, head {copied.head}), but cannot record it in "
+                       f"{backups.journal_path(db_path)}: {e.strerror}") from None
+    return copied
 
 
 def restore(backup_path: str, db_path: str, force: bool = False) -> Copied:
     """Put a verified backup in place of the ledger at ``db_path``: refused while a server holds that
     ledger, and (unless ``force``) when the backup lacks events the ledger holds. The ledger it replaces (if
     any) is kept whole beside it as ``PATH.replaced-TIME`` (``Copied.kept``; ``Copied.lost``: how many of its
-    events the backup lacks, None if it could not be read)."""
+    events the backup lacks, None if it could not be read); the journal of backups beside it stays as it is."""
     _not_postgres(db_path, "pg_restore")
     started = time.monotonic()
     report = verify_path(backup_path) if os.path.exists(backup_path) else None

@@ -21,7 +21,7 @@ import orjson
 from syncledger.ledger import engine, migrations, report
 from syncledger.ledger.money import MoneyError, to_micro, to_text
 
-from . import OpsError, Parsed, runs
+from . import OpsError, Parsed, option, runs
 
 # The provider's CSV: our field -> its column (the default header), and its type names -> ours.
 COLUMNS = {"txid": "transaction_id", "type": "type", "amount": "amount", "round": "round", "time": "time"}
@@ -339,19 +339,19 @@ def _reconcile(args: SimpleNamespace) -> int:
 def register(group: click.Group, db_option: Callable[[Callable], Callable], login: click.ParamType) -> None:
     """Add ``rounds``, ``report`` and ``reconcile`` to the ``syncledger`` command ``group`` (their ``--db`` by
     ``db_option``, a login by ``login``: the CLI's own)."""
-    provider = click.option("--provider", required=True, metavar="NAME", help="the game provider")
+    provider = option("--provider", required=True, metavar="NAME", help="the game provider")
 
     @group.command("rounds", short_help="a game provider's rounds with their debits, credits and cancels "
                                         "(read-only, one snapshot: safe beside a live server)")
     @db_option
     @provider
-    @click.option("--open", is_flag=True, help="only rounds still open (a debit neither settled nor cancelled)")
-    @click.option("--older-than", type=Parsed(duration), default=None, metavar="AGE",
-                  help="only rounds opened at least this long ago: 90s, 15m, 1h, 2d")
-    @click.option("--game-id", default=None, metavar="ID", help="only this round (game.id)")
-    @click.option("--login", type=login, default=None, help="only this account's rounds")
-    @click.option("--format", type=click.Choice(("text", "json")), default="text", show_default=True,
-                  help="how the answer is printed")
+    @option("--open", is_flag=True, help="only rounds still open (a debit neither settled nor cancelled)")
+    @option("--older-than", type=Parsed(duration), default=None, metavar="AGE",
+            help="only rounds opened at least this long ago: 90s, 15m, 1h, 2d")
+    @option("--game-id", default=None, metavar="ID", help="only this round (game.id)")
+    @option("--login", type=login, default=None, help="only this account's rounds")
+    @option("--format", type=click.Choice(("text", "json")), default="text", show_default=True,
+            help="how the answer is printed")
     @runs
     def rounds(args: SimpleNamespace) -> int:
         """A game provider's rounds with their debits, credits and cancels, oldest opened first (as text, their
@@ -362,9 +362,9 @@ def register(group: click.Group, db_option: Callable[[Callable], Callable], logi
                                         "promo payouts, GGR, rounds (read-only)")
     @db_option
     @provider
-    @click.option("--day", required=True, type=Parsed(day, "day"), metavar="YYYY-MM-DD", help="the UTC day")
-    @click.option("--format", type=click.Choice(("csv", "json")), default="csv", show_default=True,
-                  help="how the answer is printed")
+    @option("--day", required=True, type=Parsed(day, "day"), metavar="YYYY-MM-DD", help="the UTC day")
+    @option("--format", type=click.Choice(("csv", "json")), default="csv", show_default=True,
+            help="how the answer is printed")
     @runs
     def day_report(args: SimpleNamespace) -> int:
         """A game provider's totals of a UTC day, per currency: bets, wins, cancels, promo payouts, GGR, rounds.
@@ -375,21 +375,21 @@ def register(group: click.Group, db_option: Callable[[Callable], Callable], logi
                                            "exit 1 when anything differs (read-only)")
     @db_option
     @provider
-    @click.option("--file", required=True, type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
-                  help="the provider's CSV (- : standard input); its header names the columns, by default "
-                       + ",".join(COLUMNS.values()))
-    @click.option("--day", type=Parsed(day, "day"), default=None, metavar="YYYY-MM-DD",
-                  help="compare with the ledger's rows of this UTC day (default: the span of the file's times)")
-    @click.option("--columns", type=Parsed(columns), default="", metavar="FIELD=COLUMN,...",
-                  help=f"the file's column of each field, e.g. txid=TxID,type=Kind (the fields: {', '.join(COLUMNS)}; "
-                       "round= or time= : the file has none)")
-    @click.option("--types", type=Parsed(types), default="", metavar="NAME=TYPE,...",
-                  help=f"the file's type names, e.g. BET=debit,WIN=credit (the types: {', '.join(report.TYPES)}; "
-                       f"={SKIP}: rows left out)")
-    @click.option("--delimiter", type=Parsed(_delimiter), default=",", show_default=True, metavar="CHAR",
-                  help="the file's field separator (\\t: a tab)")
-    @click.option("--format", type=click.Choice(("text", "json")), default="text", show_default=True,
-                  help="how the answer is printed")
+    @option("--file", required=True, type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
+            help="the provider's CSV (- : standard input); its header names the columns, by default "
+                 + ",".join(COLUMNS.values()))
+    @option("--day", type=Parsed(day, "day"), default=None, metavar="YYYY-MM-DD",
+            help="compare with the ledger's rows of this UTC day (default: the span of the file's times)")
+    @option("--columns", type=Parsed(columns), default="", metavar="FIELD=COLUMN,...",
+            help=f"the file's column of each field, e.g. txid=TxID,type=Kind (the fields: {', '.join(COLUMNS)}; "
+                 "round= or time= : the file has none)")
+    @option("--types", type=Parsed(types), default="", metavar="NAME=TYPE,...",
+            help=f"the file's type names, e.g. BET=debit,WIN=credit (the types: {', '.join(report.TYPES)}; "
+                 f"={SKIP}: rows left out)")
+    @option("--delimiter", type=Parsed(_delimiter), default=",", show_default=True, metavar="CHAR",
+            help="the file's field separator (\\t: a tab)")
+    @option("--format", type=click.Choice(("text", "json")), default="text", show_default=True,
+            help="how the answer is printed")
     @runs
     def reconcile(args: SimpleNamespace) -> int:
         """Compare a game provider's transaction report (a CSV file) with the ledger, row by row and round by

@@ -1,20 +1,24 @@
 """``syncledger status``: a read-only summary of a ledger for its operator (as ``pg_controldata``): where it is,
 its files' modes, its schema version and head, what it holds, who holds its lock, which secrets the environment
-sets (names only, never a value); and ``manager list`` (never a password hash). Nothing is written, nothing
-is locked: safe beside a running server."""
+sets (names only, never a value), its last backup (server/backups.py's journal); and ``manager list`` (never a
+password hash). Nothing is written, nothing is locked: safe beside a running server."""
 
 from __future__ import annotations
 
 import os
 import stat
+import time
 from typing import Any
 
 from syncledger.ledger import engine, head
 from syncledger.ledger.migrations import LATEST, version_of
 
+from .. import backups
 from ..auth import SESSIONS, key_path
 
 SECRETS = ("SYNCLEDGER_SECRET", "SYNCLEDGER_WALLET_TOKEN")
+PG_BACKUPS = ("a PostgreSQL ledger is backed up with pg_dump, not syncledger backup: syncledger records nothing "
+              "of it")
 SESSION_NAMES = {number: name for name, number in SESSIONS.items()}
 
 
@@ -43,8 +47,24 @@ def status(db_path: str) -> dict[str, Any]:
         db.close()
     found["lock"] = None if postgres else _lock(db_path)
     found["secrets_set"] = [name for name in SECRETS if os.environ.get(name)]
-    found["last_backup"] = None  # nothing records the backups made (they go wherever --to says): unknown
+    found.update(_last_backup(db_path, postgres))
     return found
+
+
+def _last_backup(db_path: str, postgres: bool) -> dict[str, Any]:
+    """``backups``: the journal's path; ``last_backup``: its last record, with its age and whether the copy is
+    still where it went (None: none recorded); ``last_backup_unknown``: why it cannot be known (else None)."""
+    if postgres:
+        return {"backups": None, "last_backup": None, "last_backup_unknown": PG_BACKUPS}
+    path = backups.journal_path(db_path)
+    try:
+        last = backups.last(db_path)
+    except OSError as e:
+        return {"backups": path, "last_backup": None, "last_backup_unknown": f"cannot read {path}: {e.strerror}"}
+    if last is not None:
+        last = {**last, "age_seconds": round(max(time.time() - last["time"], 0.0), 3),
+                "exists": os.path.exists(last["to"])}
+    return {"backups": path, "last_backup": last, "last_backup_unknown": None}
 
 
 def text(found: dict[str, Any]) -> list[str]:
@@ -61,7 +81,7 @@ def text(found: dict[str, Any]) -> list[str]:
     lines.append(f"accounts: {_n(found['accounts'])}; events: {_n(found['events'])}; managers: "
                  f"{_n(found['managers'])}; providers: {_n(found['providers'])}")
     lines.append(f"secrets set: {', '.join(found['secrets_set']) or 'none'} (of {', '.join(SECRETS)})")
-    lines.append("last backup: unknown (nothing records the backups made)")
+    lines.append(f"last backup: {_backup_text(found)}")
     lines.append(f"head: {found['head']}")
     lines.append(found["head"])
     return lines
@@ -76,6 +96,30 @@ def managers(db_path: str) -> list[dict[str, Any]]:
         db.close()
     return [{"login": login, "session": SESSION_NAMES.get(session, str(session)), "created": created,
              "removed": bool(removed)} for login, session, created, removed in rows]
+
+
+def _backup_text(found: dict[str, Any]) -> str:
+    last = found["last_backup"]
+    if found["last_backup_unknown"] is not None:
+        return f"unknown ({found['last_backup_unknown']})"
+    if last is None:
+        return f"never (none recorded in {found['backups']})"
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last["time"]))
+    gone = "" if last["exists"] else " (no longer there)"
+    return (f"{_age(last['age_seconds'])} ago ({when}), to {last['to']}{gone}, head {last['head']}, "
+            f"{_n(last['bytes'])} bytes in {last['seconds']:.1f} s")
+
+
+def _age(seconds: float) -> str:
+    """``42 s``, ``17 min``, ``3 h 12 min``, ``2 d 4 h``."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
 def _n(count: int | None) -> str:

@@ -5,7 +5,10 @@ reads; the shell completion script is click's; and the CLI's start imports neith
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import sqlite3
 import subprocess
 import sys
 
@@ -13,6 +16,8 @@ import click
 import pytest
 
 from syncledger.ledger import Store
+from syncledger.server import ops
+from syncledger.server.auth import check_password
 from syncledger.server.cli import COMPLETE_VAR, main, syncledger
 from syncledger.server.config import INT_MAX, OPTIONS
 
@@ -111,6 +116,128 @@ def test_a_bad_flag_is_said_with_the_flag_alone(capsys):
     err = refused(capsys, "serve", "--tcp-port", "70000")
     assert err == ("syncledger serve: Invalid value for '--tcp-port': a port (0: a free one) from 0 to 65535 "
                    "(got '70000') (see syncledger serve --help)\n")
+
+
+# ---- every option of every command: its variable (click's auto_envvar_prefix), scoped by its command
+
+
+def _contexts(group: click.Group = syncledger, ctx: click.Context | None = None):
+    """Each command with its click context (made as a run makes it, resilient: nothing parsed is required)."""
+    ctx = ctx or syncledger.make_context("syncledger", [], resilient_parsing=True)
+    for name, command in group.commands.items():
+        sub = command.make_context(name, [], parent=ctx, resilient_parsing=True)
+        yield from _contexts(command, sub) if isinstance(command, click.Group) else [(command, sub)]
+
+
+def _variables() -> list[tuple[str, click.Option, click.Context]]:
+    """(the variable, the option, its command's context) of every option but --help and --version."""
+    return [(option.get_help_extra(ctx).get("envvars", ("(none)",))[0], option, ctx) for command, ctx in _contexts()
+            for option in command.params if isinstance(option, click.Option) and option.name != "help"]
+
+
+def test_every_option_of_every_command_is_a_variable_of_its_own_shown_in_its_help(capsys, monkeypatch):
+    VARIABLES = _variables()
+    names = [name for name, _, _ in VARIABLES]
+    serves = {option.envvar(f) for f, option in OPTIONS} | {"SYNCLEDGER_CONFIG"}  # (shared: SYNCLEDGER_DB)
+    own = [name for name in names if name not in serves]  # each one option's, none a secret's
+    assert len(own) == len(set(own)) and not set(names) & {"SYNCLEDGER_SECRET", "SYNCLEDGER_WALLET_TOKEN"}
+    for name, option, ctx in VARIABLES:
+        assert isinstance(option, ops.Option), f"{ctx.command_path} {option.opts[0]} is not an ops.Option"
+        path = ctx.command_path.upper().replace(" ", "_").replace("-", "_")
+        assert name in serves or name == f"{path}_{option.name.upper()}", (name, ctx.command_path)
+        assert (name in serves) == (not option.allow_from_autoenv)  # (serve's names only: no second one)
+        monkeypatch.setenv(name, "a value")
+        assert option.resolve_envvar_value(ctx) == "a value", name
+        monkeypatch.delenv(name)
+    for command, ctx in _contexts():
+        assert main([*ctx.command_path.split()[1:], "--help"]) == 0
+        shown = capsys.readouterr().out
+        assert all(name in shown for name, _, c in VARIABLES if c.command is command), ctx.command_path
+    assert {"SYNCLEDGER_BACKUP_KEEP", "SYNCLEDGER_EXPORT_FORMAT", "SYNCLEDGER_MANAGER_ADD_LOGIN",
+            "SYNCLEDGER_RESTORE_FROM", "SYNCLEDGER_DB", "SYNCLEDGER_TCP_PORT"} <= set(names)
+
+
+def _backed_up(capsys, *argv: str) -> None:
+    assert main(["backup", *argv]) == 0
+    capsys.readouterr()
+
+
+def test_a_commands_variable_takes_effect_and_the_command_line_wins_over_it(tmp_path, capsys, monkeypatch):
+    db, folder = str(tmp_path / "l.db"), tmp_path / "backups"
+    Store(db).close()
+    folder.mkdir()
+    monkeypatch.setenv("SYNCLEDGER_BACKUP_KEEP", "1")
+    monkeypatch.setenv("SYNCLEDGER_BACKUP_TO", str(folder))
+    for _ in range(2):
+        _backed_up(capsys, "--db", db)
+    assert len(os.listdir(folder)) == 1
+    for _ in range(2):
+        _backed_up(capsys, "--db", db, "--keep", "2")
+    assert len(os.listdir(folder)) == 2
+    monkeypatch.setenv("SYNCLEDGER_EXPORT_FORMAT", "csv")
+    assert main(["export", "accounts", "--db", db]) == 0
+    assert capsys.readouterr().out.startswith("login,")
+    assert main(["export", "accounts", "--db", db, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_a_bad_value_of_a_commands_variable_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    db = str(tmp_path / "l.db")
+    Store(db).close()
+    before = sorted(os.listdir(tmp_path))
+    monkeypatch.setenv("SYNCLEDGER_BACKUP_KEEP", "0")
+    assert refused(capsys, "backup", "--db", db, "--to", str(tmp_path)) == (
+        "syncledger backup: Invalid value for SYNCLEDGER_BACKUP_KEEP: a number of backups from 1 to 100000 (got '0') "
+        "(see syncledger backup --help)\n")
+    assert refused(capsys, "backup", "--db", db, "--to", str(tmp_path), "--keep", "x").startswith(
+        "syncledger backup: Invalid value for '--keep': ")  # (the flag's, which wins)
+    monkeypatch.setenv("SYNCLEDGER_RESTORE_FORCE", "maybe")
+    assert "Invalid value for SYNCLEDGER_RESTORE_FORCE: 'maybe' is not a valid boolean" in refused(
+        capsys, "restore", "--from", db, "--db", str(tmp_path / "other.db"))
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_variable_is_its_commands_alone_and_serves_names_are_unchanged(tmp_path, capsys, monkeypatch):
+    db = str(tmp_path / "l.db")
+    store = Store(db)
+    store.db.execute("INSERT INTO managers VALUES (7, 'no password', 3, 100, 1, 0)")  # (no slow hash)
+    store.close()
+    monkeypatch.setenv("SYNCLEDGER_DB", db)
+    for stray in ("SYNCLEDGER_LOGIN", "SYNCLEDGER_MANAGER_ADD_LOGIN", "SYNCLEDGER_MANAGER_LOGIN",
+                  "SYNCLEDGER_TOKEN_LOGIN"):
+        monkeypatch.setenv(stray, "7")
+    assert "Missing option '--login'" in refused(capsys, "manager", "remove")
+    monkeypatch.setenv("SYNCLEDGER_MANAGER_REMOVE_LOGIN", "7")
+    assert main(["manager", "remove"]) == 0 and "manager 7 removed" in capsys.readouterr().out
+    # serve's variables: SYNCLEDGER_<OPTION> and no other name; --db is SYNCLEDGER_DB for every command
+    for name in ("SYNCLEDGER_SERVE_TCP_PORT", "SYNCLEDGER_CONFIG_SHOW_TCP_PORT", "SYNCLEDGER_SERVE_DB",
+                 "SYNCLEDGER_HEAD_DB", "SYNCLEDGER_VERSION"):
+        monkeypatch.setenv(name, "1")
+    assert shown(capsys)["tcp-port"] == 7400 and shown(capsys)["db"] == db
+    monkeypatch.setenv("SYNCLEDGER_TCP_PORT", "1234")
+    assert shown(capsys)["tcp-port"] == 1234
+    assert main(["head"]) == 0 and capsys.readouterr().out.startswith("0:")
+
+
+def test_a_password_may_come_from_its_variable_and_two_sources_are_refused(tmp_path, capsys, monkeypatch):
+    """As PostgreSQL's PGPASSWORD (only its owner and root read a process's environment; every user sees its
+    command line in ps); two sources at once are refused, each named, before anything is written."""
+    db = str(tmp_path / "l.db")
+    monkeypatch.setenv("SYNCLEDGER_MANAGER_ADD_PASSWORD", "pw-from-the-environment")
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw-from-standard-input\n"))
+    err = refused(capsys, "manager", "add", "--db", db, "--login", "1", "--password-stdin")
+    assert "--password-stdin and SYNCLEDGER_MANAGER_ADD_PASSWORD: give one of them" in err
+    monkeypatch.delenv("SYNCLEDGER_MANAGER_ADD_PASSWORD")
+    monkeypatch.setenv("SYNCLEDGER_MANAGER_ADD_PASSWORD_STDIN", "1")
+    err = refused(capsys, "manager", "add", "--db", db, "--login", "1", "--password", "pw-on-the-command-line")
+    assert "SYNCLEDGER_MANAGER_ADD_PASSWORD_STDIN and --password: give one of them" in err
+    assert not os.path.exists(db)
+    monkeypatch.delenv("SYNCLEDGER_MANAGER_ADD_PASSWORD_STDIN")
+    monkeypatch.setenv("SYNCLEDGER_MANAGER_ADD_PASSWORD", "pw-from-the-environment")
+    assert main(["manager", "add", "--db", db, "--login", "1"]) == 0
+    capsys.readouterr()
+    stored = sqlite3.connect(db).execute("SELECT password_hash FROM managers WHERE login = 1").fetchone()[0]
+    assert check_password("pw-from-the-environment", stored)
 
 
 # ---- every number in range

@@ -47,7 +47,7 @@ def test_status_says_what_an_operator_checks_and_its_last_line_is_the_head(tmp_p
     assert f"lock: {os.path.realpath(path)}.lock: {os.getpid()} (alive)" in lines
     assert "accounts: 2; events: 2; managers: 1; providers: 1" in lines
     assert "secrets set: SYNCLEDGER_SECRET (of SYNCLEDGER_SECRET, SYNCLEDGER_WALLET_TOKEN)" in lines
-    assert "last backup: unknown (nothing records the backups made)" in lines
+    assert f"last backup: never (none recorded in {os.path.realpath(path)}.backups)" in lines
     assert "the-secret-value-never-shown" not in out + json.dumps(found)
     assert found["head"] == head.strip() and found["schema_version"] == found["schema_latest"]
     assert found["lock"]["pids"] == [{"pid": os.getpid(), "alive": True}]
@@ -75,8 +75,10 @@ def test_status_of_a_postgresql_ledger(pg_url, capsys, monkeypatch):
     found = json.loads(capsys.readouterr().out)
     assert (found["engine"], found["accounts"], found["events"], found["mode"], found["lock"]) == (
         "postgresql", 1, 1, None, None)
+    assert (found["backups"], found["last_backup"]) == (None, None) and "pg_dump" in found["last_backup_unknown"]
     assert main(["status", "--db", pg_url]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == found["head"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == found["head"] and f"last backup: unknown ({found['last_backup_unknown']})" in lines
 
 
 def test_manager_list_shows_every_manager_and_never_a_hash(tmp_path, capsys):

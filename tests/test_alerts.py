@@ -1,4 +1,4 @@
-"""``contrib/alerts.yml`` (issue 25): rules promtool accepts, whose unit tests (tests/alerts_test.yml) pass, and
+"""``contrib/alerts.yml`` (issue 25): rules promtool accepts, whose unit tests (tests/alerts_test.yml, alerts_days_test.yml) pass, and
 that name only metrics a real server's ``/metrics`` has."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from syncledger.server.testing import Harness
 from tests.conftest import ROOT, admin_token
 
 RULES = ROOT / "contrib" / "alerts.yml"
-UNIT_TESTS = ROOT / "tests" / "alerts_test.yml"
+UNIT_TESTS = (ROOT / "tests" / "alerts_test.yml", ROOT / "tests" / "alerts_days_test.yml")  # (minutes; days)
 PROMETHEUS_OWN = {"up"}  # series Prometheus makes itself, for each target
 
 
@@ -34,7 +34,7 @@ def test_promtool_checks_the_rules():
 
 
 def test_the_rules_pass_their_unit_tests():
-    done = _promtool("test", "rules", str(UNIT_TESTS))
+    done = _promtool("test", "rules", *map(str, UNIT_TESTS))
     assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
 
 

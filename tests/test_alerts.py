@@ -1,5 +1,5 @@
-"""``contrib/alerts.yml`` (issue 25): rules promtool accepts, whose unit tests (tests/alerts_test.yml, alerts_days_test.yml) pass, and
-that name only metrics a real server's ``/metrics`` has."""
+"""``contrib/alerts.yml`` (issue 25): rules promtool accepts, whose unit tests (tests/alerts_test.yml and
+alerts_days_test.yml) pass, and that name only metrics a real server's ``/metrics`` has."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -306,7 +307,8 @@ def test_the_command_list_keeps_its_order_and_a_missing_command_is_one_line(caps
 
 
 def test_a_flag_is_never_taken_by_a_prefix_and_two_password_sources_are_refused(tmp_path, capsys):
-    assert "No such option '--tcp'" in refused(capsys, "config", "show", "--tcp", "7400")
+    err = refused(capsys, "config", "show", "--tcp", "7400")
+    assert re.search(r"No such option:? '?--tcp\b", err), err  # (click 8.3: "No such option: --tcp"; 8.5: quoted)
     err = refused(capsys, "manager", "add", "--db", str(tmp_path / "l.db"), "--login", "1", "--password-stdin",
                   "--password", "pw-long-enough-1")
     assert "--password-stdin and --password" in err and not (tmp_path / "l.db").exists()

@@ -504,7 +504,7 @@ def scenarios(args: argparse.Namespace, server_port: int, echo_port: int) -> lis
         *({**base, "name": f"(d') echo @ {rate:,.0f}/s", "tag": f"e{rate:.0f}", "command": "CreditIn",
            "port": echo_port, "count": max(1, int(rate * args.rate_seconds)), "target": "echo", "mode": "open",
            "rate": rate, "limit_s": args.rate_seconds + limit} for rate in args.rate),
-        {**base, "name": "(d) lone echo", "tag": "le", "command": "CreditIn", "port": echo_port,
+        {**base, "name": "(dl) lone echo", "tag": "le", "command": "CreditIn", "port": echo_port,
          "count": min(n, 2000), "target": "echo", "k": 1, "depth": 1},
     ]
     keep = set(args.only.replace(",", "")) if args.only else set("abcdl")

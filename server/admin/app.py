@@ -548,7 +548,8 @@ def _page_reads(fd: int) -> None:
     """The reader process: the ledger's path first, then each (read, args) answered (True, result) or (False,
     what failed), each read in a snapshot of its own, until the server's end closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # (a ^C in the server's terminal is the server's to handle)
-    os.nice(19)  # behind the server, its writer and a verify (measured: the client p99 as at 10, more pages read)
+    os.nice(10)  # behind the server and its writer, as a verify (at 19, a loaded machine starved it past its read
+    # timeout; 19 measured no better p99 for the server's clients than 10: docs/benchmarks.md)
     conn = Connection(fd)
     path, db = conn.recv_bytes().decode(), None
     while True:

@@ -132,13 +132,18 @@ def decode_batch(message: tuple[list, list, list]) -> list:
     return _merge(commands, others, at)
 
 
-def encode_outcomes(outcomes: Sequence[Outcome]) -> tuple[list, list, list]:
+def encode_outcomes(outcomes: Sequence[Any]) -> tuple[list, list, list]:
     """A batch's outcomes as (the finance outcomes' receipts and events, flat; every other outcome, encoded;
-    their positions). A finance outcome is a receipt with the one event it committed, or a replay's alone."""
+    their positions). A finance outcome is a receipt row, a receipt with the one event it committed, or a
+    replay's receipt alone."""
     receipts: list = []
     others: list = []
     at: list = []
     for i, o in enumerate(outcomes):
+        if type(o) is tuple:  # a receipt row (Store.apply_batch with rows): sent as it is
+            assert len(o) == _RECEIPT_FIELDS and o[0], "a receipt row is a committed event's seven fields"
+            receipts += o
+            continue
         if type(o) is Outcome and type(o.data) is Receipt and o.error is None:
             r, events = o.data, o.events
             if not events:

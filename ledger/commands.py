@@ -12,7 +12,7 @@ from .errors import LedgerError
 from .rules import Event, FinanceRequest, Version
 
 __all__ = ["AddAccount", "CatchUp", "Event", "Finance", "Host", "OpenSession", "Outcome", "PruneSessions", "Receipt",
-           "WalletCall", "WalletResult"]
+           "ReceiptRow", "WalletCall", "WalletResult", "receipt_outcome"]
 
 
 @dataclass(slots=True)
@@ -35,6 +35,18 @@ class Outcome:
     data: Any = None
     events: list[Event] = field(default_factory=list)
     replay: bool = False  # answered from an idempotency key, nothing new written
+
+
+# A finance command's outcome as its handler gives it when it committed its one event: the receipt row
+# (seq, order, login, cmd, amount, type, record), a plain tuple that the writer process sends as it is.
+# Store.apply_batch makes it an Outcome (:func:`receipt_outcome`) for a caller that wants objects.
+ReceiptRow = tuple[int, int, int, int, int, int, bytes]
+
+
+def receipt_outcome(row: ReceiptRow) -> Outcome:
+    """The Outcome of a receipt row: its Receipt and its one event."""
+    seq, order, login, cmd, amount, type_, record = row
+    return Outcome(data=Receipt(order, login, cmd, amount, type_, record), events=[Event(seq, type_, order, record)])
 
 
 @dataclass(slots=True)
@@ -149,12 +161,14 @@ class Host(Protocol):
 
     def stage(self, v: Version, now: int, source: str, ext_id: str | None) -> Event: ...
 
+    def stage_record(self, v: Version, now: int, source: str, ext_id: str | None) -> tuple[int, int, bytes]: ...
+
     def append(self, v: Version, now: int, source: str, ext_id: str | None) -> Event: ...
 
     def apply_finance(self, req: FinanceRequest, now: int, source: str, ext_id: str | None,
                       new_order: int | None = None) -> tuple[Version, Event]: ...
 
     def stage_key(self, c: Any, payload: str, status: int, error: str | None = None, message: str | None = None,
-                  seq: int | None = None, login: int | None = None, receipt: Receipt | None = None) -> None: ...
+                  seq: int | None = None, login: int | None = None, receipt: ReceiptRow | None = None) -> None: ...
 
     def stored_key(self, manager: int, ext_id: str, payload: str) -> Outcome | tuple | None: ...

@@ -4,10 +4,8 @@ store as the wallet's commands are (see :func:`install`)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from . import reads, rules
-from .commands import AddAccount, Finance, Host, Outcome, Receipt
+from .commands import AddAccount, Finance, Host, Outcome, Receipt, ReceiptRow
 from .errors import LedgerError
 from .rules import Event, FinanceRequest, Version
 
@@ -44,7 +42,8 @@ class _Finance:
     def __init__(self, store: Host):
         self.store = store
 
-    def finance(self, c: Finance) -> Outcome:
+    def finance(self, c: Finance) -> Outcome | ReceiptRow:
+        """The request applied: its receipt row (see commands.ReceiptRow), or a replay's or conflict's Outcome."""
         store, req = self.store, c.request
         keyed = c.manager is not None and c.ext_id is not None
         if keyed:
@@ -54,22 +53,22 @@ class _Finance:
                 return replay
         v = next_version(store, req, c.now, c.new_order)
         # ext_id is kept on the row only as the idempotency key it is (verify checks the key is there)
-        event = store.stage(v, c.now, c.source, c.ext_id if keyed else None)
-        receipt = Receipt(v.order, v.login, v.cmd, v.amount, event.type, event.data)
+        seq, etype, record = store.stage_record(v, c.now, c.source, c.ext_id if keyed else None)
+        row = (seq, v.order, v.login, v.cmd, v.amount, etype, record)
         if keyed:
-            store.stage_key(c, payload, 200, seq=event.seq, receipt=receipt)
-        return Outcome(data=receipt, events=[event])
+            store.stage_key(c, payload, 200, seq=seq, receipt=row)
+        return row
 
     def _replay(self, c: Finance, payload: str) -> Outcome | None:
         """The stored outcome of an earlier request with the same (manager, extID), if any."""
         seen = self.store.stored_key(c.manager, c.ext_id, payload)
         if seen is None or isinstance(seen, Outcome):
             return seen
-        status, error, message, seq, _, receipt = seen
+        status, error, message, seq, _, row = seen
         if seq is None:
             return Outcome(error=LedgerError(status, error, message), replay=True)
-        if receipt is not None:  # applied earlier in this batch
-            return Outcome(data=replace(receipt), replay=True)
+        if row is not None:  # applied earlier in this batch
+            return Outcome(data=Receipt(*row[1:]), replay=True)
         etype, data, order, login, cmd, amount = self.store.db.execute(
             "SELECT e.type, e.data, f.order_id, f.login, f.cmd, f.amount FROM events e "
             "JOIN finance f ON f.id = e.record_id WHERE e.seq = ?", (seq,)).fetchone()

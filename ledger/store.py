@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from . import engine, finance, migrations, reads, rules, wallet
 from .chain import GENESIS, event_hash, finance_hash
-from .commands import AddAccount, CatchUp, Finance, Outcome, Receipt
+from .commands import AddAccount, CatchUp, Finance, Outcome, ReceiptRow, receipt_outcome
 from .errors import LedgerOpenError, Unsure
 from .rules import Event, FinanceRequest, LedgerError, Version
 
@@ -244,11 +244,13 @@ class Store:
 
     # ------------------------------------------------------------------ batches
 
-    def apply_batch(self, commands: Sequence[Any]) -> list[Outcome]:
+    def apply_batch(self, commands: Sequence[Any], rows: bool = False) -> list[Any]:
         """Apply ``commands`` in ONE transaction, one failure never sinking the others; returns one
-        Outcome per command once committed. A COMMIT that reports an error is read back: if the batch is in
-        the file its outcomes are returned; if it is not, the error propagates (nothing was applied); if that
-        cannot be known (an I/O error, a failed ROLLBACK, the file unlinked or replaced), Unsure is raised.
+        Outcome per command once committed (``rows``: an applied Finance command's is its receipt row instead,
+        see commands.ReceiptRow, which the writer process sends as it is). A COMMIT that reports an error is
+        read back: if the batch is in the file its outcomes are returned; if it is not, the error propagates
+        (nothing was applied); if that cannot be known (an I/O error, a failed ROLLBACK, the file unlinked or
+        replaced), Unsure is raised.
 
         The idempotency rows of the whole batch are read in one query per manager. Finance commands write
         nothing while they run: their finance, event and key rows are staged and written with executemany
@@ -264,13 +266,14 @@ class Store:
         while True:
             self._reserved = []
             try:
-                return self._apply(commands, defer, isolate)
+                outcomes = self._apply(commands, defer, isolate)
+                return outcomes if rows else [receipt_outcome(o) if type(o) is tuple else o for o in outcomes]
             except _Isolate as rerun:
                 if rerun.unstaged:
                     self._replayed += self._reserved[::-1]
                 defer, isolate = False, not rerun.unstaged
 
-    def _apply(self, commands: Sequence[Any], defer: bool, isolate: bool) -> list[Outcome]:
+    def _apply(self, commands: Sequence[Any], defer: bool, isolate: bool) -> list[Any]:
         """One run of a batch, in phases: begin (PostgreSQL: lock the head), execute each command, write what
         is staged, stamp the batch's number, commit, and settle its fate; asserts at the phase boundaries."""
         db = self.db
@@ -304,10 +307,10 @@ class Store:
         self._settle(foreign)
         return outcomes
 
-    def _execute(self, commands: Sequence[Any], defer: bool, isolate: bool) -> tuple[list[Outcome], list[Event], int]:
-        """Each command's outcome, one failure never sinking the others (a failure that only a rerun can
-        undo raises _Isolate); also the other nodes' events, if no CatchUp took them, and the count of the
-        batch's own."""
+    def _execute(self, commands: Sequence[Any], defer: bool, isolate: bool) -> tuple[list[Any], list[Event], int]:
+        """Each command's outcome (an Outcome or a receipt row), one failure never sinking the others (a failure
+        that only a rerun can undo raises _Isolate); also the other nodes' events, if no CatchUp took them, and
+        the count of the batch's own."""
         db, handlers, mark_now = self.db, self._handlers, self._mark
         outcomes, foreign, own = [], self._foreign, 0
         savepoints = self.postgres
@@ -351,7 +354,7 @@ class Store:
             if guarded:
                 db.execute("RELEASE cmd")
             outcomes.append(outcome)
-            own += len(outcome.events)
+            own += 1 if type(outcome) is tuple else len(outcome.events)  # (a receipt row: its one event)
         assert len(outcomes) == len(commands), "one outcome per command"
         return outcomes, foreign, own
 
@@ -624,6 +627,11 @@ class Store:
 
     def stage(self, v: Version, now: int, source: str, ext_id: str | None) -> Event:
         """Chain a finance version and its event to the heads and stage their rows (see :meth:`_flush`)."""
+        seq, etype, record = self.stage_record(v, now, source, ext_id)
+        return Event(seq, etype, v.order, record)
+
+    def stage_record(self, v: Version, now: int, source: str, ext_id: str | None) -> tuple[int, int, bytes]:
+        """:meth:`stage`, giving the event's (seq, type, record) rather than an Event."""
         currency = self.accounts[v.login][0]
         row_id = self.finance_id + 1
         fhash = finance_hash(self.finance_head, row_id, v, source, ext_id, now)
@@ -636,11 +644,11 @@ class Store:
         self.finance_id, self.finance_head, self.seq, self.event_head = row_id, fhash, seq, ehash
         self.remember(self.accounts, v.login, (currency, v.balance, v.credit))
         self.remember(self._versions, v.order, v)
-        return Event(seq, etype, v.order, rules.with_seq(data, seq))
+        return seq, etype, rules.with_seq(data, seq)
 
     def stage_key(self, c: Finance | AddAccount, payload: str, status: int, error: str | None = None,
                    message: str | None = None, seq: int | None = None, login: int | None = None,
-                   receipt: Receipt | None = None) -> None:
+                   receipt: ReceiptRow | None = None) -> None:
         """Stage an idempotency row; the batch's later commands see it at once (with ``receipt``: no read)."""
         if error is None and message is None and login is None and seq is not None:
             self._staged[3].append((c.manager, c.ext_id, payload, status, seq, c.now))

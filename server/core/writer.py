@@ -66,7 +66,7 @@ def _apply_until_closed(store: Store, conn: Connection) -> None:
             conn.send_bytes(marshal.dumps((_OK, (store.seq, store.event_head))))
             return
         try:
-            outcomes = store.apply_batch(codec.decode_batch(marshal.loads(data)))
+            outcomes = store.apply_batch(codec.decode_batch(marshal.loads(data)), rows=True)
         except Unsure as e:
             conn.send_bytes(marshal.dumps((_UNSURE, str(e))))
             return  # the file's state is unknown: nothing more is applied

@@ -16,7 +16,8 @@ import trio
 
 from syncledger.ledger import (AddAccount, CatchUp, Finance, FinanceRequest, LedgerError, Store, Unsure, Version,
                                codec, verify_path)
-from syncledger.ledger.store import Event, LedgerOpenError, Outcome, Receipt
+from syncledger.ledger.commands import Receipt, receipt_outcome
+from syncledger.ledger.store import Event, LedgerOpenError, Outcome
 from syncledger.ledger.wallet import OpenSession, PruneSessions, WalletCall, WalletResult
 from syncledger.server.testing import Harness
 from syncledger.server.core.writer import WriterProcess
@@ -91,6 +92,30 @@ def test_every_batch_and_outcome_kind_survives_the_batch_codec():
         back = codec.decode_outcomes(marshal.loads(marshal.dumps(codec.encode_outcomes(some))))
         assert _comparable(back) == _comparable(some)
     assert codec.encode_outcomes(outcomes[:2] * 3)[1] == []  # receipts, with or without their event, flat
+
+
+def test_a_receipt_row_goes_as_its_outcome_would(tmp_path):
+    """The writer's Store gives an applied finance command's outcome as its receipt row: the same as the Outcome
+    an in-process Store gives, and the same message to the server, among every other kind of outcome."""
+    stores = [Store(str(tmp_path / f"{name}.db"), synchronous="OFF") for name in ("rows", "objects")]
+    batches = [[AddAccount("a", "EUR", NOW)],
+               [Finance(FinanceRequest("BalanceIn", 1000, 5 * U), NOW, 1, "k1"),
+                Finance(FinanceRequest("BalanceIn", 1000, 5 * U), NOW, 1, "k1"),  # replayed in its batch
+                Finance(FinanceRequest("BalanceOut", 1000, 50 * U), NOW),  # refused: NO_MONEY
+                AddAccount("b", "USD", NOW),
+                Finance(FinanceRequest("CreditIn", 1001, 2 * U, "c"), NOW + 1, 1, "k2")],
+               [Finance(FinanceRequest("BalanceIn", 1000, 5 * U), NOW, 1, "k1"),  # replayed from the table
+                Finance(FinanceRequest("DeleteBalance", order=1), NOW + 2)]]
+    try:
+        for batch in batches:
+            rows, objects = stores[0].apply_batch(batch, rows=True), stores[1].apply_batch(batch)
+            assert [type(o) for o in rows] == [tuple if type(o.data) is Receipt and o.events else Outcome
+                                               for o in objects]
+            assert _comparable([receipt_outcome(o) if type(o) is tuple else o for o in rows]) == _comparable(objects)
+            assert codec.encode_outcomes(rows) == codec.encode_outcomes(objects)
+    finally:
+        for store in stores:
+            store.close()
 
 
 class _Request(FinanceRequest):

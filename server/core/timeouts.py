@@ -1,4 +1,5 @@
-"""The timeout scheduler: a heap of deadlines on ``trio.current_time()``; expires entries still pending."""
+"""The timeout scheduler: a heap of deadlines on ``trio.current_time()``; expires entries still pending, and wakes
+only for those."""
 
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ class Timeouts:
                 await trio.sleep_forever()
             self._scope = None
             now = trio.current_time()
-            while self._heap and self._heap[0][0] <= now:
+            # (finished entries are dropped too, due or not: the next sleep lasts until a pending entry's
+            # deadline, not one per finished entry, which at light load would be one wake-up per …Sync request)
+            while self._heap and (self._heap[0][0] <= now or self._heap[0][2].done):
                 entry = heapq.heappop(self._heap)[2]
                 if entry.done:
                     self._finished -= 1

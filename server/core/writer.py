@@ -114,7 +114,7 @@ class WriterProcess:
                 pass_fds=(theirs.fileno(),) + ((lock_fd,) if lock_fd is not None else ()),
                 stdin=subprocess.DEVNULL)
         self._conn = Connection(ours.detach())
-        self._socket: trio.socket.SocketType | None = None  # the same socket, non-blocking, once apply() is used
+        self._socket: socket.socket | None = None  # the same socket, non-blocking, once apply() is used
         self.head: tuple[int, str] | None = None  # (seq, hash) of the newest event, as the writer closed
         self._interrupted: str | None = None  # why interrupt() ended the wait for a batch
         try:
@@ -150,7 +150,8 @@ class WriterProcess:
         Once begun it is waited for, whatever cancels the caller; :meth:`interrupt` ends the wait (Unsure)."""
         data = marshal.dumps(codec.encode_batch(commands))
         if self._socket is None:
-            self._socket = trio.socket.from_stdlib_socket(socket.socket(fileno=os.dup(self._conn.fileno())))
+            self._socket = socket.socket(fileno=os.dup(self._conn.fileno()))
+            self._socket.setblocking(False)
         with trio.CancelScope(shield=True):
             try:
                 if self.process.poll() is not None:
@@ -212,6 +213,10 @@ class WriterProcess:
         if self._conn.closed:
             return
         if self._socket is not None:
+            try:
+                trio.lowlevel.notify_closing(self._socket)  # (Trio forgets the fd it waited on)
+            except RuntimeError:
+                pass  # (not in a Trio run: none waited on it in this one)
             self._socket.close()  # (a dup: the socket pair stays open on _conn, made blocking again)
             os.set_blocking(self._conn.fileno(), True)
         if self._interrupted:
@@ -235,24 +240,37 @@ class WriterProcess:
             return self.process.wait()
 
 
-async def _send_message(sock: trio.socket.SocketType, data: bytes) -> None:
+# The writer's socket is read and written with plain non-blocking calls, waiting through Trio only when the
+# socket would block: a Trio socket's send or recv that succeeds at once still yields to the scheduler (one
+# more pass and epoll_wait a call), and an answer, which comes after a COMMIT, is never there at once. At light
+# load a batch is one request, so these are a request's.
+
+async def _send_message(sock: socket.socket, data: bytes) -> None:
     """``data`` framed as multiprocessing's Connection.send_bytes frames it (the writer reads it with one)."""
     header = struct.pack("!i", len(data)) if len(data) <= 0x7FFFFFFF else struct.pack("!iQ", -1, len(data))
     view = memoryview(header + data)
     while view:
-        view = view[await sock.send(view):]
+        try:
+            view = view[sock.send(view):]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
 
 
-async def _receive_message(sock: trio.socket.SocketType) -> bytes:
+async def _receive_message(sock: socket.socket) -> bytes:
     """One message framed as multiprocessing's Connection.send_bytes frames it (EOFError at the end)."""
     buf = bytearray()
 
     async def at_least(n: int) -> None:
         while len(buf) < n:
-            chunk = await sock.recv(max(1 << 16, n - len(buf)))
+            try:
+                chunk = sock.recv(max(1 << 16, n - len(buf)))
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
             if not chunk:
                 raise EOFError
             buf.extend(chunk)
+    await trio.lowlevel.wait_readable(sock)  # (the answer follows a COMMIT: a read at once would only fail)
     await at_least(4)
     (size,), start = struct.unpack_from("!i", buf), 4
     if size == -1:

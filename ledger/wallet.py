@@ -48,6 +48,7 @@ def _txs_query(kinds: int) -> str:
     """The statement of :meth:`_Wallet._txs` for that many kinds."""
     return _TX + f" WHERE provider = ? AND kind IN ({','.join('?' * kinds)}) AND txid = ? ORDER BY kind, login"
 
+
 # A debit with its order's current state (what _live asks), in the same statement.
 _DEBIT = _TX.replace(" FROM", ", (SELECT state FROM finance WHERE order_id = wallet_tx.order_id ORDER BY version DESC "
                              "LIMIT 1) FROM", 1)

@@ -1,5 +1,5 @@
-"""The wallet's fast path (server/wallet/fast.py) decides exactly as the usual path does: every body it takes
-gives the same uuid and the same ledger command (WalletCall, compared field by field) as parse_body and the
+"""The wallet's fast path (``fast_move``, server/wallet/models.py) decides exactly as the usual path does: every
+body it takes gives the same uuid and the same ledger command (WalletCall, compared field by field) as parse_body and the
 pydantic models, or the same refusal; what it does not take goes the usual way. The inputs are the wallet fuzz
 corpus (hypothesis, ``S.wallet_case``, sids resolved to a fixed one) and EDGE_CASES below; one in-process run of a
 debit, credit and cancel sequence then compares the server's answers, byte for byte, with the fast path on and
@@ -11,7 +11,8 @@ import trio
 from hypothesis import event, given
 
 from syncledger.server.auth import Provider
-from syncledger.server.wallet import app, fast
+from syncledger.server.wallet import app
+from syncledger.server.wallet.models import FAST_ACTIONS, fast_move
 from tests.fuzz import strategies as S
 from tests.fuzz.harness.server import fuzz_settings, start_fuzz_server
 from tests.fuzz.harness.wallet import seed_wallet_world
@@ -34,8 +35,8 @@ def usual(action: str, body: bytes, provider: Provider) -> tuple:
 
 
 def quick(action: str, body: bytes, provider: Provider) -> tuple | None:
-    """The same by fast.move and validated_call; None where the fast path leaves the body to the usual path."""
-    taken = fast.move(body)
+    """The same by fast_move and validated_call; None where the fast path leaves the body to the usual path."""
+    taken = fast_move(body)
     if taken is None:
         return None
     uuid, req = taken
@@ -107,7 +108,7 @@ EDGE_CASES = [
 
 
 def test_edge_cases_decide_alike():
-    taken = [check(action, body) for body in EDGE_CASES for action in fast.MOVES]
+    taken = [check(action, body) for body in EDGE_CASES for action in FAST_ACTIONS]
     assert sum(taken) >= 40  # (the fast path does take the common shapes: 51 of these)
 
 
@@ -119,7 +120,7 @@ def test_fuzz_corpus_decides_alike(case):
         body = S.enc({**body, "sid": "a-sid"} if body.get("sid") in S.SIDS else body,
                      ascii_only=case.ascii_only).encode()
     action = case.path.rpartition("/")[2]
-    if action in fast.MOVES:
+    if action in FAST_ACTIONS:
         event(f"fast path took the body: {check(action, body)}")
 
 

@@ -1,9 +1,9 @@
-"""The wallet's fast path (``fast_move``, server/wallet/models.py) decides exactly as the usual path does: every
-body it takes gives the same uuid and the same ledger command (WalletCall, compared field by field) as parse_body and the
-pydantic models, or the same refusal; what it does not take goes the usual way. The inputs are the wallet fuzz
-corpus (hypothesis, ``S.wallet_case``, sids resolved to a fixed one) and EDGE_CASES below; one in-process run of a
-debit, credit and cancel sequence then compares the server's answers, byte for byte, with the fast path on and
-off."""
+"""The wallet's fast path (``fast_move``, server/wallet/models.py) decides exactly as the usual path does:
+every body it takes gives the same uuid and the same ledger command (WalletCall, compared field by field) as
+parse_body and the pydantic models, or the same refusal; what it does not take goes the usual way. The inputs
+are the wallet fuzz corpus (hypothesis, ``wallet_case``, sids resolved to a fixed one) and EDGE_CASES below; one
+in-process run of a debit, credit and cancel sequence then compares the server's answers, byte for byte, with
+the fast path on and off."""
 
 from __future__ import annotations
 

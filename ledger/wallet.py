@@ -6,7 +6,8 @@ provider's mode; each round's state is kept in wallet_rounds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cache
+from typing import NamedTuple
 
 from .commands import Host, OpenSession, Outcome, PruneSessions, WalletCall, WalletResult
 from .errors import LedgerError
@@ -24,9 +25,8 @@ BET_ALREADY_SETTLED = "BET_ALREADY_SETTLED"
 FINAL_ERROR_ACTION_FAILED = "FINAL_ERROR_ACTION_FAILED"
 
 
-@dataclass(frozen=True, slots=True)
-class _Tx:
-    """A recorded wallet transaction (one wallet_tx row)."""
+class _Tx(NamedTuple):
+    """A recorded wallet transaction (one wallet_tx row; a tuple: a few are made for every call)."""
 
     kind: str
     txid: str
@@ -37,9 +37,21 @@ class _Tx:
     status: str
     order: int | None
     seq: int | None
+    state: int | None = None  # its order's state now, if read with it (a debit's, see _debits)
 
 
 _TX = "SELECT kind, txid, login, ref_id, game_id, payload, status, order_id, seq FROM wallet_tx"
+
+
+@cache
+def _txs_query(kinds: int) -> str:
+    """The statement of :meth:`_Wallet._txs` for that many kinds."""
+    return _TX + f" WHERE provider = ? AND kind IN ({','.join('?' * kinds)}) AND txid = ? ORDER BY kind, login"
+
+
+# A debit with its order's current state (what _live asks), in the same statement.
+_DEBIT = _TX.replace(" FROM", ", (SELECT state FROM finance WHERE order_id = wallet_tx.order_id ORDER BY version DESC "
+                             "LIMIT 1) FROM", 1)
 MIXED = "mixed"  # a provider's settlement mode: each credit or cancel settles the debit its refId names
 
 
@@ -89,10 +101,9 @@ class _Wallet:
         """The provider's transactions of these kinds with the call's transaction.id (an id names one
         transaction of its provider, whoever's), in one statement: kind -> its transaction."""
         found: dict[str, _Tx] = {}
-        marks = ",".join("?" * len(kinds))
-        for row in self.db.execute(_TX + f" WHERE provider = ? AND kind IN ({marks}) AND txid = ? ORDER BY kind, login",
-                                   (c.provider, *kinds, c.txid)):
-            found.setdefault(row[0], _Tx(*row))
+        for row in self.db.execute(_txs_query(len(kinds)), (c.provider, *kinds, c.txid)):
+            if row[0] not in found:
+                found[row[0]] = _Tx(*row)
         return found
 
     def _tombstoned(self, c: WalletCall, txid: str | None) -> bool:
@@ -140,10 +151,10 @@ class _Wallet:
         """The account's accepted debits a credit's refId names: by the debit's id or its own refId, in the
         round (several players may share a round's refId, as at a live table)."""
         rows = self.db.execute(
-            _TX + " WHERE provider = ? AND kind = 'debit' AND status = 'OK' AND txid = ? AND login = ? UNION "
-            + _TX + " WHERE provider = ? AND kind = 'debit' AND status = 'OK' AND ref_id = ? AND login = ? ORDER BY 9",
-            (c.provider, ref, c.login, c.provider, ref, c.login)).fetchall()
-        return [d for d in (_Tx(*row) for row in rows) if game_id is None or d.game_id == game_id]
+            _DEBIT + " WHERE provider = ? AND kind = 'debit' AND status = 'OK' AND txid = ? AND login = ? UNION "
+            + _DEBIT + " WHERE provider = ? AND kind = 'debit' AND status = 'OK' AND ref_id = ? AND login = ? "
+            "ORDER BY 9", (c.provider, ref, c.login, c.provider, ref, c.login)).fetchall()
+        return [_Tx(*row) for row in rows if game_id is None or row[4] == game_id]
 
     def _round_credit(self, c: WalletCall, game_id: str | None, refs: set[str], after_seq: int = 0) -> bool:
         """Has an accepted credit (committed after ``after_seq``) settled the round: ``game_id``, or for a
@@ -163,7 +174,8 @@ class _Wallet:
 
     def _live(self, debit: _Tx) -> bool:
         """Not cancelled and its order not deleted by a manager."""
-        return self.store.current_version(debit.order).state != TS_DELETED
+        state = debit.state if debit.state is not None else self.store.current_version(debit.order).state
+        return state != TS_DELETED
 
     def _settled(self, c: WalletCall, debit: _Tx) -> bool:
         """Cancelled, deleted, or settled by a credit accepted after it (a credit settles the debits its round
@@ -192,9 +204,14 @@ class _Wallet:
                 state = "settled"
             else:
                 state = "cancelled"
-        self.db.execute(
-            "INSERT INTO wallet_rounds VALUES (?,?,?,?,?,?) ON CONFLICT (provider, login, game_id) DO UPDATE SET "
-            "updated = excluded.updated, state = excluded.state", (c.provider, c.login, game_id, c.now, c.now, state))
+        row = (c.provider, c.login, game_id, c.now, c.now, state)
+        if kind == "debit":  # (a debit most often opens its round)
+            self.db.execute("INSERT INTO wallet_rounds VALUES (?,?,?,?,?,?) ON CONFLICT (provider, login, game_id) DO "
+                            "UPDATE SET updated = excluded.updated, state = excluded.state", row)
+        # else the round has its row (its debit's move opened it): an UPDATE does what the upsert would, for less
+        elif self.db.execute("UPDATE wallet_rounds SET updated = ?, state = ? WHERE provider = ? AND login = ? AND "
+                             "game_id = ?", (c.now, state, c.provider, c.login, game_id)).rowcount == 0:
+            self.db.execute("INSERT INTO wallet_rounds VALUES (?,?,?,?,?,?)", row)
 
     # ---- the three moves
 
@@ -231,11 +248,15 @@ class _Wallet:
             return self._result(c.login, INVALID_PARAMETER)
         debits = self._debits(c, c.ref_id, c.game_id)
         round_id = c.game_id if c.game_id is not None or not debits else debits[0].game_id
-        closed = self._closed(c, round_id, {c.ref_id}.union(*map(_refs, debits)))
+        refs = {c.ref_id}.union(*map(_refs, debits)) if round_id is None else set()  # (only a round without id)
+        closed = self._closed(c, round_id, refs)
         if not debits:  # and a debit that comes later with that id or refId is refused, never left unsettleable
             self._tombstone(c.ref_id, c)
             return self._answer("credit", c, BET_ALREADY_SETTLED if closed else BET_DOES_NOT_EXIST, closed)
-        if all(self._settled(c, d) for d in debits):
+        # Game-wise, a round no credit has settled yet has no credit after any of its debits either: each of
+        # those debits is settled only if it is no longer live (its refs are among those _closed looked for).
+        open_round = c.settlement != MIXED and not closed
+        if all(not self._live(d) if open_round and d.game_id == round_id else self._settled(c, d) for d in debits):
             return self._answer("credit", c, BET_ALREADY_SETTLED, closed, game_id=round_id)
         request = FinanceRequest("BalanceIn", c.login, c.amount, _comment(c, round_id), allow_zero=True)
         return self._move("credit", c, request, game_id=round_id, closed=closed)

@@ -11,6 +11,7 @@ clock that only a fixture requests is silently ignored and the test runs on the 
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,33 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail(f"{item.nodeid}: a fixture requests {wanted[0]!r} but the test function does not; "
                     f"pytest-trio would ignore that clock and run the test on the real clock. Add "
                     f"{wanted[0]!r} to the test's own arguments.", pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_default_ssl_context():
+    """Every ``httpx.AsyncClient()`` built with the default ``verify=True`` shares one SSLContext (the same CA
+    bundle, so the same checks): httpx loads the bundle anew for each client, 40-130 ms of CPU here, and the
+    suite makes some 300 clients, most of them for plain-http URLs that never use it (a test's own ``verify=``
+    builds its own context, as before). Without httpx's hook (a later httpx), each client loads it again."""
+    from httpx._transports import default
+
+    build = getattr(default, "create_ssl_context", None)
+    if build is None:
+        yield
+        return
+    made: dict[tuple, Any] = {}
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is not True or cert is not None:
+            return build(verify=verify, cert=cert, trust_env=trust_env)
+        key = (trust_env, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        if key not in made:
+            made[key] = build(verify=verify, cert=cert, trust_env=trust_env)
+        return made[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(default, "create_ssl_context", create_ssl_context)
+        yield
 
 
 @pytest.fixture(autouse=True)

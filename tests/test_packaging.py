@@ -4,6 +4,9 @@ folder, a clone's own included."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,8 +37,22 @@ print("ok" if verify(store.db).ok else "verify failed on a fresh ledger")
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> tuple[Path, Path]:
     """(wheel, venv): the wheel built from this tree, installed (not editable) into a venv that takes its
-    dependencies from the running environment, whatever that is (a venv, or the base interpreter)."""
-    tmp = tmp_path_factory.mktemp("packaging")
+    dependencies from the running environment, whatever that is (a venv, or the base interpreter). Made once per
+    run: under xdist in the run's folder that all workers share, the first worker to come builds it while the
+    others wait (two builds of this tree at once collide in its build/ folder: "File exists: build/...")."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # (the parent: this run's, under xdist)
+    tmp = shared / "packaging"
+    with open(shared / "packaging.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (tmp / "done").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            _build_and_install(tmp)
+            (tmp / "done").write_text("")
+    return next((tmp / "dist").glob("syncledger-*.whl")), tmp / "venv"
+
+
+def _build_and_install(tmp: Path) -> None:
     subprocess.run([sys.executable, "-P", "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                     "-w", str(tmp / "dist"), str(ROOT)], check=True, capture_output=True)
     wheel = next((tmp / "dist").glob("syncledger-*.whl"))
@@ -50,7 +67,6 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     # would count as "already installed" and the wheel would not go in at all
     subprocess.run([sys.executable, "-P", "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "-q",
                     "--no-deps", "--no-index", "--ignore-installed", str(wheel)], check=True, capture_output=True)
-    return wheel, env_dir
 
 
 def test_the_wheel_installs_only_the_syncledger_namespace(installed):

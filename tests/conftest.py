@@ -31,6 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # ledgers of older releases (fixtures/README.md)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` (pyproject's addopts): one xdist worker more than the usable cores. Much of the suite waits
+    rather than computes (server and PostgreSQL processes starting, fsync, a browser, real-clock timeouts): on
+    2 cores the run took about a quarter less with 3 workers than with 2, and no less with 4, measured by turns.
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides when set."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return len(os.sched_getaffinity(0)) + 1
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Fail a test whose fixtures request a mock clock that the test function itself does not name."""
     function = getattr(item, "function", None)

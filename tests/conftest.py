@@ -10,8 +10,10 @@ clock that only a fixture requests is silently ignored and the test runs on the 
 
 from __future__ import annotations
 
+import compileall
 import inspect
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,20 @@ from syncledger.server.testing import Harness, test_config
 CLOCK_FIXTURES = ("autojump_clock", "mock_clock")
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # ledgers of older releases (fixtures/README.md)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where the environment keeps Python from writing bytecode (``PYTHONDONTWRITEBYTECODE``, as here), every
+    server, writer and CLI process a test starts would compile syncledger's modules again: they are compiled once
+    per run instead, beside their sources (``__pycache__/``, as Python itself writes them without the variable;
+    git ignores them). Only syncledger's: every other module has its bytecode from its install."""
+    if not sys.flags.dont_write_bytecode or hasattr(config, "workerinput"):
+        return
+    import syncledger.ledger
+    import syncledger.server
+    for package in (syncledger.server, syncledger.ledger):
+        for path in package.__path__:
+            compileall.compile_dir(path, quiet=1)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:

@@ -76,8 +76,10 @@ def _one_default_ssl_context():
     bundle, so the same checks): httpx loads the bundle anew for each client, 40-130 ms of CPU here, and the
     suite makes some 300 clients, most of them for plain-http URLs that never use it (a test's own ``verify=``
     builds its own context, as before). Without httpx's hook (a later httpx), each client loads it again."""
-    from httpx._transports import default
-
+    try:
+        from httpx._transports import default
+    except ImportError:  # (a later httpx's layout)
+        default = None
     build = getattr(default, "create_ssl_context", None)
     if build is None:
         yield

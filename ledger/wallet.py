@@ -50,8 +50,8 @@ def _txs_query(kinds: int) -> str:
 
 
 # A debit with its order's current state (what _live asks), in the same statement.
-_DEBIT = _TX.replace(" FROM", ", (SELECT state FROM finance WHERE order_id = wallet_tx.order_id ORDER BY version DESC "
-                             "LIMIT 1) FROM", 1)
+_DEBIT = ("SELECT kind, txid, login, ref_id, game_id, payload, status, order_id, seq, (SELECT state FROM finance "
+          "WHERE order_id = wallet_tx.order_id ORDER BY version DESC LIMIT 1) FROM wallet_tx")
 MIXED = "mixed"  # a provider's settlement mode: each credit or cancel settles the debit its refId names
 
 

@@ -6,21 +6,14 @@ Anything else (any doubt) gives None, and the line takes the usual path, which m
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Any
 
-import msgspec
-
 from syncledger.ledger import MAX_ID, FinanceRequest, MoneyError, to_micro
 
+from ..wire import fast_decode, no_repeated_key
 from . import models
 from .protocol import Request, _ext_id
-
-# Fractions as exact Decimals, as protocol's decoder makes them. msgspec refuses NaN, the infinities and lone
-# surrogates (\ud800) outright: what it decodes holds nothing that wire.invalid_value would name.
-_DECODER = msgspec.json.Decoder(float_hook=Decimal)
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
 def _id(value: Any, low: int = 1) -> bool:
@@ -60,17 +53,10 @@ _SHAPES = {models.BalanceData: lambda op, data: _transfer(op, data, "Finance"),
 CHECKS = {name + sync: (name, _SHAPES[model]) for name, model in models.FINANCE_MODELS.items() for sync in ("", "Sync")}
 
 
-def _one_level(line: bytes, members: int) -> bool:
-    """Whether ``line`` (valid JSON whose request object and data hold ``members`` keys once decoded) has no
-    other member and no repeated key: each member of any object has one colon outside the strings, and a
-    repeated key is one member fewer once decoded. (Deeper objects are left to the usual path.)"""
-    return line.count(b":") == members or _STRING.sub(b"", line).count(b":") == members
-
-
 def finance_request(line: bytes) -> Request | None:
     """The Request of a finance command line, its data already checked (``Request.finance``), or None."""
     try:
-        obj = _DECODER.decode(line)
+        obj = fast_decode(line)
     except Exception:  # malformed, or a number Decimal cannot hold: the usual path says which
         return None
     command = obj.get("command") if type(obj) is dict else None
@@ -79,7 +65,7 @@ def finance_request(line: bytes) -> Request | None:
     data, raw_ext_id, token = obj.get("data"), obj.get("extID"), obj.get("__token")
     if type(data) is not dict or type(token) is not str or (raw_ext_id is not None and _ext_id(raw_ext_id) is None):
         return None
-    if not _one_level(line, len(obj) + len(data)):
+    if not no_repeated_key(line, len(obj) + len(data)):  # (nor a member deeper than data)
         return None
     op, shape = check
     finance = shape(op, data)

@@ -7,12 +7,12 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, NamedTuple
 
-import msgspec
 from pydantic import BeforeValidator, Field
 
 from syncledger.ledger import MoneyError, to_micro
 
 from ..fields import Model, micro
+from ..wire import fast_decode, no_repeated_key
 
 WalletId = Annotated[str, Field(strict=True, min_length=1, max_length=64)]
 _DECIMAL_TEXT = re.compile(r"-?[0-9]{1,30}(\.[0-9]{1,30})?")
@@ -109,10 +109,6 @@ class WalletPromo(WalletUser):
 # tests/fuzz/test_wallet_fast_path.py).
 
 FAST_ACTIONS = frozenset(("debit", "credit", "cancel"))
-# Fractions as exact Decimals, as wire.decode_json makes them. msgspec refuses NaN, the infinities, lone surrogates
-# and bytes that are not UTF-8 outright: what it decodes holds nothing that wire.invalid_value would name.
-_DECODER = msgspec.json.Decoder(float_hook=Decimal)
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _TOP = frozenset(("sid", "userId", "currency", "game", "transaction", "uuid"))  # WalletMove's fields
 _GAME, _TX = frozenset(("id", "type", "session")), frozenset(("id", "refId", "amount"))  # Game's, Transaction's
 
@@ -175,17 +171,10 @@ def _fast_transaction(value: Any) -> FastTransaction | None:
         return None
 
 
-def _one_level(body: bytes, members: int) -> bool:
-    """Whether ``body`` (valid JSON whose objects hold ``members`` keys in all once decoded) has no repeated key:
-    each member of an object has one colon outside the strings, and a repeated key is one member fewer once
-    decoded."""
-    return body.count(b":") == members or _STRING.sub(b"", body).count(b":") == members
-
-
 def fast_move(body: bytes) -> tuple[Any, FastMove] | None:
     """(uuid, the validated body) of a debit, credit or cancel body of the common shape, or None."""
     try:
-        obj = _DECODER.decode(body)
+        obj = fast_decode(body)
     except Exception:  # malformed, or what Decimal cannot hold: the usual path says which
         return None
     if type(obj) is not dict or not obj.keys() <= _TOP:
@@ -199,6 +188,6 @@ def fast_move(body: bytes) -> tuple[Any, FastMove] | None:
             or (sid is not None and not _text(sid, 0, 128)) or type(currency) is not str or len(currency) != 3
             or not ("A" <= currency[0] <= "Z" and "A" <= currency[1] <= "Z" and "A" <= currency[2] <= "Z")):
         return None
-    if not _one_level(body, len(obj) + len(raw_tx) + (len(raw_game) if raw_game is not None else 0)):
+    if not no_repeated_key(body, len(obj) + len(raw_tx) + (len(raw_game) if raw_game is not None else 0)):
         return None
     return uuid, FastMove(int(user), uuid, sid, currency, game, tx)

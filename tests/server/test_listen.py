@@ -143,8 +143,8 @@ async def test_a_handshake_that_never_ends_is_closed_at_its_deadline_on_every_li
     took: dict[int, float] = {}
 
     async def stall_on(port: int) -> None:
+        start = trio.current_time()  # (before the first connection: its deadline runs from its accept)
         streams = [await _stalled(port, first) for first in (b"", hello[:20], hello)]
-        start = trio.current_time()
         for stream in streams:
             with trio.fail_after(5):
                 try:
